@@ -1,0 +1,704 @@
+"""Typed, validated configuration: YAML + dotted overrides -> frozen, hashable dataclasses.
+
+`load_config(path, overrides=())` is the only way configs enter the program. Every section is a
+frozen dataclass whose fields are scalars, tuples or nested frozen dataclasses, so a Config is
+hashable and can be a static argument of a jitted function. Errors name the key and the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, has the wrong type, or holds an impossible value."""
+
+    def __init__(self, key: str, message: str, source: str | None = None):
+        self.key = key
+        self.source = source
+        where = f" in {source}" if source else ""
+        super().__init__(f"config key '{key}'{where}: {message}")
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AssetSpec:
+    """One input series. `kind` crypto trades 24/7; market (equity, index, FX) has sessions."""
+
+    name: str
+    file: str | None = None  # relative to data.data_dir; None when data.combined_file is used
+    kind: Literal["crypto", "market"] = "crypto"
+    timestamp_label: Literal["open", "close"] = "open"  # what the file's timestamp marks
+    bar_hours: float = 1.0  # bar length: a bar labelled by its open is known at open + bar_hours
+    invert: bool = False  # use 1/price (e.g. EURUSD as an inverted dollar proxy)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    data_dir: str = "data"
+    traded_asset: str = "BTC"
+    assets: tuple[AssetSpec, ...] = (
+        AssetSpec("BTC", "BTC_1h.csv.gz", "crypto"),
+        AssetSpec("ETH", "ETH_1h.csv.gz", "crypto"),
+        AssetSpec("SPY", "SPY_1h.csv.gz", "market"),
+        AssetSpec("DXY", "DXY_1h.csv.gz", "market"),
+    )
+    combined_file: str | None = None  # one CSV/Parquet with <ASSET>_<field> columns
+    start: str | None = None  # ISO date/time (UTC) to cut the aligned frame
+    end: str | None = None
+    max_fill_hours: int = 6  # traded asset: longest run of missing bars forward-filled
+    max_stale_hours: int = 96  # context assets: forward-fill cap; older values become NaN
+    cache_dir: str | None = ".cache/market"
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    assets: tuple[str, ...] | None = None  # per-asset groups for these; None = all configured
+    returns: bool = True
+    return_horizons: tuple[int, ...] = (1, 24)
+    zscore: bool = True
+    zscore_window: int = 168
+    ffd: bool = True
+    ffd_d: float | Literal["auto"] = 0.4
+    ffd_threshold: float = 1e-4
+    ffd_d_grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    ffd_adf_pvalue: float = 0.05
+    range_vol: bool = True
+    range_vol_window: int = 24
+    ta: bool = True
+    ta_assets: tuple[str, ...] = ("BTC", "ETH")
+    rsi_length: int = 14
+    macd_fast: int = 12
+    macd_slow: int = 26
+    macd_signal: int = 9
+    atr_length: int = 14
+    adx_length: int = 14
+    bbands_length: int = 20
+    bbands_std: float = 2.0
+    cross_asset: bool = True
+    corr_window: int = 168
+    equity_asset: str | None = "SPY"  # rolling traded-asset/equity return correlation
+    dollar_asset: str | None = "DXY"  # rolling traded-asset/dollar return correlation
+    ratio_asset: str | None = "ETH"  # return of the <ratio_asset>/<traded_asset> price ratio
+    calendar: bool = True
+    scaler_clip: float = 5.0
+
+
+@dataclass(frozen=True)
+class RegimesConfig:
+    enabled: bool = True
+    n_states: int = 4
+    columns: tuple[str, ...] | None = None  # None = traded asset's log return and realised vol
+    covariance_type: Literal["full", "diag", "spherical", "tied"] = "full"
+    n_iter: int = 200
+    tol: float = 1e-4
+    n_fits: int = 3  # random restarts; the best log-likelihood wins
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    mode: Literal["none", "random", "pretrained-frozen", "pretrained-finetune"] = (
+        "pretrained-frozen"
+    )
+    patch_size: int = 1
+    d_model: int = 64
+    depth: int = 2
+    n_heads: int = 4
+    mlp_ratio: int = 2
+    decoder_dim: int = 32
+    decoder_depth: int = 1
+    mask_ratio: float = 0.5
+    pooling: Literal["mean", "last"] = "mean"
+    epochs: int = 90
+    batch_size: int = 256
+    batches_per_epoch: int | None = None  # None = every train window once per epoch
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: int = 1
+    patience: int = 10
+    val_fraction: float = 0.1
+    finetune_learning_rate: float = 1e-5
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    fee_bps: float = 5.0
+    slippage_bps: float = 2.0
+    target_volatility: float = 0.05  # daily (vol_horizon_hours) vol target
+    vol_window: int = 24
+    vol_horizon_hours: int = 24
+    max_leverage: float = 2.0
+    vol_floor: float = 0.005
+    reward_scale: float = 100.0
+    window: int = 64  # observation window W (hours)
+    episode_length: int = 2048
+    ruin_nav: float = 0.5
+
+
+@dataclass(frozen=True)
+class TQCConfig:
+    learning_rate: float = 3e-4
+    critic_learning_rate: float | None = None  # None = learning_rate
+    batch_size: int = 256
+    buffer_size: int = 1_000_000
+    learning_starts: int = 100
+    gamma: float = 0.99
+    tau: float = 0.005
+    n_quantiles: int = 25
+    n_critics: int = 2
+    top_quantiles_to_drop_per_net: int = 2
+    net_arch: tuple[int, ...] = (256, 256)
+    policy_delay: int = 1
+    gradient_steps: int = 1  # G: gradient updates per vectorised env step
+    ent_coef_init: float = 1.0
+    target_entropy: float | Literal["auto"] = "auto"
+    max_grad_norm: float | None = 10.0  # global-norm clipping; None = off
+    log_std_min: float = -20.0
+    log_std_max: float = 2.0
+
+
+@dataclass(frozen=True)
+class CurriculumConfig:
+    """Piecewise-linear penalty schedule over training progress (ORIGINAL.md's three phases)."""
+
+    phase_ends: tuple[float, ...] = (0.2, 0.6, 1.0)
+    churn: tuple[tuple[float, float], ...] = ((0.0, 0.10), (0.10, 0.50), (0.50, 0.50))
+    smooth: tuple[tuple[float, float], ...] = ((0.0, 0.0), (0.0, 0.02), (0.02, 0.02))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    total_env_steps: int = 30_000_000  # per agent, summed over envs
+    n_envs: int = 512
+    steps_per_chunk: int = 500  # vectorised env steps per compiled chunk
+    devices: int | Literal["all"] = "all"
+    n_seeds: int = 1
+    checkpoint_every_chunks: int = 10
+    keep_checkpoints: int = 1
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+
+
+@dataclass(frozen=True)
+class WFOConfig:
+    train_months: int = 18
+    test_months: int = 3
+    step_months: int = 3
+    hours_per_month: int = 720
+    embargo_hours: int = 0
+    max_segments: int | None = None
+    segments: tuple[int, ...] | None = None  # explicit subset (the CLI's --segments)
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: str = "results"
+    tensorboard: bool = True
+    plots: bool = True
+    tearsheet: bool = True
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    """One dimension of the tuning space: `key` is a dotted config key."""
+
+    key: str
+    type: Literal["float", "loguniform", "int", "categorical"] = "float"
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str | float | int | bool, ...] | None = None
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    val_fraction: float = 0.2  # tail of each segment's train rows used to score a trial
+    segments: tuple[int, ...] = (0,)
+    metric: Literal["sharpe", "sortino", "total_return", "calmar"] = "sharpe"
+    space: tuple[SearchParam, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = 0
+    run_name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    regimes: RegimesConfig = field(default_factory=RegimesConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    tqc: TQCConfig = field(default_factory=TQCConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    wfo: WFOConfig = field(default_factory=WFOConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    source: str | None = field(default=None, compare=False)  # the YAML file it came from
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples become lists); `source` is left out."""
+        return _to_plain({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                          if f.name != "source"})
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def digest(self) -> str:
+        """Stable short hash of the resolved values (not of the source path)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing
+# --------------------------------------------------------------------------------------------
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if f.name != "source"}
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in get_args(tp))
+    if origin is tuple:
+        args = get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"list of {_type_name(args[0])}"
+        return f"list of {len(args)} values"
+    if dataclasses.is_dataclass(tp):
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str | None) -> Any:
+    """Convert a YAML value to the annotated type, or raise ConfigError naming the key."""
+    try:
+        return _coerce_inner(value, tp, key, source)
+    except _Mismatch:
+        raise ConfigError(
+            key, f"expected {_type_name(tp)}, got {value!r} ({type(value).__name__})", source
+        ) from None
+
+
+def _coerce_inner(value: Any, tp: Any, key: str, source: str | None) -> Any:
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise _Mismatch
+        # Literal members first (so "auto" is not taken for a float), then the rest in order.
+        ordered = sorted(args, key=lambda a: 0 if get_origin(a) is Literal else 1)
+        for arg in ordered:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce_inner(value, arg, key, source)
+            except (_Mismatch, ConfigError):
+                continue
+        raise _Mismatch
+    if origin is Literal:
+        if any(value == a and type(value) is type(a) for a in get_args(tp)):
+            return value
+        raise _Mismatch
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _Mismatch
+        args = get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise _Mismatch
+        return tuple(_coerce(v, a, f"{key}[{i}]", source) for i, (v, a) in
+                     enumerate(zip(value, args)))
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise _Mismatch
+        return _build(tp, value, key, source)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if tp is int:
+        if isinstance(value, bool):
+            raise _Mismatch
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                try:
+                    f = float(value)
+                except ValueError:
+                    raise _Mismatch from None
+                if f.is_integer():
+                    return int(f)
+        raise _Mismatch
+    if tp is float:
+        if isinstance(value, bool):
+            raise _Mismatch
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise _Mismatch from None
+        raise _Mismatch
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _Mismatch
+    raise _Mismatch
+
+
+def _build(cls: type, raw: dict, prefix: str, source: str | None) -> Any:
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
+    kwargs = {}
+    for k, v in raw.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in names:
+            close = sorted(names, key=lambda n: _distance(str(k), n))[:1]
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(key, f"unknown key{hint}", source)
+        kwargs[k] = _coerce(v, hints[k], key, source)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required field is missing
+        raise ConfigError(prefix or "<root>", str(exc), source) from None
+
+
+def _distance(a: str, b: str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def _set_dotted(raw: dict, dotted: str, value: Any, source: str | None) -> None:
+    parts = dotted.split(".")
+    node = raw
+    for p in parts[:-1]:
+        child = node.get(p)
+        if child is None:
+            child = node[p] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(dotted, f"'{p}' is not a section", source)
+        node = child
+    node[parts[-1]] = value
+
+
+def _parse_override(item: str, source: str | None) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(item, "override must look like section.key=value", source)
+    key, text = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(item, "override has an empty key", source)
+    try:
+        value = yaml.safe_load(text) if text.strip() != "" else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(key, f"cannot parse override value {text!r}: {exc}", source) from None
+    return key, value
+
+
+def load_config(path: str | Path | None, overrides: typing.Iterable[str] = ()) -> Config:
+    """Read a YAML config (None = all defaults), apply dotted overrides, validate, freeze."""
+    overrides = list(overrides)
+    source = str(path) if path is not None else None
+    raw: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError("<file>", f"config file not found: {p}", source)
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError("<file>", f"invalid YAML: {exc}", source) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError("<root>", "the top level must be a mapping of sections", source)
+        raw = loaded
+    override_source = f"{source} (--set)" if source else "--set"
+    for item in overrides:
+        key, value = _parse_override(item, override_source)
+        _check_override_key(key, override_source)
+        _set_dotted(raw, key, value, override_source)
+    override_keys = {_parse_override(item, override_source)[0] for item in overrides}
+    try:
+        cfg = _build(Config, raw, "", source)
+    except ConfigError as exc:
+        if exc.key.split("[")[0] in override_keys:  # the bad value came from --set
+            raise ConfigError(exc.key, str(exc).split(": ", 1)[1], override_source) from None
+        raise
+    cfg = dataclasses.replace(cfg, source=source)
+    validate(cfg)
+    return cfg
+
+
+def _check_override_key(dotted: str, source: str) -> None:
+    cls: Any = Config
+    parts = dotted.split(".")
+    for i, p in enumerate(parts):
+        hints = get_type_hints(cls)
+        if p not in hints or p == "source":
+            raise ConfigError(".".join(parts[: i + 1]), "unknown key", source)
+        tp = hints[p]
+        inner = [a for a in get_args(tp) if dataclasses.is_dataclass(a)] or [tp]
+        cls = inner[0]
+        if i < len(parts) - 1 and not dataclasses.is_dataclass(cls):
+            raise ConfigError(".".join(parts[: i + 2]), f"'{p}' is not a section", source)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation of values (types are already right here)
+# --------------------------------------------------------------------------------------------
+
+
+def _require(cond: bool, key: str, message: str, source: str | None) -> None:
+    if not cond:
+        raise ConfigError(key, message, source)
+
+
+def validate(cfg: Config) -> None:
+    """Raise ConfigError for impossible values; naming the key and the file."""
+    s = cfg.source
+    d, f, r, e, v, q, t, w = (cfg.data, cfg.features, cfg.regimes, cfg.encoder, cfg.env,
+                              cfg.tqc, cfg.train, cfg.wfo)
+    _require(bool(cfg.run_name) and "/" not in cfg.run_name and cfg.run_name not in (".", ".."),
+             "run_name", "must be a non-empty name without '/'", s)
+    _require(cfg.seed >= 0, "seed", "must be >= 0", s)
+
+    names = [a.name for a in d.assets]
+    _require(len(names) > 0, "data.assets", "at least one asset is required", s)
+    _require(len(set(names)) == len(names), "data.assets", f"duplicate asset names {names}", s)
+    _require(d.traded_asset in names, "data.traded_asset",
+             f"'{d.traded_asset}' is not among data.assets {names}", s)
+    for i, a in enumerate(d.assets):
+        _require(a.name.isidentifier() and "_" not in a.name, f"data.assets[{i}].name",
+                 f"'{a.name}' must be letters/digits without '_'", s)
+        _require(a.file is not None or d.combined_file is not None, f"data.assets[{i}].file",
+                 "a file is required unless data.combined_file is set", s)
+        _require(a.bar_hours > 0, f"data.assets[{i}].bar_hours", "must be > 0", s)
+    traded = next(a for a in d.assets if a.name == d.traded_asset)
+    _require(not traded.invert, "data.traded_asset", "the traded asset cannot be inverted", s)
+    _require(d.max_fill_hours >= 0, "data.max_fill_hours", "must be >= 0", s)
+    _require(d.max_stale_hours >= 1, "data.max_stale_hours", "must be >= 1", s)
+    for key, val in (("data.start", d.start), ("data.end", d.end)):
+        if val is not None:
+            try:
+                import pandas as pd
+
+                pd.Timestamp(val)
+            except (ValueError, TypeError):
+                raise ConfigError(key, f"not a date: {val!r}", s) from None
+    if d.start is not None and d.end is not None:
+        import pandas as pd
+
+        _require(pd.Timestamp(d.start) < pd.Timestamp(d.end), "data.end",
+                 "must be after data.start", s)
+
+    if f.assets is not None:
+        for a in f.assets:
+            _require(a in names, "features.assets", f"'{a}' is not among data.assets", s)
+    for key in ("equity_asset", "dollar_asset", "ratio_asset"):
+        val = getattr(f, key)
+        _require(val is None or val in names, f"features.{key}",
+                 f"'{val}' is not among data.assets {names} (set it to null to drop it)", s)
+    for a in f.ta_assets:
+        _require(a in names, "features.ta_assets", f"'{a}' is not among data.assets", s)
+    for h in f.return_horizons:
+        _require(h >= 1, "features.return_horizons", "horizons must be >= 1", s)
+    for key in ("zscore_window", "range_vol_window", "rsi_length", "macd_fast", "macd_slow",
+                "macd_signal", "atr_length", "adx_length", "bbands_length", "corr_window"):
+        _require(getattr(f, key) >= 2, f"features.{key}", "must be >= 2", s)
+    _require(f.macd_fast < f.macd_slow, "features.macd_fast", "must be < macd_slow", s)
+    if f.ffd_d != "auto":
+        _require(0.0 <= f.ffd_d <= 2.0, "features.ffd_d", "must be in [0, 2] or 'auto'", s)
+    _require(0 < f.ffd_threshold < 1, "features.ffd_threshold", "must be in (0, 1)", s)
+    _require(len(f.ffd_d_grid) > 0 and all(0 <= x <= 2 for x in f.ffd_d_grid),
+             "features.ffd_d_grid", "values must be in [0, 2]", s)
+    _require(0 < f.ffd_adf_pvalue < 1, "features.ffd_adf_pvalue", "must be in (0, 1)", s)
+    _require(f.bbands_std > 0, "features.bbands_std", "must be > 0", s)
+    _require(f.scaler_clip > 0, "features.scaler_clip", "must be > 0", s)
+
+    _require(r.n_states >= 1, "regimes.n_states", "must be >= 1", s)
+    _require(r.n_iter >= 1, "regimes.n_iter", "must be >= 1", s)
+    _require(r.n_fits >= 1, "regimes.n_fits", "must be >= 1", s)
+    _require(r.tol > 0, "regimes.tol", "must be > 0", s)
+
+    _require(v.fee_bps >= 0, "env.fee_bps", "must be >= 0", s)
+    _require(v.slippage_bps >= 0, "env.slippage_bps", "must be >= 0", s)
+    _require(v.target_volatility > 0, "env.target_volatility", "must be > 0", s)
+    _require(v.vol_window >= 2, "env.vol_window", "must be >= 2", s)
+    _require(v.vol_horizon_hours >= 1, "env.vol_horizon_hours", "must be >= 1", s)
+    _require(v.max_leverage > 0, "env.max_leverage", "must be > 0", s)
+    _require(v.vol_floor > 0, "env.vol_floor", "must be > 0", s)
+    _require(v.reward_scale > 0, "env.reward_scale", "must be > 0", s)
+    _require(v.window >= 1, "env.window", "must be >= 1", s)
+    _require(v.episode_length >= 1, "env.episode_length", "must be >= 1", s)
+    _require(0 <= v.ruin_nav < 1, "env.ruin_nav", "must be in [0, 1)", s)
+
+
+    _require(e.patch_size >= 1, "encoder.patch_size", "must be >= 1", s)
+    _require(v.window % e.patch_size == 0, "encoder.patch_size",
+             f"must divide env.window ({v.window})", s)
+    for key in ("d_model", "depth", "n_heads", "mlp_ratio", "decoder_dim", "epochs",
+                "batch_size"):
+        _require(getattr(e, key) >= 1, f"encoder.{key}", "must be >= 1", s)
+    _require(e.decoder_depth >= 0, "encoder.decoder_depth", "must be >= 0", s)
+    _require(e.d_model % e.n_heads == 0, "encoder.n_heads", "must divide encoder.d_model", s)
+    _require(0 < e.mask_ratio < 1, "encoder.mask_ratio", "must be in (0, 1)", s)
+    n_tokens = v.window // e.patch_size
+    _require(round(e.mask_ratio * n_tokens) >= 1 and round(e.mask_ratio * n_tokens) < n_tokens,
+             "encoder.mask_ratio", f"must mask at least one and not all of {n_tokens} tokens", s)
+    _require(e.batches_per_epoch is None or e.batches_per_epoch >= 1,
+             "encoder.batches_per_epoch", "must be >= 1", s)
+    _require(e.learning_rate > 0, "encoder.learning_rate", "must be > 0", s)
+    _require(e.finetune_learning_rate >= 0, "encoder.finetune_learning_rate", "must be >= 0", s)
+    _require(e.weight_decay >= 0, "encoder.weight_decay", "must be >= 0", s)
+    _require(e.warmup_epochs >= 0, "encoder.warmup_epochs", "must be >= 0", s)
+    _require(e.patience >= 1, "encoder.patience", "must be >= 1", s)
+    _require(0 < e.val_fraction < 0.5, "encoder.val_fraction", "must be in (0, 0.5)", s)
+
+    _require(q.learning_rate > 0, "tqc.learning_rate", "must be > 0", s)
+    _require(q.critic_learning_rate is None or q.critic_learning_rate > 0,
+             "tqc.critic_learning_rate", "must be > 0", s)
+    _require(q.batch_size >= 1, "tqc.batch_size", "must be >= 1", s)
+    _require(q.buffer_size >= q.batch_size, "tqc.buffer_size", "must be >= tqc.batch_size", s)
+    _require(q.learning_starts >= 0, "tqc.learning_starts", "must be >= 0", s)
+    _require(0 <= q.gamma < 1, "tqc.gamma", "must be in [0, 1)", s)
+    _require(0 < q.tau <= 1, "tqc.tau", "must be in (0, 1]", s)
+    _require(q.n_quantiles >= 1, "tqc.n_quantiles", "must be >= 1", s)
+    _require(q.n_critics >= 1, "tqc.n_critics", "must be >= 1", s)
+    _require(0 <= q.top_quantiles_to_drop_per_net < q.n_quantiles,
+             "tqc.top_quantiles_to_drop_per_net", "must be in [0, n_quantiles)", s)
+    _require(len(q.net_arch) >= 1 and all(h >= 1 for h in q.net_arch), "tqc.net_arch",
+             "must be a non-empty list of positive widths", s)
+    _require(q.policy_delay >= 1, "tqc.policy_delay", "must be >= 1", s)
+    _require(q.gradient_steps >= 1, "tqc.gradient_steps", "must be >= 1", s)
+    _require(q.ent_coef_init > 0, "tqc.ent_coef_init", "must be > 0", s)
+    _require(q.max_grad_norm is None or q.max_grad_norm > 0, "tqc.max_grad_norm",
+             "must be > 0 or null", s)
+    _require(q.log_std_min < q.log_std_max, "tqc.log_std_min", "must be < log_std_max", s)
+
+    _require(t.total_env_steps >= 1, "train.total_env_steps", "must be >= 1", s)
+    _require(t.n_envs >= 1, "train.n_envs", "must be >= 1", s)
+    _require(t.steps_per_chunk >= 1, "train.steps_per_chunk", "must be >= 1", s)
+    _require(t.devices == "all" or t.devices >= 1, "train.devices", "must be 'all' or >= 1", s)
+    _require(t.n_seeds >= 1, "train.n_seeds", "must be >= 1", s)
+    _require(t.checkpoint_every_chunks >= 1, "train.checkpoint_every_chunks", "must be >= 1", s)
+    _require(t.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1", s)
+    c = t.curriculum
+    n = len(c.phase_ends)
+    _require(n >= 1, "train.curriculum.phase_ends", "at least one phase", s)
+    _require(all(0 < x <= 1 for x in c.phase_ends) and list(c.phase_ends) == sorted(c.phase_ends)
+             and len(set(c.phase_ends)) == n and c.phase_ends[-1] == 1.0,
+             "train.curriculum.phase_ends", "must increase strictly within (0, 1] and end at 1.0",
+             s)
+    _require(len(c.churn) == n, "train.curriculum.churn", f"needs {n} [start, end] pairs", s)
+    _require(len(c.smooth) == n, "train.curriculum.smooth", f"needs {n} [start, end] pairs", s)
+    _require(all(x >= 0 for p in c.churn + c.smooth for x in p), "train.curriculum",
+             "penalty coefficients must be >= 0", s)
+
+    for key in ("train_months", "test_months", "step_months", "hours_per_month"):
+        _require(getattr(w, key) >= 1, f"wfo.{key}", "must be >= 1", s)
+    _require(w.embargo_hours >= 0, "wfo.embargo_hours", "must be >= 0", s)
+    _require(w.max_segments is None or w.max_segments >= 1, "wfo.max_segments", "must be >= 1",
+             s)
+    _require(w.segments is None or (len(w.segments) > 0 and all(k >= 0 for k in w.segments)),
+             "wfo.segments", "must be a non-empty list of segment numbers >= 0", s)
+    train_rows = w.train_months * w.hours_per_month
+    _require(train_rows > v.window + v.vol_window + 2, "wfo.train_months",
+             f"the train window ({train_rows} rows) must exceed env.window + env.vol_window", s)
+    _require(q.batch_size <= q.buffer_size, "tqc.batch_size", "must be <= tqc.buffer_size", s)
+
+    tu = cfg.tune
+    _require(0 < tu.val_fraction < 0.5, "tune.val_fraction", "must be in (0, 0.5)", s)
+    for i, p in enumerate(tu.space):
+        k = f"tune.space[{i}]"
+        try:
+            _check_override_key(p.key, s or "")
+        except ConfigError:
+            raise ConfigError(f"{k}.key", f"'{p.key}' is not a config key", s) from None
+        if p.type == "categorical":
+            _require(bool(p.choices), f"{k}.choices", "categorical needs choices", s)
+        else:
+            _require(p.low is not None and p.high is not None and p.low < p.high, f"{k}.low",
+                     "needs low < high", s)
+            _require(p.type != "loguniform" or (p.low or 0) > 0, f"{k}.low",
+                     "loguniform needs low > 0", s)
+
+
+def check_rows(cfg: Config, n_rows: int, what: str = "the data") -> None:
+    """Raise ConfigError if the walk-forward windows cannot fit into n_rows rows."""
+    w = cfg.wfo
+    need = (w.train_months * w.hours_per_month + w.embargo_hours
+            + w.test_months * w.hours_per_month)
+    if need > n_rows:
+        raise ConfigError(
+            "wfo.test_months",
+            f"train ({w.train_months} months) + embargo ({w.embargo_hours} h) + test "
+            f"({w.test_months} months) = {need} rows, longer than {what} ({n_rows} rows)",
+            cfg.source,
+        )
+
+
+def with_overrides(cfg: Config, overrides: typing.Iterable[str]) -> Config:
+    """A new Config with dotted overrides applied to an existing one (validated)."""
+    raw = cfg.to_dict()
+    src = f"{cfg.source} (--set)" if cfg.source else "--set"
+    for item in overrides:
+        key, value = _parse_override(item, src)
+        _check_override_key(key, src)
+        _set_dotted(raw, key, value, src)
+    out = _build(Config, raw, "", cfg.source)
+    out = dataclasses.replace(out, source=cfg.source)
+    validate(out)
+    return out
+
+
+def from_dict(raw: dict, source: str | None = None) -> Config:
+    """Build and validate a Config from a plain dict (as written by Config.to_dict)."""
+    cfg = dataclasses.replace(_build(Config, raw, "", source), source=source)
+    validate(cfg)
+    return cfg

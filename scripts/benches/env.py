@@ -1,0 +1,9 @@
+"""env benchmark (not written yet)."""
+
+
+def add_arguments(parser) -> None:
+    pass
+
+
+def main(args) -> None:
+    raise SystemExit("bench 'env' is not implemented yet")

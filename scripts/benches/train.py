@@ -1,0 +1,9 @@
+"""train benchmark (not written yet)."""
+
+
+def add_arguments(parser) -> None:
+    pass
+
+
+def main(args) -> None:
+    raise SystemExit("bench 'train' is not implemented yet")
