@@ -321,7 +321,15 @@ def align_assets(raw: Mapping[str, pd.DataFrame], data_config: DataConfig,
     frame = pd.DataFrame(columns, index=grid)
     if frame[f"{traded}_close"].isna().any():
         raise DataValidationError(f"{traded}: the aligned traded asset has missing closes")
+    _set_attrs(frame, data_config)
     return frame
+
+
+def _set_attrs(frame: pd.DataFrame, data_config: DataConfig) -> None:
+    """Record which asset is traded and the asset kinds; features read them from here."""
+    frame.attrs["traded_asset"] = data_config.traded_asset
+    frame.attrs["assets"] = [a.name for a in data_config.assets]
+    frame.attrs["asset_kinds"] = {a.name: a.kind for a in data_config.assets}
 
 
 # --------------------------------------------------------------------------------------------
@@ -409,6 +417,7 @@ def load_market(data_config: DataConfig) -> pd.DataFrame:
                 frame = pd.read_parquet(cache_path)
                 frame.index = pd.DatetimeIndex(frame.index, name="timestamp").as_unit("ns")
                 frame.index.freq = "h"
+                _set_attrs(frame, data_config)
                 log.info("market: loaded %d rows from cache %s", len(frame), cache_path)
                 return frame
             except Exception as exc:  # a broken cache file is rebuilt, never trusted

@@ -107,7 +107,9 @@ def make_market(n_hours: int, seed: int,
         specs.append(AssetSpec(name, f"{name}_synthetic", "crypto" if kind is None else "market"))
     cfg = DataConfig(traded_asset=assets[0], assets=tuple(specs), cache_dir=None)
     frame = align_assets(raw, cfg)
+    attrs = dict(frame.attrs)
     frame = frame.iloc[-n_hours:].copy()
+    frame.attrs.update(attrs)
     # each row is labelled by its bar's close time: row t closes the bar that opened at t - 1h
     regime_by_open = pd.Series(states, index=opens)
     frame.attrs["regime"] = regime_by_open.reindex(frame.index - pd.Timedelta(hours=1)).to_numpy()
