@@ -91,7 +91,7 @@ def _parse_timestamps(values: pd.Series, source: str) -> pd.DatetimeIndex:
             f"{source}: unparseable timestamp {values.iloc[i]!r} at row {i + 1} "
             f"({len(bad)} bad timestamps in all; expected ISO 8601 UTC, e.g. 2020-01-01T00:00:00Z)"
         )
-    return pd.DatetimeIndex(ts)
+    return pd.DatetimeIndex(ts).as_unit("ns")
 
 
 def validate_ohlcv(frame: pd.DataFrame, source: str, *, timestamp_col: str = "timestamp"
@@ -143,14 +143,15 @@ def validate_ohlcv(frame: pd.DataFrame, source: str, *, timestamp_col: str = "ti
         if len(bad):
             i = int(bad[0])
             raise DataValidationError(
-                f"{source}: non-positive price {out[f][i]!r} in column '{f}' at "
+                f"{source}: non-positive price {float(out[f][i])!r} in column '{f}' at "
                 f"{_row_label(i, raw_ts.iloc[i])}"
             )
     bad = np.flatnonzero(out["volume"] < 0)
     if len(bad):
         i = int(bad[0])
         raise DataValidationError(
-            f"{source}: negative volume {out['volume'][i]!r} at {_row_label(i, raw_ts.iloc[i])}"
+            f"{source}: negative volume {float(out['volume'][i])!r} at "
+            f"{_row_label(i, raw_ts.iloc[i])}"
         )
     o, h, lo, c = out["open"], out["high"], out["low"], out["close"]
     tol = 1e-9 * np.maximum(np.abs(h), 1.0)
@@ -241,7 +242,7 @@ def _fill_flat(placed: pd.DataFrame, grid: pd.DatetimeIndex, limit: int | None) 
 
 
 def _check_traded_gaps(placed: pd.DatetimeIndex, max_fill: int, source: str) -> None:
-    steps = np.diff(placed.asi8) // (3600 * 10**9)
+    steps = np.diff(placed.as_unit("ns").asi8) // (3600 * 10**9)
     big = np.flatnonzero(steps - 1 > max_fill)
     if len(big):
         i = int(big[0])

@@ -128,6 +128,7 @@ def _rechain(bars: pd.DataFrame) -> pd.DataFrame:
     out = bars.copy()
     out["open"] = new_open
     out["close"] = new_close
-    out["high"] = bars["high"].to_numpy() * scale
-    out["low"] = bars["low"].to_numpy() * scale
+    # rescaling can round a high a hair below the close: keep the bars OHLC-consistent
+    out["high"] = np.maximum(bars["high"].to_numpy() * scale, np.maximum(new_open, new_close))
+    out["low"] = np.minimum(bars["low"].to_numpy() * scale, np.minimum(new_open, new_close))
     return out

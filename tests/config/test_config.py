@@ -1,0 +1,133 @@
+"""Config loading: types, overrides, unknown keys and impossible values name key and file."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from cryptorl_jax.config import ConfigError, check_rows, load_config, with_overrides
+
+
+def write(tmp_path, text, name="c.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_shipped_configs_load_and_are_hashable(repo_root):
+    for name in ("quick.yaml", "full.yaml", "long_history.yaml"):
+        cfg = load_config(repo_root / "configs" / name)
+        hash(cfg)
+        assert cfg.source.endswith(name)
+
+
+def test_full_yaml_holds_the_originals_values(repo_root):
+    cfg = load_config(repo_root / "configs" / "full.yaml")
+    assert (cfg.wfo.train_months, cfg.wfo.test_months, cfg.wfo.step_months) == (18, 3, 3)
+    assert cfg.wfo.hours_per_month == 720
+    assert cfg.train.total_env_steps == 30_000_000
+    assert cfg.encoder.epochs == 90
+    assert cfg.tqc.learning_rate == pytest.approx(1e-4)
+    assert cfg.tqc.buffer_size == 2_500_000
+    assert cfg.train.n_envs == 512
+    assert cfg.tqc.batch_size == 2048
+    assert cfg.tqc.gamma == pytest.approx(0.99)
+    assert cfg.env.target_volatility == pytest.approx(0.05)
+    assert cfg.env.vol_window == 24
+    assert cfg.env.max_leverage == pytest.approx(2.0)
+    cur = cfg.train.curriculum
+    assert cur.phase_ends == (0.2, 0.6, 1.0)
+    assert cur.churn == ((0.0, 0.1), (0.1, 0.5), (0.5, 0.5))
+    assert cur.smooth == ((0.0, 0.0), (0.0, 0.02), (0.02, 0.02))
+
+
+def test_defaults_are_sb3_contrib_tqc():
+    q = load_config(None).tqc
+    assert (q.n_quantiles, q.n_critics, q.top_quantiles_to_drop_per_net) == (25, 2, 2)
+    assert (q.gamma, q.tau, q.net_arch) == (0.99, 0.005, (256, 256))
+
+
+def test_overrides_are_parsed_to_the_field_type():
+    cfg = load_config(None, ["tqc.learning_rate=3e-4", "train.devices=2", "features.ffd_d=auto",
+                             "tqc.net_arch=[32, 16]", "wfo.max_segments=3",
+                             "output.plots=false", "train.curriculum.phase_ends=[0.5, 1.0]",
+                             "train.curriculum.churn=[[0, 0.1], [0.1, 0.2]]",
+                             "train.curriculum.smooth=[[0, 0], [0, 0]]"])
+    assert cfg.tqc.learning_rate == pytest.approx(3e-4) and isinstance(cfg.tqc.learning_rate,
+                                                                         float)
+    assert cfg.train.devices == 2
+    assert cfg.features.ffd_d == "auto"
+    assert cfg.tqc.net_arch == (32, 16)
+    assert cfg.output.plots is False
+    assert cfg.train.curriculum.phase_ends == (0.5, 1.0)
+    again = with_overrides(cfg, ["seed=5"])
+    assert again.seed == 5 and again.tqc.net_arch == (32, 16)
+
+
+def test_yaml_float_without_dot_is_accepted(tmp_path):
+    p = write(tmp_path, "tqc:\n  learning_rate: 3e-4\n")
+    assert load_config(p).tqc.learning_rate == pytest.approx(3e-4)
+
+
+@pytest.mark.parametrize("text, key, words", [
+    ("tqc:\n  learnin_rate: 0.1\n", "tqc.learnin_rate", "unknown key"),
+    ("bogus: 1\n", "bogus", "unknown key"),
+    ("tqc:\n  batch_size: big\n", "tqc.batch_size", "expected int"),
+    ("output:\n  plots: 3\n", "output.plots", "expected bool"),
+    ("env:\n  window: -4\n", "env.window", "must be >= 1"),
+    ("env:\n  vol_window: 0\n", "env.vol_window", ">= 2"),
+    ("wfo:\n  train_months: -1\n", "wfo.train_months", ">= 1"),
+    ("encoder:\n  mode: foo\n", "encoder.mode", "expected"),
+    ("data:\n  traded_asset: DOGE\n", "data.traded_asset", "not among"),
+    ("data:\n  assets: [{name: BTC, file: x.csv, colour: red}]\n", "data.assets[0].colour",
+     "unknown key"),
+    ("tqc:\n  net_arch: 256\n", "tqc.net_arch", "expected list"),
+    ("features:\n  ffd_d: maybe\n", "features.ffd_d", "expected"),
+    ("train:\n  curriculum:\n    phase_ends: [0.6, 0.2, 1.0]\n", "train.curriculum.phase_ends",
+     "increase"),
+    ("tqc:\n  top_quantiles_to_drop_per_net: 25\n", "tqc.top_quantiles_to_drop_per_net", "in [0"),
+    ("data:\n  start: notadate\n", "data.start", "not a date"),
+    ("- a\n- b\n", "<root>", "mapping"),
+])
+def test_bad_configs_name_key_and_file(tmp_path, text, key, words):
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    msg = str(err.value)
+    assert f"'{key}'" in msg and str(p) in msg and words in msg
+    assert err.value.key == key
+
+
+def test_bad_override_names_key_and_set(tmp_path):
+    p = write(tmp_path, "seed: 1\n")
+    with pytest.raises(ConfigError, match=r"'tqc\.gama'.*--set.*unknown key"):
+        load_config(p, ["tqc.gama=0.9"])
+    with pytest.raises(ConfigError, match=r"'tqc\.gamma'.*--set.*expected float"):
+        load_config(p, ["tqc.gamma=high"])
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(p, ["tqc.gamma"])
+
+
+def test_missing_file_and_invalid_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    p = write(tmp_path, "tqc: [unclosed\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(p)
+
+
+def test_test_window_longer_than_data_is_refused(repo_root):
+    cfg = load_config(repo_root / "configs" / "full.yaml")
+    check_rows(cfg, 20_000)
+    with pytest.raises(ConfigError, match=r"'wfo\.test_months'.*full\.yaml.*longer than"):
+        check_rows(cfg, 12_960 + 1_000)
+
+
+def test_config_is_frozen_and_roundtrips(tmp_path):
+    cfg = load_config(None, ["seed=3"])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.seed = 4  # type: ignore[misc]
+    p = write(tmp_path, cfg.to_yaml(), "resolved.yaml")
+    again = load_config(p)
+    assert again == cfg and again.digest() == cfg.digest()
