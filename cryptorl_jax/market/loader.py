@@ -119,7 +119,7 @@ def validate_ohlcv(frame: pd.DataFrame, source: str, *, timestamp_col: str = "ti
         else:
             text = raw.astype(str).str.strip()
             num = pd.to_numeric(text, errors="coerce").astype("float64")
-            blank = text.str.lower().isin(["", "nan", "na", "n/a", "null", "none"])
+            blank = raw.isna() | text.str.lower().isin(["", "nan", "na", "n/a", "null", "none"])
             nonnum = (num.isna() & ~blank).to_numpy()
         bad = np.flatnonzero(nonnum)
         if len(bad):
