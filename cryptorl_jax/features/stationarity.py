@@ -1,0 +1,54 @@
+"""Stationarity report: the augmented Dickey-Fuller test (statsmodels) for every feature column."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+REPORT_COLUMNS = ("adf_stat", "p_value", "n_obs", "used_lag", "crit_5pct", "stationary",
+                  "status")
+
+
+def adf_table(frame: pd.DataFrame, rows: slice | None = None, *, alpha: float = 0.05,
+              maxlag: int | None = None, autolag: str | None = "AIC",
+              min_obs: int = 30) -> pd.DataFrame:
+    """Per column of frame.iloc[rows]: ADF statistic, p-value, observations, lag, 5% critical
+    value and `stationary` (p < alpha). NaN rows are dropped per column; constant, non-numeric
+    or too-short columns get a `status` instead of a test."""
+    from statsmodels.tsa.stattools import adfuller
+
+    window = frame if rows is None else frame.iloc[rows]
+    records = {}
+    for col in window.columns:
+        rec = {"adf_stat": np.nan, "p_value": np.nan, "n_obs": 0, "used_lag": np.nan,
+               "crit_5pct": np.nan, "stationary": False, "status": "ok"}
+        series = window[col]
+        if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+            rec["status"] = "non-numeric"
+            records[str(col)] = rec
+            continue
+        values = series.to_numpy(dtype=np.float64)
+        values = values[np.isfinite(values)]
+        rec["n_obs"] = len(values)
+        if len(values) < min_obs:
+            rec["status"] = "too short"
+        elif np.ptp(values) == 0.0:
+            rec["status"] = "constant"
+        else:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    stat, p_value, used_lag, n_obs, crit, _ = adfuller(
+                        values, maxlag=maxlag, autolag=autolag)
+            except (ValueError, np.linalg.LinAlgError) as exc:
+                rec["status"] = f"failed: {exc}"
+            else:
+                rec.update(adf_stat=float(stat), p_value=float(p_value), n_obs=int(n_obs),
+                           used_lag=int(used_lag), crit_5pct=float(crit["5%"]),
+                           stationary=bool(p_value < alpha))
+        records[str(col)] = rec
+    table = pd.DataFrame.from_dict(records, orient="index", columns=list(REPORT_COLUMNS))
+    table.index.name = "feature"
+    return table
