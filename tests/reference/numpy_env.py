@@ -1,0 +1,173 @@
+"""Plain-numpy, loop-based reading of DESIGN.md's trading accounting and of the trading env.
+
+Written independently of `cryptorl_jax.env` (Python floats, float64, explicit loops) so the
+parity tests compare two readings of the same equations. `NumpyTradingEnv` is also the lean
+baseline of `scripts/bench.py env`: per step one [W, F] slice copy and a few scalar ops.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def log_returns(close) -> np.ndarray:
+    """r_t = ln(c_t / c_{t-1}), r_0 = 0."""
+    out = np.zeros(len(close))
+    for t in range(1, len(close)):
+        out[t] = math.log(float(close[t]) / float(close[t - 1]))
+    return out
+
+
+def realised_vol(returns, vol_window: int, horizon_hours: int) -> np.ndarray:
+    """s_t = population std of r_{t-V+1..t} times sqrt(H); NaN for t < V."""
+    out = np.full(len(returns), np.nan)
+    for t in range(vol_window, len(returns)):
+        window = [float(returns[i]) for i in range(t - vol_window + 1, t + 1)]
+        mean = sum(window) / vol_window
+        var = sum((x - mean) ** 2 for x in window) / vol_window
+        out[t] = math.sqrt(var) * math.sqrt(horizon_hours)
+    return out
+
+
+def leverage(vol: float, target_volatility: float, vol_floor: float, max_leverage: float) -> float:
+    """min(target / max(s, floor), cap); 0 where s is undefined."""
+    if math.isnan(vol):
+        return 0.0
+    return min(target_volatility / max(vol, vol_floor), max_leverage)
+
+
+def account(nav: float, prev_exposure: float, action: float, lev: float, next_return: float,
+            cost_rate: float) -> dict:
+    """One step of the accounting (growth floored at 1e-6, as the package documents)."""
+    exposure = action * lev
+    turnover = abs(exposure - prev_exposure)
+    cost = cost_rate * turnover
+    gross = exposure * (math.exp(next_return) - 1.0)
+    growth = max(1.0 + gross - cost, 1e-6)
+    return {"exposure": exposure, "turnover": turnover, "cost": cost, "gross": gross,
+            "pnl": math.log(growth), "next_nav": nav * growth}
+
+
+def reward(pnl: float, action: float, prev_action: float, reward_scale: float, churn_coef: float,
+           smooth_coef: float) -> float:
+    delta = action - prev_action
+    return reward_scale * pnl - churn_coef * abs(delta) - smooth_coef * delta * delta
+
+
+def simulate(close, actions, fee_bps: float, slippage_bps: float, target_volatility: float,
+             vol_window: int, horizon_hours: int, max_leverage: float, vol_floor: float,
+             reward_scale: float, churn_coef: float = 0.0, smooth_coef: float = 0.0,
+             start: int = 0, exposure_mode: str = "action") -> dict:
+    """Loop backtest: nav has T - start values from 1, the rest T - start - 1 (t -> r_{t+1})."""
+    r = log_returns(close)
+    vol = realised_vol(r, vol_window, horizon_hours)
+    rate = (fee_bps + slippage_bps) / 1e4
+    nav, prev_a, prev_e = 1.0, 0.0, 0.0
+    out = {k: [] for k in ("exposure", "turnover", "cost", "pnl", "reward")}
+    navs = [nav]
+    for t in range(start, len(close) - 1):
+        a = float(actions[t])
+        lev = 1.0 if exposure_mode == "target" else leverage(vol[t], target_volatility,
+                                                             vol_floor, max_leverage)
+        acc = account(nav, prev_e, a, lev, r[t + 1], rate)
+        out["exposure"].append(acc["exposure"])
+        out["turnover"].append(acc["turnover"])
+        out["cost"].append(acc["cost"])
+        out["pnl"].append(acc["pnl"])
+        out["reward"].append(reward(acc["pnl"], a, prev_a, reward_scale, churn_coef,
+                                    smooth_coef))
+        nav, prev_a, prev_e = acc["next_nav"], a, acc["exposure"]
+        navs.append(nav)
+    res = {k: np.asarray(v) for k, v in out.items()}
+    res["nav"] = np.asarray(navs)
+    return res
+
+
+class NumpyTradingEnv:
+    """Single-env gymnasium-style reading of `cryptorl_jax.env.trading` (no auto-reset).
+
+    reset(start=None) draws the start uniformly in [first_start, last_start] unless given;
+    step(action) -> (obs, reward, terminated, truncated, info); obs = (window [W, F], agent [3]).
+    """
+
+    def __init__(self, features: np.ndarray, close: np.ndarray, *, window: int,
+                 episode_length: int, fee_bps: float, slippage_bps: float,
+                 target_volatility: float, vol_window: int, horizon_hours: int,
+                 max_leverage: float, vol_floor: float, reward_scale: float, ruin_nav: float,
+                 first_start: int, last_start: int, last_row: int, churn_coef: float = 0.0,
+                 smooth_coef: float = 0.0, seed: int = 0):
+        self.features = np.ascontiguousarray(features, dtype=np.float32)
+        self.window = window
+        self.episode_length = episode_length
+        self.cost_rate = (fee_bps + slippage_bps) / 1e4
+        r = log_returns(close)
+        vol = realised_vol(r, vol_window, horizon_hours)
+        # Python lists: scalar reads per step without numpy-scalar overhead.
+        self._returns = r.tolist()
+        self._vol = vol.tolist()
+        self.target_volatility = target_volatility
+        self.vol_floor = vol_floor
+        self.max_leverage = max_leverage
+        self.reward_scale = reward_scale
+        self.ruin_nav = ruin_nav
+        self.first_start, self.last_start, self.last_row = first_start, last_start, last_row
+        self.churn_coef, self.smooth_coef = churn_coef, smooth_coef
+        self.rng = np.random.default_rng(seed)
+
+    @classmethod
+    def from_config(cls, features, close, env_cfg, first_start: int, last_start: int,
+                    last_row: int, **kwargs) -> NumpyTradingEnv:
+        c = env_cfg
+        return cls(features, close, window=c.window, episode_length=c.episode_length,
+                   fee_bps=c.fee_bps, slippage_bps=c.slippage_bps,
+                   target_volatility=c.target_volatility, vol_window=c.vol_window,
+                   horizon_hours=c.vol_horizon_hours, max_leverage=c.max_leverage,
+                   vol_floor=c.vol_floor, reward_scale=c.reward_scale, ruin_nav=c.ruin_nav,
+                   first_start=first_start, last_start=last_start, last_row=last_row, **kwargs)
+
+    def _obs(self):
+        t = self.t
+        window = self.features[t - self.window + 1:t + 1].copy()  # [W, F], the one slice copy
+        agent = np.array([self.prev_action, self.prev_exposure, self.nav / self.peak_nav - 1.0],
+                         dtype=np.float32)
+        return window, agent
+
+    def reset(self, start: int | None = None):
+        if start is None:
+            start = int(self.rng.integers(self.first_start, self.last_start + 1))
+        self.t = start
+        self.step_count = 0
+        self.prev_action = 0.0
+        self.prev_exposure = 0.0
+        self.nav = 1.0
+        self.peak_nav = 1.0
+        return self._obs()
+
+    def step(self, action: float):
+        t = self.t
+        a = min(max(float(action), -1.0), 1.0)
+        vol = self._vol[t]
+        lev = 0.0 if vol != vol else min(self.target_volatility / max(vol, self.vol_floor),
+                                         self.max_leverage)
+        exposure = a * lev
+        turnover = abs(exposure - self.prev_exposure)
+        cost = self.cost_rate * turnover
+        gross = exposure * (math.exp(self._returns[t + 1]) - 1.0)
+        growth = max(1.0 + gross - cost, 1e-6)
+        pnl = math.log(growth)
+        delta = a - self.prev_action
+        churn = self.churn_coef * abs(delta)
+        smooth = self.smooth_coef * delta * delta
+        rew = self.reward_scale * pnl - churn - smooth
+        self.nav *= growth
+        self.peak_nav = max(self.peak_nav, self.nav)
+        self.prev_action, self.prev_exposure = a, exposure
+        self.t = t + 1
+        self.step_count += 1
+        terminated = self.nav < self.ruin_nav
+        truncated = self.t >= self.last_row or self.step_count >= self.episode_length
+        info = {"pnl": pnl, "cost": cost, "turnover": turnover, "exposure": exposure,
+                "leverage": lev, "churn": churn, "smooth": smooth, "nav": self.nav}
+        return self._obs(), rew, terminated, truncated, info
