@@ -370,13 +370,14 @@ def _finite_or_raise(metrics: dict[str, np.ndarray], chunk: int, last_good: str)
             seed = int(np.argmax(~np.isfinite(arr.reshape(-1))))
             raise TrainingDivergedError(
                 f"training diverged in chunk {chunk}: metric '{name}' is "
-                f"{arr.reshape(-1)[seed]!r} (seed {seed}); {last_good}")
+                f"{float(arr.reshape(-1)[seed])} (seed {seed}); {last_good}")
 
 
 def train(cfg: Config, data: TrainData, workdir: str | Path, *, key: jax.Array | None = None,
           trainer: Trainer | None = None, encoder_params: nnx.State | None = None,
           resume: bool = True, progress: bool | None = None, tensorboard_dir: str | Path | None
-          = None, stop_after_chunk: int | None = None, desc: str = "train") -> TrainResult:
+          = None, stop_after_chunk: int | None = None, desc: str = "train",
+          check_inputs: bool = True) -> TrainResult:
     """Run `train_chunk` until `train.total_env_steps`, checkpointing into `workdir`.
 
     With `resume`, a checkpoint in `workdir/checkpoints` is restored and training continues from
@@ -388,7 +389,8 @@ def train(cfg: Config, data: TrainData, workdir: str | Path, *, key: jax.Array |
     if trainer is None:
         emb_dim = None if data.embeddings is None else int(data.embeddings.shape[1])
         trainer = make_train(cfg, int(data.market.features.shape[1]), emb_dim)
-    check_train_data(data, cfg.env.window)
+    if check_inputs:
+        check_train_data(data, cfg.env.window)
     if key is None:
         key = jax.random.key(cfg.seed)
     progress = cfg.output.progress if progress is None else progress

@@ -1,0 +1,36 @@
+"""Small synthetic training setups shared by the training tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cryptorl_jax.config import load_config
+from cryptorl_jax.env.trading import MarketData, make_start_range
+from cryptorl_jax.training.train import TrainData
+
+TINY = [
+    "encoder.mode=none", "env.window=8", "env.episode_length=64", "tqc.net_arch=[16, 16]",
+    "tqc.batch_size=32", "tqc.buffer_size=2048", "tqc.learning_starts=64",
+    "tqc.n_quantiles=5", "tqc.top_quantiles_to_drop_per_net=1", "train.n_envs=4",
+    "train.steps_per_chunk=16", "train.total_env_steps=320", "train.n_seeds=2",
+    "train.devices=1", "train.checkpoint_every_chunks=1", "train.keep_checkpoints=2",
+    "output.progress=false",
+]
+
+
+def tiny_config(*extra: str):
+    return load_config(None, [*TINY, *extra])
+
+
+def synthetic_data(cfg, n_rows: int = 600, n_features: int = 4, seed: int = 0,
+                   oracle: bool = False) -> TrainData:
+    rng = np.random.default_rng(seed)
+    r = rng.normal(0.0, 0.01, n_rows)
+    close = 100.0 * np.exp(np.cumsum(r))
+    features = rng.normal(size=(n_rows, n_features)).astype(np.float32)
+    if oracle:  # column 0 holds the sign of the NEXT hour's return: only for learning tests
+        nxt = np.concatenate([np.log(close[1:] / close[:-1]), [0.0]])
+        features[:, 0] = np.sign(nxt)
+    market = MarketData.from_arrays(features, close, cfg.env)
+    start_range = make_start_range(0, n_rows - 1, cfg.env, n_rows)
+    return TrainData(market=market, start_range=start_range)

@@ -1,0 +1,134 @@
+"""The fused training step: compiles once, resumes exactly, guards NaN, keeps replicas equal."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from cryptorl_jax.training.train import (
+    TrainingDivergedError,
+    _finite_or_raise,
+    make_train,
+    train,
+)
+from tests.training.helpers import synthetic_data, tiny_config
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """One trainer (one compilation) shared by the tests of this module."""
+    cfg = tiny_config()
+    return cfg, make_train(cfg, 4)
+
+
+def leaves(state):
+    return [np.asarray(x) for x in jax.tree.leaves(state.agent)]
+
+
+def test_train_chunk_traced_once_across_chunks_and_markets(tiny):
+    cfg, trainer = tiny
+    traced = trainer.trace_counts["train_chunk"]
+    a, b = synthetic_data(cfg, seed=1), synthetic_data(cfg, seed=2)
+    state = trainer.init(jax.random.key(0), trainer.put_data(a))
+    for data in (a, b, a, b):
+        state, metrics = trainer.train_chunk(state, trainer.put_data(data))
+    jax.block_until_ready(metrics)
+    assert trainer.trace_counts["train_chunk"] - traced <= 1
+    assert trainer.trace_counts["train_chunk"] == 1
+    assert set(metrics) >= {"reward", "pnl", "cost", "churn_penalty", "smooth_penalty",
+                            "turnover", "exposure", "episode_nav", "critic_loss", "actor_loss",
+                            "alpha", "q_mean", "churn_coef", "smooth_coef"}
+    assert np.asarray(metrics["reward"]).shape == (cfg.train.n_seeds,)
+    # learning started (learning_starts=64 env steps = 16 iterations of 4 envs)
+    assert np.all(np.asarray(metrics["updates"]) == cfg.train.steps_per_chunk)
+    # the seeds are independent agents
+    actor = jax.tree.leaves(state.agent.actor_params)[0]
+    assert not np.allclose(np.asarray(actor[0]), np.asarray(actor[1]))
+
+
+def test_resume_gives_the_uninterrupted_parameters(tmp_path, tiny):
+    cfg, trainer = tiny  # one compilation serves all four runs
+    data = synthetic_data(cfg)
+    full = train(cfg, data, tmp_path / "full", resume=False, trainer=trainer)
+    assert full.env_steps == cfg.train.total_env_steps
+    # a run killed after chunk 2, then resumed from its checkpoint
+    part = train(cfg, data, tmp_path / "part", stop_after_chunk=2, trainer=trainer)
+    assert part.env_steps == 2 * cfg.train.steps_per_chunk * cfg.train.n_envs
+    resumed = train(cfg, data, tmp_path / "part", trainer=trainer)
+    assert len(resumed.history) == len(full.history)
+    for x, y in zip(leaves(full.state), leaves(resumed.state)):
+        np.testing.assert_array_equal(x, y)
+    # and a third identical run gives the same numbers (determinism)
+    again = train(cfg, data, tmp_path / "again", resume=False, trainer=trainer)
+    assert trainer.trace_counts["train_chunk"] == 1
+    for x, y in zip(leaves(full.state), leaves(again.state)):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_nan_in_features_is_refused_with_row_and_column(tmp_path):
+    cfg = tiny_config()
+    data = synthetic_data(cfg)
+    features = np.asarray(data.market.features).copy()
+    features[300, 2] = np.nan
+    bad = data.replace(market=data.market.replace(features=features))
+    with pytest.raises(ValueError, match=r"features is not finite at row 300, column 2"):
+        train(cfg, bad, tmp_path)
+
+
+def test_nan_metrics_stop_training_and_keep_last_checkpoint(tmp_path, tiny):
+    cfg, trainer = tiny
+    data = synthetic_data(cfg)
+    features = np.asarray(data.market.features).copy()
+    features[:] = np.nan  # unchecked: the guard after the chunk must catch it
+    bad = data.replace(market=data.market.replace(features=features))
+    # chunk 0 only collects random actions (learning_starts); chunk 1 learns on NaN windows
+    with pytest.raises(TrainingDivergedError,
+                       match=r"chunk 1: metric '.*' is nan .*last good checkpoint is .*/1"):
+        train(cfg, bad, tmp_path, check_inputs=False, trainer=trainer)
+    assert (tmp_path / "checkpoints" / "1").is_dir()
+    assert not (tmp_path / "checkpoints" / "2").exists()
+    with pytest.raises(TrainingDivergedError, match="chunk 7: metric 'critic_loss' is inf"):
+        _finite_or_raise({"reward": np.zeros(2), "critic_loss": np.array([0.0, np.inf])}, 7,
+                         "x")
+
+
+TWO_DEVICE_SCRIPT = textwrap.dedent("""
+    import jax, numpy as np
+    from tests.training.helpers import synthetic_data, tiny_config
+    from cryptorl_jax.training.train import make_train
+    assert jax.device_count() == 2, jax.devices()
+    cfg = tiny_config("train.devices=all")
+    trainer = make_train(cfg, 4)
+    assert trainer.n_devices == 2 and trainer.n_envs_local == 2
+    data = trainer.put_data(synthetic_data(cfg))
+    state = trainer.init(jax.random.key(0), data)
+    for _ in range(6):
+        state, metrics = trainer.train_chunk(state, data)
+    jax.block_until_ready(state)
+    n = 0
+    for leaf in jax.tree.leaves(state.agent):
+        shards = [np.asarray(s.data) for s in leaf.addressable_shards]
+        assert len(shards) == 2
+        np.testing.assert_array_equal(shards[0], shards[1])
+        n += 1
+    # the envs differ per device (own keys), so the replicas agree because of pmean
+    env_t = [np.asarray(s.data) for s in state.local.env.t.addressable_shards]
+    assert not np.array_equal(env_t[0], env_t[1])
+    assert float(np.asarray(metrics["updates"]).mean()) > 0
+    print("OK", n)
+""")
+
+
+def test_two_devices_keep_identical_replicas(repo_root):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_PLATFORMS="cpu", PYTHONPATH=str(repo_root))
+    out = subprocess.run([sys.executable, "-c", TWO_DEVICE_SCRIPT], cwd=repo_root, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "OK" in out.stdout
