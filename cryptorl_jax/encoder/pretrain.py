@@ -305,9 +305,13 @@ def pretrain(features: Any, train_start: int, train_end: int, cfg: Config, key: 
              progress: bool = False, lookback_ok: bool = False) -> PretrainResult:
     """Pre-train the MAE on windows inside train rows [train_start, train_end) (see module).
 
-    features: [T, F] array (or a DataFrame) of scaled features. Keeps the parameters of the
-    best validation epoch; stops after `encoder.patience` epochs without improvement or at
-    `encoder.epochs`. With `workdir`, the encoder is saved to `workdir/encoder`.
+    features: [T, F] array (or a DataFrame) of scaled features; rows outside the windows'
+    range are never read (they may hold NaN). lookback_ok: let train windows start before
+    train_start (rows >= W-1 earlier). Keeps the parameters of the best validation epoch;
+    stops after `encoder.patience` epochs without improvement or at `encoder.epochs`.
+    log_fn(epoch, {"encoder/train_loss", "encoder/val_loss"}) is called after every epoch and
+    once at the end with the quality report. With `workdir`, the encoder is saved to
+    `workdir/encoder` (save_encoder).
     """
     enc_cfg = cfg.encoder
     window = cfg.env.window

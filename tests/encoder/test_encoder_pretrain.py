@@ -157,6 +157,13 @@ def test_history_best_epoch_and_early_stopping(runs):
     assert runs["logged"][-1][1]["encoder/best_val_mse"] == pytest.approx(res.report.val_mse)
 
 
+def test_weight_decay_applies_to_kernels_only(runs):
+    mask = pt._decay_mask(runs["res"].mae_state)
+    flags = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(mask)}
+    assert flags and all(v == ("['kernel']" in k) for k, v in flags.items())
+    assert any(flags.values())
+
+
 def test_windows_never_read_rows_outside_the_segment(runs):
     res = runs["res"]
     assert res.ranges.first_row == TRAIN_START and res.ranges.last_row == TRAIN_END - 1
