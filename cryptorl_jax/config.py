@@ -200,6 +200,7 @@ class WFOConfig:
     embargo_hours: int = 0
     max_segments: int | None = None
     segments: tuple[int, ...] | None = None  # explicit subset (the CLI's --segments)
+    trial_log: str | None = None  # scripts/tune.py's trial log: N trials for the Deflated SR
 
 
 @dataclass(frozen=True)

@@ -343,7 +343,9 @@ def check_train_data(data: TrainData, window: int) -> None:
     if data.embeddings is not None:
         arrays["embeddings"] = data.embeddings
     for name, arr in arrays.items():
-        lo = int(sr.first_start) if name == "realised_vol" else first
+        # realised vol and embeddings are read at decision rows only (an embedding at t already
+        # summarises the window ending at t); the raw arrays also at the window's lookback
+        lo = int(sr.first_start) if name in ("realised_vol", "embeddings") else first
         part = np.asarray(arr[lo: last + 1])
         bad = ~np.isfinite(part)
         if bad.any():
@@ -351,7 +353,8 @@ def check_train_data(data: TrainData, window: int) -> None:
             row = lo + int(idx[0])
             col = f", column {int(idx[1])}" if part.ndim == 2 else ""
             raise ValueError(f"train data: {name} is not finite at row {row}{col} (value "
-                             f"{part[tuple(idx)]!r}); rows {lo}..{last} are read by training")
+                             f"{float(part[tuple(idx)])}); rows {lo}..{last} are read by "
+                             "training")
 
 
 @dataclass

@@ -1,0 +1,602 @@
+"""The walk-forward run: per segment, fit on train rows only, train, backtest out of sample.
+
+`run(cfg, workdir)` is what `scripts/wfo.py` calls. For every segment k of `make_segments`:
+  1. features: built once for the run (they are causal); with `features.ffd_d: auto` the FFD
+     order is chosen on the segment's train rows and the features rebuilt with it;
+  2. on the train rows only: the robust scaler, the HMM (its forward-filtered `Prob_*` columns
+     are appended), the MAE pre-training, and TQC (`train.n_seeds` agents, one compilation);
+  3. the deterministic OOS backtest over the test rows with the ensemble-mean action (and each
+     seed alone), at 1x, 2x and zero costs, plus the baselines over the same rows;
+  4. everything is written to `segment_<k>/`, and a `DONE` marker last.
+Then the aggregate report (backtest.report) is rebuilt from all finished segments.
+
+Row conventions: a segment's arrays are fixed-length slices of the full feature matrix, so
+every segment has the same shapes and shares one compilation. A train slice holds rows
+[train_start - L, train_end) with L = max(W - 1, V) + 1 lookback rows (observation window and
+realised vol); episodes start at train_start and never realise a return after train_end - 1.
+The test slice holds [test_start - L, test_end); the agent acts at the closes of rows
+test_start - 1 .. test_end - 2, so the OOS returns are exactly the test rows' returns.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pandas as pd
+from tqdm.auto import tqdm
+
+from cryptorl_jax.backtest import baselines as baseline_lib
+from cryptorl_jax.backtest.metrics import compute_metrics, regime_metrics
+from cryptorl_jax.backtest.simulate import simulate
+from cryptorl_jax.config import Config, ConfigError, check_rows
+from cryptorl_jax.encoder.pretrain import (
+    load_encoder,
+    make_encoder,
+    precompute_embeddings,
+    pretrain,
+    save_encoder,
+)
+from cryptorl_jax.env.trading import MarketData, StartRange
+from cryptorl_jax.features import (
+    RobustScaler,
+    adf_table,
+    build_features,
+    ffd_weights,
+    select_ffd_d,
+    warmup_rows,
+)
+from cryptorl_jax.market import load_market
+from cryptorl_jax.regimes import RegimeModel, plot_regimes, regime_frame
+from cryptorl_jax.training.logging import ScalarLogger
+from cryptorl_jax.training.rollout import make_rollout
+from cryptorl_jax.training.train import TrainData, Trainer, make_train, train
+from cryptorl_jax.walkforward.segments import Segment, make_segments
+
+log = logging.getLogger("cryptorl_jax.walkforward")
+
+DONE = "DONE"
+STAGE_MAE, STAGE_TRAIN, STAGE_RANDOM_ENCODER = 1, 2, 3
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------------
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write a file via a temp file in the same folder and os.replace (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_atomic(path, json.dumps(obj, indent=1, default=_json_default))
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return str(x)
+
+
+def write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def segment_dir(workdir: Path, index: int) -> Path:
+    return Path(workdir) / f"segment_{index}"
+
+
+def is_done(workdir: Path, index: int) -> bool:
+    return (segment_dir(workdir, index) / DONE).is_file()
+
+
+def lookback_rows(cfg: Config) -> int:
+    """L: rows before a slice's first decision row (observation window and realised vol)."""
+    return max(cfg.env.window - 1, cfg.env.vol_window) + 1
+
+
+def segment_key(cfg: Config, index: int, stage: int) -> jax.Array:
+    """Deterministic keys per segment and stage from the one root seed (DESIGN principle 5)."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), index), stage)
+
+
+# --------------------------------------------------------------------------------------------
+# Data preparation shared by the run and by evaluate
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunData:
+    """The run's market, its causal raw features, and the segment layout."""
+
+    market: pd.DataFrame
+    features: pd.DataFrame  # raw (unscaled) causal features on market.index
+    offset: int  # first row a segment's lookback may read
+    segments: list[Segment]
+    traded: str
+    close: np.ndarray
+
+
+def _ffd_for_warmup(cfg: Config) -> float | None:
+    """The d whose FFD window is longest (fixes the warm-up for every segment's d)."""
+    f = cfg.features
+    if not f.ffd:
+        return None
+    if f.ffd_d != "auto":
+        return float(f.ffd_d)
+    return max(f.ffd_d_grid, key=lambda d: len(ffd_weights(d, f.ffd_threshold)))
+
+
+def build_run_features(cfg: Config, market: pd.DataFrame,
+                       ffd_d: float | dict[str, float] | None = None) -> pd.DataFrame:
+    d = ffd_d if ffd_d is not None else _ffd_for_warmup(cfg)
+    return build_features(market, cfg.features, ffd_d=d, vol_window=cfg.env.vol_window,
+                          vol_horizon_hours=cfg.env.vol_horizon_hours)
+
+
+def prepare_run(cfg: Config, market: pd.DataFrame | None = None) -> RunData:
+    """Load the market, build the causal features once, and lay out the segments."""
+    if market is None:
+        market = load_market(cfg.data)
+    traded = cfg.data.traded_asset
+    features = build_run_features(cfg, market)
+    offset = warmup_rows(features) + lookback_rows(cfg)
+    check_rows(cfg, len(market) - offset, f"the data after its {offset}-row feature warm-up")
+    segments = make_segments(len(market), cfg.wfo, offset=offset, source=cfg.source)
+    close = market[f"{traded}_close"].to_numpy(dtype=np.float64)
+    return RunData(market=market, features=features, offset=offset, segments=segments,
+                   traded=traded, close=close)
+
+
+@dataclass
+class SegmentMatrix:
+    """A segment's fitted transforms and its model-ready feature matrix (all rows)."""
+
+    features: pd.DataFrame  # raw features (FFD at this segment's d)
+    scaler: RobustScaler
+    regime_model: RegimeModel | None
+    proba: np.ndarray | None  # [T, K] forward-filtered regime probabilities
+    matrix: np.ndarray  # [T, F] float32: scaled features ++ Prob_* (NaN in the warm-up)
+    columns: list[str]
+    ffd_d: dict[str, float]
+
+
+def fit_segment_transforms(cfg: Config, run: RunData, seg: Segment) -> SegmentMatrix:
+    """FFD order (if auto), scaler and HMM, each fitted on the segment's train rows only."""
+    features = run.features
+    ffd_d = dict(features.attrs.get("ffd_d", {}))
+    if cfg.features.ffd and cfg.features.ffd_d == "auto":
+        ffd_d = select_ffd_d(run.market, cfg.features, seg.train_rows)
+        features = build_run_features(cfg, run.market, ffd_d)
+    train_rows = features.iloc[seg.train_rows]
+    scaler = RobustScaler.from_config(cfg.features).fit(train_rows)
+    regime_model = None
+    if cfg.regimes.enabled:
+        regime_model = RegimeModel.from_config(cfg.regimes, seed=cfg.seed * 1000 + seg.index)
+        regime_model.fit(train_rows)
+    return _assemble(features, scaler, regime_model, ffd_d)
+
+
+def _assemble(features: pd.DataFrame, scaler: RobustScaler, regime_model: RegimeModel | None,
+              ffd_d: dict[str, float]) -> SegmentMatrix:
+    scaled = scaler.transform(features)
+    proba = None
+    if regime_model is not None:
+        probs = regime_frame(regime_model, features)
+        proba = probs.to_numpy(dtype=np.float64)
+        scaled = pd.concat([scaled, probs.astype(np.float32)], axis=1)
+    return SegmentMatrix(features=features, scaler=scaler, regime_model=regime_model,
+                         proba=proba, matrix=scaled.to_numpy(dtype=np.float32),
+                         columns=[str(c) for c in scaled.columns], ffd_d=ffd_d)
+
+
+def load_segment_transforms(cfg: Config, run: RunData, seg_path: Path) -> SegmentMatrix:
+    """The saved scaler / HMM / d of a finished segment applied to `run`'s rows."""
+    meta = json.loads((seg_path / "transforms.json").read_text())
+    ffd_d = {k: float(v) for k, v in meta["ffd_d"].items()}
+    features = build_run_features(cfg, run.market, ffd_d or None)
+    scaler = RobustScaler.load(seg_path / "scaler.json")
+    regime_model = (RegimeModel.load(seg_path / "regime_model.json")
+                    if (seg_path / "regime_model.json").exists() else None)
+    out = _assemble(features, scaler, regime_model, ffd_d)
+    if out.columns != meta["columns"]:
+        raise ValueError(f"{seg_path}: the saved segment expects columns {meta['columns']}, "
+                         f"the features now give {out.columns}")
+    return out
+
+
+def slice_data(cfg: Config, matrix: np.ndarray, close: np.ndarray, lo: int, hi: int,
+               first_start: int, embeddings: np.ndarray | None) -> TrainData:
+    """TrainData over rows [lo, hi); episodes start at row first_start (absolute)."""
+    if lo < 0:
+        raise ValueError(f"slice starts at row {lo} < 0")
+    market = MarketData.from_arrays(matrix[lo:hi], close[lo:hi], cfg.env)
+    start_range = StartRange.create(first_start - lo, hi - lo - 2, hi - lo - 1)
+    emb = None if embeddings is None else jax.numpy.asarray(embeddings[lo:hi])
+    return TrainData(market=market, start_range=start_range, embeddings=emb)
+
+
+# --------------------------------------------------------------------------------------------
+# Encoder stage
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EncoderStage:
+    embeddings: np.ndarray | None  # [T, D] for random / pretrained-frozen
+    finetune_params: Any  # encoder nnx.State for pretrained-finetune
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def run_encoder_stage(cfg: Config, seg: Segment, sm: SegmentMatrix, seg_path: Path,
+                      logger: ScalarLogger, progress: bool) -> EncoderStage:
+    from flax import nnx
+
+    mode = cfg.encoder.mode
+    n_features, window = sm.matrix.shape[1], cfg.env.window
+    if mode == "none":
+        return EncoderStage(None, None, {"mode": mode})
+    if mode == "random":
+        encoder = make_encoder("random", n_features, window, cfg.encoder,
+                               nnx.Rngs(segment_key(cfg, seg.index, STAGE_RANDOM_ENCODER)))
+        emb = precompute_embeddings(encoder, sm.matrix, window)
+        return EncoderStage(emb, None, {"mode": mode})
+    result = pretrain(sm.matrix, seg.train_start, seg.train_end, cfg,
+                      segment_key(cfg, seg.index, STAGE_MAE), progress=progress,
+                      lookback_ok=True,
+                      log_fn=lambda step, vals: logger.scalars(step, vals))
+    save_encoder(seg_path / "encoder", result)
+    report = {"mode": mode, **result.report.to_dict(), "best_epoch": result.best_epoch,
+              "epochs_run": len(result.history),
+              "seconds_per_epoch": result.seconds_per_epoch,
+              "ranges": {"train_first_end": result.ranges.train_first_end,
+                         "val_first_end": result.ranges.val_first_end,
+                         "n_train": result.ranges.n_train, "n_val": result.ranges.n_val}}
+    if mode == "pretrained-frozen":
+        emb = precompute_embeddings((result.encoder_graphdef, result.encoder_state),
+                                    sm.matrix, window)
+        return EncoderStage(emb, None, report)
+    _, params, _ = nnx.split(result.encoder, nnx.Param, ...)
+    return EncoderStage(None, params, report)
+
+
+def load_encoder_stage(cfg: Config, sm: SegmentMatrix, seg_path: Path, seg_index: int
+                       ) -> EncoderStage:
+    """The encoder of a finished segment (evaluate): embeddings or fine-tune params."""
+    from flax import nnx
+
+    mode = cfg.encoder.mode
+    n_features, window = sm.matrix.shape[1], cfg.env.window
+    if mode == "none":
+        return EncoderStage(None, None)
+    if mode == "random":
+        encoder = make_encoder("random", n_features, window, cfg.encoder,
+                               nnx.Rngs(segment_key(cfg, seg_index, STAGE_RANDOM_ENCODER)))
+        return EncoderStage(precompute_embeddings(encoder, sm.matrix, window), None)
+    graphdef, state = load_encoder(seg_path / "encoder", n_features, window, cfg.encoder)
+    if mode == "pretrained-frozen":
+        return EncoderStage(precompute_embeddings((graphdef, state), sm.matrix, window), None)
+    _, params, _ = nnx.split(nnx.merge(graphdef, state), nnx.Param, ...)
+    return EncoderStage(None, params)
+
+
+# --------------------------------------------------------------------------------------------
+# Compiled functions, shared by every segment and run of one process
+# --------------------------------------------------------------------------------------------
+
+_TRAINERS: dict[tuple, tuple[Trainer, Callable]] = {}
+
+
+def get_trainer(cfg: Config, n_features: int, embedding_dim: int | None
+                ) -> tuple[Trainer, Callable]:
+    """make_train + make_rollout, cached on everything the compiled step depends on.
+
+    Segments, repeated runs and tuning trials with the same shapes and settings then share one
+    compilation (the seed, data and output settings do not enter the compiled step).
+    """
+    key = (cfg.env, cfg.tqc, cfg.train, cfg.encoder, n_features, embedding_dim)
+    if key not in _TRAINERS:
+        trainer = make_train(cfg, n_features, embedding_dim)
+        _TRAINERS.clear()  # keep one: a new shape or setting will not come back soon
+        _TRAINERS[key] = (trainer, make_rollout(trainer))
+    return _TRAINERS[key]
+
+
+# --------------------------------------------------------------------------------------------
+# Agent save / load
+# --------------------------------------------------------------------------------------------
+
+
+def save_agents(path: Path, agents: Any) -> None:
+    path = path.absolute()
+    with ocp.StandardCheckpointer() as ckpt:
+        ckpt.save(path, agents, force=True)
+
+
+def abstract_agents(trainer: Trainer) -> Any:
+    n = trainer.cfg.train.n_seeds
+    return jax.eval_shape(lambda k: jax.vmap(trainer.tqc.init)(jax.random.split(k, n)),
+                          jax.random.key(0))
+
+
+def load_agents(path: Path, trainer: Trainer) -> Any:
+    with ocp.StandardCheckpointer() as ckpt:
+        return ckpt.restore(path.absolute(), abstract_agents(trainer))
+
+
+# --------------------------------------------------------------------------------------------
+# Out-of-sample backtest of one segment
+# --------------------------------------------------------------------------------------------
+
+
+def backtest_rows(cfg: Config, run: RunData, sm: SegmentMatrix, enc: EncoderStage,
+                  trainer: Trainer, agents: Any, test_start: int, test_end: int,
+                  rollout: Callable | None = None, baseline_seed: int = 0) -> pd.DataFrame:
+    """Hourly OOS returns of rows [test_start, test_end) for the ensemble, seeds, baselines."""
+    lookback = lookback_rows(cfg)
+    lo = test_start - lookback
+    data = trainer.put_data(slice_data(cfg, sm.matrix, run.close, lo, test_end,
+                                       test_start - 1, enc.embeddings))
+    rollout = rollout or make_rollout(trainer)
+    first = lookback - 1  # slice row of test_start - 1: the first decision
+    n_steps = test_end - test_start
+    close = run.close[lo:test_end]
+    out: dict[str, np.ndarray] = {}
+    extra: dict[str, np.ndarray] = {}
+    for label, mult in (("", 1.0), ("_2x_cost", 2.0), ("_zero_cost", 0.0)):
+        ens, seeds = jax.device_get(rollout(agents, data, first, n_steps, mult))
+        actions = np.zeros(len(close))
+        actions[first:first + n_steps] = ens
+        sim = simulate(close, actions, cfg.env, start=first, cost_multiplier=mult)
+        out[f"strategy{label}"] = sim["returns"]
+        if label == "":
+            extra = {"exposure": sim["exposure"], "turnover": sim["turnover"],
+                     "action": sim["action"]}
+            for s in range(seeds.shape[0]):
+                a = np.zeros(len(close))
+                a[first:first + n_steps] = seeds[s]
+                out[f"seed_{s}"] = simulate(close, a, cfg.env, start=first)["returns"]
+    for name, sim in baseline_lib.run_baselines(close, cfg.env, seed=baseline_seed,
+                                                start=first).items():
+        out[name] = sim["returns"]
+    out["benchmark"] = close[first + 1:] / close[first:-1] - 1.0
+    frame = pd.DataFrame(out, index=run.market.index[test_start:test_end])
+    for k, v in extra.items():
+        frame[k] = v
+    if sm.proba is not None:  # the regime in force when the position was chosen (row t - 1)
+        p = sm.proba[test_start - 1:test_end - 1]
+        frame["regime"] = np.where(np.isfinite(p).all(axis=1), np.argmax(p, axis=1), -1)
+    frame.index.name = "timestamp"
+    return frame
+
+
+SERIES_COLUMNS = ("strategy", "strategy_2x_cost", "strategy_zero_cost", "buy_and_hold",
+                  "vol_targeted_buy_and_hold", "flat", "random", "benchmark")
+
+
+def series_metrics(frame: pd.DataFrame) -> pd.DataFrame:
+    """compute_metrics of every return column of an OOS frame (rows: series)."""
+    rows = {}
+    bench = frame["benchmark"].to_numpy()
+    names = [c for c in frame.columns if c in SERIES_COLUMNS or c.startswith("seed_")]
+    for name in names:
+        kw = {}
+        if name == "strategy":
+            kw = {"exposure": frame["exposure"].to_numpy(),
+                  "turnover": frame["turnover"].to_numpy()}
+        rows[name] = compute_metrics(frame[name].to_numpy(), bench, **kw)
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index.name = "series"
+    return out
+
+
+def strategy_metrics(frame: pd.DataFrame) -> dict[str, float]:
+    return compute_metrics(frame["strategy"].to_numpy(), frame["benchmark"].to_numpy(),
+                           exposure=frame["exposure"].to_numpy(),
+                           turnover=frame["turnover"].to_numpy())
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    workdir: Path
+    segments_run: list[int]
+    segments_skipped: list[int]
+    seconds: float
+    report: dict[str, Any]
+
+
+def _check_run_config(cfg: Config, workdir: Path) -> None:
+    """Write config.yaml, or refuse a run directory that holds a different config."""
+    path = workdir / "config.yaml"
+    digest_file = workdir / "config.digest"
+    if digest_file.exists() and digest_file.read_text().strip() != cfg.digest():
+        raise ConfigError(
+            "run_name", f"{workdir} holds a run with a different config (digest "
+            f"{digest_file.read_text().strip()} != {cfg.digest()}); use another run_name or "
+            "--out, or delete the directory", cfg.source)
+    write_atomic(path, cfg.to_yaml())
+    write_atomic(digest_file, cfg.digest() + "\n")
+
+
+def run(cfg: Config, workdir: str | Path, *, resume: bool = False, report_only: bool = False,
+        progress: bool | None = None, market: pd.DataFrame | None = None,
+        stop_after: Callable[[int, str], bool] | None = None,
+        kill_at: tuple[int, int] | None = None) -> RunResult:
+    """Run (or resume) the walk-forward study in `workdir` and write the report.
+
+    Test hooks that act as a kill would: `stop_after(segment, stage)` raises KeyboardInterrupt
+    at the start of a stage; `kill_at=(segment, chunk)` stops that segment's training after
+    `chunk` chunks (its checkpoint is on disk) and raises KeyboardInterrupt.
+    """
+    from cryptorl_jax.backtest.report import write_report
+
+    t0 = time.perf_counter()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    progress = cfg.output.progress if progress is None else progress
+    _check_run_config(cfg, workdir)
+    ran: list[int] = []
+    skipped: list[int] = []
+    if not report_only:
+        run_data = prepare_run(cfg, market)
+        log.info("walk-forward: %d segments over %d rows (offset %d), run dir %s",
+                 len(run_data.segments), len(run_data.market), run_data.offset, workdir)
+        trainer: Trainer | None = None
+        rollout = None
+        bar = tqdm(run_data.segments, desc="segments", disable=not progress, leave=True)
+        for seg in bar:
+            if resume and is_done(workdir, seg.index):
+                skipped.append(seg.index)
+                log.info("segment %d: finished before, skipped (--resume)", seg.index)
+                continue
+            seg_path = segment_dir(workdir, seg.index)
+            if not resume and seg_path.exists():
+                shutil.rmtree(seg_path)
+
+            def stage(name: str, seg=seg) -> None:
+                bar.set_postfix(segment=seg.index, stage=name)
+                if stop_after is not None and stop_after(seg.index, name):
+                    raise KeyboardInterrupt(f"stopped at segment {seg.index}, stage {name}")
+
+            kill_chunk = kill_at[1] if kill_at is not None and kill_at[0] == seg.index \
+                else None
+            trainer, rollout = _run_segment(cfg, run_data, seg, seg_path, workdir, trainer,
+                                            rollout, stage, progress, resume, kill_chunk)
+            ran.append(seg.index)
+        bar.close()
+    report = write_report(cfg, workdir)
+    return RunResult(workdir=workdir, segments_run=ran, segments_skipped=skipped,
+                     seconds=time.perf_counter() - t0, report=report)
+
+
+def _run_segment(cfg: Config, run: RunData, seg: Segment, seg_path: Path, workdir: Path,
+                 trainer: Trainer | None, rollout, stage, progress: bool, resume: bool,
+                 kill_chunk: int | None = None):
+    t_seg = time.perf_counter()
+    seg_path.mkdir(parents=True, exist_ok=True)
+    tb_dir = workdir / "tensorboard" / f"segment_{seg.index}" if cfg.output.tensorboard \
+        else None
+    logger = ScalarLogger(tb_dir)
+    timings: dict[str, float] = {}
+    try:
+        stage("fit")
+        t = time.perf_counter()
+        sm = fit_segment_transforms(cfg, run, seg)
+        sm.scaler.save(seg_path / "scaler.json")
+        if sm.regime_model is not None:
+            sm.regime_model.save(seg_path / "regime_model.json")
+            summary = sm.regime_model.summary()
+            write_json(seg_path / "regime_stats.json", summary)
+            log.info("segment %d: HMM log-likelihood %.1f, states %s", seg.index,
+                     summary.get("log_likelihood", float("nan")),
+                     summary.get("states", summary))
+        write_json(seg_path / "transforms.json", {"ffd_d": sm.ffd_d, "columns": sm.columns})
+        timings["fit_s"] = time.perf_counter() - t
+
+        stage("encoder")
+        t = time.perf_counter()
+        enc = run_encoder_stage(cfg, seg, sm, seg_path, logger, progress)
+        write_json(seg_path / "encoder_report.json", enc.report)
+        timings["encoder_s"] = time.perf_counter() - t
+
+        stage("train")
+        t = time.perf_counter()
+        lookback = lookback_rows(cfg)
+        data = slice_data(cfg, sm.matrix, run.close, seg.train_start - lookback, seg.train_end,
+                          seg.train_start, enc.embeddings)
+        if trainer is None:
+            emb_dim = None if enc.embeddings is None else enc.embeddings.shape[1]
+            trainer, rollout = get_trainer(cfg, sm.matrix.shape[1], emb_dim)
+        result = train(cfg, data, seg_path / "train", key=segment_key(cfg, seg.index,
+                                                                        STAGE_TRAIN),
+                       trainer=trainer, encoder_params=enc.finetune_params, resume=resume,
+                       progress=progress, tensorboard_dir=tb_dir,
+                       desc=f"segment {seg.index} TQC", stop_after_chunk=kill_chunk)
+        if kill_chunk is not None:
+            raise KeyboardInterrupt(f"killed in segment {seg.index} after chunk {kill_chunk}")
+        agents = result.state.agent
+        save_agents(seg_path / "agents", jax.device_get(agents))
+        write_json(seg_path / "train_history.json", result.history)
+        timings["train_s"] = time.perf_counter() - t
+        timings["train_compile_s"] = result.compile_s
+
+        stage("backtest")
+        t = time.perf_counter()
+        oos = backtest_rows(cfg, run, sm, enc, trainer, agents, seg.test_start, seg.test_end,
+                            rollout, baseline_seed=cfg.seed * 1000 + seg.index)
+        write_parquet(seg_path / "oos.parquet", oos)
+        table = series_metrics(oos)
+        table.to_csv(seg_path / "series_metrics.csv")
+        metrics = strategy_metrics(oos)
+        write_json(seg_path / "metrics.json", metrics)
+        if "regime" in oos:
+            regime_metrics(oos["strategy"].to_numpy(), oos["regime"].to_numpy(),
+                           oos["benchmark"].to_numpy()).to_csv(seg_path / "regime_metrics.csv")
+        timings["backtest_s"] = time.perf_counter() - t
+
+        stage("report")
+        rows = slice(seg.train_start, seg.train_end)
+        # fixed lag (one day) instead of an AIC search: 50x faster, same verdicts here
+        adf_table(sm.features, rows, autolag=None, maxlag=24).to_csv(
+            seg_path / "stationarity.csv")
+        if cfg.output.plots and sm.proba is not None:
+            span = slice(seg.train_start, seg.test_end)
+            plot_regimes(run.market[f"{run.traded}_close"].iloc[span], sm.proba[span],
+                         workdir / f"segment_{seg.index}_regimes.png",
+                         title=f"segment {seg.index}: filtered regimes (train | test at "
+                               f"{run.market.index[seg.test_start]:%Y-%m-%d})",
+                         test_start=seg.test_start - seg.train_start)
+        timings["segment_s"] = time.perf_counter() - t_seg
+        done = {"segment": seg.index, "train_rows": [seg.train_start, seg.train_end],
+                "test_rows": [seg.test_start, seg.test_end],
+                "train_period": [str(run.market.index[seg.train_start]),
+                                 str(run.market.index[seg.train_end - 1])],
+                "test_period": [str(run.market.index[seg.test_start]),
+                                str(run.market.index[seg.test_end - 1])],
+                "timings": timings, "sharpe": metrics["sharpe"],
+                "env_steps": result.env_steps}
+        write_json(seg_path / DONE, done)  # written last: --resume trusts it
+        log.info("segment %d done in %.0f s: OOS sharpe %.2f, total return %.2f%%", seg.index,
+                 timings["segment_s"], metrics["sharpe"], 100 * metrics["total_return"])
+    finally:
+        logger.close()
+    return trainer, rollout
