@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from cryptorl_jax.config import FeaturesConfig
+from cryptorl_jax.features.stationarity import blas_single_thread
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +301,7 @@ def select_ffd_d(market: pd.DataFrame, features_config: FeaturesConfig, train_ro
                 continue
             if np.ptp(values) == 0.0:
                 continue
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), blas_single_thread():
                 warnings.simplefilter("ignore")
                 p_value = float(adfuller(values, autolag="AIC")[1])
             if p_value < cfg.ffd_adf_pvalue:

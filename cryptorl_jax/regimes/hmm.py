@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cryptorl_jax.features.stationarity import blas_single_thread
+
 log = logging.getLogger(__name__)
 
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
@@ -184,7 +186,6 @@ class RegimeModel:
     def fit(self, frame: pd.DataFrame) -> RegimeModel:
         """Fit on `frame`, which must be the segment's train rows only (NaN rows dropped)."""
         from hmmlearn.hmm import GaussianHMM
-        from threadpoolctl import threadpool_limits
 
         raw = self._raw_inputs(frame)
         ok = np.isfinite(raw).all(axis=1)
@@ -208,7 +209,7 @@ class RegimeModel:
             try:
                 # one BLAS/OpenMP thread: the problem is tiny, and k-means' threads spin for
                 # seconds on a loaded 2-core machine (measured: 6.2 s vs 0.5 s for 20 iterations)
-                with warnings.catch_warnings(), threadpool_limits(1):
+                with warnings.catch_warnings(), blas_single_thread():
                     warnings.simplefilter("ignore")
                     model.fit(z, lengths)
                     score = float(model.score(z, lengths))

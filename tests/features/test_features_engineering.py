@@ -23,6 +23,7 @@ from cryptorl_jax.features import (
     us_market_open,
     warmup_rows,
 )
+from cryptorl_jax.features.stationarity import blas_single_thread
 from cryptorl_jax.market.synthetic import make_market
 from tests.reference import numpy_features as ref
 
@@ -302,7 +303,7 @@ def test_auto_ffd_features_causal(market, cfg):
 
 def _adf_p(x: pd.Series) -> float:
     x = x.to_numpy()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), blas_single_thread():
         warnings.simplefilter("ignore")
         return float(adfuller(x[np.isfinite(x)], autolag="AIC")[1])
 

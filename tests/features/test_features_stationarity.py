@@ -38,3 +38,5 @@ def test_adf_table_rows_window():
     frame = pd.DataFrame({"x": walk_then_noise})
     assert adf_table(frame, rows=slice(400, 800)).loc["x", "stationary"]
     assert adf_table(frame, rows=slice(0, 400), maxlag=5).loc["x", "used_lag"] <= 5
+    fixed = adf_table(frame, rows=slice(400, 800), maxlag=3, autolag=None)  # 5-tuple result
+    assert fixed.loc["x", "status"] == "ok" and fixed.loc["x", "used_lag"] == 3
