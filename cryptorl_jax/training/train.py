@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -380,12 +381,16 @@ def train(cfg: Config, data: TrainData, workdir: str | Path, *, key: jax.Array |
           trainer: Trainer | None = None, encoder_params: nnx.State | None = None,
           resume: bool = True, progress: bool | None = None, tensorboard_dir: str | Path | None
           = None, stop_after_chunk: int | None = None, desc: str = "train",
-          check_inputs: bool = True) -> TrainResult:
+          check_inputs: bool = True,
+          on_chunk: Callable[[int, dict[str, Any]], None] | None = None) -> TrainResult:
     """Run `train_chunk` until `train.total_env_steps`, checkpointing into `workdir`.
 
     With `resume`, a checkpoint in `workdir/checkpoints` is restored and training continues from
     it; the final parameters equal those of an uninterrupted run. `stop_after_chunk` ends the
     loop early (after that many chunks in all), as a kill would; used by tests.
+    `on_chunk(chunk, record)` is called after every chunk (after its checkpoint, if any) with a
+    copy of the chunk's history record; an exception it raises (e.g. optuna.TrialPruned) ends
+    training and propagates after the logger and checkpointer are closed.
     """
     workdir = Path(workdir)
     tc = cfg.train
@@ -439,6 +444,8 @@ def train(cfg: Config, data: TrainData, workdir: str | Path, *, key: jax.Array |
                 ckpt.save(chunk + 1, state, {"chunk": chunk + 1, "history": history,
                                              "config_digest": cfg.digest()})
                 last_good = f"the last good checkpoint is {ckpt.directory / str(chunk + 1)}"
+            if on_chunk is not None:
+                on_chunk(chunk, dict(record))
     finally:
         bar.close()
         logger.close()
