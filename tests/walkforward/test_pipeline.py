@@ -142,3 +142,22 @@ def test_report_only_and_refuses_other_config(full_run, cfg):
 
     with pytest.raises(ConfigError, match="different config"):
         pipeline.run(other, workdir, report_only=True)
+
+
+def test_evaluate_reproduces_a_segments_oos(full_run, market, tmp_path):
+    from cryptorl_jax.walkforward.evaluate import evaluate_window
+
+    workdir, _ = full_run
+    seg = pd.read_parquet(workdir / "segment_1" / "oos.parquet")
+    res = evaluate_window(workdir, 1, str(seg.index[0]), str(seg.index[-1]), market=market,
+                          out_dir=tmp_path / "eval", tearsheet=False)
+    assert res.in_sample_hours == 0
+    np.testing.assert_array_equal(res.oos.index, seg.index)
+    for col in ("strategy", "seed_0", "seed_1", "benchmark", "buy_and_hold"):
+        np.testing.assert_allclose(res.oos[col].to_numpy(), seg[col].to_numpy(), atol=1e-7)
+    assert (tmp_path / "eval" / "equity_curve.png").is_file()
+    # a window that reaches into the train rows is flagged as in-sample
+    early = evaluate_window(workdir, 1, str(seg.index[0] - pd.Timedelta(hours=50)),
+                            str(seg.index[10]), market=market, out_dir=tmp_path / "e2",
+                            tearsheet=False)
+    assert early.in_sample_hours == 50

@@ -1,0 +1,130 @@
+"""Backtest a saved segment's agent on any window of the data (scripts/evaluate.py).
+
+Loads the run's resolved config and the segment's fitted scaler, regime model, FFD order,
+encoder and agents, rebuilds the causal features on the current data (by default with
+`data.end` lifted, so the newest bars are included), and runs the same OOS backtest as the
+walk-forward driver over [start, end]. Windows that overlap the segment's train rows are
+in-sample for that agent: the output says how many hours are.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cryptorl_jax.backtest.report import plot_equity, write_tearsheet
+from cryptorl_jax.config import load_config, with_overrides
+from cryptorl_jax.features import warmup_rows
+from cryptorl_jax.market import load_market
+from cryptorl_jax.walkforward import pipeline
+from cryptorl_jax.walkforward.segments import Segment
+
+log = logging.getLogger("cryptorl_jax.evaluate")
+
+
+@dataclass
+class EvalResult:
+    out_dir: Path
+    metrics: dict[str, float]
+    comparison: pd.DataFrame
+    oos: pd.DataFrame
+    in_sample_hours: int
+
+
+def _segment_meta(run_dir: Path, segment: int | None) -> tuple[int, dict[str, Any]]:
+    done = sorted(int(p.parent.name.split("_")[1]) for p in run_dir.glob("segment_*/DONE"))
+    if not done:
+        raise FileNotFoundError(f"{run_dir}: no finished segment (no segment_*/DONE)")
+    if segment is None:
+        segment = done[-1]
+    elif segment not in done:
+        raise FileNotFoundError(f"{run_dir}: segment {segment} is not finished; finished: "
+                                f"{done}")
+    meta = json.loads((run_dir / f"segment_{segment}" / "DONE").read_text())
+    return segment, meta
+
+
+def _to_utc(when: str) -> pd.Timestamp:
+    ts = pd.Timestamp(when)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def evaluate_window(run_dir: str | Path, segment: int | None = None, start: str | None = None,
+                    end: str | None = None, *, out_dir: str | Path | None = None,
+                    keep_data_end: bool = False, market: pd.DataFrame | None = None,
+                    tearsheet: bool = True) -> EvalResult:
+    """Backtest segment `segment` (default: the latest finished) over [start, end] (UTC)."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a walk-forward run directory (no config.yaml)")
+    cfg = load_config(cfg_path)
+    if not keep_data_end:
+        cfg = with_overrides(cfg, ["data.end=null"])
+    segment, meta = _segment_meta(run_dir, segment)
+    seg_path = run_dir / f"segment_{segment}"
+    if market is None:
+        market = load_market(cfg.data)
+    features = pipeline.build_run_features(cfg, market)
+    offset = warmup_rows(features) + pipeline.lookback_rows(cfg)
+    run = pipeline.RunData(market=market, features=features, offset=offset, segments=[],
+                           traded=cfg.data.traded_asset,
+                           close=market[f"{cfg.data.traded_asset}_close"].to_numpy(np.float64))
+    index = market.index
+    train_end_time = pd.Timestamp(meta["train_period"][1])
+    default_start = int(index.searchsorted(train_end_time, side="right"))
+    # the first row at or after `start`, the last row at or before `end`
+    start_row = default_start if start is None else int(index.searchsorted(_to_utc(start)))
+    end_row = len(index) - 1 if end is None else int(
+        index.searchsorted(_to_utc(end), side="right")) - 1
+    if start_row >= len(index):
+        raise ValueError(f"--start {start} is after the last bar {index[-1]}")
+    if start_row < offset:
+        raise ValueError(f"--start must be at or after {index[offset]} (the features need "
+                         f"{offset} rows of warm-up and lookback)")
+    if end_row <= start_row:
+        raise ValueError(f"the window {index[start_row]} .. {index[end_row]} holds no return")
+    sm = pipeline.load_segment_transforms(cfg, run, seg_path)
+    enc = pipeline.load_encoder_stage(cfg, sm, seg_path, segment)
+    emb_dim = None if enc.embeddings is None else enc.embeddings.shape[1]
+    trainer, rollout = pipeline.get_trainer(cfg, sm.matrix.shape[1], emb_dim)
+    agents = pipeline.load_agents(seg_path / "agents", trainer)
+    oos = pipeline.backtest_rows(cfg, run, sm, enc, trainer, agents, start_row, end_row + 1,
+                                 rollout, baseline_seed=cfg.seed)
+    train_times = pd.date_range(meta["train_period"][0], meta["train_period"][1], freq="h")
+    in_sample = int(oos.index.isin(train_times).sum())
+    metrics = pipeline.strategy_metrics(oos)
+    comparison = pipeline.series_metrics(oos)
+    out = Path(out_dir) if out_dir is not None else (
+        run_dir / f"eval_segment{segment}_{index[start_row]:%Y%m%d%H}_{index[end_row]:%Y%m%d%H}")
+    out.mkdir(parents=True, exist_ok=True)
+    pipeline.write_parquet(out / "oos_returns.parquet", oos)
+    pipeline.write_json(out / "metrics.json", {**metrics, "segment": segment,
+                                               "in_sample_hours": in_sample,
+                                               "start": str(oos.index[0]),
+                                               "end": str(oos.index[-1])})
+    pipeline.write_atomic(out / "comparison.csv", comparison.to_csv())
+    title = (f"{cfg.run_name} segment {segment} agent on {oos.index[0]:%Y-%m-%d} .. "
+             f"{oos.index[-1]:%Y-%m-%d}")
+    frame = oos.assign(segment=segment)
+    plot_equity(frame, [segment], out / "equity_curve.png", title)
+    if tearsheet:
+        write_tearsheet(oos, out / "tearsheet.html", title)
+    if in_sample:
+        log.warning("%d of %d hours overlap segment %d's train rows: in-sample for this agent",
+                    in_sample, len(oos), segment)
+    return EvalResult(out_dir=out, metrics=metrics, comparison=comparison, oos=oos,
+                      in_sample_hours=in_sample)
+
+
+def default_segment(run_dir: Path) -> int:
+    return _segment_meta(Path(run_dir), None)[0]
+
+
+__all__ = ["EvalResult", "Segment", "default_segment", "evaluate_window"]
