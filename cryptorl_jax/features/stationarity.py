@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
+# clock-driven columns (engineering.CALENDAR_COLUMNS): an ADF test of a deterministic cycle is
+# meaningless (hour_cos fits perfectly: statistic ~ -1e16), so the report skips them
+DETERMINISTIC_COLUMNS = ("hour_sin", "hour_cos", "dow_sin", "dow_cos", "us_market_open")
 REPORT_COLUMNS = ("adf_stat", "p_value", "n_obs", "used_lag", "crit_5pct", "stationary",
                   "status")
 
@@ -31,10 +34,11 @@ def blas_single_thread() -> Iterator[None]:
 
 def adf_table(frame: pd.DataFrame, rows: slice | None = None, *, alpha: float = 0.05,
               maxlag: int | None = None, autolag: str | None = "AIC",
-              min_obs: int = 30) -> pd.DataFrame:
+              min_obs: int = 30,
+              deterministic: Sequence[str] = DETERMINISTIC_COLUMNS) -> pd.DataFrame:
     """Per column of frame.iloc[rows]: ADF statistic, p-value, observations, lag, 5% critical
-    value and `stationary` (p < alpha). NaN rows are dropped per column; constant, non-numeric
-    or too-short columns get a `status` instead of a test."""
+    value and `stationary` (p < alpha). NaN rows are dropped per column; constant, non-numeric,
+    too-short or deterministic (calendar) columns get a `status` instead of a test."""
     from statsmodels.tsa.stattools import adfuller
 
     window = frame if rows is None else frame.iloc[rows]
@@ -43,6 +47,10 @@ def adf_table(frame: pd.DataFrame, rows: slice | None = None, *, alpha: float = 
         rec = {"adf_stat": np.nan, "p_value": np.nan, "n_obs": 0, "used_lag": np.nan,
                "crit_5pct": np.nan, "stationary": False, "status": "ok"}
         series = window[col]
+        if str(col) in deterministic:
+            rec["status"] = "deterministic"
+            records[str(col)] = rec
+            continue
         if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
             rec["status"] = "non-numeric"
             records[str(col)] = rec

@@ -374,3 +374,4 @@ def test_build_features_on_real_quick_data(monkeypatch):
     assert feats.index.equals(market.index) and start < 400
     assert np.isfinite(feats.iloc[start:].to_numpy()).all()
     assert feats["DXY_fresh"].eq(0).any() and feats["corr_BTC_SPY_168"].iloc[start:].abs().max() < 1
+    _assert_past_equal(build_features(market.iloc[:6000], quick.features), feats, 6000)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cryptorl_jax.features import adf_table
+from cryptorl_jax.features import CALENDAR_COLUMNS, adf_table
+from cryptorl_jax.features.stationarity import DETERMINISTIC_COLUMNS
 
 
 def test_adf_table_flags_stationary_and_random_walk_columns():
@@ -40,3 +41,13 @@ def test_adf_table_rows_window():
     assert adf_table(frame, rows=slice(0, 400), maxlag=5).loc["x", "used_lag"] <= 5
     fixed = adf_table(frame, rows=slice(400, 800), maxlag=3, autolag=None)  # 5-tuple result
     assert fixed.loc["x", "status"] == "ok" and fixed.loc["x", "used_lag"] == 3
+
+
+def test_adf_table_skips_calendar_columns():
+    assert set(DETERMINISTIC_COLUMNS) == set(CALENDAR_COLUMNS)
+    hours = np.arange(500) % 24
+    frame = pd.DataFrame({"hour_cos": np.cos(2 * np.pi * hours / 24),
+                          "x": np.random.default_rng(2).normal(size=500)})
+    table = adf_table(frame)
+    assert table.loc["hour_cos", "status"] == "deterministic"
+    assert np.isnan(table.loc["hour_cos", "p_value"]) and table.loc["x", "status"] == "ok"
