@@ -294,7 +294,8 @@ def test_reset_draws_inside_the_range():
     obs, state = VMAP_RESET(jax.random.split(jax.random.key(0), 4000), params, market, sr)
     t = np.asarray(state.t)
     assert t.min() == 100 and t.max() == 140
-    assert len(np.unique(t)) == 41
+    counts = np.bincount(t - 100, minlength=41)  # ~97.6 expected per start
+    assert counts.min() > 60 and counts.max() < 140, counts
     assert (np.asarray(state.nav) == 1).all() and (np.asarray(state.prev_exposure) == 0).all()
     np.testing.assert_array_equal(obs.window[0], features[t[0] - 7:t[0] + 1])
     again = VMAP_RESET(jax.random.split(jax.random.key(0), 4000), params, market, sr)[1]
