@@ -81,7 +81,8 @@ def read_trial_log(path: str | None, workdir: Path) -> tuple[int, float, str]:
         if rec.get("state", "COMPLETE") not in ("COMPLETE", "PRUNED"):
             continue
         n += 1
-        v = rec.get("value")
+        # walkforward.tune writes "sharpe" (annualised) whatever tune.metric the value is
+        v = rec["sharpe"] if "sharpe" in rec else rec.get("value")
         if v is not None and rec.get("state", "COMPLETE") == "COMPLETE" and math.isfinite(v):
             values.append(float(v) / math.sqrt(PERIODS))  # annualised -> per period
     var = float(np.var(values, ddof=1)) if len(values) > 1 else 0.0
