@@ -1,0 +1,615 @@
+"""Hyperparameter tuning with Optuna, nested inside the walk-forward train windows (issue 9).
+
+`run_study(cfg, n_trials, ...)` runs (or resumes) an Optuna study over `cfg.tune.space`. A trial
+applies its sampled values as dotted overrides to the base config and, for every walk-forward
+segment k in `cfg.tune.segments`, runs the whole segment pipeline on a *nested* split of that
+segment's train rows [train_start, train_end):
+
+    inner train  [fit_start, train_end - n_val - gap)   FFD d, scaler, HMM, MAE, TQC fitted here
+    gap          [train_end - n_val - gap, train_end - n_val)   read as lookback only
+    validation   [train_end - n_val, train_end)          backtest_rows, scored by tune.metric
+
+with n_val = round(tune.val_fraction * train rows) and gap = max(L, wfo.embargo_hours), where
+L = max(W - 1, V) + 1 is the lookback of a decision (observation window W = env.window and the
+V = env.vol_window returns of the realised vol). With gap >= L, no validation decision's
+observation window or realised vol contains a row of the inner train range, whose returns the
+agent was trained on and on which every transform was fitted (purging, AFML ch. 7).
+
+The OOS test rows are never read: each segment's trial starts by cutting the market frame to
+rows < train_end (a copy), then builds the causal features of that cut frame; every later stage
+receives only the cut frame and arrays derived from it. Only the segment layout (row indices)
+is taken from the full frame, as scripts/wfo.py makes it.
+
+Use tune.segments = [0] (the default) for a clean walk-forward afterwards: a later segment's
+train rows hold earlier segments' test rows, so tuning on it validates on rows that are OOS for
+those earlier segments (run_study warns and says so in best.yaml).
+
+The objective is the mean of the per-segment validation scores (maximised). The median pruner
+is fed the training `pnl` (mean per-step log return of the training envs) after every chunk:
+unlike `reward`, it does not change with env.reward_scale or the curriculum, which may be
+searched. Every trial of one study uses the base seed (common random numbers across trials).
+
+Outputs in `workdir`: the study (SQLite by default, `study.db`), `trials.jsonl` (one record per
+finished trial, rebuilt from the storage after every trial, so several processes on one storage
+keep it complete) and `best.yaml` (the base config with the best trial's values applied and
+`wfo.trial_log` pointing to the trial log, which the WFO report reads for the Deflated Sharpe).
+
+Compilation: the trainer cache (`pipeline.get_trainer`) is keyed on cfg.env, cfg.tqc, cfg.train
+and cfg.encoder, so every distinct value of a searched key in those sections (learning rates,
+gamma, reward scale, net width, encoder settings, ...) compiles the training step once more;
+keys of data, features, regimes and wfo do not, unless they change the number of feature
+columns (regimes.n_states, feature groups) or lengthen the feature warm-up past the segment's
+train start (a shorter inner train slice: a new shape).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import shutil
+import time
+import types
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+import numpy as np
+import pandas as pd
+
+from cryptorl_jax.config import (
+    Config,
+    ConfigError,
+    SearchParam,
+    load_config,
+    with_overrides,
+)
+from cryptorl_jax.features import warmup_rows
+from cryptorl_jax.market import load_market
+from cryptorl_jax.training.logging import ScalarLogger
+from cryptorl_jax.training.train import TrainingDivergedError, train
+from cryptorl_jax.walkforward.pipeline import (
+    STAGE_TRAIN,
+    RunData,
+    backtest_rows,
+    build_run_features,
+    fit_segment_transforms,
+    get_trainer,
+    lookback_rows,
+    prepare_run,
+    run_encoder_stage,
+    segment_key,
+    slice_data,
+    strategy_metrics,
+    write_atomic,
+)
+from cryptorl_jax.walkforward.segments import Segment
+
+log = logging.getLogger("cryptorl_jax.tune")
+
+TRIAL_LOG = "trials.jsonl"
+BEST_CONFIG = "best.yaml"
+PRUNE_METRIC = "pnl"  # train() history key fed to the pruner
+SCORE_KEYS = ("sharpe", "sortino", "total_return", "calmar", "max_drawdown", "cagr",
+              "volatility", "turnover", "exposure")
+
+
+# --------------------------------------------------------------------------------------------
+# Search space
+# --------------------------------------------------------------------------------------------
+
+
+def _field_type(key: str) -> Any:
+    """The annotated type of a dotted config key (already known to exist)."""
+    cls: Any = Config
+    tp: Any = None
+    for part in key.split("."):
+        tp = get_type_hints(cls)[part]
+        inner = [a for a in get_args(tp) if dataclasses.is_dataclass(a)]
+        cls = inner[0] if inner else tp
+    return tp
+
+
+def _accepts(tp: Any, kind: type) -> bool:
+    if tp is kind:
+        return True
+    if get_origin(tp) in (Union, types.UnionType):
+        return any(_accepts(a, kind) for a in get_args(tp))
+    return False
+
+
+def override_text(key: str, value: Any) -> str:
+    """`key=value` for config.with_overrides; a string choice is YAML text (e.g. "[64, 64]")."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, float):
+        text = repr(value)
+    else:
+        text = str(value)
+    return f"{key}={text}"
+
+
+def check_space(cfg: Config) -> None:
+    """Raise ConfigError naming tune.space[i] if a bound or choice gives an invalid config."""
+    src = cfg.source
+    if not cfg.tune.space:
+        raise ConfigError("tune.space", "is empty: declare the search space (see "
+                          "configs/tune_quick.yaml)", src)
+    keys = [p.key for p in cfg.tune.space]
+    dup = sorted({k for k in keys if keys.count(k) > 1})
+    if dup:
+        raise ConfigError("tune.space", f"key(s) {dup} appear more than once", src)
+    for i, p in enumerate(cfg.tune.space):
+        name = f"tune.space[{i}]"
+        tp = _field_type(p.key)
+        if p.type in ("float", "loguniform") and not _accepts(tp, float) and _accepts(tp, int):
+            raise ConfigError(f"{name}.type", f"'{p.key}' is an integer key: use type int", src)
+        if p.type == "int":
+            if not _accepts(tp, int):
+                raise ConfigError(f"{name}.type", f"'{p.key}' is not an integer key", src)
+            if not (float(p.low).is_integer() and float(p.high).is_integer()):
+                raise ConfigError(f"{name}.low", f"int bounds must be whole numbers, got "
+                                  f"[{p.low}, {p.high}]", src)
+            values: Sequence[Any] = (int(p.low), int(p.high))
+        elif p.type == "categorical":
+            values = p.choices or ()
+        else:
+            values = (float(p.low), float(p.high))
+        for v in values:
+            try:
+                with_overrides(cfg, [override_text(p.key, v)])
+            except ConfigError as exc:
+                raise ConfigError(name, f"{p.key} = {v!r} is not a valid value: {exc}",
+                                  src) from None
+
+
+def suggest_overrides(trial: Any, space: Sequence[SearchParam]) -> list[str]:
+    """Sample every dimension of the space with the trial; returns dotted overrides."""
+    out = []
+    for p in space:
+        if p.type == "categorical":
+            value = trial.suggest_categorical(p.key, list(p.choices or ()))
+        elif p.type == "int":
+            value = trial.suggest_int(p.key, int(p.low), int(p.high))
+        else:
+            value = trial.suggest_float(p.key, float(p.low), float(p.high),
+                                        log=p.type == "loguniform")
+        out.append(override_text(p.key, value))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The nested split and one segment's validation score
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NestedSplit:
+    """Rows of a trial inside one segment's train rows (half-open, absolute indices)."""
+
+    segment: int
+    fit_start: int  # first row the transforms are fitted on and episodes start at
+    inner_train_end: int
+    val_start: int
+    val_end: int  # = the outer segment's train_end: nothing at or after it is read
+
+    @property
+    def gap(self) -> int:
+        return self.val_start - self.inner_train_end
+
+    def inner_segment(self) -> Segment:
+        """A Segment whose train rows are the inner train and whose test rows are validation."""
+        return Segment(self.segment, self.fit_start, self.inner_train_end, self.val_start,
+                       self.val_end)
+
+
+def nested_split(cfg: Config, seg: Segment, offset: int = 0) -> NestedSplit:
+    """Inner train / gap / validation inside seg's train rows (see the module docstring).
+
+    offset: the first row whose features and lookback exist (RunData.offset); the inner train
+    starts at max(seg.train_start, offset).
+    """
+    n_rows = seg.train_end - seg.train_start
+    n_val = int(round(cfg.tune.val_fraction * n_rows))
+    gap = max(lookback_rows(cfg), cfg.wfo.embargo_hours)
+    fit_start = max(seg.train_start, offset)
+    val_start = seg.train_end - n_val
+    inner_end = val_start - gap
+    min_inner = cfg.env.window + cfg.env.vol_window + 2
+    if n_val < 2:
+        raise ConfigError("tune.val_fraction", f"segment {seg.index}: {cfg.tune.val_fraction:g}"
+                          f" of {n_rows} train rows leaves {n_val} validation rows (need >= 2)",
+                          cfg.source)
+    if inner_end - fit_start < min_inner:
+        raise ConfigError(
+            "tune.val_fraction",
+            f"segment {seg.index}: train rows [{seg.train_start}, {seg.train_end}) minus "
+            f"{n_val} validation rows and a {gap}-row gap leave {inner_end - fit_start} inner "
+            f"train rows from row {fit_start} (need >= env.window + env.vol_window + 2 = "
+            f"{min_inner})", cfg.source)
+    return NestedSplit(seg.index, fit_start, inner_end, val_start, seg.train_end)
+
+
+def cut_run(cfg: Config, market: pd.DataFrame, end: int) -> RunData:
+    """RunData of a copy of market rows [0, end): later rows do not exist for what follows."""
+    cut = market.iloc[:end].copy()
+    cut.attrs = dict(market.attrs)
+    features = build_run_features(cfg, cut)
+    traded = cfg.data.traded_asset
+    return RunData(market=cut, features=features,
+                   offset=warmup_rows(features) + lookback_rows(cfg), segments=[],
+                   traded=traded, close=cut[f"{traded}_close"].to_numpy(dtype=np.float64))
+
+
+def validate_segment(cfg: Config, market: pd.DataFrame, seg: Segment, workdir: Path, *,
+                     on_chunk: Callable[[int, dict[str, Any]], None] | None = None,
+                     progress: bool = False) -> dict[str, Any]:
+    """Fit everything on the inner train rows of seg and score the validation rows.
+
+    Returns compute_metrics' keys of the validation backtest plus the split's rows.
+    """
+    run = cut_run(cfg, market, seg.train_end)
+    split = nested_split(cfg, seg, run.offset)
+    inner = split.inner_segment()
+    run.segments = [inner]
+    sm = fit_segment_transforms(cfg, run, inner)
+    if not sm.matrix.shape[0] == len(run.market) == seg.train_end:  # nothing after train_end
+        raise RuntimeError(f"segment {seg.index}: the trial's feature matrix has "
+                           f"{sm.matrix.shape[0]} rows, expected exactly the {seg.train_end} "
+                           "rows before the train end")
+    workdir.mkdir(parents=True, exist_ok=True)
+    logger = ScalarLogger(None)
+    try:
+        enc = run_encoder_stage(cfg, inner, sm, workdir, logger, progress)
+    finally:
+        logger.close()
+    lookback = lookback_rows(cfg)
+    data = slice_data(cfg, sm.matrix, run.close, inner.train_start - lookback, inner.train_end,
+                      inner.train_start, enc.embeddings)
+    emb_dim = None if enc.embeddings is None else enc.embeddings.shape[1]
+    trainer, rollout = get_trainer(cfg, sm.matrix.shape[1], emb_dim)
+    result = train(cfg, data, workdir / "train", key=segment_key(cfg, seg.index, STAGE_TRAIN),
+                   trainer=trainer, encoder_params=enc.finetune_params, resume=False,
+                   progress=progress, tensorboard_dir=None, desc=f"trial segment {seg.index}",
+                   on_chunk=on_chunk)
+    frame = backtest_rows(cfg, run, sm, enc, trainer, result.state.agent, split.val_start,
+                          split.val_end, rollout, baseline_seed=cfg.seed * 1000 + seg.index)
+    metrics = strategy_metrics(frame)
+    out = {k: float(metrics[k]) for k in SCORE_KEYS if k in metrics}
+    out.update({"fit_start": split.fit_start, "inner_train_end": split.inner_train_end,
+                "val_start": split.val_start, "val_end": split.val_end, "gap": split.gap,
+                "chunks": len(result.history)})
+    return out
+
+
+def wfo_layout(cfg: Config, market: pd.DataFrame) -> list[Segment]:
+    """Every walk-forward segment of the data (wfo.segments / max_segments not applied)."""
+    layout_cfg = dataclasses.replace(cfg, wfo=dataclasses.replace(cfg.wfo, segments=None,
+                                                                  max_segments=None))
+    return prepare_run(layout_cfg, market).segments
+
+
+def outer_segments(cfg: Config, market: pd.DataFrame,
+                   layout: list[Segment] | None = None) -> list[Segment]:
+    """The walk-forward segments named by tune.segments (the layout scripts/wfo.py makes)."""
+    segments = layout if layout is not None else wfo_layout(cfg, market)
+    bad = [k for k in cfg.tune.segments if k >= len(segments)]
+    if bad or not cfg.tune.segments:
+        raise ConfigError("tune.segments", f"segment(s) {bad or '[]'} do not exist: the data "
+                          f"holds segments 0..{len(segments) - 1}", cfg.source)
+    return [segments[k] for k in sorted(set(cfg.tune.segments))]
+
+
+# --------------------------------------------------------------------------------------------
+# Storage, trial log, best config
+# --------------------------------------------------------------------------------------------
+
+
+def make_storage(url: str) -> Any:
+    """An RDB storage that waits for SQLite's lock (several processes) and fails dead trials.
+
+    A trial whose process died stops sending heartbeats and is marked FAIL after the grace
+    period, so a resumed study does not count it as running forever.
+    """
+    import optuna
+
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        kwargs = {"connect_args": {"timeout": 60}}
+    with warnings.catch_warnings():  # heartbeats are "experimental" in optuna 5
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=60,
+                                          grace_period=180)
+
+
+@contextlib.contextmanager
+def storage_lock(url: str) -> Iterator[None]:
+    """An exclusive file lock next to a SQLite database while a process sets the study up.
+
+    Two processes creating the same new database race on its tables ("table studies already
+    exists"); Optuna handles concurrent trials, not concurrent schema creation.
+    """
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    lock_path = Path(url[len(prefix):] + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def study_digest(cfg: Config) -> str:
+    """Hash of the base config a study tunes (output settings and wfo.trial_log left out)."""
+    raw = cfg.to_dict()
+    raw.pop("output", None)
+    raw["wfo"].pop("trial_log", None)
+    return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def trial_record(trial: Any) -> dict[str, Any]:
+    """One trial-log line: what report.read_trial_log needs plus params, scores and seeds."""
+    a = trial.user_attrs
+    value = trial.value if trial.state.name == "COMPLETE" else None
+    end = trial.datetime_complete
+    start = trial.datetime_start
+    return {
+        "number": trial.number,
+        "state": trial.state.name,
+        "value": value,
+        "metric": a.get("metric"),
+        "sharpe": a.get("sharpe") if trial.state.name == "COMPLETE" else None,
+        "params": dict(trial.params),
+        "overrides": a.get("overrides", []),
+        "segment_scores": a.get("segment_scores", {}),
+        "seed": a.get("seed"),
+        "n_seeds": a.get("n_seeds"),
+        "error": a.get("error"),
+        "intermediate": {str(k): v for k, v in sorted(trial.intermediate_values.items())},
+        "datetime_start": start.isoformat() if start else None,
+        "datetime_complete": end.isoformat() if end else None,
+        "duration_s": (end - start).total_seconds() if start and end else None,
+    }
+
+
+def write_trial_log(study: Any, path: Path) -> int:
+    """Rebuild the JSONL trial log from the storage (atomic replace); returns its line count."""
+    finished = [t for t in study.get_trials(deepcopy=False)
+                if t.state.name in ("COMPLETE", "PRUNED", "FAIL")]
+    finished.sort(key=lambda t: t.number)
+    lines = [json.dumps(trial_record(t), default=_json_default, allow_nan=True)
+             for t in finished]
+    write_atomic(path, "".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    return str(x)
+
+
+def seen_by_tuning(layout: list[Segment], tuned: list[Segment]) -> list[int]:
+    """WFO segments whose test rows start before the last row a tuning trial read.
+
+    Their OOS results are not out of sample for a config chosen by this study: the tuning
+    validated on some of their test rows (a later segment's train rows hold earlier test rows).
+    """
+    last = max(s.train_end for s in tuned)
+    return [s.index for s in layout if s.test_start < last]
+
+
+def export_best(cfg: Config, trial: Any, path: Path, trial_log: Path, study_name: str,
+                note: str = "") -> Config:
+    """Write the base config with the trial's values and wfo.trial_log set; load it back."""
+    best = with_overrides(cfg, trial.user_attrs.get("overrides")
+                          or [override_text(k, v) for k, v in trial.params.items()])
+    best = dataclasses.replace(
+        best, run_name=f"{cfg.run_name}-tuned",
+        wfo=dataclasses.replace(best.wfo, trial_log=str(Path(trial_log).absolute())))
+    header = (f"# Written by scripts/tune.py: study '{study_name}', best trial {trial.number} "
+              f"(validation {trial.user_attrs.get('metric', cfg.tune.metric)} "
+              f"{trial.value:.6g}).\n# Run it with: python scripts/wfo.py --config {path}\n"
+              + "".join(f"# {line}\n" for line in note.splitlines()))
+    write_atomic(path, header + best.to_yaml())
+    loaded = load_config(path)
+    if loaded != best:
+        raise RuntimeError(f"{path}: the exported config does not load back to the same values")
+    return loaded
+
+
+# --------------------------------------------------------------------------------------------
+# The study
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StudyResult:
+    study_name: str
+    storage: str
+    trials_run: list[int]  # numbers of the trials this call ran
+    n_trials: int  # finished trials in the study (all processes)
+    best_trial: int | None
+    best_value: float | None
+    best_params: dict[str, Any]
+    best_config: Path | None
+    trial_log: Path
+    seconds: float
+    study: Any
+
+
+def score(metrics: dict[str, Any], metric: str) -> float:
+    return float(metrics[metric])
+
+
+def _chunks_per_segment(cfg: Config) -> int:
+    t = cfg.train
+    return math.ceil(t.total_env_steps / (t.steps_per_chunk * t.n_envs))
+
+
+def default_pruner(cfg: Config) -> Any:
+    """Median pruner; never prunes before half a segment's chunks or while actions are random."""
+    import optuna
+
+    per_chunk = cfg.train.steps_per_chunk * cfg.train.n_envs
+    random_chunks = math.ceil(cfg.tqc.learning_starts / per_chunk)
+    n = _chunks_per_segment(cfg)
+    return optuna.pruners.MedianPruner(n_startup_trials=5,
+                                       n_warmup_steps=max(random_chunks + 1, n // 2))
+
+
+def make_objective(cfg: Config, market: pd.DataFrame, segments: list[Segment], workdir: Path,
+                   study_name: str, progress: bool, keep_trial_dirs: bool
+                   ) -> Callable[[Any], float]:
+    import optuna
+
+    def objective(trial: optuna.Trial) -> float:
+        overrides = suggest_overrides(trial, cfg.tune.space)
+        trial.set_user_attr("overrides", overrides)
+        trial.set_user_attr("metric", cfg.tune.metric)
+        trial_dir = workdir / "trials" / f"{study_name}_{trial.number}"
+        try:
+            tcfg = with_overrides(cfg, overrides)
+            trial.set_user_attr("seed", tcfg.seed)
+            trial.set_user_attr("n_seeds", tcfg.train.n_seeds)
+            n_chunks = _chunks_per_segment(tcfg)
+            scores: dict[str, dict[str, Any]] = {}
+            for pos, seg in enumerate(segments):
+                base_step = pos * n_chunks
+
+                def on_chunk(chunk: int, record: dict[str, Any], base_step: int = base_step,
+                             seg: Segment = seg) -> None:
+                    trial.report(float(record[PRUNE_METRIC]), base_step + chunk)
+                    if trial.should_prune():
+                        raise optuna.TrialPruned(
+                            f"pruned at segment {seg.index}, chunk {chunk}: train "
+                            f"{PRUNE_METRIC} {record[PRUNE_METRIC]:.3g}")
+
+                seg_dir = trial_dir / f"segment_{seg.index}"
+                if seg_dir.exists():
+                    shutil.rmtree(seg_dir)
+                scores[str(seg.index)] = validate_segment(tcfg, market, seg, seg_dir,
+                                                          on_chunk=on_chunk, progress=progress)
+                trial.set_user_attr("segment_scores", scores)
+            values = [score(m, tcfg.tune.metric) for m in scores.values()]
+            trial.set_user_attr("sharpe", float(np.mean([m["sharpe"] for m in scores.values()])))
+            value = float(np.mean(values))
+            log.info("trial %d: validation %s %.4g (%s)", trial.number, tcfg.tune.metric, value,
+                     ", ".join(overrides))
+            return value
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+        finally:
+            if not keep_trial_dirs and trial_dir.exists():
+                shutil.rmtree(trial_dir, ignore_errors=True)
+
+    return objective
+
+
+def run_study(cfg: Config, n_trials: int, storage: str | None = None,
+              study_name: str | None = None, workdir: str | Path = "results/tune",
+              market: pd.DataFrame | None = None, *, worker: int = 0, pruner: Any = None,
+              progress: bool | None = None, keep_trial_dirs: bool = False) -> StudyResult:
+    """Run n_trials more trials of the study (created or resumed) and export the best config.
+
+    storage: an Optuna storage URL (default sqlite:///<workdir>/study.db); several processes may
+    share it. study_name: default '<run_name>-tune'. worker: distinguishes processes started on
+    one storage at the same moment (it enters the sampler seed). The sampler is TPE seeded from
+    (seed, trials already in the study, worker), so a resumed study does not replay the random
+    start-up trials of the first call.
+    """
+    import optuna
+
+    t0 = time.perf_counter()
+    if n_trials < 1:
+        raise ValueError(f"n_trials must be >= 1, got {n_trials}")
+    check_space(cfg)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    storage_url = storage or f"sqlite:///{(workdir / 'study.db').absolute()}"
+    study_name = study_name or f"{cfg.run_name}-tune"
+    progress = cfg.output.progress if progress is None else progress
+    if market is None:
+        market = load_market(cfg.data)
+    layout = wfo_layout(cfg, market)
+    segments = outer_segments(cfg, market, layout)
+    seen = seen_by_tuning(layout, segments)
+    note = ""
+    if seen:
+        note = (f"WARNING: the tuning validated on rows up to {max(s.train_end for s in segments)}"
+                f" (tune.segments {list(cfg.tune.segments)}), which include the test rows of "
+                f"walk-forward segment(s) {seen}: their OOS results are not out of sample for "
+                "this config. Tune on segment 0 only, or judge the WFO on the later segments.")
+        log.warning(note)
+    for seg in segments:  # the base config's split must fit (a trial's is checked per trial)
+        nested_split(cfg, seg)
+
+    with storage_lock(storage_url):
+        study = optuna.create_study(storage=make_storage(storage_url), study_name=study_name,
+                                    direction="maximize", load_if_exists=True,
+                                    pruner=pruner or default_pruner(cfg))
+        digest = study_digest(cfg)
+        held = study.user_attrs.get("base_config_digest")
+        if held is None:
+            study.set_user_attr("base_config_digest", digest)
+            study.set_user_attr("base_config", cfg.to_dict())
+        elif held != digest:
+            raise ConfigError("tune", f"study '{study_name}' in {storage_url} tunes a different "
+                              f"base config (digest {held} != {digest}); use another --study-name "
+                              "or storage", cfg.source)
+        n_before = len(study.get_trials(deepcopy=False))
+        seed = int(np.random.SeedSequence([cfg.seed, n_before, worker]).generate_state(1)[0])
+    study.sampler = optuna.samplers.TPESampler(seed=seed)
+    log.info("study '%s' (%s): %d trials before, running %d more on segments %s", study_name,
+             storage_url, n_before, n_trials, [s.index for s in segments])
+
+    trial_log = workdir / TRIAL_LOG
+    ran: list[int] = []
+
+    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        ran.append(trial.number)
+        write_trial_log(study, trial_log)
+
+    objective = make_objective(cfg, market, segments, workdir, study_name, progress,
+                               keep_trial_dirs)
+    try:
+        study.optimize(objective, n_trials=n_trials, catch=(TrainingDivergedError, ConfigError),
+                       callbacks=[after_trial])
+    finally:
+        n_logged = write_trial_log(study, trial_log)
+        trials_dir = workdir / "trials"
+        if trials_dir.is_dir() and not any(trials_dir.iterdir()):
+            with contextlib.suppress(OSError):  # another process may have just used it
+                trials_dir.rmdir()
+    best_path: Path | None = None
+    best = None
+    try:
+        best = study.best_trial
+    except ValueError:
+        log.warning("study '%s': no trial completed; %s not written", study_name, BEST_CONFIG)
+    if best is not None:
+        best_path = workdir / BEST_CONFIG
+        export_best(cfg, best, best_path, trial_log, study_name, note)
+    return StudyResult(study_name=study_name, storage=storage_url, trials_run=ran,
+                       n_trials=n_logged, best_trial=None if best is None else best.number,
+                       best_value=None if best is None else float(best.value),
+                       best_params={} if best is None else dict(best.params),
+                       best_config=best_path, trial_log=trial_log,
+                       seconds=time.perf_counter() - t0, study=study)

@@ -1,0 +1,73 @@
+"""Optuna tuning, nested inside the walk-forward train windows: python scripts/tune.py
+--config FILE --trials N [--study-db sqlite:///...] [--study-name NAME] [--out DIR]
+[--set key=value ...] [--worker K]. Writes DIR/<run_name>-tune/ (study.db, trials.jsonl,
+best.yaml); run the best config with python scripts/wfo.py --config .../best.yaml.
+Several processes may share one --study-db: give each a distinct --worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--config", required=True, help="YAML config with a tune: section")
+    p.add_argument("--trials", type=int, required=True, help="trials to run in this process")
+    p.add_argument("--study-db", default=None,
+                   help="Optuna storage URL (default: sqlite:///<out>/study.db)")
+    p.add_argument("--study-name", default=None, help="default: <run_name>-tune")
+    p.add_argument("--out", default=None,
+                   help="directory for <run_name>-tune/ (default: output.dir)")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="KEY=VALUE", help="dotted override, e.g. tune.segments=[0,1]")
+    p.add_argument("--worker", type=int, default=0,
+                   help="distinct number per process sharing one storage (sampler seed)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    for noisy in ("absl", "jax", "orbax", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.trials < 1:
+        print(f"tune: error: --trials must be >= 1, got {args.trials}", file=sys.stderr)
+        return 2
+    from cryptorl_jax.config import ConfigError, load_config
+    from cryptorl_jax.market import DataValidationError
+    from cryptorl_jax.walkforward.tune import run_study
+
+    try:
+        overrides = list(args.overrides) + (["output.progress=false"] if args.quiet else [])
+        cfg = load_config(args.config, overrides)
+        workdir = Path(args.out or cfg.output.dir) / f"{cfg.run_name}-tune"
+        result = run_study(cfg, args.trials, storage=args.study_db, study_name=args.study_name,
+                           workdir=workdir, worker=args.worker)
+    except (ConfigError, DataValidationError, FileNotFoundError, ValueError) as exc:
+        print(f"tune: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tune: interrupted; run the same command again to continue the study",
+              file=sys.stderr)
+        return 130
+    print(f"tune: study '{result.study_name}': ran trials {result.trials_run} in "
+          f"{result.seconds:.0f} s; {result.n_trials} finished trials in {result.storage}; "
+          f"trial log {result.trial_log}")
+    if result.best_config is None:
+        print("tune: no trial completed, so no best config was written", file=sys.stderr)
+        return 1
+    print(f"tune: best trial {result.best_trial}: {cfg.tune.metric} {result.best_value:.4g} "
+          f"with {result.best_params}")
+    print(f"tune: best config {result.best_config}; run it with: python scripts/wfo.py "
+          f"--config {result.best_config}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,311 @@
+"""Nested walk-forward tuning (issue 9): no trial reads a row at or after its segment's train end,
+the study resumes from its storage, the pruner stops a trial through train()'s on_chunk, and
+the exported config loads with load_config and points to the trial log.
+
+The study searches only keys outside the compiled training step (features, regimes), so every
+trial shares one compilation; the module takes about a minute and a half on 2 cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+import numpy as np
+import optuna
+import pytest
+
+from cryptorl_jax.backtest.report import read_trial_log
+from cryptorl_jax.config import ConfigError, load_config, with_overrides
+from cryptorl_jax.market.synthetic import make_market
+from cryptorl_jax.walkforward import pipeline, tune
+from tests.walkforward.test_pipeline import TINY_WFO
+
+SPACE = ("tune.space=["
+         "{key: features.scaler_clip, type: float, low: 2.0, high: 8.0}, "
+         "{key: regimes.n_iter, type: int, low: 10, high: 40}, "
+         "{key: regimes.covariance_type, type: categorical, choices: [full, diag]}, "
+         "{key: regimes.tol, type: loguniform, low: 1.0e-5, high: 1.0e-3}]")
+TINY_TUNE = [*TINY_WFO, SPACE, "tune.segments=[0]", "tune.val_fraction=0.2"]
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config(None, TINY_TUNE)
+
+
+@pytest.fixture(scope="module")
+def market():
+    return make_market(1100, seed=5)
+
+
+@pytest.fixture(scope="module")
+def segment(cfg, market):
+    return tune.outer_segments(cfg, market)[0]
+
+
+@pytest.fixture(scope="module")
+def poisoned(market, segment):
+    """The same market, but every row at or after segment 0's train end is another market's."""
+    other = make_market(1100, seed=99)
+    out = market.copy()
+    out.iloc[segment.train_end:] = other.iloc[segment.train_end:].to_numpy()
+    assert not np.allclose(out.iloc[segment.train_end:].to_numpy(),
+                           market.iloc[segment.train_end:].to_numpy())
+    return out
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, cfg, poisoned):
+    """3 trials on the poisoned market, every stage's input rows recorded."""
+    workdir = tmp_path_factory.mktemp("tune")
+    seen: dict[str, list[int]] = {}
+
+    def record(name, rows):
+        seen.setdefault(name, []).append(int(rows))
+
+    def wrap(name, fn, rows_of):
+        def wrapped(*args, **kwargs):
+            record(name, rows_of(*args, **kwargs))
+            return fn(*args, **kwargs)
+        return wrapped
+
+    patches = {
+        "build_run_features": lambda cfg, market, *a, **k: len(market),
+        "fit_segment_transforms": lambda cfg, run, seg: max(len(run.market), len(run.features),
+                                                            seg.test_end),
+        "run_encoder_stage": lambda cfg, seg, sm, *a, **k: max(sm.matrix.shape[0], seg.test_end),
+        "slice_data": lambda cfg, matrix, close, lo, hi, *a, **k: max(hi, len(matrix),
+                                                                      len(close)),
+        "backtest_rows": lambda cfg, run, sm, enc, trainer, agents, start, end, *a, **k: max(
+            end, len(run.market), sm.matrix.shape[0]),
+    }
+    mp = pytest.MonkeyPatch()
+    for name, rows_of in patches.items():
+        mp.setattr(tune, name, wrap(name, getattr(tune, name), rows_of))
+    try:
+        result = tune.run_study(cfg, 3, workdir=workdir, market=poisoned, progress=False)
+    finally:
+        mp.undo()
+    return workdir, result, seen
+
+
+def _log(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_no_trial_reads_a_row_at_or_after_train_end(study, segment):
+    _, result, seen = study
+    assert result.trials_run == [0, 1, 2]
+    assert set(seen) == {"build_run_features", "fit_segment_transforms", "run_encoder_stage",
+                         "slice_data", "backtest_rows"}
+    for name, rows in seen.items():
+        assert len(rows) >= 3, name  # every trial went through every stage
+        assert max(rows) <= segment.train_end, (name, rows)
+    # the validation backtest ends exactly at the train end: the OOS test rows come after
+    assert max(seen["backtest_rows"]) == segment.train_end
+    assert segment.test_start >= segment.train_end
+
+
+def test_scores_do_not_depend_on_rows_after_train_end(study, cfg, market, segment, tmp_path):
+    """The poisoned market's trial 0 equals a clean market's trial 0 (same seeded sampler)."""
+    workdir, _, _ = study
+    clean = tune.run_study(cfg, 1, workdir=tmp_path, market=market, progress=False)
+    poisoned_rec = _log(workdir / tune.TRIAL_LOG)[0]
+    clean_rec = _log(clean.trial_log)[0]
+    assert clean_rec["params"] == poisoned_rec["params"]
+    assert clean_rec["state"] == poisoned_rec["state"] == "COMPLETE"
+    assert clean_rec["value"] == poisoned_rec["value"]
+    assert clean_rec["segment_scores"] == poisoned_rec["segment_scores"]
+    split = poisoned_rec["segment_scores"]["0"]
+    assert split["val_end"] == segment.train_end
+    assert split["val_end"] - split["val_start"] == round(0.2 * (segment.train_end
+                                                                 - segment.train_start))
+    assert split["gap"] >= max(cfg.env.window, pipeline.lookback_rows(cfg))
+
+
+def test_trial_log_and_exported_config(study, cfg):
+    workdir, result, _ = study
+    records = _log(workdir / tune.TRIAL_LOG)
+    assert [r["number"] for r in records] == [0, 1, 2]
+    for r in records:
+        assert r["state"] == "COMPLETE" and np.isfinite(r["value"])
+        assert r["sharpe"] == r["value"]  # metric: sharpe
+        assert r["seed"] == cfg.seed and r["n_seeds"] == cfg.train.n_seeds
+        assert set(r["params"]) == {p.key for p in cfg.tune.space}
+        assert r["segment_scores"]["0"]["sharpe"] == r["value"]
+        assert r["datetime_complete"] and len(r["intermediate"]) == 5  # one per train chunk
+    best = max(records, key=lambda r: r["value"])
+    assert result.best_trial == best["number"] and result.best_value == best["value"]
+
+    exported = load_config(result.best_config)
+    assert exported.wfo.trial_log == str((workdir / tune.TRIAL_LOG).absolute())
+    expected = with_overrides(cfg, best["overrides"])
+    expected = dataclasses.replace(expected, run_name="tiny-tuned", wfo=dataclasses.replace(
+        expected.wfo, trial_log=str((workdir / tune.TRIAL_LOG).absolute())))
+    assert exported == expected
+    assert exported.features.scaler_clip == best["params"]["features.scaler_clip"]
+    assert exported.regimes.n_iter == best["params"]["regimes.n_iter"]
+    assert exported.regimes.covariance_type == best["params"]["regimes.covariance_type"]
+    assert exported.run_name == "tiny-tuned"
+    n, var, source = read_trial_log(exported.wfo.trial_log, workdir)
+    assert n == 3 and var > 0 and source == exported.wfo.trial_log
+    assert not (workdir / "trials").exists() or not any((workdir / "trials").iterdir())
+
+
+def test_resumes_from_storage_and_prunes_through_on_chunk(study, cfg, poisoned):
+    """A second call continues the numbering, keeps the old trials; its trial is pruned."""
+    workdir, first, _ = study
+    before = _log(workdir / tune.TRIAL_LOG)
+    always_prune = optuna.pruners.ThresholdPruner(lower=1e9)  # pnl is never that high
+    again = tune.run_study(cfg, 1, workdir=workdir, market=poisoned, pruner=always_prune,
+                           progress=False)
+    assert again.trials_run == [3] and again.n_trials == 4
+    records = _log(workdir / tune.TRIAL_LOG)
+    assert records[:3] == before
+    assert records[3]["state"] == "PRUNED" and records[3]["value"] is None
+    assert list(records[3]["intermediate"]) == ["0"]  # stopped after the first chunk
+    assert again.best_trial == first.best_trial
+    # not a replay of trial 0: the resumed sampler is seeded with the trials already there
+    assert records[3]["params"] != records[0]["params"]
+    n, _, _ = read_trial_log(load_config(again.best_config).wfo.trial_log, workdir)
+    assert n == 4  # complete and pruned trials count for the Deflated Sharpe
+
+    other = with_overrides(cfg, ["env.fee_bps=9"])
+    with pytest.raises(ConfigError, match="different base config"):
+        tune.run_study(other, 1, workdir=workdir, market=poisoned, progress=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Fast unit tests (no training)
+# --------------------------------------------------------------------------------------------
+
+
+def test_nested_split_rows(cfg):
+    seg = pipeline.Segment(0, 100, 400, 400, 500)
+    s = tune.nested_split(cfg, seg, offset=90)
+    assert s.val_end == 400 and s.val_start == 400 - 60
+    assert s.gap == pipeline.lookback_rows(cfg) >= cfg.env.window
+    assert s.inner_train_end == s.val_start - s.gap and s.fit_start == 100
+    assert tune.nested_split(cfg, seg, offset=130).fit_start == 130  # longer warm-up
+    embargo = with_overrides(cfg, ["wfo.embargo_hours=40"])
+    assert tune.nested_split(embargo, seg).gap == 40
+    inner = s.inner_segment()
+    assert (inner.train_start, inner.train_end, inner.test_start, inner.test_end) == (
+        100, s.inner_train_end, s.val_start, 400)
+    with pytest.raises(ConfigError, match="tune.val_fraction"):
+        tune.nested_split(with_overrides(cfg, ["tune.val_fraction=0.45"]),
+                          pipeline.Segment(0, 100, 200, 200, 300))
+
+
+def test_cut_run_holds_only_rows_before_the_end(cfg, market):
+    run = tune.cut_run(cfg, market, 500)
+    assert len(run.market) == len(run.features) == len(run.close) == 500
+    assert run.market.index[-1] == market.index[499]
+    full = pipeline.build_run_features(cfg, market)
+    np.testing.assert_array_equal(run.features.to_numpy(), full.iloc[:500].to_numpy())
+
+
+def test_suggest_overrides_and_check_space(cfg):
+    space_cfg = load_config(None, [*TINY_WFO, (
+        "tune.space=[{key: tqc.net_arch, type: categorical, choices: ['[32, 32]', '[8]']}, "
+        "{key: encoder.mode, type: categorical, choices: [none, random]}, "
+        "{key: output.plots, type: categorical, choices: [true, false]}, "
+        "{key: tqc.learning_rate, type: loguniform, low: 1.0e-5, high: 1.0e-3}]")])
+    tune.check_space(space_cfg)
+    trial = optuna.trial.FixedTrial({"tqc.net_arch": "[32, 32]", "encoder.mode": "none",
+                                     "output.plots": False, "tqc.learning_rate": 3e-5})
+    out = with_overrides(space_cfg, tune.suggest_overrides(trial, space_cfg.tune.space))
+    assert out.tqc.net_arch == (32, 32) and out.encoder.mode == "none"
+    assert out.output.plots is False and out.tqc.learning_rate == 3e-5
+
+    bad_int = with_overrides(cfg, [
+        "tune.space=[{key: regimes.n_iter, type: float, low: 10, high: 20}]"])
+    with pytest.raises(ConfigError, match="integer key"):
+        tune.check_space(bad_int)
+    bad_range = with_overrides(cfg, [
+        "tune.space=[{key: tqc.gamma, type: float, low: 0.9, high: 1.5}]"])
+    with pytest.raises(ConfigError, match=r"tune.space\[0\].*tqc.gamma = 1.5"):
+        tune.check_space(bad_range)
+    with pytest.raises(ConfigError, match="tune.space.*empty"):
+        tune.check_space(with_overrides(cfg, ["tune.space=[]"]))
+
+
+def test_trial_log_reader_prefers_sharpe(tmp_path):
+    path = tmp_path / "t.jsonl"
+    recs = [{"state": "COMPLETE", "value": 0.5, "sharpe": 2.0},
+            {"state": "COMPLETE", "value": 0.1, "sharpe": 1.0},
+            {"state": "PRUNED", "value": None}, {"state": "FAIL", "value": None}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    n, var, _ = read_trial_log(str(path), tmp_path)
+    assert n == 3
+    assert var == pytest.approx(np.var([2.0 / np.sqrt(8760), 1.0 / np.sqrt(8760)], ddof=1))
+
+
+def test_cli_rejects_bad_input(tmp_path, repo_root, capsys):
+    sys.path.insert(0, str(repo_root / "scripts"))
+    try:
+        import tune as tune_cli
+    finally:
+        sys.path.pop(0)
+    assert tune_cli.main(["--config", str(tmp_path / "missing.yaml"), "--trials", "2"]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    no_space = tmp_path / "no_space.yaml"
+    no_space.write_text("run_name: x\n")
+    assert tune_cli.main(["--config", str(no_space), "--trials", "2", "--out",
+                          str(tmp_path)]) == 2
+    assert "tune.space" in capsys.readouterr().err
+    assert tune_cli.main(["--config", str(no_space), "--trials", "0"]) == 2
+    assert "--trials" in capsys.readouterr().err
+
+
+def test_seen_by_tuning_flags_earlier_test_rows():
+    layout = [pipeline.Segment(k, 100 * k, 100 * k + 300, 100 * k + 300, 100 * k + 400)
+              for k in range(4)]
+    assert tune.seen_by_tuning(layout, [layout[0]]) == []
+    assert tune.seen_by_tuning(layout, [layout[0], layout[2]]) == [0, 1]
+
+
+def test_tune_quick_config_space_is_valid(repo_root):
+    cfg = load_config(repo_root / "configs" / "tune_quick.yaml")
+    tune.check_space(cfg)
+    assert cfg.tune.segments == (0,) and len(cfg.tune.space) >= 6
+    base = load_config(repo_root / "configs" / "quick.yaml")
+    assert dataclasses.replace(cfg, tune=base.tune, source=None) == base
+
+
+WORKER = """
+import sys
+from cryptorl_jax.config import load_config
+from cryptorl_jax.market.synthetic import make_market
+from cryptorl_jax.walkforward import tune
+from tests.walkforward.test_tune import TINY_TUNE
+cfg = load_config(None, [*TINY_TUNE, "train.total_env_steps=128"])
+tune.run_study(cfg, 1, storage=sys.argv[1], workdir=sys.argv[2], market=make_market(1100, seed=5),
+               worker=int(sys.argv[3]), progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_storage(tmp_path, repo_root):
+    """Two processes on one SQLite study: both trials land in it, numbered 0 and 1."""
+    import os
+    import subprocess
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    env = {**os.environ, "PYTHONPATH": str(repo_root), "JAX_PLATFORMS": "cpu"}
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, url, str(tmp_path / f"w{k}"),
+                               str(k)], cwd=repo_root, env=env, stderr=subprocess.PIPE,
+                              text=True) for k in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=900)
+        assert p.returncode == 0, err[-3000:]
+    study = optuna.load_study(study_name="tiny-tune", storage=url)
+    trials = study.get_trials()
+    assert sorted(t.number for t in trials) == [0, 1]
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    assert trials[0].params != trials[1].params  # distinct workers sample differently
+    for k in range(2):  # each process rebuilt its log from the shared storage at its end
+        assert len(_log(tmp_path / f"w{k}" / tune.TRIAL_LOG)) >= 1
+        assert load_config(tmp_path / f"w{k}" / tune.BEST_CONFIG).wfo.trial_log
