@@ -328,7 +328,11 @@ def get_trainer(cfg: Config, n_features: int, embedding_dim: int | None
     Segments, repeated runs and tuning trials with the same shapes and settings then share one
     compilation (the seed, data and output settings do not enter the compiled step).
     """
-    key = (cfg.env, cfg.tqc, cfg.train, cfg.encoder, n_features, embedding_dim)
+    t = cfg.train
+    # what the compiled step reads: the encoder's settings only when it runs inside the step
+    encoder = cfg.encoder if cfg.encoder.mode == "pretrained-finetune" else cfg.encoder.mode
+    key = (cfg.env, cfg.tqc, encoder, t.total_env_steps, t.n_envs, t.steps_per_chunk,
+           t.devices, t.n_seeds, t.curriculum, n_features, embedding_dim)
     if key not in _TRAINERS:
         trainer = make_train(cfg, n_features, embedding_dim)
         _TRAINERS.clear()  # keep one: a new shape or setting will not come back soon
