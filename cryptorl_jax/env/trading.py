@@ -261,6 +261,9 @@ def step(key: jax.Array, state: EnvState, action, params: EnvParams, market: Mar
          coeffs: Coeffs):
     """One step at row t (action: scalar or [1], clipped to [-1, 1]); auto-resets on done.
 
+    `key` draws the next episode's start when this step ends the episode (pass a fresh key
+    per env and step, e.g. `jax.random.split`).
+
     Returns (obs, state, reward, terminated, truncated, info); info holds the step's pnl, cost,
     gross, turnover, exposure, leverage, the reward terms (pnl_term, churn, smooth: the
     penalties, so reward = pnl_term - churn - smooth), the row t stepped from, and the episode's
