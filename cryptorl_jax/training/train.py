@@ -333,12 +333,12 @@ def make_train(cfg: Config, n_features: int, embedding_dim: int | None = None, *
 # --------------------------------------------------------------------------------------------
 
 
-def check_train_data(data: TrainData, window: int) -> None:
+def check_train_data(data: TrainData, window: int, vol_window: int = 0) -> None:
     """Host check that every row an episode can read is finite; names the row and column."""
     sr = data.start_range
     first = int(sr.first_start) - window + 1
     last = int(sr.last_row)
-    trading.check_start_range(int(data.market.n_rows), sr, window)
+    trading.check_start_range(int(data.market.n_rows), sr, window, vol_window)
     arrays = {"features": data.market.features, "log_returns": data.market.log_returns,
               "realised_vol": data.market.realised_vol, "close": data.market.close}
     if data.embeddings is not None:
@@ -398,7 +398,7 @@ def train(cfg: Config, data: TrainData, workdir: str | Path, *, key: jax.Array |
         emb_dim = None if data.embeddings is None else int(data.embeddings.shape[1])
         trainer = make_train(cfg, int(data.market.features.shape[1]), emb_dim)
     if check_inputs:
-        check_train_data(data, cfg.env.window)
+        check_train_data(data, cfg.env.window, cfg.env.vol_window)
     if key is None:
         key = jax.random.key(cfg.seed)
     progress = cfg.output.progress if progress is None else progress
