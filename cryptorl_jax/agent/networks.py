@@ -1,0 +1,268 @@
+"""TQC networks in Flax NNX: tanh-Gaussian actor and an n-critic quantile ensemble.
+
+Both networks read an observation that is either one flat array [B, d] or a tuple (pytree) of
+parts, e.g. (embedding [B, D], agent_state [B, 3]) or (window [B, W, F], agent_state [B, 3]).
+With an `encoder` (an nnx.Module mapping [B, W, F] -> [B, D]) the encoder is applied to the
+FIRST part and its output is concatenated with the flattened remaining parts; without one, all
+parts are flattened and concatenated. The critic ensemble runs its encoder once and evaluates
+its `n_critics` quantile heads as one stacked computation (one parameter tensor per layer with a
+leading critic axis), so `n_critics` is a real parameter, not a hard-coded pair.
+
+The hot path uses these modules functionally (`nnx.split` once, `nnx.merge` inside jitted pure
+functions); see agent/tqc.py.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from cryptorl_jax.config import TQCConfig
+
+Observation = Any  # a [B, d] array or a pytree (tuple) of [B, ...] arrays
+EncoderFactory = Callable[[nnx.Rngs], nnx.Module]
+
+_LOG_2 = math.log(2.0)
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+# --------------------------------------------------------------------------------------------
+# Observation adapter
+# --------------------------------------------------------------------------------------------
+
+
+def observation_parts(obs: Observation) -> list[jax.Array]:
+    """The observation's parts in order (a flat array is one part)."""
+    parts = jax.tree.leaves(obs)
+    if not parts:
+        raise ValueError("observation has no array parts")
+    return parts
+
+
+def observation_features(obs: Observation, encoder: nnx.Module | None = None) -> jax.Array:
+    """Encoder(first part) ++ flattened other parts (or all parts flattened): [B, features]."""
+    parts = observation_parts(obs)
+    batch = parts[0].shape[0]
+    if encoder is not None:
+        first = encoder(parts[0])  # [B, D]
+        if first.ndim != 2 or first.shape[0] != batch:
+            raise ValueError(f"encoder must map [B, ...] -> [B, D], got output {first.shape}")
+        flat = [first] + [p.reshape(batch, -1) for p in parts[1:]]
+    else:
+        flat = [p.reshape(batch, -1) for p in parts]
+    flat = [f.astype(jnp.float32) for f in flat]
+    return flat[0] if len(flat) == 1 else jnp.concatenate(flat, axis=-1)
+
+
+def add_batch_axis(obs_example: Observation) -> Any:
+    """ShapeDtypeStructs of a single (unbatched) observation with a leading batch axis of 1."""
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct((1, *jnp.shape(x)), jnp.result_type(x)), obs_example
+    )
+
+
+def feature_dim(obs_example: Observation, encoder: nnx.Module | None = None) -> int:
+    """Width of `observation_features` for one unbatched observation (shape-only evaluation)."""
+    batched = add_batch_axis(obs_example)
+    if encoder is None:
+        out = jax.eval_shape(observation_features, batched)
+    else:
+        graphdef, enc_state = nnx.split(encoder)
+        out = jax.eval_shape(
+            lambda s, o: observation_features(o, nnx.merge(graphdef, s)), enc_state, batched
+        )
+    return int(out.shape[-1])
+
+
+# --------------------------------------------------------------------------------------------
+# Layers
+# --------------------------------------------------------------------------------------------
+
+
+class MLP(nnx.Module):
+    """Linear layers with ReLU between hidden layers (no activation after the last)."""
+
+    def __init__(self, in_features: int, sizes: Sequence[int], *, rngs: nnx.Rngs):
+        dims = [in_features, *sizes]
+        self.layers = nnx.List(
+            [nnx.Linear(a, b, rngs=rngs) for a, b in zip(dims[:-1], dims[1:])]
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = jax.nn.relu(x)
+        return x
+
+
+class StackedLinear(nnx.Module):
+    """`n` independent Linear layers evaluated together: [B, i] or [n, B, i] -> [n, B, o]."""
+
+    def __init__(self, n: int, in_features: int, out_features: int, *, rngs: nnx.Rngs):
+        init = nnx.initializers.lecun_normal()  # nnx.Linear's default, per member
+        keys = jax.random.split(rngs.params(), n)
+        self.kernel = nnx.Param(jax.vmap(lambda k: init(k, (in_features, out_features)))(keys))
+        self.bias = nnx.Param(jnp.zeros((n, out_features), jnp.float32))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if x.ndim == 2:  # shared input [B, i]
+            y = jnp.einsum("bi,nio->nbo", x, self.kernel[...])
+        else:  # per-member input [n, B, i]
+            y = jnp.einsum("nbi,nio->nbo", x, self.kernel[...])
+        return y + self.bias[...][:, None, :]
+
+
+# --------------------------------------------------------------------------------------------
+# Actor
+# --------------------------------------------------------------------------------------------
+
+
+class Actor(nnx.Module):
+    """MLP -> (mean, log_std) of a tanh-squashed diagonal Gaussian; log_std clipped."""
+
+    def __init__(
+        self,
+        in_features: int,
+        action_dim: int,
+        net_arch: Sequence[int],
+        *,
+        log_std_min: float = -20.0,
+        log_std_max: float = 2.0,
+        encoder: nnx.Module | None = None,
+        rngs: nnx.Rngs,
+    ):
+        self.encoder = encoder
+        self.trunk = MLP(in_features, net_arch, rngs=rngs)
+        last = net_arch[-1] if net_arch else in_features
+        self.mean = nnx.Linear(last, action_dim, rngs=rngs)
+        self.log_std = nnx.Linear(last, action_dim, rngs=rngs)
+        self.log_std_min = log_std_min
+        self.log_std_max = log_std_max
+
+    def __call__(self, obs: Observation) -> tuple[jax.Array, jax.Array]:
+        """Mean and clipped log-std of the pre-tanh Gaussian, each [B, A]."""
+        h = observation_features(obs, self.encoder)
+        if len(self.trunk.layers):
+            h = jax.nn.relu(self.trunk(h))
+        log_std = jnp.clip(self.log_std(h), self.log_std_min, self.log_std_max)
+        return self.mean(h), log_std
+
+
+def tanh_log_det_jacobian(pre_tanh: jax.Array) -> jax.Array:
+    """log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), stable for large |u| (as TFP/sbx)."""
+    return 2.0 * (_LOG_2 - pre_tanh - jax.nn.softplus(-2.0 * pre_tanh))
+
+
+def squashed_gaussian_log_prob(
+    pre_tanh: jax.Array, mean: jax.Array, log_std: jax.Array
+) -> jax.Array:
+    """log pi(tanh(u)) = sum_i [log N(u_i; mean_i, std_i) - log(1 - tanh(u_i)^2)]: [B].
+
+    SAC (Haarnoja et al. 2018, appendix C, eq. 21).
+    """
+    z = (pre_tanh - mean) * jnp.exp(-log_std)
+    gaussian = -0.5 * z**2 - log_std - _HALF_LOG_2PI
+    return jnp.sum(gaussian - tanh_log_det_jacobian(pre_tanh), axis=-1)
+
+
+def sample_action(
+    mean: jax.Array, log_std: jax.Array, key: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Reparameterised sample a = tanh(mean + std * eps) in [-1, 1]^A and its log-prob [B]."""
+    eps = jax.random.normal(key, mean.shape, mean.dtype)
+    pre_tanh = mean + jnp.exp(log_std) * eps
+    return jnp.tanh(pre_tanh), squashed_gaussian_log_prob(pre_tanh, mean, log_std)
+
+
+def deterministic_action(mean: jax.Array) -> jax.Array:
+    """The deterministic policy action tanh(mean) in [-1, 1]^A."""
+    return jnp.tanh(mean)
+
+
+# --------------------------------------------------------------------------------------------
+# Critic ensemble
+# --------------------------------------------------------------------------------------------
+
+
+class CriticEnsemble(nnx.Module):
+    """`n_critics` quantile critics Z_n(s, a) with `n_quantiles` atoms each: [B, N, M]."""
+
+    def __init__(
+        self,
+        in_features: int,
+        action_dim: int,
+        net_arch: Sequence[int],
+        *,
+        n_quantiles: int = 25,
+        n_critics: int = 2,
+        encoder: nnx.Module | None = None,
+        rngs: nnx.Rngs,
+    ):
+        if n_critics < 1 or n_quantiles < 1:
+            raise ValueError(f"n_critics={n_critics} and n_quantiles={n_quantiles} must be >= 1")
+        self.encoder = encoder
+        dims = [in_features + action_dim, *net_arch, n_quantiles]
+        self.layers = nnx.List(
+            [StackedLinear(n_critics, a, b, rngs=rngs) for a, b in zip(dims[:-1], dims[1:])]
+        )
+        self.n_critics = n_critics
+        self.n_quantiles = n_quantiles
+
+    def __call__(self, obs: Observation, action: jax.Array) -> jax.Array:
+        """Quantiles of every critic, [B, n_critics, n_quantiles]."""
+        features = observation_features(obs, self.encoder)  # encoder applied once
+        x = jnp.concatenate([features, action.astype(features.dtype)], axis=-1)  # [B, d + A]
+        for i, layer in enumerate(self.layers):
+            x = layer(x)  # [N, B, width]
+            if i < len(self.layers) - 1:
+                x = jax.nn.relu(x)
+        return jnp.transpose(x, (1, 0, 2))  # [B, N, M]
+
+
+# --------------------------------------------------------------------------------------------
+# Factory
+# --------------------------------------------------------------------------------------------
+
+
+def make_networks(
+    tqc_cfg: TQCConfig,
+    obs_example: Observation,
+    action_dim: int,
+    rngs: nnx.Rngs,
+    encoder_factory: EncoderFactory | None = None,
+) -> tuple[Actor, CriticEnsemble]:
+    """Build (actor, critic ensemble); `obs_example` is ONE observation without batch axis.
+
+    `encoder_factory(rngs)` builds a fresh encoder: one for the actor, one shared by the critics
+    (sb3's default share_features_extractor=False for SAC/TQC).
+    """
+    if action_dim < 1:
+        raise ValueError(f"action_dim must be >= 1, got {action_dim}")
+    actor_encoder = encoder_factory(rngs) if encoder_factory is not None else None
+    critic_encoder = encoder_factory(rngs) if encoder_factory is not None else None
+    in_features = feature_dim(obs_example, actor_encoder)
+    actor = Actor(
+        in_features,
+        action_dim,
+        tqc_cfg.net_arch,
+        log_std_min=tqc_cfg.log_std_min,
+        log_std_max=tqc_cfg.log_std_max,
+        encoder=actor_encoder,
+        rngs=rngs,
+    )
+    critic = CriticEnsemble(
+        in_features,
+        action_dim,
+        tqc_cfg.net_arch,
+        n_quantiles=tqc_cfg.n_quantiles,
+        n_critics=tqc_cfg.n_critics,
+        encoder=critic_encoder,
+        rngs=rngs,
+    )
+    return actor, critic

@@ -1,0 +1,131 @@
+"""Actor, critic ensemble and observation adapter against plain numpy."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from cryptorl_jax.agent import networks
+from cryptorl_jax.config import TQCConfig
+from tests.reference import numpy_tqc as ref
+
+CFG = dataclasses.replace(TQCConfig(), net_arch=(16, 8), n_quantiles=5, n_critics=3)
+
+
+class WindowEncoder(nnx.Module):
+    """A small stand-in for the MAE encoder: [B, W, F] -> [B, D] (counts its calls)."""
+
+    calls = 0
+
+    def __init__(self, window: int, n_features: int, dim: int, rngs: nnx.Rngs):
+        self.proj = nnx.Linear(window * n_features, dim, rngs=rngs)
+
+    def __call__(self, x):
+        WindowEncoder.calls += 1
+        return jnp.tanh(self.proj(x.reshape(x.shape[0], -1)))
+
+
+def _np(x):
+    return np.asarray(x, np.float64)
+
+
+def test_observation_features_flat_and_parts():
+    flat = jnp.arange(6.0).reshape(2, 3)
+    np.testing.assert_array_equal(networks.observation_features(flat), flat)
+    window = jnp.arange(2 * 4 * 3, dtype=jnp.float32).reshape(2, 4, 3)
+    agent = jnp.ones((2, 3))
+    out = networks.observation_features((window, agent))
+    np.testing.assert_array_equal(out, np.concatenate([np.reshape(window, (2, 12)), agent], 1))
+    enc = WindowEncoder(4, 3, 5, nnx.Rngs(0))
+    out = networks.observation_features((window, agent), enc)
+    np.testing.assert_allclose(out, np.concatenate([enc(window), agent], 1), rtol=1e-6)
+    assert networks.feature_dim((window[0], agent[0]), enc) == 8
+    assert networks.feature_dim((window[0], agent[0])) == 15
+
+
+def test_actor_outputs_clipped_log_std_and_matches_numpy_mlp():
+    cfg = dataclasses.replace(CFG, log_std_min=-0.125, log_std_max=0.125)
+    actor, _ = networks.make_networks(cfg, jnp.zeros(4), 2, nnx.Rngs(1))
+    obs = jax.random.normal(jax.random.key(0), (7, 4)) * 3
+    mean, log_std = actor(obs)
+    assert mean.shape == (7, 2) and log_std.shape == (7, 2)
+    assert float(log_std.min()) >= -0.125 and float(log_std.max()) <= 0.125
+    layers = [(_np(layer.kernel[...]), _np(layer.bias[...])) for layer in actor.trunk.layers]
+    hidden = np.maximum(ref.mlp(_np(obs), layers), 0.0)
+    np.testing.assert_allclose(mean, hidden @ _np(actor.mean.kernel[...])
+                               + _np(actor.mean.bias[...]), rtol=1e-5, atol=1e-5)
+    raw = hidden @ _np(actor.log_std.kernel[...]) + _np(actor.log_std.bias[...])
+    np.testing.assert_allclose(log_std, np.clip(raw, -0.125, 0.125), rtol=1e-5, atol=1e-6)
+
+
+def test_sample_and_log_prob_match_numpy():
+    key = jax.random.key(3)
+    mean = jax.random.normal(jax.random.key(1), (64, 2)) * 2
+    log_std = jax.random.uniform(jax.random.key(2), (64, 2), minval=-2.0, maxval=1.0)
+    action, log_prob = networks.sample_action(mean, log_std, key)
+    eps = jax.random.normal(key, mean.shape)  # the same noise sample_action draws
+    pre_tanh = _np(mean) + np.exp(_np(log_std)) * _np(eps)
+    np.testing.assert_allclose(action, np.tanh(pre_tanh), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(log_prob, ref.squashed_gaussian_log_prob(pre_tanh, mean, log_std),
+                               rtol=1e-5, atol=1e-4)
+    assert float(jnp.max(jnp.abs(action))) <= 1.0
+    np.testing.assert_allclose(networks.deterministic_action(mean), np.tanh(_np(mean)),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_tanh_correction_is_stable_for_saturated_actions():
+    pre_tanh = jnp.array([[-30.0], [0.0], [30.0]])
+    out = networks.tanh_log_det_jacobian(pre_tanh)
+    assert bool(jnp.all(jnp.isfinite(out)))
+    np.testing.assert_allclose(out[1, 0], 0.0, atol=1e-6)  # log(1 - tanh(0)^2) = 0
+    np.testing.assert_allclose(out[0, 0], 2 * (np.log(2) - 30.0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("n_critics", [1, 3])
+def test_critic_ensemble_is_independent_mlps(n_critics):
+    cfg = dataclasses.replace(CFG, n_critics=n_critics)
+    _, critic = networks.make_networks(cfg, jnp.zeros(4), 2, nnx.Rngs(2))
+    obs = jax.random.normal(jax.random.key(0), (6, 4))
+    action = jax.random.uniform(jax.random.key(1), (6, 2), minval=-1, maxval=1)
+    out = critic(obs, action)
+    assert out.shape == (6, n_critics, cfg.n_quantiles)
+    x = np.concatenate([_np(obs), _np(action)], 1)
+    for n in range(n_critics):
+        layers = [(_np(layer.kernel[...][n]), _np(layer.bias[...][n]))
+                  for layer in critic.layers]
+        np.testing.assert_allclose(out[:, n], ref.mlp(x, layers), rtol=1e-5, atol=1e-5)
+    if n_critics > 1:  # members are initialised independently
+        k = critic.layers[0].kernel[...]
+        assert not np.allclose(k[0], k[1])
+
+
+def test_encoder_applied_once_in_critic_and_separate_encoders_per_network():
+    window, n_features = 4, 3
+    obs_example = (jnp.zeros((window, n_features)), jnp.zeros(3))
+    actor, critic = networks.make_networks(
+        CFG, obs_example, 1, nnx.Rngs(0),
+        encoder_factory=lambda rngs: WindowEncoder(window, n_features, 6, rngs))
+    assert actor.encoder is not critic.encoder
+    assert not np.allclose(actor.encoder.proj.kernel[...], critic.encoder.proj.kernel[...])
+    obs = (jax.random.normal(jax.random.key(0), (5, window, n_features)), jnp.ones((5, 3)))
+    WindowEncoder.calls = 0
+    q = critic(obs, jnp.zeros((5, 1)))
+    assert WindowEncoder.calls == 1 and q.shape == (5, CFG.n_critics, CFG.n_quantiles)
+    mean, _ = actor(obs)
+    assert mean.shape == (5, 1)
+    # the critic's first layer sees [encoder(window) (6), agent (3), action (1)]
+    assert critic.layers[0].kernel[...].shape == (CFG.n_critics, 10, CFG.net_arch[0])
+
+
+def test_make_networks_is_deterministic_in_the_key():
+    a1, c1 = networks.make_networks(CFG, jnp.zeros(3), 1, nnx.Rngs(5))
+    a2, c2 = networks.make_networks(CFG, jnp.zeros(3), 1, nnx.Rngs(5))
+    for x, y in zip(jax.tree.leaves(nnx.state(a1)), jax.tree.leaves(nnx.state(a2))):
+        np.testing.assert_array_equal(x, y)
+    for x, y in zip(jax.tree.leaves(nnx.state(c1)), jax.tree.leaves(nnx.state(c2))):
+        np.testing.assert_array_equal(x, y)
