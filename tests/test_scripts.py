@@ -1,0 +1,54 @@
+"""The entry scripts exit non-zero with a clear message on bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" /
+                                                  f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_wfo_bad_config_key(tmp_path, capsys):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("tqc:\n  learning_rat: 0.1\n")
+    rc = load_script("wfo").main(["--config", str(cfg), "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "tqc.learning_rat" in err and "bad.yaml" in err
+
+
+def test_wfo_bad_override_and_missing_data(tmp_path, capsys):
+    rc = load_script("wfo").main(["--config", str(ROOT / "configs" / "quick.yaml"),
+                                  "--set", "env.window=abc", "--out", str(tmp_path)])
+    assert rc == 2 and "env.window" in capsys.readouterr().err
+    rc = load_script("wfo").main(["--config", str(ROOT / "configs" / "quick.yaml"),
+                                  "--set", f"data.data_dir={tmp_path}", "--set",
+                                  "data.cache_dir=null", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "BTC_1h.csv.gz: file not found" in err
+
+
+def test_evaluate_not_a_run_dir(tmp_path, capsys):
+    rc = load_script("evaluate").main(["--run", str(tmp_path)])
+    assert rc == 2 and "not a walk-forward run directory" in capsys.readouterr().err
+
+
+def test_bench_dispatcher_lists_benches(capsys):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        with pytest.raises(SystemExit):
+            load_script("bench").main(["--help"])
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("env", "pendulum", "train"))
