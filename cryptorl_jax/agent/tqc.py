@@ -145,11 +145,12 @@ def _huber_parts(current, target, target_mask):
     weight = jnp.where(delta < 0, 1.0 - tau, tau) * target_mask[:, :, None]  # [B, T, NM]
     abs_delta = jnp.abs(delta)
     huber = jnp.where(abs_delta > 1.0, abs_delta - 0.5, 0.5 * delta * delta)
-    loss_sum = jnp.sum(weight * huber)
+    # both sums reduce the target axis first, so XLA can fuse them into one pass
+    loss_rows = jnp.sum(weight * huber, axis=1)  # [B, NM]
     # d loss / d current = -|tau - 1{delta < 0}| * clip(delta, -1, 1)   (Huber_1' = clip)
     grad_sum = -jnp.sum(weight * jnp.clip(delta, -1.0, 1.0), axis=1)  # [B, NM]
     count = jnp.sum(target_mask) * (n_critics * n_quantiles)
-    return loss_sum / count, grad_sum.reshape(current.shape) / count
+    return jnp.sum(loss_rows) / count, grad_sum.reshape(current.shape) / count
 
 
 @jax.custom_vjp

@@ -298,8 +298,8 @@ def run_pendulum(seeds: list[int], tqc_cfg=None, steps: int = ZOO_STEPS, chunk: 
     total_steps = steps * len(seeds)
     return {"returns": returns, "extra_returns": extra_returns, "steps": steps, "wall_s": wall,
             "env_steps_per_s": total_steps / wall,
-            "per_agent_env_steps_per_s": steps / (wall / len(groups)) / (
-                len(seeds) if vmap_seeds else 1),
+            # each group (one seed, or all seeds vmapped) trains `steps` per agent
+            "per_agent_env_steps_per_s": steps * len(groups) / wall,
             "compile_s": compile_s, "foreign_cores": foreign,
             "mode": "vmapped" if vmap_seeds else "sequential"}
 
