@@ -217,11 +217,17 @@ class CriticEnsemble(nnx.Module):
     def __call__(self, obs: Observation, action: jax.Array) -> jax.Array:
         """Quantiles of every critic, [B, n_critics, n_quantiles]."""
         features = observation_features(obs, self.encoder)  # encoder applied once
-        x = jnp.concatenate([features, action.astype(features.dtype)], axis=-1)  # [B, d + A]
-        for i, layer in enumerate(self.layers):
-            x = layer(x)  # [N, B, width]
-            if i < len(self.layers) - 1:
-                x = jax.nn.relu(x)
+        # The first layer on concat([features, action]) is split into features @ W[:d] +
+        # action @ W[d:] (the same parameters and values): the actor loss differentiates the
+        # critics w.r.t. the action only, and this keeps the d-wide input gradient out of it.
+        first = self.layers[0]
+        kernel = first.kernel[...]  # [N, d + A, width]
+        d = features.shape[-1]
+        x = (jnp.einsum("bi,nio->nbo", features, kernel[:, :d])
+             + jnp.einsum("ba,nao->nbo", action.astype(features.dtype), kernel[:, d:])
+             + first.bias[...][:, None, :])  # [N, B, width]
+        for layer in self.layers[1:]:
+            x = layer(jax.nn.relu(x))  # [N, B, width]
         return jnp.transpose(x, (1, 0, 2))  # [B, N, M]
 
 

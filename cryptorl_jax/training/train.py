@@ -18,6 +18,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -259,11 +260,20 @@ def make_train(cfg: Config, n_features: int, embedding_dim: int | None = None, *
         metrics["updates"] = sums["learning"] * n_updates
         return agent, local, iteration, metrics
 
+    def seeds_chunk(agent, local, iteration, data):
+        """All seeds of this device: vmap over the seed axis (none to map when S = 1)."""
+        if tc.n_seeds == 1:  # a size-1 vmap turns every matmul into a batched dot: avoid it
+            squeeze = partial(jax.tree.map, lambda x: x[0])
+            expand = partial(jax.tree.map, lambda x: x[None])
+            agent, local, iteration_out, metrics = local_chunk(squeeze(agent), squeeze(local),
+                                                               iteration, data)
+            return expand(agent), expand(local), iteration_out, expand(metrics)
+        return jax.vmap(local_chunk, in_axes=(0, 0, None, None), out_axes=(0, 0, None, 0))(
+            agent, local, iteration, data)
+
     def sharded_chunk(agent, local, iteration, data):
         local = jax.tree.map(lambda x: x[0], local)  # this device's [S, ...] slice
-        agent, local, iteration_out, metrics = jax.vmap(
-            local_chunk, in_axes=(0, 0, None, None), out_axes=(0, 0, None, 0))(
-            agent, local, iteration, data)
+        agent, local, iteration_out, metrics = seeds_chunk(agent, local, iteration, data)
         metrics = jax.lax.pmean(metrics, parallel.DEVICE_AXIS)
         return agent, jax.tree.map(lambda x: x[None], local), iteration_out, metrics
 
