@@ -121,10 +121,20 @@ def _check_divisible(value: int, n_devices: int, key: str, source: str | None) -
 
 
 def _replace_encoder(params: nnx.State, encoder_params: nnx.State) -> nnx.State:
-    """A copy of a network's parameters with the encoder sub-tree replaced."""
-    out = dict(params)
-    out["encoder"] = encoder_params
-    return nnx.State(out)
+    """A copy of a network's parameters with the encoder's leaves taken from encoder_params.
+
+    The containers (and so the pytree structure the optimiser state was built on) are kept:
+    only leaves are swapped, and the two encoder trees must have the same structure.
+    """
+    out = jax.tree.map(lambda x: x, params)  # a new State with the same containers
+    old = params["encoder"]
+    if jax.tree.structure(old) != jax.tree.structure(encoder_params):
+        raise ValueError("the pretrained encoder's parameters do not match the networks' "
+                         f"encoder: {jax.tree.structure(encoder_params)} vs "
+                         f"{jax.tree.structure(old)}")
+    out["encoder"] = jax.tree.map(lambda _, new: jnp.asarray(new, jnp.float32), old,
+                                  encoder_params)
+    return out
 
 
 def make_train(cfg: Config, n_features: int, embedding_dim: int | None = None, *,

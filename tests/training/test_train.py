@@ -132,3 +132,31 @@ def test_two_devices_keep_identical_replicas(repo_root):
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "OK" in out.stdout
+
+
+def test_finetune_mode_starts_from_the_pretrained_encoder():
+    from flax import nnx
+
+    from cryptorl_jax.encoder.mae import MAEEncoder
+
+    cfg = tiny_config("encoder.mode=pretrained-finetune", "encoder.d_model=8",
+                      "encoder.depth=1", "encoder.n_heads=2", "train.n_seeds=1",
+                      "encoder.finetune_learning_rate=1e-3")
+    trainer = make_train(cfg, 4)
+    data = trainer.put_data(synthetic_data(cfg))
+    pretrained = MAEEncoder(4, cfg.env.window, cfg.encoder, rngs=nnx.Rngs(7))
+    enc_params = nnx.split(pretrained, nnx.Param, ...)[1]
+    state = trainer.init(jax.random.key(0), data, enc_params)
+    want = [np.asarray(x) for x in jax.tree.leaves(enc_params)]
+    for tree in (state.agent.actor_params, state.agent.critic_params,
+                 state.agent.target_critic_params):
+        got = [np.asarray(x)[0] for x in jax.tree.leaves(tree["encoder"])]
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="exactly when encoder.mode is pretrained-finetune"):
+        trainer.init(jax.random.key(0), data)
+    for _ in range(6):  # learning starts in chunk 2; the encoder then trains at its own lr
+        state, metrics = trainer.train_chunk(state, data)
+    assert np.isfinite(np.asarray(metrics["critic_loss"])).all()
+    moved = [np.asarray(x)[0] for x in jax.tree.leaves(state.agent.actor_params["encoder"])]
+    assert any(not np.array_equal(a, b) for a, b in zip(moved, want))

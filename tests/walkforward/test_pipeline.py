@@ -161,3 +161,14 @@ def test_evaluate_reproduces_a_segments_oos(full_run, market, tmp_path):
                             str(seg.index[10]), market=market, out_dir=tmp_path / "e2",
                             tearsheet=False)
     assert early.in_sample_hours == 50
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["none", "random", "pretrained-finetune"])
+def test_other_encoder_modes_run(mode, market, tmp_path):
+    cfg = load_config(None, [*TINY_WFO, f"encoder.mode={mode}", "wfo.max_segments=1",
+                             "output.plots=false"])
+    result = pipeline.run(cfg, tmp_path / mode, market=market)
+    assert result.segments_run == [0]
+    table = pd.read_csv(tmp_path / mode / "metrics.csv", dtype={"segment": str})
+    assert np.isfinite(table["sharpe"]).all()
