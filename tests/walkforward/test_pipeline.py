@@ -55,6 +55,9 @@ def full_run(tmp_path_factory, cfg, market):
 def test_outputs_and_oos_layout(full_run, cfg, market):
     workdir, result = full_run
     assert result.segments_run == [0, 1, 2]
+    # all segments shared one compilation of the training step (same shapes, data as arguments)
+    (trainer, _), = pipeline._TRAINERS.values()
+    assert trainer.trace_counts["train_chunk"] == 1
     for name in ("config.yaml", "metrics.csv", "oos_returns.parquet", "equity_curve.png",
                  "summary.md", "segment_0_regimes.png", "comparison.csv"):
         assert (workdir / name).is_file(), name
