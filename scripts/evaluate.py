@@ -9,7 +9,6 @@ segment) and writes metrics, an equity PNG and a tearsheet under the run directo
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 
@@ -26,10 +25,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="keep the run's data.end instead of reading up to the newest bar")
     p.add_argument("--no-tearsheet", action="store_true")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-    for noisy in ("absl", "jax", "orbax", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from cryptorl_jax.training.logging import configure_cli_logging
+
+    configure_cli_logging()
     from cryptorl_jax.config import ConfigError
     from cryptorl_jax.market import DataValidationError
     from cryptorl_jax.walkforward.evaluate import evaluate_window

@@ -10,7 +10,6 @@ backtests the test rows, writing the usual outputs to <out>/<run_name>-demo/. It
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -23,10 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-    for noisy in ("absl", "jax", "orbax", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from cryptorl_jax.training.logging import configure_cli_logging
+
+    configure_cli_logging()
     from cryptorl_jax.config import ConfigError, load_config, with_overrides
     from cryptorl_jax.market import DataValidationError
     from cryptorl_jax.walkforward import pipeline

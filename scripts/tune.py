@@ -8,7 +8,6 @@ Several processes may share one --study-db: give each a distinct --worker.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -32,10 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-    for noisy in ("absl", "jax", "orbax", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from cryptorl_jax.training.logging import configure_cli_logging
+
+    configure_cli_logging()
     if args.trials < 1:
         print(f"tune: error: --trials must be >= 1, got {args.trials}", file=sys.stderr)
         return 2

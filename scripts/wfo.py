@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -27,10 +26,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-    for noisy in ("absl", "jax", "orbax", "matplotlib"):  # orbax logs every checkpoint step at INFO
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from cryptorl_jax.training.logging import configure_cli_logging
+
+    configure_cli_logging()
     from cryptorl_jax.config import ConfigError, load_config
     from cryptorl_jax.market import DataValidationError
     from cryptorl_jax.walkforward import pipeline

@@ -69,3 +69,11 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def configure_cli_logging(level: int = logging.INFO) -> None:
+    """Log lines with a time stamp for the entry scripts; quiet the libraries' INFO chatter."""
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    for noisy in ("absl", "jax", "orbax", "matplotlib"):  # orbax logs every save at INFO
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from cryptorl_jax.machine import Load, wait_for_quiet
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,37 +40,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
-def _busy_jiffies() -> tuple[int, int]:
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
-
-
-class _Load:
-    """Cores used by OTHER processes during a measurement (/proc/stat minus our CPU time)."""
-
-    def __enter__(self):
-        self.busy0, self.total0 = _busy_jiffies()
-        self.cpu0, self.wall0 = time.process_time(), time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        busy1, total1 = _busy_jiffies()
-        cpu, wall = time.process_time() - self.cpu0, time.perf_counter() - self.wall0
-        machine = (os.cpu_count() or 1) * (busy1 - self.busy0) / max(total1 - self.total0, 1)
-        self.cores = max(machine - cpu / max(wall, 1e-9), 0.0)
-        self.cpu_s = cpu
-
-
-def _wait_for_quiet(max_wait: float, threshold: float = 0.3) -> float:
-    """Wait until the machine uses < threshold cores (1 s samples); returns the last load."""
-    deadline = time.time() + max_wait
-    while True:
-        with _Load() as load:
-            time.sleep(1.0)
-        if load.cores < threshold or time.time() >= deadline:
-            return load.cores
 
 
 def _market(args):
@@ -119,7 +89,7 @@ def _make_jax_runner(args, features, close, n_envs):
 
     def measure() -> tuple[float, float, float]:
         carry["i"] += 1
-        with _Load() as load:
+        with Load() as load:
             t = time.perf_counter()
             state, obs, checksum = run_chunk(carry["state"], carry["obs"],
                                              jax.random.key(1000 + carry["i"]), actions, market)
@@ -149,7 +119,7 @@ def _make_numpy_runner(args, features, close):
 
     def measure() -> tuple[float, float, float]:
         step, reset = env.step, env.reset
-        with _Load() as load:
+        with Load() as load:
             t = time.perf_counter()
             for a in actions:
                 _, _, terminated, truncated, _ = step(a)
@@ -168,7 +138,7 @@ def main(args: argparse.Namespace) -> None:
     jax_measure, compile_s = _make_jax_runner(args, features, close, args.n_envs)
     np_measure = _make_numpy_runner(args, features, close)
     np_measure()  # warm-up
-    quiet = _wait_for_quiet(args.max_quiet_wait) if args.max_quiet_wait > 0 else float("nan")
+    quiet = wait_for_quiet(args.max_quiet_wait) if args.max_quiet_wait > 0 else float("nan")
     jax_rates, np_rates, loads, jax_cpu, np_cpu = [], [], [], [], []
     for _ in range(args.repeats):
         rate, load, per_cpu = jax_measure()

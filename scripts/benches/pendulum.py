@@ -29,6 +29,8 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from cryptorl_jax.machine import Load, wait_for_quiet
+
 ZOO_STEPS = 20_000
 
 
@@ -52,43 +54,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--max-quiet-wait", type=float, default=30.0,
                         help="seconds to wait for other processes to go quiet before timing")
-
-
-# --------------------------------------------------------------------------------------------
-# Machine load (cores used by other processes), as scripts/benches/env.py measures it
-# --------------------------------------------------------------------------------------------
-
-
-def _busy_jiffies() -> tuple[int, int]:
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
-
-
-class _Load:
-    """Cores used by OTHER processes during a block (/proc/stat minus this process's CPU)."""
-
-    def __enter__(self):
-        self.busy0, self.total0 = _busy_jiffies()
-        self.cpu0, self.wall0 = time.process_time(), time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        busy1, total1 = _busy_jiffies()
-        self.cpu = time.process_time() - self.cpu0
-        self.wall = time.perf_counter() - self.wall0
-        machine = (os.cpu_count() or 1) * (busy1 - self.busy0) / max(total1 - self.total0, 1)
-        self.cores = max(machine - self.cpu / max(self.wall, 1e-9), 0.0)
-
-
-def _wait_for_quiet(max_wait: float, threshold: float = 0.3) -> float:
-    deadline = time.time() + max_wait
-    while True:
-        with _Load() as load:
-            time.sleep(1.0)
-        if load.cores < threshold or time.time() >= deadline:
-            return load.cores
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,7 +232,7 @@ def run_pendulum(seeds: list[int], tqc_cfg=None, steps: int = ZOO_STEPS, chunk: 
     for group in groups:
         key, eval_key = seed_keys(group)
         carry = jax.block_until_ready(init(key))
-        with _Load() as load:
+        with Load() as load:
             t = time.perf_counter()
             carry = compiled_warmup(carry)
             for i in range(n_chunks):
@@ -329,7 +294,7 @@ def main(args: argparse.Namespace) -> None:
     print(f"replay: 2,500,000 compact trading transitions (int32 t, 5 float32, 2 bool) = "
           f"{n_bytes / 1e6:.1f} MB (limit 200 MB)")
     if args.max_quiet_wait > 0:
-        print(f"other processes use {_wait_for_quiet(args.max_quiet_wait):.2f} cores")
+        print(f"other processes use {wait_for_quiet(args.max_quiet_wait):.2f} cores")
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     out = run_pendulum(seeds, cfg, steps=args.steps, chunk=args.chunk,
                        eval_episodes=args.eval_episodes, vmap_seeds=args.vmap_seeds,
