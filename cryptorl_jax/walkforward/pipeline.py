@@ -20,6 +20,7 @@ test_start - 1 .. test_end - 2, so the OOS returns are exactly the test rows' re
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -448,17 +449,25 @@ class RunResult:
     report: dict[str, Any]
 
 
+def run_config(cfg: Config) -> Config:
+    """The config that identifies a run: which segments THIS process runs, and whether it
+    shows progress bars, are left out, so processes given disjoint --segments share a run."""
+    return dataclasses.replace(cfg, wfo=dataclasses.replace(cfg.wfo, segments=None),
+                               output=dataclasses.replace(cfg.output, progress=True))
+
+
 def _check_run_config(cfg: Config, workdir: Path) -> None:
     """Write config.yaml, or refuse a run directory that holds a different config."""
+    identity = run_config(cfg)
     path = workdir / "config.yaml"
     digest_file = workdir / "config.digest"
-    if digest_file.exists() and digest_file.read_text().strip() != cfg.digest():
+    if digest_file.exists() and digest_file.read_text().strip() != identity.digest():
         raise ConfigError(
             "run_name", f"{workdir} holds a run with a different config (digest "
-            f"{digest_file.read_text().strip()} != {cfg.digest()}); use another run_name or "
-            "--out, or delete the directory", cfg.source)
-    write_atomic(path, cfg.to_yaml())
-    write_atomic(digest_file, cfg.digest() + "\n")
+            f"{digest_file.read_text().strip()} != {identity.digest()}); use another run_name "
+            "or --out, or delete the directory", cfg.source)
+    write_atomic(path, identity.to_yaml())
+    write_atomic(digest_file, identity.digest() + "\n")
 
 
 def run(cfg: Config, workdir: str | Path, *, resume: bool = False, report_only: bool = False,

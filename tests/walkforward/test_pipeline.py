@@ -67,7 +67,7 @@ def test_outputs_and_oos_layout(full_run, cfg, market):
                      "oos.parquet", "metrics.json", "stationarity.csv", "train"):
             assert (seg / name).exists(), (k, name)
     assert (workdir / "tensorboard" / "segment_0").is_dir()
-    assert load_config(workdir / "config.yaml") == cfg
+    assert load_config(workdir / "config.yaml") == pipeline.run_config(cfg)
 
     oos = pd.read_parquet(workdir / "oos_returns.parquet")
     # contiguous hourly, equal to the concatenation of the per-segment test windows
@@ -140,6 +140,10 @@ def test_report_only_and_refuses_other_config(full_run, cfg):
     (workdir / "metrics.csv").unlink()
     result = pipeline.run(cfg, workdir, report_only=True)
     assert result.segments_run == [] and (workdir / "metrics.csv").read_text() == before
+    # another process running other segments of the same study is welcome
+    again = pipeline.run(load_config(None, [*TINY_WFO, "wfo.segments=[1, 2]"]), workdir,
+                         resume=True)
+    assert again.segments_skipped == [1, 2] and again.segments_run == []
     other = load_config(None, [*TINY_WFO, "tqc.gamma=0.9"])
     from cryptorl_jax.config import ConfigError
 
