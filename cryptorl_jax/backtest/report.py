@@ -22,6 +22,7 @@ from cryptorl_jax.backtest.metrics import (
     probabilistic_sharpe,
 )
 from cryptorl_jax.config import Config
+from cryptorl_jax.io import write_atomic, write_parquet
 
 log = logging.getLogger("cryptorl_jax.report")
 
@@ -29,12 +30,6 @@ PERIODS = 8760
 BASELINE_COLUMNS = ("buy_and_hold", "vol_targeted_buy_and_hold", "flat", "random")
 HEADLINE = ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar",
             "volatility", "hit_rate")
-
-
-def _atomic(path: Path, data: str | bytes) -> None:
-    from cryptorl_jax.walkforward.pipeline import write_atomic
-
-    write_atomic(path, data)
 
 
 def finished_segments(workdir: Path) -> list[int]:
@@ -154,7 +149,7 @@ def plot_equity(oos: pd.DataFrame, segments: list[int], path: Path, title: str) 
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    _atomic(path, buf.getvalue())
+    write_atomic(path, buf.getvalue())
 
 
 def write_tearsheet(oos: pd.DataFrame, path: Path, title: str) -> str | None:
@@ -221,11 +216,11 @@ def write_report(cfg: Config, workdir: str | Path) -> dict[str, Any]:
         return {"segments": []}
     oos = stitch(workdir, segments)
     n_trials, sr_var, trial_source = read_trial_log(cfg.wfo.trial_log, workdir)
-    write_parquet_atomic(workdir / "oos_returns.parquet", oos)
+    write_parquet(workdir / "oos_returns.parquet", oos)
     table = metrics_table(oos, segments, n_trials, sr_var)
-    _atomic(workdir / "metrics.csv", table.to_csv(index=False))
+    write_atomic(workdir / "metrics.csv", table.to_csv(index=False))
     comparison = comparison_table(oos)
-    _atomic(workdir / "comparison.csv", comparison.to_csv())
+    write_atomic(workdir / "comparison.csv", comparison.to_csv())
     gaps = _gaps(oos)
     title = f"{cfg.run_name}: walk-forward OOS, {len(segments)} segments"
     tearsheet_error = None
@@ -233,7 +228,7 @@ def write_report(cfg: Config, workdir: str | Path) -> dict[str, Any]:
         plot_equity(oos, segments, workdir / "equity_curve.png", title)
     if cfg.output.tearsheet:
         tearsheet_error = write_tearsheet(oos, workdir / "tearsheet.html", title)
-    _atomic(workdir / "summary.md", _summary_md(cfg, workdir, segments, oos, table, comparison,
+    write_atomic(workdir / "summary.md", _summary_md(cfg, workdir, segments, oos, table, comparison,
                                                 gaps, n_trials, trial_source,
                                                 tearsheet_error))
     agg = table[table["segment"] == "all"].iloc[0].to_dict()
@@ -241,19 +236,10 @@ def write_report(cfg: Config, workdir: str | Path) -> dict[str, Any]:
             "dsr": agg.get("dsr"), "gaps": gaps}
 
 
-def write_parquet_atomic(path: Path, frame: pd.DataFrame) -> None:
-    from cryptorl_jax.walkforward.pipeline import write_parquet
-
-    write_parquet(path, frame)
-
-
 def _gaps(oos: pd.DataFrame) -> list[str]:
-    steps = np.diff(oos.index.asi8)
-    hour = 3600 * 10**9 if oos.index.unit == "ns" else None
-    if hour is None:
-        steps = np.diff(oos.index.as_unit("ns").asi8)
-        hour = 3600 * 10**9
-    bad = np.flatnonzero(steps != hour)
+    """Where the stitched OOS index is not one hour apart (missing segments)."""
+    steps = np.diff(oos.index.as_unit("ns").asi8)
+    bad = np.flatnonzero(steps != 3600 * 10**9)
     return [f"{oos.index[i]} -> {oos.index[i + 1]}" for i in bad]
 
 

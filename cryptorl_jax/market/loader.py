@@ -13,8 +13,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
-import os
-import tempfile
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from cryptorl_jax.config import AssetSpec, DataConfig
+from cryptorl_jax.io import write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -383,18 +382,6 @@ def _cache_key(data_config: DataConfig, files: list[Path]) -> str:
     return h.hexdigest()[:20]
 
 
-def _write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def load_market(data_config: DataConfig) -> pd.DataFrame:
     """Read, validate and align the configured assets; the result is cached as Parquet.
 
@@ -437,7 +424,7 @@ def load_market(data_config: DataConfig) -> pd.DataFrame:
              [a.name for a in data_config.assets])
     if cache_path is not None:
         try:
-            _write_parquet_atomic(frame, cache_path)
+            write_parquet(cache_path, frame)
         except OSError as exc:
             log.warning("market: could not write cache %s (%s)", cache_path, exc)
     return frame

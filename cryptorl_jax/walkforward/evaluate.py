@@ -21,9 +21,9 @@ import pandas as pd
 from cryptorl_jax.backtest.report import plot_equity, write_tearsheet
 from cryptorl_jax.config import load_config, with_overrides
 from cryptorl_jax.features import warmup_rows
+from cryptorl_jax.io import write_atomic, write_json, write_parquet
 from cryptorl_jax.market import load_market
 from cryptorl_jax.walkforward import pipeline
-from cryptorl_jax.walkforward.segments import Segment
 
 log = logging.getLogger("cryptorl_jax.evaluate")
 
@@ -104,12 +104,12 @@ def evaluate_window(run_dir: str | Path, segment: int | None = None, start: str 
     out = Path(out_dir) if out_dir is not None else (
         run_dir / f"eval_segment{segment}_{index[start_row]:%Y%m%d%H}_{index[end_row]:%Y%m%d%H}")
     out.mkdir(parents=True, exist_ok=True)
-    pipeline.write_parquet(out / "oos_returns.parquet", oos)
-    pipeline.write_json(out / "metrics.json", {**metrics, "segment": segment,
+    write_parquet(out / "oos_returns.parquet", oos)
+    write_json(out / "metrics.json", {**metrics, "segment": segment,
                                                "in_sample_hours": in_sample,
                                                "start": str(oos.index[0]),
                                                "end": str(oos.index[-1])})
-    pipeline.write_atomic(out / "comparison.csv", comparison.to_csv())
+    write_atomic(out / "comparison.csv", comparison.to_csv())
     title = (f"{cfg.run_name} segment {segment} agent on {oos.index[0]:%Y-%m-%d} .. "
              f"{oos.index[-1]:%Y-%m-%d}")
     frame = oos.assign(segment=segment)
@@ -121,10 +121,3 @@ def evaluate_window(run_dir: str | Path, segment: int | None = None, start: str 
                     in_sample, len(oos), segment)
     return EvalResult(out_dir=out, metrics=metrics, comparison=comparison, oos=oos,
                       in_sample_hours=in_sample)
-
-
-def default_segment(run_dir: Path) -> int:
-    return _segment_meta(Path(run_dir), None)[0]
-
-
-__all__ = ["EvalResult", "Segment", "default_segment", "evaluate_window"]

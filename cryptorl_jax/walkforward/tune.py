@@ -70,6 +70,7 @@ from cryptorl_jax.config import (
     with_overrides,
 )
 from cryptorl_jax.features import warmup_rows
+from cryptorl_jax.io import write_atomic
 from cryptorl_jax.market import load_market
 from cryptorl_jax.training.logging import ScalarLogger
 from cryptorl_jax.training.train import TrainingDivergedError, train
@@ -86,7 +87,6 @@ from cryptorl_jax.walkforward.pipeline import (
     segment_key,
     slice_data,
     strategy_metrics,
-    write_atomic,
 )
 from cryptorl_jax.walkforward.segments import Segment
 
