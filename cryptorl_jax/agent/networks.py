@@ -118,6 +118,46 @@ class StackedLinear(nnx.Module):
         return y + self.bias[...][:, None, :]
 
 
+class SharedInputStackedLinear(nnx.Module):
+    """`n` independent Linear layers on ONE shared input: [B, i] -> [n, B, o].
+
+    The kernel is stored member-major along its columns, [i, n * o] (columns n*o:(n+1)*o are
+    member n's [i, o]), so the whole ensemble's first layer is one plain matmul: no batched
+    dot, no per-call transpose of the kernel, and one weight-gradient matmul X^T dY in the
+    backward pass. `member_kernel(n)` returns member n's [i, o]. Initialised exactly like
+    `StackedLinear` (lecun_normal per member, zero bias).
+    """
+
+    def __init__(self, n: int, in_features: int, out_features: int, *, rngs: nnx.Rngs):
+        init = nnx.initializers.lecun_normal()
+        keys = jax.random.split(rngs.params(), n)
+        per_member = jax.vmap(lambda k: init(k, (in_features, out_features)))(keys)  # [n,i,o]
+        self.kernel = nnx.Param(jnp.transpose(per_member, (1, 0, 2)).reshape(
+            in_features, n * out_features))
+        self.bias = nnx.Param(jnp.zeros((n, out_features), jnp.float32))
+        self.n = n
+        self.out_features = out_features
+
+    def member_kernel(self, n: int) -> jax.Array:
+        o = self.out_features
+        return self.kernel[...][:, n * o:(n + 1) * o]
+
+    def __call__(self, *inputs: jax.Array) -> jax.Array:
+        """inputs: [B, i_k] parts whose widths sum to i (each part hits its own kernel rows)."""
+        kernel = self.kernel[...]
+        y, start = None, 0
+        for x in inputs:
+            width = x.shape[-1]
+            part = x.astype(kernel.dtype) @ kernel[start:start + width]  # [B, n * o]
+            y = part if y is None else y + part
+            start += width
+        if start != kernel.shape[0]:
+            raise ValueError(f"inputs have {start} features, the layer expects "
+                             f"{kernel.shape[0]}")
+        y = y + self.bias[...].reshape(-1)
+        return jnp.transpose(y.reshape(y.shape[0], self.n, self.out_features), (1, 0, 2))
+
+
 # --------------------------------------------------------------------------------------------
 # Actor
 # --------------------------------------------------------------------------------------------
@@ -209,7 +249,8 @@ class CriticEnsemble(nnx.Module):
         self.encoder = encoder
         dims = [in_features + action_dim, *net_arch, n_quantiles]
         self.layers = nnx.List(
-            [StackedLinear(n_critics, a, b, rngs=rngs) for a, b in zip(dims[:-1], dims[1:])]
+            [SharedInputStackedLinear(n_critics, dims[0], dims[1], rngs=rngs)]
+            + [StackedLinear(n_critics, a, b, rngs=rngs) for a, b in zip(dims[1:-1], dims[2:])]
         )
         self.n_critics = n_critics
         self.n_quantiles = n_quantiles
@@ -220,12 +261,8 @@ class CriticEnsemble(nnx.Module):
         # The first layer on concat([features, action]) is split into features @ W[:d] +
         # action @ W[d:] (the same parameters and values): the actor loss differentiates the
         # critics w.r.t. the action only, and this keeps the d-wide input gradient out of it.
-        first = self.layers[0]
-        kernel = first.kernel[...]  # [N, d + A, width]
-        d = features.shape[-1]
-        x = (jnp.einsum("bi,nio->nbo", features, kernel[:, :d])
-             + jnp.einsum("ba,nao->nbo", action.astype(features.dtype), kernel[:, d:])
-             + first.bias[...][:, None, :])  # [N, B, width]
+        # All critics share that input, so it is one [B, d] @ [d, N * width] matmul.
+        x = self.layers[0](features, action)  # [N, B, width]
         for layer in self.layers[1:]:
             x = layer(jax.nn.relu(x))  # [N, B, width]
         return jnp.transpose(x, (1, 0, 2))  # [B, N, M]

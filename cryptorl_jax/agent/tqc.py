@@ -126,14 +126,29 @@ def truncated_quantile_target(
 def truncation_mask(pooled_quantiles: jax.Array, n_drop: int) -> jax.Array:
     """1.0 for the kept atoms of pooled [B, T] quantiles, 0.0 for the `n_drop` largest per row.
 
-    Keeps the same multiset as sort-then-slice (ties are equal values), but uses top_k over
-    n_drop elements instead of a full sort, which is far cheaper on CPU.
+    Keeps the same multiset as sort-then-slice (ties are equal values) without a full sort:
+    for the usual few dropped atoms, `n_drop` rounds of "mask the first argmax" (a handful of
+    cheap [B, T] passes; XLA's CPU TopK custom call costs more than all of them); top_k for
+    larger counts.
     """
+    batch, n_atoms = pooled_quantiles.shape
     if n_drop == 0:
-        return jnp.ones(pooled_quantiles.shape, jnp.float32)
-    _, top_index = jax.lax.top_k(pooled_quantiles, n_drop)  # [B, n_drop]
-    dropped = jax.nn.one_hot(top_index, pooled_quantiles.shape[-1], dtype=jnp.float32)
-    return 1.0 - jnp.sum(dropped, axis=1)  # [B, T]
+        return jnp.ones((batch, n_atoms), jnp.float32)
+    if n_drop > _ARGMAX_DROP_LIMIT:
+        _, top_index = jax.lax.top_k(pooled_quantiles, n_drop)  # [B, n_drop]
+        dropped = jax.nn.one_hot(top_index, n_atoms, dtype=jnp.float32)
+        return 1.0 - jnp.sum(dropped, axis=1)  # [B, T]
+    index = jnp.arange(n_atoms)
+    values = pooled_quantiles
+    keep = jnp.ones((batch, n_atoms), bool)
+    for _ in range(n_drop):
+        hit = index == jnp.argmax(values, axis=-1)[:, None]  # one atom per row
+        keep = keep & ~hit
+        values = jnp.where(hit, -jnp.inf, values)
+    return keep.astype(jnp.float32)
+
+
+_ARGMAX_DROP_LIMIT = 8
 
 
 def _huber_parts(current, target, target_mask):

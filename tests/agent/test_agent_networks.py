@@ -96,12 +96,14 @@ def test_critic_ensemble_is_independent_mlps(n_critics):
     assert out.shape == (6, n_critics, cfg.n_quantiles)
     x = np.concatenate([_np(obs), _np(action)], 1)
     for n in range(n_critics):
-        layers = [(_np(layer.kernel[...][n]), _np(layer.bias[...][n]))
-                  for layer in critic.layers]
+        first = critic.layers[0]
+        layers = [(_np(first.member_kernel(n)), _np(first.bias[...][n]))]
+        layers += [(_np(layer.kernel[...][n]), _np(layer.bias[...][n]))
+                   for layer in critic.layers[1:]]
         np.testing.assert_allclose(out[:, n], ref.mlp(x, layers), rtol=1e-5, atol=1e-5)
     if n_critics > 1:  # members are initialised independently
-        k = critic.layers[0].kernel[...]
-        assert not np.allclose(k[0], k[1])
+        first = critic.layers[0]
+        assert not np.allclose(first.member_kernel(0), first.member_kernel(1))
 
 
 def test_encoder_applied_once_in_critic_and_separate_encoders_per_network():
@@ -119,7 +121,7 @@ def test_encoder_applied_once_in_critic_and_separate_encoders_per_network():
     mean, _ = actor(obs)
     assert mean.shape == (5, 1)
     # the critic's first layer sees [encoder(window) (6), agent (3), action (1)]
-    assert critic.layers[0].kernel[...].shape == (CFG.n_critics, 10, CFG.net_arch[0])
+    assert critic.layers[0].kernel[...].shape == (10, CFG.n_critics * CFG.net_arch[0])
 
 
 def test_make_networks_is_deterministic_in_the_key():

@@ -58,15 +58,16 @@ def test_only_termination_stops_the_bootstrap():
     assert np.ptp(out[1]) > 0  # a truncated-but-not-terminated row still bootstraps
 
 
-def test_truncation_mask_keeps_the_same_atoms_as_sorting():
+@pytest.mark.parametrize("n_drop", [1, 6, T._ARGMAX_DROP_LIMIT + 2])  # argmax rounds, top_k
+def test_truncation_mask_keeps_the_same_atoms_as_sorting(n_drop):
     t = _random_tensors()
     pooled = t["next_quantiles"].reshape(16, -1)
     pooled[0, :4] = pooled[0, 4]  # ties at the top of one row
     pooled[0, 4:] = pooled[0, 4] - 1.0
-    mask = np.asarray(T.truncation_mask(jnp.asarray(pooled), 6))
-    assert np.all(mask.sum(1) == 21 - 6)
+    mask = np.asarray(T.truncation_mask(jnp.asarray(pooled), n_drop))
+    assert np.all(mask.sum(1) == 21 - n_drop)
     for row, m in zip(pooled, mask):
-        np.testing.assert_allclose(np.sort(row[m > 0]), np.sort(row)[:15])
+        np.testing.assert_allclose(np.sort(row[m > 0]), np.sort(row)[:21 - n_drop])
 
 
 @pytest.mark.parametrize("drop_per_net", [0, 2])
