@@ -14,6 +14,7 @@ functions); see agent/tqc.py.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -119,41 +120,47 @@ class StackedLinear(nnx.Module):
 
 
 class SharedInputStackedLinear(nnx.Module):
-    """`n` independent Linear layers on ONE shared input: [B, i] -> [n, B, o].
+    """`n` independent Linear layers on ONE shared input: parts [B, i_k] -> [n, B, o].
 
-    The kernel is stored member-major along its columns, [i, n * o] (columns n*o:(n+1)*o are
-    member n's [i, o]), so the whole ensemble's first layer is one plain matmul: no batched
-    dot, no per-call transpose of the kernel, and one weight-gradient matmul X^T dY in the
-    backward pass. `member_kernel(n)` returns member n's [i, o]. Initialised exactly like
-    `StackedLinear` (lecun_normal per member, zero bias).
+    The input arrives in parts (e.g. features and action) whose concatenation is the layer's
+    input; each part has its own kernel rows, stored as one parameter [i_k, n * o] per part,
+    member-major along the columns (columns n*o:(n+1)*o belong to member n). So the ensemble's
+    layer is one plain matmul per part: no batched dot, no kernel transpose or slice copy per
+    call, one weight-gradient matmul X^T dY per part, and a part that is not differentiated
+    (the features, in the actor loss) costs no input gradient. `member_kernel(n)` returns
+    member n's full [sum i_k, o]. Initialised exactly like `StackedLinear` on the concatenated
+    input (lecun_normal per member over sum i_k fan-in, zero bias).
     """
 
-    def __init__(self, n: int, in_features: int, out_features: int, *, rngs: nnx.Rngs):
+    def __init__(self, n: int, in_parts: Sequence[int], out_features: int, *,
+                 rngs: nnx.Rngs):
         init = nnx.initializers.lecun_normal()
         keys = jax.random.split(rngs.params(), n)
-        per_member = jax.vmap(lambda k: init(k, (in_features, out_features)))(keys)  # [n,i,o]
-        self.kernel = nnx.Param(jnp.transpose(per_member, (1, 0, 2)).reshape(
-            in_features, n * out_features))
+        total = int(sum(in_parts))
+        per_member = jax.vmap(lambda k: init(k, (total, out_features)))(keys)  # [n, i, o]
+        flat = jnp.transpose(per_member, (1, 0, 2)).reshape(total, n * out_features)
+        bounds = [0, *itertools.accumulate(in_parts)]
+        self.kernels = nnx.List(
+            [nnx.Param(flat[a:b]) for a, b in zip(bounds[:-1], bounds[1:])])
         self.bias = nnx.Param(jnp.zeros((n, out_features), jnp.float32))
         self.n = n
         self.out_features = out_features
 
     def member_kernel(self, n: int) -> jax.Array:
         o = self.out_features
-        return self.kernel[...][:, n * o:(n + 1) * o]
+        return jnp.concatenate([k[...][:, n * o:(n + 1) * o] for k in self.kernels], axis=0)
 
-    def __call__(self, *inputs: jax.Array) -> jax.Array:
-        """inputs: [B, i_k] parts whose widths sum to i (each part hits its own kernel rows)."""
-        kernel = self.kernel[...]
-        y, start = None, 0
-        for x in inputs:
-            width = x.shape[-1]
-            part = x.astype(kernel.dtype) @ kernel[start:start + width]  # [B, n * o]
+    def __call__(self, *parts: jax.Array) -> jax.Array:
+        if len(parts) != len(self.kernels):
+            raise ValueError(f"expected {len(self.kernels)} input parts, got {len(parts)}")
+        y = None
+        for x, kernel in zip(parts, self.kernels):
+            kernel = kernel[...]
+            if x.shape[-1] != kernel.shape[0]:
+                raise ValueError(f"input part has {x.shape[-1]} features, the layer expects "
+                                 f"{kernel.shape[0]}")
+            part = x.astype(kernel.dtype) @ kernel  # [B, n * o]
             y = part if y is None else y + part
-            start += width
-        if start != kernel.shape[0]:
-            raise ValueError(f"inputs have {start} features, the layer expects "
-                             f"{kernel.shape[0]}")
         y = y + self.bias[...].reshape(-1)
         return jnp.transpose(y.reshape(y.shape[0], self.n, self.out_features), (1, 0, 2))
 
@@ -249,7 +256,7 @@ class CriticEnsemble(nnx.Module):
         self.encoder = encoder
         dims = [in_features + action_dim, *net_arch, n_quantiles]
         self.layers = nnx.List(
-            [SharedInputStackedLinear(n_critics, dims[0], dims[1], rngs=rngs)]
+            [SharedInputStackedLinear(n_critics, (in_features, action_dim), dims[1], rngs=rngs)]
             + [StackedLinear(n_critics, a, b, rngs=rngs) for a, b in zip(dims[1:-1], dims[2:])]
         )
         self.n_critics = n_critics

@@ -162,8 +162,10 @@ def make_train(cfg: Config, n_features: int, embedding_dim: int | None = None, *
             return MAEEncoder(n_features, window, e, rngs=rngs)
 
         encoder_lr = e.finetune_learning_rate
+    # one device: the same shard_map path, without the (identity) gradient collectives
+    axis_name = parallel.DEVICE_AXIS if n_dev > 1 else None
     tqc = make_tqc(q, obs_example, 1, encoder_factory=encoder_factory, encoder_lr=encoder_lr,
-                   axis_name=parallel.DEVICE_AXIS)
+                   axis_name=axis_name)
     total_steps = float(tc.total_env_steps)
     n_updates = q.gradient_steps
     trace_counts = {"train_chunk": 0, "init": 0}

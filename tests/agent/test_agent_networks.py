@@ -121,7 +121,8 @@ def test_encoder_applied_once_in_critic_and_separate_encoders_per_network():
     mean, _ = actor(obs)
     assert mean.shape == (5, 1)
     # the critic's first layer sees [encoder(window) (6), agent (3), action (1)]
-    assert critic.layers[0].kernel[...].shape == (10, CFG.n_critics * CFG.net_arch[0])
+    assert [k[...].shape for k in critic.layers[0].kernels] == [
+        (9, CFG.n_critics * CFG.net_arch[0]), (1, CFG.n_critics * CFG.net_arch[0])]
 
 
 def test_make_networks_is_deterministic_in_the_key():
