@@ -52,3 +52,23 @@ def test_bench_dispatcher_lists_benches(capsys):
         sys.path.remove(str(ROOT / "scripts"))
     out = capsys.readouterr().out
     assert all(name in out for name in ("env", "pendulum", "train"))
+
+
+def test_stock_tqc_flop_model_counts_sb3_contrib_update():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from benches.train import stock_tqc_update_flops
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    # by hand, obs 3, action 1, net [4], 2 critics x 5 quantiles, batch 2 (2 B in out a layer):
+    # actor 3->4 (48) + mean and log_std 4->1 (16 + 16) = 80, first 48;
+    # critics 2 x (4->4 (64) + 4->5 (80)) = 288, first 128.
+    actor, actor_first, critic, critic_first = 80, 48, 288, 128
+    by_hand = (actor + critic + actor                        # forwards on s', (s', a'), s
+               + critic + critic + (critic - critic_first)   # critic loss fwd, dW, dX
+               + 3 * critic                                  # actor loss through the critics
+               + actor + (actor - actor_first))              # actor dW, dX
+    assert stock_tqc_update_flops(3, 1, (4,), 2, 5, 2) == by_hand == 2160
+    # the peers' settings: the issue's "about 2.7 GFLOP per update"
+    peers = stock_tqc_update_flops(1025, 1, (256, 256), 2, 25, 256)
+    assert 2.6e9 < peers < 2.75e9
