@@ -155,15 +155,15 @@ def _huber_parts(current, target, target_mask):
     """Sum of the elementwise loss and its gradient w.r.t. current, both [B, N*M]-shaped."""
     batch, n_critics, n_quantiles = current.shape
     tau = (jnp.arange(n_quantiles, dtype=jnp.float32) + 0.5) / n_quantiles  # [M]
-    tau = jnp.tile(tau, n_critics)  # [N*M], critic-major as current.reshape(B, N*M)
-    delta = target[:, :, None] - current.reshape(batch, 1, n_critics * n_quantiles)  # [B, T, NM]
-    weight = jnp.where(delta < 0, 1.0 - tau, tau) * target_mask[:, :, None]  # [B, T, NM]
+    tau = jnp.tile(tau, n_critics)[:, None]  # [N*M, 1], critic-major as current.reshape
+    # [B, NM, T]: the target axis is the contiguous one, so both sums are row reductions
+    delta = target[:, None, :] - current.reshape(batch, n_critics * n_quantiles, 1)
+    weight = jnp.where(delta < 0, 1.0 - tau, tau) * target_mask[:, None, :]  # [B, NM, T]
     abs_delta = jnp.abs(delta)
     huber = jnp.where(abs_delta > 1.0, abs_delta - 0.5, 0.5 * delta * delta)
-    # both sums reduce the target axis first, so XLA can fuse them into one pass
-    loss_rows = jnp.sum(weight * huber, axis=1)  # [B, NM]
+    loss_rows = jnp.sum(weight * huber, axis=2)  # [B, NM]
     # d loss / d current = -|tau - 1{delta < 0}| * clip(delta, -1, 1)   (Huber_1' = clip)
-    grad_sum = -jnp.sum(weight * jnp.clip(delta, -1.0, 1.0), axis=1)  # [B, NM]
+    grad_sum = -jnp.sum(weight * jnp.clip(delta, -1.0, 1.0), axis=2)  # [B, NM]
     count = jnp.sum(target_mask) * (n_critics * n_quantiles)
     return jnp.sum(loss_rows) / count, grad_sum.reshape(current.shape) / count
 
