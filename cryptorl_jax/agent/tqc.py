@@ -6,7 +6,7 @@ one gradient update is
      the top `top_quantiles_to_drop_per_net * n_critics`, y = r + (1 - terminated) gamma
      (z - alpha log pi(a'|s')); only `terminated` stops the bootstrap (truncation bootstraps).
      The update keeps every pooled atom and masks the dropped ones (`truncation_mask`, a
-     top_k over the few dropped atoms): the same multiset as sorting, without a full sort;
+     argmax rounds over the few dropped atoms): the same multiset as sorting, without a full sort;
   2. critic: quantile Huber loss (kappa = 1, tau_i = (i + 0.5)/M), mean over every
      (batch, critic, quantile, target) element, one optimiser step;
   3. every `policy_delay`-th update (1-based count, as sbx): actor loss
