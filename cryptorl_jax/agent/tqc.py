@@ -5,7 +5,7 @@ one gradient update is
   1. target: a' ~ pi(.|s'), pool the target critics' quantiles Z(s', a') [B, N*M], sort, drop
      the top `top_quantiles_to_drop_per_net * n_critics`, y = r + (1 - terminated) gamma
      (z - alpha log pi(a'|s')); only `terminated` stops the bootstrap (truncation bootstraps).
-     The update keeps every pooled atom and masks the dropped ones (`truncation_mask`, a
+     The update keeps every pooled atom and masks the dropped ones (`truncation_mask`, by
      argmax rounds over the few dropped atoms): the same multiset as sorting, without a full sort;
   2. critic: quantile Huber loss (kappa = 1, tau_i = (i + 0.5)/M), mean over every
      (batch, critic, quantile, target) element, one optimiser step;
