@@ -262,17 +262,40 @@ class CriticEnsemble(nnx.Module):
         self.n_critics = n_critics
         self.n_quantiles = n_quantiles
 
-    def __call__(self, obs: Observation, action: jax.Array) -> jax.Array:
-        """Quantiles of every critic, [B, n_critics, n_quantiles]."""
+    def _layers_before_output(self, obs: Observation, action: jax.Array) -> jax.Array:
+        """Pre-activation output of every layer but the last, [N, B, width]."""
         features = observation_features(obs, self.encoder)  # encoder applied once
         # The first layer on concat([features, action]) is split into features @ W[:d] +
         # action @ W[d:] (the same parameters and values): the actor loss differentiates the
         # critics w.r.t. the action only, and this keeps the d-wide input gradient out of it.
         # All critics share that input, so it is one [B, d] @ [d, N * width] matmul.
         x = self.layers[0](features, action)  # [N, B, width]
-        for layer in self.layers[1:]:
+        for layer in self.layers[1:-1]:
             x = layer(jax.nn.relu(x))  # [N, B, width]
+        return x
+
+    def __call__(self, obs: Observation, action: jax.Array) -> jax.Array:
+        """Quantiles of every critic, [B, n_critics, n_quantiles]."""
+        x = self._layers_before_output(obs, action)
+        if len(self.layers) > 1:
+            x = self.layers[-1](jax.nn.relu(x))  # [N, B, M]
         return jnp.transpose(x, (1, 0, 2))  # [B, N, M]
+
+    def mean_value(self, obs: Observation, action: jax.Array) -> jax.Array:
+        """mean over critics and quantiles of Z_n,m(s, a), [B]: the actor loss's Q.
+
+        Equal to `self(obs, action).mean((1, 2))`, but the output layer is linear, so the mean
+        over its M columns is taken on its kernel and bias first: one [H] column per critic
+        instead of the [H, M] matmul and the [B, N, M] reduction (and their gradients).
+        """
+        if len(self.layers) == 1:  # no hidden layer: the output layer is the first one
+            return jnp.mean(self(obs, action), axis=(1, 2))
+        h = jax.nn.relu(self._layers_before_output(obs, action))  # [N, B, H]
+        last = self.layers[-1]
+        kernel = jnp.mean(last.kernel[...], axis=-1)  # [N, H]
+        bias = jnp.mean(last.bias[...], axis=-1)  # [N]
+        q = jnp.einsum("nbh,nh->nb", h, kernel) + bias[:, None]  # [N, B]
+        return jnp.mean(q, axis=0)
 
 
 # --------------------------------------------------------------------------------------------

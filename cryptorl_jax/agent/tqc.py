@@ -209,8 +209,12 @@ def quantile_huber_loss(
 
 def actor_loss(alpha: jax.Array | float, log_prob: jax.Array, quantiles: jax.Array) -> jax.Array:
     """mean_b(alpha log pi(a_b|s_b) - mean_{n,m} Z_n,m(s_b, a_b)); quantiles [B, N, M]."""
-    q = jnp.mean(quantiles, axis=(1, 2))  # [B]
-    return jnp.mean(alpha * log_prob.reshape(-1) - q)
+    return actor_loss_from_q(alpha, log_prob, jnp.mean(quantiles, axis=(1, 2)))
+
+
+def actor_loss_from_q(alpha: jax.Array | float, log_prob: jax.Array, q: jax.Array) -> jax.Array:
+    """`actor_loss` given q_b = mean_{n,m} Z_n,m(s_b, a_b) [B] (CriticEnsemble.mean_value)."""
+    return jnp.mean(alpha * log_prob.reshape(-1) - q.reshape(-1))
 
 
 def entropy_coef_loss(
@@ -381,7 +385,8 @@ def make_tqc(
             def actor_loss_fn(params):
                 mean, log_std = actor_module(state, params)(batch.obs)
                 action, log_prob = sample_action(mean, log_std, key_pi)
-                return actor_loss(alpha, log_prob, new_critic(batch.obs, action)), log_prob
+                q = new_critic.mean_value(batch.obs, action)  # [B]
+                return actor_loss_from_q(alpha, log_prob, q), log_prob
 
             (a_loss, log_prob), actor_grads = jax.value_and_grad(
                 actor_loss_fn, has_aux=True)(actor_params)

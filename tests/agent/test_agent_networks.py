@@ -106,6 +106,30 @@ def test_critic_ensemble_is_independent_mlps(n_critics):
         assert not np.allclose(first.member_kernel(0), first.member_kernel(1))
 
 
+@pytest.mark.parametrize("net_arch", [(16, 8), ()])
+def test_critic_mean_value_equals_the_mean_quantile_and_its_gradients(net_arch):
+    cfg = dataclasses.replace(CFG, net_arch=net_arch)
+    _, critic = networks.make_networks(cfg, jnp.zeros(4), 2, nnx.Rngs(4))
+    graphdef, params, rest = nnx.split(critic, nnx.Param, ...)
+    obs = jax.random.normal(jax.random.key(0), (6, 4))
+    action = jax.random.uniform(jax.random.key(1), (6, 2), minval=-1, maxval=1)
+
+    def full(p, a):
+        return jnp.mean(nnx.merge(graphdef, p, rest)(obs, a), axis=(1, 2))
+
+    def short(p, a):
+        return nnx.merge(graphdef, p, rest).mean_value(obs, a)
+
+    np.testing.assert_allclose(short(params, action), full(params, action), rtol=1e-5,
+                               atol=1e-6)
+    weights = jax.random.normal(jax.random.key(2), (6,))  # a non-uniform cotangent
+    g_full = jax.grad(lambda p, a: jnp.sum(weights * full(p, a)), argnums=(0, 1))(params, action)
+    g_short = jax.grad(lambda p, a: jnp.sum(weights * short(p, a)), argnums=(0, 1))(params,
+                                                                                    action)
+    for x, y in zip(jax.tree.leaves(g_short), jax.tree.leaves(g_full)):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
 def test_encoder_applied_once_in_critic_and_separate_encoders_per_network():
     window, n_features = 4, 3
     obs_example = (jnp.zeros((window, n_features)), jnp.zeros(3))
