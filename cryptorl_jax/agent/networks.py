@@ -102,21 +102,27 @@ class MLP(nnx.Module):
         return x
 
 
+def _member_kernels(rngs: nnx.Rngs, n: int, in_features: int, out_features: int) -> jax.Array:
+    """[n, i, o]: nnx.Linear's default init (lecun_normal), drawn independently per member."""
+    init = nnx.initializers.lecun_normal()
+    keys = jax.random.split(rngs.params(), n)
+    return jax.vmap(lambda k: init(k, (in_features, out_features)))(keys)
+
+
 class StackedLinear(nnx.Module):
-    """`n` independent Linear layers evaluated together: [B, i] or [n, B, i] -> [n, B, o]."""
+    """`n` independent Linear layers, each on its own member's input: [n, B, i] -> [n, B, o].
+
+    (A layer whose input all members share is `SharedInputStackedLinear`.)
+    """
 
     def __init__(self, n: int, in_features: int, out_features: int, *, rngs: nnx.Rngs):
-        init = nnx.initializers.lecun_normal()  # nnx.Linear's default, per member
-        keys = jax.random.split(rngs.params(), n)
-        self.kernel = nnx.Param(jax.vmap(lambda k: init(k, (in_features, out_features)))(keys))
+        self.kernel = nnx.Param(_member_kernels(rngs, n, in_features, out_features))
         self.bias = nnx.Param(jnp.zeros((n, out_features), jnp.float32))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        if x.ndim == 2:  # shared input [B, i]
-            y = jnp.einsum("bi,nio->nbo", x, self.kernel[...])
-        else:  # per-member input [n, B, i]
-            y = jnp.einsum("nbi,nio->nbo", x, self.kernel[...])
-        return y + self.bias[...][:, None, :]
+        if x.ndim != 3:
+            raise ValueError(f"StackedLinear takes per-member input [n, B, i], got {x.shape}")
+        return jnp.einsum("nbi,nio->nbo", x, self.kernel[...]) + self.bias[...][:, None, :]
 
 
 class SharedInputStackedLinear(nnx.Module):
@@ -134,10 +140,8 @@ class SharedInputStackedLinear(nnx.Module):
 
     def __init__(self, n: int, in_parts: Sequence[int], out_features: int, *,
                  rngs: nnx.Rngs):
-        init = nnx.initializers.lecun_normal()
-        keys = jax.random.split(rngs.params(), n)
         total = int(sum(in_parts))
-        per_member = jax.vmap(lambda k: init(k, (total, out_features)))(keys)  # [n, i, o]
+        per_member = _member_kernels(rngs, n, total, out_features)  # [n, i, o]
         flat = jnp.transpose(per_member, (1, 0, 2)).reshape(total, n * out_features)
         bounds = [0, *itertools.accumulate(in_parts)]
         self.kernels = nnx.List(
@@ -263,7 +267,10 @@ class CriticEnsemble(nnx.Module):
         self.n_quantiles = n_quantiles
 
     def _layers_before_output(self, obs: Observation, action: jax.Array) -> jax.Array:
-        """Pre-activation output of every layer but the last, [N, B, width]."""
+        """Pre-activation output of the layer before the output layer, [N, B, width].
+
+        With no hidden layer (a single layer) this is the output layer's own output.
+        """
         features = observation_features(obs, self.encoder)  # encoder applied once
         # The first layer on concat([features, action]) is split into features @ W[:d] +
         # action @ W[d:] (the same parameters and values): the actor loss differentiates the

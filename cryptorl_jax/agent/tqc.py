@@ -123,6 +123,9 @@ def truncated_quantile_target(
     return soft_td_target(pooled, next_log_prob, reward, terminated, alpha, gamma)
 
 
+_ARGMAX_DROP_LIMIT = 8  # truncation_mask: argmax rounds up to this many dropped atoms
+
+
 def truncation_mask(pooled_quantiles: jax.Array, n_drop: int) -> jax.Array:
     """1.0 for the kept atoms of pooled [B, T] quantiles, 0.0 for the `n_drop` largest per row.
 
@@ -146,9 +149,6 @@ def truncation_mask(pooled_quantiles: jax.Array, n_drop: int) -> jax.Array:
         keep = keep & ~hit
         values = jnp.where(hit, -jnp.inf, values)
     return keep.astype(jnp.float32)
-
-
-_ARGMAX_DROP_LIMIT = 8
 
 
 def _huber_parts(current, target, target_mask):
