@@ -12,9 +12,21 @@ Timing: compilation is done ahead of time and reported separately; `wall_s` and
 `env_steps_per_s` cover training only (random warm-up steps + training steps, not evaluation).
 Seeds run one after another (per-agent speed at 1 env) unless --vmap-seeds trains them as one
 vmapped batch (then env_steps_per_s counts the steps of all seeds together, and the per-agent
-rate is printed as well). Evaluation: mean return of 10 deterministic episodes per seed on envs
-reset from seed + 1000 (rl-zoo's protocol), plus a low-noise figure over --extra-eval-episodes
-(100) episodes reset from seed + 5000: a 10-episode mean has a sampling std of ~25 on Pendulum.
+rate is printed as well).
+
+Evaluation, three figures per seed, all deterministic:
+- `returns` (the headline): the peers' protocol, exactly. The harness that measured sb3-contrib
+  and sbx (../shared/peers/pendulum_quality.py, i.e. rl-zoo's evaluate_policy) evaluates 10
+  episodes on gymnasium's Pendulum-v1 after `reset(seed=seed + 1000)`, so the episodes start
+  from draws 2..11 of that env's seeded generator. We run our trained actor on the same
+  gymnasium env with the same seeding, so both sides face the same start states. Pendulum's
+  return depends strongly on the start angle (episode returns spread ~80), so comparing
+  10-episode means on different start states mostly compares the start states.
+- `returns_jax_10ep`: 10 episodes of gymnax's env reset with JAX keys seed + 1000 (this bench's
+  protocol before it matched the peers').
+- `returns_100ep`: the mean over --extra-eval-episodes (100) episodes of that same gymnasium
+  stream (its first 10 are the headline's), the low-noise figure: a 10-episode mean has a
+  sampling std of ~25 on Pendulum.
 Ends with one JSON line.
 """
 
@@ -43,8 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "learning_starts)")
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--extra-eval-episodes", type=int, default=100,
-                        help="also report a low-noise evaluation over this many episodes "
-                             "(on other reset keys; 0: off)")
+                        help="also report a low-noise evaluation over this many episodes of "
+                             "the same gymnasium stream (0: off)")
     parser.add_argument("--vmap-seeds", action="store_true",
                         help="train all seeds as one vmapped batch instead of one after another")
     parser.add_argument("--buffer-size", type=int, default=ZOO_STEPS,
@@ -187,6 +199,36 @@ def make_pendulum_runner(tqc_cfg, chunk: int, eval_episodes: int = 10) -> dict[s
             "evaluate": evaluate, "Carry": Carry}
 
 
+def gymnasium_evaluate(policy, seed: int, episodes: int = 10):
+    """The peers' evaluation: `episodes` deterministic episodes of gymnasium's Pendulum-v1.
+
+    Mirrors ../shared/peers/pendulum_quality.py: `eval_env.reset(seed=seed + 1000)` and then
+    SB3's evaluate_policy, whose vector-env wrapper resets again (unseeded) before the first
+    episode and after each one. `policy(obs)` maps a float32 [3] observation to an action in
+    [-1, 1]^1; it is scaled to the torque range as SB3 unscales its tanh policy's actions.
+    Returns (episode returns, start states [theta, theta_dot]) as numpy arrays.
+    """
+    import gymnasium as gym
+    import numpy as np
+
+    env = gym.make("Pendulum-v1")
+    high = env.action_space.high.astype(np.float64)
+    env.reset(seed=seed + 1000)
+    returns, starts = [], []
+    for _ in range(episodes):
+        obs, _ = env.reset()
+        starts.append(np.array(env.unwrapped.state, np.float64))
+        total, done = 0.0, False
+        while not done:
+            action = np.clip(high * np.asarray(policy(obs), np.float64), -high, high)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return np.array(returns), np.stack(starts)
+
+
 def run_pendulum(seeds: list[int], tqc_cfg=None, steps: int = ZOO_STEPS, chunk: int = 1990,
                  eval_episodes: int = 10, vmap_seeds: bool = False, extra_eval_episodes: int = 0,
                  log=print) -> dict[str, Any]:
@@ -207,10 +249,6 @@ def run_pendulum(seeds: list[int], tqc_cfg=None, steps: int = ZOO_STEPS, chunk: 
     warmup = jax.jit(batched(runner["warmup"]), donate_argnums=0)
     train_chunk = jax.jit(batched(runner["train_chunk"]), donate_argnums=0)
     evaluate = jax.jit(batched(runner["evaluate"]))
-    extra_evaluate = None
-    if extra_eval_episodes:
-        extra = make_pendulum_runner(tqc_cfg, chunk, extra_eval_episodes)
-        extra_evaluate = jax.jit(batched(extra["evaluate"]))
 
     def seed_keys(group, offset=1000):
         keys = [jax.random.key(s) for s in group]
@@ -228,7 +266,8 @@ def run_pendulum(seeds: list[int], tqc_cfg=None, steps: int = ZOO_STEPS, chunk: 
     compiled_eval = evaluate.lower(carry_shape.agent, eval_key0).compile()
     compile_s = time.perf_counter() - t0
 
-    returns, extra_returns, wall, foreign = [], [], 0.0, []
+    act = jax.jit(lambda agent, obs: runner["tqc"].act_deterministic(agent, obs[None])[0])
+    returns, jax_returns, extra_returns, wall, foreign = [], [], [], 0.0, []
     for group in groups:
         key, eval_key = seed_keys(group)
         carry = jax.block_until_ready(init(key))
@@ -247,21 +286,30 @@ def run_pendulum(seeds: list[int], tqc_cfg=None, steps: int = ZOO_STEPS, chunk: 
             seconds = time.perf_counter() - t
         wall += seconds
         foreign.append(load.cores)
-        result = jax.numpy.ravel(compiled_eval(carry.agent, eval_key))
-        for s, r in zip(group, result):
-            returns.append(float(r))
+        for i, s in enumerate(group):
+            agent = (jax.tree.map(lambda x, i=i: x[i], carry.agent) if vmap_seeds
+                     else carry.agent)
+            episode_returns, _ = gymnasium_evaluate(lambda obs, a=agent: act(a, obs), s,
+                                                    max(eval_episodes, extra_eval_episodes))
+            returns.append(float(episode_returns[:eval_episodes].mean()))
             if log:
-                log(f"seed {s}: mean deterministic return over {eval_episodes} episodes: "
-                    f"{float(r):.1f}")
-        if extra_evaluate is not None:
-            extra_key = seed_keys(group, offset=5000)[1]
-            for s, r in zip(group, jax.numpy.ravel(extra_evaluate(carry.agent, extra_key))):
-                extra_returns.append(float(r))
+                log(f"seed {s}: mean deterministic return over {eval_episodes} episodes "
+                    f"(gymnasium Pendulum-v1 reset from seed + 1000, the peers' protocol): "
+                    f"{returns[-1]:.1f}")
+            if extra_eval_episodes:
+                extra_returns.append(float(episode_returns[:extra_eval_episodes].mean()))
                 if log:
                     log(f"seed {s}: mean deterministic return over {extra_eval_episodes} "
-                        f"episodes (reset keys seed + 5000): {float(r):.1f}")
+                        f"episodes of the same stream: {extra_returns[-1]:.1f}")
+        result = jax.numpy.ravel(compiled_eval(carry.agent, eval_key))
+        for s, r in zip(group, result):
+            jax_returns.append(float(r))
+            if log:
+                log(f"seed {s}: mean deterministic return over {eval_episodes} episodes "
+                    f"(gymnax reset keys seed + 1000): {float(r):.1f}")
     total_steps = steps * len(seeds)
-    return {"returns": returns, "extra_returns": extra_returns, "steps": steps, "wall_s": wall,
+    return {"returns": returns, "jax_returns": jax_returns, "extra_returns": extra_returns,
+            "steps": steps, "wall_s": wall,
             "env_steps_per_s": total_steps / wall,
             # each group (one seed, or all seeds vmapped) trains `steps` per agent
             "per_agent_env_steps_per_s": steps * len(groups) / wall,
@@ -305,7 +353,9 @@ def main(args: argparse.Namespace) -> None:
           f"{out['per_agent_env_steps_per_s']:.1f} per agent; "
           f"foreign cores during timing {[round(c, 2) for c in out['foreign_cores']]}")
     print(f"median return {statistics.median(out['returns']):.1f} ({args.eval_episodes} "
-          f"episodes per seed)")
+          f"episodes per seed, the peers' protocol)")
+    print(f"median return {statistics.median(out['jax_returns']):.1f} ({args.eval_episodes} "
+          f"episodes per seed, gymnax keys seed + 1000)")
     if out["extra_returns"]:
         print(f"median return {statistics.median(out['extra_returns']):.1f} "
               f"({args.extra_eval_episodes} episodes per seed)")
@@ -314,6 +364,8 @@ def main(args: argparse.Namespace) -> None:
                       "env_steps_per_s": round(out["env_steps_per_s"], 1),
                       "per_agent_env_steps_per_s": round(out["per_agent_env_steps_per_s"], 1),
                       "compile_s": round(out["compile_s"], 2), "mode": out["mode"],
+                      f"returns_jax_{args.eval_episodes}ep": [
+                          round(r, 2) for r in out["jax_returns"]],
                       f"returns_{args.extra_eval_episodes}ep": [
                           round(r, 2) for r in out["extra_returns"]],
                       "replay_2_5m_compact_bytes": n_bytes}))

@@ -1,4 +1,5 @@
-"""Slow: TQC solves gymnax Pendulum-v1 with rl-zoo's settings (median of 3 seeds >= -150)."""
+"""TQC solves Pendulum-v1 with rl-zoo's settings (slow: median of 3 seeds >= -150), and the
+bench evaluates on the peers' start states."""
 
 from __future__ import annotations
 
@@ -20,22 +21,26 @@ def _bench_module(repo_root):
 
 @pytest.mark.slow
 def test_pendulum_quality_three_seeds(repo_root):
-    """rl-zoo's TQC reaches -151 +- 88 on Pendulum after 20k steps; we ask for median >= -150.
+    """The issue's criterion: `bench.py pendulum --seeds 3` gives a median return >= -150.
 
-    The criterion is checked on a 100-episode deterministic evaluation per seed: the bench's
-    10-episode mean (also computed here) has a sampling std of about 25 per seed (episode
-    returns spread ~80 with the random start angle), so on 10 episodes the same agents pass or
-    fail by the luck of the reset draws.
+    Exactly the bench's run (seeds 0, 1, 2 one after another) and its headline evaluation, the
+    peers' protocol: 10 deterministic episodes per seed on gymnasium's Pendulum-v1 reset from
+    seed + 1000, the start states on which sb3-contrib and sbx scored about -114 (seed 0).
+    The 100-episode mean of the same stream, whose sampling noise is ~3x smaller than the
+    10-episode mean's (~25), must pass too, so the criterion does not rest on 10 draws.
     """
     pytest.importorskip("gymnax")
+    pytest.importorskip("gymnasium")
     bench = _bench_module(repo_root)
     out = bench.run_pendulum([0, 1, 2], bench.zoo_config(), steps=20_000, chunk=1990,
-                             eval_episodes=10, vmap_seeds=True, extra_eval_episodes=100,
+                             eval_episodes=10, vmap_seeds=False, extra_eval_episodes=100,
                              log=None)
     assert len(out["returns"]) == 3 and len(out["extra_returns"]) == 3
-    print("10-episode returns", out["returns"], "100-episode returns", out["extra_returns"])
+    print("10-episode returns", out["returns"], "100-episode returns", out["extra_returns"],
+          "gymnax-key 10-episode returns", out["jax_returns"])
+    assert statistics.median(out["returns"]) >= -150.0, out
     assert statistics.median(out["extra_returns"]) >= -150.0, out
-    assert statistics.median(out["returns"]) >= -200.0, out  # solved, even on 10 episodes
+    assert statistics.median(out["jax_returns"]) >= -200.0, out  # solved on other starts too
 
 
 def test_pendulum_runner_smoke(repo_root):
@@ -54,3 +59,56 @@ def test_pendulum_runner_smoke(repo_root):
     assert all(bool(jax.numpy.isfinite(v)) for v in metrics.values())
     ret = float(jax.jit(runner["evaluate"])(carry.agent, jax.random.key(1)))
     assert -2000.0 < ret <= 0.0
+
+
+def test_gymnasium_evaluate_uses_the_peers_start_states(repo_root):
+    """The headline evaluation replays the peers' episodes: reset(seed=seed + 1000) is drawn
+    and discarded, then SB3's evaluate_policy resets once per episode (draws 2..11)."""
+    gym = pytest.importorskip("gymnasium")
+    import numpy as np
+    from gymnasium.utils import seeding
+
+    bench = _bench_module(repo_root)
+    seed = 2
+    returns, starts = bench.gymnasium_evaluate(lambda obs: np.zeros(1), seed, episodes=4)
+    rng, _ = seeding.np_random(seed + 1000)
+    high = np.array([np.pi, 1.0])
+    draws = np.stack([rng.uniform(low=-high, high=high) for _ in range(5)])
+    np.testing.assert_array_equal(starts, draws[1:])
+
+    # the returns are those of the same episodes stepped by hand in gymnasium's env
+    env = gym.make("Pendulum-v1")
+    env.reset(seed=seed + 1000)
+    for k in range(4):
+        env.reset()
+        total, done = 0.0, False
+        while not done:
+            _, r, term, trunc, _ = env.step(np.zeros(1))
+            total += r
+            done = term or trunc
+        assert returns[k] == pytest.approx(total, abs=1e-9)
+    assert np.all(returns < 0)
+
+
+def test_gymnasium_evaluate_scales_actions_to_the_torque_range(repo_root):
+    """Actions in [-1, 1] become torques in [-2, 2] (SB3 unscales its tanh policy's actions);
+    a bang-bang policy that would be clipped otherwise scores exactly as torque +-2."""
+    gym = pytest.importorskip("gymnasium")
+    import numpy as np
+
+    bench = _bench_module(repo_root)
+
+    def policy(obs):
+        return np.array([1.0 if obs[2] >= 0 else -1.0], np.float32)
+
+    returns, _ = bench.gymnasium_evaluate(policy, 0, episodes=2)
+    env = gym.make("Pendulum-v1")
+    env.reset(seed=1000)
+    for k in range(2):
+        obs, _ = env.reset()
+        total, done = 0.0, False
+        while not done:
+            obs, r, term, trunc, _ = env.step(np.array([2.0 if obs[2] >= 0 else -2.0]))
+            total += r
+            done = term or trunc
+        assert returns[k] == pytest.approx(total, abs=1e-9)
