@@ -106,6 +106,31 @@ def test_critic_ensemble_is_independent_mlps(n_critics):
         assert not np.allclose(first.member_kernel(0), first.member_kernel(1))
 
 
+def test_stacked_linears_are_per_member_matmuls():
+    """Both ensemble layers compute member n's x_n @ K_n + b_n, stacked or as a list."""
+    layer = networks.StackedLinear(3, 4, 5, rngs=nnx.Rngs(0))
+    layer.bias[...] = jax.random.normal(jax.random.key(1), (3, 5))
+    x = jax.random.normal(jax.random.key(2), (3, 6, 4))
+    want = [_np(x[n]) @ _np(layer.kernel[...][n]) + _np(layer.bias[...][n]) for n in range(3)]
+    np.testing.assert_allclose(layer(x), np.stack(want), rtol=1e-5, atol=1e-6)
+    for got, w in zip(layer.members(list(x)), want):
+        np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="member inputs"):
+        layer.members(list(x[:2]))
+    with pytest.raises(ValueError, match="per-member input"):
+        layer(x[0])
+
+    shared = networks.SharedInputStackedLinear(3, (4, 2), 5, rngs=nnx.Rngs(3))
+    shared.bias[...] = jax.random.normal(jax.random.key(4), (3, 5))
+    a, b = jax.random.normal(jax.random.key(5), (6, 4)), jax.random.normal(jax.random.key(6),
+                                                                          (6, 2))
+    xab = np.concatenate([_np(a), _np(b)], axis=1)
+    want = [xab @ _np(shared.member_kernel(n)) + _np(shared.bias[...][n]) for n in range(3)]
+    np.testing.assert_allclose(shared(a, b), np.stack(want), rtol=1e-5, atol=1e-6)
+    for got, w in zip(shared.members(a, b), want):
+        np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("net_arch", [(16, 8), ()])
 def test_critic_mean_value_equals_the_mean_quantile_and_its_gradients(net_arch):
     cfg = dataclasses.replace(CFG, net_arch=net_arch)
