@@ -324,7 +324,7 @@ class CriticEnsemble(nnx.Module):
         kernel = jnp.mean(last.kernel[...], axis=-1)  # [N, H]
         bias = jnp.mean(last.bias[...], axis=-1)  # [N]
         q = [jax.nn.relu(h) @ kernel[n] + bias[n] for n, h in enumerate(hs)]  # N x [B]
-        return sum(q[1:], q[0]) / len(q)
+        return sum(q) / len(q)
 
 
 # --------------------------------------------------------------------------------------------

@@ -250,9 +250,9 @@ def run_pendulum(seeds: list[int], tqc_cfg=None, steps: int = ZOO_STEPS, chunk: 
     train_chunk = jax.jit(batched(runner["train_chunk"]), donate_argnums=0)
     evaluate = jax.jit(batched(runner["evaluate"]))
 
-    def seed_keys(group, offset=1000):
+    def seed_keys(group):
         keys = [jax.random.key(s) for s in group]
-        eval_keys = [jax.random.key(s + offset) for s in group]
+        eval_keys = [jax.random.key(s + 1000) for s in group]
         if vmap_seeds:
             return jax.numpy.stack(keys), jax.numpy.stack(eval_keys)
         return keys[0], eval_keys[0]
@@ -358,7 +358,7 @@ def main(args: argparse.Namespace) -> None:
           f"episodes per seed, gymnax keys seed + 1000)")
     if out["extra_returns"]:
         print(f"median return {statistics.median(out['extra_returns']):.1f} "
-              f"({args.extra_eval_episodes} episodes per seed)")
+              f"({args.extra_eval_episodes} episodes per seed, the same gymnasium stream)")
     print(json.dumps({"returns": [round(r, 2) for r in out["returns"]], "steps": args.steps,
                       "wall_s": round(out["wall_s"], 2),
                       "env_steps_per_s": round(out["env_steps_per_s"], 1),

@@ -61,6 +61,21 @@ def test_pendulum_runner_smoke(repo_root):
     assert -2000.0 < ret <= 0.0
 
 
+def test_run_pendulum_vmapped_seeds_evaluates_each_seed_on_its_own_stream(repo_root):
+    """--vmap-seeds: each seed's slice of the batched agent goes through the gymnasium
+    evaluation; the 10-episode (here 2) and longer (here 3) figures share one stream."""
+    pytest.importorskip("gymnax")
+    pytest.importorskip("gymnasium")
+    bench = _bench_module(repo_root)
+    cfg = bench.zoo_config(net_arch=(8,), batch_size=16, buffer_size=300)
+    out = bench.run_pendulum([0, 1], cfg, steps=150, chunk=50, eval_episodes=2,
+                             vmap_seeds=True, extra_eval_episodes=3, log=None)
+    assert out["mode"] == "vmapped"
+    for key in ("returns", "extra_returns", "jax_returns"):
+        assert len(out[key]) == 2 and all(-2000.0 < r <= 0.0 for r in out[key]), out
+    assert out["returns"][0] != out["returns"][1]  # different agents, different start states
+
+
 def test_gymnasium_evaluate_uses_the_peers_start_states(repo_root):
     """The headline evaluation replays the peers' episodes: reset(seed=seed + 1000) is drawn
     and discarded, then SB3's evaluate_policy resets once per episode (draws 2..11)."""
