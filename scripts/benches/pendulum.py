@@ -267,7 +267,7 @@ def run_pendulum(seeds: list[int], tqc_cfg=None, steps: int = ZOO_STEPS, chunk: 
     compile_s = time.perf_counter() - t0
 
     act = jax.jit(lambda agent, obs: runner["tqc"].act_deterministic(agent, obs[None])[0])
-    returns, jax_returns, extra_returns, wall, foreign = [], [], [], 0.0, []
+    returns, jax_returns, extra_returns, wall, foreign, group_walls = [], [], [], 0.0, [], []
     for group in groups:
         key, eval_key = seed_keys(group)
         carry = jax.block_until_ready(init(key))
@@ -285,6 +285,7 @@ def run_pendulum(seeds: list[int], tqc_cfg=None, steps: int = ZOO_STEPS, chunk: 
                         f" {m}")
             seconds = time.perf_counter() - t
         wall += seconds
+        group_walls.append(seconds)
         foreign.append(load.cores)
         for i, s in enumerate(group):
             agent = (jax.tree.map(lambda x, i=i: x[i], carry.agent) if vmap_seeds
@@ -314,6 +315,8 @@ def run_pendulum(seeds: list[int], tqc_cfg=None, steps: int = ZOO_STEPS, chunk: 
             # each group (one seed, or all seeds vmapped) trains `steps` per agent
             "per_agent_env_steps_per_s": steps * len(groups) / wall,
             "compile_s": compile_s, "foreign_cores": foreign,
+            # training seconds of each group: the host's speed drifts, so a slow group shows
+            "group_wall_s": group_walls,
             "mode": "vmapped" if vmap_seeds else "sequential"}
 
 
@@ -351,7 +354,8 @@ def main(args: argparse.Namespace) -> None:
           f"{len(seeds)} x {args.steps} env steps ({out['mode']}): "
           f"{out['env_steps_per_s']:.1f} env steps/s, "
           f"{out['per_agent_env_steps_per_s']:.1f} per agent; "
-          f"foreign cores during timing {[round(c, 2) for c in out['foreign_cores']]}")
+          f"foreign cores during timing {[round(c, 2) for c in out['foreign_cores']]}; "
+          f"env steps/s per group {[round(args.steps / w, 1) for w in out['group_wall_s']]}")
     print(f"median return {statistics.median(out['returns']):.1f} ({args.eval_episodes} "
           f"episodes per seed, the peers' protocol)")
     print(f"median return {statistics.median(out['jax_returns']):.1f} ({args.eval_episodes} "
@@ -363,6 +367,8 @@ def main(args: argparse.Namespace) -> None:
                       "wall_s": round(out["wall_s"], 2),
                       "env_steps_per_s": round(out["env_steps_per_s"], 1),
                       "per_agent_env_steps_per_s": round(out["per_agent_env_steps_per_s"], 1),
+                      "group_env_steps_per_s": [round(args.steps / w, 1)
+                                                for w in out["group_wall_s"]],
                       "compile_s": round(out["compile_s"], 2), "mode": out["mode"],
                       f"returns_jax_{args.eval_episodes}ep": [
                           round(r, 2) for r in out["jax_returns"]],
