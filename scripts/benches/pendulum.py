@@ -268,12 +268,14 @@ def run_pendulum(seeds: list[int], tqc_cfg=None, steps: int = ZOO_STEPS, chunk: 
 
     act = jax.jit(lambda agent, obs: runner["tqc"].act_deterministic(agent, obs[None])[0])
     returns, jax_returns, extra_returns, wall, foreign, group_walls = [], [], [], 0.0, [], []
+    train_wall = 0.0  # the training phase alone: learning_starts random steps excluded
     for group in groups:
         key, eval_key = seed_keys(group)
         carry = jax.block_until_ready(init(key))
         with Load() as load:
             t = time.perf_counter()
-            carry = compiled_warmup(carry)
+            carry = jax.block_until_ready(compiled_warmup(carry))
+            t_train = time.perf_counter()
             for i in range(n_chunks):
                 carry, metrics = compiled_chunk(carry)
                 jax.block_until_ready(carry)
@@ -284,6 +286,7 @@ def run_pendulum(seeds: list[int], tqc_cfg=None, steps: int = ZOO_STEPS, chunk: 
                     log(f"  seeds {group}: step {tqc_cfg.learning_starts + (i + 1) * chunk}"
                         f" {m}")
             seconds = time.perf_counter() - t
+            train_wall += time.perf_counter() - t_train
         wall += seconds
         group_walls.append(seconds)
         foreign.append(load.cores)
@@ -312,6 +315,9 @@ def run_pendulum(seeds: list[int], tqc_cfg=None, steps: int = ZOO_STEPS, chunk: 
     return {"returns": returns, "jax_returns": jax_returns, "extra_returns": extra_returns,
             "steps": steps, "wall_s": wall,
             "env_steps_per_s": total_steps / wall,
+            # updates (= training-phase env steps) per second: the peers' benches time only
+            # their training phase, so this is the like-for-like figure against them
+            "updates_per_s": n_train * len(seeds) / train_wall,
             # each group (one seed, or all seeds vmapped) trains `steps` per agent
             "per_agent_env_steps_per_s": steps * len(groups) / wall,
             "compile_s": compile_s, "foreign_cores": foreign,
@@ -354,6 +360,8 @@ def main(args: argparse.Namespace) -> None:
           f"{len(seeds)} x {args.steps} env steps ({out['mode']}): "
           f"{out['env_steps_per_s']:.1f} env steps/s, "
           f"{out['per_agent_env_steps_per_s']:.1f} per agent; "
+          f"{out['updates_per_s']:.1f} updates/s in the training phase alone "
+          f"(the {cfg.learning_starts} random steps per seed excluded, as the peers time it); "
           f"foreign cores during timing {[round(c, 2) for c in out['foreign_cores']]}; "
           f"env steps/s per group {[round(args.steps / w, 1) for w in out['group_wall_s']]}")
     print(f"median return {statistics.median(out['returns']):.1f} ({args.eval_episodes} "
@@ -367,6 +375,7 @@ def main(args: argparse.Namespace) -> None:
                       "wall_s": round(out["wall_s"], 2),
                       "env_steps_per_s": round(out["env_steps_per_s"], 1),
                       "per_agent_env_steps_per_s": round(out["per_agent_env_steps_per_s"], 1),
+                      "updates_per_s": round(out["updates_per_s"], 1),
                       "group_env_steps_per_s": [round(args.steps / w, 1)
                                                 for w in out["group_wall_s"]],
                       "compile_s": round(out["compile_s"], 2), "mode": out["mode"],
