@@ -12,7 +12,9 @@ Timing: compilation is done ahead of time and reported separately; `wall_s` and
 `env_steps_per_s` cover training only (random warm-up steps + training steps, not evaluation).
 Seeds run one after another (per-agent speed at 1 env) unless --vmap-seeds trains them as one
 vmapped batch (then env_steps_per_s counts the steps of all seeds together, and the per-agent
-rate is printed as well).
+rate is printed as well). `group_env_steps_per_s` gives each group's own rate (one per seed, or
+one for the vmapped batch), so a slow spell of the host shows; `updates_per_s` times the
+training phase alone (the learning_starts random steps excluded), as the peers' benches do.
 
 Evaluation, three figures per seed, all deterministic:
 - `returns` (the headline): the peers' protocol, exactly. The harness that measured sb3-contrib

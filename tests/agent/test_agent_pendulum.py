@@ -74,6 +74,9 @@ def test_run_pendulum_vmapped_seeds_evaluates_each_seed_on_its_own_stream(repo_r
     for key in ("returns", "extra_returns", "jax_returns"):
         assert len(out[key]) == 2 and all(-2000.0 < r <= 0.0 for r in out[key]), out
     assert out["returns"][0] != out["returns"][1]  # different agents, different start states
+    # one vmapped group: its rate counts both agents' steps, i.e. the overall rate
+    assert out["group_env_steps_per_s"] == [pytest.approx(out["env_steps_per_s"])]
+    assert out["updates_per_s"] > 0.0
 
 
 def test_gymnasium_evaluate_uses_the_peers_start_states(repo_root):
