@@ -116,7 +116,11 @@ class StackedLinear(nnx.Module):
     [B, i] @ [i, o] matmuls (`members`), not one batched dot: XLA's CPU runtime runs a dot on
     one thread, so the members' independent dots (and their gradients) run side by side on
     the cores, where a batched dot would run them one after another (+6-7 % on the Pendulum
-    TQC step on 2 cores). (A layer whose input all members share is
+    TQC step on 2 cores). Their gradient is the hand-written rule of `_member_matmuls`
+    (the textbook one): autodiff would accumulate each member's weight gradient into a
+    zero-padded [n, i, o] tensor (a pad and an add per member), which ties the members'
+    backward dots together; stacking the n weight gradients directly lets them overlap
+    (+3.5 % on that step). (A layer whose input all members share is
     `SharedInputStackedLinear`.)
     """
 
@@ -134,7 +138,34 @@ class StackedLinear(nnx.Module):
         kernel, bias = self.kernel[...], self.bias[...]
         if len(xs) != kernel.shape[0]:
             raise ValueError(f"expected {kernel.shape[0]} member inputs, got {len(xs)}")
-        return [x @ kernel[n] + bias[n] for n, x in enumerate(xs)]
+        return list(_member_matmuls(tuple(xs), kernel, bias))
+
+
+@jax.custom_vjp
+def _member_matmuls(xs: tuple[jax.Array, ...], kernel: jax.Array,
+                    bias: jax.Array) -> tuple[jax.Array, ...]:
+    """(x_n @ kernel[n] + bias[n] for each member n); x_n [..., i], kernel [n, i, o]."""
+    return tuple(x @ kernel[n] + bias[n] for n, x in enumerate(xs))
+
+
+def _member_matmuls_fwd(xs, kernel, bias):
+    return _member_matmuls(xs, kernel, bias), (xs, kernel, bias)
+
+
+def _member_matmuls_bwd(residuals, grads):
+    """d x_n = g_n K_n^T, d K_n = x_n^T g_n, d b_n = sum of g_n over the leading axes."""
+    xs, kernel, bias = residuals
+    d_xs, d_kernel, d_bias = [], [], []
+    for n, (x, g) in enumerate(zip(xs, grads)):
+        d_xs.append((g @ kernel[n].T).astype(x.dtype))
+        x2, g2 = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
+        d_kernel.append(x2.T @ g2)
+        d_bias.append(jnp.sum(g2, axis=0))
+    return (tuple(d_xs), jnp.stack(d_kernel).astype(kernel.dtype),
+            jnp.stack(d_bias).astype(bias.dtype))
+
+
+_member_matmuls.defvjp(_member_matmuls_fwd, _member_matmuls_bwd)
 
 
 class SharedInputStackedLinear(nnx.Module):
