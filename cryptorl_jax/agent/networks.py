@@ -120,7 +120,7 @@ class StackedLinear(nnx.Module):
     (the textbook one): autodiff would accumulate each member's weight gradient into a
     zero-padded [n, i, o] tensor (a pad and an add per member), which ties the members'
     backward dots together; stacking the n weight gradients directly lets them overlap
-    (+3.5 % on that step). (A layer whose input all members share is
+    (+3.4 % on that step). (A layer whose input all members share is
     `SharedInputStackedLinear`.)
     """
 
