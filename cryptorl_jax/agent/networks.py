@@ -113,14 +113,14 @@ class StackedLinear(nnx.Module):
     """`n` independent Linear layers, each on its own member's input: [n, B, i] -> [n, B, o].
 
     The parameters are stacked ([n, i, o] kernel, [n, o] bias), but the products are `n` plain
-    [B, i] @ [i, o] matmuls (`members`), not one batched dot: XLA's CPU runtime runs a dot on
-    one thread, so the members' independent dots (and their gradients) run side by side on
-    the cores, where a batched dot would run them one after another (+6-7 % on the Pendulum
-    TQC step on 2 cores). Their gradient is the hand-written rule of `_member_matmuls`
-    (the textbook one): autodiff would accumulate each member's weight gradient into a
-    zero-padded [n, i, o] tensor (a pad and an add per member), which ties the members'
-    backward dots together; stacking the n weight gradients directly lets them overlap
-    (+3.4 % on that step). (A layer whose input all members share is
+    [B, i] @ [i, o] matmuls (`members`), not one batched dot: XLA's CPU runtime runs most
+    dots of this size on one thread, so the members' independent dots (and their gradients)
+    run side by side on the cores, where a batched dot would run them one after another
+    (+6-7 % on the Pendulum TQC step on 2 cores). Their gradient is the hand-written rule of
+    `_member_matmuls` (the textbook one): autodiff would accumulate each member's weight
+    gradient into a zero-padded [n, i, o] tensor (a pad and an add per member), which ties
+    the members' backward dots together; stacking the n weight gradients directly lets them
+    overlap (+3.4 % on that step). (A layer whose input all members share is
     `SharedInputStackedLinear`.)
     """
 
