@@ -44,6 +44,9 @@ class AssetSpec:
     timestamp_label: Literal["open", "close"] = "open"  # what the file's timestamp marks
     bar_hours: float = 1.0  # bar length: a bar labelled by its open is known at open + bar_hours
     invert: bool = False  # use 1/price (e.g. EURUSD as an inverted dollar proxy)
+    # whole hours after its close before a bar may be used (a bar closing at C is placed on row
+    # C + lag); e.g. 1 for a series whose clock is uncertain by +-1 h. The traded asset needs 0.
+    availability_lag_hours: int = 0
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,10 @@ class EnvConfig:
     window: int = 64  # observation window W (hours)
     episode_length: int = 2048
     ruin_nav: float = 0.5
+    # Financing of leverage and shorts, a year's rate on the borrowed notional (an assumed
+    # 5 %: roughly a USD funding rate; 0 turns it off). Charged hourly at rate / 8760 on
+    # max(e - 1, 0) of NAV for a long and |e| for a short (docs/architecture.md).
+    borrow_rate_annual: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -229,6 +236,7 @@ class TuneConfig:
     segments: tuple[int, ...] = (0,)
     metric: Literal["sharpe", "sortino", "total_return", "calmar"] = "sharpe"
     space: tuple[SearchParam, ...] = ()
+    pbo_blocks: int = 16  # S of the CSCV Probability of Backtest Overfitting (even, 2..24)
 
 
 @dataclass(frozen=True)
@@ -520,6 +528,15 @@ def validate(cfg: Config) -> None:
         _require(a.file is not None or d.combined_file is not None, f"data.assets[{i}].file",
                  "a file is required unless data.combined_file is set", s)
         _require(a.bar_hours > 0, f"data.assets[{i}].bar_hours", "must be > 0", s)
+        lag = a.availability_lag_hours
+        _require(isinstance(lag, int) and not isinstance(lag, bool),
+                 f"data.assets[{i}].availability_lag_hours",
+                 f"must be a whole number of hours, got {lag!r}", s)
+        _require(lag >= 0, f"data.assets[{i}].availability_lag_hours",
+                 f"must be >= 0, got {lag}", s)
+        _require(a.name != d.traded_asset or lag == 0, f"data.assets[{i}].availability_lag_hours",
+                 f"must be 0 for the traded asset {a.name} (a lag would misalign its prices "
+                 f"with the trades), got {lag}", s)
     traded = next(a for a in d.assets if a.name == d.traded_asset)
     _require(not traded.invert, "data.traded_asset", "the traded asset cannot be inverted", s)
     _require(d.max_fill_hours >= 0, "data.max_fill_hours", "must be >= 0", s)
@@ -578,6 +595,9 @@ def validate(cfg: Config) -> None:
     _require(v.window >= 1, "env.window", "must be >= 1", s)
     _require(v.episode_length >= 1, "env.episode_length", "must be >= 1", s)
     _require(0 <= v.ruin_nav < 1, "env.ruin_nav", "must be in [0, 1)", s)
+    _require(v.borrow_rate_annual >= 0, "env.borrow_rate_annual",
+             f"must be >= 0 (a yearly rate; 0 turns financing off), got {v.borrow_rate_annual}",
+             s)
 
 
     _require(e.patch_size >= 1, "encoder.patch_size", "must be >= 1", s)
@@ -655,6 +675,8 @@ def validate(cfg: Config) -> None:
 
     tu = cfg.tune
     _require(0 < tu.val_fraction < 0.5, "tune.val_fraction", "must be in (0, 0.5)", s)
+    _require(2 <= tu.pbo_blocks <= 24 and tu.pbo_blocks % 2 == 0, "tune.pbo_blocks",
+             f"must be an even number in [2, 24], got {tu.pbo_blocks}", s)
     for i, p in enumerate(tu.space):
         k = f"tune.space[{i}]"
         try:

@@ -3,9 +3,12 @@
 Time convention (DESIGN.md principle 4): the aligned frame's index is the **close time** of the
 hour, i.e. the moment at which the row's values are known. A bar labelled by its open time T
 (the bundled files, SOURCES.md) is placed at T + bar_hours, rounded up to the next full hour:
-a value never appears on a row before its bar has closed. Context assets (equity, index, FX)
-are forward-filled from the past only, for at most `max_stale_hours`; older values become NaN.
-`<ASSET>_fresh` is 1.0 on rows where a new bar closed in that hour and 0.0 on filled rows.
+a value never appears on a row before its bar has closed. An asset's `availability_lag_hours`
+moves its bars that many more hours later (a bar closing at C is placed on row C + lag), for
+series whose clock is uncertain. Context assets (equity, index, FX) are forward-filled from the
+past only, for at most `max_stale_hours` counted from that row; older values become NaN.
+`<ASSET>_fresh` is 1.0 on rows where a new bar became available in that hour (it closed there,
+or lag hours earlier) and 0.0 on filled rows.
 """
 
 from __future__ import annotations
@@ -20,14 +23,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cryptorl_jax.config import AssetSpec, DataConfig
+from cryptorl_jax.config import AssetSpec, ConfigError, DataConfig
 from cryptorl_jax.io import write_parquet
 
 log = logging.getLogger(__name__)
 
 FIELDS = ("open", "high", "low", "close", "volume")
 PRICE_FIELDS = ("open", "high", "low", "close")
-_LOADER_VERSION = "1"  # bump when the alignment rules change: invalidates the cache
+_LOADER_VERSION = "2"  # bump when the alignment rules change: invalidates the cache
 
 
 class DataValidationError(ValueError):
@@ -204,10 +207,22 @@ def load_ohlcv(path: str | Path) -> pd.DataFrame:
 
 
 def _availability_rows(index: pd.DatetimeIndex, spec: AssetSpec) -> pd.DatetimeIndex:
-    """The grid row (bar close time, rounded up to the hour) at which each bar becomes known."""
+    """The grid row at which each bar becomes usable: its close time, rounded up to the hour,
+    plus the asset's `availability_lag_hours`."""
     close_time = index + pd.Timedelta(hours=spec.bar_hours) if spec.timestamp_label == "open" \
         else index
-    return close_time.ceil("h")
+    return close_time.ceil("h") + pd.Timedelta(hours=spec.availability_lag_hours)
+
+
+def _check_lags(data_config: DataConfig) -> None:
+    """Refuse lags that `config.validate` refuses, for DataConfigs built without it."""
+    for i, a in enumerate(data_config.assets):
+        lag = a.availability_lag_hours
+        key = f"data.assets[{i}].availability_lag_hours"
+        if not isinstance(lag, int) or isinstance(lag, bool) or lag < 0:
+            raise ConfigError(key, f"must be a whole number of hours >= 0, got {lag!r}")
+        if a.name == data_config.traded_asset and lag != 0:
+            raise ConfigError(key, f"must be 0 for the traded asset {a.name}, got {lag}")
 
 
 def _invert(frame: pd.DataFrame) -> pd.DataFrame:
@@ -256,6 +271,7 @@ def _check_traded_gaps(placed: pd.DatetimeIndex, max_fill: int, source: str) -> 
 def align_assets(raw: Mapping[str, pd.DataFrame], data_config: DataConfig,
                  sources: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Align validated per-asset OHLCV frames on the traded asset's hourly close-time grid."""
+    _check_lags(data_config)
     sources = dict(sources or {})
     specs = {a.name: a for a in data_config.assets}
     traded = data_config.traded_asset
@@ -371,6 +387,12 @@ def _read_combined(path: Path, data_config: DataConfig) -> dict[str, pd.DataFram
 
 
 def _cache_key(data_config: DataConfig, files: list[Path]) -> str:
+    """Hash of the loader version, every DataConfig field and the input files' bytes.
+
+    `repr(data_config)` spells out every field of every AssetSpec, so the assets'
+    `availability_lag_hours` (like `invert` or `bar_hours`) are part of the key: a changed lag
+    never serves a frame cached with another one (tests/market/test_loader.py checks this).
+    """
     h = hashlib.sha256()
     h.update(_LOADER_VERSION.encode())
     h.update(repr(data_config).encode())

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from cryptorl_jax.config import ConfigError, check_rows, load_config, with_overrides
+from cryptorl_jax.config import ConfigError, check_rows, load_config, validate, with_overrides
 
 
 def write(tmp_path, text, name="c.yaml"):
@@ -20,6 +20,29 @@ def test_shipped_configs_load_and_are_hashable(repo_root):
         cfg = load_config(repo_root / "configs" / name)
         hash(cfg)
         assert cfg.source.endswith(name)
+
+
+def test_shipped_configs_lag_the_mt5_dollar_series_by_one_hour(repo_root):
+    for name in ("quick.yaml", "tune_quick.yaml", "full.yaml", "long_history.yaml"):
+        assets = load_config(repo_root / "configs" / name).data.assets
+        lags = {a.file: a.availability_lag_hours for a in assets}
+        mt5 = [f for f in lags if f in ("DXY_1h.csv.gz", "EURUSD_1h.csv.gz")]
+        assert len(mt5) == 1, name
+        assert all(lag == (1 if f in mt5 else 0) for f, lag in lags.items()), (name, lags)
+
+
+def test_lag_must_be_a_whole_number_of_hours_even_when_built_in_code():
+    cfg = load_config(None)
+    for bad, words in ((1.5, "whole number"), (True, "whole number"), (-2, ">= 0")):
+        assets = list(cfg.data.assets)
+        assets[3] = dataclasses.replace(assets[3], availability_lag_hours=bad)
+        odd = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, assets=tuple(assets)))
+        with pytest.raises(ConfigError, match=words) as err:
+            validate(odd)
+        assert err.value.key == "data.assets[3].availability_lag_hours"
+    assets = list(cfg.data.assets)
+    assets[3] = dataclasses.replace(assets[3], availability_lag_hours=3)
+    validate(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, assets=tuple(assets))))
 
 
 def test_full_yaml_holds_the_originals_values(repo_root):
@@ -77,6 +100,8 @@ def test_yaml_float_without_dot_is_accepted(tmp_path):
     ("output:\n  plots: 3\n", "output.plots", "expected bool"),
     ("env:\n  window: -4\n", "env.window", "must be >= 1"),
     ("env:\n  vol_window: 0\n", "env.vol_window", ">= 2"),
+    ("env:\n  borrow_rate_annual: -0.01\n", "env.borrow_rate_annual", "must be >= 0"),
+    ("tune:\n  pbo_blocks: 7\n", "tune.pbo_blocks", "even number"),
     ("wfo:\n  train_months: -1\n", "wfo.train_months", ">= 1"),
     ("encoder:\n  mode: foo\n", "encoder.mode", "expected"),
     ("data:\n  traded_asset: DOGE\n", "data.traded_asset", "not among"),
@@ -88,6 +113,17 @@ def test_yaml_float_without_dot_is_accepted(tmp_path):
      "increase"),
     ("tqc:\n  top_quantiles_to_drop_per_net: 25\n", "tqc.top_quantiles_to_drop_per_net", "in [0"),
     ("data:\n  start: notadate\n", "data.start", "not a date"),
+    ("data:\n  assets: [{name: BTC, file: b.csv}, {name: DXY, file: d.csv, kind: market,\n"
+     "            availability_lag_hours: -1}]\n", "data.assets[1].availability_lag_hours",
+     "must be >= 0"),
+    ("data:\n  assets: [{name: BTC, file: b.csv}, {name: DXY, file: d.csv,\n"
+     "            availability_lag_hours: 1.5}]\n", "data.assets[1].availability_lag_hours",
+     "expected int"),
+    ("data:\n  assets: [{name: BTC, file: b.csv, availability_lag_hours: 1}]\n",
+     "data.assets[0].availability_lag_hours", "must be 0 for the traded asset BTC"),
+    ("data:\n  traded_asset: ETH\n  assets: [{name: BTC, file: b.csv},\n"
+     "    {name: ETH, file: e.csv, availability_lag_hours: 2}]\n",
+     "data.assets[1].availability_lag_hours", "must be 0 for the traded asset ETH"),
     ("- a\n- b\n", "<root>", "mapping"),
 ])
 def test_bad_configs_name_key_and_file(tmp_path, text, key, words):

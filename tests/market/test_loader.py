@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cryptorl_jax.config import AssetSpec, DataConfig, load_config
+from cryptorl_jax.config import AssetSpec, ConfigError, DataConfig, load_config
 from cryptorl_jax.market import DataValidationError, load_market, load_ohlcv
 
 HEADER = "timestamp,open,high,low,close,volume\n"
@@ -235,10 +235,13 @@ def test_real_bundled_market_has_no_lookahead(repo_root, monkeypatch):
     assert frame.index.is_monotonic_increasing and frame.index.freq == "h"
     assert str(frame.index.tz) == "UTC"
     assert not frame["BTC_close"].isna().any()
+    lags = {a.name: a.availability_lag_hours for a in cfg.data.assets}
+    assert lags["DXY"] == 1 and lags["SPY"] == 0
     for name in ("SPY", "DXY"):
         raw = load_ohlcv(repo_root / "data" / f"{name}_1h.csv.gz")
-        close_time = (raw.index + pd.Timedelta(hours=1)).as_unit("ns")
-        # for each row, the latest bar that had closed by then (as-of join on the close time)
+        # a bar is usable `availability_lag_hours` after its close (the bars open on the hour)
+        close_time = (raw.index + pd.Timedelta(hours=1 + lags[name])).as_unit("ns")
+        # for each row, the latest bar usable by then (as-of join on close time + lag)
         pos = np.searchsorted(close_time.asi8, frame.index.asi8, side="right") - 1
         shown = frame[f"{name}_close"].to_numpy()
         ok = ~np.isnan(shown)
@@ -250,3 +253,129 @@ def test_real_bundled_market_has_no_lookahead(repo_root, monkeypatch):
         assert (age >= 0).all() and (age < 3600 * 10**9).all()
     start, end = pd.Timestamp(cfg.data.start, tz="UTC"), pd.Timestamp(cfg.data.end, tz="UTC")
     assert frame.index[0] >= start and frame.index[-1] <= end
+
+
+# --------------------------------------------------------------------------------------------
+# availability_lag_hours
+# --------------------------------------------------------------------------------------------
+
+
+def _dxy_rows(n_days=8):
+    """A market asset with a daily 21:00-24:00 break and a 58 h hole (longer than the stale cap
+    used below), so forward-fill, staleness and `_fresh` all matter."""
+    return [r for i, r in enumerate(_hourly_rows("2020-01-01", 24 * n_days, price=95.0))
+            if int(r[11:13]) not in (21, 22, 23) and not 72 <= i < 130]
+
+
+def _lag_cfg(tmp_path, lag, cache_dir=None, **kw):
+    assets = (AssetSpec("BTC", "BTC.csv"),
+              AssetSpec("DXY", "DXY.csv", "market", availability_lag_hours=lag))
+    return DataConfig(data_dir=str(tmp_path), traded_asset="BTC", assets=assets,
+                      max_stale_hours=30, cache_dir=cache_dir, **kw)
+
+
+def _dxy_cols(frame):
+    return [c for c in frame.columns if c.startswith("DXY_")]
+
+
+def test_lag_shifts_the_context_series_by_exactly_that_many_rows(tmp_path):
+    write_csv(tmp_path, _hourly_rows("2019-12-31", 24 * 11), "BTC.csv")
+    write_csv(tmp_path, _dxy_rows(), "DXY.csv")
+    lag0 = load_market(_lag_cfg(tmp_path, 0))
+    lag1 = load_market(_lag_cfg(tmp_path, 1))
+    one = pd.Timedelta(hours=1)
+    # the window follows DXY's bars: it starts and ends an hour later
+    assert lag1.index[0] == lag0.index[0] + one and lag1.index[-1] == lag0.index[-1] + one
+    assert lag0["DXY_close"].isna().any() and (lag0["DXY_fresh"] == 0).any()
+    cols = _dxy_cols(lag0)
+    assert len(cols) == 6
+    # row t of the lag-1 frame is row t-1 of the lag-0 frame, NaN (stale) rows included
+    for c in cols:
+        np.testing.assert_array_equal(lag1[c].to_numpy(), lag0[c].to_numpy(), err_msg=c)
+    # ... stated row by row where the lag-0 value at t-1 was fresh
+    fresh_rows = lag0.index[(lag0["DXY_fresh"] == 1).to_numpy()]
+    assert len(fresh_rows) > 100
+    for t_minus_1 in fresh_rows:
+        t = t_minus_1 + one
+        for c in cols:
+            assert lag1.loc[t, c] == lag0.loc[t_minus_1, c], (t, c)
+    # the traded asset is untouched on the rows both frames hold
+    common = lag0.index.intersection(lag1.index)
+    pd.testing.assert_frame_equal(lag1.loc[common, ["BTC_close", "BTC_fresh"]],
+                                  lag0.loc[common, ["BTC_close", "BTC_fresh"]])
+    # on one fixed grid (data.start/end) the lag-1 columns are the lag-0 columns shifted by one
+    kw = {"start": "2020-01-02 05:00", "end": "2020-01-07 12:00"}
+    fix0, fix1 = load_market(_lag_cfg(tmp_path, 0, **kw)), load_market(_lag_cfg(tmp_path, 1, **kw))
+    assert fix0.index.equals(fix1.index)
+    pd.testing.assert_frame_equal(fix1[cols].iloc[1:], fix0[cols].shift(1).iloc[1:])
+
+
+def _bar(t, price, vol=1.0):
+    return f"{t.strftime('%Y-%m-%dT%H:%M:%SZ')},{price},{price + 2},{price - 1},{price + 0.9},{vol}"
+
+
+@pytest.mark.parametrize("lag", [1, 2])
+@pytest.mark.parametrize("change", ["alter", "fill_hole", "append"])
+def test_a_context_bar_never_changes_rows_before_its_close_plus_lag(tmp_path, lag, change):
+    write_csv(tmp_path, _hourly_rows("2019-12-31", 24 * 11), "BTC.csv")
+    rows = _dxy_rows()
+    write_csv(tmp_path, rows, "DXY.csv")
+    base = load_market(_lag_cfg(tmp_path, lag))
+    if change == "alter":  # a bar in the middle gets other prices and volume
+        k = 40
+        opened = pd.Timestamp(rows[k][:19], tz="UTC")
+        rows[k] = _bar(opened, 150.0, 999.0)
+    elif change == "fill_hole":  # a bar appears inside the 58 h hole
+        opened = pd.Timestamp("2020-01-05 03:00", tz="UTC")
+        k = next(i for i, r in enumerate(rows) if pd.Timestamp(r[:19], tz="UTC") > opened)
+        rows.insert(k, _bar(opened, 150.0))
+    else:  # a new bar after the last one
+        opened = pd.Timestamp(rows[-1][:19], tz="UTC") + pd.Timedelta(hours=4)
+        rows.append(_bar(opened, 150.0))
+    write_csv(tmp_path, rows, "DXY.csv")
+    new = load_market(_lag_cfg(tmp_path, lag))
+    close = opened + pd.Timedelta(hours=1)
+    usable = close + pd.Timedelta(hours=lag)
+    before_base = base[base.index < usable]
+    assert len(before_base) > 24 and before_base.index.isin(new.index).all()
+    pd.testing.assert_frame_equal(new.loc[before_base.index], before_base, check_freq=False)
+    # rows the change added to the window (an appended bar moves its end) show only older bars
+    added = new.index[(new.index < usable) & ~new.index.isin(base.index)]
+    assert change == "append" or len(added) == 0
+    assert (new.loc[added, "DXY_fresh"] == 0).all() and (new.loc[added, "DXY_close"] != 150.9).all()
+    # ... and the bar does show, on row C + lag exactly
+    assert new.loc[usable, "DXY_close"] == 150.9 and new.loc[usable, "DXY_fresh"] == 1.0
+
+
+def test_loader_refuses_a_negative_lag_or_one_on_the_traded_asset(tmp_path):
+    write_csv(tmp_path, _hourly_rows("2019-12-31", 24 * 11), "BTC.csv")
+    write_csv(tmp_path, _dxy_rows(), "DXY.csv")
+    with pytest.raises(ConfigError, match=r"'data\.assets\[1\]\.availability_lag_hours'.*>= 0"):
+        load_market(_lag_cfg(tmp_path, -1))
+    cfg = _cfg(tmp_path, [AssetSpec("BTC", "BTC.csv", availability_lag_hours=1),
+                          AssetSpec("DXY", "DXY.csv", "market")])
+    with pytest.raises(ConfigError,
+                       match=r"'data\.assets\[0\]\.availability_lag_hours'.*traded asset BTC"):
+        load_market(cfg)
+
+
+def test_cache_never_serves_a_frame_built_with_another_lag(tmp_path, caplog):
+    write_csv(tmp_path, _hourly_rows("2019-12-31", 24 * 11), "BTC.csv")
+    write_csv(tmp_path, _dxy_rows(), "DXY.csv")
+    cache = str(tmp_path / "cache")
+    uncached = {lag: load_market(_lag_cfg(tmp_path, lag)) for lag in (0, 1)}
+    first = load_market(_lag_cfg(tmp_path, 0, cache_dir=cache))
+    pd.testing.assert_frame_equal(first, uncached[0])
+    # same files, same everything but the lag: a new key, a freshly built frame
+    with caplog.at_level(logging.INFO, logger="cryptorl_jax.market.loader"):
+        lagged = load_market(_lag_cfg(tmp_path, 1, cache_dir=cache))
+    assert "from cache" not in caplog.text
+    pd.testing.assert_frame_equal(lagged, uncached[1])
+    assert len(list((tmp_path / "cache").glob("market_*.parquet"))) == 2
+    # each lag is then served its own cached frame
+    for lag in (0, 1):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="cryptorl_jax.market.loader"):
+            again = load_market(_lag_cfg(tmp_path, lag, cache_dir=cache))
+        assert "from cache" in caplog.text
+        pd.testing.assert_frame_equal(again, uncached[lag])
