@@ -5,7 +5,10 @@
 - vol_targeted_buy_and_hold: a_t = 1 in the env's mode, i.e. exposure L_t with the same target
   and cap as the agent (flat while realised vol is undefined);
 - flat: a_t = 0 (NAV stays 1);
-- random: a_t ~ U[-1, 1], seeded (numpy default_rng(seed)).
+- random: a_t ~ U[-1, 1] i.i.d. every hour, seeded (numpy default_rng(seed)). It trades at
+  every close and mostly loses its costs: beating it says little. The fair null for the
+  agent's timing is the report's circular-shift test (`backtest.nulls`), which keeps the
+  agent's own exposure path.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ def random_actions(n: int, seed: int) -> np.ndarray:
 
 
 def run_baselines(close, env_config: EnvConfig, seed: int = 0, *, start: int = 0,
-                  cost_multiplier: float = 1.0) -> dict[str, dict[str, np.ndarray]]:
+                  cost_multiplier: float = 1.0,
+                  tradable=None) -> dict[str, dict[str, np.ndarray]]:
     """Every baseline through `simulate` over the same rows: {name: simulate's output}."""
     n = len(close)
     runs = {
@@ -46,5 +50,6 @@ def run_baselines(close, env_config: EnvConfig, seed: int = 0, *, start: int = 0
         "random": (random_actions(n, seed), "action"),
     }
     return {name: simulate(close, actions, env_config, start=start,
-                           cost_multiplier=cost_multiplier, exposure_mode=mode)
+                           cost_multiplier=cost_multiplier, exposure_mode=mode,
+                           tradable=tradable)
             for name, (actions, mode) in runs.items()}

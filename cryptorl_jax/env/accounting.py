@@ -82,32 +82,85 @@ def leverage_np(vol: np.ndarray, target_volatility: float, vol_floor: float,
 
 
 @struct.dataclass
+class Book:
+    """The accounting state at the close of row t, before the trade at t (broadcasts).
+
+    `weight` is w_t, the position actually held into the close of t as a fraction of NAV_t:
+    the previous exposure after one hour of drift, w_t = e_{t-1} (1 + R_t) / (1 + net_{t-1}),
+    with R_t = exp(r_t) - 1 (0 before the first step). The trade at t is e_t - w_t.
+    """
+
+    t: jnp.ndarray  # int32 row whose close was just seen
+    prev_action: jnp.ndarray  # a_{t-1}, 0 before the first step
+    weight: jnp.ndarray  # w_t, the drifted weight held into the close of t
+    nav: jnp.ndarray  # NAV_t
+    peak_nav: jnp.ndarray  # max NAV so far
+
+    @classmethod
+    def start(cls, t, dtype=jnp.float32) -> Book:
+        """Flat, NAV 1 at row t (an episode's or a backtest's first close)."""
+        zero, one = jnp.zeros((), dtype), jnp.ones((), dtype)
+        return cls(t=jnp.asarray(t, jnp.int32), prev_action=zero, weight=zero, nav=one,
+                   peak_nav=one)
+
+
+@struct.dataclass
 class StepAccounting:
     """The accounting of one step t (all broadcast to the inputs' shape)."""
 
-    exposure: jnp.ndarray  # e_t = a_t * L_t
-    turnover: jnp.ndarray  # u_t = |e_t - e_{t-1}|
-    cost: jnp.ndarray  # cost_rate * u_t, a fraction of NAV
+    exposure: jnp.ndarray  # e_t = a_t * L_t (w_t on a row that cannot trade)
+    turnover: jnp.ndarray  # u_t = |e_t - w_t|
+    cost: jnp.ndarray  # cost_rate * u_t, a fraction of NAV_t
+    financing: jnp.ndarray  # borrow_rate * (max(e_t - 1, 0) + max(-e_t, 0)), fraction of NAV_t
     gross: jnp.ndarray  # e_t * (exp(r_{t+1}) - 1)
-    net_return: jnp.ndarray  # gross_t - cost_t = NAV_{t+1} / NAV_t - 1 (floored)
-    pnl: jnp.ndarray  # ln(1 + gross_t - cost_t)
-    next_nav: jnp.ndarray  # NAV_{t+1} = NAV_t * (1 + gross_t - cost_t)
+    net_return: jnp.ndarray  # gross - cost - financing = NAV_{t+1} / NAV_t - 1 (floored)
+    pnl: jnp.ndarray  # ln(1 + net_t)
+    next_nav: jnp.ndarray  # NAV_{t+1} = NAV_t * (1 + net_t)
+    next_weight: jnp.ndarray  # w_{t+1} = e_t (1 + R_{t+1}) / (1 + net_t)
 
 
-def step_accounting(nav, prev_exposure, action, leverage, next_log_return,
-                    cost_rate) -> StepAccounting:
-    """NAV, cost and pnl of holding a_t * L_t over hour t+1 (DESIGN.md, trading accounting).
+def borrowed(exposure) -> jnp.ndarray:
+    """Borrowed notional as a fraction of NAV: max(e - 1, 0) for a long, |e| for a short."""
+    return jnp.maximum(exposure - 1.0, 0.0) + jnp.maximum(-exposure, 0.0)
 
-    cost_rate = (fee_bps + slippage_bps) / 1e4. The growth factor is floored at MIN_GROWTH.
+
+def step_accounting(nav, weight, action, leverage, next_log_return, cost_rate,
+                    borrow_rate=0.0, tradable=True) -> StepAccounting:
+    """NAV, costs and pnl of trading from w_t to e_t = a_t * L_t and holding it over hour t+1.
+
+    cost_rate = (fee_bps + slippage_bps) / 1e4 per unit of turnover; borrow_rate is the HOURLY
+    rate (borrow_rate_annual / 8760). Where `tradable` is False (the traded asset's bar at t was
+    filled: its price did not trade), the position is held: e_t = w_t, no turnover. The growth
+    factor is floored at MIN_GROWTH. Broadcasts elementwise; the dtype follows the inputs.
     """
-    exposure = action * leverage
-    turnover = jnp.abs(exposure - prev_exposure)
+    exposure = jnp.where(tradable, action * leverage, weight)
+    turnover = jnp.abs(exposure - weight)
     cost = cost_rate * turnover
-    gross = exposure * jnp.expm1(next_log_return)
-    net = jnp.maximum(gross - cost, MIN_GROWTH - 1.0)  # simple return of the step
+    financing = borrow_rate * borrowed(exposure)
+    growth = jnp.expm1(next_log_return)  # R_{t+1}
+    gross = exposure * growth
+    net = jnp.maximum(gross - cost - financing, MIN_GROWTH - 1.0)
     # log1p keeps pnl accurate in float32 (ln(1 + x) would lose ~1e-7 absolute).
-    return StepAccounting(exposure=exposure, turnover=turnover, cost=cost, gross=gross,
-                          net_return=net, pnl=jnp.log1p(net), next_nav=nav * (1.0 + net))
+    return StepAccounting(exposure=exposure, turnover=turnover, cost=cost, financing=financing,
+                          gross=gross, net_return=net, pnl=jnp.log1p(net),
+                          next_nav=nav * (1.0 + net),
+                          next_weight=exposure * (1.0 + growth) / (1.0 + net))
+
+
+def advance(book: Book, action, leverage, next_log_return, cost_rate, borrow_rate=0.0,
+            tradable=True) -> tuple[StepAccounting, Book]:
+    """The one state update of the accounting: trade at the close of book.t, hold to t + 1.
+
+    Returns the step's accounting and the book at t + 1 (row, action, drifted weight, NAV and
+    peak NAV). The env (`trading.step`, `trading.replay`), the OOS rollout and
+    `backtest.simulate` all step through this function.
+    """
+    acc = step_accounting(book.nav, book.weight, action, leverage, next_log_return, cost_rate,
+                          borrow_rate, tradable)
+    nxt = Book(t=book.t + 1, prev_action=jnp.asarray(action, book.weight.dtype),
+               weight=acc.next_weight, nav=acc.next_nav,
+               peak_nav=jnp.maximum(book.peak_nav, acc.next_nav))
+    return acc, nxt
 
 
 @struct.dataclass
@@ -134,3 +187,11 @@ def reward(pnl, action, prev_action, reward_scale, churn_coef,
 def total_cost_rate(fee_bps: float, slippage_bps: float) -> float:
     """Cost per unit of turnover: (fee_bps + slippage_bps) / 1e4 (DESIGN.md)."""
     return (fee_bps + slippage_bps) / 1e4
+
+
+HOURS_PER_YEAR = 8760
+
+
+def hourly_borrow_rate(borrow_rate_annual: float) -> float:
+    """The financing charged per hour on the borrowed notional: annual rate / 8,760."""
+    return borrow_rate_annual / HOURS_PER_YEAR

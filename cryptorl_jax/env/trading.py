@@ -32,6 +32,7 @@ class EnvParams:
     """Env settings; floats are dynamic leaves (a 2x-cost run does not recompile)."""
 
     cost_rate: jnp.ndarray  # (fee_bps + slippage_bps) / 1e4 per unit of turnover
+    borrow_rate: jnp.ndarray  # hourly financing rate on the borrowed notional (annual / 8760)
     target_volatility: jnp.ndarray
     vol_floor: jnp.ndarray
     max_leverage: jnp.ndarray
@@ -41,11 +42,16 @@ class EnvParams:
     episode_length: int = struct.field(pytree_node=False, default=2048)
 
     @classmethod
-    def from_config(cls, env_cfg: EnvConfig, cost_multiplier: float = 1.0) -> EnvParams:
-        """Params from `cfg.env`; `cost_multiplier` scales fee + slippage (e.g. 2.0 or 0.0)."""
-        f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+    def from_config(cls, env_cfg: EnvConfig, cost_multiplier: float = 1.0,
+                    dtype=jnp.float32) -> EnvParams:
+        """Params from `cfg.env`; `cost_multiplier` scales fee + slippage (e.g. 2.0 or 0.0).
+
+        dtype float64 (under `jax.enable_x64`) is for the ledger-reference tests.
+        """
+        f32 = lambda x: jnp.asarray(x, dtype)  # noqa: E731
         rate = accounting.total_cost_rate(env_cfg.fee_bps, env_cfg.slippage_bps)
         return cls(cost_rate=f32(rate * cost_multiplier),
+                   borrow_rate=f32(accounting.hourly_borrow_rate(env_cfg.borrow_rate_annual)),
                    target_volatility=f32(env_cfg.target_volatility),
                    vol_floor=f32(env_cfg.vol_floor), max_leverage=f32(env_cfg.max_leverage),
                    reward_scale=f32(env_cfg.reward_scale), ruin_nav=f32(env_cfg.ruin_nav),
@@ -60,16 +66,27 @@ class MarketData:
     log_returns: jnp.ndarray  # [T] float32, r_t = ln(c_t / c_{t-1}), r_0 = 0
     realised_vol: jnp.ndarray  # [T] float32, NaN for t < vol_window
     close: jnp.ndarray  # [T] float32
+    tradable: jnp.ndarray  # [T] bool: the traded asset's bar at t traded (not a filled bar)
 
     @property
     def n_rows(self) -> int:
         return self.features.shape[0]
 
     @classmethod
-    def from_arrays(cls, features, close, env_cfg: EnvConfig) -> MarketData:
-        """Validate on the host, compute r_t and s_t in float64, store float32."""
+    def from_arrays(cls, features, close, env_cfg: EnvConfig, tradable=None,
+                    dtype=jnp.float32) -> MarketData:
+        """Validate on the host, compute r_t and s_t in float64, store float32 (or `dtype`).
+
+        `tradable` [T] (default all True) is False on rows whose traded-asset bar the loader
+        filled (`<ASSET>_fresh` == 0): the env holds its position there.
+        """
         features = np.asarray(features)
         close = np.asarray(close, dtype=np.float64)
+        tradable = (np.ones(close.shape, bool) if tradable is None
+                    else np.asarray(tradable, dtype=bool))
+        if tradable.shape != close.shape:
+            raise ValueError(f"tradable must have close's shape {close.shape}, got "
+                             f"{tradable.shape}")
         if features.ndim != 2:
             raise ValueError(f"features must be [T, F], got shape {features.shape}")
         if close.ndim != 1 or close.shape[0] != features.shape[0]:
@@ -90,9 +107,8 @@ class MarketData:
         r = accounting.log_returns_np(close)
         vol = accounting.realised_vol_np(r, env_cfg.vol_window, env_cfg.vol_horizon_hours)
         return cls(features=jnp.asarray(features, jnp.float32),
-                   log_returns=jnp.asarray(r, jnp.float32),
-                   realised_vol=jnp.asarray(vol, jnp.float32),
-                   close=jnp.asarray(close, jnp.float32))
+                   log_returns=jnp.asarray(r, dtype), realised_vol=jnp.asarray(vol, dtype),
+                   close=jnp.asarray(close, dtype), tradable=jnp.asarray(tradable))
 
 
 @struct.dataclass
@@ -153,41 +169,62 @@ class Coeffs:
 
 @struct.dataclass
 class EnvState:
-    """One env's state; `t` is the row whose close was just seen."""
+    """One env's state: the accounting book at row `t` (the close just seen) and the episode."""
 
-    t: jnp.ndarray  # int32 row index
-    prev_action: jnp.ndarray  # a_{t-1}, 0 at an episode's start
-    prev_exposure: jnp.ndarray  # e_{t-1}, 0 at an episode's start
-    nav: jnp.ndarray  # NAV_t, 1 at an episode's start
-    peak_nav: jnp.ndarray  # max NAV so far in the episode
+    book: accounting.Book  # t, prev_action a_{t-1}, drifted weight w_t, nav, peak_nav
     step: jnp.ndarray  # int32 steps taken in the episode
     key: jnp.ndarray  # the PRNG key that drew this episode's start (provenance)
     start_range: StartRange  # where auto-reset may restart
+
+    @property
+    def t(self) -> jnp.ndarray:
+        return self.book.t
+
+    @property
+    def prev_action(self) -> jnp.ndarray:
+        return self.book.prev_action
+
+    @property
+    def weight(self) -> jnp.ndarray:
+        return self.book.weight
+
+    @property
+    def nav(self) -> jnp.ndarray:
+        return self.book.nav
+
+    @property
+    def peak_nav(self) -> jnp.ndarray:
+        return self.book.peak_nav
 
 
 @struct.dataclass
 class Observation:
     window: jnp.ndarray  # [W, F] feature rows t-W+1 .. t
-    agent: jnp.ndarray  # [3] (prev_action, prev_exposure, drawdown = nav / peak_nav - 1)
+    agent: jnp.ndarray  # [3] (prev_action, weight w_t, drawdown = nav / peak_nav - 1)
 
 
-def agent_state(prev_action, prev_exposure, nav, peak_nav) -> jnp.ndarray:
-    """[..., 3] agent-state vector (prev_action, prev_exposure, nav / peak_nav - 1)."""
+def agent_state(prev_action, weight, nav, peak_nav) -> jnp.ndarray:
+    """[..., 3] agent-state vector (prev_action, drifted weight w_t, nav / peak_nav - 1)."""
     drawdown = nav / peak_nav - 1.0
-    return jnp.stack([prev_action, prev_exposure, drawdown], axis=-1).astype(jnp.float32)
+    return jnp.stack([prev_action, weight, drawdown], axis=-1).astype(jnp.float32)
+
+
+def book_agent_state(book: accounting.Book) -> jnp.ndarray:
+    """The agent-state vector of a book (what the policy sees besides the market window)."""
+    return agent_state(book.prev_action, book.weight, book.nav, book.peak_nav)
 
 
 def observe(params: EnvParams, market: MarketData, t: jnp.ndarray,
             agent: jnp.ndarray) -> Observation:
     """Observation at row t: `lax.dynamic_slice` of rows t-W+1..t, plus the agent vector."""
     n_features = market.features.shape[1]
-    window = jax.lax.dynamic_slice(market.features, (t - params.window + 1, 0),
+    window = jax.lax.dynamic_slice(market.features, (t - params.window + 1, jnp.zeros_like(t)),
                                    (params.window, n_features))  # [W, F]
     return Observation(window=window, agent=agent)
 
 
 def _state_agent(state: EnvState) -> jnp.ndarray:
-    return agent_state(state.prev_action, state.prev_exposure, state.nav, state.peak_nav)
+    return book_agent_state(state.book)
 
 
 def _fmix32(h: jnp.ndarray) -> jnp.ndarray:
@@ -214,19 +251,17 @@ def _draw_index(key: jax.Array, n: jnp.ndarray) -> jnp.ndarray:
     return (h % n.astype(jnp.uint32)).astype(jnp.int32)
 
 
-def _initial_state(key: jax.Array, start_range: StartRange) -> EnvState:
+def _initial_state(key: jax.Array, start_range: StartRange, dtype=jnp.float32) -> EnvState:
     n_starts = start_range.last_start - start_range.first_start + 1
     t0 = start_range.first_start + _draw_index(key, n_starts)
-    zero = jnp.zeros((), jnp.float32)
-    one = jnp.ones((), jnp.float32)
-    return EnvState(t=t0, prev_action=zero, prev_exposure=zero, nav=one, peak_nav=one,
-                    step=jnp.zeros((), jnp.int32), key=key, start_range=start_range)
+    return EnvState(book=accounting.Book.start(t0, dtype), step=jnp.zeros((), jnp.int32),
+                    key=key, start_range=start_range)
 
 
 def reset(key: jax.Array, params: EnvParams, market: MarketData,
           start_range: StartRange) -> tuple[Observation, EnvState]:
     """Start an episode at t ~ U[first_start, last_start] with NAV 1 and no position."""
-    state = _initial_state(key, start_range)
+    state = _initial_state(key, start_range, market.log_returns.dtype)
     return observe(params, market, state.t, _state_agent(state)), state
 
 
@@ -237,24 +272,38 @@ class Transition:
     acc: accounting.StepAccounting
     rewards: accounting.RewardComponents
     leverage: jnp.ndarray
-    next_peak_nav: jnp.ndarray
+    next_book: accounting.Book  # the book at t + 1
 
 
-def _transition(params: EnvParams, market: MarketData, t, prev_action, prev_exposure, nav,
-                peak_nav, action, coeffs: Coeffs) -> Transition:
+def market_step(params: EnvParams, market: MarketData, book: accounting.Book, action,
+                cost_rate=None) -> tuple[accounting.StepAccounting, accounting.Book,
+                                          jnp.ndarray]:
+    """`accounting.advance` at row book.t of the market arrays: (accounting, next book, L_t).
+
+    Gathers L_t from the realised vol at t, r_{t+1} and whether row t can trade. Used by the
+    env step, the replay of a compact transition and the OOS rollout. `cost_rate` overrides
+    params.cost_rate (the rollout's cost multiplier).
+    """
+    t = book.t
     lev = accounting.leverage(market.realised_vol[t], params.target_volatility, params.vol_floor,
                               params.max_leverage)
-    acc = accounting.step_accounting(nav, prev_exposure, action, lev, market.log_returns[t + 1],
-                                     params.cost_rate)
-    rew = accounting.reward(acc.pnl, action, prev_action, params.reward_scale, coeffs.churn,
+    rate = params.cost_rate if cost_rate is None else cost_rate
+    acc, nxt = accounting.advance(book, action, lev, market.log_returns[t + 1], rate,
+                                  params.borrow_rate, market.tradable[t])
+    return acc, nxt, lev
+
+
+def _transition(params: EnvParams, market: MarketData, book: accounting.Book, action,
+                coeffs: Coeffs) -> Transition:
+    acc, nxt, lev = market_step(params, market, book, action)
+    rew = accounting.reward(acc.pnl, action, book.prev_action, params.reward_scale, coeffs.churn,
                             coeffs.smooth)
-    return Transition(acc=acc, rewards=rew, leverage=lev,
-                      next_peak_nav=jnp.maximum(peak_nav, acc.next_nav))
+    return Transition(acc=acc, rewards=rew, leverage=lev, next_book=nxt)
 
 
-def _clip_action(action, t: jnp.ndarray) -> jnp.ndarray:
-    """The action as a float32 of t's shape (drops a trailing action axis of 1), in [-1, 1]."""
-    return jnp.clip(jnp.reshape(action, jnp.shape(t)).astype(jnp.float32), -1.0, 1.0)
+def _clip_action(action, like: jnp.ndarray) -> jnp.ndarray:
+    """The action with `like`'s shape and dtype (drops a trailing action axis of 1), in [-1, 1]."""
+    return jnp.clip(jnp.reshape(action, jnp.shape(like)).astype(like.dtype), -1.0, 1.0)
 
 
 def step(key: jax.Array, state: EnvState, action, params: EnvParams, market: MarketData,
@@ -265,52 +314,53 @@ def step(key: jax.Array, state: EnvState, action, params: EnvParams, market: Mar
     per env and step, e.g. `jax.random.split`).
 
     Returns (obs, state, reward, terminated, truncated, info); info holds the step's pnl, cost,
-    gross, turnover, exposure, leverage, the reward terms (pnl_term, churn, smooth: the
-    penalties, so reward = pnl_term - churn - smooth), the row t stepped from, and the episode's
-    nav and drawdown after the step, before any reset.
+    financing, gross, turnover, exposure, leverage, the reward terms (pnl_term, churn, smooth:
+    the penalties, so reward = pnl_term - churn - smooth), the row t stepped from, and the
+    episode's nav, drifted weight w_{t+1} and drawdown after the step, before any reset.
     """
-    action = _clip_action(action, state.t)
-    tr = _transition(params, market, state.t, state.prev_action, state.prev_exposure, state.nav,
-                     state.peak_nav, action, coeffs)
+    action = _clip_action(action, state.book.weight)
+    tr = _transition(params, market, state.book, action, coeffs)
     acc = tr.acc
-    t_next = state.t + 1
+    nxt = tr.next_book
     step_next = state.step + 1
     terminated = acc.next_nav < params.ruin_nav
-    truncated = (t_next >= state.start_range.last_row) | (step_next >= params.episode_length)
+    truncated = (nxt.t >= state.start_range.last_row) | (step_next >= params.episode_length)
     done = terminated | truncated
-    stepped = EnvState(t=t_next, prev_action=action, prev_exposure=acc.exposure,
-                       nav=acc.next_nav, peak_nav=tr.next_peak_nav, step=step_next,
-                       key=state.key, start_range=state.start_range)
-    restarted = _initial_state(key, state.start_range)
+    stepped = EnvState(book=nxt, step=step_next, key=state.key, start_range=state.start_range)
+    restarted = _initial_state(key, state.start_range, state.book.weight.dtype)
     new_state = jax.tree.map(lambda r, s: jax.lax.select(done, r, s), restarted, stepped)
     # One window gather: the observation is a function of the (possibly reset) state only.
     obs = observe(params, market, new_state.t, _state_agent(new_state))
-    info = {"pnl": acc.pnl, "cost": acc.cost, "gross": acc.gross, "turnover": acc.turnover,
-            "exposure": acc.exposure, "leverage": tr.leverage, "pnl_term": tr.rewards.pnl_term,
-            "churn": tr.rewards.churn, "smooth": tr.rewards.smooth, "nav": acc.next_nav,
-            "drawdown": acc.next_nav / tr.next_peak_nav - 1.0, "t": state.t}
+    info = {"pnl": acc.pnl, "cost": acc.cost, "financing": acc.financing, "gross": acc.gross,
+            "turnover": acc.turnover, "exposure": acc.exposure, "leverage": tr.leverage,
+            "pnl_term": tr.rewards.pnl_term, "churn": tr.rewards.churn,
+            "smooth": tr.rewards.smooth, "nav": acc.next_nav, "weight": nxt.weight,
+            "drawdown": acc.next_nav / nxt.peak_nav - 1.0, "t": state.t}
     return obs, new_state, tr.rewards.reward, terminated, truncated, info
 
 
 @struct.dataclass
 class CompactTransition:
-    """A replay-buffer record: the state before the step, the action and the done flags."""
+    """A replay-buffer record: the book before the step, the action and the done flags."""
 
-    t: jnp.ndarray  # int32
-    prev_action: jnp.ndarray
-    prev_exposure: jnp.ndarray
-    nav: jnp.ndarray
-    peak_nav: jnp.ndarray
+    book: accounting.Book  # t, prev_action, drifted weight, nav, peak_nav at the step's row
     action: jnp.ndarray  # the clipped a_t
     terminated: jnp.ndarray  # bool
     truncated: jnp.ndarray  # bool
 
+    @classmethod
+    def example(cls) -> CompactTransition:
+        """One unbatched record of zeros (the replay buffer's item structure)."""
+        f32 = jnp.zeros((), jnp.float32)
+        book = accounting.Book(t=jnp.zeros((), jnp.int32), prev_action=f32, weight=f32, nav=f32,
+                               peak_nav=f32)
+        return cls(book=book, action=f32, terminated=jnp.zeros((), bool),
+                   truncated=jnp.zeros((), bool))
+
 
 def compact(state: EnvState, action, terminated, truncated) -> CompactTransition:
     """The compact record of the step taken from `state` with `action` (batched or not)."""
-    return CompactTransition(t=state.t, prev_action=state.prev_action,
-                             prev_exposure=state.prev_exposure, nav=state.nav,
-                             peak_nav=state.peak_nav, action=_clip_action(action, state.t),
+    return CompactTransition(book=state.book, action=_clip_action(action, state.book.weight),
                              terminated=jnp.asarray(terminated, bool),
                              truncated=jnp.asarray(truncated, bool))
 
@@ -329,11 +379,8 @@ class ReplayedTransition:
 def replay(params: EnvParams, market: MarketData, ct: CompactTransition,
            coeffs: Coeffs) -> ReplayedTransition:
     """Rebuild a transition by gather from the arrays and the CURRENT coeffs (unbatched)."""
-    tr = _transition(params, market, ct.t, ct.prev_action, ct.prev_exposure, ct.nav, ct.peak_nav,
-                     ct.action, coeffs)
+    tr = _transition(params, market, ct.book, ct.action, coeffs)
     return ReplayedTransition(
-        t=ct.t, agent_state=agent_state(ct.prev_action, ct.prev_exposure, ct.nav, ct.peak_nav),
-        reward=tr.rewards.reward, t_next=ct.t + 1,
-        agent_state_next=agent_state(ct.action, tr.acc.exposure, tr.acc.next_nav,
-                                     tr.next_peak_nav),
+        t=ct.book.t, agent_state=book_agent_state(ct.book), reward=tr.rewards.reward,
+        t_next=tr.next_book.t, agent_state_next=book_agent_state(tr.next_book),
         terminated=ct.terminated, truncated=ct.truncated)

@@ -1,9 +1,10 @@
 """Deterministic policy rollouts over a row range (the acting half of the OOS backtest).
 
-The agent's observation at row t holds its own state (previous action, previous exposure,
-drawdown), so the action path is sequential: a `lax.scan` steps the env accounting and asks
-the policy at every row. The returned action series is then replayed by `backtest.simulate`,
-which produces the reported numbers with the same accounting.
+The agent's observation at row t holds its own state (previous action, drifted weight,
+drawdown), so the action path is sequential: a `lax.scan` steps the env accounting
+(`trading.market_step`, i.e. `accounting.advance`) and asks the policy at every row. The
+returned action series is then replayed by `backtest.simulate` in float64, which produces the
+reported numbers with the same accounting.
 """
 
 from __future__ import annotations
@@ -18,6 +19,24 @@ from cryptorl_jax.env import accounting, trading
 from cryptorl_jax.training.train import TrainData, Trainer
 
 
+def policy_rollout(policy, observe, params: trading.EnvParams, market: trading.MarketData,
+                   first_row, n_steps: int, cost_rate=None):
+    """Scan `policy(observe(t, agent_vector))` from a flat book at `first_row` for n_steps.
+
+    Returns (actions [n_steps], accounting [n_steps] as `accounting.StepAccounting`). Traceable;
+    the dtype follows the market arrays (float64 under `jax.enable_x64` in tests).
+    """
+
+    def body(book: accounting.Book, _):
+        action = jnp.clip(policy(observe(book.t, trading.book_agent_state(book))), -1.0, 1.0)
+        acc, book, _ = trading.market_step(params, market, book, action, cost_rate)
+        return book, (action, acc)
+
+    start = accounting.Book.start(first_row, market.log_returns.dtype)
+    _, (actions, acc) = jax.lax.scan(body, start, None, length=n_steps)
+    return actions, acc
+
+
 def make_rollout(trainer: Trainer):
     """rollout(agents [S], data, first_row, n_steps, cost_multiplier) -> actions.
 
@@ -29,24 +48,10 @@ def make_rollout(trainer: Trainer):
     act = trainer.tqc.act_deterministic
 
     def run(policy, data: TrainData, first_row, n_steps: int, cost_multiplier):
-        market = data.market
         cost_rate = params.cost_rate * cost_multiplier
 
-        def body(carry, _):
-            t, prev_action, prev_exposure, nav, peak = carry
-            agent_vec = trading.agent_state(prev_action, prev_exposure, nav, peak)
-            action = jnp.clip(policy(trainer.observe(data, t, agent_vec)), -1.0, 1.0)
-            lev = accounting.leverage(market.realised_vol[t], params.target_volatility,
-                                      params.vol_floor, params.max_leverage)
-            acc = accounting.step_accounting(nav, prev_exposure, action, lev,
-                                             market.log_returns[t + 1], cost_rate)
-            carry = (t + 1, action, acc.exposure, acc.next_nav,
-                     jnp.maximum(peak, acc.next_nav))
-            return carry, action
-
-        zero, one = jnp.zeros((), jnp.float32), jnp.ones((), jnp.float32)
-        carry = (jnp.asarray(first_row, jnp.int32), zero, zero, one, one)
-        _, actions = jax.lax.scan(body, carry, None, length=n_steps)
+        actions, _ = policy_rollout(policy, partial(trainer.observe, data), params,
+                                    data.market, first_row, n_steps, cost_rate)
         return actions
 
     def single(agent: TQCState, obs):

@@ -78,7 +78,7 @@ class TrainState:
     iteration: jnp.ndarray  # int32 []: vectorised env steps done (each moves n_envs envs)
 
 
-ENV_METRICS = ("reward", "pnl", "cost", "churn_penalty", "smooth_penalty", "turnover",
+ENV_METRICS = ("reward", "pnl", "cost", "financing", "churn_penalty", "smooth_penalty", "turnover",
                "exposure", "episodes", "ruined", "episode_nav", "nav")
 AGENT_METRICS = ("critic_loss", "actor_loss", "alpha_loss", "q_mean", "entropy")
 
@@ -99,6 +99,7 @@ class Trainer:
     init: Any  # (key, data, encoder_params=None) -> TrainState
     train_chunk: Any  # (state, data) -> (state, metrics)
     observe: Any  # (data, t, agent_vector) -> Observation (unbatched)
+    rebuild: Any  # (data, compact transitions [B], coeffs) -> Batch: what the learner trains on
     trace_counts: dict = field(default_factory=dict)
 
     @property
@@ -198,8 +199,7 @@ def make_train(cfg: Config, n_features: int, embedding_dim: int | None = None, *
                                                  tc.curriculum)
             coeffs = trading.Coeffs(churn=churn, smooth=smooth)
             env = local.env
-            agent_vec = trading.agent_state(env.prev_action, env.prev_exposure, env.nav,
-                                            env.peak_nav)  # [n, 3]
+            agent_vec = trading.book_agent_state(env.book)  # [n, 3]
             obs = batched_observe(data, env.t, agent_vec)
             learning = env_steps >= q.learning_starts
             actions = jax.lax.cond(
@@ -227,7 +227,8 @@ def make_train(cfg: Config, n_features: int, embedding_dim: int | None = None, *
             done = terminated | truncated
             step_sums = {
                 "reward": jnp.mean(reward), "pnl": jnp.mean(info["pnl"]),
-                "cost": jnp.mean(info["cost"]), "churn_penalty": jnp.mean(info["churn"]),
+                "cost": jnp.mean(info["cost"]), "financing": jnp.mean(info["financing"]),
+                "churn_penalty": jnp.mean(info["churn"]),
                 "smooth_penalty": jnp.mean(info["smooth"]),
                 "turnover": jnp.mean(info["turnover"]),
                 "exposure": jnp.mean(jnp.abs(info["exposure"])),
@@ -243,8 +244,8 @@ def make_train(cfg: Config, n_features: int, embedding_dim: int | None = None, *
             return (agent, local, iteration + 1, sums), None
 
         zero = jnp.zeros((), jnp.float32)
-        sums0 = {k: zero for k in ("reward", "pnl", "cost", "churn_penalty", "smooth_penalty",
-                                   "turnover", "exposure", "episodes", "ruined",
+        sums0 = {k: zero for k in ("reward", "pnl", "cost", "financing", "churn_penalty",
+                                   "smooth_penalty", "turnover", "exposure", "episodes", "ruined",
                                    "episode_nav_sum", "learning", *AGENT_METRICS)}
         (agent, local, iteration, sums), _ = jax.lax.scan(
             body, (agent, local, iteration, sums0), None, length=tc.steps_per_chunk)
@@ -252,7 +253,7 @@ def make_train(cfg: Config, n_features: int, embedding_dim: int | None = None, *
         n_learn = jnp.maximum(sums["learning"], 1.0)
         env = local.env
         running_nav = jnp.mean(env.nav)
-        metrics = {k: sums[k] / n for k in ("reward", "pnl", "cost", "churn_penalty",
+        metrics = {k: sums[k] / n for k in ("reward", "pnl", "cost", "financing", "churn_penalty",
                                            "smooth_penalty", "turnover", "exposure")}
         metrics["episodes"] = sums["episodes"]
         metrics["ruined"] = sums["ruined"]
@@ -304,10 +305,7 @@ def make_train(cfg: Config, n_features: int, embedding_dim: int | None = None, *
 
     train_chunk = jax.jit(train_chunk_impl, donate_argnums=(0,))
 
-    example_ct = trading.CompactTransition(
-        t=jnp.zeros((), jnp.int32), prev_action=jnp.zeros(()), prev_exposure=jnp.zeros(()),
-        nav=jnp.zeros(()), peak_nav=jnp.zeros(()), action=jnp.zeros(()),
-        terminated=jnp.zeros((), bool), truncated=jnp.zeros((), bool))
+    example_ct = trading.CompactTransition.example()
 
     def init_impl(key, data: TrainData, encoder_params):
         trace_counts["init"] += 1
@@ -347,7 +345,7 @@ def make_train(cfg: Config, n_features: int, embedding_dim: int | None = None, *
     return Trainer(cfg=cfg, tqc=tqc, env_params=env_params, mesh=mesh, n_devices=n_dev,
                    n_envs_local=n_local, batch_local=batch_local, capacity_local=capacity_local,
                    uses_embeddings=uses_embeddings, init=init, train_chunk=train_chunk,
-                   observe=observe, trace_counts=trace_counts)
+                   observe=observe, rebuild=rebuild, trace_counts=trace_counts)
 
 
 # --------------------------------------------------------------------------------------------

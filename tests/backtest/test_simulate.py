@@ -24,7 +24,7 @@ def _close(n: int, seed: int = 0, sigma: float = 0.01) -> np.ndarray:
 def _reference(close, actions, cfg=CFG, **kwargs):
     return ref.simulate(close, actions, cfg.fee_bps, cfg.slippage_bps, cfg.target_volatility,
                         cfg.vol_window, cfg.vol_horizon_hours, cfg.max_leverage, cfg.vol_floor,
-                        cfg.reward_scale, **kwargs)
+                        cfg.reward_scale, borrow_rate_annual=cfg.borrow_rate_annual, **kwargs)
 
 
 def test_shapes_follow_the_public_api():
@@ -87,12 +87,13 @@ def test_zero_cost_nav_is_the_frictionless_product():
     n = 1500
     close = _close(n, seed=4)
     actions = np.random.default_rng(5).uniform(-1, 1, n)
-    out = simulate(close, actions, CFG, cost_multiplier=0.0)
+    out = simulate(close, actions, dataclasses.replace(CFG, borrow_rate_annual=0.0),
+                   cost_multiplier=0.0)
     assert (out["cost"] == 0).all()
     r = np.log(close[1:] / close[:-1])
     expected = np.cumprod(1.0 + out["exposure"].astype(np.float64) * np.expm1(r))
     np.testing.assert_allclose(out["nav"][1:], expected, rtol=1e-4)
-    free = dataclasses.replace(CFG, fee_bps=0.0, slippage_bps=0.0)
+    free = dataclasses.replace(CFG, fee_bps=0.0, slippage_bps=0.0, borrow_rate_annual=0.0)
     np.testing.assert_allclose(simulate(close, actions, free)["nav"], out["nav"], rtol=1e-6)
 
 
@@ -102,9 +103,13 @@ def test_cost_multiplier_scales_costs():
     actions = np.random.default_rng(7).uniform(-1, 1, n)
     one = simulate(close, actions, CFG)
     two = simulate(close, actions, CFG, cost_multiplier=2.0)
-    np.testing.assert_allclose(two["cost"], 2 * one["cost"], rtol=1e-6)
+    np.testing.assert_allclose(two["cost"], 14e-4 * two["turnover"], rtol=1e-12)
+    np.testing.assert_allclose(one["cost"], 7e-4 * one["turnover"], rtol=1e-12)
+    # the same trades: exposures are equal; the drift back to them differs only by the costs
+    np.testing.assert_array_equal(two["exposure"], one["exposure"])
+    np.testing.assert_allclose(two["turnover"].sum(), one["turnover"].sum(), rtol=1e-3)
+    np.testing.assert_array_equal(two["financing"], one["financing"])
     assert two["nav"][-1] < one["nav"][-1]
-    np.testing.assert_allclose(one["cost"], 7e-4 * one["turnover"], rtol=1e-6)
 
 
 def test_start_with_lookback_equals_a_fresh_run_on_the_window():

@@ -207,7 +207,8 @@ def test_vol_scaling_in_env():
 
 
 def test_zero_cost_env_nav_is_frictionless_product():
-    cfg = small_config(fee_bps=0.0, slippage_bps=0.0, episode_length=1000, ruin_nav=0.0)
+    cfg = small_config(fee_bps=0.0, slippage_bps=0.0, borrow_rate_annual=0.0,
+                       episode_length=1000, ruin_nav=0.0)
     n_rows = 1200
     features, close = make_market_arrays(n_rows, seed=6)
     sr = trading.StartRange.create(50, 50, n_rows - 1)
@@ -215,7 +216,7 @@ def test_zero_cost_env_nav_is_frictionless_product():
     market, _, _, _, out = rollout(cfg, features, close, sr, actions, jax.random.key(0),
                                    trading.Coeffs.create())
     info = jax.tree.map(np.asarray, out["info"])
-    assert (info["cost"] == 0).all()
+    assert (info["cost"] == 0).all() and (info["financing"] == 0).all()
     r_next = np.log(close[51:1050] / close[50:1049])
     expected = np.cumprod(1.0 + info["exposure"][:, 0].astype(np.float64) * np.expm1(r_next))
     np.testing.assert_allclose(info["nav"][:, 0], expected, rtol=1e-4)
@@ -238,14 +239,13 @@ def test_replay_reproduces_step_exactly():
     np.testing.assert_array_equal(rep.t_next, flat["info"]["t"] + 1)
     np.testing.assert_array_equal(rep.terminated, flat["terminated"])
     np.testing.assert_array_equal(rep.truncated, flat["truncated"])
-    true_next = np.stack([np.clip(actions.reshape(-1), -1, 1), flat["info"]["exposure"],
+    true_next = np.stack([np.clip(actions.reshape(-1), -1, 1), flat["info"]["weight"],
                           flat["info"]["drawdown"]], axis=-1)
     np.testing.assert_array_equal(rep.agent_state_next[:, 1:], true_next[:, 1:])
     np.testing.assert_allclose(rep.agent_state_next[:, 0], true_next[:, 0], atol=1e-7)
     # Where no reset happened, the env's next state is the replayed next state.
     done = flat["terminated"] | flat["truncated"]
-    state_agent = trading.agent_state(flat["state"].prev_action, flat["state"].prev_exposure,
-                                      flat["state"].nav, flat["state"].peak_nav)
+    state_agent = trading.book_agent_state(flat["state"].book)
     np.testing.assert_array_equal(rep.agent_state_next[~done], np.asarray(state_agent)[~done])
     assert done.any()
     # The observation rebuilt at t_next equals the env's where no reset happened.
@@ -255,7 +255,7 @@ def test_replay_reproduces_step_exactly():
                                   flat["obs"].window[~done])
     # Current coefficients, not stale ones: the reward moves by the penalty difference.
     rep2 = replay(params, market, ct, trading.Coeffs.create(0.0, 0.0))
-    delta = np.abs(np.asarray(ct.action) - np.asarray(ct.prev_action))
+    delta = np.abs(np.asarray(ct.action) - np.asarray(ct.book.prev_action))
     np.testing.assert_allclose(np.asarray(rep2.reward) - rep.reward,
                                0.2 * delta + 0.03 * delta ** 2, atol=2e-5)
 
@@ -296,7 +296,7 @@ def test_reset_draws_inside_the_range():
     assert t.min() == 100 and t.max() == 140
     counts = np.bincount(t - 100, minlength=41)  # ~97.6 expected per start
     assert counts.min() > 60 and counts.max() < 140, counts
-    assert (np.asarray(state.nav) == 1).all() and (np.asarray(state.prev_exposure) == 0).all()
+    assert (np.asarray(state.nav) == 1).all() and (np.asarray(state.weight) == 0).all()
     np.testing.assert_array_equal(obs.window[0], features[t[0] - 7:t[0] + 1])
     again = VMAP_RESET(jax.random.split(jax.random.key(0), 4000), params, market, sr)[1]
     np.testing.assert_array_equal(np.asarray(again.t), t)  # deterministic

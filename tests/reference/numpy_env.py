@@ -38,16 +38,25 @@ def leverage(vol: float, target_volatility: float, vol_floor: float, max_leverag
     return min(target_volatility / max(vol, vol_floor), max_leverage)
 
 
-def account(nav: float, prev_exposure: float, action: float, lev: float, next_return: float,
-            cost_rate: float) -> dict:
-    """One step of the accounting (growth floored at 1e-6, as the package documents)."""
-    exposure = action * lev
-    turnover = abs(exposure - prev_exposure)
+def account(nav: float, weight: float, action: float, lev: float, next_return: float,
+            cost_rate: float, borrow_rate: float = 0.0, tradable: bool = True) -> dict:
+    """One step of the accounting (growth floored at 1e-6, as the package documents).
+
+    weight: the drifted weight w_t held into the close; borrow_rate: hourly.
+    """
+    exposure = action * lev if tradable else weight
+    turnover = abs(exposure - weight)
     cost = cost_rate * turnover
-    gross = exposure * (math.exp(next_return) - 1.0)
-    growth = max(1.0 + gross - cost, 1e-6)
-    return {"exposure": exposure, "turnover": turnover, "cost": cost, "gross": gross,
-            "pnl": math.log(growth), "next_nav": nav * growth}
+    if exposure >= 0:
+        financing = borrow_rate * max(exposure - 1.0, 0.0)
+    else:
+        financing = borrow_rate * -exposure
+    move = math.exp(next_return) - 1.0
+    gross = exposure * move
+    growth = max(1.0 + gross - cost - financing, 1e-6)
+    return {"exposure": exposure, "turnover": turnover, "cost": cost, "financing": financing,
+            "gross": gross, "pnl": math.log(growth), "next_nav": nav * growth,
+            "next_weight": exposure * (1.0 + move) / growth}
 
 
 def reward(pnl: float, action: float, prev_action: float, reward_scale: float, churn_coef: float,
@@ -59,26 +68,27 @@ def reward(pnl: float, action: float, prev_action: float, reward_scale: float, c
 def simulate(close, actions, fee_bps: float, slippage_bps: float, target_volatility: float,
              vol_window: int, horizon_hours: int, max_leverage: float, vol_floor: float,
              reward_scale: float, churn_coef: float = 0.0, smooth_coef: float = 0.0,
-             start: int = 0, exposure_mode: str = "action") -> dict:
+             start: int = 0, exposure_mode: str = "action", borrow_rate_annual: float = 0.0,
+             tradable=None) -> dict:
     """Loop backtest: nav has T - start values from 1, the rest T - start - 1 (t -> r_{t+1})."""
     r = log_returns(close)
     vol = realised_vol(r, vol_window, horizon_hours)
     rate = (fee_bps + slippage_bps) / 1e4
-    nav, prev_a, prev_e = 1.0, 0.0, 0.0
-    out = {k: [] for k in ("exposure", "turnover", "cost", "pnl", "reward")}
+    borrow = borrow_rate_annual / 8760.0
+    nav, prev_a, weight = 1.0, 0.0, 0.0
+    out = {k: [] for k in ("exposure", "turnover", "cost", "financing", "pnl", "reward")}
     navs = [nav]
     for t in range(start, len(close) - 1):
         a = float(actions[t])
         lev = 1.0 if exposure_mode == "target" else leverage(vol[t], target_volatility,
                                                              vol_floor, max_leverage)
-        acc = account(nav, prev_e, a, lev, r[t + 1], rate)
-        out["exposure"].append(acc["exposure"])
-        out["turnover"].append(acc["turnover"])
-        out["cost"].append(acc["cost"])
-        out["pnl"].append(acc["pnl"])
+        can_trade = True if tradable is None else bool(tradable[t])
+        acc = account(nav, weight, a, lev, r[t + 1], rate, borrow, can_trade)
+        for k in ("exposure", "turnover", "cost", "financing", "pnl"):
+            out[k].append(acc[k])
         out["reward"].append(reward(acc["pnl"], a, prev_a, reward_scale, churn_coef,
                                     smooth_coef))
-        nav, prev_a, prev_e = acc["next_nav"], a, acc["exposure"]
+        nav, prev_a, weight = acc["next_nav"], a, acc["next_weight"]
         navs.append(nav)
     res = {k: np.asarray(v) for k, v in out.items()}
     res["nav"] = np.asarray(navs)
@@ -97,11 +107,12 @@ class NumpyTradingEnv:
                  target_volatility: float, vol_window: int, horizon_hours: int,
                  max_leverage: float, vol_floor: float, reward_scale: float, ruin_nav: float,
                  first_start: int, last_start: int, last_row: int, churn_coef: float = 0.0,
-                 smooth_coef: float = 0.0, seed: int = 0):
+                 smooth_coef: float = 0.0, seed: int = 0, borrow_rate_annual: float = 0.0):
         self.features = np.ascontiguousarray(features, dtype=np.float32)
         self.window = window
         self.episode_length = episode_length
         self.cost_rate = (fee_bps + slippage_bps) / 1e4
+        self.borrow_rate = borrow_rate_annual / 8760.0
         r = log_returns(close)
         vol = realised_vol(r, vol_window, horizon_hours)
         # Python lists: scalar reads per step without numpy-scalar overhead.
@@ -125,12 +136,13 @@ class NumpyTradingEnv:
                    target_volatility=c.target_volatility, vol_window=c.vol_window,
                    horizon_hours=c.vol_horizon_hours, max_leverage=c.max_leverage,
                    vol_floor=c.vol_floor, reward_scale=c.reward_scale, ruin_nav=c.ruin_nav,
-                   first_start=first_start, last_start=last_start, last_row=last_row, **kwargs)
+                   first_start=first_start, last_start=last_start, last_row=last_row,
+                   borrow_rate_annual=c.borrow_rate_annual, **kwargs)
 
     def _obs(self):
         t = self.t
         window = self.features[t - self.window + 1:t + 1].copy()  # [W, F], the one slice copy
-        agent = np.array([self.prev_action, self.prev_exposure, self.nav / self.peak_nav - 1.0],
+        agent = np.array([self.prev_action, self.weight, self.nav / self.peak_nav - 1.0],
                          dtype=np.float32)
         return window, agent
 
@@ -140,7 +152,7 @@ class NumpyTradingEnv:
         self.t = start
         self.step_count = 0
         self.prev_action = 0.0
-        self.prev_exposure = 0.0
+        self.weight = 0.0
         self.nav = 1.0
         self.peak_nav = 1.0
         return self._obs()
@@ -152,10 +164,13 @@ class NumpyTradingEnv:
         lev = 0.0 if vol != vol else min(self.target_volatility / max(vol, self.vol_floor),
                                          self.max_leverage)
         exposure = a * lev
-        turnover = abs(exposure - self.prev_exposure)
+        turnover = abs(exposure - self.weight)
         cost = self.cost_rate * turnover
-        gross = exposure * (math.exp(self._returns[t + 1]) - 1.0)
-        growth = max(1.0 + gross - cost, 1e-6)
+        borrowed = exposure - 1.0 if exposure > 1.0 else (-exposure if exposure < 0 else 0.0)
+        financing = self.borrow_rate * borrowed
+        move = math.exp(self._returns[t + 1]) - 1.0
+        gross = exposure * move
+        growth = max(1.0 + gross - cost - financing, 1e-6)
         pnl = math.log(growth)
         delta = a - self.prev_action
         churn = self.churn_coef * abs(delta)
@@ -163,11 +178,12 @@ class NumpyTradingEnv:
         rew = self.reward_scale * pnl - churn - smooth
         self.nav *= growth
         self.peak_nav = max(self.peak_nav, self.nav)
-        self.prev_action, self.prev_exposure = a, exposure
+        self.prev_action, self.weight = a, exposure * (1.0 + move) / growth
         self.t = t + 1
         self.step_count += 1
         terminated = self.nav < self.ruin_nav
         truncated = self.t >= self.last_row or self.step_count >= self.episode_length
-        info = {"pnl": pnl, "cost": cost, "turnover": turnover, "exposure": exposure,
+        info = {"pnl": pnl, "cost": cost, "financing": financing, "turnover": turnover,
+                "exposure": exposure,
                 "leverage": lev, "churn": churn, "smooth": smooth, "nav": self.nav}
         return self._obs(), rew, terminated, truncated, info

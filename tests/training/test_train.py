@@ -160,3 +160,45 @@ def test_finetune_mode_starts_from_the_pretrained_encoder():
     assert np.isfinite(np.asarray(metrics["critic_loss"])).all()
     moved = [np.asarray(x)[0] for x in jax.tree.leaves(state.agent.actor_params["encoder"])]
     assert any(not np.array_equal(a, b) for a, b in zip(moved, want))
+
+
+def test_a_time_limit_truncation_still_bootstraps_in_the_rebuilt_batch():
+    """A transition truncated by episode_length comes back from the replay buffer as a batch row
+    that is not terminal, whose next observation is the true next state (not the auto-reset),
+    so the critic target keeps its gamma * next-value term."""
+    import jax
+    import jax.numpy as jnp
+
+    from cryptorl_jax.agent import tqc as T
+    from cryptorl_jax.env import trading
+    from cryptorl_jax.training.train import make_train
+
+    cfg = tiny_config("env.episode_length=5", "env.ruin_nav=0.0")
+    data = synthetic_data(cfg)
+    trainer = make_train(cfg, 4)
+    params, market = trainer.env_params, data.market
+    coeffs = trading.Coeffs.create()
+    _, state = trading.reset(jax.random.key(0), params, market, data.start_range)
+    records, truncated_at = [], None
+    for i in range(5):
+        a = jnp.float32(0.5 if i % 2 else -0.7)
+        _, nxt, _, term, trunc, _ = trading.step(jax.random.key(i), state, a, params, market,
+                                                 coeffs)
+        records.append(trading.compact(state, a, term, trunc))
+        if bool(trunc):
+            truncated_at = (state, nxt)
+        state = nxt
+    assert truncated_at is not None and not bool(records[-1].terminated)
+    cts = jax.tree.map(lambda *x: jnp.stack(x), *records)
+    batch = trainer.rebuild(data, cts, coeffs)
+    assert not np.asarray(batch.terminated).any()
+    before, after_reset = truncated_at
+    # the true next state: row t + 1 of the same episode, not the reset's start row
+    true_next = trainer.observe(data, before.t + 1, np.asarray(batch.next_obs.agent[-1]))
+    np.testing.assert_array_equal(np.asarray(batch.next_obs.window[-1]),
+                                  np.asarray(true_next.window))
+    assert int(after_reset.step) == 0  # the env itself auto-reset
+    # the target bootstraps: r + gamma * (z - alpha log pi), not r alone
+    z = jnp.ones((5, 3), jnp.float32)
+    target = T.soft_td_target(z, jnp.zeros(5), batch.reward, batch.terminated, 1.0, 0.9)
+    np.testing.assert_allclose(np.asarray(target[-1]), float(batch.reward[-1]) + 0.9, rtol=1e-6)
