@@ -1,0 +1,108 @@
+"""The registry of walk-forward runs over an output directory: the N of the OOS Deflated Sharpe.
+
+The stitched OOS series of a run was not selected on its own sample, so deflating it by the
+tuning trials' validation Sharpes compares the wrong things (short, noisy windows against a
+long series). Its multiple-testing problem is how many walk-forward configurations a
+researcher has run over the same OOS window and looked at. Every report (`backtest.report`)
+records its run in `<output dir>/runs.jsonl`, one JSON record per configuration (keyed by the
+run's config digest; a later report of the same configuration replaces its record):
+
+    {"config_digest", "run_name", "run_dir", "oos_start", "oos_end", "n_hours",
+     "sharpe" (annualised), "sharpe_per_period", "segments", "updated"}
+
+The OOS report then counts the records over exactly its window (same first and last hour):
+N = their number and the variance of their per-period Sharpes (ddof = 1) enter the Deflated
+Sharpe (Bailey & Lopez de Prado 2014). A run that is still partial covers another window and
+is not counted against a finished one. Writes take an exclusive lock next to the file
+(concurrent reports of several runs) and replace the file atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cryptorl_jax.io import write_atomic
+
+REGISTRY = "runs.jsonl"
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    with open(path.with_name(path.name + ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def read_registry(path: Path) -> list[dict[str, Any]]:
+    """The records of a registry file ([] if it does not exist); names a malformed line."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out = []
+    for i, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}, line {i}: not a JSON record ({exc.msg})") from None
+        missing = [k for k in ("config_digest", "oos_start", "oos_end", "sharpe_per_period")
+                   if k not in rec]
+        if missing:
+            raise ValueError(f"{path}, line {i}: the record lacks {missing}")
+        out.append(rec)
+    return out
+
+
+def register_run(path: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Add or replace (same config digest) a run's record; returns all records after."""
+    path = Path(path)
+    record = {**record, "updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    with _locked(path):
+        records = [r for r in read_registry(path)
+                   if r["config_digest"] != record["config_digest"]]
+        records.append(record)
+        records.sort(key=lambda r: (r["oos_start"], r["oos_end"], r["config_digest"]))
+        write_atomic(path, "".join(json.dumps(r, allow_nan=True) + "\n" for r in records))
+    return records
+
+
+@dataclass(frozen=True)
+class RunsOverWindow:
+    """The registered runs over one OOS window: the N and Sharpe variance of the DSR."""
+
+    n_runs: int
+    sr_variance: float  # of the per-period Sharpes, ddof = 1 (NaN when n_runs < 2)
+    runs: list[dict[str, Any]]
+
+    def describe(self) -> str:
+        names = ", ".join(f"{r.get('run_name', '?')} ({r['config_digest']}, Sharpe "
+                          f"{r.get('sharpe', float('nan')):.2f})" for r in self.runs)
+        return names or "none"
+
+
+def runs_over_window(records: list[dict[str, Any]], oos_start: str, oos_end: str
+                     ) -> RunsOverWindow:
+    same = [r for r in records if r["oos_start"] == oos_start and r["oos_end"] == oos_end]
+    values = [float(r["sharpe_per_period"]) for r in same
+              if r["sharpe_per_period"] is not None and math.isfinite(r["sharpe_per_period"])]
+    var = float(np.var(values, ddof=1)) if len(values) > 1 else float("nan")
+    return RunsOverWindow(n_runs=len(same), sr_variance=var, runs=same)
