@@ -29,6 +29,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _fmt(x) -> str:
+    return "undefined" if x is None else f"{x:.3f}"
+
+
+def overfitting_text(stats: dict, path: Path) -> str:
+    """The study's selection statistics, as tune.py prints them."""
+    lines = [f"tune: {stats['n_trials']} trials tried ({stats['n_completed']} completed, "
+             f"{stats['n_pruned']} pruned, {stats['n_failed']} failed)",
+             f"tune: best trial's Deflated Sharpe on its validation rows (N = "
+             f"{stats['n_trials']}): {_fmt(stats.get('best_trial_dsr'))}; its PSR "
+             f"{_fmt(stats.get('best_trial_psr'))}"]
+    pbo = stats.get("pbo")
+    if pbo is not None:
+        d = stats["pbo_detail"]
+        lines.append(f"tune: Probability of Backtest Overfitting (CSCV, {d['n_blocks']} blocks, "
+                     f"{d['n_combinations']} combinations): {pbo:.3f}; logit median "
+                     f"{d['logits_summary']['median']:.2f}; degradation slope "
+                     f"{_fmt(d['degradation_slope'])}, P[OOS loss of the IS best] "
+                     f"{_fmt(d['prob_oos_loss'])}")
+    else:
+        lines.append("tune: Probability of Backtest Overfitting: undefined")
+    lines += [f"tune: note: {n}" for n in stats.get("notes", [])]
+    lines.append(f"tune: overfitting statistics in {path}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from cryptorl_jax.training.logging import configure_cli_logging
@@ -62,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"tune: best trial {result.best_trial}: {cfg.tune.metric} {result.best_value:.4g} "
           f"with {result.best_params}")
+    print(overfitting_text(result.overfitting, result.best_config.with_name("overfitting.json")))
     print(f"tune: best config {result.best_config}; run it with: python scripts/wfo.py "
           f"--config {result.best_config}")
     return 0

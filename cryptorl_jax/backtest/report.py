@@ -10,15 +10,17 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from cryptorl_jax.backtest import nulls, registry
 from cryptorl_jax.backtest.metrics import (
     compute_metrics,
-    deflated_sharpe,
+    expected_max_sharpe,
     probabilistic_sharpe,
 )
 from cryptorl_jax.config import Config
@@ -27,6 +29,12 @@ from cryptorl_jax.io import write_atomic, write_parquet
 log = logging.getLogger("cryptorl_jax.report")
 
 PERIODS = 8760
+N_TIMING_NULLS = 1000
+COST_COLUMNS = (("strategy_zero_cost", "0x"), ("strategy", "1x"), ("strategy_2x_cost", "2x"))
+BASELINE_LABELS = {"buy_and_hold": "buy & hold (exposure 1)",
+                   "vol_targeted_buy_and_hold": "vol-targeted buy & hold (a = 1)",
+                   "flat": "flat", "random": "random: i.i.d. U[-1, 1] actions (not a timing null)",
+                   "benchmark": "BTC buy & hold, no costs (benchmark)"}
 BASELINE_COLUMNS = ("buy_and_hold", "vol_targeted_buy_and_hold", "flat", "random")
 HEADLINE = ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar",
             "volatility", "hit_rate")
@@ -59,14 +67,15 @@ def stitch(workdir: Path, segments: list[int]) -> pd.DataFrame:
 
 
 def read_trial_log(path: str | None, workdir: Path) -> tuple[int, float, str]:
-    """(n_trials, variance of per-period trial Sharpes, source) for the Deflated Sharpe."""
+    """(n_trials, variance of per-period trial Sharpes, source) of a tuning trial log.
+
+    The WFO report no longer deflates the OOS Sharpe with these (the trials were scored on
+    short validation windows, not on the OOS series; see `backtest.registry`); it cites the
+    study's own overfitting figures instead (`tuning_overfitting`).
+    """
     if not path:
         return 1, 0.0, "no tuning trial log (wfo.trial_log unset): one configuration tried"
-    p = Path(path)
-    if not p.is_absolute() and not p.exists():
-        p = Path(workdir) / p
-    if not p.is_file():
-        raise FileNotFoundError(f"wfo.trial_log: {p} does not exist")
+    p = _trial_log_path(path, workdir)
     values = []
     n = 0
     for line in p.read_text().splitlines():
@@ -84,23 +93,104 @@ def read_trial_log(path: str | None, workdir: Path) -> tuple[int, float, str]:
     return max(n, 1), var, str(p)
 
 
-def metrics_table(oos: pd.DataFrame, segments: list[int], n_trials: int, sr_var: float
-                  ) -> pd.DataFrame:
-    """One row per segment plus `all` (the stitched series), compute_metrics' columns."""
+def _trial_log_path(path: str, workdir: Path) -> Path:
+    p = Path(path)
+    if not p.is_absolute() and not p.exists():
+        p = Path(workdir) / p
+    if not p.is_file():
+        raise FileNotFoundError(f"wfo.trial_log: {p} does not exist")
+    return p
+
+
+def tuning_overfitting(path: str | None, workdir: Path) -> dict[str, Any] | None:
+    """The tuning study's overfitting.json (beside its trial log), or None without a study."""
+    if not path:
+        return None
+    f = _trial_log_path(path, workdir).with_name("overfitting.json")
+    if not f.is_file():
+        return {"note": f"{f} does not exist (a study from before PBO was recorded)"}
+    return json.loads(f.read_text())
+
+
+def per_period_sharpe(r) -> float:
+    r = np.asarray(r, dtype=np.float64)
+    sd = r.std(ddof=1) if len(r) > 1 else 0.0
+    return float(r.mean() / sd) if sd > 0 else float("nan")
+
+
+@dataclass(frozen=True)
+class OOSDeflation:
+    """The OOS Deflated Sharpe's inputs: the registered runs over the same OOS window."""
+
+    n_runs: int
+    sr_variance: float
+    expected_max_sharpe: float  # per period (NaN when N > 1 but no variance)
+    counted: str  # which runs were counted
+
+
+def oos_deflation(workdir: Path, oos: pd.DataFrame, digest: str, run_name: str,
+                  segments: list[int]) -> OOSDeflation:
+    """Record this run in the output directory's registry and count the runs over its window."""
+    path = Path(workdir).parent / registry.REGISTRY
+    start, end = str(oos.index[0]), str(oos.index[-1])
+    sr = per_period_sharpe(oos["strategy"])
+    records = registry.register_run(path, {
+        "config_digest": digest, "run_name": run_name, "run_dir": str(Path(workdir).absolute()),
+        "oos_start": start, "oos_end": end, "n_hours": len(oos),
+        "sharpe": sr * math.sqrt(PERIODS) if math.isfinite(sr) else None,
+        "sharpe_per_period": sr if math.isfinite(sr) else None, "segments": segments})
+    window = registry.runs_over_window(records, start, end)
+    emax = 0.0 if window.n_runs <= 1 else expected_max_sharpe(window.n_runs, window.sr_variance)
+    return OOSDeflation(n_runs=window.n_runs, sr_variance=window.sr_variance,
+                        expected_max_sharpe=emax, counted=window.describe())
+
+
+def _charges(part: pd.DataFrame) -> np.ndarray | None:
+    if "cost" not in part or "financing" not in part:
+        return None
+    return (part["cost"] + part["financing"]).to_numpy()
+
+
+def timing_test(part: pd.DataFrame, seed: int, n_null: int = N_TIMING_NULLS
+                ) -> nulls.TimingNull | None:
+    """The circular-shift timing null of the strategy over these rows (None for old frames)."""
+    charges = _charges(part)
+    if charges is None:
+        return None
+    seg = part["segment"].to_numpy() if "segment" in part else None
+    return nulls.timing_null(part["exposure"].to_numpy(), part["benchmark"].to_numpy(), charges,
+                             seg, n_null=n_null, seed=seed)
+
+
+def _strategy_row(part: pd.DataFrame, seed: int) -> dict[str, float]:
+    m = compute_metrics(part["strategy"], part["benchmark"], PERIODS,
+                        exposure=part["exposure"], turnover=part["turnover"])
+    m["psr"] = probabilistic_sharpe(part["strategy"])
+    n = max(len(part), 1)
+    for col in ("cost", "financing"):  # paid per year, as a fraction of NAV (simple sums)
+        m[f"{col}_per_year"] = float(part[col].sum() * PERIODS / n) if col in part else math.nan
+    null = timing_test(part, seed)
+    m["timing_p_value"] = math.nan if null is None else null.p_value
+    return m
+
+
+def metrics_table(oos: pd.DataFrame, segments: list[int], deflation: OOSDeflation,
+                  seed: int = 0) -> pd.DataFrame:
+    """One row per segment plus `all` (the stitched series), compute_metrics' columns.
+
+    Every row adds psr, cost_per_year, financing_per_year and timing_p_value; the `all` row adds
+    dsr (deflated by the registered runs over the same OOS window) and n_trials (their N).
+    """
     rows = []
     for k in segments:
         part = oos[oos["segment"] == k]
-        m = compute_metrics(part["strategy"], part["benchmark"], PERIODS,
-                            exposure=part["exposure"], turnover=part["turnover"])
-        m["psr"] = probabilistic_sharpe(part["strategy"])
         rows.append({"segment": str(k), "start": str(part.index[0]),
-                     "end": str(part.index[-1]), **m})
+                     "end": str(part.index[-1]), **_strategy_row(part, seed + 1 + k)})
     if segments:
-        m = compute_metrics(oos["strategy"], oos["benchmark"], PERIODS,
-                            exposure=oos["exposure"], turnover=oos["turnover"])
-        m["psr"] = probabilistic_sharpe(oos["strategy"])
-        m["dsr"] = deflated_sharpe(oos["strategy"], n_trials, sr_var)
-        m["n_trials"] = float(n_trials)
+        m = _strategy_row(oos, seed)
+        m["dsr"] = (probabilistic_sharpe(oos["strategy"], deflation.expected_max_sharpe)
+                    if math.isfinite(deflation.expected_max_sharpe) else math.nan)
+        m["n_trials"] = float(deflation.n_runs)
         rows.append({"segment": "all", "start": str(oos.index[0]), "end": str(oos.index[-1]),
                      **m})
     return pd.DataFrame(rows)
@@ -111,8 +201,14 @@ def comparison_table(oos: pd.DataFrame) -> pd.DataFrame:
     names = ["strategy", "strategy_2x_cost", "strategy_zero_cost",
              *[c for c in oos.columns if c.startswith("seed_")], *BASELINE_COLUMNS,
              "benchmark"]
-    rows = {n: compute_metrics(oos[n], oos["benchmark"], PERIODS) for n in names
-            if n in oos.columns}
+    rows = {}
+    for n in names:
+        if n not in oos.columns:
+            continue
+        kw = {}
+        if n.startswith("strategy"):  # the cost stress replays the same trades
+            kw = {"exposure": oos["exposure"], "turnover": oos["turnover"]}
+        rows[n] = compute_metrics(oos[n], oos["benchmark"], PERIODS, **kw)
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "series"
     return frame
@@ -215,9 +311,12 @@ def write_report(cfg: Config, workdir: str | Path) -> dict[str, Any]:
         log.warning("report: no finished segment in %s", workdir)
         return {"segments": []}
     oos = stitch(workdir, segments)
-    n_trials, sr_var, trial_source = read_trial_log(cfg.wfo.trial_log, workdir)
+    digest_file = workdir / "config.digest"
+    digest = digest_file.read_text().strip() if digest_file.is_file() else cfg.digest()
+    deflation = oos_deflation(workdir, oos, digest, cfg.run_name, segments)
+    tuning = tuning_overfitting(cfg.wfo.trial_log, workdir)
     write_parquet(workdir / "oos_returns.parquet", oos)
-    table = metrics_table(oos, segments, n_trials, sr_var)
+    table = metrics_table(oos, segments, deflation, seed=cfg.seed)
     write_atomic(workdir / "metrics.csv", table.to_csv(index=False))
     comparison = comparison_table(oos)
     write_atomic(workdir / "comparison.csv", comparison.to_csv())
@@ -229,11 +328,11 @@ def write_report(cfg: Config, workdir: str | Path) -> dict[str, Any]:
     if cfg.output.tearsheet:
         tearsheet_error = write_tearsheet(oos, workdir / "tearsheet.html", title)
     write_atomic(workdir / "summary.md", _summary_md(cfg, workdir, segments, oos, table, comparison,
-                                                gaps, n_trials, trial_source,
-                                                tearsheet_error))
+                                                gaps, deflation, tuning, tearsheet_error))
     agg = table[table["segment"] == "all"].iloc[0].to_dict()
     return {"segments": segments, "sharpe": agg["sharpe"], "total_return": agg["total_return"],
-            "dsr": agg.get("dsr"), "gaps": gaps}
+            "psr": agg.get("psr"), "dsr": agg.get("dsr"), "n_trials": agg.get("n_trials"),
+            "timing_p_value": agg.get("timing_p_value"), "gaps": gaps}
 
 
 def _gaps(oos: pd.DataFrame) -> list[str]:
@@ -243,26 +342,105 @@ def _gaps(oos: pd.DataFrame) -> list[str]:
     return [f"{oos.index[i]} -> {oos.index[i + 1]}" for i in bad]
 
 
+def _fmt(x: Any, spec: str = ".3f") -> str:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    return "undefined" if not math.isfinite(v) else format(v, spec)
+
+
+def _statistics_lines(agg: pd.Series, deflation: OOSDeflation,
+                      tuning: dict[str, Any] | None) -> list[str]:
+    n = deflation.n_runs
+    lines = ["## Is the Sharpe real? (stitched OOS)", "",
+             f"- Probabilistic Sharpe, P[true Sharpe > 0]: **{_fmt(agg['psr'])}** (skew and "
+             "kurtosis of the hourly returns taken into account)"]
+    if n <= 1:
+        lines.append(f"- Deflated Sharpe: **{_fmt(agg['dsr'])}** with N = 1: this is the only "
+                     "walk-forward configuration registered over this OOS window "
+                     f"(`{registry.REGISTRY}` in the output directory), so nothing is deflated "
+                     "and the DSR equals the PSR. Every other configuration you run over the "
+                     "same window raises N.")
+    else:
+        lines.append(f"- Deflated Sharpe: **{_fmt(agg['dsr'])}** with N = {n} walk-forward "
+                     f"configurations registered over this OOS window (variance of their "
+                     f"per-period Sharpes {_fmt(deflation.sr_variance, '.3g')}; expected "
+                     f"maximum of N unskilled Sharpes "
+                     f"{_fmt(deflation.expected_max_sharpe * math.sqrt(PERIODS), '.2f')} "
+                     f"annualised). Runs counted: {deflation.counted}")
+    p = agg.get("timing_p_value", math.nan)
+    lines.append(f"- Timing null: p = **{_fmt(p)}** that the strategy's own exposure path, "
+                 f"circularly shifted within each segment ({N_TIMING_NULLS} shifts of at "
+                 f"least {nulls.MIN_SHIFT_HOURS} h; same exposure, turnover and charges), "
+                 "earns a Sharpe at least as high. Small p: the timing, not the average "
+                 "position, earned the Sharpe."
+                 if math.isfinite(p) else "- Timing null: undefined (no per-hour charges in "
+                 "these segments' frames, or a constant series)")
+    if tuning is not None:
+        if "n_trials" not in tuning:
+            lines.append(f"- Tuning study: {tuning.get('note', 'no overfitting statistics')}")
+        else:
+            lines.append(f"- Tuning study ({tuning['n_trials']} trials tried, "
+                         f"{tuning['n_completed']} completed): the best trial's Deflated Sharpe "
+                         f"on its own validation rows {_fmt(tuning.get('best_trial_dsr'))} "
+                         f"(N = {tuning['n_trials']}); Probability of Backtest Overfitting "
+                         f"(CSCV) {_fmt(tuning.get('pbo'))}")
+            lines += [f"  - {n}" for n in tuning.get("notes", [])]
+    return lines + [""]
+
+
+def _cost_lines(comparison: pd.DataFrame, oos: pd.DataFrame, cfg: Config) -> list[str]:
+    rows = {}
+    for col, label in COST_COLUMNS:
+        if col in comparison.index:
+            c = comparison.loc[col]
+            rows[f"{label} trading costs"] = {k: c.get(k, math.nan) for k in
+                                              ("total_return", "cagr", "sharpe", "max_drawdown",
+                                               "turnover")}
+    if not rows:
+        return []
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index.name = "same trades at"
+    n = max(len(oos), 1)
+    paid = []
+    for col in ("cost", "financing"):
+        if col in oos:
+            paid.append(f"{col} {100 * oos[col].sum() * PERIODS / n:.2f} %")
+    return ["## Costs (the strategy's own trades replayed at 0x / 1x / 2x fee + slippage)", "",
+            f"Trading costs are {cfg.env.fee_bps:g} + {cfg.env.slippage_bps:g} bps per unit of "
+            "NAV traded, charged on the trade from the drifted position to the target; "
+            f"financing is {100 * cfg.env.borrow_rate_annual:g} % a year on the borrowed "
+            "notional (leverage above 1 and shorts), not scaled by the stress. "
+            + (f"Paid per year at 1x, as a share of NAV: {', '.join(paid)}." if paid else ""),
+            "", _fmt_table(frame), ""]
+
+
 def _summary_md(cfg: Config, workdir: Path, segments: list[int], oos: pd.DataFrame,
-                table: pd.DataFrame, comparison: pd.DataFrame, gaps: list[str], n_trials: int,
-                trial_source: str, tearsheet_error: str | None) -> str:
+                table: pd.DataFrame, comparison: pd.DataFrame, gaps: list[str],
+                deflation: OOSDeflation, tuning: dict[str, Any] | None,
+                tearsheet_error: str | None) -> str:
     agg = table[table["segment"] == "all"].iloc[0]
     contiguity = "contiguous" if not gaps else "NOT contiguous: " + "; ".join(gaps)
+    headline = comparison[[c for c in HEADLINE if c in comparison.columns]].rename(
+        index=lambda n: BASELINE_LABELS.get(n, n))
     lines = [f"# Walk-forward report: {cfg.run_name}", "",
              f"- segments finished: {segments}; OOS hours: {len(oos)} "
              f"({oos.index[0]} .. {oos.index[-1]})",
              f"- the OOS series is {contiguity}",
              f"- strategy = ensemble-mean action of {cfg.train.n_seeds} seed(s), "
              f"encoder mode `{cfg.encoder.mode}`, costs {cfg.env.fee_bps} + "
-             f"{cfg.env.slippage_bps} bps per unit of turnover",
-             f"- Probabilistic Sharpe (P[SR > 0]): {agg['psr']:.3f}; Deflated Sharpe with "
-             f"N = {n_trials} trial(s): {agg['dsr']:.3f} ({trial_source})",
-             "", "## Headline (stitched OOS, annualised at 8,760 hours)", "",
-             _fmt_table(comparison[[c for c in HEADLINE if c in comparison.columns]]), "",
+             f"{cfg.env.slippage_bps} bps per unit of turnover, financing "
+             f"{100 * cfg.env.borrow_rate_annual:g} % a year on borrowed notional",
+             "", *_statistics_lines(agg, deflation, tuning),
+             "## Headline (stitched OOS, annualised at 8,760 hours)", "",
+             _fmt_table(headline), "", *_cost_lines(comparison, oos, cfg),
              "## Per segment (strategy)", "",
              _fmt_table(table.set_index("segment")[["start", "end", "total_return", "sharpe",
                                                     "max_drawdown", "excess_return", "beta",
-                                                    "alpha", "turnover", "exposure", "psr"]]),
+                                                    "alpha", "turnover", "exposure",
+                                                    "cost_per_year", "financing_per_year",
+                                                    "psr", "timing_p_value"]]),
              ""]
     regime_rows = []
     for k in segments:

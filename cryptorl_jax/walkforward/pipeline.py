@@ -109,6 +109,15 @@ class RunData:
     traded: str
     close: np.ndarray
 
+    @property
+    def tradable(self) -> np.ndarray:
+        """[T] bool: the traded asset's bar at t really traded (False on bars the loader filled,
+        `<ASSET>_fresh` == 0), so a position can be changed at its close."""
+        col = f"{self.traded}_fresh"
+        if col not in self.market.columns:
+            return np.ones(len(self.market), bool)
+        return self.market[col].to_numpy(dtype=np.float64) > 0
+
 
 def _ffd_for_warmup(cfg: Config) -> float | None:
     """The d whose FFD window is longest (fixes the warm-up for every segment's d)."""
@@ -199,11 +208,13 @@ def load_segment_transforms(cfg: Config, run: RunData, seg_path: Path) -> Segmen
 
 
 def slice_data(cfg: Config, matrix: np.ndarray, close: np.ndarray, lo: int, hi: int,
-               first_start: int, embeddings: np.ndarray | None) -> TrainData:
+               first_start: int, embeddings: np.ndarray | None,
+               tradable: np.ndarray | None = None) -> TrainData:
     """TrainData over rows [lo, hi); episodes start at row first_start (absolute)."""
     if lo < 0:
         raise ValueError(f"slice starts at row {lo} < 0")
-    market = MarketData.from_arrays(matrix[lo:hi], close[lo:hi], cfg.env)
+    market = MarketData.from_arrays(matrix[lo:hi], close[lo:hi], cfg.env,
+                                    tradable=None if tradable is None else tradable[lo:hi])
     start_range = StartRange.create(first_start - lo, hi - lo - 2, hi - lo - 1)
     emb = None if embeddings is None else jax.numpy.asarray(embeddings[lo:hi])
     return TrainData(market=market, start_range=start_range, embeddings=emb)
@@ -326,35 +337,47 @@ def load_agents(path: Path, trainer: Trainer) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
+COST_STRESS = (("", 1.0), ("_2x_cost", 2.0), ("_zero_cost", 0.0))
+
+
 def backtest_rows(cfg: Config, run: RunData, sm: SegmentMatrix, enc: EncoderStage,
                   trainer: Trainer, agents: Any, test_start: int, test_end: int,
                   rollout: Callable | None = None, baseline_seed: int = 0) -> pd.DataFrame:
-    """Hourly OOS returns of rows [test_start, test_end) for the ensemble, seeds, baselines."""
+    """Hourly OOS returns of rows [test_start, test_end) for the ensemble, seeds, baselines.
+
+    The agents act once (the rollout at 1x costs); their action series is then replayed by
+    `simulate` (float64) at 1x, 2x and 0x trading costs, so the cost stress keeps the trades
+    fixed. The frame also holds the strategy's exposure, turnover and per-hour charges (cost,
+    financing), which the timing null of the report reuses.
+    """
     lookback = lookback_rows(cfg)
     lo = test_start - lookback
+    tradable = run.tradable
     data = trainer.put_data(slice_data(cfg, sm.matrix, run.close, lo, test_end,
-                                       test_start - 1, enc.embeddings))
+                                       test_start - 1, enc.embeddings, tradable))
     rollout = rollout or make_rollout(trainer)
     first = lookback - 1  # slice row of test_start - 1: the first decision
     n_steps = test_end - test_start
     close = run.close[lo:test_end]
+    tradable = tradable[lo:test_end]
+
+    def replay(policy_actions: np.ndarray, mult: float = 1.0) -> dict[str, np.ndarray]:
+        a = np.zeros(len(close))
+        a[first:first + n_steps] = policy_actions
+        return simulate(close, a, cfg.env, start=first, cost_multiplier=mult, tradable=tradable)
+
+    ens, seeds = jax.device_get(rollout(agents, data, first, n_steps, 1.0))
     out: dict[str, np.ndarray] = {}
     extra: dict[str, np.ndarray] = {}
-    for label, mult in (("", 1.0), ("_2x_cost", 2.0), ("_zero_cost", 0.0)):
-        ens, seeds = jax.device_get(rollout(agents, data, first, n_steps, mult))
-        actions = np.zeros(len(close))
-        actions[first:first + n_steps] = ens
-        sim = simulate(close, actions, cfg.env, start=first, cost_multiplier=mult)
+    for label, mult in COST_STRESS:
+        sim = replay(ens, mult)
         out[f"strategy{label}"] = sim["returns"]
         if label == "":
-            extra = {"exposure": sim["exposure"], "turnover": sim["turnover"],
-                     "action": sim["action"]}
-            for s in range(seeds.shape[0]):
-                a = np.zeros(len(close))
-                a[first:first + n_steps] = seeds[s]
-                out[f"seed_{s}"] = simulate(close, a, cfg.env, start=first)["returns"]
+            extra = {k: sim[k] for k in ("exposure", "turnover", "action", "cost", "financing")}
+    for s in range(seeds.shape[0]):
+        out[f"seed_{s}"] = replay(seeds[s])["returns"]
     for name, sim in baseline_lib.run_baselines(close, cfg.env, seed=baseline_seed,
-                                                start=first).items():
+                                                start=first, tradable=tradable).items():
         out[name] = sim["returns"]
     out["benchmark"] = close[first + 1:] / close[first:-1] - 1.0
     frame = pd.DataFrame(out, index=run.market.index[test_start:test_end])
@@ -513,7 +536,7 @@ def _run_segment(cfg: Config, run: RunData, seg: Segment, seg_path: Path, workdi
         t = time.perf_counter()
         lookback = lookback_rows(cfg)
         data = slice_data(cfg, sm.matrix, run.close, seg.train_start - lookback, seg.train_end,
-                          seg.train_start, enc.embeddings)
+                          seg.train_start, enc.embeddings, run.tradable)
         if trainer is None:
             emb_dim = None if enc.embeddings is None else enc.embeddings.shape[1]
             trainer, rollout = get_trainer(cfg, sm.matrix.shape[1], emb_dim)

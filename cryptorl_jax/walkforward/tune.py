@@ -62,6 +62,8 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import numpy as np
 import pandas as pd
 
+from cryptorl_jax.backtest.metrics import expected_max_sharpe, probabilistic_sharpe
+from cryptorl_jax.backtest.overfitting import pbo_cscv
 from cryptorl_jax.config import (
     Config,
     ConfigError,
@@ -70,7 +72,7 @@ from cryptorl_jax.config import (
     with_overrides,
 )
 from cryptorl_jax.features import warmup_rows
-from cryptorl_jax.io import write_atomic
+from cryptorl_jax.io import write_atomic, write_json
 from cryptorl_jax.market import load_market
 from cryptorl_jax.training.logging import ScalarLogger
 from cryptorl_jax.training.train import TrainingDivergedError, train
@@ -94,6 +96,8 @@ log = logging.getLogger("cryptorl_jax.tune")
 
 TRIAL_LOG = "trials.jsonl"
 BEST_CONFIG = "best.yaml"
+OVERFITTING = "overfitting.json"
+VAL_RETURNS = "val_returns"  # trial user attr: {segment: [hourly validation returns]}
 PRUNE_METRIC = "pnl"  # train() history key fed to the pruner
 SCORE_KEYS = ("sharpe", "sortino", "total_return", "calmar", "max_drawdown", "cagr",
               "volatility", "turnover", "exposure")
@@ -251,7 +255,8 @@ def validate_segment(cfg: Config, market: pd.DataFrame, seg: Segment, workdir: P
                      progress: bool = False) -> dict[str, Any]:
     """Fit everything on the inner train rows of seg and score the validation rows.
 
-    Returns compute_metrics' keys of the validation backtest plus the split's rows.
+    Returns compute_metrics' keys of the validation backtest plus the split's rows, and under
+    "returns" the strategy's hourly validation returns (the PBO and DSR inputs).
     """
     run = cut_run(cfg, market, seg.train_end)
     split = nested_split(cfg, seg, run.offset)
@@ -270,7 +275,7 @@ def validate_segment(cfg: Config, market: pd.DataFrame, seg: Segment, workdir: P
         logger.close()
     lookback = lookback_rows(cfg)
     data = slice_data(cfg, sm.matrix, run.close, inner.train_start - lookback, inner.train_end,
-                      inner.train_start, enc.embeddings)
+                      inner.train_start, enc.embeddings, run.tradable)
     emb_dim = None if enc.embeddings is None else enc.embeddings.shape[1]
     trainer, rollout = get_trainer(cfg, sm.matrix.shape[1], emb_dim)
     result = train(cfg, data, workdir / "train", key=segment_key(cfg, seg.index, STAGE_TRAIN),
@@ -284,6 +289,7 @@ def validate_segment(cfg: Config, market: pd.DataFrame, seg: Segment, workdir: P
     out.update({"fit_start": split.fit_start, "inner_train_end": split.inner_train_end,
                 "val_start": split.val_start, "val_end": split.val_end, "gap": split.gap,
                 "chunks": len(result.history)})
+    out["returns"] = [float(x) for x in frame["strategy"].to_numpy()]
     return out
 
 
@@ -433,6 +439,108 @@ def export_best(cfg: Config, trial: Any, path: Path, trial_log: Path, study_name
 
 
 # --------------------------------------------------------------------------------------------
+# Overfitting statistics of the study: the best trial's DSR and the PBO
+# --------------------------------------------------------------------------------------------
+
+
+def trials_tried(trials: Sequence[Any]) -> list[Any]:
+    """The trials that count in the N of the deflation: finished COMPLETE or PRUNED, and FAIL
+    trials that failed on their own configuration (a caught error, e.g. divergence), not a
+    trial whose process died."""
+    return [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")
+            or (t.state.name == "FAIL" and t.user_attrs.get("error"))]
+
+
+def _validation_series(trial: Any) -> np.ndarray | None:
+    per_segment = trial.user_attrs.get(VAL_RETURNS)
+    if not per_segment:
+        return None
+    return np.concatenate([np.asarray(per_segment[k], dtype=np.float64)
+                           for k in sorted(per_segment, key=int)])
+
+
+def study_overfitting(study: Any, cfg: Config) -> dict[str, Any]:
+    """The best trial's Deflated Sharpe on its validation rows, and the PBO of the study.
+
+    The selection was made on the validation rows, so that is where it is deflated: the best
+    trial's validation series (its segments' validation hours, in order) against the expected
+    maximum Sharpe of N = the trials tried (pruned and failed ones count: they were tried),
+    with the variance of the completed trials' per-period validation Sharpes. With fewer than
+    two completed trials that variance, and so the DSR, is undefined. The PBO runs CSCV
+    (`backtest.overfitting`) on the [validation hours x completed trials] matrix.
+    """
+    trials = study.get_trials(deepcopy=False)
+    tried = trials_tried(trials)
+    series = {t.number: _validation_series(t) for t in tried if t.state.name == "COMPLETE"}
+    series = {k: v for k, v in series.items() if v is not None}
+    out: dict[str, Any] = {"n_trials": len(tried), "n_completed": len(series),
+                           "n_pruned": sum(t.state.name == "PRUNED" for t in tried),
+                           "n_failed": sum(t.state.name == "FAIL" for t in tried),
+                           "best_trial": None, "best_trial_dsr": None, "best_trial_psr": None,
+                           "pbo": None, "notes": []}
+    notes: list[str] = out["notes"]
+    best = None
+    try:
+        best = study.best_trial
+    except ValueError:
+        notes.append("no trial completed")
+    if best is not None and best.number in series:
+        r = series[best.number]
+        sharpes = []
+        for v in series.values():
+            sd = v.std(ddof=1) if len(v) > 1 else 0.0
+            if sd > 0:
+                sharpes.append(v.mean() / sd)
+        out["best_trial"] = best.number
+        out["best_trial_psr"] = _finite(probabilistic_sharpe(r))
+        out["n_validation_hours"] = int(len(r))
+        if len(sharpes) >= 2:
+            var = float(np.var(sharpes, ddof=1))
+            emax = expected_max_sharpe(len(tried), var)
+            out.update({"sr_variance": var, "expected_max_sharpe": emax,
+                        "expected_max_sharpe_annualised": emax * math.sqrt(8760),
+                        "best_trial_dsr": _finite(probabilistic_sharpe(r, emax))})
+        else:
+            notes.append(f"the best trial's DSR is undefined: {len(sharpes)} completed trial(s) "
+                         "with a validation Sharpe, at least 2 are needed for the variance of "
+                         "the trials' Sharpes (the PSR alone does not deflate anything)")
+    elif best is not None:
+        notes.append(f"trial {best.number} has no validation returns (a study from before they "
+                     "were recorded)")
+    lengths = {len(v) for v in series.values()}
+    if len(series) < 2:
+        notes.append(f"PBO is undefined: {len(series)} completed trial(s), CSCV needs >= 2")
+    elif len(lengths) != 1:
+        notes.append(f"PBO is undefined: the trials' validation series differ in length "
+                     f"({sorted(lengths)}; a searched key changed the validation rows)")
+    elif lengths.pop() < cfg.tune.pbo_blocks:
+        notes.append(f"PBO is undefined: fewer validation hours than tune.pbo_blocks = "
+                     f"{cfg.tune.pbo_blocks}")
+    else:
+        numbers = sorted(series)
+        matrix = np.stack([series[k] for k in numbers], axis=1)
+        res = pbo_cscv(matrix, n_blocks=cfg.tune.pbo_blocks)
+        detail = res.to_dict()
+        detail.pop("logits", None)
+        out.update({"pbo": _finite(res.pbo), "pbo_detail": detail, "pbo_trials": numbers})
+        if out["n_pruned"]:
+            notes.append(f"{out['n_pruned']} pruned trial(s) count in N but are not in the PBO "
+                         "matrix (no full validation series)")
+    return out
+
+
+def _finite(x: float) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def write_overfitting(study: Any, cfg: Config, path: Path) -> dict[str, Any]:
+    stats = study_overfitting(study, cfg)
+    write_json(path, stats)
+    return stats
+
+
+# --------------------------------------------------------------------------------------------
 # The study
 # --------------------------------------------------------------------------------------------
 
@@ -450,6 +558,7 @@ class StudyResult:
     trial_log: Path
     seconds: float
     study: Any
+    overfitting: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def score(metrics: dict[str, Any], metric: str) -> float:
@@ -488,6 +597,7 @@ def make_objective(cfg: Config, market: pd.DataFrame, segments: list[Segment], w
             trial.set_user_attr("n_seeds", tcfg.train.n_seeds)
             n_chunks = _chunks_per_segment(tcfg)
             scores: dict[str, dict[str, Any]] = {}
+            val_returns: dict[str, list[float]] = {}
             for pos, seg in enumerate(segments):
                 base_step = pos * n_chunks
 
@@ -502,9 +612,13 @@ def make_objective(cfg: Config, market: pd.DataFrame, segments: list[Segment], w
                 seg_dir = trial_dir / f"segment_{seg.index}"
                 if seg_dir.exists():
                     shutil.rmtree(seg_dir)
-                scores[str(seg.index)] = validate_segment(tcfg, market, seg, seg_dir,
-                                                          on_chunk=on_chunk, progress=progress)
+                seg_scores = validate_segment(tcfg, market, seg, seg_dir, on_chunk=on_chunk,
+                                              progress=progress)
+                val_returns[str(seg.index)] = seg_scores.pop("returns")
+                scores[str(seg.index)] = seg_scores
                 trial.set_user_attr("segment_scores", scores)
+            # the validation series of every segment, in order: the PBO / DSR inputs
+            trial.set_user_attr(VAL_RETURNS, val_returns)
             values = [score(m, tcfg.tune.metric) for m in scores.values()]
             trial.set_user_attr("sharpe", float(np.mean([m["sharpe"] for m in scores.values()])))
             value = float(np.mean(values))
@@ -607,7 +721,9 @@ def run_study(cfg: Config, n_trials: int, storage: str | None = None,
     if best is not None:
         best_path = workdir / BEST_CONFIG
         export_best(cfg, best, best_path, trial_log, study_name, note)
-    return StudyResult(study_name=study_name, storage=storage_url, trials_run=ran,
+    overfitting = write_overfitting(study, cfg, workdir / OVERFITTING)
+    return StudyResult(overfitting=overfitting, study_name=study_name, storage=storage_url,
+                       trials_run=ran,
                        n_trials=n_logged, best_trial=None if best is None else best.number,
                        best_value=None if best is None else float(best.value),
                        best_params={} if best is None else dict(best.params),

@@ -179,3 +179,105 @@ def test_other_encoder_modes_run(mode, market, tmp_path):
     assert result.segments_run == [0]
     table = pd.read_csv(tmp_path / mode / "metrics.csv", dtype={"segment": str})
     assert np.isfinite(table["sharpe"]).all()
+
+
+def test_cost_stress_replays_the_same_trades(full_run):
+    """0x / 1x / 2x are the strategy's own trades at other costs, not other policies."""
+    workdir, _ = full_run
+    oos = pd.read_parquet(workdir / "oos_returns.parquet")
+    e, market = oos["exposure"].to_numpy(), oos["benchmark"].to_numpy()
+    fin, cost = oos["financing"].to_numpy(), oos["cost"].to_numpy()
+    np.testing.assert_allclose(oos["strategy"], e * market - cost - fin, rtol=1e-12, atol=1e-15)
+    # no trading cost: exactly the 1x exposures' return less the same financing
+    np.testing.assert_allclose(oos["strategy_zero_cost"], e * market - fin, rtol=1e-12,
+                               atol=1e-15)
+    # 2x: the same exposures; the cost doubles up to the drift's second-order change
+    extra = (e * market - fin - oos["strategy_2x_cost"].to_numpy()) - 2 * cost
+    assert np.abs(extra).max() < 1e-3 * max(cost.max(), 1e-12)
+    total = (1 + oos[["strategy", "strategy_2x_cost", "strategy_zero_cost"]]).prod()
+    assert total["strategy_2x_cost"] < total["strategy"] < total["strategy_zero_cost"]
+
+
+def test_summary_holds_the_honest_statistics(full_run):
+    workdir, _ = full_run
+    table = pd.read_csv(workdir / "metrics.csv", dtype={"segment": str}).set_index("segment")
+    for key in ("psr", "timing_p_value", "cost_per_year", "financing_per_year"):
+        assert np.isfinite(table[key]).all(), key
+    assert ((table["timing_p_value"] > 0) & (table["timing_p_value"] <= 1)).all()
+    assert table.loc["all", "n_trials"] == 1  # the only run over this window
+    assert table.loc["all", "dsr"] == pytest.approx(table.loc["all", "psr"], rel=1e-12)
+    summary = (workdir / "summary.md").read_text()
+    for text in ("Probabilistic Sharpe", "Deflated Sharpe", "with N = 1", "Timing null: p =",
+                 "0x trading costs", "1x trading costs", "2x trading costs", "financing",
+                 "i.i.d. U[-1, 1] actions (not a timing null)"):
+        assert text in summary, text
+    registry = [json.loads(line) for line in
+                (workdir.parent / "runs.jsonl").read_text().splitlines()]
+    assert [r["run_name"] for r in registry] == ["tiny"]
+
+
+def test_oos_dsr_counts_the_runs_over_the_same_window(full_run, cfg, tmp_path):
+    """A second configuration registered over the same OOS window deflates the first."""
+    import shutil
+
+    from cryptorl_jax.backtest.metrics import expected_max_sharpe, probabilistic_sharpe
+
+    workdir, _ = full_run
+    copy = tmp_path / "tiny"
+    shutil.copytree(workdir, copy)
+    oos = pd.read_parquet(copy / "oos_returns.parquet")
+    sr = float(oos["strategy"].mean() / oos["strategy"].std(ddof=1))
+    other = {"config_digest": "another-config", "run_name": "other", "oos_start":
+             str(oos.index[0]), "oos_end": str(oos.index[-1]), "sharpe_per_period": sr + 0.01}
+    elsewhere = {**other, "config_digest": "a-third", "oos_end": str(oos.index[-2])}
+    (tmp_path / "runs.jsonl").write_text(json.dumps(other) + "\n" + json.dumps(elsewhere) + "\n")
+    pipeline.run(cfg, copy, report_only=True)
+    table = pd.read_csv(copy / "metrics.csv", dtype={"segment": str}).set_index("segment")
+    assert table.loc["all", "n_trials"] == 2  # the third run covers another window
+    var = np.var([sr, sr + 0.01], ddof=1)
+    expected = probabilistic_sharpe(oos["strategy"], expected_max_sharpe(2, var))
+    assert table.loc["all", "dsr"] == pytest.approx(expected, rel=1e-9)
+    assert table.loc["all", "dsr"] < table.loc["all", "psr"]
+    summary = (copy / "summary.md").read_text()
+    assert "N = 2 walk-forward configurations" in summary and "other (another-config" in summary
+
+
+def test_poisoned_future_leaves_segment_0_bit_identical(full_run, cfg, market, tmp_path):
+    """Garbage in every row after segment 0's train end: its fitted pieces do not change."""
+    from cryptorl_jax.walkforward.pipeline import load_agents
+
+    workdir, _ = full_run
+    seg = pipeline.prepare_run(cfg, market).segments[0]
+    poisoned = market.copy()
+    rng = np.random.default_rng(99)
+    tail = poisoned.index[seg.train_end:]
+    for col in poisoned.columns:
+        if col.endswith("_fresh"):
+            continue
+        values = poisoned.loc[tail, col].to_numpy()
+        poisoned.loc[tail, col] = values * rng.lognormal(0.0, 0.5, len(values))[::-1]
+    run_dir = tmp_path / "tiny"
+    pipeline.run(load_config(None, [*TINY_WFO, "wfo.segments=[0]"]), run_dir, market=poisoned)
+    a, b = workdir / "segment_0", run_dir / "segment_0"
+    for name in ("scaler.json", "regime_model.json", "transforms.json", "train_history.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    reports = [json.loads((d / "encoder_report.json").read_text()) for d in (a, b)]
+    for r in reports:
+        r.pop("seconds_per_epoch")  # a timing
+    assert reports[0] == reports[1]
+    (trainer, _), = pipeline._TRAINERS.values()
+    import jax
+
+    left, right = load_agents(a / "agents", trainer), load_agents(b / "agents", trainer)
+    for x, y in zip(jax.tree.leaves(left), jax.tree.leaves(right), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    from cryptorl_jax.encoder.pretrain import load_encoder
+
+    n_features = len(json.loads((a / "transforms.json").read_text())["columns"])
+    enc = [jax.tree.leaves(load_encoder(d / "encoder", n_features, cfg.env.window,
+                                        cfg.encoder)[1]) for d in (a, b)]
+    assert len(enc[0]) > 0
+    for x, y in zip(*enc, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # the OOS test rows are after the train end: those did change
+    assert not (a / "oos.parquet").read_bytes() == (b / "oos.parquet").read_bytes()

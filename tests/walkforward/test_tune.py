@@ -154,6 +154,68 @@ def test_trial_log_and_exported_config(study, cfg):
     assert not (workdir / "trials").exists() or not any((workdir / "trials").iterdir())
 
 
+def test_overfitting_statistics_of_the_study(study):
+    """overfitting.json: the best trial's DSR on its validation rows and the PBO (CSCV)."""
+    from cryptorl_jax.backtest.metrics import expected_max_sharpe, probabilistic_sharpe
+    from cryptorl_jax.backtest.overfitting import pbo_cscv
+
+    workdir, result, _ = study
+    stats = json.loads((workdir / tune.OVERFITTING).read_text())
+    assert stats == json.loads(json.dumps(result.overfitting))
+    assert {"pbo", "best_trial_dsr", "n_trials"} <= set(stats)
+    assert stats["n_trials"] == stats["n_completed"] == 3
+    trials = sorted(result.study.get_trials(), key=lambda t: t.number)
+    series = [np.asarray(t.user_attrs[tune.VAL_RETURNS]["0"]) for t in trials]
+    best = series[result.best_trial]
+    assert stats["n_validation_hours"] == len(best) > 16
+    sharpes = [v.mean() / v.std(ddof=1) for v in series]
+    emax = expected_max_sharpe(3, float(np.var(sharpes, ddof=1)))
+    assert stats["best_trial_dsr"] == pytest.approx(probabilistic_sharpe(best, emax), rel=1e-12)
+    assert stats["best_trial_dsr"] < stats["best_trial_psr"]
+    pbo = pbo_cscv(np.stack(series, axis=1), n_blocks=16).pbo
+    assert stats["pbo"] == pytest.approx(pbo) and stats["pbo_trials"] == [0, 1, 2]
+
+
+class _Trial:
+    def __init__(self, number, state, returns=None, error=None):
+        self.number = number
+        self.state = type("State", (), {"name": state})()
+        self.user_attrs = {} if returns is None else {tune.VAL_RETURNS: {"0": list(returns)}}
+        if error:
+            self.user_attrs["error"] = error
+        self.value = None if returns is None else float(np.mean(returns))
+
+
+class _Study:
+    def __init__(self, trials):
+        self.trials = trials
+
+    def get_trials(self, deepcopy=False):
+        return self.trials
+
+    @property
+    def best_trial(self):
+        done = [t for t in self.trials if t.state.name == "COMPLETE"]
+        if not done:
+            raise ValueError("no trial completed")
+        return max(done, key=lambda t: t.value)
+
+
+def test_dsr_is_undefined_with_fewer_than_two_completed_trials(cfg):
+    rng = np.random.default_rng(0)
+    trials = [_Trial(0, "COMPLETE", rng.normal(0, 0.01, 200)), _Trial(1, "PRUNED"),
+              _Trial(2, "FAIL", error="TrainingDivergedError: nan"), _Trial(3, "FAIL")]
+    stats = tune.study_overfitting(_Study(trials), cfg)
+    assert stats["n_trials"] == 3  # completed, pruned and diverged count; a dead process not
+    assert stats["best_trial_dsr"] is None and stats["best_trial_psr"] is not None
+    assert stats["pbo"] is None
+    assert any("DSR is undefined" in n for n in stats["notes"])
+    trials.append(_Trial(4, "COMPLETE", rng.normal(0, 0.01, 200)))
+    stats = tune.study_overfitting(_Study(trials), cfg)
+    assert stats["n_trials"] == 4 and stats["best_trial_dsr"] is not None
+    assert stats["pbo"] is not None
+
+
 def test_resumes_from_storage_and_prunes_through_on_chunk(study, cfg, poisoned):
     """A second call continues the numbering, keeps the old trials; its trial is pruned."""
     workdir, first, _ = study
@@ -171,6 +233,8 @@ def test_resumes_from_storage_and_prunes_through_on_chunk(study, cfg, poisoned):
     assert records[3]["params"] != records[0]["params"]
     n, _, _ = read_trial_log(load_config(again.best_config).wfo.trial_log, workdir)
     assert n == 4  # complete and pruned trials count for the Deflated Sharpe
+    assert again.overfitting["n_trials"] == 4 and again.overfitting["n_completed"] == 3
+    assert again.overfitting["n_pruned"] == 1
 
     other = with_overrides(cfg, ["env.fee_bps=9"])
     with pytest.raises(ConfigError, match="different base config"):
