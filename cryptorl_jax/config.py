@@ -57,7 +57,7 @@ class DataConfig:
         AssetSpec("BTC", "BTC_1h.csv.gz", "crypto"),
         AssetSpec("ETH", "ETH_1h.csv.gz", "crypto"),
         AssetSpec("SPY", "SPY_1h.csv.gz", "market"),
-        AssetSpec("DXY", "DXY_1h.csv.gz", "market"),
+        AssetSpec("DXY", "DXY_1h.csv.gz", "market", availability_lag_hours=1),  # MT5 clock
     )
     combined_file: str | None = None  # one CSV/Parquet with <ASSET>_<field> columns
     start: str | None = None  # ISO date/time (UTC) to cut the aligned frame
