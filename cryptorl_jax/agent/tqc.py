@@ -70,6 +70,33 @@ class TQCState:
     step: jax.Array  # [] int32, gradient updates done so far
 
 
+@struct.dataclass
+class TQCHyper:
+    """TQC's dynamic hyperparameters: traced scalars, so members of a population may differ and
+    two runs that differ only here share one compilation (float32 leaves)."""
+
+    actor_lr: jax.Array
+    critic_lr: jax.Array
+    alpha_lr: jax.Array
+    gamma: jax.Array
+    tau: jax.Array
+    target_entropy: jax.Array
+    ent_coef_init: jax.Array
+    max_grad_norm: jax.Array  # inf: no clipping (tqc.max_grad_norm null)
+
+    @classmethod
+    def from_config(cls, cfg: TQCConfig, action_dim: int = 1) -> TQCHyper:
+        f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+        critic_lr = cfg.learning_rate if cfg.critic_learning_rate is None \
+            else cfg.critic_learning_rate
+        target = -float(action_dim) if cfg.target_entropy == "auto" else float(cfg.target_entropy)
+        clip = float("inf") if cfg.max_grad_norm is None else float(cfg.max_grad_norm)
+        return cls(actor_lr=f32(cfg.learning_rate), critic_lr=f32(critic_lr),
+                   alpha_lr=f32(cfg.learning_rate), gamma=f32(cfg.gamma), tau=f32(cfg.tau),
+                   target_entropy=f32(target), ent_coef_init=f32(cfg.ent_coef_init),
+                   max_grad_norm=f32(clip))
+
+
 METRIC_NAMES = ("critic_loss", "actor_loss", "alpha_loss", "alpha", "q_mean", "log_prob",
                 "entropy")
 
@@ -235,14 +262,20 @@ def _is_encoder_path(path: tuple) -> bool:
 
 
 def make_optimizer(
-    learning_rate: float, max_grad_norm: float | None, encoder_lr: float | None = None
+    learning_rate, max_grad_norm, encoder_lr: float | None = None
 ) -> optax.GradientTransformation:
-    """Adam, after global-norm clipping when set; encoder params at `encoder_lr` if given.
+    """Adam after global-norm clipping; encoder params at `encoder_lr` if given.
 
-    encoder_lr None: the encoder (if any) trains at `learning_rate`; 0.0: it is frozen.
+    learning_rate and max_grad_norm may be traced values (the population's dynamic
+    hyperparameters): Adam is `scale_by_adam` then a scale by -learning_rate (what optax.adam
+    is), and clipping at max_grad_norm = inf leaves the gradients exactly as they are. The
+    optimiser state's structure does not depend on the values, so the transformation is rebuilt
+    from the current values inside each update. encoder_lr (static) None: the encoder (if any)
+    trains at `learning_rate`; 0.0: it is frozen.
     """
+    main = optax.chain(optax.scale_by_adam(), optax.scale(-learning_rate))
     if encoder_lr is None:
-        inner = optax.adam(learning_rate)
+        inner = main
     else:
         encoder_tx = optax.set_to_zero() if encoder_lr == 0.0 else optax.adam(encoder_lr)
 
@@ -250,10 +283,7 @@ def make_optimizer(
             return jax.tree_util.tree_map_with_path(
                 lambda path, _: "encoder" if _is_encoder_path(path) else "main", params)
 
-        inner = optax.multi_transform(
-            {"main": optax.adam(learning_rate), "encoder": encoder_tx}, labels)
-    if max_grad_norm is None:
-        return inner
+        inner = optax.multi_transform({"main": main, "encoder": encoder_tx}, labels)
     return optax.chain(optax.clip_by_global_norm(max_grad_norm), inner)
 
 
@@ -269,6 +299,7 @@ class TQC:
     cfg: TQCConfig
     action_dim: int
     target_entropy: float
+    default_hyper: TQCHyper  # the config's values, used when a call passes no hyper
     actor_graphdef: Any
     critic_graphdef: Any
     init: Callable[[jax.Array], TQCState]
@@ -300,13 +331,14 @@ def make_tqc(
         raise ValueError(f"tqc.policy_delay must be >= 1, got {cfg.policy_delay}")
     if cfg.ent_coef_init <= 0:
         raise ValueError(f"tqc.ent_coef_init must be > 0, got {cfg.ent_coef_init}")
-    target_entropy = (-float(action_dim) if cfg.target_entropy == "auto"
-                      else float(cfg.target_entropy))
-    critic_lr = (cfg.learning_rate if cfg.critic_learning_rate is None
-                 else cfg.critic_learning_rate)
-    actor_tx = make_optimizer(cfg.learning_rate, cfg.max_grad_norm, encoder_lr)
-    critic_tx = make_optimizer(critic_lr, cfg.max_grad_norm, encoder_lr)
-    alpha_tx = optax.adam(cfg.learning_rate)
+    default_hyper = TQCHyper.from_config(cfg, action_dim)
+    target_entropy = float(default_hyper.target_entropy)
+
+    def optimisers(h: TQCHyper):
+        """(actor, critic, alpha) transformations at the hyperparameters h (may be traced)."""
+        return (make_optimizer(h.actor_lr, h.max_grad_norm, encoder_lr),
+                make_optimizer(h.critic_lr, h.max_grad_norm, encoder_lr),
+                optax.chain(optax.scale_by_adam(), optax.scale(-h.alpha_lr)))
 
     def build(key: jax.Array):
         return make_networks(cfg, obs_example, action_dim, nnx.Rngs(key), encoder_factory)
@@ -326,11 +358,13 @@ def make_tqc(
         params = state.critic_params if params is None else params
         return nnx.merge(critic_graphdef, params, state.critic_rest)
 
-    def init(key: jax.Array) -> TQCState:
+    def init(key: jax.Array, hyper: TQCHyper | None = None) -> TQCState:
+        h = default_hyper if hyper is None else hyper
+        actor_tx, critic_tx, alpha_tx = optimisers(h)
         actor, critic = build(key)
         _, actor_params, actor_rest = nnx.split(actor, nnx.Param, ...)
         _, critic_params, critic_rest = nnx.split(critic, nnx.Param, ...)
-        log_alpha = jnp.log(jnp.asarray(cfg.ent_coef_init, jnp.float32))
+        log_alpha = jnp.log(jnp.asarray(h.ent_coef_init, jnp.float32))
         return TQCState(
             actor_params=actor_params,
             critic_params=critic_params,
@@ -351,7 +385,10 @@ def make_tqc(
     def act_deterministic(state: TQCState, obs: Observation) -> jax.Array:
         return deterministic_action(actor_module(state)(obs)[0])
 
-    def update(state: TQCState, batch: Batch, key: jax.Array) -> tuple[TQCState, dict]:
+    def update(state: TQCState, batch: Batch, key: jax.Array,
+               hyper: TQCHyper | None = None) -> tuple[TQCState, dict]:
+        h = default_hyper if hyper is None else hyper
+        actor_tx, critic_tx, alpha_tx = optimisers(h)
         key_next, key_pi = jax.random.split(key)
         alpha = jnp.exp(state.log_alpha)  # the value before this update's alpha step
 
@@ -363,7 +400,7 @@ def make_tqc(
         pooled = next_quantiles.reshape(next_quantiles.shape[0], -1)  # [B, N*M]
         # the truncated target as a mask over all pooled atoms (same multiset as sorting)
         target = jax.lax.stop_gradient(soft_td_target(
-            pooled, next_log_prob, batch.reward, batch.terminated, alpha, cfg.gamma))  # [B, NM]
+            pooled, next_log_prob, batch.reward, batch.terminated, alpha, h.gamma))  # [B, NM]
         target_mask = truncation_mask(jax.lax.stop_gradient(pooled), n_drop)  # [B, NM]
 
         # 2. critic step
@@ -391,7 +428,7 @@ def make_tqc(
             (a_loss, log_prob), actor_grads = jax.value_and_grad(
                 actor_loss_fn, has_aux=True)(actor_params)
             alpha_loss, alpha_grad = jax.value_and_grad(entropy_coef_loss)(
-                log_alpha, log_prob, target_entropy)
+                log_alpha, log_prob, h.target_entropy)
             actor_updates, actor_opt_state = actor_tx.update(
                 pmean(actor_grads), actor_opt_state, actor_params)
             alpha_update, alpha_opt_state = alpha_tx.update(
@@ -416,7 +453,7 @@ def make_tqc(
 
         # 4. Polyak averaging of the target critics
         target_critic_params = optax.incremental_update(
-            critic_params, state.target_critic_params, cfg.tau)
+            critic_params, state.target_critic_params, h.tau)
 
         new_state = state.replace(
             actor_params=actor_params,
@@ -445,12 +482,13 @@ def make_tqc(
         sample_fn: Callable[[jax.Array], Batch],
         key: jax.Array,
         n: int,
+        hyper: TQCHyper | None = None,
     ) -> tuple[TQCState, dict]:
         """n updates as one lax.scan; sample_fn(key) -> Batch is called inside the scan body."""
 
         def body(carry: TQCState, step_key: jax.Array):
             sample_key, update_key = jax.random.split(step_key)
-            return update(carry, sample_fn(sample_key), update_key)
+            return update(carry, sample_fn(sample_key), update_key, hyper)
 
         state, per_update = jax.lax.scan(body, state, jax.random.split(key, n))
         return state, mean_metrics(per_update)
@@ -459,6 +497,7 @@ def make_tqc(
         cfg=cfg,
         action_dim=action_dim,
         target_entropy=target_entropy,
+        default_hyper=default_hyper,
         actor_graphdef=actor_graphdef,
         critic_graphdef=critic_graphdef,
         init=init,
