@@ -193,6 +193,10 @@ class TrainConfig:
     steps_per_chunk: int = 500  # vectorised env steps per compiled chunk
     devices: int | Literal["all"] = "all"
     n_seeds: int = 1
+    # data: one population split data-parallel over the devices (envs, batch and buffer per
+    # device, gradients averaged); population: the members sharded over the devices, each
+    # device training its own members whole, with no collective in the step
+    parallel: Literal["data", "population"] = "data"
     checkpoint_every_chunks: int = 10
     keep_checkpoints: int = 1
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)

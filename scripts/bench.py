@@ -3,6 +3,8 @@
     python scripts/bench.py env        # jitted vmapped env vs a lean numpy env loop
     python scripts/bench.py pendulum   # TQC learning quality and speed on Pendulum-v1
     python scripts/bench.py train      # the fused training step (env + replay + TQC [+ MAE])
+    python scripts/bench.py train --population 4   # P members in one step vs P = 1
+    python scripts/bench.py tune       # an 8-trial study: one trial at a time vs populations
 
 Each sub-benchmark lives in scripts/benches/<name>.py and ends with one JSON line.
 Never put speed into a timed test: this script is where speed is measured.
@@ -15,7 +17,7 @@ import importlib
 import sys
 from pathlib import Path
 
-BENCHES = ("env", "pendulum", "train")
+BENCHES = ("env", "pendulum", "train", "tune")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,12 +15,17 @@ from cryptorl_jax.config import CurriculumConfig
 def penalty_coefficients(progress: jnp.ndarray, curriculum: CurriculumConfig
                          ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """(churn_coef, smooth_coef) at `progress` in [0, 1] (clipped); jit- and vmap-safe."""
-    ends = jnp.asarray(curriculum.phase_ends, jnp.float32)
+    return penalty_coefficients_arrays(progress, jnp.asarray(curriculum.phase_ends, jnp.float32),
+                                       jnp.asarray(curriculum.churn, jnp.float32),
+                                       jnp.asarray(curriculum.smooth, jnp.float32))
+
+
+def penalty_coefficients_arrays(progress, ends, churn, smooth) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """The same schedule on arrays: ends [n_phases], churn / smooth [n_phases, 2] may be traced
+    (a population member's Hyper)."""
     starts = jnp.concatenate([jnp.zeros(1, jnp.float32), ends[:-1]])
-    churn = jnp.asarray(curriculum.churn, jnp.float32)  # [n_phases, 2]
-    smooth = jnp.asarray(curriculum.smooth, jnp.float32)  # [n_phases, 2]
     p = jnp.clip(jnp.asarray(progress, jnp.float32), 0.0, 1.0)
-    phase = jnp.minimum(jnp.sum(p >= ends), len(curriculum.phase_ends) - 1)
+    phase = jnp.minimum(jnp.sum(p >= ends), ends.shape[0] - 1)
     frac = jnp.clip((p - starts[phase]) / (ends[phase] - starts[phase]), 0.0, 1.0)
 
     def ramp(values):

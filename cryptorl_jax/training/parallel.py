@@ -21,12 +21,15 @@ from cryptorl_jax.config import ConfigError, TrainConfig
 DEVICE_AXIS = "devices"
 
 
-def select_devices(train_config: TrainConfig, source: str | None = None) -> list[jax.Device]:
+def select_devices(devices: int | str | TrainConfig, source: str | None = None
+                   ) -> list[jax.Device]:
     """The devices `train.devices` asks for ("all" or the first N local devices)."""
+    if isinstance(devices, TrainConfig):
+        devices = devices.devices
     local = jax.local_devices()
-    if train_config.devices == "all":
+    if devices == "all":
         return list(local)
-    n = int(train_config.devices)
+    n = int(devices)
     if n > len(local):
         raise ConfigError("train.devices", f"asks for {n} devices but only {len(local)} are "
                           f"visible ({[str(d) for d in local]})", source)

@@ -1,18 +1,23 @@
-"""The one compiled training step and its host loop (DESIGN.md principles 2, 3, 5 and 6).
+"""The one compiled training step and its host loop.
 
-`make_train(cfg, n_features, embedding_dim)` returns a `Trainer` whose `train_chunk(state, data)`
-is ONE jitted function: a `lax.scan` over `train.steps_per_chunk` iterations of
-  policy acts for all envs (vmap) -> env step (vmap) -> compact transitions into the replay
-  buffer -> G TQC updates on batches rebuilt by gather from the market arrays, with rewards
-  composed from the *current* curriculum coefficients,
-run data-parallel over the local devices (`training.parallel`) and vmapped over `n_seeds`
-independent agents. The market arrays are an argument (`TrainData`), so every walk-forward
-segment of the same shape reuses the compilation. `train(...)` is the host loop: it calls
-`train_chunk`, checks the reduced metrics for NaN/Inf, logs, checkpoints and resumes.
+`make_train(spec)` (a `training.spec.TrainerSpec`; `trainer_for(cfg, n_features, ...)` builds
+it from a config) returns a `Trainer` whose `train_chunk(state, data, hyper)` is ONE jitted
+function: a `lax.scan` over `train.steps_per_chunk` iterations of
+  collect: policy acts for all envs (vmap) -> env step (vmap) -> compact transitions into the
+           replay buffer;
+  learn:   G TQC updates on batches rebuilt by gather from the market arrays, with rewards
+           composed from the *current* curriculum coefficients and the member's reward scale,
+run data-parallel over the local devices (`training.parallel`) and vmapped over the population's
+members, each with its own seed and its own dynamic hyperparameters (`Hyper`, an argument:
+members and runs that differ only in those share the compilation). The market arrays are an
+argument (`TrainData`), so every walk-forward segment of the same shape reuses the compilation.
+`train(...)` is the host loop: it calls `train_chunk`, checks the reduced metrics for NaN/Inf,
+logs, checkpoints and resumes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -41,8 +46,9 @@ from cryptorl_jax.env.trading import (
 )
 from cryptorl_jax.training import parallel
 from cryptorl_jax.training.checkpoint import Checkpointer
-from cryptorl_jax.training.curriculum import penalty_coefficients
+from cryptorl_jax.training.curriculum import penalty_coefficients_arrays
 from cryptorl_jax.training.logging import Progress, ScalarLogger
+from cryptorl_jax.training.spec import Hyper, Member, TrainerSpec, members_from_config, stack
 
 log = logging.getLogger("cryptorl_jax.training")
 
@@ -78,16 +84,76 @@ class TrainState:
     iteration: jnp.ndarray  # int32 []: vectorised env steps done (each moves n_envs envs)
 
 
-ENV_METRICS = ("reward", "pnl", "cost", "financing", "churn_penalty", "smooth_penalty", "turnover",
-               "exposure", "episodes", "ruined", "episode_nav", "nav")
+@dataclass(frozen=True)
+class Metric:
+    """One training metric: its per-step value and how the chunk reduces the step sums.
+
+    reduce: "mean" over the chunk's steps; "sum" over them; "learning" the mean over the steps
+    that ran updates (agent metrics, 0 before learning starts).
+    """
+
+    name: str
+    step: Callable[[dict], jnp.ndarray]
+    reduce: str = "mean"
+
+
+def _env_mean(key: str, absolute: bool = False) -> Callable[[dict], jnp.ndarray]:
+    if absolute:
+        return lambda c: jnp.mean(jnp.abs(c["info"][key]))
+    return lambda c: jnp.mean(c["info"][key])
+
+
 AGENT_METRICS = ("critic_loss", "actor_loss", "alpha_loss", "q_mean", "entropy")
+METRICS = (
+    Metric("reward", lambda c: jnp.mean(c["reward"])),
+    Metric("pnl", _env_mean("pnl")),
+    Metric("cost", _env_mean("cost")),
+    Metric("financing", _env_mean("financing")),
+    Metric("churn_penalty", _env_mean("churn")),
+    Metric("smooth_penalty", _env_mean("smooth")),
+    Metric("turnover", _env_mean("turnover")),
+    Metric("exposure", _env_mean("exposure", absolute=True)),
+    Metric("episodes", lambda c: jnp.sum(c["done"]).astype(jnp.float32), "sum"),
+    Metric("ruined", lambda c: jnp.sum(c["terminated"]).astype(jnp.float32), "sum"),
+    Metric("episode_nav_sum", lambda c: jnp.sum(jnp.where(c["done"], c["info"]["nav"], 0.0)),
+           "sum"),
+    Metric("learning", lambda c: c["learning"].astype(jnp.float32), "sum"),
+    *(Metric(name, lambda c, name=name: c["updates"][name] * c["learning"], "learning")
+      for name in AGENT_METRICS),
+)
+ENV_METRICS = ("reward", "pnl", "cost", "financing", "churn_penalty", "smooth_penalty",
+               "turnover", "exposure", "episodes", "ruined", "episode_nav", "nav")
+
+
+def initial_sums() -> dict[str, jnp.ndarray]:
+    return {m.name: jnp.zeros((), jnp.float32) for m in METRICS}
+
+
+def step_sums(context: dict) -> dict[str, jnp.ndarray]:
+    return {m.name: m.step(context) for m in METRICS}
+
+
+def reduce_sums(sums: dict[str, jnp.ndarray], n_steps: int) -> dict[str, jnp.ndarray]:
+    """The chunk's metrics from its step sums (episode_nav is added by the caller)."""
+    n_learn = jnp.maximum(sums["learning"], 1.0)
+    out = {}
+    for m in METRICS:
+        if m.name in ("episode_nav_sum", "learning"):
+            continue
+        if m.reduce == "mean":
+            out[m.name] = sums[m.name] / float(n_steps)
+        elif m.reduce == "learning":
+            out[m.name] = sums[m.name] / n_learn
+        else:
+            out[m.name] = sums[m.name]
+    return out
 
 
 @dataclass(frozen=True, eq=False)
 class Trainer:
     """Static pieces of a run: the learner, the mesh, and the compiled functions."""
 
-    cfg: Config
+    spec: TrainerSpec
     tqc: TQC
     env_params: EnvParams
     mesh: Any
@@ -96,19 +162,32 @@ class Trainer:
     batch_local: int
     capacity_local: int
     uses_embeddings: bool
-    init: Any  # (key, data, encoder_params=None) -> TrainState
-    train_chunk: Any  # (state, data) -> (state, metrics)
+    init: Any  # (key, data, hyper [P], seeds [P], encoder_params=None) -> TrainState
+    train_chunk: Any  # (state, data, hyper [P]) -> (state, metrics [P])
     observe: Any  # (data, t, agent_vector) -> Observation (unbatched)
-    rebuild: Any  # (data, compact transitions [B], coeffs) -> Batch: what the learner trains on
+    rebuild: Any  # (data, compact transitions [B], coeffs, reward_scale) -> Batch
     trace_counts: dict = field(default_factory=dict)
+    # the members of the config `trainer_for` was given (None for a bare make_train(spec))
+    default_members: tuple[Member, ...] | None = None
+
+    @property
+    def default_hyper(self) -> Hyper:
+        """The default members' stacked Hyper [P] (what `train` uses without `members`)."""
+        if self.default_members is None:
+            raise ValueError("this trainer was built from a bare TrainerSpec: pass the members")
+        return stack([m.hyper for m in self.default_members])
+
+    @property
+    def population(self) -> int:
+        return self.spec.population
 
     @property
     def env_steps_per_chunk(self) -> int:
-        return self.cfg.train.steps_per_chunk * self.cfg.train.n_envs
+        return self.spec.steps_per_chunk * self.spec.n_envs
 
     @property
     def n_chunks(self) -> int:
-        return math.ceil(self.cfg.train.total_env_steps / self.env_steps_per_chunk)
+        return math.ceil(self.spec.total_env_steps / self.env_steps_per_chunk)
 
     def put_data(self, data: TrainData) -> TrainData:
         """Replicate a segment's arrays on every device of the mesh."""
@@ -138,37 +217,66 @@ def _replace_encoder(params: nnx.State, encoder_params: nnx.State) -> nnx.State:
     return out
 
 
-def make_train(cfg: Config, n_features: int, embedding_dim: int | None = None, *,
-               devices: list | None = None) -> Trainer:
-    """Build the trainer for `n_features` feature columns (and `embedding_dim` for frozen modes)."""
-    tc, q, e = cfg.train, cfg.tqc, cfg.encoder
-    window = cfg.env.window
-    devices = devices if devices is not None else parallel.select_devices(tc, cfg.source)
+def trainer_for(cfg: Config, n_features: int, embedding_dim: int | None = None, *,
+                population: int | None = None, devices: list | None = None) -> Trainer:
+    """make_train of the config's spec (population: default train.n_seeds), with the config's
+    members (seeds 0..P-1, its hyperparameters) as the trainer's defaults."""
+    spec = TrainerSpec.from_config(cfg, n_features, embedding_dim, population)
+    trainer = make_train(spec, devices=devices)
+    hyper = Hyper.from_config(cfg)
+    members = tuple(Member(seed=i, hyper=hyper) for i in range(spec.population))
+    return dataclasses.replace(trainer, default_members=members)
+
+
+def make_train(spec: TrainerSpec, *, devices: list | None = None) -> Trainer:
+    """Build the trainer of a spec: one compiled step for its population of members.
+
+    The step is split as Brax's SAC trainer is: `collect` (policy acts for all envs, env step,
+    compact transitions into the replay buffer), `learn` (G TQC updates on batches rebuilt by
+    gather with the current curriculum coefficients and the member's reward scale), and the
+    metrics spec `METRICS` (initial sums, per-step sums, reduced values). Each member's
+    dynamic hyperparameters (`Hyper`) are an argument, vmapped with the member.
+    """
+    q, window, source = spec.tqc, spec.env.window, spec.source
+    devices = devices if devices is not None else parallel.select_devices(spec.devices, source)
     mesh = parallel.make_mesh(devices)
     n_dev = len(devices)
-    n_local = _check_divisible(tc.n_envs, n_dev, "train.n_envs", cfg.source)
-    batch_local = _check_divisible(q.batch_size, n_dev, "tqc.batch_size", cfg.source)
-    capacity_local = q.buffer_size // n_dev
-    uses_embeddings = e.mode in EMBEDDING_MODES
-    if uses_embeddings and embedding_dim is None:
-        raise ValueError(f"encoder.mode '{e.mode}' trains on precomputed embeddings: "
+    population = spec.population
+    by_member = spec.parallel == "population"
+    if by_member:  # each device trains population / n_dev members whole
+        members_local = _check_divisible(population, n_dev, "train.n_seeds (the population)",
+                                         source)
+        n_local, batch_local, capacity_local = spec.n_envs, q.batch_size, q.buffer_size
+    else:
+        members_local = population
+        n_local = _check_divisible(spec.n_envs, n_dev, "train.n_envs", source)
+        batch_local = _check_divisible(q.batch_size, n_dev, "tqc.batch_size", source)
+        capacity_local = q.buffer_size // n_dev
+    mode = spec.encoder_mode
+    uses_embeddings = mode in EMBEDDING_MODES
+    if uses_embeddings and spec.embedding_dim is None:
+        raise ValueError(f"encoder.mode '{mode}' trains on precomputed embeddings: "
                          "make_train needs embedding_dim")
-    env_params = EnvParams.from_config(cfg.env)
-    first = jnp.zeros((embedding_dim,) if uses_embeddings else (window, n_features), jnp.float32)
+    env_params = EnvParams.from_config(spec.env)
+    first = jnp.zeros((spec.embedding_dim,) if uses_embeddings else (window, spec.n_features),
+                      jnp.float32)
     obs_example = Observation(window=first, agent=jnp.zeros(3, jnp.float32))
     encoder_factory = None
     encoder_lr = None
-    if e.mode == "pretrained-finetune":
+    if mode == "pretrained-finetune":
+        e = spec.encoder
+
         def encoder_factory(rngs):
-            return MAEEncoder(n_features, window, e, rngs=rngs)
+            return MAEEncoder(spec.n_features, window, e, rngs=rngs)
 
         encoder_lr = e.finetune_learning_rate
-    # one device: the same shard_map path, without the (identity) gradient collectives
-    axis_name = parallel.DEVICE_AXIS if n_dev > 1 else None
+    # one device, or members sharded whole: no gradient collective in the step
+    axis_name = parallel.DEVICE_AXIS if n_dev > 1 and not by_member else None
     tqc = make_tqc(q, obs_example, 1, encoder_factory=encoder_factory, encoder_lr=encoder_lr,
                    axis_name=axis_name)
-    total_steps = float(tc.total_env_steps)
+    total_steps = float(spec.total_env_steps)
     n_updates = q.gradient_steps
+    phase_ends = jnp.asarray(spec.phase_ends, jnp.float32)
     trace_counts = {"train_chunk": 0, "init": 0}
 
     def observe(data: TrainData, t: jnp.ndarray, agent_vector: jnp.ndarray) -> Observation:
@@ -178,147 +286,145 @@ def make_train(cfg: Config, n_features: int, embedding_dim: int | None = None, *
 
     batched_observe = jax.vmap(observe, in_axes=(None, 0, 0))
 
-    def rebuild(data: TrainData, cts: trading.CompactTransition, coeffs) -> Batch:
+    def rebuild(data: TrainData, cts: trading.CompactTransition, coeffs,
+                reward_scale=None) -> Batch:
         """Observations and rewards of sampled compact transitions, by gather."""
+        params = env_params if reward_scale is None else env_params.replace(
+            reward_scale=reward_scale)
         rt = jax.vmap(trading.replay, in_axes=(None, None, 0, None))(
-            env_params, data.market, cts, coeffs)
+            params, data.market, cts, coeffs)
         return Batch(obs=batched_observe(data, rt.t, rt.agent_state),
                      action=cts.action[:, None],  # [B, 1]
                      reward=rt.reward,
                      next_obs=batched_observe(data, rt.t_next, rt.agent_state_next),
                      terminated=rt.terminated)
 
-    def local_chunk(agent: TQCState, local: LocalState, iteration, data: TrainData):
-        """steps_per_chunk iterations for one seed on one device."""
+    def coefficients(iteration, hyper: Hyper) -> trading.Coeffs:
+        progress = (iteration * spec.n_envs).astype(jnp.float32) / total_steps
+        churn, smooth = penalty_coefficients_arrays(progress, phase_ends, hyper.churn,
+                                                    hyper.smooth)
+        return trading.Coeffs(churn=churn, smooth=smooth)
+
+    def collect(agent: TQCState, local: LocalState, data: TrainData, params: EnvParams,
+                coeffs, learning, keys):
+        """One vectorised env step of every env: act, step, store the compact transitions."""
+        k_random, k_policy, k_env = keys
+        env = local.env
+        obs = batched_observe(data, env.t, trading.book_agent_state(env.book))
+        actions = jax.lax.cond(
+            learning,
+            lambda: tqc.act(agent, obs, k_policy),
+            lambda: jax.random.uniform(k_random, (n_local, 1), jnp.float32, -1.0, 1.0))
+        _, env_next, reward, terminated, truncated, info = jax.vmap(
+            trading.step, in_axes=(0, 0, 0, None, None, None))(
+            jax.random.split(k_env, n_local), env, actions, params, data.market, coeffs)
+        buffer = replay.add(local.buffer, jax.vmap(trading.compact)(
+            env, actions, terminated, truncated))
+        context = {"reward": reward, "info": info, "terminated": terminated,
+                   "done": terminated | truncated}
+        return env_next, buffer, context
+
+    def learn(agent: TQCState, buffer, data: TrainData, coeffs, hyper: Hyper, learning, key):
+        """G updates on batches rebuilt from the buffer (none before learning starts)."""
+
+        def sample_fn(k):
+            return rebuild(data, replay.sample(buffer, k, batch_local), coeffs,
+                           hyper.reward_scale)
+
+        def do_updates(a):
+            return tqc.update_many(a, sample_fn, key, n_updates, hyper.tqc)
+
+        metric_shapes = jax.eval_shape(do_updates, agent)[1]
+
+        def no_updates(a):
+            return a, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes)
+
+        return jax.lax.cond(learning, do_updates, no_updates, agent)
+
+    def local_chunk(agent: TQCState, local: LocalState, iteration, data: TrainData,
+                    hyper: Hyper):
+        """steps_per_chunk iterations for one member on one device."""
+        params = env_params.replace(reward_scale=hyper.reward_scale)
 
         def body(carry, _):
             agent, local, iteration, sums = carry
             key, k_random, k_policy, k_env, k_update = jax.random.split(local.key, 5)
-            env_steps = iteration * tc.n_envs
-            churn, smooth = penalty_coefficients(env_steps.astype(jnp.float32) / total_steps,
-                                                 tc.curriculum)
-            coeffs = trading.Coeffs(churn=churn, smooth=smooth)
-            env = local.env
-            agent_vec = trading.book_agent_state(env.book)  # [n, 3]
-            obs = batched_observe(data, env.t, agent_vec)
-            learning = env_steps >= q.learning_starts
-            actions = jax.lax.cond(
-                learning,
-                lambda: tqc.act(agent, obs, k_policy),
-                lambda: jax.random.uniform(k_random, (n_local, 1), jnp.float32, -1.0, 1.0))
-            _, env_next, reward, terminated, truncated, info = jax.vmap(
-                trading.step, in_axes=(0, 0, 0, None, None, None))(
-                jax.random.split(k_env, n_local), env, actions, env_params, data.market, coeffs)
-            buffer = replay.add(local.buffer, jax.vmap(trading.compact)(
-                env, actions, terminated, truncated))
-
-            def sample_fn(k):
-                return rebuild(data, replay.sample(buffer, k, batch_local), coeffs)
-
-            def do_updates(a):
-                return tqc.update_many(a, sample_fn, k_update, n_updates)
-
-            metric_shapes = jax.eval_shape(do_updates, agent)[1]
-
-            def no_updates(a):
-                return a, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes)
-
-            agent, upd = jax.lax.cond(learning, do_updates, no_updates, agent)
-            done = terminated | truncated
-            step_sums = {
-                "reward": jnp.mean(reward), "pnl": jnp.mean(info["pnl"]),
-                "cost": jnp.mean(info["cost"]), "financing": jnp.mean(info["financing"]),
-                "churn_penalty": jnp.mean(info["churn"]),
-                "smooth_penalty": jnp.mean(info["smooth"]),
-                "turnover": jnp.mean(info["turnover"]),
-                "exposure": jnp.mean(jnp.abs(info["exposure"])),
-                "episodes": jnp.sum(done).astype(jnp.float32),
-                "ruined": jnp.sum(terminated).astype(jnp.float32),
-                "episode_nav_sum": jnp.sum(jnp.where(done, info["nav"], 0.0)),
-                "learning": learning.astype(jnp.float32),
-            }
-            for name in AGENT_METRICS:
-                step_sums[name] = upd[name] * learning
-            sums = jax.tree.map(jnp.add, sums, step_sums)
+            coeffs = coefficients(iteration, hyper)
+            learning = iteration * spec.n_envs >= q.learning_starts
+            env_next, buffer, context = collect(agent, local, data, params, coeffs, learning,
+                                                (k_random, k_policy, k_env))
+            agent, upd = learn(agent, buffer, data, coeffs, hyper, learning, k_update)
+            context.update(learning=learning, updates=upd)
+            sums = jax.tree.map(jnp.add, sums, step_sums(context))
             local = LocalState(env=env_next, buffer=buffer, key=key)
             return (agent, local, iteration + 1, sums), None
 
-        zero = jnp.zeros((), jnp.float32)
-        sums0 = {k: zero for k in ("reward", "pnl", "cost", "financing", "churn_penalty",
-                                   "smooth_penalty", "turnover", "exposure", "episodes", "ruined",
-                                   "episode_nav_sum", "learning", *AGENT_METRICS)}
         (agent, local, iteration, sums), _ = jax.lax.scan(
-            body, (agent, local, iteration, sums0), None, length=tc.steps_per_chunk)
-        n = float(tc.steps_per_chunk)
-        n_learn = jnp.maximum(sums["learning"], 1.0)
-        env = local.env
-        running_nav = jnp.mean(env.nav)
-        metrics = {k: sums[k] / n for k in ("reward", "pnl", "cost", "financing", "churn_penalty",
-                                           "smooth_penalty", "turnover", "exposure")}
-        metrics["episodes"] = sums["episodes"]
-        metrics["ruined"] = sums["ruined"]
+            body, (agent, local, iteration, initial_sums()), None, length=spec.steps_per_chunk)
+        metrics = reduce_sums(sums, spec.steps_per_chunk)
+        running_nav = jnp.mean(local.env.nav)
         # mean final NAV of the episodes that ended in this chunk (the running NAV if none did)
         metrics["episode_nav"] = jnp.where(sums["episodes"] > 0,
                                            sums["episode_nav_sum"]
                                            / jnp.maximum(sums["episodes"], 1.0), running_nav)
         metrics["nav"] = running_nav
-        for name in AGENT_METRICS:
-            metrics[name] = sums[name] / n_learn
         metrics["alpha"] = jnp.exp(agent.log_alpha)
-        env_steps = iteration * tc.n_envs
-        churn, smooth = penalty_coefficients(env_steps.astype(jnp.float32) / total_steps,
-                                             tc.curriculum)
-        metrics["churn_coef"] = churn
-        metrics["smooth_coef"] = smooth
+        coeffs = coefficients(iteration, hyper)
+        metrics["churn_coef"] = coeffs.churn
+        metrics["smooth_coef"] = coeffs.smooth
         metrics["updates"] = sums["learning"] * n_updates
         return agent, local, iteration, metrics
 
-    def seeds_chunk(agent, local, iteration, data):
-        """All seeds of this device: vmap over the seed axis (none to map when S = 1)."""
-        if tc.n_seeds == 1:  # a size-1 vmap turns every matmul into a batched dot: avoid it
+    def members_chunk(agent, local, iteration, data, hyper):
+        """All members of this device: vmap over the member axis (none to map when P = 1)."""
+        if members_local == 1:  # a size-1 vmap turns every matmul into a batched dot: avoid it
             squeeze = partial(jax.tree.map, lambda x: x[0])
             expand = partial(jax.tree.map, lambda x: x[None])
-            agent, local, iteration_out, metrics = local_chunk(squeeze(agent), squeeze(local),
-                                                               iteration, data)
+            agent, local, iteration_out, metrics = local_chunk(
+                squeeze(agent), squeeze(local), iteration, data, squeeze(hyper))
             return expand(agent), expand(local), iteration_out, expand(metrics)
-        return jax.vmap(local_chunk, in_axes=(0, 0, None, None), out_axes=(0, 0, None, 0))(
-            agent, local, iteration, data)
+        return jax.vmap(local_chunk, in_axes=(0, 0, None, None, 0), out_axes=(0, 0, None, 0))(
+            agent, local, iteration, data, hyper)
 
-    def sharded_chunk(agent, local, iteration, data):
-        local = jax.tree.map(lambda x: x[0], local)  # this device's [S, ...] slice
-        agent, local, iteration_out, metrics = seeds_chunk(agent, local, iteration, data)
-        metrics = jax.lax.pmean(metrics, parallel.DEVICE_AXIS)
+    def sharded_chunk(agent, local, iteration, data, hyper):
+        local = jax.tree.map(lambda x: x[0], local)  # this device's [P_local, ...] slice
+        agent, local, iteration_out, metrics = members_chunk(agent, local, iteration, data,
+                                                             hyper)
+        if not by_member:
+            metrics = jax.lax.pmean(metrics, parallel.DEVICE_AXIS)
         return agent, jax.tree.map(lambda x: x[None], local), iteration_out, metrics
 
+    rep_spec, shard_spec = parallel.REPLICATED, parallel.SHARDED
+    member_spec = shard_spec if by_member else rep_spec  # agents, hyper and metrics [P]
     chunk_sharded = parallel.data_parallel(
         sharded_chunk, mesh,
-        in_specs=(parallel.REPLICATED, parallel.SHARDED, parallel.REPLICATED,
-                  parallel.REPLICATED),
-        out_specs=(parallel.REPLICATED, parallel.SHARDED, parallel.REPLICATED,
-                   parallel.REPLICATED))
+        in_specs=(member_spec, shard_spec, rep_spec, rep_spec, member_spec),
+        out_specs=(member_spec, shard_spec, rep_spec, member_spec))
 
-    def train_chunk_impl(state: TrainState, data: TrainData):
+    def train_chunk_impl(state: TrainState, data: TrainData, hyper: Hyper):
         trace_counts["train_chunk"] += 1  # Python side effect: runs only when (re)traced
         agent, local, iteration, metrics = chunk_sharded(state.agent, state.local,
-                                                         state.iteration, data)
+                                                         state.iteration, data, hyper)
         return TrainState(agent=agent, local=local, iteration=iteration), metrics
 
     train_chunk = jax.jit(train_chunk_impl, donate_argnums=(0,))
-
     example_ct = trading.CompactTransition.example()
 
-    def init_impl(key, data: TrainData, encoder_params):
+    def init_impl(key, data: TrainData, hyper: Hyper, seeds, encoder_params):
         trace_counts["init"] += 1
-        k_agent, k_env = jax.random.split(key)
-        agent = jax.vmap(tqc.init)(jax.random.split(k_agent, tc.n_seeds))
-        if encoder_params is not None:
-            def load(a):
-                return a.replace(
-                    actor_params=_replace_encoder(a.actor_params, encoder_params),
-                    critic_params=_replace_encoder(a.critic_params, encoder_params),
-                    target_critic_params=_replace_encoder(a.target_critic_params,
+
+        def one_member(seed, h):
+            k_agent, k_env = jax.random.split(jax.random.fold_in(key, seed))
+            agent = tqc.init(k_agent, h.tqc)
+            if encoder_params is not None:
+                agent = agent.replace(
+                    actor_params=_replace_encoder(agent.actor_params, encoder_params),
+                    critic_params=_replace_encoder(agent.critic_params, encoder_params),
+                    target_critic_params=_replace_encoder(agent.target_critic_params,
                                                           encoder_params))
-            agent = jax.vmap(load)(agent)
+            return agent, k_env
+
+        agent, env_keys = jax.vmap(one_member)(seeds, hyper)  # [P]
 
         def one_local(k):
             k_reset, k_local = jax.random.split(k)
@@ -327,22 +433,35 @@ def make_train(cfg: Config, n_features: int, embedding_dim: int | None = None, *
             return LocalState(env=env, buffer=replay.init(example_ct, capacity_local),
                               key=k_local)
 
-        keys = jax.random.split(k_env, n_dev * tc.n_seeds).reshape(n_dev, tc.n_seeds)
-        local = jax.vmap(jax.vmap(one_local))(keys)  # [D, S, ...]
+        if by_member:  # [D, P / D]: device d holds members d * P/D .. (d + 1) * P/D - 1,
+            # with the streams a single device gives them (device index 0)
+            keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(env_keys)
+            keys = keys.reshape((n_dev, members_local) + keys.shape[1:])
+        else:  # [D, P]: every device holds every member's envs and replay shard
+            keys = jax.vmap(lambda d: jax.vmap(lambda k: jax.random.fold_in(k, d))(env_keys))(
+                jnp.arange(n_dev))
+        local = jax.vmap(jax.vmap(one_local))(keys)  # [D, P_local, ...]
         return TrainState(agent=agent, local=local, iteration=jnp.zeros((), jnp.int32))
 
     rep, shard = parallel.replicated(mesh), parallel.per_device(mesh)
-    init_jit = jax.jit(init_impl, out_shardings=TrainState(agent=rep, local=shard,
-                                                           iteration=rep))
+    init_jit = jax.jit(init_impl, out_shardings=TrainState(
+        agent=shard if by_member else rep, local=shard, iteration=rep))
 
-    def init(key, data: TrainData, encoder_params: nnx.State | None = None) -> TrainState:
-        """Fresh learners, envs and empty buffers; `encoder_params` seed fine-tuned encoders."""
-        if (encoder_params is None) == (e.mode == "pretrained-finetune"):
+    def init(key, data: TrainData, encoder_params: nnx.State | None = None, *,
+             hyper: Hyper, seeds) -> TrainState:
+        """Fresh learners, envs and empty buffers for the members (seeds [P], hyper [P]);
+        `encoder_params` seed fine-tuned encoders. Member m's streams derive from
+        fold_in(key, seed_m) alone, so a member trains the same in any population."""
+        if (encoder_params is None) == (mode == "pretrained-finetune"):
             raise ValueError("encoder_params must be given exactly when encoder.mode is "
-                             f"pretrained-finetune (mode: {e.mode})")
-        return init_jit(key, data, encoder_params)
+                             f"pretrained-finetune (mode: {mode})")
+        seeds = jnp.asarray(seeds, jnp.int32)
+        if seeds.shape != (population,):
+            raise ValueError(f"the trainer is built for {population} members, got seeds of "
+                             f"shape {seeds.shape}")
+        return init_jit(key, data, hyper, seeds, encoder_params)
 
-    return Trainer(cfg=cfg, tqc=tqc, env_params=env_params, mesh=mesh, n_devices=n_dev,
+    return Trainer(spec=spec, tqc=tqc, env_params=env_params, mesh=mesh, n_devices=n_dev,
                    n_envs_local=n_local, batch_local=batch_local, capacity_local=capacity_local,
                    uses_embeddings=uses_embeddings, init=init, train_chunk=train_chunk,
                    observe=observe, rebuild=rebuild, trace_counts=trace_counts)
@@ -402,7 +521,8 @@ def train(cfg: Config, data: TrainData, workdir: str | Path, *, key: jax.Array |
           resume: bool = True, progress: bool | None = None, tensorboard_dir: str | Path | None
           = None, stop_after_chunk: int | None = None, desc: str = "train",
           check_inputs: bool = True,
-          on_chunk: Callable[[int, dict[str, Any]], None] | None = None) -> TrainResult:
+          on_chunk: Callable[[int, dict[str, Any]], None] | None = None,
+          members: list[Member] | None = None) -> TrainResult:
     """Run `train_chunk` until `train.total_env_steps`, checkpointing into `workdir`.
 
     With `resume`, a checkpoint in `workdir/checkpoints` is restored and training continues from
@@ -411,12 +531,22 @@ def train(cfg: Config, data: TrainData, workdir: str | Path, *, key: jax.Array |
     `on_chunk(chunk, record)` is called after every chunk (after its checkpoint, if any) with a
     copy of the chunk's history record; an exception it raises (e.g. optuna.TrialPruned) ends
     training and propagates after the logger and checkpointer are closed.
+    `members` (default: `train.n_seeds` members with the config's hyperparameters) are the
+    population the trainer trains; its size must be the trainer's. A history record holds the
+    members' means and, under "members", each member's value of every metric.
     """
     workdir = Path(workdir)
     tc = cfg.train
     if trainer is None:
         emb_dim = None if data.embeddings is None else int(data.embeddings.shape[1])
-        trainer = make_train(cfg, int(data.market.features.shape[1]), emb_dim)
+        trainer = trainer_for(cfg, int(data.market.features.shape[1]), emb_dim,
+                              population=None if members is None else len(members))
+    members = members_from_config(cfg) if members is None else list(members)
+    if len(members) != trainer.population:
+        raise ValueError(f"{len(members)} members for a trainer of population "
+                         f"{trainer.population}")
+    hyper = stack([m.hyper for m in members])
+    seeds = [m.seed for m in members]
     if check_inputs:
         check_train_data(data, cfg.env.window, cfg.env.vol_window)
     if key is None:
@@ -424,7 +554,7 @@ def train(cfg: Config, data: TrainData, workdir: str | Path, *, key: jax.Array |
     progress = cfg.output.progress if progress is None else progress
     data = trainer.put_data(data)
     t0 = time.perf_counter()
-    state = trainer.init(key, data, encoder_params)
+    state = trainer.init(key, data, encoder_params, hyper=hyper, seeds=seeds)
     start_chunk = 0
     ckpt = Checkpointer(workdir / "checkpoints", keep=tc.keep_checkpoints)
     history: list[dict[str, Any]] = []
@@ -448,18 +578,22 @@ def train(cfg: Config, data: TrainData, workdir: str | Path, *, key: jax.Array |
             if stop_after_chunk is not None and chunk >= stop_after_chunk:
                 break
             tc0 = time.perf_counter()
-            state, metrics = trainer.train_chunk(state, data)
+            state, metrics = trainer.train_chunk(state, data, hyper)
             metrics = jax.device_get(metrics)
             if chunk == start_chunk:
                 compile_s = time.perf_counter() - tc0  # includes the first chunk's run
             _finite_or_raise(metrics, chunk, last_good)
             env_steps = (chunk + 1) * trainer.env_steps_per_chunk
-            record = {k: float(np.mean(v)) for k, v in metrics.items()}
+            record: dict[str, Any] = {k: float(np.mean(v)) for k, v in metrics.items()}
             record.update({"chunk": chunk, "env_steps": env_steps})
+            if trainer.population > 1:
+                record["members"] = {k: [float(x) for x in np.asarray(v).reshape(-1)]
+                                     for k, v in metrics.items()}
             history.append(record)
             rates = bar.update(env_steps, int(record["updates"]),
                                {"reward": record["reward"], "nav": record["episode_nav"]})
-            logger.scalars(env_steps, {**record, **rates}, prefix="train/")
+            scalars = {k: v for k, v in record.items() if k != "members"}
+            logger.scalars(env_steps, {**scalars, **rates}, prefix="train/")
             if (chunk + 1) % tc.checkpoint_every_chunks == 0 or chunk + 1 == n_chunks:
                 ckpt.save(chunk + 1, state, {"chunk": chunk + 1, "history": history,
                                              "config_digest": cfg.digest()})

@@ -61,6 +61,7 @@ from cryptorl_jax.market import load_market
 from cryptorl_jax.regimes import RegimeModel, plot_regimes, regime_frame
 from cryptorl_jax.training.logging import ScalarLogger
 from cryptorl_jax.training.rollout import make_rollout
+from cryptorl_jax.training.spec import TrainerSpec
 from cryptorl_jax.training.train import TrainData, Trainer, make_train, train
 from cryptorl_jax.walkforward.segments import Segment, make_segments
 
@@ -288,26 +289,23 @@ def load_encoder_stage(cfg: Config, sm: SegmentMatrix, seg_path: Path, seg_index
 # Compiled functions, shared by every segment and run of one process
 # --------------------------------------------------------------------------------------------
 
-_TRAINERS: dict[tuple, tuple[Trainer, Callable]] = {}
+_TRAINERS: dict[TrainerSpec, tuple[Trainer, Callable]] = {}
 
 
-def get_trainer(cfg: Config, n_features: int, embedding_dim: int | None
-                ) -> tuple[Trainer, Callable]:
-    """make_train + make_rollout, cached on everything the compiled step depends on.
+def get_trainer(cfg: Config, n_features: int, embedding_dim: int | None,
+                population: int | None = None) -> tuple[Trainer, Callable]:
+    """make_train + make_rollout, cached on the `TrainerSpec` (the only input of make_train).
 
-    Segments, repeated runs and tuning trials with the same shapes and settings then share one
-    compilation (the seed, data and output settings do not enter the compiled step).
+    Segments, repeated runs and tuning trials with the same spec share one compilation: the
+    seed, the data, the outputs and every dynamic hyperparameter (`training.spec.HYPER_KEYS`)
+    do not enter it.
     """
-    t = cfg.train
-    # what the compiled step reads: the encoder's settings only when it runs inside the step
-    encoder = cfg.encoder if cfg.encoder.mode == "pretrained-finetune" else cfg.encoder.mode
-    key = (cfg.env, cfg.tqc, encoder, t.total_env_steps, t.n_envs, t.steps_per_chunk,
-           t.devices, t.n_seeds, t.curriculum, n_features, embedding_dim)
-    if key not in _TRAINERS:
-        trainer = make_train(cfg, n_features, embedding_dim)
+    spec = TrainerSpec.from_config(cfg, n_features, embedding_dim, population)
+    if spec not in _TRAINERS:
+        trainer = make_train(spec)
         _TRAINERS.clear()  # keep one: a new shape or setting will not come back soon
-        _TRAINERS[key] = (trainer, make_rollout(trainer))
-    return _TRAINERS[key]
+        _TRAINERS[spec] = (trainer, make_rollout(trainer))
+    return _TRAINERS[spec]
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,7 +320,7 @@ def save_agents(path: Path, agents: Any) -> None:
 
 
 def abstract_agents(trainer: Trainer) -> Any:
-    n = trainer.cfg.train.n_seeds
+    n = trainer.population
     return jax.eval_shape(lambda k: jax.vmap(trainer.tqc.init)(jax.random.split(k, n)),
                           jax.random.key(0))
 

@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", type=int, default=13_000)
     parser.add_argument("--chunk", type=int, default=250, help="iterations per train_chunk")
     parser.add_argument("--chunks", type=int, default=4, help="timed chunks")
+    parser.add_argument("--population", default=None, metavar="P[,P...]",
+                        help="P members in one compiled step, against P = 1 in the same run "
+                             "(a comma list gives the curve, e.g. 1,2,4,8,16,32)")
     parser.add_argument("--peers-python", default=None,
                         help="python of a venv with sb3-contrib and sbx (the `bench` extra)")
     parser.add_argument("--peers-dir", default=None, help="the peers harness directory")
@@ -111,7 +114,7 @@ def _update_flops(trainer, data) -> float:
     n = trainer.batch_local
     t0 = int(data.start_range.first_start)
     example = trainer.observe(data, t0, np.zeros(3, np.float32))
-    tqc = make_tqc(trainer.cfg.tqc, example, 1)  # the same update, outside shard_map
+    tqc = make_tqc(trainer.spec.tqc, example, 1)  # the same update, outside shard_map
     agent = tqc.init(jax.random.key(0))
     t = np.full(n, t0, np.int32)
     obs = jax.vmap(trainer.observe, in_axes=(None, 0, 0))(data, t, np.zeros((n, 3), np.float32))
@@ -147,30 +150,32 @@ def measure(cfg, n_features: int, rows: int, chunks: int, flops: bool = True) ->
     from flax import nnx
 
     from cryptorl_jax.encoder.mae import MAEEncoder
-    from cryptorl_jax.training.train import make_train
+    from cryptorl_jax.training.train import trainer_for
 
     mode = cfg.encoder.mode
     emb_dim = cfg.encoder.d_model if mode in ("random", "pretrained-frozen") else None
-    trainer = make_train(cfg, n_features, emb_dim)
+    trainer = trainer_for(cfg, n_features, emb_dim)
     data = trainer.put_data(_synthetic(cfg, rows, n_features, emb_dim))
     enc_params = None
     if mode == "pretrained-finetune":
         enc = MAEEncoder(n_features, cfg.env.window, cfg.encoder, rngs=nnx.Rngs(0))
         enc_params = nnx.split(enc, nnx.Param, ...)[1]
-    state = trainer.init(jax.random.key(0), data, enc_params)
+    hyper = trainer.default_hyper
+    state = trainer.init(jax.random.key(0), data, enc_params, hyper=hyper,
+                         seeds=[m.seed for m in trainer.default_members])
     # fill the buffer past learning_starts with one untimed chunk, then compile-time the next
     t0 = time.perf_counter()
-    state, metrics = trainer.train_chunk(state, data)
+    state, metrics = trainer.train_chunk(state, data, hyper)
     jax.block_until_ready(metrics)
     compile_s = time.perf_counter() - t0
-    state, metrics = trainer.train_chunk(state, data)  # learning is on by now (see check)
+    state, metrics = trainer.train_chunk(state, data, hyper)  # learning is on by now (see check)
     jax.block_until_ready(metrics)
     if float(np.mean(metrics["updates"])) < cfg.train.steps_per_chunk * cfg.tqc.gradient_steps:
         raise SystemExit("bench train: learning had not started in the warm-up chunk; lower "
                          "tqc.learning_starts or raise --chunk")
     cpu0, t0 = time.process_time(), time.perf_counter()
     for _ in range(chunks):
-        state, metrics = trainer.train_chunk(state, data)
+        state, metrics = trainer.train_chunk(state, data, hyper)
     jax.block_until_ready(metrics)
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
@@ -217,6 +222,35 @@ def _run_peer(py: str, peers_dir: str, impl: str, steps: int | None) -> dict | N
     return json.loads(lines[-1])
 
 
+def population_main(args: argparse.Namespace, base: list[str]) -> None:
+    """P = 1 and each P of args.population members of the same config, timed in one run."""
+    from cryptorl_jax.config import load_config
+
+    sizes = sorted({1, *(int(p) for p in str(args.population).split(","))})
+    rows = {}
+    for p in sizes:
+        cfg = load_config(args.config, [*base, *args.overrides, f"train.n_seeds={p}"])
+        res = measure(cfg, args.n_features, args.rows, args.chunks, flops=False)
+        res["aggregate_env_steps_per_s"] = res["env_steps_per_s"] * p
+        rows[p] = res
+        print(f"P = {p:3d}: aggregate env steps/s {res['aggregate_env_steps_per_s']:12.1f}, "
+              f"per member {res['env_steps_per_s']:12.1f}, updates/s "
+              f"{res['updates_per_s']:10.1f}, compile {res['compile_s']:.1f} s, x"
+              f"{res['aggregate_env_steps_per_s'] / rows[1]['aggregate_env_steps_per_s']:.2f}"
+              " of one agent")
+    p = sizes[-1]
+    single, pop = rows[1], rows[p]
+    curve = [{"population": k, "aggregate_env_steps_per_s": r["aggregate_env_steps_per_s"],
+              "per_member_env_steps_per_s": r["env_steps_per_s"],
+              "updates_per_s": r["updates_per_s"], "compile_s": r["compile_s"]}
+             for k, r in rows.items()]
+    print(json.dumps({"population": p,
+                      "aggregate_env_steps_per_s": pop["aggregate_env_steps_per_s"],
+                      "per_member_env_steps_per_s": pop["env_steps_per_s"],
+                      "single_env_steps_per_s": single["env_steps_per_s"],
+                      "compile_s": pop["compile_s"], "curve": curve}))
+
+
 def main(args: argparse.Namespace) -> None:
     import jax
 
@@ -247,6 +281,8 @@ def main(args: argparse.Namespace) -> None:
                           "finetune": rows["pretrained-finetune"], "speedup": ratio,
                           "settings": _settings(cfg, args.n_features)}))
         return
+    if args.population:
+        return population_main(args, base)
     cfg = load_config(args.config, [*base, *args.overrides])
     if cfg.tqc.learning_starts >= args.chunk * cfg.train.n_envs:
         print(f"note: learning_starts {cfg.tqc.learning_starts} is inside the first chunk of "

@@ -15,7 +15,7 @@ from cryptorl_jax.backtest.baselines import run_baselines
 from cryptorl_jax.backtest.metrics import compute_metrics
 from cryptorl_jax.backtest.simulate import simulate
 from cryptorl_jax.training.rollout import make_rollout
-from cryptorl_jax.training.train import make_train, train
+from cryptorl_jax.training.train import train, trainer_for
 from tests.training.helpers import synthetic_data, tiny_config
 
 
@@ -31,7 +31,7 @@ def test_oracle_feature_is_learned(tmp_path):
                       "train.curriculum.smooth=[[0, 0], [0, 0], [0, 0]]",
                       "env.episode_length=256", "env.reward_scale=100")
     data = synthetic_data(cfg, n_rows=3000, n_features=2, oracle=True)
-    trainer = make_train(cfg, 2)
+    trainer = trainer_for(cfg, 2)
     result = train(cfg, data, tmp_path, trainer=trainer, key=jax.random.key(3))
     rollout = make_rollout(trainer)
     first = int(data.start_range.first_start)

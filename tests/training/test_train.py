@@ -14,17 +14,21 @@ import pytest
 from cryptorl_jax.training.train import (
     TrainingDivergedError,
     _finite_or_raise,
-    make_train,
     train,
+    trainer_for,
 )
 from tests.training.helpers import synthetic_data, tiny_config
+
+
+def _members(trainer):
+    return {"hyper": trainer.default_hyper, "seeds": [m.seed for m in trainer.default_members]}
 
 
 @pytest.fixture(scope="module")
 def tiny():
     """One trainer (one compilation) shared by the tests of this module."""
     cfg = tiny_config()
-    return cfg, make_train(cfg, 4)
+    return cfg, trainer_for(cfg, 4)
 
 
 def leaves(state):
@@ -35,9 +39,10 @@ def test_train_chunk_traced_once_across_chunks_and_markets(tiny):
     cfg, trainer = tiny
     traced = trainer.trace_counts["train_chunk"]
     a, b = synthetic_data(cfg, seed=1), synthetic_data(cfg, seed=2)
-    state = trainer.init(jax.random.key(0), trainer.put_data(a))
+    state = trainer.init(jax.random.key(0), trainer.put_data(a), **_members(trainer))
     for data in (a, b, a, b):
-        state, metrics = trainer.train_chunk(state, trainer.put_data(data))
+        state, metrics = trainer.train_chunk(state, trainer.put_data(data),
+                                             trainer.default_hyper)
     jax.block_until_ready(metrics)
     assert trainer.trace_counts["train_chunk"] - traced <= 1
     assert trainer.trace_counts["train_chunk"] == 1
@@ -101,15 +106,16 @@ def test_nan_metrics_stop_training_and_keep_last_checkpoint(tmp_path, tiny):
 TWO_DEVICE_SCRIPT = textwrap.dedent("""
     import jax, numpy as np
     from tests.training.helpers import synthetic_data, tiny_config
-    from cryptorl_jax.training.train import make_train
+    from cryptorl_jax.training.train import trainer_for
     assert jax.device_count() == 2, jax.devices()
     cfg = tiny_config("train.devices=all")
-    trainer = make_train(cfg, 4)
+    trainer = trainer_for(cfg, 4)
     assert trainer.n_devices == 2 and trainer.n_envs_local == 2
     data = trainer.put_data(synthetic_data(cfg))
-    state = trainer.init(jax.random.key(0), data)
+    state = trainer.init(jax.random.key(0), data, hyper=trainer.default_hyper,
+                         seeds=[m.seed for m in trainer.default_members])
     for _ in range(6):
-        state, metrics = trainer.train_chunk(state, data)
+        state, metrics = trainer.train_chunk(state, data, trainer.default_hyper)
     jax.block_until_ready(state)
     n = 0
     for leaf in jax.tree.leaves(state.agent):
@@ -142,11 +148,11 @@ def test_finetune_mode_starts_from_the_pretrained_encoder():
     cfg = tiny_config("encoder.mode=pretrained-finetune", "encoder.d_model=8",
                       "encoder.depth=1", "encoder.n_heads=2", "train.n_seeds=1",
                       "encoder.finetune_learning_rate=1e-3")
-    trainer = make_train(cfg, 4)
+    trainer = trainer_for(cfg, 4)
     data = trainer.put_data(synthetic_data(cfg))
     pretrained = MAEEncoder(4, cfg.env.window, cfg.encoder, rngs=nnx.Rngs(7))
     enc_params = nnx.split(pretrained, nnx.Param, ...)[1]
-    state = trainer.init(jax.random.key(0), data, enc_params)
+    state = trainer.init(jax.random.key(0), data, enc_params, **_members(trainer))
     want = [np.asarray(x) for x in jax.tree.leaves(enc_params)]
     for tree in (state.agent.actor_params, state.agent.critic_params,
                  state.agent.target_critic_params):
@@ -154,9 +160,9 @@ def test_finetune_mode_starts_from_the_pretrained_encoder():
         for a, b in zip(got, want):
             np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="exactly when encoder.mode is pretrained-finetune"):
-        trainer.init(jax.random.key(0), data)
+        trainer.init(jax.random.key(0), data, **_members(trainer))
     for _ in range(6):  # learning starts in chunk 2; the encoder then trains at its own lr
-        state, metrics = trainer.train_chunk(state, data)
+        state, metrics = trainer.train_chunk(state, data, trainer.default_hyper)
     assert np.isfinite(np.asarray(metrics["critic_loss"])).all()
     moved = [np.asarray(x)[0] for x in jax.tree.leaves(state.agent.actor_params["encoder"])]
     assert any(not np.array_equal(a, b) for a, b in zip(moved, want))
@@ -171,11 +177,11 @@ def test_a_time_limit_truncation_still_bootstraps_in_the_rebuilt_batch():
 
     from cryptorl_jax.agent import tqc as T
     from cryptorl_jax.env import trading
-    from cryptorl_jax.training.train import make_train
+    from cryptorl_jax.training.train import trainer_for
 
     cfg = tiny_config("env.episode_length=5", "env.ruin_nav=0.0")
     data = synthetic_data(cfg)
-    trainer = make_train(cfg, 4)
+    trainer = trainer_for(cfg, 4)
     params, market = trainer.env_params, data.market
     coeffs = trading.Coeffs.create()
     _, state = trading.reset(jax.random.key(0), params, market, data.start_range)
@@ -202,3 +208,41 @@ def test_a_time_limit_truncation_still_bootstraps_in_the_rebuilt_batch():
     z = jnp.ones((5, 3), jnp.float32)
     target = T.soft_td_target(z, jnp.zeros(5), batch.reward, batch.terminated, 1.0, 0.9)
     np.testing.assert_allclose(np.asarray(target[-1]), float(batch.reward[-1]) + 0.9, rtol=1e-6)
+
+
+POPULATION_DEVICES_SCRIPT = textwrap.dedent("""
+    import jax, numpy as np
+    from tests.training.helpers import synthetic_data, tiny_config
+    from cryptorl_jax.training.train import train, trainer_for
+    from cryptorl_jax.training.spec import Hyper, Member
+    assert jax.device_count() == 2, jax.devices()
+    cfg = tiny_config("train.n_seeds=4", "train.checkpoint_every_chunks=100")
+    data = synthetic_data(cfg)
+    h = Hyper.from_config(cfg)
+    fast = h.replace(tqc=h.tqc.replace(actor_lr=np.float32(1e-3), gamma=np.float32(0.9)))
+    members = [Member(0, h), Member(1, fast), Member(2, h), Member(9, fast)]
+    runs = {}
+    for name, extra in (("sharded", ["train.parallel=population", "train.devices=all"]),
+                        ("one_device", ["train.parallel=data", "train.devices=1"])):
+        c = tiny_config("train.n_seeds=4", "train.checkpoint_every_chunks=100", *extra)
+        trainer = trainer_for(c, 4)
+        assert trainer.n_devices == (2 if name == "sharded" else 1)
+        runs[name] = train(c, data, f"/tmp/popdev_{name}", trainer=trainer, members=members,
+                           resume=False)
+    sharded = runs["sharded"].state.agent.actor_params
+    shards = [s.data.shape[0] for s in jax.tree.leaves(sharded)[0].addressable_shards]
+    assert shards == [2, 2], shards  # two members per device
+    for x, y in zip(jax.tree.leaves(runs["sharded"].state.agent),
+                    jax.tree.leaves(runs["one_device"].state.agent), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
+    print("OK")
+""")
+
+
+def test_population_sharded_over_two_devices_matches_one_device(repo_root):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_PLATFORMS="cpu", PYTHONPATH=str(repo_root))
+    out = subprocess.run([sys.executable, "-c", POPULATION_DEVICES_SCRIPT], cwd=repo_root,
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "OK" in out.stdout

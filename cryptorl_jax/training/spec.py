@@ -1,0 +1,130 @@
+"""What the compiled training step is built from (`TrainerSpec`) and what it takes per member
+(`Hyper`).
+
+`TrainerSpec` is frozen and hashable: every setting that fixes a shape or a code path (network
+sizes, quantiles, critics, batch, envs, buffer, window, episode length, the encoder's mode and
+sizes, the devices, the population size, the curriculum's phase ends). It is the only input of
+`training.train.make_train` and the key of the trainer cache, so a setting read inside the step
+cannot be missing from the key: the step only sees the spec.
+
+`Hyper` holds the dynamic hyperparameters as traced float32 leaves: actor, critic and entropy
+learning rates, gamma, tau, target entropy, initial entropy coefficient, max grad norm, reward
+scale and the curriculum's churn and smoothness schedules. A population stacks one `Hyper` per
+member ([P] leaves); two runs that differ only in these values share one compilation. The
+config keys behind them are `HYPER_KEYS`; the spec's copy of the config has them neutralised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from cryptorl_jax.agent.tqc import TQCHyper
+from cryptorl_jax.config import Config, EncoderConfig, EnvConfig, TQCConfig
+
+# config keys whose values are dynamic (Hyper leaves), not part of the compiled step
+HYPER_KEYS = ("tqc.learning_rate", "tqc.critic_learning_rate", "tqc.gamma", "tqc.tau",
+              "tqc.target_entropy", "tqc.ent_coef_init", "tqc.max_grad_norm",
+              "env.reward_scale", "train.curriculum.churn", "train.curriculum.smooth")
+# keys that do not enter the training step at all (data, seeds, outputs, bookkeeping)
+_OUTSIDE_STEP = ("seed", "run_name", "data.", "features.", "regimes.", "wfo.", "output.",
+                 "tune.", "train.checkpoint_every_chunks", "train.keep_checkpoints",
+                 "train.n_seeds")
+
+
+def is_hyper_key(key: str) -> bool:
+    return key in HYPER_KEYS
+
+
+def enters_the_step(key: str) -> bool:
+    """Whether a config key is read by the compiled training step (as spec or as Hyper)."""
+    return not any(key == p or (p.endswith(".") and key.startswith(p)) for p in _OUTSIDE_STEP)
+
+
+@struct.dataclass
+class Hyper:
+    """One member's dynamic hyperparameters (or a population's, with [P] leading axes)."""
+
+    tqc: TQCHyper
+    reward_scale: jax.Array
+    churn: jax.Array  # [n_phases, 2] curriculum churn schedule (start, end per phase)
+    smooth: jax.Array  # [n_phases, 2]
+
+    @classmethod
+    def from_config(cls, cfg: Config, action_dim: int = 1) -> Hyper:
+        c = cfg.train.curriculum
+        return cls(tqc=TQCHyper.from_config(cfg.tqc, action_dim),
+                   reward_scale=jnp.asarray(cfg.env.reward_scale, jnp.float32),
+                   churn=jnp.asarray(c.churn, jnp.float32),
+                   smooth=jnp.asarray(c.smooth, jnp.float32))
+
+
+def stack(hypers: Sequence[Hyper]) -> Hyper:
+    """A population's Hyper: the members' leaves stacked on a leading axis."""
+    return jax.tree.map(lambda *x: jnp.stack(x), *hypers)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member of a population: its seed (its PRNG stream) and its hyperparameters."""
+
+    seed: int
+    hyper: Hyper
+
+
+def members_from_config(cfg: Config) -> list[Member]:
+    """`train.n_seeds` members with seeds 0..S-1 and the config's hyperparameters."""
+    hyper = Hyper.from_config(cfg)
+    return [Member(seed=i, hyper=hyper) for i in range(cfg.train.n_seeds)]
+
+
+def _neutral_tqc(q: TQCConfig) -> TQCConfig:
+    return dataclasses.replace(q, learning_rate=0.0, critic_learning_rate=None, gamma=0.0,
+                               tau=0.0, target_entropy="auto", ent_coef_init=1.0,
+                               max_grad_norm=None)
+
+
+@dataclass(frozen=True)
+class TrainerSpec:
+    """Everything the compiled step's shapes and code paths depend on (hashable)."""
+
+    env: EnvConfig  # reward_scale neutralised (a Hyper leaf)
+    tqc: TQCConfig  # learning rates, gamma, tau, entropy, grad norm neutralised (Hyper)
+    encoder: EncoderConfig | str  # the mode alone unless the encoder runs inside the step
+    n_features: int
+    embedding_dim: int | None
+    total_env_steps: int
+    n_envs: int
+    steps_per_chunk: int
+    devices: int | str
+    population: int
+    parallel: str  # "data" | "population"
+    phase_ends: tuple[float, ...]
+    n_phases: int
+    source: str | None = field(default=None, compare=False, hash=False)
+
+    @classmethod
+    def from_config(cls, cfg: Config, n_features: int, embedding_dim: int | None = None,
+                    population: int | None = None) -> TrainerSpec:
+        t = cfg.train
+        encoder: Any = cfg.encoder if cfg.encoder.mode == "pretrained-finetune" \
+            else cfg.encoder.mode
+        return cls(env=dataclasses.replace(cfg.env, reward_scale=1.0), tqc=_neutral_tqc(cfg.tqc),
+                   encoder=encoder, n_features=int(n_features),
+                   embedding_dim=None if embedding_dim is None else int(embedding_dim),
+                   total_env_steps=t.total_env_steps, n_envs=t.n_envs,
+                   steps_per_chunk=t.steps_per_chunk, devices=t.devices,
+                   population=t.n_seeds if population is None else int(population),
+                   parallel=t.parallel,
+                   phase_ends=tuple(t.curriculum.phase_ends),
+                   n_phases=len(t.curriculum.phase_ends), source=cfg.source)
+
+    @property
+    def encoder_mode(self) -> str:
+        return self.encoder if isinstance(self.encoder, str) else self.encoder.mode
