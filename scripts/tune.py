@@ -1,7 +1,8 @@
 """Optuna tuning, nested inside the walk-forward train windows: python scripts/tune.py
 --config FILE --trials N [--study-db sqlite:///...] [--study-name NAME] [--out DIR]
-[--set key=value ...] [--worker K]. Writes DIR/<run_name>-tune/ (study.db, trials.jsonl,
-best.yaml); run the best config with python scripts/wfo.py --config .../best.yaml.
+[--set key=value ...] [--worker K] [--population P]. Writes DIR/<run_name>-tune/ (study.db,
+trials.jsonl, best.yaml, overfitting.json); run the best config with python scripts/wfo.py
+--config .../best.yaml.
 Several processes may share one --study-db: give each a distinct --worker.
 """
 
@@ -25,6 +26,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    metavar="KEY=VALUE", help="dotted override, e.g. tune.segments=[0,1]")
     p.add_argument("--worker", type=int, default=0,
                    help="distinct number per process sharing one storage (sampler seed)")
+    p.add_argument("--population", type=int, default=None, metavar="P",
+                   help="ask for P trials at a time and train them as one population (one "
+                        "compilation for the study; the space may hold only the dynamic "
+                        "hyperparameters: learning rates, gamma, tau, entropy, grad norm, "
+                        "reward scale, curriculum churn/smooth)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return p.parse_args(argv)
 
@@ -63,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.trials < 1:
         print(f"tune: error: --trials must be >= 1, got {args.trials}", file=sys.stderr)
         return 2
+    if args.population is not None and args.population < 1:
+        print(f"tune: error: --population must be >= 1, got {args.population}", file=sys.stderr)
+        return 2
     from cryptorl_jax.config import ConfigError, load_config
     from cryptorl_jax.market import DataValidationError
     from cryptorl_jax.walkforward.tune import run_study
@@ -72,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, overrides)
         workdir = Path(args.out or cfg.output.dir) / f"{cfg.run_name}-tune"
         result = run_study(cfg, args.trials, storage=args.study_db, study_name=args.study_name,
-                           workdir=workdir, worker=args.worker)
+                           workdir=workdir, worker=args.worker, population=args.population)
     except (ConfigError, DataValidationError, FileNotFoundError, ValueError) as exc:
         print(f"tune: error: {exc}", file=sys.stderr)
         return 2

@@ -32,14 +32,19 @@ searched. Every trial of one study uses the base seed (common random numbers acr
 Outputs in `workdir`: the study (SQLite by default, `study.db`), `trials.jsonl` (one record per
 finished trial, rebuilt from the storage after every trial, so several processes on one storage
 keep it complete) and `best.yaml` (the base config with the best trial's values applied and
-`wfo.trial_log` pointing to the trial log, which the WFO report reads for the Deflated Sharpe).
+`wfo.trial_log` pointing to the trial log, which the WFO report reads), and `overfitting.json`
+(the best trial's Deflated Sharpe on its validation rows and the PBO, `study_overfitting`).
 
-Compilation: the trainer cache (`pipeline.get_trainer`) is keyed on cfg.env, cfg.tqc, cfg.train
-and cfg.encoder, so every distinct value of a searched key in those sections (learning rates,
-gamma, reward scale, net width, encoder settings, ...) compiles the training step once more;
-keys of data, features, regimes and wfo do not, unless they change the number of feature
-columns (regimes.n_states, feature groups) or lengthen the feature warm-up past the segment's
-train start (a shorter inner train slice: a new shape).
+Compilation: the trainer cache (`pipeline.get_trainer`) is keyed on the `TrainerSpec`, so the
+dynamic hyperparameters (`training.spec.HYPER_KEYS`: learning rates, gamma, tau, entropy, grad
+norm, reward scale, curriculum schedules) never recompile; a searched key that sets a shape or
+a code path (net width, batch, encoder settings, ...) compiles the training step once per
+distinct value; keys of data, features, regimes and wfo do not, unless they change the number
+of feature columns (regimes.n_states, feature groups) or lengthen the feature warm-up past the
+segment's train start (a shorter inner train slice: a new shape).
+
+Population mode (`run_study(..., population=P)`, `scripts/tune.py --population P`): P trials
+are asked at a time and trained as one population (`population_batch`), see its docstring.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+import jax
 import numpy as np
 import pandas as pd
 
@@ -75,6 +81,7 @@ from cryptorl_jax.features import warmup_rows
 from cryptorl_jax.io import write_atomic, write_json
 from cryptorl_jax.market import load_market
 from cryptorl_jax.training.logging import ScalarLogger
+from cryptorl_jax.training.spec import HYPER_KEYS, Hyper, Member, enters_the_step, is_hyper_key
 from cryptorl_jax.training.train import TrainingDivergedError, train
 from cryptorl_jax.walkforward.pipeline import (
     STAGE_TRAIN,
@@ -250,14 +257,21 @@ def cut_run(cfg: Config, market: pd.DataFrame, end: int) -> RunData:
                    traded=traded, close=cut[f"{traded}_close"].to_numpy(dtype=np.float64))
 
 
-def validate_segment(cfg: Config, market: pd.DataFrame, seg: Segment, workdir: Path, *,
-                     on_chunk: Callable[[int, dict[str, Any]], None] | None = None,
-                     progress: bool = False) -> dict[str, Any]:
-    """Fit everything on the inner train rows of seg and score the validation rows.
+@dataclass
+class SegmentInputs:
+    """What a trial trains and is scored on in one segment: everything before TQC."""
 
-    Returns compute_metrics' keys of the validation backtest plus the split's rows, and under
-    "returns" the strategy's hourly validation returns (the PBO and DSR inputs).
-    """
+    run: RunData
+    split: NestedSplit
+    sm: Any  # pipeline.SegmentMatrix
+    enc: Any  # pipeline.EncoderStage
+    data: Any  # TrainData of the inner train rows
+
+
+def segment_inputs(cfg: Config, market: pd.DataFrame, seg: Segment, workdir: Path,
+                   progress: bool = False) -> SegmentInputs:
+    """Cut the market at seg's train end, split it, fit the transforms and the encoder on the
+    inner train rows and slice the training data (nothing at or after train_end is read)."""
     run = cut_run(cfg, market, seg.train_end)
     split = nested_split(cfg, seg, run.offset)
     inner = split.inner_segment()
@@ -276,21 +290,44 @@ def validate_segment(cfg: Config, market: pd.DataFrame, seg: Segment, workdir: P
     lookback = lookback_rows(cfg)
     data = slice_data(cfg, sm.matrix, run.close, inner.train_start - lookback, inner.train_end,
                       inner.train_start, enc.embeddings, run.tradable)
-    emb_dim = None if enc.embeddings is None else enc.embeddings.shape[1]
-    trainer, rollout = get_trainer(cfg, sm.matrix.shape[1], emb_dim)
-    result = train(cfg, data, workdir / "train", key=segment_key(cfg, seg.index, STAGE_TRAIN),
-                   trainer=trainer, encoder_params=enc.finetune_params, resume=False,
-                   progress=progress, tensorboard_dir=None, desc=f"trial segment {seg.index}",
-                   on_chunk=on_chunk)
-    frame = backtest_rows(cfg, run, sm, enc, trainer, result.state.agent, split.val_start,
-                          split.val_end, rollout, baseline_seed=cfg.seed * 1000 + seg.index)
+    return SegmentInputs(run=run, split=split, sm=sm, enc=enc, data=data)
+
+
+def score_agents(cfg: Config, inputs: SegmentInputs, seg: Segment, trainer: Any, rollout: Any,
+                 agents: Any, chunks: int) -> dict[str, Any]:
+    """The validation backtest of one trial's agents: compute_metrics' keys, the split's rows
+    and, under "returns", the strategy's hourly validation returns (the PBO and DSR inputs)."""
+    split = inputs.split
+    frame = backtest_rows(cfg, inputs.run, inputs.sm, inputs.enc, trainer, agents,
+                          split.val_start, split.val_end, rollout,
+                          baseline_seed=cfg.seed * 1000 + seg.index)
     metrics = strategy_metrics(frame)
-    out = {k: float(metrics[k]) for k in SCORE_KEYS if k in metrics}
+    out: dict[str, Any] = {k: float(metrics[k]) for k in SCORE_KEYS if k in metrics}
     out.update({"fit_start": split.fit_start, "inner_train_end": split.inner_train_end,
                 "val_start": split.val_start, "val_end": split.val_end, "gap": split.gap,
-                "chunks": len(result.history)})
+                "chunks": chunks})
     out["returns"] = [float(x) for x in frame["strategy"].to_numpy()]
     return out
+
+
+def validate_segment(cfg: Config, market: pd.DataFrame, seg: Segment, workdir: Path, *,
+                     on_chunk: Callable[[int, dict[str, Any]], None] | None = None,
+                     progress: bool = False) -> dict[str, Any]:
+    """Fit everything on the inner train rows of seg and score the validation rows.
+
+    Returns compute_metrics' keys of the validation backtest plus the split's rows, and under
+    "returns" the strategy's hourly validation returns (the PBO and DSR inputs).
+    """
+    inputs = segment_inputs(cfg, market, seg, workdir, progress)
+    emb = inputs.enc.embeddings
+    trainer, rollout = get_trainer(cfg, inputs.sm.matrix.shape[1],
+                                   None if emb is None else emb.shape[1])
+    result = train(cfg, inputs.data, workdir / "train",
+                   key=segment_key(cfg, seg.index, STAGE_TRAIN), trainer=trainer,
+                   encoder_params=inputs.enc.finetune_params, resume=False, progress=progress,
+                   tensorboard_dir=None, desc=f"trial segment {seg.index}", on_chunk=on_chunk)
+    return score_agents(cfg, inputs, seg, trainer, rollout, result.state.agent,
+                        len(result.history))
 
 
 def wfo_layout(cfg: Config, market: pd.DataFrame) -> list[Segment]:
@@ -637,10 +674,120 @@ def make_objective(cfg: Config, market: pd.DataFrame, segments: list[Segment], w
     return objective
 
 
+def check_population_space(cfg: Config) -> None:
+    """In population mode every searched key must be a dynamic hyperparameter (a Hyper leaf):
+    the members share one compiled step and one data pipeline. Names the first key that is not."""
+    for i, p in enumerate(cfg.tune.space):
+        if not is_hyper_key(p.key):
+            what = ("changes a shape or a code path of the training step"
+                    if enters_the_step(p.key) else "changes the data the members share")
+            raise ConfigError(f"tune.space[{i}].key", f"'{p.key}' {what}, so it cannot be "
+                              "searched in population mode (--population); population keys: "
+                              f"{', '.join(HYPER_KEYS)}. Search it one trial at a time.",
+                              cfg.source)
+
+
+def _tell(study: Any, trial: Any, value: float | None, state: str) -> None:
+    import optuna
+
+    states = {"COMPLETE": optuna.trial.TrialState.COMPLETE,
+              "PRUNED": optuna.trial.TrialState.PRUNED, "FAIL": optuna.trial.TrialState.FAIL}
+    study.tell(trial, value if state == "COMPLETE" else None, state=states[state])
+
+
+def population_batch(cfg: Config, market: pd.DataFrame, segments: list[Segment],
+                     trials: list[Any], study: Any, workdir: Path, population: int,
+                     progress: bool) -> None:
+    """Train the trials of one ask() batch as ONE population, score and tell each of them.
+
+    Each trial is `train.n_seeds` members (seeds 0..S-1, its Hyper); a batch smaller than
+    `population` trials is padded with copies of its last trial (those slots compute and are
+    ignored), so every batch of a study runs the same compiled step. A trial that the pruner
+    stops is told PRUNED; its slot keeps computing to the end of the segment. A NaN in any
+    member stops the population's training: every trial of the batch is then told FAIL with the
+    error (its member is named).
+    """
+    n_seeds = cfg.train.n_seeds
+    tcfgs, overrides = [], []
+    for trial in trials:
+        ov = suggest_overrides(trial, cfg.tune.space)
+        overrides.append(ov)
+        tcfgs.append(with_overrides(cfg, ov))
+        trial.set_user_attr("overrides", ov)
+        trial.set_user_attr("metric", cfg.tune.metric)
+        trial.set_user_attr("seed", cfg.seed)
+        trial.set_user_attr("n_seeds", n_seeds)
+        trial.set_user_attr("population", population)
+    slots = tcfgs + [tcfgs[-1]] * (population - len(tcfgs))
+    members = [Member(seed=s, hyper=Hyper.from_config(c)) for c in slots for s in range(n_seeds)]
+    pruned: dict[int, str] = {}
+    scores: list[dict[str, dict[str, Any]]] = [{} for _ in trials]
+    val_returns: list[dict[str, list[float]]] = [{} for _ in trials]
+    n_chunks = _chunks_per_segment(cfg)
+    batch_dir = workdir / "trials" / f"batch_{trials[0].number}"
+    try:
+        for pos, seg in enumerate(segments):
+            inputs = segment_inputs(cfg, market, seg, batch_dir / f"segment_{seg.index}",
+                                    progress)
+            emb = inputs.enc.embeddings
+            trainer, rollout = get_trainer(cfg, inputs.sm.matrix.shape[1],
+                                           None if emb is None else emb.shape[1],
+                                           population=len(members))
+
+            def on_chunk(chunk: int, record: dict[str, Any], pos: int = pos,
+                         seg: Segment = seg) -> None:
+                pnl = record.get("members", {}).get(PRUNE_METRIC, [record[PRUNE_METRIC]])
+                for i, trial in enumerate(trials):
+                    if i in pruned:
+                        continue
+                    value = float(np.mean(pnl[i * n_seeds:(i + 1) * n_seeds]))
+                    trial.report(value, pos * n_chunks + chunk)
+                    if trial.should_prune():
+                        pruned[i] = (f"pruned at segment {seg.index}, chunk {chunk}: train "
+                                     f"{PRUNE_METRIC} {value:.3g}")
+
+            result = train(cfg, inputs.data, batch_dir / f"segment_{seg.index}" / "train",
+                           key=segment_key(cfg, seg.index, STAGE_TRAIN), trainer=trainer,
+                           encoder_params=inputs.enc.finetune_params, resume=False,
+                           progress=progress, tensorboard_dir=None,
+                           desc=f"population of {len(trials)} trials, segment {seg.index}",
+                           on_chunk=on_chunk, members=members)
+            for i, trial in enumerate(trials):
+                if i in pruned:
+                    continue
+                agents = jax.tree.map(lambda x, i=i: x[i * n_seeds:(i + 1) * n_seeds],
+                                      result.state.agent)
+                seg_scores = score_agents(tcfgs[i], inputs, seg, trainer, rollout, agents,
+                                          len(result.history))
+                val_returns[i][str(seg.index)] = seg_scores.pop("returns")
+                scores[i][str(seg.index)] = seg_scores
+                trial.set_user_attr("segment_scores", scores[i])
+    except TrainingDivergedError as exc:
+        for trial in trials:
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:2000])
+            _tell(study, trial, None, "FAIL")
+        log.warning("population batch %s failed: %s", [t.number for t in trials], exc)
+        return
+    finally:
+        shutil.rmtree(batch_dir, ignore_errors=True)
+    for i, trial in enumerate(trials):
+        if i in pruned:
+            log.info("trial %d: %s", trial.number, pruned[i])
+            _tell(study, trial, None, "PRUNED")
+            continue
+        trial.set_user_attr(VAL_RETURNS, val_returns[i])
+        trial.set_user_attr("sharpe", float(np.mean([m["sharpe"] for m in scores[i].values()])))
+        value = float(np.mean([score(m, cfg.tune.metric) for m in scores[i].values()]))
+        log.info("trial %d: validation %s %.4g (%s)", trial.number, cfg.tune.metric, value,
+                 ", ".join(overrides[i]))
+        _tell(study, trial, value, "COMPLETE")
+
+
 def run_study(cfg: Config, n_trials: int, storage: str | None = None,
               study_name: str | None = None, workdir: str | Path = "results/tune",
               market: pd.DataFrame | None = None, *, worker: int = 0, pruner: Any = None,
-              progress: bool | None = None, keep_trial_dirs: bool = False) -> StudyResult:
+              progress: bool | None = None, keep_trial_dirs: bool = False,
+              population: int | None = None) -> StudyResult:
     """Run n_trials more trials of the study (created or resumed) and export the best config.
 
     storage: an Optuna storage URL (default sqlite:///<workdir>/study.db); several processes may
@@ -648,6 +795,9 @@ def run_study(cfg: Config, n_trials: int, storage: str | None = None,
     one storage at the same moment (it enters the sampler seed). The sampler is TPE seeded from
     (seed, trials already in the study, worker), so a resumed study does not replay the random
     start-up trials of the first call.
+    population: ask Optuna for that many trials at a time (ask/tell) and train each batch as one
+    population (`population_batch`); the search space may then hold only dynamic
+    hyperparameters (`training.spec.HYPER_KEYS`), and one compilation serves the whole study.
     """
     import optuna
 
@@ -655,6 +805,10 @@ def run_study(cfg: Config, n_trials: int, storage: str | None = None,
     if n_trials < 1:
         raise ValueError(f"n_trials must be >= 1, got {n_trials}")
     check_space(cfg)
+    if population is not None:
+        if population < 1:
+            raise ValueError(f"population must be >= 1, got {population}")
+        check_population_space(cfg)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     storage_url = storage or f"sqlite:///{(workdir / 'study.db').absolute()}"
@@ -701,11 +855,23 @@ def run_study(cfg: Config, n_trials: int, storage: str | None = None,
         ran.append(trial.number)
         write_trial_log(study, trial_log)
 
-    objective = make_objective(cfg, market, segments, workdir, study_name, progress,
-                               keep_trial_dirs)
     try:
-        study.optimize(objective, n_trials=n_trials, catch=(TrainingDivergedError, ConfigError),
-                       callbacks=[after_trial])
+        if population is None:
+            objective = make_objective(cfg, market, segments, workdir, study_name, progress,
+                                       keep_trial_dirs)
+            study.optimize(objective, n_trials=n_trials,
+                           catch=(TrainingDivergedError, ConfigError), callbacks=[after_trial])
+        else:
+            left = n_trials
+            while left > 0:
+                with warnings.catch_warnings():  # the heartbeat is optimize()'s; ask/tell here
+                    warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                    batch = [study.ask() for _ in range(min(population, left))]
+                population_batch(cfg, market, segments, batch, study, workdir, population,
+                                 progress)
+                ran.extend(t.number for t in batch)
+                write_trial_log(study, trial_log)
+                left -= len(batch)
     finally:
         n_logged = write_trial_log(study, trial_log)
         trials_dir = workdir / "trials"

@@ -373,3 +373,41 @@ def test_two_processes_share_one_storage(tmp_path, repo_root):
     for k in range(2):  # each process rebuilt its log from the shared storage at its end
         assert len(_log(tmp_path / f"w{k}" / tune.TRIAL_LOG)) >= 1
         assert load_config(tmp_path / f"w{k}" / tune.BEST_CONFIG).wfo.trial_log
+
+
+HYPER_SPACE = ("tune.space=["
+               "{key: tqc.learning_rate, type: loguniform, low: 1.0e-4, high: 1.0e-3}, "
+               "{key: tqc.gamma, type: float, low: 0.9, high: 0.99}, "
+               "{key: env.reward_scale, type: loguniform, low: 10.0, high: 300.0}]")
+
+
+def test_population_study_compiles_once_and_matches_a_sequential_trial(market, tmp_path):
+    """Two batches of two trials trained as populations: one compilation of the training step
+    for the whole study, the same trial log and outputs, and trial 0 scored as the sequential
+    study scores the same parameters."""
+    cfg = load_config(None, [*TINY_WFO, HYPER_SPACE, "tune.segments=[0]"])
+    pipeline._TRAINERS.clear()
+    pop = tune.run_study(cfg, 4, workdir=tmp_path / "pop", market=market, progress=False,
+                         population=2)
+    (trainer, _), = pipeline._TRAINERS.values()
+    assert trainer.population == 2 * cfg.train.n_seeds
+    assert trainer.trace_counts["train_chunk"] == 1  # every batch, one compilation
+    records = _log(pop.trial_log)
+    assert [r["number"] for r in records] == [0, 1, 2, 3]
+    assert all(r["state"] == "COMPLETE" and np.isfinite(r["value"]) for r in records)
+    assert len({r["value"] for r in records}) == 4  # their own hyperparameters
+    assert pop.best_config.is_file() and pop.overfitting["n_trials"] == 4
+    assert pop.overfitting["pbo"] is not None
+    seq = tune.run_study(cfg, 1, workdir=tmp_path / "seq", market=market, progress=False)
+    first = _log(seq.trial_log)[0]
+    assert first["params"] == records[0]["params"]
+    assert first["value"] == pytest.approx(records[0]["value"], rel=2e-3, abs=2e-3)
+
+
+def test_population_mode_refuses_a_key_that_is_not_a_hyperparameter(cfg, market, tmp_path):
+    with pytest.raises(ConfigError, match=r"tune.space\[0\].key.*features.scaler_clip.*data"):
+        tune.run_study(cfg, 2, workdir=tmp_path, market=market, progress=False, population=2)
+    shape = load_config(None, [*TINY_WFO, "tune.space=[{key: tqc.batch_size, type: int, "
+                               "low: 16, high: 32}]"])
+    with pytest.raises(ConfigError, match="changes a shape"):
+        tune.run_study(shape, 2, workdir=tmp_path, market=market, progress=False, population=2)
