@@ -209,7 +209,8 @@ def test_summary_holds_the_honest_statistics(full_run):
     summary = (workdir / "summary.md").read_text()
     for text in ("Probabilistic Sharpe", "Deflated Sharpe", "with N = 1", "Timing null: p =",
                  "0x trading costs", "1x trading costs", "2x trading costs", "financing",
-                 "i.i.d. U[-1, 1] actions (not a timing null)"):
+                 "i.i.d. U[-1, 1] actions (not a timing null)", "## Seeds",
+                 "Per-seed OOS Sharpe: mean", "ensemble (mean action)"):
         assert text in summary, text
     registry = [json.loads(line) for line in
                 (workdir.parent / "runs.jsonl").read_text().splitlines()]
