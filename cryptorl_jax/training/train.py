@@ -558,7 +558,12 @@ def train(cfg: Config, data: TrainData, workdir: str | Path, *, key: jax.Array |
     start_chunk = 0
     ckpt = Checkpointer(workdir / "checkpoints", keep=tc.keep_checkpoints)
     history: list[dict[str, Any]] = []
-    latest = ckpt.latest_step() if resume else None
+    latest = ckpt.latest_step()
+    if not resume and latest is not None:
+        ckpt.close()
+        raise FileExistsError(f"{ckpt.directory} already holds training checkpoints (step "
+                              f"{latest}); pass resume=True to continue them, or use an empty "
+                              "directory (nothing was overwritten)")
     if latest is not None:
         state, meta = ckpt.restore(latest, state)
         start_chunk = int(meta["chunk"])

@@ -211,10 +211,12 @@ def test_a_time_limit_truncation_still_bootstraps_in_the_rebuilt_batch():
 
 
 POPULATION_DEVICES_SCRIPT = textwrap.dedent("""
+    import tempfile
     import jax, numpy as np
     from tests.training.helpers import synthetic_data, tiny_config
     from cryptorl_jax.training.train import train, trainer_for
     from cryptorl_jax.training.spec import Hyper, Member
+    tmp = tempfile.mkdtemp()
     assert jax.device_count() == 2, jax.devices()
     cfg = tiny_config("train.n_seeds=4", "train.checkpoint_every_chunks=100")
     data = synthetic_data(cfg)
@@ -227,7 +229,7 @@ POPULATION_DEVICES_SCRIPT = textwrap.dedent("""
         c = tiny_config("train.n_seeds=4", "train.checkpoint_every_chunks=100", *extra)
         trainer = trainer_for(c, 4)
         assert trainer.n_devices == (2 if name == "sharded" else 1)
-        runs[name] = train(c, data, f"/tmp/popdev_{name}", trainer=trainer, members=members,
+        runs[name] = train(c, data, f"{tmp}/{name}", trainer=trainer, members=members,
                            resume=False)
     sharded = runs["sharded"].state.agent.actor_params
     shards = [s.data.shape[0] for s in jax.tree.leaves(sharded)[0].addressable_shards]
@@ -246,3 +248,13 @@ def test_population_sharded_over_two_devices_matches_one_device(repo_root):
                          env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "OK" in out.stdout
+
+
+def test_a_fresh_run_refuses_a_directory_with_checkpoints(tmp_path, tiny):
+    cfg, trainer = tiny
+    data = synthetic_data(cfg)
+    train(cfg, data, tmp_path, trainer=trainer, stop_after_chunk=1)
+    before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    with pytest.raises(FileExistsError, match="already holds training checkpoints"):
+        train(cfg, data, tmp_path, trainer=trainer, resume=False)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
