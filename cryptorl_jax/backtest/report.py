@@ -22,6 +22,7 @@ from cryptorl_jax.backtest.metrics import (
     compute_metrics,
     expected_max_sharpe,
     probabilistic_sharpe,
+    sharpe,
 )
 from cryptorl_jax.config import Config
 from cryptorl_jax.io import write_atomic, write_parquet
@@ -112,12 +113,6 @@ def tuning_overfitting(path: str | None, workdir: Path) -> dict[str, Any] | None
     return json.loads(f.read_text())
 
 
-def per_period_sharpe(r) -> float:
-    r = np.asarray(r, dtype=np.float64)
-    sd = r.std(ddof=1) if len(r) > 1 else 0.0
-    return float(r.mean() / sd) if sd > 0 else float("nan")
-
-
 @dataclass(frozen=True)
 class OOSDeflation:
     """The OOS Deflated Sharpe's inputs: the registered runs over the same OOS window."""
@@ -133,7 +128,7 @@ def oos_deflation(workdir: Path, oos: pd.DataFrame, digest: str, run_name: str,
     """Record this run in the output directory's registry and count the runs over its window."""
     path = Path(workdir).parent / registry.REGISTRY
     start, end = str(oos.index[0]), str(oos.index[-1])
-    sr = per_period_sharpe(oos["strategy"])
+    sr = sharpe(oos["strategy"].to_numpy(np.float64), 1.0)  # per period
     records = registry.register_run(path, {
         "config_digest": digest, "run_name": run_name, "run_dir": str(Path(workdir).absolute()),
         "oos_start": start, "oos_end": end, "n_hours": len(oos),
@@ -390,7 +385,7 @@ def _statistics_lines(agg: pd.Series, deflation: OOSDeflation,
     return lines + [""]
 
 
-def _cost_lines(comparison: pd.DataFrame, oos: pd.DataFrame, cfg: Config) -> list[str]:
+def _cost_lines(comparison: pd.DataFrame, agg: pd.Series, cfg: Config) -> list[str]:
     rows = {}
     for col, label in COST_COLUMNS:
         if col in comparison.index:
@@ -402,11 +397,8 @@ def _cost_lines(comparison: pd.DataFrame, oos: pd.DataFrame, cfg: Config) -> lis
         return []
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "same trades at"
-    n = max(len(oos), 1)
-    paid = []
-    for col in ("cost", "financing"):
-        if col in oos:
-            paid.append(f"{col} {100 * oos[col].sum() * PERIODS / n:.2f} %")
+    paid = [f"{col} {100 * agg[f'{col}_per_year']:.2f} %" for col in ("cost", "financing")
+            if math.isfinite(agg.get(f"{col}_per_year", math.nan))]
     return ["## Costs (the strategy's own trades replayed at 0x / 1x / 2x fee + slippage)", "",
             f"Trading costs are {cfg.env.fee_bps:g} + {cfg.env.slippage_bps:g} bps per unit of "
             "NAV traded, charged on the trade from the drifted position to the target; "
@@ -421,14 +413,15 @@ def _seed_lines(comparison: pd.DataFrame) -> list[str]:
     seeds = [n for n in comparison.index if str(n).startswith("seed_")]
     if len(seeds) < 2 or "strategy" not in comparison.index:
         return []
-    sharpe = comparison.loc[seeds, "sharpe"].astype(float)
+    seed_sharpe = comparison.loc[seeds, "sharpe"].astype(float)
     ens = float(comparison.loc["strategy", "sharpe"])
-    beaten = int((sharpe < ens).sum())
+    beaten = int((seed_sharpe < ens).sum())
     table = comparison.loc[seeds + ["strategy"], ["total_return", "sharpe", "max_drawdown"]]
     table = table.rename(index={"strategy": "ensemble (mean action)"})
     return ["## Seeds (each seed's agent alone, and the ensemble)", "",
-            f"Per-seed OOS Sharpe: mean {sharpe.mean():.2f}, std {sharpe.std(ddof=1):.2f}, "
-            f"range {sharpe.min():.2f} .. {sharpe.max():.2f} over {len(seeds)} seeds; the "
+            f"Per-seed OOS Sharpe: mean {seed_sharpe.mean():.2f}, std "
+            f"{seed_sharpe.std(ddof=1):.2f}, range {seed_sharpe.min():.2f} .. "
+            f"{seed_sharpe.max():.2f} over {len(seeds)} seeds; the "
             f"ensemble's {ens:.2f} is above {beaten} of them. A spread as wide as the Sharpe "
             "itself says the seed, not the method, decides the figure.", "",
             _fmt_table(table), ""]
@@ -452,7 +445,7 @@ def _summary_md(cfg: Config, workdir: Path, segments: list[int], oos: pd.DataFra
              f"{100 * cfg.env.borrow_rate_annual:g} % a year on borrowed notional",
              "", *_statistics_lines(agg, deflation, tuning),
              "## Headline (stitched OOS, annualised at 8,760 hours)", "",
-             _fmt_table(headline), "", *_cost_lines(comparison, oos, cfg),
+             _fmt_table(headline), "", *_cost_lines(comparison, agg, cfg),
              *_seed_lines(comparison),
              "## Per segment (strategy)", "",
              _fmt_table(table.set_index("segment")[["start", "end", "total_return", "sharpe",

@@ -350,12 +350,10 @@ class CompactTransition:
 
     @classmethod
     def example(cls) -> CompactTransition:
-        """One unbatched record of zeros (the replay buffer's item structure)."""
-        f32 = jnp.zeros((), jnp.float32)
-        book = accounting.Book(t=jnp.zeros((), jnp.int32), prev_action=f32, weight=f32, nav=f32,
-                               peak_nav=f32)
-        return cls(book=book, action=f32, terminated=jnp.zeros((), bool),
-                   truncated=jnp.zeros((), bool))
+        """One unbatched record (the replay buffer's item structure; values unused)."""
+        no = jnp.zeros((), bool)
+        return cls(book=accounting.Book.start(0), action=jnp.zeros((), jnp.float32),
+                   terminated=no, truncated=no)
 
 
 def compact(state: EnvState, action, terminated, truncated) -> CompactTransition:

@@ -78,10 +78,10 @@ class Member:
     hyper: Hyper
 
 
-def members_from_config(cfg: Config) -> list[Member]:
-    """`train.n_seeds` members with seeds 0..S-1 and the config's hyperparameters."""
+def members_from_config(cfg: Config, n: int | None = None) -> list[Member]:
+    """n (default `train.n_seeds`) members with seeds 0..n-1 and the config's hyperparameters."""
     hyper = Hyper.from_config(cfg)
-    return [Member(seed=i, hyper=hyper) for i in range(cfg.train.n_seeds)]
+    return [Member(seed=i, hyper=hyper) for i in range(cfg.train.n_seeds if n is None else n)]
 
 
 def _neutral_tqc(q: TQCConfig) -> TQCConfig:

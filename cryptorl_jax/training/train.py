@@ -89,7 +89,8 @@ class Metric:
     """One training metric: its per-step value and how the chunk reduces the step sums.
 
     reduce: "mean" over the chunk's steps; "sum" over them; "learning" the mean over the steps
-    that ran updates (agent metrics, 0 before learning starts).
+    that ran updates (agent metrics, 0 before learning starts); "internal" a sum the chunk's
+    reduction uses but does not report.
     """
 
     name: str
@@ -116,13 +117,11 @@ METRICS = (
     Metric("episodes", lambda c: jnp.sum(c["done"]).astype(jnp.float32), "sum"),
     Metric("ruined", lambda c: jnp.sum(c["terminated"]).astype(jnp.float32), "sum"),
     Metric("episode_nav_sum", lambda c: jnp.sum(jnp.where(c["done"], c["info"]["nav"], 0.0)),
-           "sum"),
-    Metric("learning", lambda c: c["learning"].astype(jnp.float32), "sum"),
+           "internal"),
+    Metric("learning", lambda c: c["learning"].astype(jnp.float32), "internal"),
     *(Metric(name, lambda c, name=name: c["updates"][name] * c["learning"], "learning")
       for name in AGENT_METRICS),
 )
-ENV_METRICS = ("reward", "pnl", "cost", "financing", "churn_penalty", "smooth_penalty",
-               "turnover", "exposure", "episodes", "ruined", "episode_nav", "nav")
 
 
 def initial_sums() -> dict[str, jnp.ndarray]:
@@ -138,7 +137,7 @@ def reduce_sums(sums: dict[str, jnp.ndarray], n_steps: int) -> dict[str, jnp.nda
     n_learn = jnp.maximum(sums["learning"], 1.0)
     out = {}
     for m in METRICS:
-        if m.name in ("episode_nav_sum", "learning"):
+        if m.reduce == "internal":
             continue
         if m.reduce == "mean":
             out[m.name] = sums[m.name] / float(n_steps)
@@ -162,10 +161,10 @@ class Trainer:
     batch_local: int
     capacity_local: int
     uses_embeddings: bool
-    init: Any  # (key, data, hyper [P], seeds [P], encoder_params=None) -> TrainState
+    init: Any  # (key, data, encoder_params=None, *, hyper [P], seeds [P]) -> TrainState
     train_chunk: Any  # (state, data, hyper [P]) -> (state, metrics [P])
     observe: Any  # (data, t, agent_vector) -> Observation (unbatched)
-    rebuild: Any  # (data, compact transitions [B], coeffs, reward_scale) -> Batch
+    rebuild: Any  # (data, compact transitions [B], coeffs, env params=default) -> Batch
     trace_counts: dict = field(default_factory=dict)
     # the members of the config `trainer_for` was given (None for a bare make_train(spec))
     default_members: tuple[Member, ...] | None = None
@@ -223,9 +222,8 @@ def trainer_for(cfg: Config, n_features: int, embedding_dim: int | None = None, 
     members (seeds 0..P-1, its hyperparameters) as the trainer's defaults."""
     spec = TrainerSpec.from_config(cfg, n_features, embedding_dim, population)
     trainer = make_train(spec, devices=devices)
-    hyper = Hyper.from_config(cfg)
-    members = tuple(Member(seed=i, hyper=hyper) for i in range(spec.population))
-    return dataclasses.replace(trainer, default_members=members)
+    return dataclasses.replace(trainer,
+                               default_members=tuple(members_from_config(cfg, spec.population)))
 
 
 def make_train(spec: TrainerSpec, *, devices: list | None = None) -> Trainer:
@@ -287,10 +285,9 @@ def make_train(spec: TrainerSpec, *, devices: list | None = None) -> Trainer:
     batched_observe = jax.vmap(observe, in_axes=(None, 0, 0))
 
     def rebuild(data: TrainData, cts: trading.CompactTransition, coeffs,
-                reward_scale=None) -> Batch:
-        """Observations and rewards of sampled compact transitions, by gather."""
-        params = env_params if reward_scale is None else env_params.replace(
-            reward_scale=reward_scale)
+                params: EnvParams = env_params) -> Batch:
+        """Observations and rewards of sampled compact transitions, by gather (`params`: the
+        member's, with its reward scale)."""
         rt = jax.vmap(trading.replay, in_axes=(None, None, 0, None))(
             params, data.market, cts, coeffs)
         return Batch(obs=batched_observe(data, rt.t, rt.agent_state),
@@ -324,12 +321,12 @@ def make_train(spec: TrainerSpec, *, devices: list | None = None) -> Trainer:
                    "done": terminated | truncated}
         return env_next, buffer, context
 
-    def learn(agent: TQCState, buffer, data: TrainData, coeffs, hyper: Hyper, learning, key):
+    def learn(agent: TQCState, buffer, data: TrainData, params: EnvParams, coeffs,
+              hyper: Hyper, learning, key):
         """G updates on batches rebuilt from the buffer (none before learning starts)."""
 
         def sample_fn(k):
-            return rebuild(data, replay.sample(buffer, k, batch_local), coeffs,
-                           hyper.reward_scale)
+            return rebuild(data, replay.sample(buffer, k, batch_local), coeffs, params)
 
         def do_updates(a):
             return tqc.update_many(a, sample_fn, key, n_updates, hyper.tqc)
@@ -353,7 +350,7 @@ def make_train(spec: TrainerSpec, *, devices: list | None = None) -> Trainer:
             learning = iteration * spec.n_envs >= q.learning_starts
             env_next, buffer, context = collect(agent, local, data, params, coeffs, learning,
                                                 (k_random, k_policy, k_env))
-            agent, upd = learn(agent, buffer, data, coeffs, hyper, learning, k_update)
+            agent, upd = learn(agent, buffer, data, params, coeffs, hyper, learning, k_update)
             context.update(learning=learning, updates=upd)
             sums = jax.tree.map(jnp.add, sums, step_sums(context))
             local = LocalState(env=env_next, buffer=buffer, key=key)

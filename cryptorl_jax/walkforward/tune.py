@@ -68,7 +68,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from cryptorl_jax.backtest.metrics import expected_max_sharpe, probabilistic_sharpe
+from cryptorl_jax.backtest.metrics import expected_max_sharpe, probabilistic_sharpe, sharpe
 from cryptorl_jax.backtest.overfitting import pbo_cscv
 from cryptorl_jax.config import (
     Config,
@@ -523,11 +523,7 @@ def study_overfitting(study: Any, cfg: Config) -> dict[str, Any]:
         notes.append("no trial completed")
     if best is not None and best.number in series:
         r = series[best.number]
-        sharpes = []
-        for v in series.values():
-            sd = v.std(ddof=1) if len(v) > 1 else 0.0
-            if sd > 0:
-                sharpes.append(v.mean() / sd)
+        sharpes = [s for s in (sharpe(v, 1.0) for v in series.values()) if math.isfinite(s)]
         out["best_trial"] = best.number
         out["best_trial_psr"] = _finite(probabilistic_sharpe(r))
         out["n_validation_hours"] = int(len(r))
