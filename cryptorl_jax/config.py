@@ -244,6 +244,23 @@ class TuneConfig:
 
 
 @dataclass(frozen=True)
+class StudyRun:
+    """One run of a study: a name and the dotted overrides it applies to the study's config."""
+
+    name: str
+    set: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """`cryptorl study`: several walk-forward runs of one config that differ by `runs[i].set`,
+    compared over the same OOS window; the comparison and its reading go to `doc`."""
+
+    runs: tuple[StudyRun, ...] = ()
+    doc: str | None = None  # e.g. docs/study.md (relative to the working directory)
+
+
+@dataclass(frozen=True)
 class Config:
     seed: int = 0
     run_name: str = "run"
@@ -257,6 +274,7 @@ class Config:
     wfo: WFOConfig = field(default_factory=WFOConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
     source: str | None = field(default=None, compare=False)  # the YAML file it came from
 
     def to_dict(self) -> dict[str, Any]:
@@ -453,24 +471,63 @@ def _parse_override(item: str, source: str | None) -> tuple[str, Any]:
     return key, value
 
 
+BASE_KEY = "base"
+
+
+def _read_yaml(p: Path, source: str) -> dict:
+    if not p.is_file():
+        raise ConfigError("<file>", f"config file not found: {p}", source)
+    try:
+        loaded = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError("<file>", f"invalid YAML: {exc}", source) from None
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError("<root>", "the top level must be a mapping of sections", source)
+    return loaded
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """`over` on top of `base`: sections merge key by key, any other value (lists too) replaces."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_with_bases(p: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """The YAML at `p` merged over its `base:` file (relative to p's folder), recursively."""
+    source = str(p)
+    resolved = p.resolve()
+    if resolved in chain:
+        loop = " -> ".join(str(c) for c in (*chain, resolved))
+        raise ConfigError(BASE_KEY, f"the base chain loops back: {loop}", source)
+    raw = _read_yaml(p, source)
+    base = raw.pop(BASE_KEY, None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(BASE_KEY, f"must name a YAML file, got {base!r}", source)
+    base_path = Path(base) if Path(base).is_absolute() else p.parent / base
+    if not base_path.is_file():
+        raise ConfigError(BASE_KEY, f"the base file {base_path} (named by {p}) does not exist",
+                          source)
+    return _merge(_read_with_bases(base_path, (*chain, resolved)), raw)
+
+
 def load_config(path: str | Path | None, overrides: typing.Iterable[str] = ()) -> Config:
-    """Read a YAML config (None = all defaults), apply dotted overrides, validate, freeze."""
+    """Read a YAML config (None = all defaults), apply dotted overrides, validate, freeze.
+
+    A config may start with `base: other.yaml` (a path relative to its own folder): the base is
+    read first (it may have a base of its own) and this file's keys are merged over it, section
+    by section; a list replaces the base's list.
+    """
     overrides = list(overrides)
     source = str(path) if path is not None else None
     raw: dict = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError("<file>", f"config file not found: {p}", source)
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError("<file>", f"invalid YAML: {exc}", source) from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError("<root>", "the top level must be a mapping of sections", source)
-        raw = loaded
+        raw = _read_with_bases(Path(path))
     override_source = f"{source} (--set)" if source else "--set"
     for item in overrides:
         key, value = _parse_override(item, override_source)
@@ -513,14 +570,26 @@ def _require(cond: bool, key: str, message: str, source: str | None) -> None:
 
 
 def validate(cfg: Config) -> None:
-    """Raise ConfigError for impossible values; naming the key and the file."""
+    """Raise ConfigError for impossible values, naming the key and the file (one validator per
+    section; the cross-section rules sit with the section they constrain)."""
     s = cfg.source
-    d, f, r, e, v, q, t, w = (cfg.data, cfg.features, cfg.regimes, cfg.encoder, cfg.env,
-                              cfg.tqc, cfg.train, cfg.wfo)
     _require(bool(cfg.run_name) and "/" not in cfg.run_name and cfg.run_name not in (".", ".."),
              "run_name", "must be a non-empty name without '/'", s)
     _require(cfg.seed >= 0, "seed", "must be >= 0", s)
+    names = _validate_data(cfg.data, s)
+    _validate_features(cfg.features, names, s)
+    _validate_regimes(cfg.regimes, s)
+    _validate_env(cfg.env, s)
+    _validate_encoder(cfg.encoder, cfg.env, s)
+    _validate_tqc(cfg.tqc, s)
+    _validate_train(cfg.train, s)
+    _validate_wfo(cfg.wfo, cfg.env, s)
+    _validate_tune(cfg.tune, s)
+    _validate_study(cfg.study, s)
 
+
+def _validate_data(d: DataConfig, s: str | None) -> list[str]:
+    """The data section; returns the asset names (other sections refer to them)."""
     names = [a.name for a in d.assets]
     _require(len(names) > 0, "data.assets", "at least one asset is required", s)
     _require(len(set(names)) == len(names), "data.assets", f"duplicate asset names {names}", s)
@@ -558,7 +627,10 @@ def validate(cfg: Config) -> None:
 
         _require(pd.Timestamp(d.start) < pd.Timestamp(d.end), "data.end",
                  "must be after data.start", s)
+    return names
 
+
+def _validate_features(f: FeaturesConfig, names: list[str], s: str | None) -> None:
     if f.assets is not None:
         for a in f.assets:
             _require(a in names, "features.assets", f"'{a}' is not among data.assets", s)
@@ -583,11 +655,15 @@ def validate(cfg: Config) -> None:
     _require(f.bbands_std > 0, "features.bbands_std", "must be > 0", s)
     _require(f.scaler_clip > 0, "features.scaler_clip", "must be > 0", s)
 
+
+def _validate_regimes(r: RegimesConfig, s: str | None) -> None:
     _require(r.n_states >= 1, "regimes.n_states", "must be >= 1", s)
     _require(r.n_iter >= 1, "regimes.n_iter", "must be >= 1", s)
     _require(r.n_fits >= 1, "regimes.n_fits", "must be >= 1", s)
     _require(r.tol > 0, "regimes.tol", "must be > 0", s)
 
+
+def _validate_env(v: EnvConfig, s: str | None) -> None:
     _require(v.fee_bps >= 0, "env.fee_bps", "must be >= 0", s)
     _require(v.slippage_bps >= 0, "env.slippage_bps", "must be >= 0", s)
     _require(v.target_volatility > 0, "env.target_volatility", "must be > 0", s)
@@ -604,6 +680,7 @@ def validate(cfg: Config) -> None:
              s)
 
 
+def _validate_encoder(e: EncoderConfig, v: EnvConfig, s: str | None) -> None:
     _require(e.patch_size >= 1, "encoder.patch_size", "must be >= 1", s)
     _require(v.window % e.patch_size == 0, "encoder.patch_size",
              f"must divide env.window ({v.window})", s)
@@ -625,6 +702,8 @@ def validate(cfg: Config) -> None:
     _require(e.patience >= 1, "encoder.patience", "must be >= 1", s)
     _require(0 < e.val_fraction < 0.5, "encoder.val_fraction", "must be in (0, 0.5)", s)
 
+
+def _validate_tqc(q: TQCConfig, s: str | None) -> None:
     _require(q.learning_rate > 0, "tqc.learning_rate", "must be > 0", s)
     _require(q.critic_learning_rate is None or q.critic_learning_rate > 0,
              "tqc.critic_learning_rate", "must be > 0", s)
@@ -646,6 +725,8 @@ def validate(cfg: Config) -> None:
              "must be > 0 or null", s)
     _require(q.log_std_min < q.log_std_max, "tqc.log_std_min", "must be < log_std_max", s)
 
+
+def _validate_train(t: TrainConfig, s: str | None) -> None:
     _require(t.total_env_steps >= 1, "train.total_env_steps", "must be >= 1", s)
     _require(t.n_envs >= 1, "train.n_envs", "must be >= 1", s)
     _require(t.steps_per_chunk >= 1, "train.steps_per_chunk", "must be >= 1", s)
@@ -665,6 +746,8 @@ def validate(cfg: Config) -> None:
     _require(all(x >= 0 for p in c.churn + c.smooth for x in p), "train.curriculum",
              "penalty coefficients must be >= 0", s)
 
+
+def _validate_wfo(w: WFOConfig, v: EnvConfig, s: str | None) -> None:
     for key in ("train_months", "test_months", "step_months", "hours_per_month"):
         _require(getattr(w, key) >= 1, f"wfo.{key}", "must be >= 1", s)
     _require(w.embargo_hours >= 0, "wfo.embargo_hours", "must be >= 0", s)
@@ -675,9 +758,9 @@ def validate(cfg: Config) -> None:
     train_rows = w.train_months * w.hours_per_month
     _require(train_rows > v.window + v.vol_window + 2, "wfo.train_months",
              f"the train window ({train_rows} rows) must exceed env.window + env.vol_window", s)
-    _require(q.batch_size <= q.buffer_size, "tqc.batch_size", "must be <= tqc.buffer_size", s)
 
-    tu = cfg.tune
+
+def _validate_tune(tu: TuneConfig, s: str | None) -> None:
     _require(0 < tu.val_fraction < 0.5, "tune.val_fraction", "must be in (0, 0.5)", s)
     _require(2 <= tu.pbo_blocks <= 24 and tu.pbo_blocks % 2 == 0, "tune.pbo_blocks",
              f"must be an even number in [2, 24], got {tu.pbo_blocks}", s)
@@ -694,6 +777,24 @@ def validate(cfg: Config) -> None:
                      "needs low < high", s)
             _require(p.type != "loguniform" or (p.low or 0) > 0, f"{k}.low",
                      "loguniform needs low > 0", s)
+
+
+def _validate_study(st: StudyConfig, s: str | None) -> None:
+    seen: set[str] = set()
+    for i, r in enumerate(st.runs):
+        k = f"study.runs[{i}]"
+        _require(bool(r.name) and r.name.replace("-", "").replace("_", "").isalnum(),
+                 f"{k}.name", f"must be letters, digits, '-' or '_', got {r.name!r}", s)
+        _require(r.name not in seen, f"{k}.name", f"duplicate run name {r.name!r}", s)
+        seen.add(r.name)
+        for item in r.set:
+            key, _ = _parse_override(item, s)
+            try:
+                _check_override_key(key, s or "")
+            except ConfigError:
+                raise ConfigError(f"{k}.set", f"'{key}' is not a config key", s) from None
+            _require(not key.startswith("study"), f"{k}.set", "a run cannot change the study",
+                     s)
 
 
 def check_rows(cfg: Config, n_rows: int, what: str = "the data") -> None:

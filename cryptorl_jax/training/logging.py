@@ -77,3 +77,5 @@ def configure_cli_logging(level: int = logging.INFO) -> None:
                         datefmt="%H:%M:%S")
     for noisy in ("absl", "jax", "orbax", "matplotlib"):  # orbax logs every save at INFO
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # quantstats asks for Arial on every tearsheet figure; the fallback font is fine
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)

@@ -36,6 +36,7 @@ import orbax.checkpoint as ocp
 import pandas as pd
 from tqdm.auto import tqdm
 
+from cryptorl_jax import provenance
 from cryptorl_jax.backtest import baselines as baseline_lib
 from cryptorl_jax.backtest.metrics import compute_metrics, regime_metrics
 from cryptorl_jax.backtest.simulate import simulate
@@ -430,17 +431,31 @@ class RunResult:
 
 def run_config(cfg: Config) -> Config:
     """The config that identifies a run: which segments THIS process runs, and whether it
-    shows progress bars, are left out, so processes given disjoint --segments share a run."""
+    shows progress bars, are left out, so processes given disjoint --segments share a run; so is
+    the `study` section (adding a run to a study does not change the runs it already holds)."""
+    from cryptorl_jax.config import StudyConfig
+
     return dataclasses.replace(cfg, wfo=dataclasses.replace(cfg.wfo, segments=None),
-                               output=dataclasses.replace(cfg.output, progress=True))
+                               output=dataclasses.replace(cfg.output, progress=True),
+                               study=StudyConfig())
 
 
 def _check_run_config(cfg: Config, workdir: Path) -> None:
-    """Write config.yaml, or refuse a run directory that holds a different config."""
+    """Write config.yaml, or refuse a run directory whose finished segments came from a
+    different config. A directory with no finished segment (a run that stopped on bad input,
+    or was killed in its first segment) holds nothing worth keeping: its partial segments are
+    removed and the new config replaces the old one."""
     identity = run_config(cfg)
     path = workdir / "config.yaml"
     digest_file = workdir / "config.digest"
-    if digest_file.exists() and digest_file.read_text().strip() != identity.digest():
+    if digest_file.exists() and digest_file.read_text().strip() != identity.digest() \
+            and not any(workdir.glob(f"segment_*/{DONE}")):
+        log.warning("%s: no finished segment from its earlier config %s; starting over with "
+                    "config %s", workdir, digest_file.read_text().strip(), identity.digest())
+        for stale in workdir.glob("segment_*"):
+            if stale.is_dir():
+                shutil.rmtree(stale)
+    elif digest_file.exists() and digest_file.read_text().strip() != identity.digest():
         raise ConfigError(
             "run_name", f"{workdir} holds a run with a different config (digest "
             f"{digest_file.read_text().strip()} != {identity.digest()}); use another run_name "
@@ -466,6 +481,7 @@ def run(cfg: Config, workdir: str | Path, *, resume: bool = False, report_only: 
     workdir.mkdir(parents=True, exist_ok=True)
     progress = cfg.output.progress if progress is None else progress
     _check_run_config(cfg, workdir)
+    info = _start_run_info(workdir, report_only)
     ran: list[int] = []
     skipped: list[int] = []
     if not report_only:
@@ -496,8 +512,41 @@ def run(cfg: Config, workdir: str | Path, *, resume: bool = False, report_only: 
             ran.append(seg.index)
         bar.close()
     report = write_report(cfg, workdir)
+    _finish_run_info(workdir, info, ran, skipped, time.perf_counter() - t0)
     return RunResult(workdir=workdir, segments_run=ran, segments_skipped=skipped,
                      seconds=time.perf_counter() - t0, report=report)
+
+
+RUN_INFO = "run_info.json"
+
+
+def _start_run_info(workdir: Path, report_only: bool) -> dict[str, Any]:
+    """Record this invocation in run_info.json (earlier invocations are kept in `history`)."""
+    path = workdir / RUN_INFO
+    history: list[dict[str, Any]] = []
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+            history = [*old.pop("history", []), old]
+        except (json.JSONDecodeError, AttributeError):
+            log.warning("%s: unreadable, replaced", path)
+    info = {**provenance.run_info(), "report_only": report_only}
+    write_json(path, {**info, "history": history})
+    return {**info, "history": history}
+
+
+def _finish_run_info(workdir: Path, info: dict[str, Any], ran: list[int], skipped: list[int],
+                     seconds: float) -> None:
+    segs = {}
+    for k in ran:
+        done = workdir / f"segment_{k}" / DONE
+        if done.is_file():
+            t = json.loads(done.read_text()).get("timings", {})
+            segs[str(k)] = {key: t.get(key) for key in ("segment_s", "rss_mb", "peak_rss_mb")}
+    write_json(workdir / RUN_INFO, {**info, "finished": provenance.now(), "seconds": seconds,
+                                    "segments_run": ran, "segments_skipped": skipped,
+                                    "segment_memory": segs,
+                                    "peak_rss_mb": provenance.peak_rss_mb()})
 
 
 def _run_segment(cfg: Config, run: RunData, seg: Segment, seg_path: Path, workdir: Path,
@@ -578,6 +627,8 @@ def _run_segment(cfg: Config, run: RunData, seg: Segment, seg_path: Path, workdi
                                f"{run.market.index[seg.test_start]:%Y-%m-%d})",
                          test_start=seg.test_start - seg.train_start)
         timings["segment_s"] = time.perf_counter() - t_seg
+        timings["rss_mb"] = provenance.rss_mb()  # at the end of the segment
+        timings["peak_rss_mb"] = provenance.peak_rss_mb()  # of the process so far
         done = {"segment": seg.index, "train_rows": [seg.train_start, seg.train_end],
                 "test_rows": [seg.test_start, seg.test_end],
                 "train_period": [str(run.market.index[seg.train_start]),
