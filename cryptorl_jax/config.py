@@ -179,7 +179,8 @@ class TQCConfig:
 
 @dataclass(frozen=True)
 class CurriculumConfig:
-    """Piecewise-linear penalty schedule over training progress (ORIGINAL.md's three phases)."""
+    """Piecewise-linear penalty schedule over training progress (docs/reference.md's three
+    phases)."""
 
     phase_ends: tuple[float, ...] = (0.2, 0.6, 1.0)
     churn: tuple[tuple[float, float], ...] = ((0.0, 0.10), (0.10, 0.50), (0.50, 0.50))
@@ -211,7 +212,7 @@ class WFOConfig:
     embargo_hours: int = 0
     max_segments: int | None = None
     segments: tuple[int, ...] | None = None  # explicit subset (the CLI's --segments)
-    trial_log: str | None = None  # scripts/tune.py's trial log: N trials for the Deflated SR
+    trial_log: str | None = None  # cryptorl tune's trial log: N trials for the Deflated SR
 
 
 @dataclass(frozen=True)
@@ -584,6 +585,7 @@ def validate(cfg: Config) -> None:
     _validate_tqc(cfg.tqc, s)
     _validate_train(cfg.train, s)
     _validate_wfo(cfg.wfo, cfg.env, s)
+    _validate_output(cfg.output, s)
     _validate_tune(cfg.tune, s)
     _validate_study(cfg.study, s)
 
@@ -758,6 +760,10 @@ def _validate_wfo(w: WFOConfig, v: EnvConfig, s: str | None) -> None:
     train_rows = w.train_months * w.hours_per_month
     _require(train_rows > v.window + v.vol_window + 2, "wfo.train_months",
              f"the train window ({train_rows} rows) must exceed env.window + env.vol_window", s)
+
+
+def _validate_output(o: OutputConfig, s: str | None) -> None:
+    _require(bool(str(o.dir).strip()), "output.dir", "must name a directory", s)
 
 
 def _validate_tune(tu: TuneConfig, s: str | None) -> None:

@@ -1,61 +1,8 @@
-"""Walk-forward study: python scripts/wfo.py --config FILE [--set key=value ...] [--out DIR]
-[--resume] [--segments 0,3] [--report-only]. Results go to DIR/<run_name>/ (default: results).
-"""
+"""`python scripts/wfo.py ARGS` is `cryptorl wfo ARGS` (cryptorl_jax/cli/wfo.py)."""
 
-from __future__ import annotations
-
-import argparse
 import sys
-from pathlib import Path
 
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--config", required=True, help="YAML config (e.g. configs/quick.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="KEY=VALUE", help="dotted override, e.g. tqc.learning_rate=3e-4")
-    p.add_argument("--out", default=None, help="results directory (default: output.dir)")
-    p.add_argument("--resume", action="store_true",
-                   help="skip finished segments; resume an unfinished one from its checkpoint")
-    p.add_argument("--segments", default=None, help="comma-separated segment numbers, e.g. 0,3")
-    p.add_argument("--report-only", action="store_true",
-                   help="rebuild the aggregate report from the finished segments")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from cryptorl_jax.training.logging import configure_cli_logging
-
-    configure_cli_logging()
-    from cryptorl_jax.config import ConfigError, load_config
-    from cryptorl_jax.market import DataValidationError
-    from cryptorl_jax.walkforward import pipeline
-
-    try:
-        overrides = list(args.overrides)
-        if args.segments:
-            overrides.append(f"wfo.segments=[{args.segments}]")
-        if args.quiet:
-            overrides.append("output.progress=false")
-        cfg = load_config(args.config, overrides)
-        workdir = Path(args.out or cfg.output.dir) / cfg.run_name
-        result = pipeline.run(cfg, workdir, resume=args.resume, report_only=args.report_only)
-    except (ConfigError, DataValidationError, FileNotFoundError, ValueError) as exc:
-        print(f"wfo: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("wfo: interrupted; run again with --resume to continue", file=sys.stderr)
-        return 130
-    print(f"wfo: {len(result.segments_run)} segment(s) run, {len(result.segments_skipped)} "
-          f"skipped, {result.seconds:.0f} s; report in {result.workdir}")
-    rep = result.report
-    if rep.get("segments"):
-        print(f"wfo: OOS sharpe {rep['sharpe']:.2f}, total return "
-              f"{100 * rep['total_return']:.2f}%, deflated sharpe {rep['dsr']:.3f}")
-    return 0
-
+from cryptorl_jax.cli.wfo import main
 
 if __name__ == "__main__":
     sys.exit(main())

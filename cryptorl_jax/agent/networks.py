@@ -115,13 +115,12 @@ class StackedLinear(nnx.Module):
     The parameters are stacked ([n, i, o] kernel, [n, o] bias), but the products are `n` plain
     [B, i] @ [i, o] matmuls (`members`), not one batched dot: XLA's CPU runtime runs most
     dots of this size on one thread, so the members' independent dots (and their gradients)
-    run side by side on the cores, where a batched dot would run them one after another
-    (+6-7 % on the Pendulum TQC step on 2 cores). Their gradient is the hand-written rule of
-    `_member_matmuls` (the textbook one): autodiff would accumulate each member's weight
-    gradient into a zero-padded [n, i, o] tensor (a pad and an add per member), which ties
-    the members' backward dots together; stacking the n weight gradients directly lets them
-    overlap (+3.4 % on that step). (A layer whose input all members share is
-    `SharedInputStackedLinear`.)
+    run side by side on the cores, where a batched dot would run them one after another. Their
+    gradient is the hand-written rule of `_member_matmuls` (the textbook one): autodiff would
+    accumulate each member's weight gradient into a zero-padded [n, i, o] tensor (a pad and an
+    add per member), which ties the members' backward dots together; stacking the n weight
+    gradients directly lets them overlap. (A layer whose input all members share is
+    `SharedInputStackedLinear`; the measured effect of both choices is in docs/benchmarks.md.)
     """
 
     def __init__(self, n: int, in_features: int, out_features: int, *, rngs: nnx.Rngs):

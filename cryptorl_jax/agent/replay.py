@@ -5,7 +5,7 @@ the write position and the fill level), so the buffer lives inside jit / scan / 
 shard_map; under data parallelism each device simply holds its own shard. Items can be generic
 (obs, action, reward, next_obs, terminated) transitions or the trading env's compact
 transitions (a few scalars per step; observations and rewards are rebuilt at sample time,
-DESIGN.md principle 3).
+docs/reference.md, principle 3).
 """
 
 from __future__ import annotations

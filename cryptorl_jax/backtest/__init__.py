@@ -1,16 +1,34 @@
 """backtest: deterministic out-of-sample replay, metrics, baselines and the honesty statistics
-(the timing null, the run registry of the OOS Deflated Sharpe, the PBO of a tuning study)."""
+(the timing null, the run registry of the OOS Deflated Sharpe, the PBO of a tuning study).
 
-from cryptorl_jax.backtest import baselines
-from cryptorl_jax.backtest.metrics import (
-    compute_metrics,
-    deflated_sharpe,
-    expected_max_sharpe,
-    probabilistic_sharpe,
-)
-from cryptorl_jax.backtest.nulls import timing_null
-from cryptorl_jax.backtest.overfitting import pbo_cscv
-from cryptorl_jax.backtest.simulate import simulate
+The names below are imported on first use (PEP 562), so reading a finished run's metrics
+(cryptorl_jax.results) does not import JAX: only `simulate` and `baselines` need it.
+"""
 
-__all__ = ["baselines", "compute_metrics", "deflated_sharpe", "expected_max_sharpe",
-           "pbo_cscv", "probabilistic_sharpe", "simulate", "timing_null"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "baselines": ("cryptorl_jax.backtest.baselines", None),
+    "compute_metrics": ("cryptorl_jax.backtest.metrics", "compute_metrics"),
+    "deflated_sharpe": ("cryptorl_jax.backtest.metrics", "deflated_sharpe"),
+    "expected_max_sharpe": ("cryptorl_jax.backtest.metrics", "expected_max_sharpe"),
+    "probabilistic_sharpe": ("cryptorl_jax.backtest.metrics", "probabilistic_sharpe"),
+    "timing_null": ("cryptorl_jax.backtest.nulls", "timing_null"),
+    "pbo_cscv": ("cryptorl_jax.backtest.overfitting", "pbo_cscv"),
+    "simulate": ("cryptorl_jax.backtest.replay", "simulate"),
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'cryptorl_jax.backtest' has no attribute '{name}'")
+    module, attr = _LAZY[name]
+    mod = importlib.import_module(module)
+    value = mod if attr is None else getattr(mod, attr)
+    globals()[name] = value
+    return value

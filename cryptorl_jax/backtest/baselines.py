@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cryptorl_jax.backtest.simulate import simulate
+from cryptorl_jax.backtest.replay import simulate
 from cryptorl_jax.config import EnvConfig
 
 BASELINES = ("buy_and_hold", "vol_targeted_buy_and_hold", "flat", "random")

@@ -1,4 +1,5 @@
-"""Performance metrics of hourly simple returns, as quantstats defines them (DESIGN.md "Metrics").
+"""Performance metrics of hourly simple returns, as quantstats defines them (docs/reference.md,
+"Metrics").
 
 Risk-free rate 0, `periods_per_year` = 8,760 for hourly bars. The definitions follow quantstats
 0.0.86 exactly (tests/backtest/test_metrics.py checks them against it):
@@ -98,7 +99,8 @@ def deflated_sharpe(r, n_trials: int, sr_variance: float) -> float:
 
 def compute_metrics(returns, benchmark=None, periods_per_year: float = 8760, *,
                     exposure=None, turnover=None) -> dict[str, float]:
-    """Metrics of simple per-period returns; keys as DESIGN.md (sharpe, sortino, ...).
+    """Metrics of simple per-period returns; keys as docs/reference.md, "Metrics" (sharpe,
+    sortino, ...).
 
     exposure / turnover (per period, aligned with returns) add `exposure` (mean |exposure|) and
     `turnover` (annualised sum of |change in exposure|). benchmark adds excess_return, beta and

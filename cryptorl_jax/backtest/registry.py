@@ -31,8 +31,7 @@ from typing import Any
 import numpy as np
 
 from cryptorl_jax.io import write_atomic
-
-REGISTRY = "runs.jsonl"
+from cryptorl_jax.layout import REGISTRY as REGISTRY  # runs.jsonl, in the output directory
 
 
 @contextlib.contextmanager

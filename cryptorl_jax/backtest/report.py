@@ -1,7 +1,7 @@
-"""The walk-forward report under results/<run_name>/ (DESIGN.md, "Outputs of a WFO run").
+"""The walk-forward report under results/<run_name>/ (the files: cryptorl_jax/layout.py).
 
 Built only from the finished segments (those with a DONE marker), so it can be rebuilt at any
-time (`scripts/wfo.py --report-only`) and by concurrent processes: every file is written to a
+time (`cryptorl wfo --report-only`) and by concurrent processes: every file is written to a
 temp file and renamed into place.
 """
 
@@ -26,6 +26,7 @@ from cryptorl_jax.backtest.metrics import (
 )
 from cryptorl_jax.config import Config
 from cryptorl_jax.io import write_atomic, write_parquet
+from cryptorl_jax.layout import RunDir
 
 log = logging.getLogger("cryptorl_jax.report")
 
@@ -42,21 +43,15 @@ HEADLINE = ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar
 
 
 def finished_segments(workdir: Path) -> list[int]:
-    out = []
-    for p in Path(workdir).glob("segment_*"):
-        if p.is_dir() and (p / "DONE").is_file():
-            try:
-                out.append(int(p.name.split("_", 1)[1]))
-            except ValueError:
-                continue
-    return sorted(out)
+    return RunDir(workdir).finished_segments()
 
 
 def stitch(workdir: Path, segments: list[int]) -> pd.DataFrame:
     """The per-segment OOS frames in order, with a `segment` column."""
+    rd = RunDir(workdir)
     frames = []
     for k in segments:
-        f = pd.read_parquet(Path(workdir) / f"segment_{k}" / "oos.parquet")
+        f = pd.read_parquet(rd.segment(k).oos)
         f["segment"] = k
         frames.append(f)
     if not frames:
@@ -126,7 +121,7 @@ class OOSDeflation:
 def oos_deflation(workdir: Path, oos: pd.DataFrame, digest: str, run_name: str,
                   segments: list[int]) -> OOSDeflation:
     """Record this run in the output directory's registry and count the runs over its window."""
-    path = Path(workdir).parent / registry.REGISTRY
+    path = RunDir(workdir).registry
     start, end = str(oos.index[0]), str(oos.index[-1])
     sr = sharpe(oos["strategy"].to_numpy(np.float64), 1.0)  # per period
     records = registry.register_run(path, {
@@ -285,7 +280,7 @@ def _fmt_table(frame: pd.DataFrame, floatfmt: str = ".4g") -> str:
 def _stationarity_summary(workdir: Path, segments: list[int]) -> pd.DataFrame | None:
     tables = []
     for k in segments:
-        p = Path(workdir) / f"segment_{k}" / "stationarity.csv"
+        p = RunDir(workdir).segment(k).stationarity
         if p.exists():
             tables.append(pd.read_csv(p, index_col=0))
     if not tables:
@@ -301,33 +296,87 @@ def _stationarity_summary(workdir: Path, segments: list[int]) -> pd.DataFrame | 
 def write_report(cfg: Config, workdir: str | Path) -> dict[str, Any]:
     """Rebuild every aggregate output from the finished segments; returns a small summary."""
     workdir = Path(workdir)
-    segments = finished_segments(workdir)
+    rd = RunDir(workdir)
+    segments = rd.finished_segments()
     if not segments:
         log.warning("report: no finished segment in %s", workdir)
         return {"segments": []}
     oos = stitch(workdir, segments)
-    digest_file = workdir / "config.digest"
-    digest = digest_file.read_text().strip() if digest_file.is_file() else cfg.digest()
+    digest = (rd.config_digest.read_text().strip() if rd.config_digest.is_file()
+              else cfg.digest())
     deflation = oos_deflation(workdir, oos, digest, cfg.run_name, segments)
     tuning = tuning_overfitting(cfg.wfo.trial_log, workdir)
-    write_parquet(workdir / "oos_returns.parquet", oos)
+    write_parquet(rd.oos, oos)
     table = metrics_table(oos, segments, deflation, seed=cfg.seed)
-    write_atomic(workdir / "metrics.csv", table.to_csv(index=False))
+    write_atomic(rd.metrics, table.to_csv(index=False))
     comparison = comparison_table(oos)
-    write_atomic(workdir / "comparison.csv", comparison.to_csv())
+    write_atomic(rd.comparison, comparison.to_csv())
     gaps = _gaps(oos)
     title = f"{cfg.run_name}: walk-forward OOS, {len(segments)} segments"
     tearsheet_error = None
     if cfg.output.plots:
-        plot_equity(oos, segments, workdir / "equity_curve.png", title)
+        plot_equity(oos, segments, rd.equity_png, title)
     if cfg.output.tearsheet:
-        tearsheet_error = write_tearsheet(oos, workdir / "tearsheet.html", title)
-    write_atomic(workdir / "summary.md", _summary_md(cfg, workdir, segments, oos, table, comparison,
-                                                gaps, deflation, tuning, tearsheet_error))
+        tearsheet_error = write_tearsheet(oos, rd.tearsheet, title)
+    summary = _summary_md(cfg, workdir, segments, oos, table, comparison, gaps, deflation,
+                          tuning, tearsheet_error)
+    write_atomic(rd.summary, summary)
+    from cryptorl_jax.backtest.html import write_report_html
+
+    write_report_html(rd, summary, title)
     agg = table[table["segment"] == "all"].iloc[0].to_dict()
+    if cfg.output.tensorboard:
+        _log_hparams(cfg, rd, agg)
     return {"segments": segments, "sharpe": agg["sharpe"], "total_return": agg["total_return"],
             "psr": agg.get("psr"), "dsr": agg.get("dsr"), "n_trials": agg.get("n_trials"),
             "timing_p_value": agg.get("timing_p_value"), "gaps": gaps}
+
+
+HPARAM_KEYS = ("seed", "encoder.mode", "env.window", "env.fee_bps", "env.slippage_bps",
+               "env.target_volatility", "env.max_leverage", "env.reward_scale",
+               "env.borrow_rate_annual", "tqc.learning_rate", "tqc.gamma", "tqc.tau",
+               "tqc.batch_size", "tqc.net_arch", "train.total_env_steps", "train.n_envs",
+               "train.n_seeds", "wfo.train_months", "wfo.test_months", "features.ffd_d",
+               "regimes.n_states")
+HPARAM_METRICS = ("sharpe", "total_return", "max_drawdown", "psr", "dsr", "timing_p_value",
+                  "turnover", "cost_per_year", "financing_per_year")
+
+
+def hparams(cfg: Config) -> dict[str, Any]:
+    """The run's main settings as flat scalars (TensorBoard's hparams take str/int/float/bool)."""
+    raw = cfg.to_dict()
+    out: dict[str, Any] = {}
+    for key in HPARAM_KEYS:
+        node: Any = raw
+        for part in key.split("."):
+            node = node[part]
+        out[key] = node if isinstance(node, (int, float, str, bool)) else str(node)
+    out["run_name"] = cfg.run_name
+    return out
+
+
+def _log_hparams(cfg: Config, rd: RunDir, agg: dict[str, Any]) -> None:
+    """The run's hparams with its stitched-OOS metrics, so `tensorboard --logdir <output dir>`
+    compares runs in its HPARAMS tab (one event file, rewritten with each report)."""
+    import shutil
+
+    from tensorboardX import SummaryWriter
+
+    metrics = {}
+    for k in HPARAM_METRICS:
+        try:
+            v = float(agg.get(k, math.nan))
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(v):
+            metrics[f"oos/{k}"] = v
+    target = rd.tensorboard / "hparams"
+    shutil.rmtree(target, ignore_errors=True)  # one record per run, the latest report's
+    try:
+        with SummaryWriter(str(target)) as w:
+            w.add_hparams(hparams(cfg), metrics, name=".")
+    except Exception as exc:  # the report does not depend on TensorBoard
+        log.warning("tensorboard hparams not written: %s: %s", type(exc).__name__, exc)
 
 
 def _gaps(oos: pd.DataFrame) -> list[str]:
@@ -454,9 +503,10 @@ def _summary_md(cfg: Config, workdir: Path, segments: list[int], oos: pd.DataFra
                                                     "cost_per_year", "financing_per_year",
                                                     "psr", "timing_p_value"]]),
              ""]
+    rd = RunDir(workdir)
     regime_rows = []
     for k in segments:
-        p = workdir / f"segment_{k}" / "regime_stats.json"
+        p = rd.segment(k).regime_stats
         if p.exists():
             stats = json.loads(p.read_text())
             for s in stats["states"]:
@@ -470,7 +520,7 @@ def _summary_md(cfg: Config, workdir: Path, segments: list[int], oos: pd.DataFra
                   _fmt_table(pd.DataFrame(regime_rows).set_index("segment")), ""]
     rm = []
     for k in segments:
-        p = workdir / f"segment_{k}" / "regime_metrics.csv"
+        p = rd.segment(k).regime_metrics
         if p.exists():
             f = pd.read_csv(p)
             f.insert(0, "segment", k)
@@ -482,7 +532,7 @@ def _summary_md(cfg: Config, workdir: Path, segments: list[int], oos: pd.DataFra
                                     "max_drawdown"]]), ""]
     enc_rows = []
     for k in segments:
-        p = workdir / f"segment_{k}" / "encoder_report.json"
+        p = rd.segment(k).encoder_report
         if p.exists():
             r = json.loads(p.read_text())
             if "val_mse" in r:
@@ -499,11 +549,12 @@ def _summary_md(cfg: Config, workdir: Path, segments: list[int], oos: pd.DataFra
                   _fmt_table(st), ""]
     timing_rows = []
     for k in segments:
-        done = json.loads((workdir / f"segment_{k}" / "DONE").read_text())
+        done = rd.segment(k).done_meta()
         timing_rows.append({"segment": k, **done.get("timings", {})})
     lines += ["## Timings (seconds)", "", _fmt_table(pd.DataFrame(timing_rows)
                                                      .set_index("segment"), ".3g"), ""]
-    files = ["config.yaml", "metrics.csv", "comparison.csv", "oos_returns.parquet"]
+    files = ["config.yaml", "run_info.json", "metrics.csv", "comparison.csv",
+             "oos_returns.parquet", "report.html"]
     if cfg.output.plots:
         files.append("equity_curve.png")
     if cfg.output.tearsheet:

@@ -1,11 +1,11 @@
 """The trading accounting: log returns, realised vol, vol-targeted leverage, NAV, cost, reward.
 
-The one definition of DESIGN.md's "The trading accounting", used by both `env.trading.step` and
-`backtest.simulate`. The jnp functions are pure and broadcast elementwise (scalars inside a
-vmapped env step, vectors in tests); the `*_np` variants are float64 host versions for
-building `MarketData` from pandas/numpy.
+The one definition of docs/reference.md's "The trading accounting", used by both
+`env.trading.step` and `backtest.simulate`. The jnp functions are pure and broadcast elementwise
+(scalars inside a vmapped env step, vectors in tests); the `*_np` variants are float64 host
+versions for building `MarketData` from pandas/numpy.
 
-Conventions (DESIGN.md): r_t = ln(c_t / c_{t-1}) with r_0 = 0.0 (never realised); s_t is NaN
+Conventions (docs/reference.md): r_t = ln(c_t / c_{t-1}) with r_0 = 0.0 (never realised); s_t is NaN
 for t < V; the action a_t chosen at the close of t gives exposure e_t = a_t * L_t and realises
 r_{t+1}; L_t = 0 where s_t is undefined (exposure 0).
 """
@@ -23,7 +23,8 @@ MIN_GROWTH = 1e-6
 
 
 def log_returns_np(close: np.ndarray) -> np.ndarray:
-    """r_t = ln(c_t / c_{t-1}) in float64, with r_0 = 0.0 (DESIGN.md, trading accounting)."""
+    """r_t = ln(c_t / c_{t-1}) in float64, with r_0 = 0.0 (docs/reference.md, trading
+    accounting)."""
     close = np.asarray(close, dtype=np.float64)
     out = np.zeros_like(close)
     out[1:] = np.log(close[1:] / close[:-1])
@@ -31,13 +32,13 @@ def log_returns_np(close: np.ndarray) -> np.ndarray:
 
 
 def log_returns(close: jnp.ndarray) -> jnp.ndarray:
-    """r_t = ln(c_t / c_{t-1}) with r_0 = 0.0 (DESIGN.md, trading accounting)."""
+    """r_t = ln(c_t / c_{t-1}) with r_0 = 0.0 (docs/reference.md, trading accounting)."""
     r = jnp.log(close[1:] / close[:-1])
     return jnp.concatenate([jnp.zeros((1,), r.dtype), r])
 
 
 def realised_vol_np(log_returns: np.ndarray, vol_window: int, horizon_hours: int) -> np.ndarray:
-    """s_t = std(r_{t-V+1..t}, ddof=0) * sqrt(H), NaN for t < V; float64 (DESIGN.md)."""
+    """s_t = std(r_{t-V+1..t}, ddof=0) * sqrt(H), NaN for t < V; float64 (docs/reference.md)."""
     r = np.asarray(log_returns, dtype=np.float64)
     if r.ndim != 1:
         raise ValueError(f"log_returns must be 1-D, got shape {r.shape}")
@@ -49,7 +50,8 @@ def realised_vol_np(log_returns: np.ndarray, vol_window: int, horizon_hours: int
 
 
 def realised_vol(log_returns: jnp.ndarray, vol_window: int, horizon_hours: int) -> jnp.ndarray:
-    """s_t = std(r_{t-V+1..t}, ddof=0) * sqrt(H), NaN for t < V (DESIGN.md, trading accounting).
+    """s_t = std(r_{t-V+1..t}, ddof=0) * sqrt(H), NaN for t < V (docs/reference.md, trading
+    accounting).
 
     `vol_window` and `horizon_hours` are static. Two-pass std over a gathered [T, V] window
     matrix (no cumulative-sum cancellation in float32).
@@ -65,7 +67,7 @@ def realised_vol(log_returns: jnp.ndarray, vol_window: int, horizon_hours: int) 
 
 
 def leverage(vol, target_volatility, vol_floor, max_leverage) -> jnp.ndarray:
-    """L_t = min(target / max(s_t, floor), cap), and 0 where s_t is NaN (DESIGN.md)."""
+    """L_t = min(target / max(s_t, floor), cap), and 0 where s_t is NaN (docs/reference.md)."""
     vol = jnp.asarray(vol)
     safe = jnp.where(jnp.isnan(vol), 1.0, vol)
     scale = jnp.minimum(target_volatility / jnp.maximum(safe, vol_floor), max_leverage)
@@ -175,7 +177,8 @@ class RewardComponents:
 
 def reward(pnl, action, prev_action, reward_scale, churn_coef,
            smooth_coef) -> RewardComponents:
-    """r_t = scale * pnl_t - churn * |a_t - a_{t-1}| - smooth * (a_t - a_{t-1})^2 (DESIGN.md)."""
+    """r_t = scale * pnl_t - churn * |a_t - a_{t-1}| - smooth * (a_t - a_{t-1})^2
+    (docs/reference.md)."""
     delta = action - prev_action
     pnl_term = reward_scale * pnl
     churn = churn_coef * jnp.abs(delta)
@@ -185,7 +188,7 @@ def reward(pnl, action, prev_action, reward_scale, churn_coef,
 
 
 def total_cost_rate(fee_bps: float, slippage_bps: float) -> float:
-    """Cost per unit of turnover: (fee_bps + slippage_bps) / 1e4 (DESIGN.md)."""
+    """Cost per unit of turnover: (fee_bps + slippage_bps) / 1e4 (docs/reference.md)."""
     return (fee_bps + slippage_bps) / 1e4
 
 

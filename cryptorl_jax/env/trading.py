@@ -2,7 +2,7 @@
 
 Gymnax style (gymnax `environments/environment.py`): the market arrays are a `MarketData`
 argument, never attributes of a static object, so a new walk-forward segment of the same
-shape reuses the compiled step. The accounting is `env.accounting` (DESIGN.md).
+shape reuses the compiled step. The accounting is `env.accounting` (docs/reference.md).
 
 Time semantics. The state's `t` is the row whose close the agent has just seen. Stepping at t
 chooses a_t, holds e_t = a_t * L_t and realises r_{t+1}; the next state is at t + 1. An

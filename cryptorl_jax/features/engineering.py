@@ -1,4 +1,4 @@
-"""Causal feature engineering on the aligned market frame (DESIGN.md principle 4).
+"""Causal feature engineering on the aligned market frame (docs/reference.md, principle 4).
 
 Every value on row t is a function of the market rows <= t only: rolling windows end at t,
 exponential averages run forward, and context assets' stale holes (NaN rows of the market
@@ -34,7 +34,7 @@ _US_CLOSE_MIN = 16 * 60
 
 
 # --------------------------------------------------------------------------------------------
-# Formulas (DESIGN.md, public API)
+# Formulas (docs/reference.md, "Feature formulas"; public API)
 # --------------------------------------------------------------------------------------------
 
 
@@ -60,7 +60,8 @@ def ffd_weights(d: float, threshold: float) -> np.ndarray:
 
 
 def ffd(series: pd.Series, d: float, threshold: float) -> pd.Series:
-    """Fixed-width fractional difference out_t = sum_k w_k x_{t-k} (DESIGN.md; AFML sec. 5.5).
+    """Fixed-width fractional difference out_t = sum_k w_k x_{t-k} (docs/reference.md; AFML
+    sec. 5.5).
 
     NaN until a full window of len(ffd_weights(d, threshold)) values exists (and wherever the
     window holds a NaN input). d = 0 gives the identity.
@@ -76,7 +77,8 @@ def ffd(series: pd.Series, d: float, threshold: float) -> pd.Series:
 
 
 def parkinson_vol(high: pd.Series, low: pd.Series, window: int) -> pd.Series:
-    """Per-bar Parkinson (1980) vol: sqrt(mean over window of ln(H/L)^2 / (4 ln 2)) (DESIGN.md)."""
+    """Per-bar Parkinson (1980) vol: sqrt(mean over window of ln(H/L)^2 / (4 ln 2))
+    (docs/reference.md)."""
     _check_window(window, "parkinson_vol")
     hl = np.log(np.asarray(high, dtype=np.float64) / np.asarray(low, dtype=np.float64))
     out = np.sqrt(_rolling_mean(hl * hl / (4.0 * math.log(2.0)), window))
@@ -85,7 +87,7 @@ def parkinson_vol(high: pd.Series, low: pd.Series, window: int) -> pd.Series:
 
 def garman_klass_vol(open: pd.Series, high: pd.Series, low: pd.Series, close: pd.Series,
                      window: int) -> pd.Series:
-    """Per-bar Garman-Klass (1980) vol (DESIGN.md):
+    """Per-bar Garman-Klass (1980) vol (docs/reference.md):
     sqrt(max(mean over window of [0.5 ln(H/L)^2 - (2 ln 2 - 1) ln(C/O)^2], 0))."""
     _check_window(window, "garman_klass_vol")
     hl = np.log(np.asarray(high, dtype=np.float64) / np.asarray(low, dtype=np.float64))
@@ -96,7 +98,8 @@ def garman_klass_vol(open: pd.Series, high: pd.Series, low: pd.Series, close: pd
 
 
 def realised_vol(log_returns: np.ndarray, vol_window: int, vol_horizon_hours: int) -> np.ndarray:
-    """s_t = population std of r_{t-V+1..t} times sqrt(H) (DESIGN.md, trading accounting)."""
+    """s_t = population std of r_{t-V+1..t} times sqrt(H) (docs/reference.md, trading
+    accounting)."""
     _check_window(vol_window, "realised_vol")
     _, std, _ = _rolling_moments(np.asarray(log_returns, dtype=np.float64), vol_window)
     return std * math.sqrt(vol_horizon_hours)

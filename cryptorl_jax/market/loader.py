@@ -1,14 +1,14 @@
 """Validated OHLCV loading and multi-asset alignment on the traded asset's UTC hourly grid.
 
-Time convention (DESIGN.md principle 4): the aligned frame's index is the **close time** of the
-hour, i.e. the moment at which the row's values are known. A bar labelled by its open time T
-(the bundled files, SOURCES.md) is placed at T + bar_hours, rounded up to the next full hour:
-a value never appears on a row before its bar has closed. An asset's `availability_lag_hours`
-moves its bars that many more hours later (a bar closing at C is placed on row C + lag), for
-series whose clock is uncertain. Context assets (equity, index, FX) are forward-filled from the
-past only, for at most `max_stale_hours` counted from that row; older values become NaN.
-`<ASSET>_fresh` is 1.0 on rows where a new bar became available in that hour (it closed there,
-or lag hours earlier) and 0.0 on filled rows.
+Time convention (docs/reference.md, principle 4): the aligned frame's index is the **close
+time** of the hour, i.e. the moment at which the row's values are known. A bar labelled by its
+open time T (the bundled files, SOURCES.md) is placed at T + bar_hours, rounded up to the next
+full hour: a value never appears on a row before its bar has closed. An asset's
+`availability_lag_hours` moves its bars that many more hours later (a bar closing at C is placed
+on row C + lag), for series whose clock is uncertain. Context assets (equity, index, FX) are
+forward-filled from the past only, for at most `max_stale_hours` counted from that row; older
+values become NaN. `<ASSET>_fresh` is 1.0 on rows where a new bar became available in that hour
+(it closed there, or lag hours earlier) and 0.0 on filled rows.
 """
 
 from __future__ import annotations

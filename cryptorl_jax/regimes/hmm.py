@@ -3,7 +3,7 @@
 hmmlearn fits the model (EM, `n_fits` random restarts, the best log-likelihood wins); after
 that the model is plain arrays. `filter_proba` is our own forward filter in log space, so the
 probability at t is P(state_t | x_0..x_t): hmmlearn's `predict_proba` is forward-backward
-smoothed and `predict` is Viterbi, and both use the future (DESIGN.md principle 4).
+smoothed and `predict` is Viterbi, and both use the future (docs/reference.md, principle 4).
 States are relabelled by increasing volatility, so `Prob_0` is the calmest regime in every
 segment.
 """

@@ -1,7 +1,8 @@
 """The reward-penalty curriculum: a pure, piecewise-linear function of training progress.
 
-ORIGINAL.md's three phases (Discovery 0-20 %, Discipline 20-60 %, Consolidation 60-100 %) are the
-default `CurriculumConfig`; each phase ramps linearly from its start value to its end value.
+The original system's three phases (docs/reference.md; Discovery 0-20 %, Discipline 20-60 %,
+Consolidation 60-100 %) are the default `CurriculumConfig`; each phase ramps linearly from its
+start value to its end value.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Data parallelism over the local devices with `jax.shard_map` on a 1-D mesh (DESIGN.md #6).
+"""Data parallelism over the local devices with `jax.shard_map` on a 1-D mesh (docs/reference.md,
+principle 6).
 
 Layout: learner state (parameters, optimiser states) is replicated; per-device state (envs,
 replay shard, PRNG key) carries a leading device axis sharded over the mesh axis `DEVICE_AXIS`.

@@ -44,6 +44,7 @@ from cryptorl_jax.env.trading import (
     Observation,
     StartRange,
 )
+from cryptorl_jax.hooks import Hooks
 from cryptorl_jax.training import parallel
 from cryptorl_jax.training.checkpoint import Checkpointer
 from cryptorl_jax.training.curriculum import penalty_coefficients_arrays
@@ -516,15 +517,15 @@ def _finite_or_raise(metrics: dict[str, np.ndarray], chunk: int, last_good: str)
 def train(cfg: Config, data: TrainData, workdir: str | Path, *, key: jax.Array | None = None,
           trainer: Trainer | None = None, encoder_params: nnx.State | None = None,
           resume: bool = True, progress: bool | None = None, tensorboard_dir: str | Path | None
-          = None, stop_after_chunk: int | None = None, desc: str = "train",
+          = None, hooks: Hooks | None = None, desc: str = "train",
           check_inputs: bool = True,
           on_chunk: Callable[[int, dict[str, Any]], None] | None = None,
           members: list[Member] | None = None) -> TrainResult:
     """Run `train_chunk` until `train.total_env_steps`, checkpointing into `workdir`.
 
     With `resume`, a checkpoint in `workdir/checkpoints` is restored and training continues from
-    it; the final parameters equal those of an uninterrupted run. `stop_after_chunk` ends the
-    loop early (after that many chunks in all), as a kill would; used by tests.
+    it; the final parameters equal those of an uninterrupted run. `hooks.stop_after_chunk`
+    (tests) ends the loop early (after that many chunks in all), as a kill would.
     `on_chunk(chunk, record)` is called after every chunk (after its checkpoint, if any) with a
     copy of the chunk's history record; an exception it raises (e.g. optuna.TrialPruned) ends
     training and propagates after the logger and checkpointer are closed.
@@ -577,7 +578,8 @@ def train(cfg: Config, data: TrainData, workdir: str | Path, *, key: jax.Array |
                  is not None else "no checkpoint was written yet")
     try:
         for chunk in range(start_chunk, n_chunks):
-            if stop_after_chunk is not None and chunk >= stop_after_chunk:
+            if hooks is not None and hooks.stop_after_chunk is not None \
+                    and chunk >= hooks.stop_after_chunk:
                 break
             tc0 = time.perf_counter()
             state, metrics = trainer.train_chunk(state, data, hyper)

@@ -1,4 +1,4 @@
-"""Backtest a saved segment's agent on any window of the data (scripts/evaluate.py).
+"""Backtest a saved segment's agent on any window of the data (cryptorl evaluate).
 
 Loads the run's resolved config and the segment's fitted scaler, regime model, FFD order,
 encoder and agents, rebuilds the causal features on the current data (by default with
@@ -9,19 +9,17 @@ in-sample for that agent: the output says how many hours are.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from cryptorl_jax.backtest.report import plot_equity, write_tearsheet
 from cryptorl_jax.config import load_config, with_overrides
-from cryptorl_jax.features import warmup_rows
 from cryptorl_jax.io import write_atomic, write_json, write_parquet
+from cryptorl_jax.layout import RunDir
 from cryptorl_jax.market import load_market
 from cryptorl_jax.walkforward import pipeline
 
@@ -37,17 +35,16 @@ class EvalResult:
     in_sample_hours: int
 
 
-def _segment_meta(run_dir: Path, segment: int | None) -> tuple[int, dict[str, Any]]:
-    done = sorted(int(p.parent.name.split("_")[1]) for p in run_dir.glob("segment_*/DONE"))
+def _segment_meta(rd: RunDir, segment: int | None) -> tuple[int, dict[str, Any]]:
+    done = rd.finished_segments()
     if not done:
-        raise FileNotFoundError(f"{run_dir}: no finished segment (no segment_*/DONE)")
+        raise FileNotFoundError(f"{rd.path}: no finished segment (no segment_*/DONE)")
     if segment is None:
         segment = done[-1]
     elif segment not in done:
-        raise FileNotFoundError(f"{run_dir}: segment {segment} is not finished; finished: "
+        raise FileNotFoundError(f"{rd.path}: segment {segment} is not finished; finished: "
                                 f"{done}")
-    meta = json.loads((run_dir / f"segment_{segment}" / "DONE").read_text())
-    return segment, meta
+    return segment, rd.segment(segment).done_meta()
 
 
 def _to_utc(when: str) -> pd.Timestamp:
@@ -61,21 +58,18 @@ def evaluate_window(run_dir: str | Path, segment: int | None = None, start: str 
                     tearsheet: bool = True) -> EvalResult:
     """Backtest segment `segment` (default: the latest finished) over [start, end] (UTC)."""
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
+    rd = RunDir(run_dir)
+    if not rd.config.is_file():
         raise FileNotFoundError(f"{run_dir}: not a walk-forward run directory (no config.yaml)")
-    cfg = load_config(cfg_path)
+    cfg = load_config(rd.config)
     if not keep_data_end:
         cfg = with_overrides(cfg, ["data.end=null"])
-    segment, meta = _segment_meta(run_dir, segment)
-    seg_path = run_dir / f"segment_{segment}"
+    segment, meta = _segment_meta(rd, segment)
+    seg_dir = rd.segment(segment)
     if market is None:
         market = load_market(cfg.data)
-    features = pipeline.build_run_features(cfg, market)
-    offset = warmup_rows(features) + pipeline.lookback_rows(cfg)
-    run = pipeline.RunData(market=market, features=features, offset=offset, segments=[],
-                           traded=cfg.data.traded_asset,
-                           close=market[f"{cfg.data.traded_asset}_close"].to_numpy(np.float64))
+    run = pipeline.RunData.build(cfg, market, layout=False)
+    offset = run.offset
     index = market.index
     train_end_time = pd.Timestamp(meta["train_period"][1])
     default_start = int(index.searchsorted(train_end_time, side="right"))
@@ -90,11 +84,11 @@ def evaluate_window(run_dir: str | Path, segment: int | None = None, start: str 
                          f"{offset} rows of warm-up and lookback)")
     if end_row <= start_row:
         raise ValueError(f"the window {index[start_row]} .. {index[end_row]} holds no return")
-    sm = pipeline.load_segment_transforms(cfg, run, seg_path)
-    enc = pipeline.load_encoder_stage(cfg, sm, seg_path, segment)
+    sm = pipeline.load_segment_transforms(cfg, run, seg_dir)
+    enc = pipeline.load_encoder_stage(cfg, sm, seg_dir)
     emb_dim = None if enc.embeddings is None else enc.embeddings.shape[1]
     trainer, rollout = pipeline.get_trainer(cfg, sm.matrix.shape[1], emb_dim)
-    agents = pipeline.load_agents(seg_path / "agents", trainer)
+    agents = pipeline.load_agents(seg_dir.agents, trainer)
     oos = pipeline.backtest_rows(cfg, run, sm, enc, trainer, agents, start_row, end_row + 1,
                                  rollout, baseline_seed=cfg.seed)
     train_times = pd.date_range(meta["train_period"][0], meta["train_period"][1], freq="h")

@@ -1,6 +1,7 @@
 """The walk-forward run: per segment, fit on train rows only, train, backtest out of sample.
 
-`run(cfg, workdir)` is what `scripts/wfo.py` calls. For every segment k of `make_segments`:
+`run(cfg, workdir)` is what `cryptorl wfo` (scripts/wfo.py) calls. For every segment k of
+`make_segments`:
   1. features: built once for the run (they are causal); with `features.ffd_d: auto` the FFD
      order is chosen on the segment's train rows and the features rebuilt with it;
   2. on the train rows only: the robust scaler, the HMM (its forward-filtered `Prob_*` columns
@@ -39,7 +40,7 @@ from tqdm.auto import tqdm
 from cryptorl_jax import provenance
 from cryptorl_jax.backtest import baselines as baseline_lib
 from cryptorl_jax.backtest.metrics import compute_metrics, regime_metrics
-from cryptorl_jax.backtest.simulate import simulate
+from cryptorl_jax.backtest.replay import simulate
 from cryptorl_jax.config import Config, ConfigError, check_rows
 from cryptorl_jax.encoder.pretrain import (
     load_encoder,
@@ -57,7 +58,9 @@ from cryptorl_jax.features import (
     select_ffd_d,
     warmup_rows,
 )
+from cryptorl_jax.hooks import NO_HOOKS, Hooks
 from cryptorl_jax.io import write_atomic, write_json, write_parquet
+from cryptorl_jax.layout import DONE, RunDir, SegmentDir
 from cryptorl_jax.market import load_market
 from cryptorl_jax.regimes import RegimeModel, plot_regimes, regime_frame
 from cryptorl_jax.training.logging import ScalarLogger
@@ -68,7 +71,6 @@ from cryptorl_jax.walkforward.segments import Segment, make_segments
 
 log = logging.getLogger("cryptorl_jax.walkforward")
 
-DONE = "DONE"
 STAGE_MAE, STAGE_TRAIN, STAGE_RANDOM_ENCODER = 1, 2, 3
 
 
@@ -77,21 +79,14 @@ STAGE_MAE, STAGE_TRAIN, STAGE_RANDOM_ENCODER = 1, 2, 3
 # --------------------------------------------------------------------------------------------
 
 
-def segment_dir(workdir: Path, index: int) -> Path:
-    return Path(workdir) / f"segment_{index}"
-
-
-def is_done(workdir: Path, index: int) -> bool:
-    return (segment_dir(workdir, index) / DONE).is_file()
-
-
 def lookback_rows(cfg: Config) -> int:
     """L: rows before a slice's first decision row (observation window and realised vol)."""
     return max(cfg.env.window - 1, cfg.env.vol_window) + 1
 
 
 def segment_key(cfg: Config, index: int, stage: int) -> jax.Array:
-    """Deterministic keys per segment and stage from the one root seed (DESIGN principle 5)."""
+    """Deterministic keys per segment and stage from the one root seed (docs/reference.md,
+    principle 5)."""
     return jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), index), stage)
 
 
@@ -110,6 +105,23 @@ class RunData:
     segments: list[Segment]
     traded: str
     close: np.ndarray
+
+    @classmethod
+    def build(cls, cfg: Config, market: pd.DataFrame, *, layout: bool = True) -> RunData:
+        """Build the causal features of `market` once; with `layout`, lay out the walk-forward
+        segments (ConfigError if the data is too short for one); without it, no segments
+        (evaluate and a tuning trial choose their own rows)."""
+        traded = cfg.data.traded_asset
+        features = build_run_features(cfg, market)
+        offset = warmup_rows(features) + lookback_rows(cfg)
+        segments: list[Segment] = []
+        if layout:
+            check_rows(cfg, len(market) - offset,
+                       f"the data after its {offset}-row feature warm-up")
+            segments = make_segments(len(market), cfg.wfo, offset=offset, source=cfg.source)
+        close = market[f"{traded}_close"].to_numpy(dtype=np.float64)
+        return cls(market=market, features=features, offset=offset, segments=segments,
+                   traded=traded, close=close)
 
     @property
     def tradable(self) -> np.ndarray:
@@ -139,17 +151,8 @@ def build_run_features(cfg: Config, market: pd.DataFrame,
 
 
 def prepare_run(cfg: Config, market: pd.DataFrame | None = None) -> RunData:
-    """Load the market, build the causal features once, and lay out the segments."""
-    if market is None:
-        market = load_market(cfg.data)
-    traded = cfg.data.traded_asset
-    features = build_run_features(cfg, market)
-    offset = warmup_rows(features) + lookback_rows(cfg)
-    check_rows(cfg, len(market) - offset, f"the data after its {offset}-row feature warm-up")
-    segments = make_segments(len(market), cfg.wfo, offset=offset, source=cfg.source)
-    close = market[f"{traded}_close"].to_numpy(dtype=np.float64)
-    return RunData(market=market, features=features, offset=offset, segments=segments,
-                   traded=traded, close=close)
+    """Load the market (unless given), build the causal features once, lay out the segments."""
+    return RunData.build(cfg, load_market(cfg.data) if market is None else market)
 
 
 @dataclass
@@ -194,17 +197,17 @@ def _assemble(features: pd.DataFrame, scaler: RobustScaler, regime_model: Regime
                          columns=[str(c) for c in scaled.columns], ffd_d=ffd_d)
 
 
-def load_segment_transforms(cfg: Config, run: RunData, seg_path: Path) -> SegmentMatrix:
+def load_segment_transforms(cfg: Config, run: RunData, seg_dir: SegmentDir) -> SegmentMatrix:
     """The saved scaler / HMM / d of a finished segment applied to `run`'s rows."""
-    meta = json.loads((seg_path / "transforms.json").read_text())
+    meta = json.loads(seg_dir.transforms.read_text())
     ffd_d = {k: float(v) for k, v in meta["ffd_d"].items()}
     features = build_run_features(cfg, run.market, ffd_d or None)
-    scaler = RobustScaler.load(seg_path / "scaler.json")
-    regime_model = (RegimeModel.load(seg_path / "regime_model.json")
-                    if (seg_path / "regime_model.json").exists() else None)
+    scaler = RobustScaler.load(seg_dir.scaler)
+    regime_model = (RegimeModel.load(seg_dir.regime_model)
+                    if seg_dir.regime_model.exists() else None)
     out = _assemble(features, scaler, regime_model, ffd_d)
     if out.columns != meta["columns"]:
-        raise ValueError(f"{seg_path}: the saved segment expects columns {meta['columns']}, "
+        raise ValueError(f"{seg_dir.path}: the saved segment expects columns {meta['columns']}, "
                          f"the features now give {out.columns}")
     return out
 
@@ -234,7 +237,7 @@ class EncoderStage:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def run_encoder_stage(cfg: Config, seg: Segment, sm: SegmentMatrix, seg_path: Path,
+def run_encoder_stage(cfg: Config, seg: Segment, sm: SegmentMatrix, workdir: Path,
                       logger: ScalarLogger, progress: bool) -> EncoderStage:
     from flax import nnx
 
@@ -251,7 +254,7 @@ def run_encoder_stage(cfg: Config, seg: Segment, sm: SegmentMatrix, seg_path: Pa
                       segment_key(cfg, seg.index, STAGE_MAE), progress=progress,
                       lookback_ok=True,
                       log_fn=lambda step, vals: logger.scalars(step, vals))
-    save_encoder(seg_path / "encoder", result)
+    save_encoder(SegmentDir(workdir).encoder, result)  # workdir: a segment_<k>/ or a scratch dir
     report = {"mode": mode, **result.report.to_dict(), "best_epoch": result.best_epoch,
               "epochs_run": len(result.history),
               "seconds_per_epoch": result.seconds_per_epoch,
@@ -266,8 +269,7 @@ def run_encoder_stage(cfg: Config, seg: Segment, sm: SegmentMatrix, seg_path: Pa
     return EncoderStage(None, params, report)
 
 
-def load_encoder_stage(cfg: Config, sm: SegmentMatrix, seg_path: Path, seg_index: int
-                       ) -> EncoderStage:
+def load_encoder_stage(cfg: Config, sm: SegmentMatrix, seg_dir: SegmentDir) -> EncoderStage:
     """The encoder of a finished segment (evaluate): embeddings or fine-tune params."""
     from flax import nnx
 
@@ -277,9 +279,9 @@ def load_encoder_stage(cfg: Config, sm: SegmentMatrix, seg_path: Path, seg_index
         return EncoderStage(None, None)
     if mode == "random":
         encoder = make_encoder("random", n_features, window, cfg.encoder,
-                               nnx.Rngs(segment_key(cfg, seg_index, STAGE_RANDOM_ENCODER)))
+                               nnx.Rngs(segment_key(cfg, seg_dir.index, STAGE_RANDOM_ENCODER)))
         return EncoderStage(precompute_embeddings(encoder, sm.matrix, window), None)
-    graphdef, state = load_encoder(seg_path / "encoder", n_features, window, cfg.encoder)
+    graphdef, state = load_encoder(seg_dir.encoder, n_features, window, cfg.encoder)
     if mode == "pretrained-frozen":
         return EncoderStage(precompute_embeddings((graphdef, state), sm.matrix, window), None)
     _, params, _ = nnx.split(nnx.merge(graphdef, state), nnx.Param, ...)
@@ -416,6 +418,124 @@ def strategy_metrics(frame: pd.DataFrame) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------------------------
+# The segment runner: fit transforms -> encoder -> train -> backtest
+# (the walk-forward segment below, a tuning trial in walkforward.tune)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SegmentInputs:
+    """Everything before TQC: the fitted transforms, the encoder and the training slice."""
+
+    run: RunData
+    seg: Segment
+    sm: SegmentMatrix
+    enc: EncoderStage
+    data: TrainData
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class SegmentOutcome:
+    inputs: SegmentInputs
+    trainer: Trainer
+    rollout: Callable
+    train: Any  # training.train.TrainResult
+    oos: pd.DataFrame | None  # the backtest of eval_rows (None when not asked for)
+    timings: dict[str, float]
+
+
+def prepare_segment(cfg: Config, run: RunData, seg: Segment, workdir: Path, *,
+                    out: SegmentDir | None = None, logger: ScalarLogger | None = None,
+                    progress: bool = False, hooks: Hooks = NO_HOOKS) -> SegmentInputs:
+    """Fit the FFD order, scaler and HMM on seg's train rows, then the encoder, and slice the
+    training data. With `out`, the fitted transforms and the encoder report are written there
+    (a walk-forward segment); `workdir` holds the encoder's checkpoint either way."""
+    timings: dict[str, float] = {}
+    hooks.stage(seg.index, "fit")
+    t = time.perf_counter()
+    sm = fit_segment_transforms(cfg, run, seg)
+    if out is not None:
+        _save_transforms(out, sm, seg)
+    timings["fit_s"] = time.perf_counter() - t
+
+    hooks.stage(seg.index, "encoder")
+    t = time.perf_counter()
+    workdir.mkdir(parents=True, exist_ok=True)
+    own_logger = logger is None
+    logger = ScalarLogger(None) if logger is None else logger
+    try:
+        enc = run_encoder_stage(cfg, seg, sm, workdir, logger, progress)
+    finally:
+        if own_logger:
+            logger.close()
+    if out is not None:
+        write_json(out.encoder_report, enc.report)
+    timings["encoder_s"] = time.perf_counter() - t
+    lookback = lookback_rows(cfg)
+    data = slice_data(cfg, sm.matrix, run.close, seg.train_start - lookback, seg.train_end,
+                      seg.train_start, enc.embeddings, run.tradable)
+    return SegmentInputs(run=run, seg=seg, sm=sm, enc=enc, data=data, timings=timings)
+
+
+def _save_transforms(out: SegmentDir, sm: SegmentMatrix, seg: Segment) -> None:
+    sm.scaler.save(out.scaler)
+    if sm.regime_model is not None:
+        sm.regime_model.save(out.regime_model)
+        summary = sm.regime_model.summary()
+        write_json(out.regime_stats, summary)
+        log.info("segment %d: HMM log-likelihood %.1f", seg.index,
+                 summary.get("log_likelihood", float("nan")))
+    write_json(out.transforms, {"ffd_d": sm.ffd_d, "columns": sm.columns})
+
+
+def run_segment(cfg: Config, run: RunData, seg: Segment, workdir: Path, *,
+                eval_rows: tuple[int, int] | None, out: SegmentDir | None = None,
+                logger: ScalarLogger | None = None, tensorboard_dir: Path | None = None,
+                progress: bool = False, resume: bool = False, hooks: Hooks = NO_HOOKS,
+                on_chunk: Callable[[int, dict[str, Any]], None] | None = None,
+                desc: str | None = None) -> SegmentOutcome:
+    """prepare_segment, train TQC on seg's train rows, backtest rows [eval_rows) out of sample.
+
+    The walk-forward driver passes the segment's test rows and `out` (everything is written
+    there); a tuning trial passes its validation rows and a scratch `workdir`. The training key
+    is `segment_key(cfg, seg.index, STAGE_TRAIN)` either way. The trainer comes from the
+    process-wide cache (`get_trainer`), so every segment and trial of one shape compiles once.
+    """
+    inputs = prepare_segment(cfg, run, seg, workdir, out=out, logger=logger,
+                             progress=progress, hooks=hooks)
+    timings = dict(inputs.timings)
+    hooks.stage(seg.index, "train")
+    t = time.perf_counter()
+    emb = inputs.enc.embeddings
+    trainer, rollout = get_trainer(cfg, inputs.sm.matrix.shape[1],
+                                   None if emb is None else emb.shape[1])
+    result = train(cfg, inputs.data, workdir / "train",
+                   key=segment_key(cfg, seg.index, STAGE_TRAIN), trainer=trainer,
+                   encoder_params=inputs.enc.finetune_params, resume=resume, progress=progress,
+                   tensorboard_dir=tensorboard_dir, desc=desc or f"segment {seg.index} TQC",
+                   hooks=hooks.for_segment(seg.index), on_chunk=on_chunk)
+    if hooks.killed(seg.index):
+        raise KeyboardInterrupt(f"killed in segment {seg.index} after chunk "
+                                f"{hooks.kill_at[1]}")
+    agents = result.state.agent
+    if out is not None:
+        save_agents(out.agents, jax.device_get(agents))
+        write_json(out.train_history, result.history)
+    timings["train_s"] = time.perf_counter() - t
+    timings["train_compile_s"] = result.compile_s
+    oos = None
+    if eval_rows is not None:
+        hooks.stage(seg.index, "backtest")
+        t = time.perf_counter()
+        oos = backtest_rows(cfg, run, inputs.sm, inputs.enc, trainer, agents, *eval_rows,
+                            rollout, baseline_seed=cfg.seed * 1000 + seg.index)
+        timings["backtest_s"] = time.perf_counter() - t
+    return SegmentOutcome(inputs=inputs, trainer=trainer, rollout=rollout, train=result,
+                          oos=oos, timings=timings)
+
+
+# --------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------
 
@@ -466,61 +586,72 @@ def _check_run_config(cfg: Config, workdir: Path) -> None:
 
 def run(cfg: Config, workdir: str | Path, *, resume: bool = False, report_only: bool = False,
         progress: bool | None = None, market: pd.DataFrame | None = None,
-        stop_after: Callable[[int, str], bool] | None = None,
-        kill_at: tuple[int, int] | None = None) -> RunResult:
+        hooks: Hooks = NO_HOOKS, executor: Any = None) -> RunResult:
     """Run (or resume) the walk-forward study in `workdir` and write the report.
 
-    Test hooks that act as a kill would: `stop_after(segment, stage)` raises KeyboardInterrupt
-    at the start of a stage; `kill_at=(segment, chunk)` stops that segment's training after
-    `chunk` chunks (its checkpoint is on disk) and raises KeyboardInterrupt.
+    `executor` runs the pending segments: None is `LocalExecutor` (one after the other in this
+    process); a `cluster.RayExecutor` runs them as Ray tasks. `hooks` (tests) interrupt the run
+    as a kill would: see cryptorl_jax.hooks.
     """
     from cryptorl_jax.backtest.report import write_report
 
     t0 = time.perf_counter()
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     progress = cfg.output.progress if progress is None else progress
+    run_data = None
+    if not report_only:  # bad data or a bad --segments fails here, before the run dir exists
+        run_data = prepare_run(cfg, market)
+    workdir.mkdir(parents=True, exist_ok=True)
     _check_run_config(cfg, workdir)
-    info = _start_run_info(workdir, report_only)
+    info = _start_run_info(workdir, report_only,
+                           getattr(executor, "name", "local") if executor else "local")
+    rd = RunDir(workdir)
     ran: list[int] = []
     skipped: list[int] = []
-    if not report_only:
-        run_data = prepare_run(cfg, market)
+    if run_data is not None:
         log.info("walk-forward: %d segments over %d rows (offset %d), run dir %s",
                  len(run_data.segments), len(run_data.market), run_data.offset, workdir)
-        trainer: Trainer | None = None
-        rollout = None
-        bar = tqdm(run_data.segments, desc="segments", disable=not progress, leave=True)
-        for seg in bar:
-            if resume and is_done(workdir, seg.index):
+        pending = []
+        for seg in run_data.segments:
+            out = rd.segment(seg.index)
+            if resume and out.is_done():
                 skipped.append(seg.index)
                 log.info("segment %d: finished before, skipped (--resume)", seg.index)
                 continue
-            seg_path = segment_dir(workdir, seg.index)
-            if not resume and seg_path.exists():
-                shutil.rmtree(seg_path)
-
-            def stage(name: str, seg=seg) -> None:
-                bar.set_postfix(segment=seg.index, stage=name)
-                if stop_after is not None and stop_after(seg.index, name):
-                    raise KeyboardInterrupt(f"stopped at segment {seg.index}, stage {name}")
-
-            kill_chunk = kill_at[1] if kill_at is not None and kill_at[0] == seg.index \
-                else None
-            trainer, rollout = _run_segment(cfg, run_data, seg, seg_path, workdir, trainer,
-                                            rollout, stage, progress, resume, kill_chunk)
-            ran.append(seg.index)
-        bar.close()
+            if not resume and out.path.exists():
+                shutil.rmtree(out.path)
+            pending.append(seg)
+        ex = executor if executor is not None else LocalExecutor()
+        ran = ex.run_segments(cfg, run_data, pending, rd, progress=progress, resume=resume,
+                              hooks=hooks)
     report = write_report(cfg, workdir)
     _finish_run_info(workdir, info, ran, skipped, time.perf_counter() - t0)
     return RunResult(workdir=workdir, segments_run=ran, segments_skipped=skipped,
                      seconds=time.perf_counter() - t0, report=report)
 
 
+class LocalExecutor:
+    """The segments one after the other, in this process."""
+
+    name = "local"
+
+    def run_segments(self, cfg: Config, run: RunData, segments: list[Segment], rd: RunDir, *,
+                     progress: bool, resume: bool, hooks: Hooks) -> list[int]:
+        ran = []
+        bar = tqdm(segments, desc="segments", disable=not progress, leave=True)
+        for seg in bar:
+            bar.set_postfix(segment=seg.index)
+            run_wfo_segment(cfg, run, seg, rd, progress=progress, resume=resume, hooks=hooks)
+            ran.append(seg.index)
+        bar.close()
+        return ran
+
+
 RUN_INFO = "run_info.json"
 
 
-def _start_run_info(workdir: Path, report_only: bool) -> dict[str, Any]:
+def _start_run_info(workdir: Path, report_only: bool, executor_name: str = "local"
+                    ) -> dict[str, Any]:
     """Record this invocation in run_info.json (earlier invocations are kept in `history`)."""
     path = workdir / RUN_INFO
     history: list[dict[str, Any]] = []
@@ -530,7 +661,7 @@ def _start_run_info(workdir: Path, report_only: bool) -> dict[str, Any]:
             history = [*old.pop("history", []), old]
         except (json.JSONDecodeError, AttributeError):
             log.warning("%s: unreadable, replaced", path)
-    info = {**provenance.run_info(), "report_only": report_only}
+    info = {**provenance.run_info(), "report_only": report_only, "executor": executor_name}
     write_json(path, {**info, "history": history})
     return {**info, "history": history}
 
@@ -549,80 +680,41 @@ def _finish_run_info(workdir: Path, info: dict[str, Any], ran: list[int], skippe
                                     "peak_rss_mb": provenance.peak_rss_mb()})
 
 
-def _run_segment(cfg: Config, run: RunData, seg: Segment, seg_path: Path, workdir: Path,
-                 trainer: Trainer | None, rollout, stage, progress: bool, resume: bool,
-                 kill_chunk: int | None = None):
+def run_wfo_segment(cfg: Config, run: RunData, seg: Segment, rd: RunDir, *,
+                    progress: bool = False, resume: bool = False,
+                    hooks: Hooks = NO_HOOKS) -> dict[str, Any]:
+    """One walk-forward segment, start to finish, into rd.segment(seg.index); returns the DONE
+    record (written last: --resume trusts it)."""
     t_seg = time.perf_counter()
-    seg_path.mkdir(parents=True, exist_ok=True)
-    tb_dir = workdir / "tensorboard" / f"segment_{seg.index}" if cfg.output.tensorboard \
-        else None
+    out = rd.segment(seg.index)
+    out.path.mkdir(parents=True, exist_ok=True)
+    tb_dir = rd.tensorboard / f"segment_{seg.index}" if cfg.output.tensorboard else None
     logger = ScalarLogger(tb_dir)
-    timings: dict[str, float] = {}
     try:
-        stage("fit")
+        outcome = run_segment(cfg, run, seg, out.path, eval_rows=(seg.test_start, seg.test_end),
+                              out=out, logger=logger, tensorboard_dir=tb_dir, progress=progress,
+                              resume=resume, hooks=hooks)
+        timings = outcome.timings
         t = time.perf_counter()
-        sm = fit_segment_transforms(cfg, run, seg)
-        sm.scaler.save(seg_path / "scaler.json")
-        if sm.regime_model is not None:
-            sm.regime_model.save(seg_path / "regime_model.json")
-            summary = sm.regime_model.summary()
-            write_json(seg_path / "regime_stats.json", summary)
-            log.info("segment %d: HMM log-likelihood %.1f, states %s", seg.index,
-                     summary.get("log_likelihood", float("nan")),
-                     summary.get("states", summary))
-        write_json(seg_path / "transforms.json", {"ffd_d": sm.ffd_d, "columns": sm.columns})
-        timings["fit_s"] = time.perf_counter() - t
-
-        stage("encoder")
-        t = time.perf_counter()
-        enc = run_encoder_stage(cfg, seg, sm, seg_path, logger, progress)
-        write_json(seg_path / "encoder_report.json", enc.report)
-        timings["encoder_s"] = time.perf_counter() - t
-
-        stage("train")
-        t = time.perf_counter()
-        lookback = lookback_rows(cfg)
-        data = slice_data(cfg, sm.matrix, run.close, seg.train_start - lookback, seg.train_end,
-                          seg.train_start, enc.embeddings, run.tradable)
-        if trainer is None:
-            emb_dim = None if enc.embeddings is None else enc.embeddings.shape[1]
-            trainer, rollout = get_trainer(cfg, sm.matrix.shape[1], emb_dim)
-        result = train(cfg, data, seg_path / "train", key=segment_key(cfg, seg.index,
-                                                                        STAGE_TRAIN),
-                       trainer=trainer, encoder_params=enc.finetune_params, resume=resume,
-                       progress=progress, tensorboard_dir=tb_dir,
-                       desc=f"segment {seg.index} TQC", stop_after_chunk=kill_chunk)
-        if kill_chunk is not None:
-            raise KeyboardInterrupt(f"killed in segment {seg.index} after chunk {kill_chunk}")
-        agents = result.state.agent
-        save_agents(seg_path / "agents", jax.device_get(agents))
-        write_json(seg_path / "train_history.json", result.history)
-        timings["train_s"] = time.perf_counter() - t
-        timings["train_compile_s"] = result.compile_s
-
-        stage("backtest")
-        t = time.perf_counter()
-        oos = backtest_rows(cfg, run, sm, enc, trainer, agents, seg.test_start, seg.test_end,
-                            rollout, baseline_seed=cfg.seed * 1000 + seg.index)
-        write_parquet(seg_path / "oos.parquet", oos)
-        table = series_metrics(oos)
-        table.to_csv(seg_path / "series_metrics.csv")
+        oos = outcome.oos
+        write_parquet(out.oos, oos)
+        series_metrics(oos).to_csv(out.series_metrics)
         metrics = strategy_metrics(oos)
-        write_json(seg_path / "metrics.json", metrics)
+        write_json(out.metrics, metrics)
         if "regime" in oos:
             regime_metrics(oos["strategy"].to_numpy(), oos["regime"].to_numpy(),
-                           oos["benchmark"].to_numpy()).to_csv(seg_path / "regime_metrics.csv")
-        timings["backtest_s"] = time.perf_counter() - t
+                           oos["benchmark"].to_numpy()).to_csv(out.regime_metrics)
+        timings["backtest_s"] = timings.get("backtest_s", 0.0) + time.perf_counter() - t
 
-        stage("report")
+        hooks.stage(seg.index, "report")
+        sm = outcome.inputs.sm
         rows = slice(seg.train_start, seg.train_end)
-        # fixed lag (one day) instead of an AIC search: 50x faster, same verdicts here
-        adf_table(sm.features, rows, autolag=None, maxlag=24).to_csv(
-            seg_path / "stationarity.csv")
+        # a fixed lag (one day) instead of an AIC search (docs/benchmarks.md)
+        adf_table(sm.features, rows, autolag=None, maxlag=24).to_csv(out.stationarity)
         if cfg.output.plots and sm.proba is not None:
             span = slice(seg.train_start, seg.test_end)
             plot_regimes(run.market[f"{run.traded}_close"].iloc[span], sm.proba[span],
-                         workdir / f"segment_{seg.index}_regimes.png",
+                         rd.regimes_png(seg.index),
                          title=f"segment {seg.index}: filtered regimes (train | test at "
                                f"{run.market.index[seg.test_start]:%Y-%m-%d})",
                          test_start=seg.test_start - seg.train_start)
@@ -636,10 +728,10 @@ def _run_segment(cfg: Config, run: RunData, seg: Segment, seg_path: Path, workdi
                 "test_period": [str(run.market.index[seg.test_start]),
                                 str(run.market.index[seg.test_end - 1])],
                 "timings": timings, "sharpe": metrics["sharpe"],
-                "env_steps": result.env_steps}
-        write_json(seg_path / DONE, done)  # written last: --resume trusts it
+                "env_steps": outcome.train.env_steps}
+        write_json(out.done, done)  # written last: --resume trusts it
         log.info("segment %d done in %.0f s: OOS sharpe %.2f, total return %.2f%%", seg.index,
                  timings["segment_s"], metrics["sharpe"], 100 * metrics["total_return"])
     finally:
         logger.close()
-    return trainer, rollout
+    return done

@@ -1,4 +1,4 @@
-"""Row-based walk-forward segments (DESIGN.md, "Walk-forward segments")."""
+"""Row-based walk-forward segments (docs/reference.md, "Walk-forward segments")."""
 
 from __future__ import annotations
 

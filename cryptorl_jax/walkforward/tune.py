@@ -1,4 +1,4 @@
-"""Hyperparameter tuning with Optuna, nested inside the walk-forward train windows (issue 9).
+"""Hyperparameter tuning with Optuna, nested inside the walk-forward train windows.
 
 `run_study(cfg, n_trials, ...)` runs (or resumes) an Optuna study over `cfg.tune.space`. A trial
 applies its sampled values as dotted overrides to the base config and, for every walk-forward
@@ -18,7 +18,7 @@ agent was trained on and on which every transform was fitted (purging, AFML ch. 
 The OOS test rows are never read: each segment's trial starts by cutting the market frame to
 rows < train_end (a copy), then builds the causal features of that cut frame; every later stage
 receives only the cut frame and arrays derived from it. Only the segment layout (row indices)
-is taken from the full frame, as scripts/wfo.py makes it.
+is taken from the full frame, as cryptorl wfo makes it.
 
 Use tune.segments = [0] (the default) for a clean walk-forward afterwards: a later segment's
 train rows hold earlier segments' test rows, so tuning on it validates on rows that are OOS for
@@ -43,12 +43,13 @@ distinct value; keys of data, features, regimes and wfo do not, unless they chan
 of feature columns (regimes.n_states, feature groups) or lengthen the feature warm-up past the
 segment's train start (a shorter inner train slice: a new shape).
 
-Population mode (`run_study(..., population=P)`, `scripts/tune.py --population P`): P trials
+Population mode (`run_study(..., population=P)`, `cryptorl tune --population P`): P trials
 are asked at a time and trained as one population (`population_batch`), see its docstring.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -77,24 +78,21 @@ from cryptorl_jax.config import (
     load_config,
     with_overrides,
 )
-from cryptorl_jax.features import warmup_rows
 from cryptorl_jax.io import write_atomic, write_json
 from cryptorl_jax.market import load_market
-from cryptorl_jax.training.logging import ScalarLogger
 from cryptorl_jax.training.spec import HYPER_KEYS, Hyper, Member, enters_the_step, is_hyper_key
 from cryptorl_jax.training.train import TrainingDivergedError, train
 from cryptorl_jax.walkforward.pipeline import (
     STAGE_TRAIN,
     RunData,
+    SegmentInputs,
     backtest_rows,
-    build_run_features,
-    fit_segment_transforms,
     get_trainer,
     lookback_rows,
     prepare_run,
-    run_encoder_stage,
+    prepare_segment,
+    run_segment,
     segment_key,
-    slice_data,
     strategy_metrics,
 )
 from cryptorl_jax.walkforward.segments import Segment
@@ -250,57 +248,50 @@ def cut_run(cfg: Config, market: pd.DataFrame, end: int) -> RunData:
     """RunData of a copy of market rows [0, end): later rows do not exist for what follows."""
     cut = market.iloc[:end].copy()
     cut.attrs = dict(market.attrs)
-    features = build_run_features(cfg, cut)
-    traded = cfg.data.traded_asset
-    return RunData(market=cut, features=features,
-                   offset=warmup_rows(features) + lookback_rows(cfg), segments=[],
-                   traded=traded, close=cut[f"{traded}_close"].to_numpy(dtype=np.float64))
+    return RunData.build(cfg, cut, layout=False)
 
 
 @dataclass
-class SegmentInputs:
+class TrialInputs:
     """What a trial trains and is scored on in one segment: everything before TQC."""
 
-    run: RunData
+    run: RunData  # the market cut at the outer segment's train end
     split: NestedSplit
-    sm: Any  # pipeline.SegmentMatrix
-    enc: Any  # pipeline.EncoderStage
-    data: Any  # TrainData of the inner train rows
+    inputs: SegmentInputs  # prepare_segment on the inner segment
+
+    @property
+    def inner(self) -> Segment:
+        return self.split.inner_segment()
 
 
-def segment_inputs(cfg: Config, market: pd.DataFrame, seg: Segment, workdir: Path,
-                   progress: bool = False) -> SegmentInputs:
-    """Cut the market at seg's train end, split it, fit the transforms and the encoder on the
-    inner train rows and slice the training data (nothing at or after train_end is read)."""
+def trial_run(cfg: Config, market: pd.DataFrame, seg: Segment) -> tuple[RunData, NestedSplit]:
+    """The market cut at seg's train end (nothing at or after it exists) and the nested split."""
     run = cut_run(cfg, market, seg.train_end)
     split = nested_split(cfg, seg, run.offset)
-    inner = split.inner_segment()
-    run.segments = [inner]
-    sm = fit_segment_transforms(cfg, run, inner)
+    run.segments = [split.inner_segment()]
+    return run, split
+
+
+def _check_cut(sm: Any, run: RunData, seg: Segment) -> None:
     if not sm.matrix.shape[0] == len(run.market) == seg.train_end:  # nothing after train_end
         raise RuntimeError(f"segment {seg.index}: the trial's feature matrix has "
                            f"{sm.matrix.shape[0]} rows, expected exactly the {seg.train_end} "
                            "rows before the train end")
-    workdir.mkdir(parents=True, exist_ok=True)
-    logger = ScalarLogger(None)
-    try:
-        enc = run_encoder_stage(cfg, inner, sm, workdir, logger, progress)
-    finally:
-        logger.close()
-    lookback = lookback_rows(cfg)
-    data = slice_data(cfg, sm.matrix, run.close, inner.train_start - lookback, inner.train_end,
-                      inner.train_start, enc.embeddings, run.tradable)
-    return SegmentInputs(run=run, split=split, sm=sm, enc=enc, data=data)
 
 
-def score_agents(cfg: Config, inputs: SegmentInputs, seg: Segment, trainer: Any, rollout: Any,
-                 agents: Any, chunks: int) -> dict[str, Any]:
-    """The validation backtest of one trial's agents: compute_metrics' keys, the split's rows
-    and, under "returns", the strategy's hourly validation returns (the PBO and DSR inputs)."""
-    split = inputs.split
-    frame = backtest_rows(cfg, inputs.run, inputs.sm, inputs.enc, trainer, agents,
-                          split.val_start, split.val_end, rollout,
-                          baseline_seed=cfg.seed * 1000 + seg.index)
+def segment_inputs(cfg: Config, market: pd.DataFrame, seg: Segment, workdir: Path,
+                   progress: bool = False) -> TrialInputs:
+    """Cut the market at seg's train end, split it, and run the segment runner's preparation
+    (transforms and encoder fitted on the inner train rows, the training slice)."""
+    run, split = trial_run(cfg, market, seg)
+    inputs = prepare_segment(cfg, run, split.inner_segment(), workdir, progress=progress)
+    _check_cut(inputs.sm, run, seg)
+    return TrialInputs(run=run, split=split, inputs=inputs)
+
+
+def scores_of(frame: pd.DataFrame, split: NestedSplit, chunks: int) -> dict[str, Any]:
+    """A trial's validation scores: compute_metrics' keys, the split's rows and, under
+    "returns", the strategy's hourly validation returns (the PBO and DSR inputs)."""
     metrics = strategy_metrics(frame)
     out: dict[str, Any] = {k: float(metrics[k]) for k in SCORE_KEYS if k in metrics}
     out.update({"fit_start": split.fit_start, "inner_train_end": split.inner_train_end,
@@ -310,24 +301,31 @@ def score_agents(cfg: Config, inputs: SegmentInputs, seg: Segment, trainer: Any,
     return out
 
 
+def score_agents(cfg: Config, trial: TrialInputs, seg: Segment, trainer: Any, rollout: Any,
+                 agents: Any, chunks: int) -> dict[str, Any]:
+    """The validation backtest of some agents trained on the trial's inputs (population mode:
+    one trial's members)."""
+    split, inputs = trial.split, trial.inputs
+    frame = backtest_rows(cfg, trial.run, inputs.sm, inputs.enc, trainer, agents,
+                          split.val_start, split.val_end, rollout,
+                          baseline_seed=cfg.seed * 1000 + seg.index)
+    return scores_of(frame, split, chunks)
+
+
 def validate_segment(cfg: Config, market: pd.DataFrame, seg: Segment, workdir: Path, *,
                      on_chunk: Callable[[int, dict[str, Any]], None] | None = None,
                      progress: bool = False) -> dict[str, Any]:
-    """Fit everything on the inner train rows of seg and score the validation rows.
+    """The segment runner on the inner train rows of seg, backtested on the validation rows.
 
     Returns compute_metrics' keys of the validation backtest plus the split's rows, and under
     "returns" the strategy's hourly validation returns (the PBO and DSR inputs).
     """
-    inputs = segment_inputs(cfg, market, seg, workdir, progress)
-    emb = inputs.enc.embeddings
-    trainer, rollout = get_trainer(cfg, inputs.sm.matrix.shape[1],
-                                   None if emb is None else emb.shape[1])
-    result = train(cfg, inputs.data, workdir / "train",
-                   key=segment_key(cfg, seg.index, STAGE_TRAIN), trainer=trainer,
-                   encoder_params=inputs.enc.finetune_params, resume=False, progress=progress,
-                   tensorboard_dir=None, desc=f"trial segment {seg.index}", on_chunk=on_chunk)
-    return score_agents(cfg, inputs, seg, trainer, rollout, result.state.agent,
-                        len(result.history))
+    run, split = trial_run(cfg, market, seg)
+    outcome = run_segment(cfg, run, split.inner_segment(), workdir,
+                          eval_rows=(split.val_start, split.val_end), progress=progress,
+                          on_chunk=on_chunk, desc=f"trial segment {seg.index}")
+    _check_cut(outcome.inputs.sm, run, seg)
+    return scores_of(outcome.oos, split, len(outcome.train.history))
 
 
 def wfo_layout(cfg: Config, market: pd.DataFrame) -> list[Segment]:
@@ -339,7 +337,7 @@ def wfo_layout(cfg: Config, market: pd.DataFrame) -> list[Segment]:
 
 def outer_segments(cfg: Config, market: pd.DataFrame,
                    layout: list[Segment] | None = None) -> list[Segment]:
-    """The walk-forward segments named by tune.segments (the layout scripts/wfo.py makes)."""
+    """The walk-forward segments named by tune.segments (the layout cryptorl wfo makes)."""
     segments = layout if layout is not None else wfo_layout(cfg, market)
     bad = [k for k in cfg.tune.segments if k >= len(segments)]
     if bad or not cfg.tune.segments:
@@ -464,9 +462,9 @@ def export_best(cfg: Config, trial: Any, path: Path, trial_log: Path, study_name
     best = dataclasses.replace(
         best, run_name=f"{cfg.run_name}-tuned",
         wfo=dataclasses.replace(best.wfo, trial_log=str(Path(trial_log).absolute())))
-    header = (f"# Written by scripts/tune.py: study '{study_name}', best trial {trial.number} "
+    header = (f"# Written by cryptorl tune: study '{study_name}', best trial {trial.number} "
               f"(validation {trial.user_attrs.get('metric', cfg.tune.metric)} "
-              f"{trial.value:.6g}).\n# Run it with: python scripts/wfo.py --config {path}\n"
+              f"{trial.value:.6g}).\n# Run it with: cryptorl wfo --config {path}\n"
               + "".join(f"# {line}\n" for line in note.splitlines()))
     write_atomic(path, header + best.to_yaml())
     loaded = load_config(path)
@@ -691,99 +689,149 @@ def _tell(study: Any, trial: Any, value: float | None, state: str) -> None:
     study.tell(trial, value if state == "COMPLETE" else None, state=states[state])
 
 
-def population_batch(cfg: Config, market: pd.DataFrame, segments: list[Segment],
-                     trials: list[Any], study: Any, workdir: Path, population: int,
-                     progress: bool) -> None:
-    """Train the trials of one ask() batch as ONE population, score and tell each of them.
+@dataclass
+class BatchOutcome:
+    """What training one population batch produced, before Optuna hears of it (picklable: a
+    Ray task returns it). Per trial i: scores[i] / val_returns[i] per segment, and
+    intermediate[i], the (step, value) pairs the pruner is told, in order."""
+
+    scores: list[dict[str, dict[str, Any]]]
+    val_returns: list[dict[str, list[float]]]
+    intermediate: list[list[tuple[int, float]]]
+    error: str | None = None  # a TrainingDivergedError: every trial of the batch fails
+
+
+def train_batch(cfg: Config, market: pd.DataFrame, segments: list[Segment],
+                overrides: list[list[str]], population: int, workdir: Path,
+                progress: bool) -> BatchOutcome:
+    """Train the trials given by `overrides` as ONE population and score each (no Optuna).
 
     Each trial is `train.n_seeds` members (seeds 0..S-1, its Hyper); a batch smaller than
     `population` trials is padded with copies of its last trial (those slots compute and are
-    ignored), so every batch of a study runs the same compiled step. A trial that the pruner
-    stops is told PRUNED; its slot keeps computing to the end of the segment. A NaN in any
-    member stops the population's training: every trial of the batch is then told FAIL with the
-    error (its member is named).
+    ignored), so every batch of a study runs the same compiled step. Every trial is scored on
+    every segment; the pruner's decisions are replayed afterwards (`tell_batch`). A NaN in any
+    member stops the population's training: the outcome then carries the error.
     """
     n_seeds = cfg.train.n_seeds
-    tcfgs, overrides = [], []
-    for trial in trials:
-        ov = suggest_overrides(trial, cfg.tune.space)
-        overrides.append(ov)
-        tcfgs.append(with_overrides(cfg, ov))
-        trial.set_user_attr("overrides", ov)
-        trial.set_user_attr("metric", cfg.tune.metric)
-        trial.set_user_attr("seed", cfg.seed)
-        trial.set_user_attr("n_seeds", n_seeds)
-        trial.set_user_attr("population", population)
+    tcfgs = [with_overrides(cfg, ov) for ov in overrides]
     slots = tcfgs + [tcfgs[-1]] * (population - len(tcfgs))
     members = [Member(seed=s, hyper=Hyper.from_config(c)) for c in slots for s in range(n_seeds)]
-    pruned: dict[int, str] = {}
-    scores: list[dict[str, dict[str, Any]]] = [{} for _ in trials]
-    val_returns: list[dict[str, list[float]]] = [{} for _ in trials]
+    n = len(tcfgs)
+    scores: list[dict[str, dict[str, Any]]] = [{} for _ in range(n)]
+    val_returns: list[dict[str, list[float]]] = [{} for _ in range(n)]
+    intermediate: list[list[tuple[int, float]]] = [[] for _ in range(n)]
     n_chunks = _chunks_per_segment(cfg)
-    batch_dir = workdir / "trials" / f"batch_{trials[0].number}"
     try:
         for pos, seg in enumerate(segments):
-            inputs = segment_inputs(cfg, market, seg, batch_dir / f"segment_{seg.index}",
-                                    progress)
+            trial_inputs = segment_inputs(cfg, market, seg, workdir / f"segment_{seg.index}",
+                                          progress)
+            inputs = trial_inputs.inputs
             emb = inputs.enc.embeddings
             trainer, rollout = get_trainer(cfg, inputs.sm.matrix.shape[1],
                                            None if emb is None else emb.shape[1],
                                            population=len(members))
 
-            def on_chunk(chunk: int, record: dict[str, Any], pos: int = pos,
-                         seg: Segment = seg) -> None:
+            def on_chunk(chunk: int, record: dict[str, Any], pos: int = pos) -> None:
                 pnl = record.get("members", {}).get(PRUNE_METRIC, [record[PRUNE_METRIC]])
-                for i, trial in enumerate(trials):
-                    if i in pruned:
-                        continue
+                for i in range(n):
                     value = float(np.mean(pnl[i * n_seeds:(i + 1) * n_seeds]))
-                    trial.report(value, pos * n_chunks + chunk)
-                    if trial.should_prune():
-                        pruned[i] = (f"pruned at segment {seg.index}, chunk {chunk}: train "
-                                     f"{PRUNE_METRIC} {value:.3g}")
+                    intermediate[i].append((pos * n_chunks + chunk, value))
 
-            result = train(cfg, inputs.data, batch_dir / f"segment_{seg.index}" / "train",
+            result = train(cfg, inputs.data, workdir / f"segment_{seg.index}" / "train",
                            key=segment_key(cfg, seg.index, STAGE_TRAIN), trainer=trainer,
                            encoder_params=inputs.enc.finetune_params, resume=False,
                            progress=progress, tensorboard_dir=None,
-                           desc=f"population of {len(trials)} trials, segment {seg.index}",
+                           desc=f"population of {n} trials, segment {seg.index}",
                            on_chunk=on_chunk, members=members)
-            for i, trial in enumerate(trials):
-                if i in pruned:
-                    continue
+            for i in range(n):
                 agents = jax.tree.map(lambda x, i=i: x[i * n_seeds:(i + 1) * n_seeds],
                                       result.state.agent)
-                seg_scores = score_agents(tcfgs[i], inputs, seg, trainer, rollout, agents,
+                seg_scores = score_agents(tcfgs[i], trial_inputs, seg, trainer, rollout, agents,
                                           len(result.history))
                 val_returns[i][str(seg.index)] = seg_scores.pop("returns")
                 scores[i][str(seg.index)] = seg_scores
-                trial.set_user_attr("segment_scores", scores[i])
     except TrainingDivergedError as exc:
-        for trial in trials:
-            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:2000])
-            _tell(study, trial, None, "FAIL")
-        log.warning("population batch %s failed: %s", [t.number for t in trials], exc)
-        return
+        return BatchOutcome(scores, val_returns, intermediate, f"{type(exc).__name__}: {exc}")
     finally:
-        shutil.rmtree(batch_dir, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return BatchOutcome(scores, val_returns, intermediate)
+
+
+def batch_overrides(cfg: Config, trials: list[Any], population: int) -> list[list[str]]:
+    """Suggest every trial's values (Optuna's ask side) and record them as user attrs."""
+    out = []
+    for trial in trials:
+        ov = suggest_overrides(trial, cfg.tune.space)
+        with_overrides(cfg, ov)  # a bad combination fails here, before any training
+        out.append(ov)
+        trial.set_user_attr("overrides", ov)
+        trial.set_user_attr("metric", cfg.tune.metric)
+        trial.set_user_attr("seed", cfg.seed)
+        trial.set_user_attr("n_seeds", cfg.train.n_seeds)
+        trial.set_user_attr("population", population)
+    return out
+
+
+def tell_batch(cfg: Config, study: Any, trials: list[Any], overrides: list[list[str]],
+               outcome: BatchOutcome, segments: list[Segment]) -> None:
+    """Replay each trial's intermediate values to the pruner, then tell Optuna its result.
+
+    A trial the pruner stops at step s (segment pos = s // chunks) keeps the scores of the
+    segments before pos and is told PRUNED, exactly as if it had been stopped while training
+    (its slot computed to the end either way).
+    """
+    if outcome.error is not None:
+        for trial in trials:
+            trial.set_user_attr("error", outcome.error[:2000])
+            _tell(study, trial, None, "FAIL")
+        log.warning("population batch %s failed: %s", [t.number for t in trials], outcome.error)
+        return
+    n_chunks = _chunks_per_segment(cfg)
     for i, trial in enumerate(trials):
-        if i in pruned:
-            log.info("trial %d: %s", trial.number, pruned[i])
+        pruned_at = None
+        for step, value in outcome.intermediate[i]:
+            trial.report(value, step)
+            if trial.should_prune():
+                pruned_at = step
+                break
+        kept = segments if pruned_at is None else segments[:pruned_at // n_chunks]
+        seg_scores = {str(s.index): outcome.scores[i][str(s.index)] for s in kept}
+        trial.set_user_attr("segment_scores", seg_scores)
+        if pruned_at is not None:
+            seg = segments[pruned_at // n_chunks]
+            log.info("trial %d: pruned at segment %d, chunk %d", trial.number, seg.index,
+                     pruned_at % n_chunks)
             _tell(study, trial, None, "PRUNED")
             continue
-        trial.set_user_attr(VAL_RETURNS, val_returns[i])
-        trial.set_user_attr("sharpe", float(np.mean([m["sharpe"] for m in scores[i].values()])))
-        value = float(np.mean([score(m, cfg.tune.metric) for m in scores[i].values()]))
+        trial.set_user_attr(VAL_RETURNS, outcome.val_returns[i])
+        trial.set_user_attr("sharpe", float(np.mean([m["sharpe"] for m in seg_scores.values()])))
+        value = float(np.mean([score(m, cfg.tune.metric) for m in seg_scores.values()]))
         log.info("trial %d: validation %s %.4g (%s)", trial.number, cfg.tune.metric, value,
                  ", ".join(overrides[i]))
         _tell(study, trial, value, "COMPLETE")
+
+
+def population_batch(cfg: Config, market: pd.DataFrame, segments: list[Segment],
+                     trials: list[Any], study: Any, workdir: Path, population: int,
+                     progress: bool) -> None:
+    """Train the trials of one ask() batch as ONE population here, then tell each of them."""
+    overrides = batch_overrides(cfg, trials, population)
+    outcome = train_batch(cfg, market, segments, overrides, population,
+                          workdir / "trials" / f"batch_{trials[0].number}", progress)
+    tell_batch(cfg, study, trials, overrides, outcome, segments)
+
+
+def _ask(study: Any, n: int) -> list[Any]:
+    with warnings.catch_warnings():  # the heartbeat is optimize()'s; ask/tell here
+        warnings.filterwarnings("ignore", message="Heartbeat of storage")
+        return [study.ask() for _ in range(n)]
 
 
 def run_study(cfg: Config, n_trials: int, storage: str | None = None,
               study_name: str | None = None, workdir: str | Path = "results/tune",
               market: pd.DataFrame | None = None, *, worker: int = 0, pruner: Any = None,
               progress: bool | None = None, keep_trial_dirs: bool = False,
-              population: int | None = None) -> StudyResult:
+              population: int | None = None, executor: Any = None) -> StudyResult:
     """Run n_trials more trials of the study (created or resumed) and export the best config.
 
     storage: an Optuna storage URL (default sqlite:///<workdir>/study.db); several processes may
@@ -794,6 +842,10 @@ def run_study(cfg: Config, n_trials: int, storage: str | None = None,
     population: ask Optuna for that many trials at a time (ask/tell) and train each batch as one
     population (`population_batch`); the search space may then hold only dynamic
     hyperparameters (`training.spec.HYPER_KEYS`), and one compilation serves the whole study.
+    executor: a `cluster.RayExecutor` sends each population batch to a Ray task (population
+    mode only) and keeps `executor.slots` batches in flight; the results are told to Optuna in
+    the order the batches were asked for. With one batch in flight, or while the sampler is
+    still in its random start-up trials, the study is the same as a local one.
     """
     import optuna
 
@@ -805,6 +857,9 @@ def run_study(cfg: Config, n_trials: int, storage: str | None = None,
         if population < 1:
             raise ValueError(f"population must be >= 1, got {population}")
         check_population_space(cfg)
+    if executor is not None and population is None:
+        raise ValueError("tuning on a Ray executor sends population batches to the tasks: give "
+                         "--population P (P trials per task)")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     storage_url = storage or f"sqlite:///{(workdir / 'study.db').absolute()}"
@@ -857,17 +912,38 @@ def run_study(cfg: Config, n_trials: int, storage: str | None = None,
                                        keep_trial_dirs)
             study.optimize(objective, n_trials=n_trials,
                            catch=(TrainingDivergedError, ConfigError), callbacks=[after_trial])
-        else:
+        elif executor is None:
             left = n_trials
             while left > 0:
-                with warnings.catch_warnings():  # the heartbeat is optimize()'s; ask/tell here
-                    warnings.filterwarnings("ignore", message="Heartbeat of storage")
-                    batch = [study.ask() for _ in range(min(population, left))]
+                batch = _ask(study, min(population, left))
                 population_batch(cfg, market, segments, batch, study, workdir, population,
                                  progress)
                 ran.extend(t.number for t in batch)
                 write_trial_log(study, trial_log)
                 left -= len(batch)
+        else:
+            left = n_trials
+            in_flight: collections.deque = collections.deque()
+            while left > 0 or in_flight:
+                while left > 0 and len(in_flight) < executor.slots:
+                    batch = _ask(study, min(population, left))
+                    overrides = batch_overrides(cfg, batch, population)
+                    ref = executor.submit_batch(cfg, market, segments, overrides, population)
+                    in_flight.append((batch, overrides, ref))
+                    left -= len(batch)
+                batch, overrides, ref = in_flight.popleft()  # told in the order asked
+                try:
+                    outcome = executor.result(ref, "tuning batch of trials "
+                                              f"{[t.number for t in batch]}")
+                except Exception as exc:  # no trial stays RUNNING in the storage
+                    for trials in [batch, *(b for b, _, _ in in_flight)]:
+                        for trial in trials:
+                            trial.set_user_attr("cluster_error", f"{exc}"[:2000])
+                            _tell(study, trial, None, "FAIL")
+                    raise
+                tell_batch(cfg, study, batch, overrides, outcome, segments)
+                ran.extend(t.number for t in batch)
+                write_trial_log(study, trial_log)
     finally:
         n_logged = write_trial_log(study, trial_log)
         trials_dir = workdir / "trials"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cryptorl_jax.backtest import baselines
-from cryptorl_jax.backtest.simulate import simulate
+from cryptorl_jax.backtest.replay import simulate
 from cryptorl_jax.config import EnvConfig
 from cryptorl_jax.env import trading
 from tests.reference import numpy_env as ref
@@ -181,7 +181,7 @@ def test_baselines():
 
 def test_simulate_compiles_once_per_length():
     # The package exports the function under the module's name; fetch the module itself.
-    simulate_module = importlib.import_module("cryptorl_jax.backtest.simulate")
+    simulate_module = importlib.import_module("cryptorl_jax.backtest.replay")
 
     n = 400
     actions = np.random.default_rng(11).uniform(-1, 1, n)

@@ -167,3 +167,73 @@ def test_config_is_frozen_and_roundtrips(tmp_path):
     p = write(tmp_path, cfg.to_yaml(), "resolved.yaml")
     again = load_config(p)
     assert again == cfg and again.digest() == cfg.digest()
+
+
+# --------------------------------------------------------------------------------------------
+# base: inheritance
+# --------------------------------------------------------------------------------------------
+
+
+def test_base_merges_section_by_section(tmp_path):
+    (tmp_path / "a.yaml").write_text(
+        "seed: 3\nrun_name: a\nenv:\n  window: 16\n  fee_bps: 4.0\n"
+        "tqc:\n  net_arch: [32, 32, 32]\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.yaml").write_text(
+        "base: ../a.yaml\nrun_name: b\nenv:\n  fee_bps: 1.0\ntqc:\n  net_arch: [8]\n")
+    cfg = load_config(tmp_path / "sub" / "b.yaml", ["env.slippage_bps=0.5"])
+    assert cfg.seed == 3 and cfg.run_name == "b"  # inherited / overridden
+    assert cfg.env.window == 16 and cfg.env.fee_bps == 1.0 and cfg.env.slippage_bps == 0.5
+    assert cfg.tqc.net_arch == (8,)  # a list replaces the base's list
+
+
+def test_tune_quick_inherits_quick(repo_root):
+    quick = load_config(repo_root / "configs" / "quick.yaml")
+    tune = load_config(repo_root / "configs" / "tune_quick.yaml")
+    assert "base: quick.yaml" in (repo_root / "configs" / "tune_quick.yaml").read_text()
+    assert dataclasses.replace(tune, tune=quick.tune, source=None) == \
+        dataclasses.replace(quick, source=None)
+    assert len(tune.tune.space) >= 4
+
+
+def test_missing_or_looping_base_is_refused_naming_the_files(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match=r"nowhere\.yaml.*named by .*a\.yaml"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "x.yaml").write_text("base: y.yaml\nseed: 1\n")
+    (tmp_path / "y.yaml").write_text("base: x.yaml\n")
+    with pytest.raises(ConfigError, match=r"loops back: .*x\.yaml -> .*y\.yaml -> .*x\.yaml"):
+        load_config(tmp_path / "x.yaml")
+    (tmp_path / "self.yaml").write_text("base: self.yaml\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(tmp_path / "self.yaml")
+    (tmp_path / "bad.yaml").write_text("base: [1, 2]\n")
+    with pytest.raises(ConfigError, match="'base'.*must name a YAML file"):
+        load_config(tmp_path / "bad.yaml")
+
+
+def test_study_section_is_validated(tmp_path, repo_root):
+    cfg = load_config(repo_root / "configs" / "study.yaml")
+    assert [r.name for r in cfg.study.runs] == ["none", "random", "pretrained"]
+    assert cfg.data.start is None and cfg.wfo.train_months == 18
+    (tmp_path / "s.yaml").write_text(
+        "study:\n  runs:\n    - {name: a, set: ['encoder.mode=none']}\n"
+        "    - {name: a, set: []}\n")
+    with pytest.raises(ConfigError, match=r"study\.runs\[1\]\.name.*duplicate"):
+        load_config(tmp_path / "s.yaml")
+    (tmp_path / "t.yaml").write_text("study:\n  runs:\n    - {name: a, set: ['tqc.gama=0.9']}\n")
+    with pytest.raises(ConfigError, match=r"study\.runs\[0\]\.set.*'tqc\.gama' is not a config"):
+        load_config(tmp_path / "t.yaml")
+
+
+def test_every_section_has_its_validator():
+    import inspect
+
+    from cryptorl_jax import config as config_module
+
+    src = inspect.getsource(config_module.validate)
+    assert len(src.splitlines()) < 25  # the dispatcher only
+    for f in dataclasses.fields(config_module.Config):
+        if f.name in ("seed", "run_name", "source"):
+            continue
+        assert hasattr(config_module, f"_validate_{f.name}"), f.name

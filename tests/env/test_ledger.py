@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cryptorl_jax.backtest.simulate import simulate
+from cryptorl_jax.backtest.replay import simulate
 from cryptorl_jax.config import EnvConfig
 from cryptorl_jax.env import accounting, trading
 from cryptorl_jax.training.rollout import policy_rollout

@@ -1,4 +1,4 @@
-"""Plain-numpy, loop-based reading of DESIGN.md's trading accounting and of the trading env.
+"""Plain-numpy, loop-based reading of docs/reference.md's trading accounting and of the trading env.
 
 Written independently of `cryptorl_jax.env` (Python floats, float64, explicit loops) so the
 parity tests compare two readings of the same equations. `NumpyTradingEnv` is also the lean

@@ -1,4 +1,4 @@
-"""Plain-loop references for the feature formulas and the HMM forward filter (DESIGN.md).
+"""Plain-loop references for the feature formulas and the HMM forward filter (docs/reference.md).
 
 Written for readability, not speed: one scalar at a time, straight from the definitions.
 """

@@ -1,4 +1,5 @@
-"""The curriculum reproduces ORIGINAL.md's three phases with linear ramps."""
+"""The curriculum reproduces the original system's three phases (docs/reference.md) with linear
+ramps."""
 
 from __future__ import annotations
 

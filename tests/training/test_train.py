@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 
+from cryptorl_jax.hooks import Hooks
 from cryptorl_jax.training.train import (
     TrainingDivergedError,
     _finite_or_raise,
@@ -63,7 +64,7 @@ def test_resume_gives_the_uninterrupted_parameters(tmp_path, tiny):
     full = train(cfg, data, tmp_path / "full", resume=False, trainer=trainer)
     assert full.env_steps == cfg.train.total_env_steps
     # a run killed after chunk 2, then resumed from its checkpoint
-    part = train(cfg, data, tmp_path / "part", stop_after_chunk=2, trainer=trainer)
+    part = train(cfg, data, tmp_path / "part", hooks=Hooks(stop_after_chunk=2), trainer=trainer)
     assert part.env_steps == 2 * cfg.train.steps_per_chunk * cfg.train.n_envs
     resumed = train(cfg, data, tmp_path / "part", trainer=trainer)
     assert len(resumed.history) == len(full.history)
@@ -253,7 +254,7 @@ def test_population_sharded_over_two_devices_matches_one_device(repo_root):
 def test_a_fresh_run_refuses_a_directory_with_checkpoints(tmp_path, tiny):
     cfg, trainer = tiny
     data = synthetic_data(cfg)
-    train(cfg, data, tmp_path, trainer=trainer, stop_after_chunk=1)
+    train(cfg, data, tmp_path, trainer=trainer, hooks=Hooks(stop_after_chunk=1))
     before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     with pytest.raises(FileExistsError, match="already holds training checkpoints"):
         train(cfg, data, tmp_path, trainer=trainer, resume=False)

@@ -15,6 +15,7 @@ import pytest
 
 from cryptorl_jax.backtest.metrics import compute_metrics
 from cryptorl_jax.config import load_config
+from cryptorl_jax.hooks import Hooks
 from cryptorl_jax.market.synthetic import make_market
 from cryptorl_jax.walkforward import pipeline
 
@@ -119,7 +120,7 @@ def test_killed_in_segment_2_and_resumed(full_run, cfg, market, tmp_path):
     workdir, _ = full_run
     resumed = tmp_path / "tiny"
     with pytest.raises(KeyboardInterrupt):
-        pipeline.run(cfg, resumed, market=market, kill_at=(1, 2))
+        pipeline.run(cfg, resumed, market=market, hooks=Hooks(kill_at=(1, 2)))
     assert (resumed / "segment_0" / "DONE").is_file()
     assert not (resumed / "segment_1" / "DONE").exists()
     assert (resumed / "segment_1" / "train" / "checkpoints" / "2").is_dir()

@@ -82,8 +82,8 @@ def study(tmp_path_factory, cfg, poisoned):
             end, len(run.market), sm.matrix.shape[0]),
     }
     mp = pytest.MonkeyPatch()
-    for name, rows_of in patches.items():
-        mp.setattr(tune, name, wrap(name, getattr(tune, name), rows_of))
+    for name, rows_of in patches.items():  # the shared segment runner's stages (pipeline)
+        mp.setattr(pipeline, name, wrap(name, getattr(pipeline, name), rows_of))
     try:
         result = tune.run_study(cfg, 3, workdir=workdir, market=poisoned, progress=False)
     finally:
@@ -100,6 +100,10 @@ def test_no_trial_reads_a_row_at_or_after_train_end(study, segment):
     assert result.trials_run == [0, 1, 2]
     assert set(seen) == {"build_run_features", "fit_segment_transforms", "run_encoder_stage",
                          "slice_data", "backtest_rows"}
+    # the first call is the study's segment layout (wfo_layout: where segments start needs the
+    # whole frame's warm-up); its features are not given to any trial
+    assert seen["build_run_features"][0] == 1100
+    seen = {**seen, "build_run_features": seen["build_run_features"][1:]}
     for name, rows in seen.items():
         assert len(rows) >= 3, name  # every trial went through every stage
         assert max(rows) <= segment.train_end, (name, rows)

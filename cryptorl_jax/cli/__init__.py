@@ -1,0 +1,48 @@
+"""`cryptorl SUBCOMMAND ...`: the command line of cryptorl_jax (`cryptorl --help` lists them).
+
+Each subcommand is a module of this package with `main(argv) -> int`; the scripts in
+scripts/ (`python scripts/wfo.py ...`) call the same functions.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+SUBCOMMANDS = {
+    "wfo": "walk-forward study of one config (fit on train rows, backtest out of sample)",
+    "tune": "Optuna tuning nested inside the walk-forward train windows",
+    "evaluate": "backtest a saved segment's agent on any window of the data",
+    "compare": "compare finished runs over the same OOS window (table, equity, tearsheet, DSR)",
+    "study": "run the runs of a config's study: section, then compare them and write its doc",
+    "download": "download hourly OHLCV (ccxt, yfinance) in the loader's format",
+    "bench": "benchmarks as ratios against a baseline measured in the same run (checkout)",
+    "train": "one segment end to end (the quick single-split demo)",
+}
+
+
+def usage() -> str:
+    width = max(map(len, SUBCOMMANDS))
+    lines = ["usage: cryptorl SUBCOMMAND [ARGS ...]   (cryptorl SUBCOMMAND --help for its options)",
+             "", "subcommands:"]
+    lines += [f"  {name.ljust(width)}  {text}" for name, text in SUBCOMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"cryptorl: error: unknown subcommand '{name}'\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"cryptorl_jax.cli.{name}")
+    sys.argv[0] = f"cryptorl {name}"  # argparse's prog in the subcommand's usage line
+    rc = module.main(rest)
+    return 0 if rc is None else int(rc)
+
+
+def entry() -> None:  # [project.scripts] cryptorl
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Compare finished walk-forward runs over the same OOS window:
+
+    cryptorl compare results/study-none results/study-pretrained [--out DIR] [--label NAME ...]
+
+Writes DIR (default: <output dir of the first run>/compare-<names>/) with comparison.csv and
+comparison.md (one row per run: stitched-OOS metrics, PSR, the Deflated Sharpe over the runs
+compared, timing-null p-value, seed dispersion), baselines.csv, equity.png (the runs' equity
+curves overlaid) and tearsheet.html (one quantstats tearsheet, every run a strategy column).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", help="finished run directories")
+    p.add_argument("--out", default=None, help="output directory")
+    p.add_argument("--label", action="append", default=None,
+                   help="a name per run, in order (default: each run's run_name)")
+    p.add_argument("--no-tearsheet", action="store_true")
+    args = p.parse_args(argv)
+    from cryptorl_jax.training.logging import configure_cli_logging
+
+    configure_cli_logging()
+    from cryptorl_jax.config import ConfigError
+    from cryptorl_jax.results import markdown_table, write_comparison
+
+    out = Path(args.out) if args.out else (
+        Path(args.runs[0]).parent / ("compare-" + "-".join(Path(r).name for r in args.runs)))
+    try:
+        cmp = write_comparison(args.runs, out, labels=args.label,
+                               tearsheet=not args.no_tearsheet)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"compare: error: {exc}", file=sys.stderr)
+        return 2
+    print(markdown_table(cmp.table[["total_return", "sharpe", "max_drawdown", "psr",
+                                    "dsr_compared", "timing_p_value"]]))
+    print(f"compare: {cmp.n_runs} runs; outputs in {out}")
+    return 0

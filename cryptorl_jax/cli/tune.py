@@ -1,0 +1,119 @@
+"""Optuna tuning, nested inside the walk-forward train windows: cryptorl tune
+--config FILE --trials N [--study-db sqlite:///...] [--study-name NAME] [--out DIR]
+[--set key=value ...] [--worker K] [--population P]. Writes DIR/<run_name>-tune/ (study.db,
+trials.jsonl, best.yaml, overfitting.json); run the best config with cryptorl wfo
+--config .../best.yaml.
+Several processes may share one --study-db: give each a distinct --worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cryptorl_jax.cli.executor_args import add_executor_arguments, executor_kwargs
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--config", required=True, help="YAML config with a tune: section")
+    p.add_argument("--trials", type=int, required=True, help="trials to run in this process")
+    p.add_argument("--study-db", default=None,
+                   help="Optuna storage URL (default: sqlite:///<out>/study.db)")
+    p.add_argument("--study-name", default=None, help="default: <run_name>-tune")
+    p.add_argument("--out", default=None,
+                   help="directory for <run_name>-tune/ (default: output.dir)")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="KEY=VALUE", help="dotted override, e.g. tune.segments=[0,1]")
+    p.add_argument("--worker", type=int, default=0,
+                   help="distinct number per process sharing one storage (sampler seed)")
+    p.add_argument("--population", type=int, default=None, metavar="P",
+                   help="ask for P trials at a time and train them as one population (one "
+                        "compilation for the study; the space may hold only the dynamic "
+                        "hyperparameters: learning rates, gamma, tau, entropy, grad norm, "
+                        "reward scale, curriculum churn/smooth)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_executor_arguments(p, tuning=True)
+    return p.parse_args(argv)
+
+
+def _fmt(x) -> str:
+    return "undefined" if x is None else f"{x:.3f}"
+
+
+def overfitting_text(stats: dict, path: Path) -> str:
+    """The study's selection statistics, as tune.py prints them."""
+    lines = [f"tune: {stats['n_trials']} trials tried ({stats['n_completed']} completed, "
+             f"{stats['n_pruned']} pruned, {stats['n_failed']} failed)",
+             f"tune: best trial's Deflated Sharpe on its validation rows (N = "
+             f"{stats['n_trials']}): {_fmt(stats.get('best_trial_dsr'))}; its PSR "
+             f"{_fmt(stats.get('best_trial_psr'))}"]
+    pbo = stats.get("pbo")
+    if pbo is not None:
+        d = stats["pbo_detail"]
+        lines.append(f"tune: Probability of Backtest Overfitting (CSCV, {d['n_blocks']} blocks, "
+                     f"{d['n_combinations']} combinations): {pbo:.3f}; logit median "
+                     f"{d['logits_summary']['median']:.2f}; degradation slope "
+                     f"{_fmt(d['degradation_slope'])}, P[OOS loss of the IS best] "
+                     f"{_fmt(d['prob_oos_loss'])}")
+    else:
+        lines.append("tune: Probability of Backtest Overfitting: undefined")
+    lines += [f"tune: note: {n}" for n in stats.get("notes", [])]
+    lines.append(f"tune: overfitting statistics in {path}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from cryptorl_jax.training.logging import configure_cli_logging
+
+    configure_cli_logging()
+    if args.trials < 1:
+        print(f"tune: error: --trials must be >= 1, got {args.trials}", file=sys.stderr)
+        return 2
+    if args.population is not None and args.population < 1:
+        print(f"tune: error: --population must be >= 1, got {args.population}", file=sys.stderr)
+        return 2
+    from cryptorl_jax.cluster import ClusterError
+    from cryptorl_jax.config import ConfigError, load_config
+    from cryptorl_jax.market import DataValidationError
+    from cryptorl_jax.walkforward.tune import run_study
+
+    try:
+        overrides = list(args.overrides) + (["output.progress=false"] if args.quiet else [])
+        cfg = load_config(args.config, overrides)
+        workdir = Path(args.out or cfg.output.dir) / f"{cfg.run_name}-tune"
+        from cryptorl_jax.cluster import maybe_executor
+
+        if args.executor == "ray" and args.population is None:
+            raise ValueError("--executor ray sends population batches to the tasks: give "
+                             "--population P")
+        with maybe_executor(args.executor, **executor_kwargs(args)) as executor:
+            result = run_study(cfg, args.trials, storage=args.study_db,
+                               study_name=args.study_name, workdir=workdir, worker=args.worker,
+                               population=args.population, executor=executor)
+    except (ConfigError, DataValidationError, FileNotFoundError, ValueError,
+            ClusterError) as exc:
+        print(f"tune: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tune: interrupted; run the same command again to continue the study",
+              file=sys.stderr)
+        return 130
+    print(f"tune: study '{result.study_name}': ran trials {result.trials_run} in "
+          f"{result.seconds:.0f} s; {result.n_trials} finished trials in {result.storage}; "
+          f"trial log {result.trial_log}")
+    if result.best_config is None:
+        print("tune: no trial completed, so no best config was written", file=sys.stderr)
+        return 1
+    print(f"tune: best trial {result.best_trial}: {cfg.tune.metric} {result.best_value:.4g} "
+          f"with {result.best_params}")
+    print(overfitting_text(result.overfitting, result.best_config.with_name("overfitting.json")))
+    print(f"tune: best config {result.best_config}; run it with: cryptorl wfo "
+          f"--config {result.best_config}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

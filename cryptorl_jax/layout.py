@@ -1,0 +1,209 @@
+"""The on-disk layout of a walk-forward run: the one place that knows its file names.
+
+    <output dir>/runs.jsonl                 the run registry (backtest.registry)
+    <output dir>/<run_name>/                RunDir
+        config.yaml, config.digest          the run's identity (written first)
+        run_info.json                       provenance of each invocation (provenance.py)
+        oos_returns.parquet, metrics.csv, comparison.csv, summary.md, report.html,
+        equity_curve.png, tearsheet.html    the aggregate report (backtest.report)
+        segment_<k>_regimes.png             each segment's filtered regimes
+        tensorboard/                        scalars per segment and the run's hparams
+        segment_<k>/                        SegmentDir
+            transforms.json, scaler.json, regime_model.json, regime_stats.json
+            encoder/, encoder_report.json   the MAE (pretrained modes)
+            train/                          TQC checkpoints (resume)
+            agents/, train_history.json     the trained population and its curves
+            oos.parquet, series_metrics.csv, metrics.json, regime_metrics.csv,
+            stationarity.csv                the segment's OOS backtest
+            DONE                            written last: the segment is finished
+
+Nothing here imports JAX: a finished run is read (cryptorl_jax.results) without it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DONE = "DONE"
+REGISTRY = "runs.jsonl"
+
+
+@dataclass(frozen=True)
+class SegmentDir:
+    """segment_<k>/ of a run."""
+
+    path: Path
+
+    @classmethod
+    def of(cls, run_dir: str | Path, index: int) -> SegmentDir:
+        return cls(Path(run_dir) / f"segment_{index}")
+
+    @property
+    def index(self) -> int:
+        return int(self.path.name.split("_", 1)[1])
+
+    # fitted on the train rows
+    @property
+    def transforms(self) -> Path:
+        return self.path / "transforms.json"
+
+    @property
+    def scaler(self) -> Path:
+        return self.path / "scaler.json"
+
+    @property
+    def regime_model(self) -> Path:
+        return self.path / "regime_model.json"
+
+    @property
+    def regime_stats(self) -> Path:
+        return self.path / "regime_stats.json"
+
+    @property
+    def encoder(self) -> Path:
+        return self.path / "encoder"
+
+    @property
+    def encoder_report(self) -> Path:
+        return self.path / "encoder_report.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "train"
+
+    @property
+    def agents(self) -> Path:
+        return self.path / "agents"
+
+    @property
+    def train_history(self) -> Path:
+        return self.path / "train_history.json"
+
+    # the OOS backtest
+    @property
+    def oos(self) -> Path:
+        return self.path / "oos.parquet"
+
+    @property
+    def series_metrics(self) -> Path:
+        return self.path / "series_metrics.csv"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def regime_metrics(self) -> Path:
+        return self.path / "regime_metrics.csv"
+
+    @property
+    def stationarity(self) -> Path:
+        return self.path / "stationarity.csv"
+
+    @property
+    def done(self) -> Path:
+        return self.path / DONE
+
+    def is_done(self) -> bool:
+        return self.done.is_file()
+
+    def done_meta(self) -> dict[str, Any]:
+        """The DONE marker's record: rows, periods, timings, OOS Sharpe, env steps."""
+        return json.loads(self.done.read_text())
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """<output dir>/<run_name>/."""
+
+    path: Path
+
+    def __init__(self, path: str | Path):
+        object.__setattr__(self, "path", Path(path))
+
+    def segment(self, index: int) -> SegmentDir:
+        return SegmentDir.of(self.path, index)
+
+    def finished_segments(self) -> list[int]:
+        """Segment numbers with a DONE marker, in order."""
+        out = []
+        for p in self.path.glob("segment_*"):
+            if p.is_dir() and (p / DONE).is_file():
+                try:
+                    out.append(int(p.name.split("_", 1)[1]))
+                except ValueError:
+                    continue
+        return sorted(out)
+
+    def segment_dirs(self) -> list[SegmentDir]:
+        """Every segment_<k>/ folder, finished or not."""
+        out = []
+        for p in self.path.glob("segment_*"):
+            if p.is_dir() and p.name.split("_", 1)[1].isdigit():
+                out.append(SegmentDir(p))
+        return sorted(out, key=lambda s: s.index)
+
+    @property
+    def registry(self) -> Path:
+        return self.path.parent / REGISTRY
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def config_digest(self) -> Path:
+        return self.path / "config.digest"
+
+    @property
+    def run_info(self) -> Path:
+        return self.path / "run_info.json"
+
+    @property
+    def oos(self) -> Path:
+        return self.path / "oos_returns.parquet"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.csv"
+
+    @property
+    def comparison(self) -> Path:
+        return self.path / "comparison.csv"
+
+    @property
+    def summary(self) -> Path:
+        return self.path / "summary.md"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.html"
+
+    @property
+    def equity_png(self) -> Path:
+        return self.path / "equity_curve.png"
+
+    @property
+    def tearsheet(self) -> Path:
+        return self.path / "tearsheet.html"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tensorboard"
+
+    def regimes_png(self, index: int) -> Path:
+        return self.path / f"segment_{index}_regimes.png"
+
+    REPORT_FILES = ("config.yaml", "oos_returns.parquet", "metrics.csv", "comparison.csv")
+
+    def missing_for_load(self) -> list[str]:
+        """What a finished run has and this folder lacks (empty: it loads)."""
+        if not self.path.is_dir():
+            return [f"the folder {self.path} itself"]
+        missing = [f for f in self.REPORT_FILES if not (self.path / f).is_file()]
+        if not self.finished_segments():
+            missing.append("a finished segment (segment_<k>/DONE)")
+        return missing

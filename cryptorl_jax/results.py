@@ -1,0 +1,365 @@
+"""Finished runs as objects: load one, compare several.
+
+    from cryptorl_jax.results import Run, compare_runs
+    run = Run.load("results/quick")
+    run.metrics            # per segment + "all" (the stitched OOS series)
+    run.oos                # the stitched hourly OOS frame (strategy, seeds, baselines, ...)
+    run.plot_equity()
+    cmp = compare_runs(["results/study-none", "results/study-pretrained"])
+    cmp.table              # one row per run: stitched-OOS metrics, PSR, DSR over the runs
+
+Reading a run touches only its files (layout.RunDir): nothing here imports JAX, so loading a
+finished run compiles nothing. The comparison requires the runs to cover the same OOS hours;
+its Deflated Sharpe counts exactly the runs compared (N = len(paths)), which is the honest N
+when these runs are the candidates a researcher picks the best of. The output directory's run
+registry (backtest.registry) may know of more runs over the window: `Run.metrics`' own DSR
+counts those.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cryptorl_jax.config import Config, load_config
+from cryptorl_jax.io import write_atomic
+from cryptorl_jax.layout import RunDir
+
+PERIODS = 8760
+TABLE_COLUMNS = ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar",
+                 "volatility", "turnover", "exposure", "cost_per_year", "financing_per_year",
+                 "psr", "dsr_compared", "timing_p_value", "seed_sharpe_mean", "seed_sharpe_std",
+                 "n_seeds", "n_segments", "oos_hours")
+
+
+class NotARunError(FileNotFoundError):
+    """The folder is not a finished walk-forward run (the message names what is missing)."""
+
+
+class Run:
+    """A finished walk-forward run directory, read lazily (each property reads its file once)."""
+
+    def __init__(self, path: str | Path):
+        self.dir = RunDir(path)
+        self.path = self.dir.path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Run:
+        """The run in `path`; NotARunError naming what is missing if it is not a finished run."""
+        run_dir = RunDir(path)
+        missing = run_dir.missing_for_load()
+        if missing:
+            raise NotARunError(f"{run_dir.path} is not a finished walk-forward run: missing "
+                               + ", ".join(missing))
+        return cls(path)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, segments={self.segment_numbers})"
+
+    @functools.cached_property
+    def config(self) -> Config:
+        return load_config(self.dir.config)
+
+    @property
+    def name(self) -> str:
+        return self.config.run_name
+
+    @functools.cached_property
+    def segment_numbers(self) -> list[int]:
+        return self.dir.finished_segments()
+
+    @functools.cached_property
+    def oos(self) -> pd.DataFrame:
+        """The stitched hourly OOS frame: strategy (ensemble, 1x costs), its 2x / 0x cost
+        replays, seed_<i>, the baselines, benchmark, exposure, turnover, charges, segment."""
+        return pd.read_parquet(self.dir.oos)
+
+    @functools.cached_property
+    def metrics(self) -> pd.DataFrame:
+        """metrics.csv indexed by segment ('0', '1', ..., 'all')."""
+        return pd.read_csv(self.dir.metrics, dtype={"segment": str}).set_index("segment")
+
+    @property
+    def headline(self) -> dict[str, Any]:
+        """The `all` row of `metrics`: the stitched OOS series' figures."""
+        return self.metrics.loc["all"].to_dict()
+
+    @functools.cached_property
+    def comparison(self) -> pd.DataFrame:
+        """comparison.csv: the strategy, its cost variants, each seed and the baselines."""
+        return pd.read_csv(self.dir.comparison, index_col=0)
+
+    @functools.cached_property
+    def segments(self) -> pd.DataFrame:
+        """One row per finished segment: train / test periods and rows, OOS Sharpe, env steps,
+        timings and memory (the DONE records)."""
+        rows = []
+        for k in self.segment_numbers:
+            meta = self.dir.segment(k).done_meta()
+            row = {key: meta.get(key) for key in ("segment", "sharpe", "env_steps")}
+            for key in ("train_period", "test_period", "train_rows", "test_rows"):
+                if key in meta:
+                    row[f"{key}_start"], row[f"{key}_end"] = meta[key]
+            row.update(meta.get("timings", {}))
+            rows.append(row)
+        return pd.DataFrame(rows).set_index("segment")
+
+    @functools.cached_property
+    def history(self) -> dict[int, list[dict[str, Any]]]:
+        """Training curves per segment: train_history.json's chunk records."""
+        out = {}
+        for k in self.segment_numbers:
+            p = self.dir.segment(k).train_history
+            out[k] = json.loads(p.read_text()) if p.is_file() else []
+        return out
+
+    @functools.cached_property
+    def info(self) -> dict[str, Any]:
+        """run_info.json (provenance); {} for a run written before it was recorded."""
+        return json.loads(self.dir.run_info.read_text()) if self.dir.run_info.is_file() else {}
+
+    @property
+    def window(self) -> tuple[pd.Timestamp, pd.Timestamp, int]:
+        """(first OOS hour, last OOS hour, number of hours)."""
+        return self.oos.index[0], self.oos.index[-1], len(self.oos)
+
+    def plot_equity(self, ax=None, *, label: str | None = None, benchmark: bool = True):
+        """Cumulative NAV of the strategy (and BTC buy & hold) on `ax` (a new figure if None)."""
+        if ax is None:
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure
+
+            fig = Figure(figsize=(11, 5))
+            FigureCanvasAgg(fig)
+            ax = fig.add_subplot(1, 1, 1)
+            ax.set_yscale("log")
+            ax.set_ylabel("NAV (log scale)")
+            ax.grid(alpha=0.3)
+        idx = self.oos.index.tz_convert("UTC").tz_localize(None)
+        ax.plot(idx, np.cumprod(1 + self.oos["strategy"].to_numpy()), lw=1.5,
+                label=label or self.name)
+        if benchmark:
+            ax.plot(idx, np.cumprod(1 + self.oos["benchmark"].to_numpy()), color="black",
+                    lw=1.0, label="BTC buy & hold")
+        ax.legend(loc="upper left", fontsize=8)
+        return ax
+
+    def tearsheet(self, path: str | Path) -> Path:
+        """A quantstats tearsheet of the stitched OOS strategy against BTC buy & hold."""
+        from cryptorl_jax.backtest.report import write_tearsheet
+
+        path = Path(path)
+        err = write_tearsheet(self.oos, path, f"{self.name}: walk-forward OOS")
+        if err is not None:
+            raise RuntimeError(f"tearsheet {path} not written: {err}")
+        return path
+
+
+# --------------------------------------------------------------------------------------------
+# Comparing runs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Comparison:
+    table: pd.DataFrame  # one row per run (index: label)
+    baselines: pd.DataFrame  # the baselines over the common window (identical for every run)
+    returns: pd.DataFrame  # hourly strategy returns, one column per run
+    runs: dict[str, Run]
+    n_runs: int
+    sr_variance: float  # of the runs' per-period Sharpes
+    expected_max_sharpe: float  # annualised: E[max of N unskilled Sharpes]
+
+
+def _labels(runs: list[Run], labels: list[str] | None) -> list[str]:
+    if labels is not None:
+        if len(labels) != len(runs):
+            raise ValueError(f"{len(labels)} labels for {len(runs)} runs")
+        out = list(labels)
+    else:
+        out = [r.name for r in runs]
+        if len(set(out)) < len(out):  # two runs with one run_name: use the folder
+            out = [str(r.path) for r in runs]
+    if len(set(out)) < len(out):
+        raise ValueError(f"the runs' labels are not distinct: {out}")
+    return out
+
+
+def check_same_window(runs: list[Run], labels: list[str]) -> None:
+    """ValueError naming the runs whose OOS hours differ from the first run's."""
+    first = runs[0].oos.index
+    bad = []
+    for run, label in zip(runs[1:], labels[1:]):
+        idx = run.oos.index
+        if len(idx) != len(first) or not idx.equals(first):
+            bad.append(f"{label} ({run.path}): {idx[0]} .. {idx[-1]}, {len(idx)} h")
+    if bad:
+        raise ValueError(
+            f"the runs do not cover the same OOS hours, so their Sharpes cannot be compared or "
+            f"deflated together: {labels[0]} ({runs[0].path}) covers {first[0]} .. {first[-1]}, "
+            f"{len(first)} h; " + "; ".join(bad))
+
+
+def compare_runs(paths: list[str | Path], labels: list[str] | None = None) -> Comparison:
+    """The stitched-OOS figures of finished runs side by side, with each run's PSR and the
+    Deflated Sharpe over the N runs compared (same OOS window required)."""
+    from cryptorl_jax.backtest.metrics import (
+        compute_metrics,
+        expected_max_sharpe,
+        probabilistic_sharpe,
+        sharpe,
+    )
+
+    if not paths:
+        raise ValueError("compare_runs: no run given")
+    runs = [Run.load(p) for p in paths]
+    names = _labels(runs, labels)
+    check_same_window(runs, names)
+    returns = pd.DataFrame({n: r.oos["strategy"].to_numpy(np.float64)
+                            for n, r in zip(names, runs)}, index=runs[0].oos.index)
+    per_period = np.array([sharpe(returns[n].to_numpy(), 1.0) for n in names])
+    finite = per_period[np.isfinite(per_period)]
+    n = len(names)
+    var = float(np.var(finite, ddof=1)) if len(finite) > 1 else 0.0
+    emax = 0.0 if n <= 1 else expected_max_sharpe(n, var)
+    rows = {}
+    for name, run in zip(names, runs):
+        head = run.headline
+        row = {k: float(head[k]) if k in head else math.nan for k in TABLE_COLUMNS}
+        r = returns[name].to_numpy()
+        row["psr"] = probabilistic_sharpe(r)
+        row["dsr_compared"] = (probabilistic_sharpe(r, emax) if math.isfinite(emax)
+                               else math.nan)
+        seeds = [c for c in run.comparison.index if str(c).startswith("seed_")]
+        seed_sr = run.comparison.loc[seeds, "sharpe"].astype(float) if seeds else pd.Series([])
+        row["n_seeds"] = float(len(seeds))
+        row["seed_sharpe_mean"] = float(seed_sr.mean()) if len(seeds) else math.nan
+        row["seed_sharpe_std"] = float(seed_sr.std(ddof=1)) if len(seeds) > 1 else math.nan
+        row["n_segments"] = float(len(run.segment_numbers))
+        row["oos_hours"] = float(len(r))
+        rows[name] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")[list(TABLE_COLUMNS)]
+    table.index.name = "run"
+    oos = runs[0].oos
+    base_cols = [c for c in ("buy_and_hold", "vol_targeted_buy_and_hold", "flat", "random",
+                             "benchmark") if c in oos.columns]
+    baselines = pd.DataFrame.from_dict(
+        {c: compute_metrics(oos[c], oos["benchmark"], PERIODS) for c in base_cols},
+        orient="index")
+    baselines.index.name = "baseline"
+    return Comparison(table=table, baselines=baselines, returns=returns,
+                      runs=dict(zip(names, runs)), n_runs=n, sr_variance=var,
+                      expected_max_sharpe=emax * math.sqrt(PERIODS))
+
+
+def markdown_table(frame: pd.DataFrame, floatfmt: str = ".3g") -> str:
+    cols = [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join([frame.index.name or "", *cols]) + " |",
+             "|" + "---|" * (len(cols) + 1)]
+    for idx, row in frame.iterrows():
+        cells = []
+        for v in row:
+            if isinstance(v, (float, np.floating)):
+                cells.append("nan" if not np.isfinite(v) else format(float(v), floatfmt))
+            else:
+                cells.append(str(v))
+        lines.append("| " + " | ".join([str(idx), *cells]) + " |")
+    return "\n".join(lines)
+
+
+def plot_compared(cmp: Comparison, path: Path, title: str) -> None:
+    """The runs' equity curves overlaid, with BTC buy & hold, log scale."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 6))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    idx = cmp.returns.index.tz_convert("UTC").tz_localize(None)
+    for name in cmp.returns.columns:
+        ax.plot(idx, np.cumprod(1 + cmp.returns[name].to_numpy()), lw=1.4, label=name)
+    bench = next(iter(cmp.runs.values())).oos["benchmark"].to_numpy()
+    ax.plot(idx, np.cumprod(1 + bench), color="black", lw=1.0, label="BTC buy & hold")
+    ax.set_yscale("log")
+    ax.set_ylabel("NAV (log scale, 1 at the first OOS hour)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    write_atomic(path, buf.getvalue())
+
+
+def write_multi_tearsheet(cmp: Comparison, path: Path, title: str) -> str | None:
+    """One quantstats tearsheet with every run as a strategy column; None if written."""
+    import warnings
+
+    try:
+        import quantstats as qs
+
+        rets = cmp.returns.copy()
+        rets.index = rets.index.tz_convert("UTC").tz_localize(None)
+        bench = pd.Series(next(iter(cmp.runs.values())).oos["benchmark"].to_numpy(),
+                          index=rets.index, name="BTC buy & hold")
+        tmp = path.with_name(f".{path.name}.tmp")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            qs.reports.html(rets, bench, periods_per_year=PERIODS, output=str(tmp), title=title,
+                            download_filename=path.name)
+        tmp.replace(path)
+        return None
+    except Exception as exc:  # the comparison stays usable without the tearsheet
+        return f"{type(exc).__name__}: {exc}"
+
+
+def write_comparison(paths: list[str | Path], out_dir: str | Path,
+                     labels: list[str] | None = None, title: str | None = None,
+                     tearsheet: bool = True) -> Comparison:
+    """compare_runs, written to out_dir: comparison.csv / .md, equity.png, tearsheet.html."""
+    cmp = compare_runs(paths, labels)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    title = title or "comparison: " + ", ".join(cmp.table.index)
+    write_atomic(out / "comparison.csv", cmp.table.to_csv())
+    write_atomic(out / "baselines.csv", cmp.baselines.to_csv())
+    plot_compared(cmp, out / "equity.png", title)
+    err = write_multi_tearsheet(cmp, out / "tearsheet.html", title) if tearsheet else None
+    write_atomic(out / "comparison.md", comparison_markdown(cmp, title, err))
+    return cmp
+
+
+def comparison_markdown(cmp: Comparison, title: str, tearsheet_error: str | None = None) -> str:
+    first = next(iter(cmp.runs.values()))
+    start, end, hours = first.window
+    lines = [f"# {title}", "",
+             f"{cmp.n_runs} runs over the same {hours} OOS hours ({start} .. {end}).", "",
+             markdown_table(cmp.table[["total_return", "sharpe", "max_drawdown", "turnover",
+                                       "psr", "dsr_compared", "timing_p_value",
+                                       "seed_sharpe_mean", "seed_sharpe_std"]]), "",
+             f"`dsr_compared` deflates each run's Sharpe by the expected maximum of "
+             f"{cmp.n_runs} unskilled Sharpes ({cmp.expected_max_sharpe:.2f} annualised, from "
+             f"the variance of these runs' Sharpes), i.e. it charges for having picked the best "
+             "of the runs compared.", "",
+             "## Baselines over the same hours", "",
+             markdown_table(cmp.baselines[["total_return", "sharpe", "max_drawdown"]]), "",
+             "## Runs", ""]
+    for name, run in cmp.runs.items():
+        sha = (run.info.get("git") or {}).get("sha")
+        lines.append(f"- {name}: `{run.path}` (config {run.dir.config_digest.read_text().strip()}"
+                     f"{', commit ' + sha[:10] if sha else ''})"
+                     if run.dir.config_digest.is_file() else f"- {name}: `{run.path}`")
+    files = ["comparison.csv", "baselines.csv", "equity.png",
+             "tearsheet.html" if tearsheet_error is None else
+             f"tearsheet.html NOT written ({tearsheet_error})"]
+    lines += ["", "Files: " + ", ".join(files), ""]
+    return "\n".join(lines)
