@@ -76,11 +76,20 @@ def peak_rss_mb() -> float:
     return float(peak) / (1024.0 * 1024.0 if sys.platform == "darwin" else 1024.0)
 
 
+def loadavg() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (other work on the machine slows a run)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def run_info(argv: list[str] | None = None) -> dict[str, Any]:
     """One invocation's provenance (the end time and memory are added when it finishes)."""
     return {"started": now(), "finished": None,
             "command": list(sys.argv if argv is None else argv),
             "cwd": os.getcwd(), "host": platform.node(), "platform": platform.platform(),
             "git": git_info(), "versions": versions(), "devices": devices(),
-            "xla_flags": os.environ.get("XLA_FLAGS"),
+            "xla_flags": os.environ.get("XLA_FLAGS"), "cpu_count": os.cpu_count(),
+            "loadavg_start": loadavg(),
             "jax_platforms": os.environ.get("JAX_PLATFORMS")}

@@ -675,6 +675,7 @@ def _finish_run_info(workdir: Path, info: dict[str, Any], ran: list[int], skippe
             t = json.loads(done.read_text()).get("timings", {})
             segs[str(k)] = {key: t.get(key) for key in ("segment_s", "rss_mb", "peak_rss_mb")}
     write_json(workdir / RUN_INFO, {**info, "finished": provenance.now(), "seconds": seconds,
+                                    "loadavg_end": provenance.loadavg(),
                                     "segments_run": ran, "segments_skipped": skipped,
                                     "segment_memory": segs,
                                     "peak_rss_mb": provenance.peak_rss_mb()})

@@ -10,6 +10,7 @@ a page that stays true to its numbers.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,16 @@ def run_resources(run: Run) -> dict[str, Any]:
             "rss_slope_mb_per_segment": slope,
             "train_compile_s": float(seg["train_compile_s"].sum())
             if "train_compile_s" in seg else math.nan}
+
+
+def _producing_invocation(info: dict[str, Any]) -> dict[str, Any]:
+    """The first invocation of run_info.json that ran segments (the code and machine the
+    numbers came from; a later --resume that only rebuilt the report is not it)."""
+    invocations = [*info.get("history", []), info] if info else []
+    for inv in invocations:
+        if inv.get("segments_run"):
+            return inv
+    return info
 
 
 def _display(p: Path) -> str:
@@ -134,7 +145,7 @@ def write_study_doc(cfg: Config, cmp: Comparison, compare_dir: Path, path: str |
         "sharpe at 2x": float(run.comparison.loc["strategy_2x_cost", "sharpe"]),
         "cost % NAV / year": 100 * float(t.loc[name, "cost_per_year"]),
         "financing % NAV / year": 100 * float(t.loc[name, "financing_per_year"]),
-        "turnover / h": float(t.loc[name, "turnover"])}
+        "turnover (x NAV / year)": float(t.loc[name, "turnover"])}
         for name, run in cmp.runs.items()}).T
     costs.index.name = "run"
     res = pd.DataFrame({n: run_resources(r) for n, r in cmp.runs.items()}).T
@@ -142,7 +153,7 @@ def write_study_doc(cfg: Config, cmp: Comparison, compare_dir: Path, path: str |
     sets = {r.name: ", ".join(r.set) or "(base config)" for r in cfg.study.runs}
     varied = ", ".join(sorted({item.split("=", 1)[0] for r in cfg.study.runs for item in r.set}))
     varied = f"`{varied}`" if varied else "nothing"
-    info = first.info
+    info = _producing_invocation(first.info)
     versions = info.get("versions", {})
     dev = info.get("devices", {})
     git = info.get("git") or {}
@@ -167,9 +178,12 @@ def write_study_doc(cfg: Config, cmp: Comparison, compare_dir: Path, path: str |
         f"per unit of NAV traded, financing {100 * cfg.env.borrow_rate_annual:g} % a year on "
         "borrowed notional",
         f"- machine: {dev.get('count')} x {', '.join(dev.get('kinds') or [])} "
-        f"({dev.get('backend')}), host {info.get('host')}; jax {versions.get('jax')}, flax "
-        f"{versions.get('flax')}, Python {versions.get('python')}; commit "
-        f"{(git.get('sha') or 'unknown')[:10]}{' (dirty)' if git.get('dirty') else ''}", "",
+        f"({dev.get('backend')}), {os.cpu_count()} CPU(s) on the machine writing this page, host "
+        f"{info.get('host')}; jax {versions.get('jax')}, flax {versions.get('flax')}, Python "
+        f"{versions.get('python')}; segments computed at commit "
+        f"{(git.get('sha') or 'unknown')[:10]}{' (dirty)' if git.get('dirty') else ''}"
+        + (f"; load average at the start of the first run {info['loadavg_start']}"
+           if info.get("loadavg_start") else ""), "",
         "## The ablation (stitched OOS, annualised at 8,760 h)", "",
         markdown_table(ablation), "",
         f"`psr`: P[true Sharpe > 0]. `dsr_compared`: the Sharpe deflated by the expected "
