@@ -260,18 +260,9 @@ def compare_runs(paths: list[str | Path], labels: list[str] | None = None) -> Co
 
 
 def markdown_table(frame: pd.DataFrame, floatfmt: str = ".3g") -> str:
-    cols = [str(c) for c in frame.columns]
-    lines = ["| " + " | ".join([frame.index.name or "", *cols]) + " |",
-             "|" + "---|" * (len(cols) + 1)]
-    for idx, row in frame.iterrows():
-        cells = []
-        for v in row:
-            if isinstance(v, (float, np.floating)):
-                cells.append("nan" if not np.isfinite(v) else format(float(v), floatfmt))
-            else:
-                cells.append(str(v))
-        lines.append("| " + " | ".join([str(idx), *cells]) + " |")
-    return "\n".join(lines)
+    from cryptorl_jax.backtest.report import markdown_table as table
+
+    return table(frame, floatfmt)
 
 
 def plot_compared(cmp: Comparison, path: Path, title: str) -> None:

@@ -262,7 +262,8 @@ def write_tearsheet(oos: pd.DataFrame, path: Path, title: str) -> str | None:
         return f"{type(exc).__name__}: {exc}"
 
 
-def _fmt_table(frame: pd.DataFrame, floatfmt: str = ".4g") -> str:
+def markdown_table(frame: pd.DataFrame, floatfmt: str = ".4g") -> str:
+    """A Markdown pipe table of a frame (its index as the first column; NaN as 'nan')."""
     cols = [str(c) for c in frame.columns]
     lines = ["| " + " | ".join([frame.index.name or "", *cols]) + " |",
              "|" + "---|" * (len(cols) + 1)]
@@ -386,7 +387,8 @@ def _gaps(oos: pd.DataFrame) -> list[str]:
     return [f"{oos.index[i]} -> {oos.index[i + 1]}" for i in bad]
 
 
-def _fmt(x: Any, spec: str = ".3f") -> str:
+def fmt(x: Any, spec: str = ".3f") -> str:
+    """A number as text, 'undefined' when it is not finite (or not a number's text)."""
     try:
         v = float(x)
     except (TypeError, ValueError):
@@ -398,23 +400,23 @@ def _statistics_lines(agg: pd.Series, deflation: OOSDeflation,
                       tuning: dict[str, Any] | None) -> list[str]:
     n = deflation.n_runs
     lines = ["## Is the Sharpe real? (stitched OOS)", "",
-             f"- Probabilistic Sharpe, P[true Sharpe > 0]: **{_fmt(agg['psr'])}** (skew and "
+             f"- Probabilistic Sharpe, P[true Sharpe > 0]: **{fmt(agg['psr'])}** (skew and "
              "kurtosis of the hourly returns taken into account)"]
     if n <= 1:
-        lines.append(f"- Deflated Sharpe: **{_fmt(agg['dsr'])}** with N = 1: this is the only "
+        lines.append(f"- Deflated Sharpe: **{fmt(agg['dsr'])}** with N = 1: this is the only "
                      "walk-forward configuration registered over this OOS window "
                      f"(`{registry.REGISTRY}` in the output directory), so nothing is deflated "
                      "and the DSR equals the PSR. Every other configuration you run over the "
                      "same window raises N.")
     else:
-        lines.append(f"- Deflated Sharpe: **{_fmt(agg['dsr'])}** with N = {n} walk-forward "
+        lines.append(f"- Deflated Sharpe: **{fmt(agg['dsr'])}** with N = {n} walk-forward "
                      f"configurations registered over this OOS window (variance of their "
-                     f"per-period Sharpes {_fmt(deflation.sr_variance, '.3g')}; expected "
+                     f"per-period Sharpes {fmt(deflation.sr_variance, '.3g')}; expected "
                      f"maximum of N unskilled Sharpes "
-                     f"{_fmt(deflation.expected_max_sharpe * math.sqrt(PERIODS), '.2f')} "
+                     f"{fmt(deflation.expected_max_sharpe * math.sqrt(PERIODS), '.2f')} "
                      f"annualised). Runs counted: {deflation.counted}")
     p = agg.get("timing_p_value", math.nan)
-    lines.append(f"- Timing null: p = **{_fmt(p)}** that the strategy's own exposure path, "
+    lines.append(f"- Timing null: p = **{fmt(p)}** that the strategy's own exposure path, "
                  f"circularly shifted within each segment ({N_TIMING_NULLS} shifts of at "
                  f"least {nulls.MIN_SHIFT_HOURS} h; same exposure, turnover and charges), "
                  "earns a Sharpe at least as high. Small p: the timing, not the average "
@@ -427,9 +429,9 @@ def _statistics_lines(agg: pd.Series, deflation: OOSDeflation,
         else:
             lines.append(f"- Tuning study ({tuning['n_trials']} trials tried, "
                          f"{tuning['n_completed']} completed): the best trial's Deflated Sharpe "
-                         f"on its own validation rows {_fmt(tuning.get('best_trial_dsr'))} "
+                         f"on its own validation rows {fmt(tuning.get('best_trial_dsr'))} "
                          f"(N = {tuning['n_trials']}); Probability of Backtest Overfitting "
-                         f"(CSCV) {_fmt(tuning.get('pbo'))}")
+                         f"(CSCV) {fmt(tuning.get('pbo'))}")
             lines += [f"  - {n}" for n in tuning.get("notes", [])]
     return lines + [""]
 
@@ -454,7 +456,7 @@ def _cost_lines(comparison: pd.DataFrame, agg: pd.Series, cfg: Config) -> list[s
             f"financing is {100 * cfg.env.borrow_rate_annual:g} % a year on the borrowed "
             "notional (leverage above 1 and shorts), not scaled by the stress. "
             + (f"Paid per year at 1x, as a share of NAV: {', '.join(paid)}." if paid else ""),
-            "", _fmt_table(frame), ""]
+            "", markdown_table(frame), ""]
 
 
 def _seed_lines(comparison: pd.DataFrame) -> list[str]:
@@ -473,7 +475,7 @@ def _seed_lines(comparison: pd.DataFrame) -> list[str]:
             f"{seed_sharpe.max():.2f} over {len(seeds)} seeds; the "
             f"ensemble's {ens:.2f} is above {beaten} of them. A spread as wide as the Sharpe "
             "itself says the seed, not the method, decides the figure.", "",
-            _fmt_table(table), ""]
+            markdown_table(table), ""]
 
 
 def _summary_md(cfg: Config, workdir: Path, segments: list[int], oos: pd.DataFrame,
@@ -494,10 +496,10 @@ def _summary_md(cfg: Config, workdir: Path, segments: list[int], oos: pd.DataFra
              f"{100 * cfg.env.borrow_rate_annual:g} % a year on borrowed notional",
              "", *_statistics_lines(agg, deflation, tuning),
              "## Headline (stitched OOS, annualised at 8,760 hours)", "",
-             _fmt_table(headline), "", *_cost_lines(comparison, agg, cfg),
+             markdown_table(headline), "", *_cost_lines(comparison, agg, cfg),
              *_seed_lines(comparison),
              "## Per segment (strategy)", "",
-             _fmt_table(table.set_index("segment")[["start", "end", "total_return", "sharpe",
+             markdown_table(table.set_index("segment")[["start", "end", "total_return", "sharpe",
                                                     "max_drawdown", "excess_return", "beta",
                                                     "alpha", "turnover", "exposure",
                                                     "cost_per_year", "financing_per_year",
@@ -517,7 +519,7 @@ def _summary_md(cfg: Config, workdir: Path, segments: list[int], oos: pd.DataFra
                                     **{f"mean {c}": v for c, v in s["mean"].items()}})
     if regime_rows:
         lines += ["## Fitted regimes (HMM on train rows; state 0 = calmest)", "",
-                  _fmt_table(pd.DataFrame(regime_rows).set_index("segment")), ""]
+                  markdown_table(pd.DataFrame(regime_rows).set_index("segment")), ""]
     rm = []
     for k in segments:
         p = rd.segment(k).regime_metrics
@@ -528,7 +530,7 @@ def _summary_md(cfg: Config, workdir: Path, segments: list[int], oos: pd.DataFra
     if rm:
         frame = pd.concat(rm).set_index("segment")
         lines += ["## OOS performance by filtered regime", "",
-                  _fmt_table(frame[["regime", "share_of_hours", "total_return", "sharpe",
+                  markdown_table(frame[["regime", "share_of_hours", "total_return", "sharpe",
                                     "max_drawdown"]]), ""]
     enc_rows = []
     for k in segments:
@@ -542,16 +544,16 @@ def _summary_md(cfg: Config, workdir: Path, segments: list[int], oos: pd.DataFra
                                  "epochs": r["epochs_run"]})
     if enc_rows:
         lines += ["## MAE encoder: validation masked-token MSE vs baselines", "",
-                  _fmt_table(pd.DataFrame(enc_rows).set_index("segment")), ""]
+                  markdown_table(pd.DataFrame(enc_rows).set_index("segment")), ""]
     st = _stationarity_summary(workdir, segments)
     if st is not None:
         lines += ["## Stationarity of the features (ADF, train rows of each segment)", "",
-                  _fmt_table(st), ""]
+                  markdown_table(st), ""]
     timing_rows = []
     for k in segments:
         done = rd.segment(k).done_meta()
         timing_rows.append({"segment": k, **done.get("timings", {})})
-    lines += ["## Timings (seconds)", "", _fmt_table(pd.DataFrame(timing_rows)
+    lines += ["## Timings (seconds)", "", markdown_table(pd.DataFrame(timing_rows)
                                                      .set_index("segment"), ".3g"), ""]
     files = ["config.yaml", "run_info.json", "metrics.csv", "comparison.csv",
              "oos_returns.parquet", "report.html"]

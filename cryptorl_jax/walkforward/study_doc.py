@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cryptorl_jax.backtest.report import fmt
 from cryptorl_jax.config import Config
 from cryptorl_jax.io import write_atomic
 from cryptorl_jax.results import Comparison, Run, markdown_table
@@ -26,11 +27,7 @@ TIMING_ALPHA = 0.05
 
 
 def _fmt(x: Any, spec: str = ".2f") -> str:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return str(x)
-    return "undefined" if not math.isfinite(v) else format(v, spec)
+    return fmt(x, spec)
 
 
 def run_resources(run: Run) -> dict[str, Any]:
