@@ -237,6 +237,10 @@ class RayExecutor:
         else:  # a local instance, on the loopback interface only
             ray.init(num_cpus=self.num_cpus, _node_ip_address="127.0.0.1", **kwargs)
         self._ray, self._owned = ray, True
+        # the driver only prepares data and writes reports: if its JAX ever starts a GPU
+        # backend, it must not reserve the memory the tasks on this host's GPUs need (set after
+        # ray.init, so the local workers do not inherit it)
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         res = ray.cluster_resources()
         log.info("ray: %s cluster, %g CPUs, %g GPUs, %d node(s)",
                  "joined" if self.address else "local", res.get("CPU", 0), res.get("GPU", 0),

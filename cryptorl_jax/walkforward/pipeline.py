@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import platform
 import shutil
 import time
 from collections.abc import Callable
@@ -729,7 +730,8 @@ def run_wfo_segment(cfg: Config, run: RunData, seg: Segment, rd: RunDir, *,
                 "test_period": [str(run.market.index[seg.test_start]),
                                 str(run.market.index[seg.test_end - 1])],
                 "timings": timings, "sharpe": metrics["sharpe"],
-                "env_steps": outcome.train.env_steps}
+                "env_steps": outcome.train.env_steps,
+                "host": platform.node(), "devices": provenance.devices()}
         write_json(out.done, done)  # written last: --resume trusts it
         log.info("segment %d done in %.0f s: OOS sharpe %.2f, total return %.2f%%", seg.index,
                  timings["segment_s"], metrics["sharpe"], 100 * metrics["total_return"])
