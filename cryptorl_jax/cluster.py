@@ -112,7 +112,7 @@ def pack_segment(rd: RunDir, index: int) -> bytes:
         tar.add(seg.path, arcname=seg.path.name,
                 filter=lambda ti: None if ti.name.startswith(f"{seg.path.name}/train")
                 else ti)
-        tb = rd.tensorboard / seg.path.name
+        tb = rd.tensorboard_segment(index)
         if tb.is_dir():
             tar.add(tb, arcname=f"tensorboard/{seg.path.name}")
         png = rd.regimes_png(index)
@@ -143,7 +143,7 @@ def install_segment(rd: RunDir, index: int, archive: bytes) -> None:
         os.replace(staging / name, target)
         tb_src = staging / "tensorboard" / name
         if tb_src.is_dir():
-            tb_dst = rd.tensorboard / name
+            tb_dst = rd.tensorboard_segment(index)
             tb_dst.parent.mkdir(parents=True, exist_ok=True)
             if tb_dst.exists():
                 shutil.rmtree(tb_dst)
@@ -216,6 +216,7 @@ class RayExecutor:
         self._ray: Any = None
         self._owned = False
         self._market_ref: Any = None
+        self._remotes: dict[Any, Any] = {}
 
     # -- connection -------------------------------------------------------------------------
 
@@ -252,6 +253,7 @@ class RayExecutor:
             self._ray.shutdown()
         self._ray = None
         self._market_ref = None
+        self._remotes = {}
 
     def _gpus(self) -> float:
         if self.gpus_per_task is not None:
@@ -259,8 +261,12 @@ class RayExecutor:
         return 1.0 if self._ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
 
     def _remote(self, fn: Any) -> Any:
-        return self._ray.remote(num_cpus=self.cpus_per_task, num_gpus=self._gpus(),
-                                max_retries=self.max_retries, retry_exceptions=False)(fn)
+        """fn as a Ray remote function with this executor's resources (made once per fn)."""
+        if fn not in self._remotes:
+            self._remotes[fn] = self._ray.remote(
+                num_cpus=self.cpus_per_task, num_gpus=self._gpus(),
+                max_retries=self.max_retries, retry_exceptions=False)(fn)
+        return self._remotes[fn]
 
     @property
     def slots(self) -> int:

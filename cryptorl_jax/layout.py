@@ -194,6 +194,10 @@ class RunDir:
     def tensorboard(self) -> Path:
         return self.path / "tensorboard"
 
+    def tensorboard_segment(self, index: int) -> Path:
+        """tensorboard/segment_<k>/: the segment's training and pre-training curves."""
+        return self.tensorboard / f"segment_{index}"
+
     def regimes_png(self, index: int) -> Path:
         return self.path / f"segment_{index}_regimes.png"
 

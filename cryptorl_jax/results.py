@@ -132,17 +132,10 @@ class Run:
 
     def plot_equity(self, ax=None, *, label: str | None = None, benchmark: bool = True):
         """Cumulative NAV of the strategy (and BTC buy & hold) on `ax` (a new figure if None)."""
-        if ax is None:
-            from matplotlib.backends.backend_agg import FigureCanvasAgg
-            from matplotlib.figure import Figure
+        from cryptorl_jax.backtest.report import naive_utc, nav_axes
 
-            fig = Figure(figsize=(11, 5))
-            FigureCanvasAgg(fig)
-            ax = fig.add_subplot(1, 1, 1)
-            ax.set_yscale("log")
-            ax.set_ylabel("NAV (log scale)")
-            ax.grid(alpha=0.3)
-        idx = self.oos.index.tz_convert("UTC").tz_localize(None)
+        ax = nav_axes((11, 5)) if ax is None else ax
+        idx = naive_utc(self.oos.index)
         ax.plot(idx, np.cumprod(1 + self.oos["strategy"].to_numpy()), lw=1.5,
                 label=label or self.name)
         if benchmark:
@@ -267,50 +260,23 @@ def markdown_table(frame: pd.DataFrame, floatfmt: str = ".3g") -> str:
 
 def plot_compared(cmp: Comparison, path: Path, title: str) -> None:
     """The runs' equity curves overlaid, with BTC buy & hold, log scale."""
-    import io
+    from cryptorl_jax.backtest.report import naive_utc, nav_axes, save_nav_plot
 
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(12, 6))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    idx = cmp.returns.index.tz_convert("UTC").tz_localize(None)
+    ax = nav_axes()
+    idx = naive_utc(cmp.returns.index)
     for name in cmp.returns.columns:
         ax.plot(idx, np.cumprod(1 + cmp.returns[name].to_numpy()), lw=1.4, label=name)
     bench = next(iter(cmp.runs.values())).oos["benchmark"].to_numpy()
     ax.plot(idx, np.cumprod(1 + bench), color="black", lw=1.0, label="BTC buy & hold")
-    ax.set_yscale("log")
-    ax.set_ylabel("NAV (log scale, 1 at the first OOS hour)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    write_atomic(path, buf.getvalue())
+    save_nav_plot(ax, path, title)
 
 
 def write_multi_tearsheet(cmp: Comparison, path: Path, title: str) -> str | None:
     """One quantstats tearsheet with every run as a strategy column; None if written."""
-    import warnings
+    from cryptorl_jax.backtest.report import write_returns_tearsheet
 
-    try:
-        import quantstats as qs
-
-        rets = cmp.returns.copy()
-        rets.index = rets.index.tz_convert("UTC").tz_localize(None)
-        bench = pd.Series(next(iter(cmp.runs.values())).oos["benchmark"].to_numpy(),
-                          index=rets.index, name="BTC buy & hold")
-        tmp = path.with_name(f".{path.name}.tmp")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            qs.reports.html(rets, bench, periods_per_year=PERIODS, output=str(tmp), title=title,
-                            download_filename=path.name)
-        tmp.replace(path)
-        return None
-    except Exception as exc:  # the comparison stays usable without the tearsheet
-        return f"{type(exc).__name__}: {exc}"
+    return write_returns_tearsheet(cmp.returns, next(iter(cmp.runs.values())).oos["benchmark"],
+                                   path, title)
 
 
 def write_comparison(paths: list[str | Path], out_dir: str | Path,

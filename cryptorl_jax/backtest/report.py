@@ -204,14 +204,39 @@ def comparison_table(oos: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def plot_equity(oos: pd.DataFrame, segments: list[int], path: Path, title: str) -> None:
+def nav_axes(figsize: tuple[float, float] = (12, 6)) -> Any:
+    """A new Agg figure's axes for NAV curves (log scale), outside pyplot's global state."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(12, 6))
+    fig = Figure(figsize=figsize)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    idx = oos.index.tz_convert("UTC").tz_localize(None)
+    ax.set_yscale("log")
+    ax.set_ylabel("NAV (log scale, 1 at the first OOS hour)")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def save_nav_plot(ax: Any, path: Path, title: str) -> None:
+    """Title, legend and an atomic PNG write of a nav_axes plot."""
+    import io
+
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.figure.tight_layout()
+    buf = io.BytesIO()
+    ax.figure.savefig(buf, format="png", dpi=110)
+    write_atomic(path, buf.getvalue())
+
+
+def naive_utc(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    return index.tz_convert("UTC").tz_localize(None)
+
+
+def plot_equity(oos: pd.DataFrame, segments: list[int], path: Path, title: str) -> None:
+    ax = nav_axes()
+    idx = naive_utc(oos.index)
     for c in [c for c in oos.columns if c.startswith("seed_")]:
         ax.plot(idx, np.cumprod(1 + oos[c].to_numpy()), color="tab:blue", alpha=0.25, lw=0.7)
     styles = {"strategy": ("tab:blue", 2.0, "strategy (ensemble)"),
@@ -223,43 +248,40 @@ def plot_equity(oos: pd.DataFrame, segments: list[int], path: Path, title: str) 
         if c in oos.columns:
             ax.plot(idx, np.cumprod(1 + oos[c].to_numpy()), color=color, lw=lw, label=label)
     for k in segments:
-        first = oos.index[oos["segment"] == k][0]
-        ax.axvline(first.tz_convert("UTC").tz_localize(None), color="k", ls=":", lw=0.6)
-    ax.set_yscale("log")
-    ax.set_ylabel("NAV (log scale, 1 at the first OOS hour)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    write_atomic(path, buf.getvalue())
+        first = oos.index[oos["segment"] == k][:1]
+        ax.axvline(naive_utc(first)[0], color="k", ls=":", lw=0.6)
+    save_nav_plot(ax, path, title)
 
 
-def write_tearsheet(oos: pd.DataFrame, path: Path, title: str) -> str | None:
-    """quantstats HTML tearsheet (strategy vs BTC buy-and-hold, 8,760 periods); None if ok."""
+def write_returns_tearsheet(returns: pd.Series | pd.DataFrame, benchmark: pd.Series, path: Path,
+                            title: str) -> str | None:
+    """quantstats HTML tearsheet of hourly returns (a DataFrame: one strategy per column)
+    against a benchmark, 8,760 periods a year, written atomically; None if written, else the
+    error (the report stays usable without it)."""
     import warnings
 
     try:
         import quantstats as qs
 
-        strat = oos["strategy"].copy()
-        bench = oos["benchmark"].copy()
-        strat.index = strat.index.tz_convert("UTC").tz_localize(None)
-        bench.index = strat.index
-        strat.name, bench.name = "strategy", "BTC buy & hold"
+        returns = returns.copy()
+        returns.index = naive_utc(returns.index)
+        bench = pd.Series(benchmark.to_numpy(), index=returns.index, name="BTC buy & hold")
         tmp = path.with_name(f".{path.name}.tmp")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            qs.reports.html(strat, bench, periods_per_year=PERIODS, output=str(tmp),
+            qs.reports.html(returns, bench, periods_per_year=PERIODS, output=str(tmp),
                             title=title, download_filename=path.name)
         tmp.replace(path)
         return None
-    except Exception as exc:  # the report stays usable without the tearsheet
-        log.warning("tearsheet not written: %s: %s", type(exc).__name__, exc)
+    except Exception as exc:
+        log.warning("tearsheet %s not written: %s: %s", path, type(exc).__name__, exc)
         return f"{type(exc).__name__}: {exc}"
+
+
+def write_tearsheet(oos: pd.DataFrame, path: Path, title: str) -> str | None:
+    """The strategy vs BTC buy-and-hold tearsheet of an OOS frame; None if written."""
+    return write_returns_tearsheet(oos["strategy"].rename("strategy"), oos["benchmark"], path,
+                                   title)
 
 
 def markdown_table(frame: pd.DataFrame, floatfmt: str = ".4g") -> str:

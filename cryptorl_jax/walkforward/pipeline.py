@@ -61,7 +61,7 @@ from cryptorl_jax.features import (
 )
 from cryptorl_jax.hooks import NO_HOOKS, Hooks
 from cryptorl_jax.io import write_atomic, write_json, write_parquet
-from cryptorl_jax.layout import DONE, RunDir, SegmentDir
+from cryptorl_jax.layout import RunDir, SegmentDir
 from cryptorl_jax.market import load_market
 from cryptorl_jax.regimes import RegimeModel, plot_regimes, regime_frame
 from cryptorl_jax.training.logging import ScalarLogger
@@ -561,28 +561,26 @@ def run_config(cfg: Config) -> Config:
                                study=StudyConfig())
 
 
-def _check_run_config(cfg: Config, workdir: Path) -> None:
+def _check_run_config(cfg: Config, rd: RunDir) -> None:
     """Write config.yaml, or refuse a run directory whose finished segments came from a
     different config. A directory with no finished segment (a run that stopped on bad input,
     or was killed in its first segment) holds nothing worth keeping: its partial segments are
     removed and the new config replaces the old one."""
     identity = run_config(cfg)
-    path = workdir / "config.yaml"
-    digest_file = workdir / "config.digest"
-    if digest_file.exists() and digest_file.read_text().strip() != identity.digest() \
-            and not any(workdir.glob(f"segment_*/{DONE}")):
+    digest = identity.digest()
+    held = rd.config_digest.read_text().strip() if rd.config_digest.exists() else None
+    if held is not None and held != digest:
+        if rd.finished_segments():
+            raise ConfigError(
+                "run_name", f"{rd.path} holds a run with a different config (digest {held} != "
+                f"{digest}); use another run_name or --out, or delete the directory",
+                cfg.source)
         log.warning("%s: no finished segment from its earlier config %s; starting over with "
-                    "config %s", workdir, digest_file.read_text().strip(), identity.digest())
-        for stale in workdir.glob("segment_*"):
-            if stale.is_dir():
-                shutil.rmtree(stale)
-    elif digest_file.exists() and digest_file.read_text().strip() != identity.digest():
-        raise ConfigError(
-            "run_name", f"{workdir} holds a run with a different config (digest "
-            f"{digest_file.read_text().strip()} != {identity.digest()}); use another run_name "
-            "or --out, or delete the directory", cfg.source)
-    write_atomic(path, identity.to_yaml())
-    write_atomic(digest_file, identity.digest() + "\n")
+                    "config %s", rd.path, held, digest)
+        for stale in rd.segment_dirs():
+            shutil.rmtree(stale.path)
+    write_atomic(rd.config, identity.to_yaml())
+    write_atomic(rd.config_digest, digest + "\n")
 
 
 def run(cfg: Config, workdir: str | Path, *, resume: bool = False, report_only: bool = False,
@@ -603,10 +601,9 @@ def run(cfg: Config, workdir: str | Path, *, resume: bool = False, report_only: 
     if not report_only:  # bad data or a bad --segments fails here, before the run dir exists
         run_data = prepare_run(cfg, market)
     workdir.mkdir(parents=True, exist_ok=True)
-    _check_run_config(cfg, workdir)
-    info = _start_run_info(workdir, report_only,
-                           getattr(executor, "name", "local") if executor else "local")
     rd = RunDir(workdir)
+    _check_run_config(cfg, rd)
+    info = _start_run_info(rd, report_only, getattr(executor, "name", "local"))
     ran: list[int] = []
     skipped: list[int] = []
     if run_data is not None:
@@ -626,7 +623,7 @@ def run(cfg: Config, workdir: str | Path, *, resume: bool = False, report_only: 
         ran = ex.run_segments(cfg, run_data, pending, rd, progress=progress, resume=resume,
                               hooks=hooks)
     report = write_report(cfg, workdir)
-    _finish_run_info(workdir, info, ran, skipped, time.perf_counter() - t0)
+    _finish_run_info(rd, info, ran, skipped, time.perf_counter() - t0)
     return RunResult(workdir=workdir, segments_run=ran, segments_skipped=skipped,
                      seconds=time.perf_counter() - t0, report=report)
 
@@ -648,38 +645,32 @@ class LocalExecutor:
         return ran
 
 
-RUN_INFO = "run_info.json"
-
-
-def _start_run_info(workdir: Path, report_only: bool, executor_name: str = "local"
-                    ) -> dict[str, Any]:
+def _start_run_info(rd: RunDir, report_only: bool, executor_name: str) -> dict[str, Any]:
     """Record this invocation in run_info.json (earlier invocations are kept in `history`)."""
-    path = workdir / RUN_INFO
     history: list[dict[str, Any]] = []
-    if path.is_file():
+    if rd.run_info.is_file():
         try:
-            old = json.loads(path.read_text())
+            old = json.loads(rd.run_info.read_text())
             history = [*old.pop("history", []), old]
         except (json.JSONDecodeError, AttributeError):
-            log.warning("%s: unreadable, replaced", path)
-    info = {**provenance.run_info(), "report_only": report_only, "executor": executor_name}
-    write_json(path, {**info, "history": history})
-    return {**info, "history": history}
+            log.warning("%s: unreadable, replaced", rd.run_info)
+    info = {**provenance.run_info(), "report_only": report_only, "executor": executor_name,
+            "history": history}
+    write_json(rd.run_info, info)
+    return info
 
 
-def _finish_run_info(workdir: Path, info: dict[str, Any], ran: list[int], skipped: list[int],
+def _finish_run_info(rd: RunDir, info: dict[str, Any], ran: list[int], skipped: list[int],
                      seconds: float) -> None:
     segs = {}
     for k in ran:
-        done = workdir / f"segment_{k}" / DONE
-        if done.is_file():
-            t = json.loads(done.read_text()).get("timings", {})
+        if rd.segment(k).is_done():
+            t = rd.segment(k).done_meta().get("timings", {})
             segs[str(k)] = {key: t.get(key) for key in ("segment_s", "rss_mb", "peak_rss_mb")}
-    write_json(workdir / RUN_INFO, {**info, "finished": provenance.now(), "seconds": seconds,
-                                    "loadavg_end": provenance.loadavg(),
-                                    "segments_run": ran, "segments_skipped": skipped,
-                                    "segment_memory": segs,
-                                    "peak_rss_mb": provenance.peak_rss_mb()})
+    write_json(rd.run_info, {**info, "finished": provenance.now(), "seconds": seconds,
+                             "loadavg_end": provenance.loadavg(), "segments_run": ran,
+                             "segments_skipped": skipped, "segment_memory": segs,
+                             "peak_rss_mb": provenance.peak_rss_mb()})
 
 
 def run_wfo_segment(cfg: Config, run: RunData, seg: Segment, rd: RunDir, *,
@@ -690,7 +681,7 @@ def run_wfo_segment(cfg: Config, run: RunData, seg: Segment, rd: RunDir, *,
     t_seg = time.perf_counter()
     out = rd.segment(seg.index)
     out.path.mkdir(parents=True, exist_ok=True)
-    tb_dir = rd.tensorboard / f"segment_{seg.index}" if cfg.output.tensorboard else None
+    tb_dir = rd.tensorboard_segment(seg.index) if cfg.output.tensorboard else None
     logger = ScalarLogger(tb_dir)
     try:
         outcome = run_segment(cfg, run, seg, out.path, eval_rows=(seg.test_start, seg.test_end),

@@ -255,13 +255,8 @@ def cut_run(cfg: Config, market: pd.DataFrame, end: int) -> RunData:
 class TrialInputs:
     """What a trial trains and is scored on in one segment: everything before TQC."""
 
-    run: RunData  # the market cut at the outer segment's train end
     split: NestedSplit
-    inputs: SegmentInputs  # prepare_segment on the inner segment
-
-    @property
-    def inner(self) -> Segment:
-        return self.split.inner_segment()
+    inputs: SegmentInputs  # prepare_segment on the inner segment (its run: the cut market)
 
 
 def trial_run(cfg: Config, market: pd.DataFrame, seg: Segment) -> tuple[RunData, NestedSplit]:
@@ -286,7 +281,7 @@ def segment_inputs(cfg: Config, market: pd.DataFrame, seg: Segment, workdir: Pat
     run, split = trial_run(cfg, market, seg)
     inputs = prepare_segment(cfg, run, split.inner_segment(), workdir, progress=progress)
     _check_cut(inputs.sm, run, seg)
-    return TrialInputs(run=run, split=split, inputs=inputs)
+    return TrialInputs(split=split, inputs=inputs)
 
 
 def scores_of(frame: pd.DataFrame, split: NestedSplit, chunks: int) -> dict[str, Any]:
@@ -306,7 +301,7 @@ def score_agents(cfg: Config, trial: TrialInputs, seg: Segment, trainer: Any, ro
     """The validation backtest of some agents trained on the trial's inputs (population mode:
     one trial's members)."""
     split, inputs = trial.split, trial.inputs
-    frame = backtest_rows(cfg, trial.run, inputs.sm, inputs.enc, trainer, agents,
+    frame = backtest_rows(cfg, inputs.run, inputs.sm, inputs.enc, trainer, agents,
                           split.val_start, split.val_end, rollout,
                           baseline_seed=cfg.seed * 1000 + seg.index)
     return scores_of(frame, split, chunks)
