@@ -140,11 +140,23 @@ class EncoderConfig:
 class EnvConfig:
     fee_bps: float = 5.0
     slippage_bps: float = 2.0
-    target_volatility: float = 0.05  # daily (vol_horizon_hours) vol target
-    vol_window: int = 24
-    vol_horizon_hours: int = 24
+    # Vol targeting (docs/architecture.md, "Vol targeting without mechanical churn"): L_t =
+    # min(target / max(s_t, floor), cap) with s_t an exponentially weighted std of the last
+    # vol_window hourly returns (half-life vol_halflife_hours; null: equal weights) scaled by
+    # sqrt(vol_horizon_hours). The defaults state the target in annual terms (H = 8,760) near
+    # BTC's typical vol (median EWMA vol 0.52 over 2019-12 .. 2025-07), so action 1 holds about
+    # one unit of NAV instead of sitting at the cap, and the estimate moves slowly enough not to
+    # make trades by itself; the original system's settings (0.05 daily over 24 h, no band) are
+    # in configs/full.yaml.
+    target_volatility: float = 0.5  # in vol_horizon_hours units: annual by default
+    vol_window: int = 480  # 20 days
+    vol_halflife_hours: float | None = 96.0  # 4 days; null: the plain rolling std
+    vol_horizon_hours: int = 8760
     max_leverage: float = 2.0
-    vol_floor: float = 0.005
+    vol_floor: float = 0.1  # in vol_horizon_hours units (0.1 a year: far below any BTC vol)
+    # No-trade band on the exposure: trade to the target a_t L_t only when it differs from the
+    # drifted weight w_t by more than this (units of NAV); 0 trades every change.
+    no_trade_band: float = 0.1
     reward_scale: float = 100.0
     window: int = 64  # observation window W (hours)
     episode_length: int = 2048
@@ -673,6 +685,9 @@ def _validate_env(v: EnvConfig, s: str | None) -> None:
     _require(v.vol_horizon_hours >= 1, "env.vol_horizon_hours", "must be >= 1", s)
     _require(v.max_leverage > 0, "env.max_leverage", "must be > 0", s)
     _require(v.vol_floor > 0, "env.vol_floor", "must be > 0", s)
+    _require(v.vol_halflife_hours is None or v.vol_halflife_hours > 0, "env.vol_halflife_hours",
+             "must be > 0 hours (or null: equal weights)", s)
+    _require(v.no_trade_band >= 0, "env.no_trade_band", "must be >= 0 (0: no band)", s)
     _require(v.reward_scale > 0, "env.reward_scale", "must be > 0", s)
     _require(v.window >= 1, "env.window", "must be >= 1", s)
     _require(v.episode_length >= 1, "env.episode_length", "must be >= 1", s)

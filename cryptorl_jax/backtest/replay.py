@@ -13,6 +13,9 @@ position is taken at the close of that row, and whose vol estimate uses the k lo
 (the position is flat before it, as at an episode's start); the last action is never used
 (there is no return after the last close).
 
+The exposure goes through the env's mapping: the target a_t L_t is traded only when it leaves
+the no-trade band (`env.no_trade_band`) around the drifted weight; inside it the weight is held.
+
 What is charged (docs/architecture.md): the trade from the drifted weight w_t to e_t at
 (fee_bps + slippage_bps) / 1e4 per unit of NAV traded, and financing of the borrowed notional
 (max(e - 1, 0) long, |e| short) at env.borrow_rate_annual / 8760 per hour. `tradable[t]`
@@ -43,7 +46,7 @@ ACTION_TOLERANCE = 1e-6  # |a_t| may exceed 1 by this much (float noise); it is 
 
 @jax.jit
 def _scan(actions, vol, next_returns, tradable, cost_rate, borrow_rate, target_volatility,
-          vol_floor, max_leverage, reward_scale, churn_coef, smooth_coef, target_mode):
+          vol_floor, max_leverage, band, reward_scale, churn_coef, smooth_coef, target_mode):
     """Scan the accounting over n steps; inputs are [n] (step i: row start + i)."""
     lev = accounting.leverage(vol, target_volatility, vol_floor, max_leverage)
     lev = jnp.where(target_mode, jnp.ones_like(lev), lev)
@@ -51,9 +54,8 @@ def _scan(actions, vol, next_returns, tradable, cost_rate, borrow_rate, target_v
     def body(book, x):
         action, leverage, next_return, can_trade = x
         acc, nxt = accounting.advance(book, action, leverage, next_return, cost_rate,
-                                      borrow_rate, can_trade)
-        rew = accounting.reward(acc.pnl, action, book.prev_action, reward_scale, churn_coef,
-                                smooth_coef)
+                                      borrow_rate, can_trade, band)
+        rew = accounting.reward(acc.pnl, acc.turnover, reward_scale, churn_coef, smooth_coef)
         out = {"exposure": acc.exposure, "weight": book.weight, "turnover": acc.turnover,
                "cost": acc.cost, "financing": acc.financing, "gross": acc.gross,
                "pnl": acc.pnl, "reward": rew.reward, "churn": rew.churn, "smooth": rew.smooth,
@@ -111,7 +113,8 @@ def simulate(close, actions, env_config: EnvConfig, churn_coef: float = 0.0,
                          f"{tradable.shape}")
     cfg = env_config
     r = accounting.log_returns_np(close)
-    vol = accounting.realised_vol_np(r, cfg.vol_window, cfg.vol_horizon_hours)
+    vol = accounting.realised_vol_np(r, cfg.vol_window, cfg.vol_horizon_hours,
+                                     cfg.vol_halflife_hours)
     used = np.clip(actions[start:-1], -1.0, 1.0)
     with jax.enable_x64(True):
         f64 = lambda x: jnp.asarray(x, jnp.float64)  # noqa: E731
@@ -121,7 +124,8 @@ def simulate(close, actions, env_config: EnvConfig, churn_coef: float = 0.0,
                         * cost_multiplier),
                     f64(accounting.hourly_borrow_rate(cfg.borrow_rate_annual)),
                     f64(cfg.target_volatility), f64(cfg.vol_floor), f64(cfg.max_leverage),
-                    f64(cfg.reward_scale), f64(churn_coef), f64(smooth_coef),
+                    f64(cfg.no_trade_band), f64(cfg.reward_scale), f64(churn_coef),
+                    f64(smooth_coef),
                     jnp.asarray(exposure_mode == "target"))
         res = {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
     res["nav"] = np.concatenate([np.ones(1), res["nav"]])

@@ -6,8 +6,16 @@ The one definition of docs/reference.md's "The trading accounting", used by both
 versions for building `MarketData` from pandas/numpy.
 
 Conventions (docs/reference.md): r_t = ln(c_t / c_{t-1}) with r_0 = 0.0 (never realised); s_t is NaN
-for t < V; the action a_t chosen at the close of t gives exposure e_t = a_t * L_t and realises
-r_{t+1}; L_t = 0 where s_t is undefined (exposure 0).
+for t < V; the action a_t chosen at the close of t asks for the exposure e*_t = a_t * L_t
+(the target), which is traded only when it leaves the no-trade band around the drifted weight
+(|e*_t - w_t| > b: then e_t = e*_t, else e_t = w_t), and realises r_{t+1}; L_t = 0 where s_t is
+undefined (exposure 0).
+
+The vol estimate s_t is an exponentially weighted standard deviation over the last V returns
+(half-life h hours; h = None gives equal weights, the plain rolling std), times sqrt(H): with
+H = 8,760 it is an annual vol and the target is stated in annual terms. A finite window keeps
+s_t a function of rows t-V+1..t only, so every slice of the market that holds them gives the
+same s_t (a recursive EWMA would depend on where the slice starts).
 """
 
 from __future__ import annotations
@@ -37,31 +45,52 @@ def log_returns(close: jnp.ndarray) -> jnp.ndarray:
     return jnp.concatenate([jnp.zeros((1,), r.dtype), r])
 
 
-def realised_vol_np(log_returns: np.ndarray, vol_window: int, horizon_hours: int) -> np.ndarray:
-    """s_t = std(r_{t-V+1..t}, ddof=0) * sqrt(H), NaN for t < V; float64 (docs/reference.md)."""
+def vol_weights(vol_window: int, halflife_hours: float | None = None) -> np.ndarray:
+    """[V] float64 weights of r_t, r_{t-1}, ..., r_{t-V+1}: 2^(-j / h) normalised to sum 1
+    (equal weights 1 / V when h is None)."""
+    if halflife_hours is None:
+        w = np.ones(vol_window)
+    else:
+        w = 0.5 ** (np.arange(vol_window) / float(halflife_hours))
+    return w / w.sum()
+
+
+def realised_vol_np(log_returns: np.ndarray, vol_window: int, horizon_hours: int,
+                    halflife_hours: float | None = None) -> np.ndarray:
+    """s_t = sqrt(sum_j w_j (r_{t-j} - m_t)^2) * sqrt(H) with m_t = sum_j w_j r_{t-j} over
+    j < V (weights `vol_weights`), NaN for t < V; float64 (docs/reference.md). With equal
+    weights this is std(r_{t-V+1..t}, ddof=0) * sqrt(H)."""
     r = np.asarray(log_returns, dtype=np.float64)
     if r.ndim != 1:
         raise ValueError(f"log_returns must be 1-D, got shape {r.shape}")
     out = np.full(r.shape, np.nan)
     if len(r) > vol_window:
-        windows = np.lib.stride_tricks.sliding_window_view(r[1:], vol_window)  # [T-V, V]
-        out[vol_window:] = windows.std(axis=1) * np.sqrt(horizon_hours)
+        # row i of the view holds r_{i+1} .. r_{i+V}; reversed, column j is r_{t-j}, t = i + V
+        windows = np.lib.stride_tricks.sliding_window_view(r[1:], vol_window)[:, ::-1]
+        if halflife_hours is None:
+            out[vol_window:] = windows.std(axis=1) * np.sqrt(horizon_hours)
+        else:
+            w = vol_weights(vol_window, halflife_hours)
+            mean = windows @ w
+            var = ((windows - mean[:, None]) ** 2) @ w
+            out[vol_window:] = np.sqrt(var) * np.sqrt(horizon_hours)
     return out
 
 
-def realised_vol(log_returns: jnp.ndarray, vol_window: int, horizon_hours: int) -> jnp.ndarray:
-    """s_t = std(r_{t-V+1..t}, ddof=0) * sqrt(H), NaN for t < V (docs/reference.md, trading
-    accounting).
+def realised_vol(log_returns: jnp.ndarray, vol_window: int, horizon_hours: int,
+                 halflife_hours: float | None = None) -> jnp.ndarray:
+    """`realised_vol_np` on the device, NaN for t < V (docs/reference.md, trading accounting).
 
-    `vol_window` and `horizon_hours` are static. Two-pass std over a gathered [T, V] window
-    matrix (no cumulative-sum cancellation in float32).
+    `vol_window`, `horizon_hours` and `halflife_hours` are static. Two-pass weighted std over a
+    gathered [T, V] window matrix (no cumulative-sum cancellation in float32).
     """
     n = log_returns.shape[0]
     t = jnp.arange(n)
     rows = t[:, None] - jnp.arange(vol_window)[None, :]  # [T, V]: t, t-1, ..., t-V+1
     windows = log_returns[jnp.clip(rows, 0, n - 1)]  # [T, V]
-    mean = windows.mean(axis=1, keepdims=True)
-    std = jnp.sqrt(jnp.mean((windows - mean) ** 2, axis=1))
+    w = jnp.asarray(vol_weights(vol_window, halflife_hours), log_returns.dtype)
+    mean = windows @ w
+    std = jnp.sqrt(((windows - mean[:, None]) ** 2) @ w)
     vol = std * jnp.sqrt(jnp.asarray(horizon_hours, log_returns.dtype))
     return jnp.where(t >= vol_window, vol, jnp.nan)
 
@@ -110,7 +139,7 @@ class Book:
 class StepAccounting:
     """The accounting of one step t (all broadcast to the inputs' shape)."""
 
-    exposure: jnp.ndarray  # e_t = a_t * L_t (w_t on a row that cannot trade)
+    exposure: jnp.ndarray  # e_t: the target a_t L_t if traded, else w_t (band, held bar)
     turnover: jnp.ndarray  # u_t = |e_t - w_t|
     cost: jnp.ndarray  # cost_rate * u_t, a fraction of NAV_t
     financing: jnp.ndarray  # borrow_rate * (max(e_t - 1, 0) + max(-e_t, 0)), fraction of NAV_t
@@ -126,16 +155,26 @@ def borrowed(exposure) -> jnp.ndarray:
     return jnp.maximum(exposure - 1.0, 0.0) + jnp.maximum(-exposure, 0.0)
 
 
-def step_accounting(nav, weight, action, leverage, next_log_return, cost_rate,
-                    borrow_rate=0.0, tradable=True) -> StepAccounting:
-    """NAV, costs and pnl of trading from w_t to e_t = a_t * L_t and holding it over hour t+1.
+def traded_exposure(weight, action, leverage, tradable=True, band=0.0) -> jnp.ndarray:
+    """e_t: the target e*_t = a_t L_t where row t can trade and |e*_t - w_t| > band, else the
+    drifted weight w_t (no trade). band 0 trades every change of the target."""
+    target = action * leverage
+    trade = jnp.logical_and(tradable, jnp.abs(target - weight) > band)
+    return jnp.where(trade, target, weight)
 
-    cost_rate = (fee_bps + slippage_bps) / 1e4 per unit of turnover; borrow_rate is the HOURLY
-    rate (borrow_rate_annual / 8760). Where `tradable` is False (the traded asset's bar at t was
-    filled: its price did not trade), the position is held: e_t = w_t, no turnover. The growth
-    factor is floored at MIN_GROWTH. Broadcasts elementwise; the dtype follows the inputs.
+
+def step_accounting(nav, weight, action, leverage, next_log_return, cost_rate,
+                    borrow_rate=0.0, tradable=True, band=0.0) -> StepAccounting:
+    """NAV, costs and pnl of trading from w_t to e_t and holding it over hour t+1.
+
+    e_t = `traded_exposure`: the target a_t * L_t when it leaves the no-trade band |.| <= band
+    around w_t on a row that can trade, else w_t (no trade; `tradable` False means the traded
+    asset's bar at t was filled: its price did not trade). cost_rate = (fee_bps +
+    slippage_bps) / 1e4 per unit of turnover; borrow_rate is the HOURLY rate
+    (borrow_rate_annual / 8760). The growth factor is floored at MIN_GROWTH. Broadcasts
+    elementwise; the dtype follows the inputs.
     """
-    exposure = jnp.where(tradable, action * leverage, weight)
+    exposure = traded_exposure(weight, action, leverage, tradable, band)
     turnover = jnp.abs(exposure - weight)
     cost = cost_rate * turnover
     financing = borrow_rate * borrowed(exposure)
@@ -150,7 +189,7 @@ def step_accounting(nav, weight, action, leverage, next_log_return, cost_rate,
 
 
 def advance(book: Book, action, leverage, next_log_return, cost_rate, borrow_rate=0.0,
-            tradable=True) -> tuple[StepAccounting, Book]:
+            tradable=True, band=0.0) -> tuple[StepAccounting, Book]:
     """The one state update of the accounting: trade at the close of book.t, hold to t + 1.
 
     Returns the step's accounting and the book at t + 1 (row, action, drifted weight, NAV and
@@ -158,7 +197,7 @@ def advance(book: Book, action, leverage, next_log_return, cost_rate, borrow_rat
     `backtest.simulate` all step through this function.
     """
     acc = step_accounting(book.nav, book.weight, action, leverage, next_log_return, cost_rate,
-                          borrow_rate, tradable)
+                          borrow_rate, tradable, band)
     nxt = Book(t=book.t + 1, prev_action=jnp.asarray(action, book.weight.dtype),
                weight=acc.next_weight, nav=acc.next_nav,
                peak_nav=jnp.maximum(book.peak_nav, acc.next_nav))
@@ -171,18 +210,18 @@ class RewardComponents:
 
     reward: jnp.ndarray
     pnl_term: jnp.ndarray  # reward_scale * pnl_t
-    churn: jnp.ndarray  # churn_coef * |a_t - a_{t-1}|
-    smooth: jnp.ndarray  # smooth_coef * (a_t - a_{t-1})^2
+    churn: jnp.ndarray  # churn_coef * u_t, u_t = |e_t - w_t| the step's turnover
+    smooth: jnp.ndarray  # smooth_coef * u_t^2
 
 
-def reward(pnl, action, prev_action, reward_scale, churn_coef,
-           smooth_coef) -> RewardComponents:
-    """r_t = scale * pnl_t - churn * |a_t - a_{t-1}| - smooth * (a_t - a_{t-1})^2
-    (docs/reference.md)."""
-    delta = action - prev_action
+def reward(pnl, turnover, reward_scale, churn_coef, smooth_coef) -> RewardComponents:
+    """r_t = scale * pnl_t - churn * u_t - smooth * u_t^2 with u_t = |e_t - w_t|, the turnover
+    the ledger charges (docs/reference.md): the penalties act on the trade actually made, so
+    holding a steady exposure while leverage moves costs what the trade costs, and a move of
+    the action inside the no-trade band costs nothing."""
     pnl_term = reward_scale * pnl
-    churn = churn_coef * jnp.abs(delta)
-    smooth = smooth_coef * delta * delta
+    churn = churn_coef * turnover
+    smooth = smooth_coef * turnover * turnover
     return RewardComponents(reward=pnl_term - churn - smooth, pnl_term=pnl_term, churn=churn,
                             smooth=smooth)
 

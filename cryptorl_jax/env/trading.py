@@ -5,8 +5,9 @@ argument, never attributes of a static object, so a new walk-forward segment of 
 shape reuses the compiled step. The accounting is `env.accounting` (docs/reference.md).
 
 Time semantics. The state's `t` is the row whose close the agent has just seen. Stepping at t
-chooses a_t, holds e_t = a_t * L_t and realises r_{t+1}; the next state is at t + 1. An
-episode starts at t drawn uniformly in [first_start, last_start] and is TRUNCATED when
+chooses a_t, holds e_t (the target a_t * L_t, or the drifted weight w_t when the target stays
+inside the no-trade band or the bar cannot trade) and realises r_{t+1}; the next state is at
+t + 1. An episode starts at t drawn uniformly in [first_start, last_start] and is TRUNCATED when
 t + 1 == last_row (the last row whose return it may realise) or after `episode_length` steps;
 it is TERMINATED when NAV < ruin_nav. A train episode therefore never reads a return beyond
 last_row. After a done, `step` returns the auto-reset observation and state (gymnax); the
@@ -36,6 +37,7 @@ class EnvParams:
     target_volatility: jnp.ndarray
     vol_floor: jnp.ndarray
     max_leverage: jnp.ndarray
+    no_trade_band: jnp.ndarray  # trade only when |a_t L_t - w_t| exceeds it
     reward_scale: jnp.ndarray
     ruin_nav: jnp.ndarray
     window: int = struct.field(pytree_node=False, default=64)
@@ -54,6 +56,7 @@ class EnvParams:
                    borrow_rate=f32(accounting.hourly_borrow_rate(env_cfg.borrow_rate_annual)),
                    target_volatility=f32(env_cfg.target_volatility),
                    vol_floor=f32(env_cfg.vol_floor), max_leverage=f32(env_cfg.max_leverage),
+                   no_trade_band=f32(env_cfg.no_trade_band),
                    reward_scale=f32(env_cfg.reward_scale), ruin_nav=f32(env_cfg.ruin_nav),
                    window=int(env_cfg.window), episode_length=int(env_cfg.episode_length))
 
@@ -105,7 +108,8 @@ class MarketData:
             raise ValueError(f"features must be finite: row {row}, column {col} holds "
                              f"{features[row, col]!r} (drop warm-up rows before the env)")
         r = accounting.log_returns_np(close)
-        vol = accounting.realised_vol_np(r, env_cfg.vol_window, env_cfg.vol_horizon_hours)
+        vol = accounting.realised_vol_np(r, env_cfg.vol_window, env_cfg.vol_horizon_hours,
+                                         env_cfg.vol_halflife_hours)
         return cls(features=jnp.asarray(features, jnp.float32),
                    log_returns=jnp.asarray(r, dtype), realised_vol=jnp.asarray(vol, dtype),
                    close=jnp.asarray(close, dtype), tradable=jnp.asarray(tradable))
@@ -289,14 +293,14 @@ def market_step(params: EnvParams, market: MarketData, book: accounting.Book, ac
                               params.max_leverage)
     rate = params.cost_rate if cost_rate is None else cost_rate
     acc, nxt = accounting.advance(book, action, lev, market.log_returns[t + 1], rate,
-                                  params.borrow_rate, market.tradable[t])
+                                  params.borrow_rate, market.tradable[t], params.no_trade_band)
     return acc, nxt, lev
 
 
 def _transition(params: EnvParams, market: MarketData, book: accounting.Book, action,
                 coeffs: Coeffs) -> Transition:
     acc, nxt, lev = market_step(params, market, book, action)
-    rew = accounting.reward(acc.pnl, action, book.prev_action, params.reward_scale, coeffs.churn,
+    rew = accounting.reward(acc.pnl, acc.turnover, params.reward_scale, coeffs.churn,
                             coeffs.smooth)
     return Transition(acc=acc, rewards=rew, leverage=lev, next_book=nxt)
 

@@ -147,8 +147,11 @@ def _ffd_for_warmup(cfg: Config) -> float | None:
 def build_run_features(cfg: Config, market: pd.DataFrame,
                        ffd_d: float | dict[str, float] | None = None) -> pd.DataFrame:
     d = ffd_d if ffd_d is not None else _ffd_for_warmup(cfg)
-    return build_features(market, cfg.features, ffd_d=d, vol_window=cfg.env.vol_window,
-                          vol_horizon_hours=cfg.env.vol_horizon_hours)
+    # The features' close-to-close vol (read by the HMM) is a daily-unit rolling std over
+    # features.range_vol_window hours, like the range estimators: the env's leverage estimate
+    # (env.vol_*) is a separate, slower quantity.
+    return build_features(market, cfg.features, ffd_d=d,
+                          vol_window=cfg.features.range_vol_window, vol_horizon_hours=24)
 
 
 def prepare_run(cfg: Config, market: pd.DataFrame | None = None) -> RunData:

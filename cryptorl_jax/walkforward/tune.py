@@ -292,7 +292,9 @@ def scores_of(frame: pd.DataFrame, split: NestedSplit, chunks: int) -> dict[str,
     out.update({"fit_start": split.fit_start, "inner_train_end": split.inner_train_end,
                 "val_start": split.val_start, "val_end": split.val_end, "gap": split.gap,
                 "chunks": chunks})
-    out["returns"] = [float(x) for x in frame["strategy"].to_numpy()]
+    returns = frame["strategy"].to_numpy()
+    out["flat"] = bool(np.nanstd(returns) == 0.0)
+    out["returns"] = [float(x) for x in returns]
     return out
 
 
@@ -588,7 +590,17 @@ class StudyResult:
 
 
 def score(metrics: dict[str, Any], metric: str) -> float:
-    return float(metrics[metric])
+    """The trial's score on one segment. A validation series with no variance (agents that
+    never left the no-trade band: no position, no risk, no return) has an undefined Sharpe,
+    Sortino and Calmar; it scores 0, the flat strategy's excess return, instead of failing the
+    trial. Any other undefined score is an error naming the metric."""
+    value = float(metrics[metric])
+    if math.isfinite(value):
+        return value
+    if metrics.get("flat"):
+        return 0.0
+    raise ValueError(f"tune.metric {metric!r} is undefined ({value}) on a validation series "
+                     "that is not flat")
 
 
 def _chunks_per_segment(cfg: Config) -> int:

@@ -9,11 +9,12 @@ import pytest
 
 from cryptorl_jax.backtest import baselines
 from cryptorl_jax.backtest.replay import simulate
-from cryptorl_jax.config import EnvConfig
 from cryptorl_jax.env import trading
+from tests.envcfg import banded_env, original_env
 from tests.reference import numpy_env as ref
 
-CFG = EnvConfig()
+CFG = original_env()
+BANDED = banded_env()
 
 
 def _close(n: int, seed: int = 0, sigma: float = 0.01) -> np.ndarray:
@@ -24,7 +25,8 @@ def _close(n: int, seed: int = 0, sigma: float = 0.01) -> np.ndarray:
 def _reference(close, actions, cfg=CFG, **kwargs):
     return ref.simulate(close, actions, cfg.fee_bps, cfg.slippage_bps, cfg.target_volatility,
                         cfg.vol_window, cfg.vol_horizon_hours, cfg.max_leverage, cfg.vol_floor,
-                        cfg.reward_scale, borrow_rate_annual=cfg.borrow_rate_annual, **kwargs)
+                        cfg.reward_scale, borrow_rate_annual=cfg.borrow_rate_annual,
+                        halflife_hours=cfg.vol_halflife_hours, band=cfg.no_trade_band, **kwargs)
 
 
 def test_shapes_follow_the_public_api():
@@ -55,6 +57,22 @@ def test_matches_numpy_reference(start, churn, smooth):
     undefined = max(CFG.vol_window - start, 0)
     assert (out["exposure"][:undefined] == 0).all()
     assert (out["exposure"][undefined:] != 0).all()
+
+
+@pytest.mark.parametrize("churn,smooth", [(0.0, 0.0), (0.3, 0.05)])
+def test_banded_matches_numpy_reference(churn, smooth):
+    """The default's shape: an exponentially weighted annual vol and a no-trade band."""
+    n = 2000
+    close = _close(n, seed=4, sigma=0.015)
+    actions = np.clip(np.cumsum(np.random.default_rng(5).normal(0, 0.15, n)), -1, 1)
+    out = simulate(close, actions, BANDED, churn, smooth, start=10)
+    exp = _reference(close, actions, BANDED, churn_coef=churn, smooth_coef=smooth, start=10)
+    np.testing.assert_allclose(out["nav"], exp["nav"], rtol=1e-9)
+    np.testing.assert_allclose(out["exposure"], exp["exposure"], atol=1e-9)
+    np.testing.assert_allclose(out["turnover"], exp["turnover"], atol=1e-9)
+    np.testing.assert_allclose(out["reward"], exp["reward"], atol=1e-7)
+    traded = out["turnover"] > 0
+    assert 0.01 < traded.mean() < 0.9  # the band holds the weight in some hours, not all
 
 
 def test_same_accounting_as_the_env():

@@ -3,7 +3,9 @@
 tests/reference/ledger.py holds units and cash and trades to q_t = e_t NAV_t / c_t at every
 close; the package's accounting carries the drifted weight instead. The two must agree to
 1e-9 relative in float64 for a constant exposure of 2, a constant -1 and a random path, with
-trading costs and financing on, and with bars that cannot trade.
+trading costs and financing on, and with bars that cannot trade; both with the original vol
+targeting (a 24-hour std, a trade at every change) and with the default's shape (an
+exponentially weighted vol and a no-trade band, which the ledger applies to what it holds).
 """
 
 from __future__ import annotations
@@ -16,16 +18,19 @@ import numpy as np
 import pytest
 
 from cryptorl_jax.backtest.replay import simulate
-from cryptorl_jax.config import EnvConfig
 from cryptorl_jax.env import accounting, trading
 from cryptorl_jax.training.rollout import policy_rollout
+from tests.envcfg import banded_env, original_env
 from tests.reference import numpy_env as ref
 from tests.reference.ledger import ledger
 
 N, START = 600, 30
 RTOL = 1e-9
 # a huge vol target makes L_t = max_leverage (2) at every defined row
-CFG = EnvConfig(target_volatility=100.0, borrow_rate_annual=0.08, fee_bps=5.0, slippage_bps=2.0)
+CFG = original_env(target_volatility=100.0, borrow_rate_annual=0.08, fee_bps=5.0,
+                   slippage_bps=2.0)
+BANDED = banded_env(target_volatility=100.0, borrow_rate_annual=0.08, fee_bps=5.0,
+                    slippage_bps=2.0, no_trade_band=0.05)
 
 
 def _close(seed: int = 0) -> np.ndarray:
@@ -33,21 +38,27 @@ def _close(seed: int = 0) -> np.ndarray:
     return 30_000.0 * np.exp(np.cumsum(rng.normal(0.0, 0.012, N)))
 
 
-def _paths() -> dict[str, tuple[EnvConfig, np.ndarray]]:
+def _paths():
     rng = np.random.default_rng(7)
+    random = rng.uniform(-1.0, 1.0, N)
+    slow = np.clip(np.cumsum(rng.normal(0.0, 0.08, N)), -1.0, 1.0)  # a persistent action path
     return {"constant_2": (CFG, np.full(N, 1.0)),  # a = 1, L = 2: e = 2
             "constant_minus_1": (CFG, np.full(N, -0.5)),  # e = -1
-            "random": (dataclasses.replace(CFG, target_volatility=0.05),
-                       rng.uniform(-1.0, 1.0, N))}
+            "random": (dataclasses.replace(CFG, target_volatility=0.05), random),
+            "banded_constant_2": (BANDED, np.full(N, 1.0)),
+            "banded_random": (dataclasses.replace(BANDED, target_volatility=0.5), random),
+            "banded_slow": (dataclasses.replace(BANDED, target_volatility=0.5), slow)}
 
 
 def _expected(close, actions, cfg, tradable=None):
-    """The ledger run on the exposure path e_t = a_t * L_t of the numpy reference."""
-    vol = ref.realised_vol(ref.log_returns(close), cfg.vol_window, cfg.vol_horizon_hours)
+    """The ledger run on the target path a_t * L_t of the numpy reference, with the band."""
+    vol = ref.realised_vol(ref.log_returns(close), cfg.vol_window, cfg.vol_horizon_hours,
+                           cfg.vol_halflife_hours)
     lev = np.array([ref.leverage(v, cfg.target_volatility, cfg.vol_floor, cfg.max_leverage)
                     for v in vol])
     rate = (cfg.fee_bps + cfg.slippage_bps) / 1e4
-    return ledger(close, actions * lev, rate, cfg.borrow_rate_annual / 8760.0, START, tradable)
+    return ledger(close, actions * lev, rate, cfg.borrow_rate_annual / 8760.0, START, tradable,
+                  band=cfg.no_trade_band)
 
 
 def _tradable(seed: int = 3) -> np.ndarray:
@@ -70,6 +81,8 @@ def test_simulate_matches_the_ledger(name, with_holds):
     np.testing.assert_allclose(out["turnover"], exp["turnover"], rtol=RTOL, atol=1e-15)
     np.testing.assert_allclose(out["cost"] * nav, exp["cost"], rtol=RTOL, atol=1e-15)
     np.testing.assert_allclose(out["financing"] * nav, exp["financing"], rtol=RTOL, atol=1e-15)
+    if name in ("constant_2", "banded_constant_2"):
+        assert (out["leverage"][cfg.vol_window:] == 2.0).all()
     if name == "constant_2":
         defined = out["leverage"] > 0
         if tradable is not None:
@@ -78,6 +91,11 @@ def test_simulate_matches_the_ledger(name, with_holds):
     if with_holds:  # a bar that cannot trade holds the drifted position: no turnover
         held = ~tradable[START:-1]
         assert (out["turnover"][held] == 0).all()
+    if cfg.no_trade_band > 0:  # the band: hours without a trade, and every trade leaves it
+        traded = out["turnover"] > 0
+        assert 0 < traded.mean() < 0.9
+        gap = np.abs(out["action"] * out["leverage"] - out["weight"])
+        assert (gap[traded] > cfg.no_trade_band).all()
 
 
 def test_drift_is_charged():

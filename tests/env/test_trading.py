@@ -9,6 +9,7 @@ import pytest
 
 from cryptorl_jax.config import EnvConfig
 from cryptorl_jax.env import trading
+from tests.envcfg import BANDED, ORIGINAL
 from tests.reference.numpy_env import NumpyTradingEnv
 
 VMAP_RESET = jax.vmap(trading.reset, in_axes=(0, None, None, None))
@@ -23,7 +24,7 @@ def make_market_arrays(n_rows: int, n_features: int = 4, seed: int = 0, sigma: f
 
 
 def small_config(**overrides) -> EnvConfig:
-    base = dict(window=8, episode_length=60, vol_window=24, max_leverage=3.0,
+    base = dict(ORIGINAL, window=8, episode_length=60, vol_window=24, max_leverage=3.0,
                 target_volatility=0.08, ruin_nav=0.9)
     base.update(overrides)
     return dataclasses.replace(EnvConfig(), **base)
@@ -63,10 +64,12 @@ def reference_envs(cfg, features, close, start_range, n_envs, coeffs):
         churn_coef=float(coeffs.churn), smooth_coef=float(coeffs.smooth)) for _ in range(n_envs)]
 
 
-@pytest.mark.parametrize("episode_length,ruin_nav", [(60, 0.9), (2000, 0.0)])
-def test_parity_with_numpy_reference(episode_length, ruin_nav):
+@pytest.mark.parametrize("episode_length,ruin_nav,banded", [(60, 0.9, False), (2000, 0.0, False),
+                                                             (2000, 0.0, True)])
+def test_parity_with_numpy_reference(episode_length, ruin_nav, banded):
     """2,000 steps of random actions, across resets (time limit, end of range, ruin)."""
-    cfg = small_config(episode_length=episode_length, ruin_nav=ruin_nav)
+    cfg = small_config(episode_length=episode_length, ruin_nav=ruin_nav,
+                       **(dict(BANDED, vol_window=24, max_leverage=3.0) if banded else {}))
     n_rows, n_envs, n_steps = 6000, 4, 2000
     features, close = make_market_arrays(n_rows, seed=1, sigma=0.02)
     if episode_length == 60:  # short range too: some episodes end at last_row
@@ -255,7 +258,8 @@ def test_replay_reproduces_step_exactly():
                                   flat["obs"].window[~done])
     # Current coefficients, not stale ones: the reward moves by the penalty difference.
     rep2 = replay(params, market, ct, trading.Coeffs.create(0.0, 0.0))
-    delta = np.abs(np.asarray(ct.action) - np.asarray(ct.book.prev_action))
+    # the penalties act on the turnover the ledger charges (|e_t - w_t|), not on |a_t - a_t-1|
+    delta = flat["info"]["turnover"]
     np.testing.assert_allclose(np.asarray(rep2.reward) - rep.reward,
                                0.2 * delta + 0.03 * delta ** 2, atol=2e-5)
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 
 def ledger(close, exposures, cost_rate: float, borrow_rate: float = 0.0, start: int = 0,
-           tradable=None) -> dict:
+           tradable=None, band: float = 0.0) -> dict:
     """Run the ledger from a flat book with NAV 1 at the close of row `start`.
 
-    exposures[t] is e_t, the target exposure (fraction of NAV) chosen at the close of t.
+    exposures[t] is e_t, the target exposure (fraction of NAV) chosen at the close of t. The
+    book trades to it only when it differs from what the book holds, q c_t / NAV_t, by more
+    than `band` (a no-trade band; 0 trades every difference).
     Returns lists: nav (T - start values, NAV at each close from `start`), and per step
     (T - start - 1 values): units, turnover (|q_t - q_{t-1}| c_t / NAV_t), cost, financing
     (both in cash), exposure (q_t c_t / NAV_t).
@@ -28,7 +30,9 @@ def ledger(close, exposures, cost_rate: float, borrow_rate: float = 0.0, start: 
         c = float(close[t])
         nav = q * c + cash
         can_trade = True if tradable is None else bool(tradable[t])
-        q_new = float(exposures[t]) * nav / c if can_trade else q
+        held = q * c / nav
+        outside = abs(float(exposures[t]) - held) > band
+        q_new = float(exposures[t]) * nav / c if can_trade and outside else q
         traded = abs(q_new - q) * c
         cost = cost_rate * traded
         cash -= (q_new - q) * c + cost

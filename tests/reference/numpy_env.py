@@ -20,13 +20,21 @@ def log_returns(close) -> np.ndarray:
     return out
 
 
-def realised_vol(returns, vol_window: int, horizon_hours: int) -> np.ndarray:
-    """s_t = population std of r_{t-V+1..t} times sqrt(H); NaN for t < V."""
+def realised_vol(returns, vol_window: int, horizon_hours: int,
+                 halflife_hours: float | None = None) -> np.ndarray:
+    """s_t = weighted population std of r_{t-V+1..t} times sqrt(H); NaN for t < V.
+
+    The weight of r_{t-j} is 2^(-j / h), normalised (equal weights when h is None).
+    """
+    raw = [1.0 if halflife_hours is None else 2.0 ** (-j / halflife_hours)
+           for j in range(vol_window)]
+    total = sum(raw)
+    weights = [x / total for x in raw]
     out = np.full(len(returns), np.nan)
     for t in range(vol_window, len(returns)):
-        window = [float(returns[i]) for i in range(t - vol_window + 1, t + 1)]
-        mean = sum(window) / vol_window
-        var = sum((x - mean) ** 2 for x in window) / vol_window
+        window = [float(returns[t - j]) for j in range(vol_window)]  # r_t, r_{t-1}, ...
+        mean = sum(w * x for w, x in zip(weights, window))
+        var = sum(w * (x - mean) ** 2 for w, x in zip(weights, window))
         out[t] = math.sqrt(var) * math.sqrt(horizon_hours)
     return out
 
@@ -39,12 +47,15 @@ def leverage(vol: float, target_volatility: float, vol_floor: float, max_leverag
 
 
 def account(nav: float, weight: float, action: float, lev: float, next_return: float,
-            cost_rate: float, borrow_rate: float = 0.0, tradable: bool = True) -> dict:
+            cost_rate: float, borrow_rate: float = 0.0, tradable: bool = True,
+            band: float = 0.0) -> dict:
     """One step of the accounting (growth floored at 1e-6, as the package documents).
 
-    weight: the drifted weight w_t held into the close; borrow_rate: hourly.
+    weight: the drifted weight w_t held into the close; borrow_rate: hourly; band: the
+    no-trade band (the target action * lev is traded only when it differs from w_t by more).
     """
-    exposure = action * lev if tradable else weight
+    target = action * lev
+    exposure = target if tradable and abs(target - weight) > band else weight
     turnover = abs(exposure - weight)
     cost = cost_rate * turnover
     if exposure >= 0:
@@ -59,23 +70,23 @@ def account(nav: float, weight: float, action: float, lev: float, next_return: f
             "next_weight": exposure * (1.0 + move) / growth}
 
 
-def reward(pnl: float, action: float, prev_action: float, reward_scale: float, churn_coef: float,
+def reward(pnl: float, turnover: float, reward_scale: float, churn_coef: float,
            smooth_coef: float) -> float:
-    delta = action - prev_action
-    return reward_scale * pnl - churn_coef * abs(delta) - smooth_coef * delta * delta
+    """scale * pnl - churn * u - smooth * u^2, u = |e_t - w_t| the turnover charged."""
+    return reward_scale * pnl - churn_coef * turnover - smooth_coef * turnover * turnover
 
 
 def simulate(close, actions, fee_bps: float, slippage_bps: float, target_volatility: float,
              vol_window: int, horizon_hours: int, max_leverage: float, vol_floor: float,
              reward_scale: float, churn_coef: float = 0.0, smooth_coef: float = 0.0,
              start: int = 0, exposure_mode: str = "action", borrow_rate_annual: float = 0.0,
-             tradable=None) -> dict:
+             tradable=None, halflife_hours: float | None = None, band: float = 0.0) -> dict:
     """Loop backtest: nav has T - start values from 1, the rest T - start - 1 (t -> r_{t+1})."""
     r = log_returns(close)
-    vol = realised_vol(r, vol_window, horizon_hours)
+    vol = realised_vol(r, vol_window, horizon_hours, halflife_hours)
     rate = (fee_bps + slippage_bps) / 1e4
     borrow = borrow_rate_annual / 8760.0
-    nav, prev_a, weight = 1.0, 0.0, 0.0
+    nav, weight = 1.0, 0.0
     out = {k: [] for k in ("exposure", "turnover", "cost", "financing", "pnl", "reward")}
     navs = [nav]
     for t in range(start, len(close) - 1):
@@ -83,12 +94,12 @@ def simulate(close, actions, fee_bps: float, slippage_bps: float, target_volatil
         lev = 1.0 if exposure_mode == "target" else leverage(vol[t], target_volatility,
                                                              vol_floor, max_leverage)
         can_trade = True if tradable is None else bool(tradable[t])
-        acc = account(nav, weight, a, lev, r[t + 1], rate, borrow, can_trade)
+        acc = account(nav, weight, a, lev, r[t + 1], rate, borrow, can_trade, band)
         for k in ("exposure", "turnover", "cost", "financing", "pnl"):
             out[k].append(acc[k])
-        out["reward"].append(reward(acc["pnl"], a, prev_a, reward_scale, churn_coef,
+        out["reward"].append(reward(acc["pnl"], acc["turnover"], reward_scale, churn_coef,
                                     smooth_coef))
-        nav, prev_a, weight = acc["next_nav"], a, acc["next_weight"]
+        nav, weight = acc["next_nav"], acc["next_weight"]
         navs.append(nav)
     res = {k: np.asarray(v) for k, v in out.items()}
     res["nav"] = np.asarray(navs)
@@ -107,14 +118,16 @@ class NumpyTradingEnv:
                  target_volatility: float, vol_window: int, horizon_hours: int,
                  max_leverage: float, vol_floor: float, reward_scale: float, ruin_nav: float,
                  first_start: int, last_start: int, last_row: int, churn_coef: float = 0.0,
-                 smooth_coef: float = 0.0, seed: int = 0, borrow_rate_annual: float = 0.0):
+                 smooth_coef: float = 0.0, seed: int = 0, borrow_rate_annual: float = 0.0,
+                 halflife_hours: float | None = None, band: float = 0.0):
         self.features = np.ascontiguousarray(features, dtype=np.float32)
         self.window = window
         self.episode_length = episode_length
         self.cost_rate = (fee_bps + slippage_bps) / 1e4
         self.borrow_rate = borrow_rate_annual / 8760.0
         r = log_returns(close)
-        vol = realised_vol(r, vol_window, horizon_hours)
+        vol = realised_vol(r, vol_window, horizon_hours, halflife_hours)
+        self.band = band
         # Python lists: scalar reads per step without numpy-scalar overhead.
         self._returns = r.tolist()
         self._vol = vol.tolist()
@@ -137,7 +150,8 @@ class NumpyTradingEnv:
                    horizon_hours=c.vol_horizon_hours, max_leverage=c.max_leverage,
                    vol_floor=c.vol_floor, reward_scale=c.reward_scale, ruin_nav=c.ruin_nav,
                    first_start=first_start, last_start=last_start, last_row=last_row,
-                   borrow_rate_annual=c.borrow_rate_annual, **kwargs)
+                   borrow_rate_annual=c.borrow_rate_annual,
+                   halflife_hours=c.vol_halflife_hours, band=c.no_trade_band, **kwargs)
 
     def _obs(self):
         t = self.t
@@ -163,7 +177,8 @@ class NumpyTradingEnv:
         vol = self._vol[t]
         lev = 0.0 if vol != vol else min(self.target_volatility / max(vol, self.vol_floor),
                                          self.max_leverage)
-        exposure = a * lev
+        target = a * lev
+        exposure = target if abs(target - self.weight) > self.band else self.weight
         turnover = abs(exposure - self.weight)
         cost = self.cost_rate * turnover
         borrowed = exposure - 1.0 if exposure > 1.0 else (-exposure if exposure < 0 else 0.0)
@@ -172,9 +187,8 @@ class NumpyTradingEnv:
         gross = exposure * move
         growth = max(1.0 + gross - cost - financing, 1e-6)
         pnl = math.log(growth)
-        delta = a - self.prev_action
-        churn = self.churn_coef * abs(delta)
-        smooth = self.smooth_coef * delta * delta
+        churn = self.churn_coef * turnover
+        smooth = self.smooth_coef * turnover * turnover
         rew = self.reward_scale * pnl - churn - smooth
         self.nav *= growth
         self.peak_nav = max(self.peak_nav, self.nav)

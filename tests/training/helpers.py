@@ -9,7 +9,8 @@ from cryptorl_jax.env.trading import MarketData, make_start_range
 from cryptorl_jax.training.train import TrainData
 
 TINY = [
-    "encoder.mode=none", "env.window=8", "env.episode_length=64", "tqc.net_arch=[16, 16]",
+    "encoder.mode=none", "env.window=8", "env.episode_length=64", "env.vol_window=48",
+    "env.vol_halflife_hours=12", "tqc.net_arch=[16, 16]",
     "tqc.batch_size=32", "tqc.buffer_size=2048", "tqc.learning_starts=64",
     "tqc.n_quantiles=5", "tqc.top_quantiles_to_drop_per_net=1", "train.n_envs=4",
     "train.steps_per_chunk=16", "train.total_env_steps=320", "train.n_seeds=2",

@@ -26,7 +26,8 @@ TINY_WFO = [
     "encoder.mode=pretrained-frozen", "encoder.d_model=8", "encoder.depth=1",
     "encoder.n_heads=2", "encoder.decoder_dim=8", "encoder.epochs=2",
     "encoder.batches_per_epoch=3", "encoder.batch_size=16",
-    "env.window=8", "env.episode_length=64",
+    "env.window=8", "env.episode_length=64", "env.vol_window=48", "env.vol_halflife_hours=12",
+    "env.no_trade_band=0.02",
     "tqc.net_arch=[16, 16]", "tqc.batch_size=32", "tqc.buffer_size=2048",
     "tqc.learning_starts=64", "tqc.n_quantiles=5", "tqc.top_quantiles_to_drop_per_net=1",
     "train.n_envs=4", "train.steps_per_chunk=16", "train.total_env_steps=320",
@@ -183,18 +184,22 @@ def test_other_encoder_modes_run(mode, market, tmp_path):
 
 
 def test_cost_stress_replays_the_same_trades(full_run):
-    """0x / 1x / 2x are the strategy's own trades at other costs, not other policies."""
+    """0x / 1x / 2x are the strategy's own actions at other costs, not other policies. With
+    the no-trade band a cost level can move a trade where the drifted weight sits at the band's
+    edge (the costs change the weight at second order), so nearly every hour, not every hour,
+    holds the 1x exposure."""
     workdir, _ = full_run
     oos = pd.read_parquet(workdir / "oos_returns.parquet")
     e, market = oos["exposure"].to_numpy(), oos["benchmark"].to_numpy()
     fin, cost = oos["financing"].to_numpy(), oos["cost"].to_numpy()
     np.testing.assert_allclose(oos["strategy"], e * market - cost - fin, rtol=1e-12, atol=1e-15)
-    # no trading cost: exactly the 1x exposures' return less the same financing
-    np.testing.assert_allclose(oos["strategy_zero_cost"], e * market - fin, rtol=1e-12,
-                               atol=1e-15)
+    assert (oos["turnover"] > 0).mean() > 0.01  # the tiny agents do trade
+    # no trading cost: the 1x exposures' return less the same financing
+    zero = np.abs(oos["strategy_zero_cost"].to_numpy() - (e * market - fin))
+    assert np.mean(zero > 1e-6 * np.abs(market).max()) < 0.05
     # 2x: the same exposures; the cost doubles up to the drift's second-order change
-    extra = (e * market - fin - oos["strategy_2x_cost"].to_numpy()) - 2 * cost
-    assert np.abs(extra).max() < 1e-3 * max(cost.max(), 1e-12)
+    extra = np.abs((e * market - fin - oos["strategy_2x_cost"].to_numpy()) - 2 * cost)
+    assert np.mean(extra > 1e-3 * max(cost.max(), 1e-12)) < 0.05
     total = (1 + oos[["strategy", "strategy_2x_cost", "strategy_zero_cost"]]).prod()
     assert total["strategy_2x_cost"] < total["strategy"] < total["strategy_zero_cost"]
 

@@ -257,8 +257,8 @@ def test_nested_split_rows(cfg):
     assert s.gap == pipeline.lookback_rows(cfg) >= cfg.env.window
     assert s.inner_train_end == s.val_start - s.gap and s.fit_start == 100
     assert tune.nested_split(cfg, seg, offset=130).fit_start == 130  # longer warm-up
-    embargo = with_overrides(cfg, ["wfo.embargo_hours=40"])
-    assert tune.nested_split(embargo, seg).gap == 40
+    embargo = with_overrides(cfg, ["wfo.embargo_hours=80"])  # longer than the lookback
+    assert tune.nested_split(embargo, seg).gap == 80
     inner = s.inner_segment()
     assert (inner.train_start, inner.train_end, inner.test_start, inner.test_end) == (
         100, s.inner_train_end, s.val_start, 400)
