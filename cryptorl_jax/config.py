@@ -183,6 +183,9 @@ class TQCConfig:
     policy_delay: int = 1
     gradient_steps: int = 1  # G: gradient updates per vectorised env step
     ent_coef_init: float = 1.0
+    # Adam step size of log(alpha), the entropy coefficient; None = learning_rate (sb3's
+    # behaviour). Adam moves log(alpha) by about this much per update at most.
+    ent_coef_learning_rate: float | None = None
     target_entropy: float | Literal["auto"] = "auto"
     max_grad_norm: float | None = 10.0  # global-norm clipping; None = off
     log_std_min: float = -20.0
@@ -738,6 +741,8 @@ def _validate_tqc(q: TQCConfig, s: str | None) -> None:
     _require(q.policy_delay >= 1, "tqc.policy_delay", "must be >= 1", s)
     _require(q.gradient_steps >= 1, "tqc.gradient_steps", "must be >= 1", s)
     _require(q.ent_coef_init > 0, "tqc.ent_coef_init", "must be > 0", s)
+    _require(q.ent_coef_learning_rate is None or q.ent_coef_learning_rate > 0,
+             "tqc.ent_coef_learning_rate", "must be > 0 or null", s)
     _require(q.max_grad_norm is None or q.max_grad_norm > 0, "tqc.max_grad_norm",
              "must be > 0 or null", s)
     _require(q.log_std_min < q.log_std_max, "tqc.log_std_min", "must be < log_std_max", s)

@@ -111,7 +111,8 @@ class SegmentDir:
         return self.done.is_file()
 
     def done_meta(self) -> dict[str, Any]:
-        """The DONE marker's record: rows, periods, timings, OOS Sharpe, env steps."""
+        """The DONE marker's record: rows, periods, timings, OOS Sharpe, env steps, the final
+        entropy coefficient and policy entropy ("entropy")."""
         return json.loads(self.done.read_text())
 
 

@@ -99,7 +99,8 @@ class Run:
     @functools.cached_property
     def segments(self) -> pd.DataFrame:
         """One row per finished segment: train / test periods and rows, OOS Sharpe, env steps,
-        timings and memory (the DONE records)."""
+        the final entropy coefficient and policy entropy, timings and memory (the DONE
+        records)."""
         rows = []
         for k in self.segment_numbers:
             meta = self.dir.segment(k).done_meta()
@@ -107,6 +108,10 @@ class Run:
             for key in ("train_period", "test_period", "train_rows", "test_rows"):
                 if key in meta:
                     row[f"{key}_start"], row[f"{key}_end"] = meta[key]
+            entropy = meta.get("entropy") or {}
+            for key in ("final_alpha", "final_entropy", "entropy_reached_target"):
+                if key in entropy:
+                    row[key] = entropy[key]
             row.update(meta.get("timings", {}))
             rows.append(row)
         return pd.DataFrame(rows).set_index("segment")

@@ -89,10 +89,12 @@ class TQCHyper:
         f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
         critic_lr = cfg.learning_rate if cfg.critic_learning_rate is None \
             else cfg.critic_learning_rate
+        alpha_lr = cfg.learning_rate if cfg.ent_coef_learning_rate is None \
+            else cfg.ent_coef_learning_rate
         target = -float(action_dim) if cfg.target_entropy == "auto" else float(cfg.target_entropy)
         clip = float("inf") if cfg.max_grad_norm is None else float(cfg.max_grad_norm)
         return cls(actor_lr=f32(cfg.learning_rate), critic_lr=f32(critic_lr),
-                   alpha_lr=f32(cfg.learning_rate), gamma=f32(cfg.gamma), tau=f32(cfg.tau),
+                   alpha_lr=f32(alpha_lr), gamma=f32(cfg.gamma), tau=f32(cfg.tau),
                    target_entropy=f32(target), ent_coef_init=f32(cfg.ent_coef_init),
                    max_grad_norm=f32(clip))
 

@@ -7,11 +7,12 @@ sizes, the devices, the population size, the curriculum's phase ends). It is the
 `training.train.make_train` and the key of the trainer cache, so a setting read inside the step
 cannot be missing from the key: the step only sees the spec.
 
-`Hyper` holds the dynamic hyperparameters as traced float32 leaves: actor, critic and entropy
-learning rates, gamma, tau, target entropy, initial entropy coefficient, max grad norm, reward
-scale and the curriculum's churn and smoothness schedules. A population stacks one `Hyper` per
-member ([P] leaves); two runs that differ only in these values share one compilation. The
-config keys behind them are `HYPER_KEYS`; the spec's copy of the config has them neutralised.
+`Hyper` holds the dynamic hyperparameters as traced float32 leaves: the actor's, the critics'
+and the entropy coefficient's learning rates, gamma, tau, target entropy, initial entropy
+coefficient, max grad norm, reward scale and the curriculum's churn and smoothness schedules.
+A population stacks one `Hyper` per member ([P] leaves); two runs that differ only in these
+values share one compilation. The config keys behind them are `HYPER_KEYS`; the spec's copy of
+the config has them neutralised.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from cryptorl_jax.agent.tqc import TQCHyper
 from cryptorl_jax.config import Config, EncoderConfig, EnvConfig, TQCConfig
 
 # config keys whose values are dynamic (Hyper leaves), not part of the compiled step
-HYPER_KEYS = ("tqc.learning_rate", "tqc.critic_learning_rate", "tqc.gamma", "tqc.tau",
-              "tqc.target_entropy", "tqc.ent_coef_init", "tqc.max_grad_norm",
-              "env.reward_scale", "train.curriculum.churn", "train.curriculum.smooth")
+HYPER_KEYS = ("tqc.learning_rate", "tqc.critic_learning_rate", "tqc.ent_coef_learning_rate",
+              "tqc.gamma", "tqc.tau", "tqc.target_entropy", "tqc.ent_coef_init",
+              "tqc.max_grad_norm", "env.reward_scale", "train.curriculum.churn",
+              "train.curriculum.smooth")
 # keys that do not enter the training step at all (data, seeds, outputs, bookkeeping)
 _OUTSIDE_STEP = ("seed", "run_name", "data.", "features.", "regimes.", "wfo.", "output.",
                  "tune.", "train.checkpoint_every_chunks", "train.keep_checkpoints",
@@ -85,9 +87,9 @@ def members_from_config(cfg: Config, n: int | None = None) -> list[Member]:
 
 
 def _neutral_tqc(q: TQCConfig) -> TQCConfig:
-    return dataclasses.replace(q, learning_rate=0.0, critic_learning_rate=None, gamma=0.0,
-                               tau=0.0, target_entropy="auto", ent_coef_init=1.0,
-                               max_grad_norm=None)
+    return dataclasses.replace(q, learning_rate=0.0, critic_learning_rate=None,
+                               ent_coef_learning_rate=None, gamma=0.0, tau=0.0,
+                               target_entropy="auto", ent_coef_init=1.0, max_grad_norm=None)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -502,6 +502,71 @@ class TrainResult:
     env_steps: int
     wall_s: float
     compile_s: float
+    # entropy_summary(history, the members' target entropies): where the entropy coefficient
+    # and the policy's entropy ended, and whether the entropy reached its target
+    entropy: dict[str, Any] = field(default_factory=dict)
+
+
+# nats above the target entropy still counted as "reached" (entropy_summary): SAC's alpha
+# holds the entropy AT the target, and a chunk's mean of noisy minibatch estimates scatters
+# around it; 0.1 nat is a chosen margin, not a measured one
+ENTROPY_TOLERANCE = 0.1
+
+
+def entropy_summary(history: Sequence[dict[str, Any]], target_entropy: float | Sequence[float],
+                    tol: float = ENTROPY_TOLERANCE) -> dict[str, Any]:
+    """Where the entropy tuning ended, from the last record of a training `history`.
+
+    `final_alpha` is the entropy coefficient exp(log_alpha) at the end of the last chunk.
+    `final_entropy` is the last chunk's mean policy entropy: the mean, over the chunk's
+    iterations that learned, of the update's estimate -mean_B log pi(a|s), a ~ pi(.|s) on the
+    replay minibatch (averaged over the iteration's actor updates; the "entropy" metric). None
+    when the last chunk made no update (training had not started learning).
+    SAC's entropy coefficient drives the entropy DOWN to `target_entropy` from above (a fresh
+    policy's entropy is normally well above the default target); `entropy_reached_target` is
+    final_entropy <= target + tol (`tol` nats, ENTROPY_TOLERANCE by default), false when there
+    is no final entropy.
+
+    `target_entropy` is one value, or one per member (`hyper.tqc.target_entropy`; "auto" is
+    -action_dim = -1). For a population (records with "members") the top-level alpha, entropy
+    and target are the members' means, `entropy_reached_target` is true only if EVERY member
+    reached its own target, and "members" holds the per-member lists. An empty history gives
+    None values and False.
+    """
+    targets = np.atleast_1d(np.asarray(target_entropy, np.float64)).tolist()
+    last = history[-1] if len(history) else None
+    members = None if last is None else last.get("members")
+    n = len(targets) if members is None else len(members["entropy"])
+    if len(targets) == 1:
+        targets = targets * n
+    if len(targets) != n:
+        raise ValueError(f"{len(targets)} target entropies for {n} members")
+
+    def per_member(name: str) -> list[float | None]:
+        if last is None:
+            return [None] * n
+        if members is None:
+            return [float(last[name])] * n if name in last else [None] * n
+        return [float(v) for v in members[name]] if name in members else [None] * n
+
+    alphas = per_member("alpha")
+    updates = per_member("updates")
+    entropies = [e if u is not None and u > 0 else None
+                 for e, u in zip(per_member("entropy"), updates, strict=True)]
+    reached = [e is not None and e <= t + tol for e, t in zip(entropies, targets, strict=True)]
+
+    def mean(xs: list[float | None]) -> float | None:
+        known = [x for x in xs if x is not None]
+        return float(np.mean(known)) if known else None
+
+    out: dict[str, Any] = {
+        "final_alpha": mean(alphas), "final_entropy": mean(entropies),
+        "target_entropy": float(np.mean(targets)), "entropy_reached_target": all(reached),
+        "tolerance": float(tol), "chunk": None if last is None else last.get("chunk")}
+    if members is not None:
+        out["members"] = {"final_alpha": alphas, "final_entropy": entropies,
+                          "target_entropy": targets, "entropy_reached_target": reached}
+    return out
 
 
 def _finite_or_raise(metrics: dict[str, np.ndarray], chunk: int, last_good: str) -> None:
@@ -531,7 +596,8 @@ def train(cfg: Config, data: TrainData, workdir: str | Path, *, key: jax.Array |
     training and propagates after the logger and checkpointer are closed.
     `members` (default: `train.n_seeds` members with the config's hyperparameters) are the
     population the trainer trains; its size must be the trainer's. A history record holds the
-    members' means and, under "members", each member's value of every metric.
+    members' means and, under "members", each member's value of every metric. The result's
+    `entropy` is `entropy_summary(history, the members' target entropies)`.
     """
     workdir = Path(workdir)
     tc = cfg.train
@@ -610,6 +676,8 @@ def train(cfg: Config, data: TrainData, workdir: str | Path, *, key: jax.Array |
         ckpt.close()
     jax.block_until_ready(state)
     done_chunks = len(history)
+    targets = np.asarray(jax.device_get(hyper.tqc.target_entropy)).reshape(-1).tolist()
     return TrainResult(state=state, history=history,
                        env_steps=done_chunks * trainer.env_steps_per_chunk,
-                       wall_s=time.perf_counter() - t0, compile_s=compile_s)
+                       wall_s=time.perf_counter() - t0, compile_s=compile_s,
+                       entropy=entropy_summary(history, targets))

@@ -725,6 +725,9 @@ def run_wfo_segment(cfg: Config, run: RunData, seg: Segment, rd: RunDir, *,
                                 str(run.market.index[seg.test_end - 1])],
                 "timings": timings, "sharpe": metrics["sharpe"],
                 "env_steps": outcome.train.env_steps,
+                # final entropy coefficient, policy entropy, target and whether it was reached
+                # (training.train.entropy_summary), per member under "members" for P > 1
+                "entropy": outcome.train.entropy,
                 "host": platform.node(), "devices": provenance.devices()}
         write_json(out.done, done)  # written last: --resume trusts it
         log.info("segment %d done in %.0f s: OOS sharpe %.2f, total return %.2f%%", seg.index,

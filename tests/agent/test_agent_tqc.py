@@ -217,6 +217,46 @@ def test_entropy_coefficient_moves_toward_its_target(target_entropy, direction):
     assert below == (direction == 1)
 
 
+def test_hyper_takes_the_entropy_learning_rate_or_falls_back_to_the_actors():
+    h = T.TQCHyper.from_config(SMALL)
+    assert float(h.alpha_lr) == pytest.approx(SMALL.learning_rate)  # None: sb3's behaviour
+    own = T.TQCHyper.from_config(dataclasses.replace(SMALL, ent_coef_learning_rate=5e-3))
+    assert float(own.alpha_lr) == pytest.approx(5e-3)
+    assert float(own.actor_lr) == float(h.actor_lr) == pytest.approx(SMALL.learning_rate)
+    assert float(own.critic_lr) == float(h.critic_lr)
+
+
+def test_entropy_coefficient_steps_at_its_own_learning_rate():
+    """tqc.ent_coef_learning_rate is log_alpha's Adam step size; the actor keeps learning_rate.
+    Adam's first step is lr * sign(grad), so |log_alpha| after one update is the alpha lr."""
+    tqc = T.make_tqc(SMALL, jnp.zeros(OBS_DIM), ACTION_DIM)
+    init, update = jax.jit(tqc.init), jax.jit(tqc.update)
+    batch = _batch(jax.random.key(5))
+    runs = {}
+    for ent_lr in (None, 1e-2):
+        hyper = T.TQCHyper.from_config(dataclasses.replace(SMALL, ent_coef_learning_rate=ent_lr))
+        state = init(jax.random.key(0), hyper)
+        first, _ = update(state, batch, jax.random.key(1), hyper)
+        log_alpha, state = [float(first.log_alpha)], first
+        for i in range(30):
+            state, _ = update(state, batch, jax.random.key(2 + i), hyper)
+            log_alpha.append(float(state.log_alpha))
+        runs[ent_lr] = (first, np.asarray(log_alpha))
+    (slow_first, slow), (fast_first, fast) = runs[None], runs[1e-2]
+    # the same actor step (same actor lr, alpha = 1 before the first update in both) ...
+    assert _max_diff(slow_first.actor_params, fast_first.actor_params) == 0.0
+    # ... but log_alpha moved by the actor's lr in one run and by 1e-2 in the other
+    np.testing.assert_allclose(abs(slow[0]), SMALL.learning_rate, rtol=1e-3)
+    np.testing.assert_allclose(abs(fast[0]), 1e-2, rtol=1e-3)
+    assert np.abs(fast[-1]) > 5 * np.abs(slow[-1])
+    # a zero alpha lr (built directly: the config refuses it) holds alpha at ent_coef_init
+    frozen = T.TQCHyper.from_config(SMALL).replace(alpha_lr=jnp.float32(0.0))
+    state = init(jax.random.key(0), frozen)
+    for i in range(3):
+        state, _ = update(state, batch, jax.random.key(2 + i), frozen)
+    assert float(state.log_alpha) == 0.0
+
+
 def test_update_many_traces_once_and_is_deterministic(small):
     tqc = small.tqc
     item = {"obs": jnp.zeros(OBS_DIM), "action": jnp.zeros(ACTION_DIM),

@@ -52,6 +52,7 @@ def test_full_yaml_holds_the_originals_values(repo_root):
     assert cfg.train.total_env_steps == 30_000_000
     assert cfg.encoder.epochs == 90
     assert cfg.tqc.learning_rate == pytest.approx(1e-4)
+    assert cfg.tqc.ent_coef_learning_rate is None  # the actor's, as the original's sb3
     assert cfg.tqc.buffer_size == 2_500_000
     assert cfg.train.n_envs == 512
     assert cfg.tqc.batch_size == 2048
@@ -69,6 +70,14 @@ def test_defaults_are_sb3_contrib_tqc():
     q = load_config(None).tqc
     assert (q.n_quantiles, q.n_critics, q.top_quantiles_to_drop_per_net) == (25, 2, 2)
     assert (q.gamma, q.tau, q.net_arch) == (0.99, 0.005, (256, 256))
+    assert q.ent_coef_learning_rate is None  # sb3: the entropy coefficient uses learning_rate
+
+
+def test_quick_and_study_give_the_entropy_coefficient_its_own_learning_rate(repo_root):
+    for name in ("quick.yaml", "study.yaml"):
+        q = load_config(repo_root / "configs" / name).tqc
+        assert q.ent_coef_learning_rate == pytest.approx(3e-3)
+        assert q.learning_rate == pytest.approx(3e-4)
 
 
 def test_overrides_are_parsed_to_the_field_type():
@@ -112,6 +121,8 @@ def test_yaml_float_without_dot_is_accepted(tmp_path):
     ("train:\n  curriculum:\n    phase_ends: [0.6, 0.2, 1.0]\n", "train.curriculum.phase_ends",
      "increase"),
     ("tqc:\n  top_quantiles_to_drop_per_net: 25\n", "tqc.top_quantiles_to_drop_per_net", "in [0"),
+    ("tqc:\n  ent_coef_learning_rate: 0\n", "tqc.ent_coef_learning_rate", "must be > 0"),
+    ("tqc:\n  ent_coef_learning_rate: -1.0e-3\n", "tqc.ent_coef_learning_rate", "must be > 0"),
     ("data:\n  start: notadate\n", "data.start", "not a date"),
     ("data:\n  assets: [{name: BTC, file: b.csv}, {name: DXY, file: d.csv, kind: market,\n"
      "            availability_lag_hours: -1}]\n", "data.assets[1].availability_lag_hours",

@@ -40,6 +40,22 @@ def test_hyper_keys_share_one_trainer_and_one_compilation():
     assert TrainerSpec.from_config(shape, 4) != TrainerSpec.from_config(cfg, 4)
 
 
+def test_the_entropy_learning_rate_is_dynamic():
+    """Configs that differ only in tqc.ent_coef_learning_rate share one TrainerSpec (one
+    compilation); their Hyper differ in alpha_lr alone."""
+    assert "tqc.ent_coef_learning_rate" in HYPER_KEYS
+    cfg = tiny_config()
+    other = with_overrides(cfg, ["tqc.ent_coef_learning_rate=3e-3"])
+    assert TrainerSpec.from_config(other, 4) == TrainerSpec.from_config(cfg, 4)
+    assert hash(TrainerSpec.from_config(other, 4)) == hash(TrainerSpec.from_config(cfg, 4))
+    a, b = Hyper.from_config(cfg), Hyper.from_config(other)
+    assert float(a.tqc.alpha_lr) == pytest.approx(cfg.tqc.learning_rate)
+    assert float(b.tqc.alpha_lr) == pytest.approx(3e-3)
+    for x, y in zip(jax.tree.leaves(a.replace(tqc=a.tqc.replace(alpha_lr=b.tqc.alpha_lr))),
+                    jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_every_step_setting_is_in_the_spec():
     """Changing any key the step reads (other than a Hyper key) changes the TrainerSpec, so the
     cache can never serve a compilation built for another value."""
@@ -86,7 +102,7 @@ def population_run(tmp_path_factory):
                Member(5, _with(base, actor_lr=1e-3, gamma=0.9)),
                Member(2, _with(base, critic_lr=3e-3, tau=0.02, reward_scale=30.0,
                                churn=[[0.5, 0.5], [1.0, 1.0], [1.0, 1.0]])),
-               Member(7, _with(base, actor_lr=0.0, critic_lr=0.0))]
+               Member(7, _with(base, actor_lr=0.0, critic_lr=0.0, alpha_lr=1e-2))]
     trainer = trainer_for(cfg, 4, population=4)
     pop = train(cfg, data, tmp_path_factory.mktemp("pop"), trainer=trainer, members=members,
                 resume=False)
@@ -132,3 +148,18 @@ def _stack(members):
     from cryptorl_jax.training.spec import stack
 
     return stack([m.hyper for m in members])
+
+
+def test_the_result_records_each_members_final_entropy(population_run):
+    cfg, data, members, trainer, pop = population_run
+    last = pop.history[-1]["members"]
+    ent = pop.entropy
+    assert ent["members"]["final_alpha"] == last["alpha"]
+    assert ent["members"]["final_entropy"] == last["entropy"]
+    assert ent["members"]["target_entropy"] == [-1.0] * 4
+    assert ent["members"]["entropy_reached_target"] == [e <= -1.0 + ent["tolerance"]
+                                                        for e in last["entropy"]]
+    assert ent["entropy_reached_target"] == all(ent["members"]["entropy_reached_target"])
+    # member 3's entropy coefficient steps at 1e-2, member 0's at the actor's 3e-4
+    log_alpha = np.log(last["alpha"])
+    assert abs(log_alpha[3]) > 10 * abs(log_alpha[0])

@@ -13,8 +13,10 @@ import pytest
 
 from cryptorl_jax.hooks import Hooks
 from cryptorl_jax.training.train import (
+    ENTROPY_TOLERANCE,
     TrainingDivergedError,
     _finite_or_raise,
+    entropy_summary,
     train,
     trainer_for,
 )
@@ -70,6 +72,9 @@ def test_resume_gives_the_uninterrupted_parameters(tmp_path, tiny):
     assert len(resumed.history) == len(full.history)
     for x, y in zip(leaves(full.state), leaves(resumed.state)):
         np.testing.assert_array_equal(x, y)
+    assert resumed.entropy == full.entropy  # from the restored history's last record
+    assert full.entropy["members"]["final_alpha"] == full.history[-1]["members"]["alpha"]
+    assert full.entropy["members"]["target_entropy"] == [-1.0, -1.0]  # "auto": -action_dim
     # and a third identical run gives the same numbers (determinism)
     again = train(cfg, data, tmp_path / "again", resume=False, trainer=trainer)
     assert trainer.trace_counts["train_chunk"] == 1
@@ -259,3 +264,42 @@ def test_a_fresh_run_refuses_a_directory_with_checkpoints(tmp_path, tiny):
     with pytest.raises(FileExistsError, match="already holds training checkpoints"):
         train(cfg, data, tmp_path, trainer=trainer, resume=False)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
+
+
+def test_entropy_summary_of_one_agent():
+    history = [{"chunk": 0, "alpha": 1.0, "entropy": 0.0, "updates": 0.0},
+               {"chunk": 1, "alpha": 0.2, "entropy": -0.95, "updates": 16.0}]
+    assert entropy_summary(history, -1.0) == {
+        "final_alpha": 0.2, "final_entropy": -0.95, "target_entropy": -1.0,
+        "entropy_reached_target": True, "tolerance": ENTROPY_TOLERANCE, "chunk": 1}
+    above = [*history[:1], dict(history[1], entropy=-0.85)]  # 0.15 nat above the target
+    assert entropy_summary(above, -1.0)["entropy_reached_target"] is False
+    assert entropy_summary(above, -1.0, tol=0.2)["entropy_reached_target"] is True
+    # a last chunk without updates (learning had not started) has no entropy to judge
+    early = entropy_summary(history[:1], -1.0)
+    assert early["final_entropy"] is None and early["entropy_reached_target"] is False
+    assert early["final_alpha"] == 1.0
+    empty = entropy_summary([], -1.0)
+    assert empty["final_alpha"] is None and empty["entropy_reached_target"] is False
+
+
+def test_entropy_summary_of_a_population_needs_every_member_at_its_target():
+    members = {"alpha": [0.1, 0.5, 0.05], "entropy": [-1.05, -0.5, -1.95],
+               "updates": [16.0, 16.0, 16.0]}
+    history = [{"chunk": 4, "alpha": 0.2167, "entropy": -1.1667, "updates": 16.0,
+                "members": members}]
+    s = entropy_summary(history, [-1.0, -1.0, -2.0])
+    assert s["members"] == {"final_alpha": [0.1, 0.5, 0.05],
+                            "final_entropy": [-1.05, -0.5, -1.95],
+                            "target_entropy": [-1.0, -1.0, -2.0],
+                            "entropy_reached_target": [True, False, True]}
+    assert s["entropy_reached_target"] is False  # member 1 is 0.5 nat above its target
+    assert s["final_alpha"] == pytest.approx(np.mean([0.1, 0.5, 0.05]))
+    assert s["final_entropy"] == pytest.approx(np.mean([-1.05, -0.5, -1.95]))
+    assert s["target_entropy"] == pytest.approx(-4.0 / 3.0)
+    settled = [dict(history[0], members=dict(members, entropy=[-1.05, -0.95, -1.95]))]
+    assert entropy_summary(settled, [-1.0, -1.0, -2.0])["entropy_reached_target"] is True
+    # one target serves every member; a count that matches neither is refused
+    assert entropy_summary(settled, -1.0)["members"]["entropy_reached_target"] == [True] * 3
+    with pytest.raises(ValueError, match="2 target entropies for 3 members"):
+        entropy_summary(settled, [-1.0, -1.0])

@@ -68,6 +68,12 @@ def test_outputs_and_oos_layout(full_run, cfg, market):
         for name in ("DONE", "scaler.json", "regime_model.json", "encoder", "agents",
                      "oos.parquet", "metrics.json", "stationarity.csv", "train"):
             assert (seg / name).exists(), (k, name)
+        # DONE records where the entropy tuning ended: the last history record's members
+        entropy = json.loads((seg / "DONE").read_text())["entropy"]
+        last = json.loads((seg / "train_history.json").read_text())[-1]
+        assert entropy["members"]["final_alpha"] == last["members"]["alpha"]
+        assert entropy["members"]["final_entropy"] == last["members"]["entropy"]
+        assert entropy["target_entropy"] == -1.0 and entropy["chunk"] == last["chunk"]
     assert (workdir / "tensorboard" / "segment_0").is_dir()
     assert load_config(workdir / "config.yaml") == pipeline.run_config(cfg)
 

@@ -84,7 +84,10 @@ def test_run_load_reads_every_part(runs):
     assert list(run.metrics.index) == ["0", "1", "all"]
     assert {"strategy", "seed_0", "seed_1", "buy_and_hold"} <= set(run.comparison.index)
     assert list(run.segments.index) == [0, 1]
-    assert {"test_period_start", "segment_s", "rss_mb", "env_steps"} <= set(run.segments.columns)
+    assert {"test_period_start", "segment_s", "rss_mb", "env_steps", "final_alpha",
+            "final_entropy", "entropy_reached_target"} <= set(run.segments.columns)
+    assert run.segments.loc[0, "final_alpha"] == run.dir.segment(0).done_meta()["entropy"][
+        "final_alpha"]
     assert set(run.history) == {0, 1} and len(run.history[0]) == 5
     assert "critic_loss" in run.history[0][-1]
     ax = run.plot_equity()

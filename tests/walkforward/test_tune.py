@@ -19,6 +19,7 @@ import pytest
 from cryptorl_jax.backtest.report import read_trial_log
 from cryptorl_jax.config import ConfigError, load_config, with_overrides
 from cryptorl_jax.market.synthetic import make_market
+from cryptorl_jax.training.spec import Hyper
 from cryptorl_jax.walkforward import pipeline, tune
 from tests.walkforward.test_pipeline import TINY_WFO
 
@@ -298,6 +299,26 @@ def test_suggest_overrides_and_check_space(cfg):
         tune.check_space(bad_range)
     with pytest.raises(ConfigError, match="tune.space.*empty"):
         tune.check_space(with_overrides(cfg, ["tune.space=[]"]))
+
+
+def test_population_mode_searches_the_entropy_learning_rate():
+    """tqc.ent_coef_learning_rate is a Hyper leaf: searchable in population mode, and each
+    trial's value reaches its member's alpha_lr."""
+    space_cfg = load_config(None, [*TINY_WFO, (
+        "tune.space=[{key: tqc.ent_coef_learning_rate, type: loguniform, low: 3.0e-4, "
+        "high: 1.0e-2}, {key: tqc.learning_rate, type: loguniform, low: 1.0e-4, high: 1.0e-3}]")])
+    tune.check_space(space_cfg)
+    tune.check_population_space(space_cfg)  # no error
+    trial = optuna.trial.FixedTrial({"tqc.ent_coef_learning_rate": 5e-3,
+                                     "tqc.learning_rate": 2e-4})
+    out = with_overrides(space_cfg, tune.suggest_overrides(trial, space_cfg.tune.space))
+    hyper = Hyper.from_config(out).tqc
+    assert float(hyper.alpha_lr) == pytest.approx(5e-3)
+    assert float(hyper.actor_lr) == pytest.approx(2e-4)
+    bad = with_overrides(space_cfg, ["tune.space=[{key: tqc.ent_coef_learning_rate, "
+                                     "type: float, low: -1.0, high: 1.0e-2}]"])
+    with pytest.raises(ConfigError, match=r"tune.space\[0\].*tqc.ent_coef_learning_rate"):
+        tune.check_space(bad)
 
 
 def test_trial_log_reader_prefers_sharpe(tmp_path):
