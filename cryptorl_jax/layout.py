@@ -88,6 +88,12 @@ class SegmentDir:
         return self.path / "oos.parquet"
 
     @property
+    def insample(self) -> Path:
+        """The same backtest as oos.parquet over the segment's own train rows (the agents on
+        the path they were trained on: the in-sample side of the memorisation check)."""
+        return self.path / "insample.parquet"
+
+    @property
     def series_metrics(self) -> Path:
         return self.path / "series_metrics.csv"
 

@@ -490,7 +490,7 @@ def _seed_lines(comparison: pd.DataFrame) -> list[str]:
     ens = float(comparison.loc["strategy", "sharpe"])
     beaten = int((seed_sharpe < ens).sum())
     table = comparison.loc[seeds + ["strategy"], ["total_return", "sharpe", "max_drawdown"]]
-    table = table.rename(index={"strategy": "ensemble (mean action)"})
+    table = table.rename(index={"strategy": "ensemble (equal-weight fund of the seeds' books)"})
     return ["## Seeds (each seed's agent alone, and the ensemble)", "",
             f"Per-seed OOS Sharpe: mean {seed_sharpe.mean():.2f}, std "
             f"{seed_sharpe.std(ddof=1):.2f}, range {seed_sharpe.min():.2f} .. "
@@ -512,7 +512,9 @@ def _summary_md(cfg: Config, workdir: Path, segments: list[int], oos: pd.DataFra
              f"- segments finished: {segments}; OOS hours: {len(oos)} "
              f"({oos.index[0]} .. {oos.index[-1]})",
              f"- the OOS series is {contiguity}",
-             f"- strategy = ensemble-mean action of {cfg.train.n_seeds} seed(s), "
+             f"- strategy = the ensemble of {cfg.train.n_seeds} seed(s): the equal-weight fund "
+             "of the seeds' own books (each seed acts on its own book; 1/S of the capital "
+             "each, not rebalanced), "
              f"encoder mode `{cfg.encoder.mode}`, costs {cfg.env.fee_bps} + "
              f"{cfg.env.slippage_bps} bps per unit of turnover, financing "
              f"{100 * cfg.env.borrow_rate_annual:g} % a year on borrowed notional",

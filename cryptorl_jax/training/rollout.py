@@ -38,21 +38,16 @@ def policy_rollout(policy, observe, params: trading.EnvParams, market: trading.M
 
 
 def make_rollout(trainer: Trainer):
-    """rollout(agents [S], data, first_row, n_steps, cost_multiplier) -> actions.
+    """rollout(agents [S], data, first_row, n_steps, cost_multiplier) -> actions [S, n_steps].
 
-    Returns (ensemble [n_steps], per_seed [S, n_steps]): the ensemble acts with the mean of the
-    seeds' deterministic actions on its own path; each seed also acts alone on its own path.
-    Action i is chosen at the close of row first_row + i and realises r_{first_row + i + 1}.
+    Each seed acts alone on its OWN book (its previous action, drifted weight and drawdown:
+    the states it was trained on). The ensemble is built from these books afterwards
+    (`backtest.portfolio`: the equal-weight fund of the seeds' books), never by feeding one
+    seed the states of another. Action i is chosen at the close of row first_row + i and
+    realises r_{first_row + i + 1}.
     """
     params = trainer.env_params
     act = trainer.tqc.act_deterministic
-
-    def run(policy, data: TrainData, first_row, n_steps: int, cost_multiplier):
-        cost_rate = params.cost_rate * cost_multiplier
-
-        actions, _ = policy_rollout(policy, partial(trainer.observe, data), params,
-                                    data.market, first_row, n_steps, cost_rate)
-        return actions
 
     def single(agent: TQCState, obs):
         batched = jax.tree.map(lambda x: x[None], obs)
@@ -61,12 +56,13 @@ def make_rollout(trainer: Trainer):
     @partial(jax.jit, static_argnames=("n_steps",))
     def rollout(agents: TQCState, data: TrainData, first_row, n_steps: int,
                 cost_multiplier=1.0):
-        def ensemble_policy(obs):
-            return jnp.mean(jax.vmap(single, in_axes=(0, None))(agents, obs))
+        cost_rate = params.cost_rate * cost_multiplier
 
-        ensemble = run(ensemble_policy, data, first_row, n_steps, cost_multiplier)
-        per_seed = jax.vmap(lambda a: run(partial(single, a), data, first_row, n_steps,
-                                          cost_multiplier))(agents)
-        return ensemble, per_seed
+        def run(agent):
+            actions, _ = policy_rollout(partial(single, agent), partial(trainer.observe, data),
+                                        params, data.market, first_row, n_steps, cost_rate)
+            return actions
+
+        return jax.vmap(run)(agents)
 
     return rollout

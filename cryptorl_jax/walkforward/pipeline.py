@@ -6,8 +6,9 @@
      order is chosen on the segment's train rows and the features rebuilt with it;
   2. on the train rows only: the robust scaler, the HMM (its forward-filtered `Prob_*` columns
      are appended), the MAE pre-training, and TQC (`train.n_seeds` agents, one compilation);
-  3. the deterministic OOS backtest over the test rows with the ensemble-mean action (and each
-     seed alone), at 1x, 2x and zero costs, plus the baselines over the same rows;
+  3. the deterministic OOS backtest over the test rows: each seed on its own book, the ensemble
+     as the equal-weight fund of those books, at 1x, 2x and zero costs, plus the baselines
+     over the same rows; the same backtest over the segment's own train rows (in-sample);
   4. everything is written to `segment_<k>/`, and a `DONE` marker last.
 Then the aggregate report (backtest.report) is rebuilt from all finished segments.
 
@@ -40,6 +41,8 @@ from tqdm.auto import tqdm
 
 from cryptorl_jax import provenance
 from cryptorl_jax.backtest import baselines as baseline_lib
+from cryptorl_jax.backtest import portfolio
+from cryptorl_jax.backtest.diagnostics import turnover_attribution
 from cryptorl_jax.backtest.metrics import compute_metrics, regime_metrics
 from cryptorl_jax.backtest.replay import simulate
 from cryptorl_jax.config import Config, ConfigError, check_rows
@@ -343,17 +346,25 @@ def load_agents(path: Path, trainer: Trainer) -> Any:
 
 
 COST_STRESS = (("", 1.0), ("_2x_cost", 2.0), ("_zero_cost", 0.0))
+# per-hour columns of the fund (NAV-weighted over the seeds' books) in a backtest frame
+FUND_COLUMNS = ("exposure", "turnover", "cost", "financing", "turnover_chosen",
+                "turnover_mechanical")
 
 
 def backtest_rows(cfg: Config, run: RunData, sm: SegmentMatrix, enc: EncoderStage,
                   trainer: Trainer, agents: Any, test_start: int, test_end: int,
                   rollout: Callable | None = None, baseline_seed: int = 0) -> pd.DataFrame:
-    """Hourly OOS returns of rows [test_start, test_end) for the ensemble, seeds, baselines.
+    """Hourly returns of rows [test_start, test_end) for the ensemble, seeds, baselines.
 
-    The agents act once (the rollout at 1x costs); their action series is then replayed by
-    `simulate` (float64) at 1x, 2x and 0x trading costs, so the cost stress keeps the trades
-    fixed. The frame also holds the strategy's exposure, turnover and per-hour charges (cost,
-    financing), which the timing null of the report reuses.
+    Each seed acts on its own book (the rollout at 1x costs); each seed's action series is
+    then replayed by `simulate` (float64) at 1x, 2x and 0x trading costs, so the cost stress
+    keeps the decisions fixed. The strategy ("the ensemble") is the equal-weight fund of the
+    seeds' books (`backtest.portfolio`). The frame holds, per hour: the fund's returns
+    (`strategy`, `strategy_2x_cost`, `strategy_zero_cost`) and its NAV-weighted exposure,
+    turnover (split into `turnover_chosen` and `turnover_mechanical`,
+    `backtest.diagnostics`), cost and financing; each seed's returns (`seed_<s>`) and action
+    (`action_<s>`); the market's leverage L_t and `tradable` (what the timing null re-applies);
+    the baselines and the benchmark.
     """
     lookback = lookback_rows(cfg)
     lo = test_start - lookback
@@ -371,16 +382,25 @@ def backtest_rows(cfg: Config, run: RunData, sm: SegmentMatrix, enc: EncoderStag
         a[first:first + n_steps] = policy_actions
         return simulate(close, a, cfg.env, start=first, cost_multiplier=mult, tradable=tradable)
 
-    ens, seeds = jax.device_get(rollout(agents, data, first, n_steps, 1.0))
+    seeds = np.asarray(jax.device_get(rollout(agents, data, first, n_steps, 1.0)))
     out: dict[str, np.ndarray] = {}
     extra: dict[str, np.ndarray] = {}
     for label, mult in COST_STRESS:
-        sim = replay(ens, mult)
-        out[f"strategy{label}"] = sim["returns"]
+        books = [replay(seeds[s], mult) for s in range(seeds.shape[0])]
+        fund = portfolio.equal_weight(books)
+        out[f"strategy{label}"] = fund["returns"]
         if label == "":
-            extra = {k: sim[k] for k in ("exposure", "turnover", "action", "cost", "financing")}
-    for s in range(seeds.shape[0]):
-        out[f"seed_{s}"] = replay(seeds[s])["returns"]
+            for s, book in enumerate(books):
+                out[f"seed_{s}"] = book["returns"]
+            parts = [turnover_attribution(b["action"], b["leverage"], b["weight"],
+                                          b["turnover"]) for b in books]
+            v = fund["shares"]
+            extra = {k: fund[k] for k in ("exposure", "turnover", "cost", "financing")}
+            extra["turnover_chosen"] = np.sum(v * np.stack([p[0] for p in parts]), axis=0)
+            extra["turnover_mechanical"] = np.sum(v * np.stack([p[1] for p in parts]), axis=0)
+            extra["leverage"] = books[0]["leverage"]
+            for s, book in enumerate(books):
+                extra[f"action_{s}"] = book["action"]
     for name, sim in baseline_lib.run_baselines(close, cfg.env, seed=baseline_seed,
                                                 start=first, tradable=tradable).items():
         out[name] = sim["returns"]
@@ -388,6 +408,7 @@ def backtest_rows(cfg: Config, run: RunData, sm: SegmentMatrix, enc: EncoderStag
     frame = pd.DataFrame(out, index=run.market.index[test_start:test_end])
     for k, v in extra.items():
         frame[k] = v
+    frame["tradable"] = tradable[first:-1]
     if sm.proba is not None:  # the regime in force when the position was chosen (row t - 1)
         p = sm.proba[test_start - 1:test_end - 1]
         frame["regime"] = np.where(np.isfinite(p).all(axis=1), np.argmax(p, axis=1), -1)
@@ -694,8 +715,17 @@ def run_wfo_segment(cfg: Config, run: RunData, seg: Segment, rd: RunDir, *,
         t = time.perf_counter()
         oos = outcome.oos
         write_parquet(out.oos, oos)
+        # the agents over their own train rows, through the same backtest (in-sample)
+        insample = backtest_rows(cfg, run, outcome.inputs.sm, outcome.inputs.enc,
+                                 outcome.trainer, outcome.train.state.agent, seg.train_start,
+                                 seg.train_end, outcome.rollout,
+                                 baseline_seed=cfg.seed * 1000 + seg.index)
+        write_parquet(out.insample, insample)
         series_metrics(oos).to_csv(out.series_metrics)
         metrics = strategy_metrics(oos)
+        in_metrics = strategy_metrics(insample)
+        metrics.update({f"insample_{k}": in_metrics[k] for k in
+                        ("sharpe", "total_return", "turnover", "exposure")})
         write_json(out.metrics, metrics)
         if "regime" in oos:
             regime_metrics(oos["strategy"].to_numpy(), oos["regime"].to_numpy(),
@@ -724,6 +754,7 @@ def run_wfo_segment(cfg: Config, run: RunData, seg: Segment, rd: RunDir, *,
                 "test_period": [str(run.market.index[seg.test_start]),
                                 str(run.market.index[seg.test_end - 1])],
                 "timings": timings, "sharpe": metrics["sharpe"],
+                "insample_sharpe": metrics["insample_sharpe"],
                 "env_steps": outcome.train.env_steps,
                 # final entropy coefficient, policy entropy, target and whether it was reached
                 # (training.train.entropy_summary), per member under "members" for P > 1

@@ -191,7 +191,7 @@ def write_study_doc(cfg: Config, cmp: Comparison, compare_dir: Path, path: str |
         "## Baselines over the same hours", "",
         markdown_table(cmp.baselines[["total_return", "sharpe", "max_drawdown",
                                       "volatility"]]), "",
-        "## Seed dispersion (each seed's agent alone vs the ensemble-mean action)", "",
+        "## Seed dispersion (each seed's agent alone vs the ensemble)", "",
         markdown_table(seeds), "",
         "## Costs (the same trades replayed at 0x / 1x / 2x fee + slippage)", "",
         markdown_table(costs), "",

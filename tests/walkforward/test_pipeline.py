@@ -189,6 +189,31 @@ def test_other_encoder_modes_run(mode, market, tmp_path):
     assert np.isfinite(table["sharpe"]).all()
 
 
+def test_the_ensemble_is_the_fund_of_the_seeds_own_books(full_run, cfg):
+    """Each seed acts on its own book; the strategy is the equal-weight fund of those books,
+    not one book acting on the mean action (which fed every seed states it never saw)."""
+    from cryptorl_jax.backtest import portfolio
+
+    workdir, _ = full_run
+    for k in range(3):
+        seg = workdir / f"segment_{k}"
+        for name in ("oos.parquet", "insample.parquet"):
+            frame = pd.read_parquet(seg / name)
+            seeds = frame[[f"seed_{s}" for s in range(cfg.train.n_seeds)]].to_numpy().T
+            np.testing.assert_allclose(frame["strategy"], portfolio.equal_weight_returns(seeds),
+                                       rtol=1e-12, atol=1e-15)
+            for col in ("leverage", "tradable", "turnover_chosen", "turnover_mechanical",
+                        *[f"action_{s}" for s in range(cfg.train.n_seeds)]):
+                assert col in frame, (name, col)
+            np.testing.assert_allclose(frame["turnover_chosen"] + frame["turnover_mechanical"],
+                                       frame["turnover"], rtol=1e-12, atol=1e-15)
+        assert not np.allclose(frame["action_0"], frame["action_1"])
+        metrics = json.loads((seg / "metrics.json").read_text())
+        train = json.loads((seg / "DONE").read_text())["train_rows"]
+        assert len(pd.read_parquet(seg / "insample.parquet")) == train[1] - train[0]
+        assert np.isfinite(metrics["insample_total_return"])
+
+
 def test_cost_stress_replays_the_same_trades(full_run):
     """0x / 1x / 2x are the strategy's own actions at other costs, not other policies. With
     the no-trade band a cost level can move a trade where the drifted weight sits at the band's
@@ -200,12 +225,13 @@ def test_cost_stress_replays_the_same_trades(full_run):
     fin, cost = oos["financing"].to_numpy(), oos["cost"].to_numpy()
     np.testing.assert_allclose(oos["strategy"], e * market - cost - fin, rtol=1e-12, atol=1e-15)
     assert (oos["turnover"] > 0).mean() > 0.01  # the tiny agents do trade
-    # no trading cost: the 1x exposures' return less the same financing
+    # no trading cost: the 1x exposures' return less the same financing, up to the second-order
+    # change of the seeds' shares in the fund (their NAVs differ by the costs)
     zero = np.abs(oos["strategy_zero_cost"].to_numpy() - (e * market - fin))
-    assert np.mean(zero > 1e-6 * np.abs(market).max()) < 0.05
+    assert np.mean(zero > 0.1 * cost.max()) < 0.05
     # 2x: the same exposures; the cost doubles up to the drift's second-order change
     extra = np.abs((e * market - fin - oos["strategy_2x_cost"].to_numpy()) - 2 * cost)
-    assert np.mean(extra > 1e-3 * max(cost.max(), 1e-12)) < 0.05
+    assert np.mean(extra > 0.1 * max(cost.max(), 1e-12)) < 0.05
     total = (1 + oos[["strategy", "strategy_2x_cost", "strategy_zero_cost"]]).prod()
     assert total["strategy_2x_cost"] < total["strategy"] < total["strategy_zero_cost"]
 
@@ -222,7 +248,7 @@ def test_summary_holds_the_honest_statistics(full_run):
     for text in ("Probabilistic Sharpe", "Deflated Sharpe", "with N = 1", "Timing null: p =",
                  "0x trading costs", "1x trading costs", "2x trading costs", "financing",
                  "i.i.d. U[-1, 1] actions (not a timing null)", "## Seeds",
-                 "Per-seed OOS Sharpe: mean", "ensemble (mean action)"):
+                 "Per-seed OOS Sharpe: mean", "ensemble (equal-weight fund of the seeds' books)"):
         assert text in summary, text
     registry = [json.loads(line) for line in
                 (workdir.parent / "runs.jsonl").read_text().splitlines()]
