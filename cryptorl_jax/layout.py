@@ -178,6 +178,12 @@ class RunDir:
         return self.path / "metrics.csv"
 
     @property
+    def diagnostics(self) -> Path:
+        """Per segment and overall: in-sample vs OOS Sharpe, turnover (chosen vs mechanical),
+        action dispersion, correlation with buy & hold, and the flags."""
+        return self.path / "diagnostics.csv"
+
+    @property
     def comparison(self) -> Path:
         return self.path / "comparison.csv"
 

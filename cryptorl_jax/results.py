@@ -4,6 +4,7 @@
     run = Run.load("results/quick")
     run.metrics            # per segment + "all" (the stitched OOS series)
     run.oos                # the stitched hourly OOS frame (strategy, seeds, baselines, ...)
+    run.diagnostics        # in-sample vs OOS Sharpe, turnover split, flags per segment
     run.plot_equity()
     cmp = compare_runs(["results/study-none", "results/study-pretrained"])
     cmp.table              # one row per run: stitched-OOS metrics, PSR, DSR over the runs
@@ -97,6 +98,34 @@ class Run:
         return pd.read_csv(self.dir.comparison, index_col=0)
 
     @functools.cached_property
+    def diagnostics(self) -> pd.DataFrame:
+        """diagnostics.csv indexed by segment ('0', ..., 'all'): OOS and in-sample Sharpe (the
+        agents over their own train rows) and their gap, turnover per year and per unit of
+        exposure, the mechanical share of turnover, action dispersion, correlation with buy &
+        hold, long share and the flags (backtest.diagnostics). Rebuilt from the segments'
+        frames for a run whose report predates it."""
+        if self.dir.diagnostics.is_file():
+            frame = pd.read_csv(self.dir.diagnostics, dtype={"segment": str},
+                                keep_default_na=False, na_values=[""])
+            frame["flags"] = frame["flags"].fillna("").astype(str)
+            return frame.set_index("segment")
+        from cryptorl_jax.backtest.diagnostics import segment_diagnostics
+
+        return segment_diagnostics(self.dir, self.oos, self.segment_numbers)
+
+    @property
+    def flags(self) -> list[str]:
+        """The run's flags on its stitched OOS series (e.g. ['memorised'])."""
+        text = str(self.diagnostics.loc["all", "flags"])
+        return [f for f in text.split(", ") if f and f != "nan"]
+
+    @functools.cached_property
+    def insample(self) -> dict[int, pd.DataFrame]:
+        """Each segment's backtest over its own train rows (insample.parquet), by segment."""
+        return {k: pd.read_parquet(self.dir.segment(k).insample) for k in self.segment_numbers
+                if self.dir.segment(k).insample.is_file()}
+
+    @functools.cached_property
     def segments(self) -> pd.DataFrame:
         """One row per finished segment: train / test periods and rows, OOS Sharpe, env steps,
         the final entropy coefficient and policy entropy, timings and memory (the DONE
@@ -104,7 +133,8 @@ class Run:
         rows = []
         for k in self.segment_numbers:
             meta = self.dir.segment(k).done_meta()
-            row = {key: meta.get(key) for key in ("segment", "sharpe", "env_steps")}
+            row = {key: meta.get(key) for key in ("segment", "sharpe", "insample_sharpe",
+                                                  "env_steps")}
             for key in ("train_period", "test_period", "train_rows", "test_rows"):
                 if key in meta:
                     row[f"{key}_start"], row[f"{key}_end"] = meta[key]

@@ -19,6 +19,9 @@ share a sign and a fair apportionment otherwise.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+
+from cryptorl_jax.backtest.metrics import sharpe
 
 
 def turnover_attribution(action, leverage, weight, turnover) -> tuple[np.ndarray, np.ndarray]:
@@ -46,3 +49,177 @@ def turnover_attribution(action, leverage, weight, turnover) -> tuple[np.ndarray
         share = np.where(total > 0, chosen / np.where(total > 0, total, 1.0), 0.0)
     chosen_u = np.where(traded, u * share, 0.0)
     return chosen_u, u - chosen_u
+
+
+# --------------------------------------------------------------------------------------------
+# Per-segment diagnostics and plain flags (docs/architecture.md, "Diagnostics and flags")
+# --------------------------------------------------------------------------------------------
+
+PERIODS = 8760
+# A flag's threshold; docs/architecture.md gives the reasons.
+MEMORISED_MIN_INSAMPLE = 2.0  # in-sample Sharpe above this ...
+MEMORISED_GAP = 2.0  # ... and above the OOS Sharpe by more than this: memorised
+COLLAPSED_CORR = 0.9  # returns correlated with buy & hold's above this ...
+COLLAPSED_LONG_SHARE = 0.95  # ... while long in more than this share of hours: buy & hold
+FLAT_EXPOSURE = 0.05  # mean |exposure| below this (units of NAV): flat
+CHURN_TURNOVER = 50.0  # turnover above this many x NAV a year: churning (>= 3.5 % at 7 bps)
+
+FLAGS = {
+    "memorised": "in-sample Sharpe far above OOS",
+    "collapsed to buy & hold": "long nearly always, returns track buy & hold's",
+    "flat": "hardly any position",
+    "churning": "turnover that costs more than any plausible edge",
+}
+
+DIAGNOSTIC_COLUMNS = ("oos_sharpe", "insample_sharpe", "insample_seed_sharpe", "sharpe_gap",
+                      "turnover", "exposure", "turnover_per_exposure", "mechanical_share",
+                      "action_dispersion", "action_std", "corr_buy_and_hold", "long_share",
+                      "flags")
+
+
+def _sharpe(r) -> float:
+    return float(sharpe(np.asarray(r, np.float64), PERIODS))
+
+
+def _seed_columns(frame, prefix: str) -> list[str]:
+    return sorted((c for c in frame.columns if c.startswith(prefix)
+                   and c[len(prefix):].isdigit()), key=lambda c: int(c[len(prefix):]))
+
+
+def frame_diagnostics(oos, insample=None) -> dict[str, float]:
+    """The diagnostics of one backtest frame (`walkforward.pipeline.backtest_rows`), with the
+    same agents' frame over their own train rows when given. NaN where a column is missing
+    (frames written before these columns existed)."""
+    nan = float("nan")
+    out: dict[str, float] = {"oos_sharpe": _sharpe(oos["strategy"])}
+    if insample is not None and len(insample):
+        out["insample_sharpe"] = _sharpe(insample["strategy"])
+        seeds = _seed_columns(insample, "seed_")
+        out["insample_seed_sharpe"] = (float(np.mean([_sharpe(insample[c]) for c in seeds]))
+                                       if seeds else nan)
+    else:
+        out["insample_sharpe"] = out["insample_seed_sharpe"] = nan
+    out["sharpe_gap"] = out["insample_sharpe"] - out["oos_sharpe"]
+    years = len(oos) / PERIODS
+    e = np.abs(oos["exposure"].to_numpy(np.float64)) if "exposure" in oos else None
+    u = oos["turnover"].to_numpy(np.float64) if "turnover" in oos else None
+    out["turnover"] = nan if u is None else float(u.sum() / years)
+    out["exposure"] = nan if e is None else float(e.mean())
+    out["turnover_per_exposure"] = (out["turnover"] / out["exposure"]
+                                    if out["exposure"] and out["exposure"] > 0 else nan)
+    if "turnover_mechanical" in oos and u is not None and u.sum() > 0:
+        out["mechanical_share"] = float(oos["turnover_mechanical"].sum() / u.sum())
+    else:
+        out["mechanical_share"] = nan
+    actions = _seed_columns(oos, "action_")
+    if actions:
+        a = oos[actions].to_numpy(np.float64)
+        out["action_dispersion"] = float(a.std(axis=1).mean()) if a.shape[1] > 1 else 0.0
+        out["action_std"] = float(a.std(axis=0).mean())
+    else:
+        out["action_dispersion"] = out["action_std"] = nan
+    if "buy_and_hold" in oos:
+        s, b = oos["strategy"].to_numpy(np.float64), oos["buy_and_hold"].to_numpy(np.float64)
+        ok = s.std() > 0 and b.std() > 0
+        out["corr_buy_and_hold"] = float(np.corrcoef(s, b)[0, 1]) if ok else nan
+    else:
+        out["corr_buy_and_hold"] = nan
+    out["long_share"] = nan if "exposure" not in oos else float(
+        (oos["exposure"].to_numpy() > 0).mean())
+    return out
+
+
+def flags_of(d: dict[str, float]) -> list[str]:
+    """The plain flags a diagnostics row raises (thresholds: the module constants)."""
+    out = []
+    ins, gap = d.get("insample_sharpe", np.nan), d.get("sharpe_gap", np.nan)
+    if np.isfinite(ins) and ins > MEMORISED_MIN_INSAMPLE and gap > MEMORISED_GAP:
+        out.append("memorised")
+    flat = d.get("exposure", np.nan) < FLAT_EXPOSURE
+    if d.get("corr_buy_and_hold", np.nan) > COLLAPSED_CORR and \
+            d.get("long_share", np.nan) > COLLAPSED_LONG_SHARE and not flat:
+        out.append("collapsed to buy & hold")
+    if flat:
+        out.append("flat")
+    if d.get("turnover", np.nan) > CHURN_TURNOVER:
+        out.append("churning")
+    return out
+
+
+def diagnostics_table(oos_by_segment: dict, insample_by_segment: dict,
+                      stitched: pd.DataFrame) -> pd.DataFrame:
+    """One row per segment and `all` (pandas DataFrame indexed by segment label): the
+    diagnostics and their flags. The `all` row's OOS figures are the stitched series'; its
+    in-sample Sharpe is the mean of the segments' (each agent on its own train rows)."""
+    rows = {}
+    for k, frame in oos_by_segment.items():
+        d = frame_diagnostics(frame, insample_by_segment.get(k))
+        d["flags"] = ", ".join(flags_of(d))
+        rows[str(k)] = d
+    if rows:
+        d = frame_diagnostics(stitched)
+        ins = [r["insample_sharpe"] for r in rows.values() if np.isfinite(r["insample_sharpe"])]
+        seeds = [r["insample_seed_sharpe"] for r in rows.values()
+                 if np.isfinite(r["insample_seed_sharpe"])]
+        d["insample_sharpe"] = float(np.mean(ins)) if ins else np.nan
+        d["insample_seed_sharpe"] = float(np.mean(seeds)) if seeds else np.nan
+        d["sharpe_gap"] = d["insample_sharpe"] - d["oos_sharpe"]
+        d["flags"] = ", ".join(flags_of(d))
+        rows["all"] = d
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "segment"
+    return table[[c for c in DIAGNOSTIC_COLUMNS if c in table.columns]]
+
+
+def verdict(agg: dict, flags: list[str], n_runs: int, psr_level: float = 0.95,
+            p_level: float = 0.05) -> tuple[bool, str]:
+    """(edge?, one paragraph): evidence of an edge only when the stitched OOS Sharpe is
+    positive, its PSR and Deflated Sharpe both reach `psr_level`, the timing null rejects at
+    `p_level`, and no flag says the figure is made by something else (memorised, collapsed to
+    buy & hold, flat). Otherwise 'no evidence of an edge', with every reason that applies."""
+    def num(key):
+        v = agg.get(key)
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return float("nan")
+
+    sr, psr, dsr, p = num("sharpe"), num("psr"), num("dsr"), num("timing_p_value")
+    reasons = []
+    if not sr > 0:
+        reasons.append(f"the stitched OOS Sharpe is {_fmt(sr, '.2f')}")
+    if not psr >= psr_level:
+        reasons.append(f"PSR {_fmt(psr)} < {psr_level} (P[true Sharpe > 0])")
+    if not dsr >= psr_level:
+        reasons.append(f"Deflated Sharpe {_fmt(dsr)} < {psr_level} over N = {n_runs} "
+                       "configuration(s) run on this window")
+    if not p < p_level:
+        reasons.append(f"timing null p = {_fmt(p)} (rotating the agents' own actions earns as "
+                       "much)")
+    bad = [f for f in flags if f != "churning"]
+    for f in bad:
+        reasons.append(f"flag: {f} ({FLAGS[f]})")
+    edge = not reasons
+    if edge:
+        text = (f"**Evidence of an edge.** The stitched OOS Sharpe is {_fmt(sr, '.2f')} with "
+                f"PSR {_fmt(psr)} and Deflated Sharpe {_fmt(dsr)} (N = {n_runs}), the timing "
+                f"null rejects at p = {_fmt(p)}, and no flag says the figure is made by "
+                "memorisation, buy & hold or a flat book.")
+        if "churning" in flags:
+            text += " It churns: check the cost stress before trusting it."
+        return True, text
+    return False, ("**No evidence of an edge.** " + "; ".join(reasons) + ".")
+
+
+def _fmt(x: float, spec: str = ".3f") -> str:
+    return "undefined" if not np.isfinite(x) else format(x, spec)
+
+
+def segment_diagnostics(rd, oos: pd.DataFrame, segments: list[int]) -> pd.DataFrame:
+    """diagnostics.csv of a run directory (`layout.RunDir`): each segment's OOS frame beside its
+    agents' in-sample frame (their own train rows through the same backtest), and the stitched
+    `all` row."""
+    parts = {k: oos[oos["segment"] == k] for k in segments}
+    insample = {k: pd.read_parquet(rd.segment(k).insample) for k in segments
+                if rd.segment(k).insample.is_file()}
+    return diagnostics_table(parts, insample, oos)

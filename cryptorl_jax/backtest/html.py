@@ -1,7 +1,8 @@
 """report.html: one self-contained page per run that opens offline.
 
-The page is the run's summary.md rendered to HTML (its headings, lists and tables), with the
-equity curve and each segment's regime plot embedded as base64 PNGs, the provenance of
+The page is the run's summary.md rendered to HTML (its headings, lists and tables): it opens
+with the verdict and the equity curve, then the tables. The equity curve and each segment's
+regime plot are embedded as base64 PNGs, the provenance of
 run_info.json, and relative links to the tearsheet, the CSVs and the other files of the run.
 It loads nothing from the network: no script, no font, no stylesheet outside the page.
 """
@@ -43,9 +44,13 @@ def _inline(text: str) -> str:
     return out
 
 
-def markdown_to_html(md: str) -> str:
+_IMAGE = re.compile(r"^!\[([^\]]*)\]\(([^)\s]+)\)\s*$")
+
+
+def markdown_to_html(md: str, base: Path | None = None) -> str:
     """The subset of Markdown the reports write: #/## headings, '- ' lists (two-space nested
-    items), pipe tables, paragraphs, `code` and **bold**."""
+    items), pipe tables, paragraphs, `code`, **bold** and image lines `![alt](file.png)`, which
+    are embedded as base64 from `base` (a link to the file when it is not there)."""
     lines = md.splitlines()
     out: list[str] = []
     i = 0
@@ -54,7 +59,14 @@ def markdown_to_html(md: str) -> str:
         if not line.strip():
             i += 1
             continue
-        if line.startswith("#"):
+        image = _IMAGE.match(line.strip())
+        if image:
+            alt, name = image.groups()
+            path = None if base is None else base / name
+            out.append(png_tag(path, alt) if path is not None and path.is_file()
+                       else f'<p><a href="{html.escape(name)}">{html.escape(alt)}</a></p>')
+            i += 1
+        elif line.startswith("#"):
             level = min(len(line) - len(line.lstrip("#")), 6)
             out.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
             i += 1
@@ -81,7 +93,8 @@ def markdown_to_html(md: str) -> str:
         else:
             para = []
             while i < len(lines) and lines[i].strip() and not lines[i].startswith(
-                    ("#", "|")) and not lines[i].lstrip().startswith("- "):
+                    ("#", "|")) and not lines[i].lstrip().startswith("- ") \
+                    and not _IMAGE.match(lines[i].strip()):
                 para.append(lines[i])
                 i += 1
             out.append(f"<p>{_inline(' '.join(para))}</p>")
@@ -123,7 +136,7 @@ def write_report_html(rd: RunDir, summary_md: str, title: str) -> Path:
     nav = "<nav>" + "".join(f'<a href="{html.escape(href)}">{html.escape(text)}</a>'
                             for text, href in links) + "</nav>"
     images = []
-    if rd.equity_png.is_file():
+    if rd.equity_png.is_file() and rd.equity_png.name not in summary_md:
         images.append("<h2>Equity (stitched OOS)</h2>" + png_tag(rd.equity_png, "equity curve"))
     regimes = [(k, rd.regimes_png(k)) for k in rd.finished_segments()
                if rd.regimes_png(k).is_file()]
@@ -132,7 +145,7 @@ def write_report_html(rd: RunDir, summary_md: str, title: str) -> Path:
             png_tag(p, f"segment {k} regimes") for k, p in regimes))
     page = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
             f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>", nav,
-            markdown_to_html(summary_md), *images, "<h2>Provenance</h2>", _provenance(rd),
+            markdown_to_html(summary_md, rd.path), *images, "<h2>Provenance</h2>", _provenance(rd),
             "</body></html>"]
     write_atomic(rd.report, "\n".join(page))
     return rd.report

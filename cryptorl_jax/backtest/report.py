@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cryptorl_jax.backtest import nulls, registry
+from cryptorl_jax.backtest import diagnostics, nulls, registry
 from cryptorl_jax.backtest.metrics import (
     compute_metrics,
     expected_max_sharpe,
@@ -334,6 +334,8 @@ def write_report(cfg: Config, workdir: str | Path) -> dict[str, Any]:
     write_atomic(rd.metrics, table.to_csv(index=False))
     comparison = comparison_table(oos)
     write_atomic(rd.comparison, comparison.to_csv())
+    diag = diagnostics.segment_diagnostics(rd, oos, segments)
+    write_atomic(rd.diagnostics, diag.to_csv())
     gaps = _gaps(oos)
     title = f"{cfg.run_name}: walk-forward OOS, {len(segments)} segments"
     tearsheet_error = None
@@ -341,8 +343,11 @@ def write_report(cfg: Config, workdir: str | Path) -> dict[str, Any]:
         plot_equity(oos, segments, rd.equity_png, title)
     if cfg.output.tearsheet:
         tearsheet_error = write_tearsheet(oos, rd.tearsheet, title)
+    agg_row = table[table["segment"] == "all"].iloc[0].to_dict()
+    run_flags = [f for f in str(diag.loc["all", "flags"]).split(", ") if f and f != "nan"]
+    edge, verdict = diagnostics.verdict(agg_row, run_flags, deflation.n_runs)
     summary = _summary_md(cfg, workdir, segments, oos, table, comparison, gaps, deflation,
-                          tuning, tearsheet_error)
+                          tuning, tearsheet_error, diag, verdict)
     write_atomic(rd.summary, summary)
     from cryptorl_jax.backtest.html import write_report_html
 
@@ -352,7 +357,9 @@ def write_report(cfg: Config, workdir: str | Path) -> dict[str, Any]:
         _log_hparams(cfg, rd, agg)
     return {"segments": segments, "sharpe": agg["sharpe"], "total_return": agg["total_return"],
             "psr": agg.get("psr"), "dsr": agg.get("dsr"), "n_trials": agg.get("n_trials"),
-            "timing_p_value": agg.get("timing_p_value"), "gaps": gaps}
+            "timing_p_value": agg.get("timing_p_value"), "gaps": gaps, "edge": edge,
+            "verdict": verdict, "flags": run_flags,
+            "insample_sharpe": float(diag.loc["all", "insample_sharpe"])}
 
 
 HPARAM_KEYS = ("seed", "encoder.mode", "env.window", "env.fee_bps", "env.slippage_bps",
@@ -500,15 +507,43 @@ def _seed_lines(comparison: pd.DataFrame) -> list[str]:
             markdown_table(table), ""]
 
 
+def _diagnostic_lines(diag: pd.DataFrame) -> list[str]:
+    """The diagnostics table and what its flags mean."""
+    shown = diag.rename(columns={
+        "oos_sharpe": "OOS Sharpe", "insample_sharpe": "in-sample Sharpe",
+        "insample_seed_sharpe": "in-sample Sharpe (seeds' mean)", "sharpe_gap": "gap",
+        "turnover": "turnover (x NAV/yr)", "exposure": "mean |exposure|",
+        "turnover_per_exposure": "turnover per unit exposure",
+        "mechanical_share": "mechanical share of turnover",
+        "action_dispersion": "action dispersion (across seeds)",
+        "action_std": "action std (over time)", "corr_buy_and_hold": "corr. with buy & hold",
+        "long_share": "share of hours long"})
+    d = diagnostics
+    return ["## Diagnostics: is the figure the agent's, and does it generalise?", "",
+            "In-sample: the same agents, through the same backtest, over their own segment's "
+            "train rows (the `all` row averages the segments'). Mechanical turnover is the part "
+            "that the vol targeting's leverage changes and the price drift made, not a change "
+            "of the action. Flags: **memorised** (in-sample Sharpe > "
+            f"{d.MEMORISED_MIN_INSAMPLE:g} and above OOS by > {d.MEMORISED_GAP:g}), "
+            f"**collapsed to buy & hold** (correlation with buy & hold > {d.COLLAPSED_CORR:g} "
+            f"and long in > {100 * d.COLLAPSED_LONG_SHARE:g} % of hours), **flat** (mean "
+            f"|exposure| < {d.FLAT_EXPOSURE:g}), **churning** (turnover > "
+            f"{d.CHURN_TURNOVER:g}x NAV a year).", "",
+            markdown_table(shown, ".3g"), ""]
+
+
 def _summary_md(cfg: Config, workdir: Path, segments: list[int], oos: pd.DataFrame,
                 table: pd.DataFrame, comparison: pd.DataFrame, gaps: list[str],
                 deflation: OOSDeflation, tuning: dict[str, Any] | None,
-                tearsheet_error: str | None) -> str:
+                tearsheet_error: str | None, diag: pd.DataFrame, verdict: str) -> str:
     agg = table[table["segment"] == "all"].iloc[0]
     contiguity = "contiguous" if not gaps else "NOT contiguous: " + "; ".join(gaps)
     headline = comparison[[c for c in HEADLINE if c in comparison.columns]].rename(
         index=lambda n: BASELINE_LABELS.get(n, n))
-    lines = [f"# Walk-forward report: {cfg.run_name}", "",
+    equity = ([f"![equity curve (stitched OOS)]({RunDir(workdir).equity_png.name})", ""]
+              if RunDir(workdir).equity_png.is_file() else [])
+    lines = [f"# Walk-forward report: {cfg.run_name}", "", "## Verdict", "", verdict, "",
+             *equity,
              f"- segments finished: {segments}; OOS hours: {len(oos)} "
              f"({oos.index[0]} .. {oos.index[-1]})",
              f"- the OOS series is {contiguity}",
@@ -518,7 +553,7 @@ def _summary_md(cfg: Config, workdir: Path, segments: list[int], oos: pd.DataFra
              f"encoder mode `{cfg.encoder.mode}`, costs {cfg.env.fee_bps} + "
              f"{cfg.env.slippage_bps} bps per unit of turnover, financing "
              f"{100 * cfg.env.borrow_rate_annual:g} % a year on borrowed notional",
-             "", *_statistics_lines(agg, deflation, tuning),
+             "", *_statistics_lines(agg, deflation, tuning), *_diagnostic_lines(diag),
              "## Headline (stitched OOS, annualised at 8,760 hours)", "",
              markdown_table(headline), "", *_cost_lines(comparison, agg, cfg),
              *_seed_lines(comparison),
@@ -580,7 +615,7 @@ def _summary_md(cfg: Config, workdir: Path, segments: list[int], oos: pd.DataFra
     lines += ["## Timings (seconds)", "", markdown_table(pd.DataFrame(timing_rows)
                                                      .set_index("segment"), ".3g"), ""]
     files = ["config.yaml", "run_info.json", "metrics.csv", "comparison.csv",
-             "oos_returns.parquet", "report.html"]
+             "diagnostics.csv", "oos_returns.parquet", "report.html"]
     if cfg.output.plots:
         files.append("equity_curve.png")
     if cfg.output.tearsheet:

@@ -255,6 +255,39 @@ def test_summary_holds_the_honest_statistics(full_run):
     assert [r["run_name"] for r in registry] == ["tiny"]
 
 
+def test_report_opens_with_the_verdict_and_shows_the_diagnostics(full_run, cfg):
+    """summary.md and report.html open with the verdict and the equity curve, before the
+    tables; diagnostics.csv holds each segment's in-sample vs OOS Sharpe, and Run.load reads
+    it."""
+    from cryptorl_jax.backtest import diagnostics
+    from cryptorl_jax.results import Run
+
+    workdir, _ = full_run
+    summary = (workdir / "summary.md").read_text()
+    verdict = summary.index("## Verdict")
+    assert verdict < summary.index("![equity curve") < summary.index("|")
+    assert "No evidence of an edge" in summary or "Evidence of an edge" in summary
+    assert "## Diagnostics" in summary and "in-sample Sharpe" in summary
+    page = (workdir / "report.html").read_text()
+    assert page.index("Verdict") < page.index("data:image/png") < page.index("<table")
+    diag = pd.read_csv(workdir / "diagnostics.csv", dtype={"segment": str}).set_index("segment")
+    assert list(diag.index) == ["0", "1", "2", "all"]
+    for k in range(3):
+        insample = pd.read_parquet(workdir / f"segment_{k}" / "insample.parquet")
+        oos = pd.read_parquet(workdir / f"segment_{k}" / "oos.parquet")
+        expected = diagnostics.frame_diagnostics(oos, insample)
+        for key in ("insample_sharpe", "oos_sharpe", "mechanical_share", "turnover"):
+            assert diag.loc[str(k), key] == pytest.approx(expected[key], rel=1e-9, nan_ok=True)
+    assert diag.loc["all", "insample_sharpe"] == pytest.approx(
+        diag.loc[["0", "1", "2"], "insample_sharpe"].mean(), rel=1e-9)
+    run = Run.load(workdir)
+    pd.testing.assert_frame_equal(run.diagnostics.drop(columns="flags"),
+                                  diag.drop(columns="flags"))
+    assert isinstance(run.flags, list)
+    assert set(run.insample) == {0, 1, 2}
+    assert "insample_sharpe" in run.segments.columns
+
+
 def test_oos_dsr_counts_the_runs_over_the_same_window(full_run, cfg, tmp_path):
     """A second configuration registered over the same OOS window deflates the first."""
     import shutil
