@@ -321,6 +321,25 @@ def test_population_mode_searches_the_entropy_learning_rate():
         tune.check_space(bad)
 
 
+def test_a_flat_validation_series_scores_zero_and_any_other_undefined_score_fails():
+    """Agents that never leave the no-trade band hold nothing: their Sharpe is undefined, and
+    Optuna refuses a NaN value. Such a trial scores 0 (the flat strategy's); an undefined score
+    of a series that is not flat is an error naming the metric."""
+    flat = {"sharpe": float("nan"), "total_return": 0.0, "flat": True}
+    assert tune.score(flat, "sharpe") == 0.0
+    assert tune.score({"sharpe": 1.5, "flat": False}, "sharpe") == 1.5
+    with pytest.raises(ValueError, match="tune.metric 'sharpe' is undefined"):
+        tune.score({"sharpe": float("nan"), "flat": False}, "sharpe")
+    import pandas as pd
+
+    frame = pd.DataFrame({"strategy": np.zeros(50), "benchmark": np.full(50, 0.001),
+                          "exposure": np.zeros(50), "turnover": np.zeros(50)})
+    split = tune.NestedSplit(segment=0, fit_start=0, inner_train_end=10, val_start=20,
+                             val_end=70)
+    scores = tune.scores_of(frame, split, chunks=1)
+    assert scores["flat"] is True and tune.score(scores, "sharpe") == 0.0
+
+
 def test_trial_log_reader_prefers_sharpe(tmp_path):
     path = tmp_path / "t.jsonl"
     recs = [{"state": "COMPLETE", "value": 0.5, "sharpe": 2.0},
