@@ -131,6 +131,7 @@ def _provenance(rd: RunDir) -> str:
 def write_report_html(rd: RunDir, summary_md: str, title: str) -> Path:
     """Write rd.report from the summary, the run's PNGs and its run_info.json."""
     links = [(name, name) for name in ("tearsheet.html", "summary.md", "metrics.csv",
+                                       "diagnostics.csv",
                                        "comparison.csv", "oos_returns.parquet", "config.yaml",
                                        "run_info.json") if (rd.path / name).is_file()]
     nav = "<nav>" + "".join(f'<a href="{html.escape(href)}">{html.escape(text)}</a>'

@@ -512,7 +512,7 @@ def _diagnostic_lines(diag: pd.DataFrame) -> list[str]:
     shown = diag.rename(columns={
         "oos_sharpe": "OOS Sharpe", "insample_sharpe": "in-sample Sharpe",
         "insample_seed_sharpe": "in-sample Sharpe (seeds' mean)", "sharpe_gap": "gap",
-        "turnover": "turnover (x NAV/yr)", "exposure": "mean |exposure|",
+        "turnover": "turnover (x NAV/yr)", "exposure": "mean abs. exposure",
         "turnover_per_exposure": "turnover per unit exposure",
         "mechanical_share": "mechanical share of turnover",
         "action_dispersion": "action dispersion (across seeds)",
