@@ -12,7 +12,7 @@ NAMES = [
     ("cryptorl_jax.features", "parkinson_vol"), ("cryptorl_jax.features", "garman_klass_vol"),
     ("cryptorl_jax.regimes", "RegimeModel"), ("cryptorl_jax.backtest", "simulate"),
     ("cryptorl_jax.backtest", "compute_metrics"), ("cryptorl_jax.backtest", "pbo_cscv"),
-    ("cryptorl_jax.backtest", "timing_null"), ("cryptorl_jax.walkforward", "make_segments"),
+    ("cryptorl_jax.backtest", "action_timing_null"), ("cryptorl_jax.walkforward", "make_segments"),
 ]
 
 

@@ -2,7 +2,8 @@
 (the timing null, the run registry of the OOS Deflated Sharpe, the PBO of a tuning study).
 
 The names below are imported on first use (PEP 562), so reading a finished run's metrics
-(cryptorl_jax.results) does not import JAX: only `simulate` and `baselines` need it.
+(cryptorl_jax.results) does not import JAX: only `simulate`, `simulate_paths`, `baselines`
+and a call of `action_timing_null` need it.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ _LAZY = {
     "deflated_sharpe": ("cryptorl_jax.backtest.metrics", "deflated_sharpe"),
     "expected_max_sharpe": ("cryptorl_jax.backtest.metrics", "expected_max_sharpe"),
     "probabilistic_sharpe": ("cryptorl_jax.backtest.metrics", "probabilistic_sharpe"),
-    "timing_null": ("cryptorl_jax.backtest.nulls", "timing_null"),
+    "action_timing_null": ("cryptorl_jax.backtest.nulls", "action_timing_null"),
     "pbo_cscv": ("cryptorl_jax.backtest.overfitting", "pbo_cscv"),
     "simulate": ("cryptorl_jax.backtest.replay", "simulate"),
+    "simulate_paths": ("cryptorl_jax.backtest.replay", "simulate_paths"),
 }
 
 __all__ = sorted(_LAZY)

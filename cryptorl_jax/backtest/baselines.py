@@ -7,8 +7,8 @@
 - flat: a_t = 0 (NAV stays 1);
 - random: a_t ~ U[-1, 1] i.i.d. every hour, seeded (numpy default_rng(seed)). It trades at
   every close and mostly loses its costs: beating it says little. The fair null for the
-  agent's timing is the report's circular-shift test (`backtest.nulls`), which keeps the
-  agent's own exposure path.
+  agent's timing is the report's action-rotation test (`backtest.nulls`), which re-simulates
+  the agent's own action paths, rotated in time, with the market's leverage and costs.
 """
 
 from __future__ import annotations

@@ -1,20 +1,40 @@
-"""A fair null for the agent's timing: its own exposure path, circularly shifted in time.
+"""The timing null: the seeds' own ACTION paths, rotated within each segment and re-simulated.
 
 The i.i.d. random baseline trades at every close and mostly loses its costs, so beating it
-proves nothing. This null keeps everything about the strategy except WHEN it holds what: the
-exposure path e_t of each walk-forward segment, together with the hourly charges it paid
-(trading cost and financing, so the turnover and the leverage are the strategy's own), is
-rotated by a random lag within the segment and applied to the segment's own market returns:
+proves nothing. This null keeps everything about the strategy except WHEN it asks for what.
+For each of `n_null` draws and each walk-forward segment (a block of n rows), one lag
+k ~ U[m, n - m] (m = min(min_shift, n // 4)) is drawn, the same for every seed; each seed's
+action path is rotated within the block,
 
-    null_t = e_{(t + k) mod n} R_{t+1} - charges_{(t + k) mod n},   k ~ U[m, n - m]
+    a'_t = a_{(t + k) mod n},
 
-with R_{t+1} the asset's simple return over the hour held and m = `min_shift` hours (a rotation
-by a few hours would keep most of the alignment). Each null draw rotates every segment by its
-own lag and stitches them like the strategy; its annualised Sharpe is one sample of what the
-same positions earn with their timing broken. The p-value is (1 + #{null >= actual}) /
-(1 + n_null), the one-sided permutation p-value (never 0). A strategy without timing skill
-gives p-values near uniform; a small p-value says the alignment of its positions with the
-returns, not its average exposure, earned its Sharpe.
+and its book is re-simulated from flat (weight 0, NAV 1) at the block's first row through the
+one accounting update (`env.accounting.advance`, via `backtest.replay.simulate_paths`) with the
+MARKET's own leverage L_t, tradable mask, returns R_{t+1}, the config's trading costs,
+financing and no-trade band: the target exposure is a'_t L_t, traded only when it leaves the
+band around the drifted weight. The seeds' books are combined as the equal-weight fund
+(`portfolio.equal_weight_returns`, per block), the blocks stitched, and the annualised Sharpe
+is one sample of what the same actions earn with their alignment to the market broken. The
+strategy's own Sharpe is that of the UNROTATED paths re-simulated the same way (so the actual
+and the null are computed identically). The p-value is (1 + #{null >= actual}) / (1 + n_null),
+the one-sided permutation p-value (never 0). A strategy without timing skill gives p-values
+near uniform; a small p-value says the alignment of its actions with the returns, not their
+average level, earned its Sharpe.
+
+A constant action path (vol-targeted buy & hold: a_t = 1) equals each of its rotations, so its
+null is its own Sharpe and p = 1: it has no timing to test. That is not evidence against it.
+
+Why not the exposure (the null before issue 23): rotating e_t = a_t L_t together with its
+charges also rotates the mechanical leverage L_t, which the env sets from realised vol, away
+from the vol it answered. The actual returns are vol-targeted, the rotated ones are not, so a
+strategy that loses its costs without any timing turns that loss into a more negative Sharpe
+than its rotations: p near 1. Issue 23 measured vol-targeted buy & hold (no timing at all) at
+p = 0.996 and 60 market-blind persistent action paths at a mean p of 0.74, none below 0.05; on
+the default env and the last 34,560 hours of BTC, market-blind i.i.d. actions (which trade
+every hour) got a mean p of 0.91 under it (0.43 under this null), an AR(1) path with a 24-hour
+half-life 0.63, while slow two-week sign switches, which pay little, were not visibly biased
+(tests/backtest/test_null_size.py). Rotating the actions and re-applying the current leverage
+and costs keeps the vol targeting, which is the env's and not the agent's, out of the test.
 """
 
 from __future__ import annotations
@@ -24,28 +44,29 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cryptorl_jax.backtest import portfolio
+from cryptorl_jax.config import EnvConfig
+
 DEFAULT_NULLS = 1000
 MIN_SHIFT_HOURS = 24
+# Books simulated per call (draws x seeds), every call of a block the same shape: at 512, a
+# 1,000-null, 3-seed null of 16 blocks of 2,160 hours peaks ~120 MB above the JAX import and
+# runs in ~3 s on 2 cores (larger batches were no faster and used more memory).
+LANES_PER_BATCH = 512
+ACTION_TOLERANCE = 1e-6  # as backtest.replay: |a_t| may exceed 1 by float noise (then clipped)
 
 
 @dataclass(frozen=True)
 class TimingNull:
-    sharpe: float  # the strategy's annualised Sharpe
+    sharpe: float  # the strategy's annualised Sharpe (its unrotated actions re-simulated)
     null_sharpes: np.ndarray  # [n_null] annualised
     p_value: float
     min_shift: int
+    n_seeds: int = 1
 
     @property
     def n_null(self) -> int:
         return int(len(self.null_sharpes))
-
-
-def _sharpe(r: np.ndarray, periods: float) -> np.ndarray:
-    """Annualised Sharpe along the last axis (NaN where the std is 0)."""
-    sd = r.std(axis=-1, ddof=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(sd > 0, r.mean(axis=-1) / np.where(sd > 0, sd, 1.0), np.nan) \
-            * math.sqrt(periods)
 
 
 def p_value(actual: float, null: np.ndarray) -> float:
@@ -57,40 +78,139 @@ def p_value(actual: float, null: np.ndarray) -> float:
     return float((1 + np.sum(null >= actual)) / (1 + len(null)))
 
 
-def timing_null(exposure, market_return, charges, segments=None, *, n_null: int = DEFAULT_NULLS,
-                seed: int = 0, min_shift: int = MIN_SHIFT_HOURS,
-                periods_per_year: float = 8760) -> TimingNull:
-    """The circular-shift timing null of a strategy's hourly series (see the module docstring).
+def block_bounds(segments, n: int) -> list[tuple[int, int]]:
+    """[(lo, hi)] of the contiguous runs of equal labels in segments [n] (None: one block)."""
+    if segments is None:
+        return [(0, n)]
+    labels = np.asarray(segments)
+    if labels.shape != (n,):
+        raise ValueError(f"segments must have shape ({n},), got {labels.shape}")
+    cuts = np.flatnonzero(labels[1:] != labels[:-1]) + 1
+    return list(zip(np.r_[0, cuts].tolist(), np.r_[cuts, n].tolist()))
 
-    exposure, market_return, charges: [T] aligned per hour (e_t, R_{t+1}, cost_t +
-    financing_t as fractions of NAV); segments: [T] labels of contiguous blocks rotated
-    separately (None: one block). The strategy's own return is e R - charges.
-    """
-    e = np.asarray(exposure, dtype=np.float64)
-    r = np.asarray(market_return, dtype=np.float64)
-    c = np.asarray(charges, dtype=np.float64)
-    if not (e.shape == r.shape == c.shape) or e.ndim != 1:
-        raise ValueError(f"exposure, market_return and charges must be aligned 1-D arrays, got "
-                         f"shapes {e.shape}, {r.shape}, {c.shape}")
-    for name, x in (("exposure", e), ("market_return", r), ("charges", c)):
-        if not np.isfinite(x).all():
-            raise ValueError(f"timing null: {name} is not finite at position "
-                             f"{int(np.argmax(~np.isfinite(x)))}")
-    if n_null < 1:
-        raise ValueError(f"n_null must be >= 1, got {n_null}")
-    labels = np.zeros(len(e), int) if segments is None else np.asarray(segments)
-    if labels.shape != e.shape:
-        raise ValueError(f"segments must have shape {e.shape}, got {labels.shape}")
+
+def draw_lags(bounds: list[tuple[int, int]], n_null: int, seed: int = 0,
+              min_shift: int = MIN_SHIFT_HOURS) -> np.ndarray:
+    """[n_null, n_blocks] lags: block b of draw j is rotated by k ~ U[m, n_b - m] (inclusive),
+    m = min(min_shift, n_b // 4); numpy default_rng(seed), one block after the other."""
     rng = np.random.default_rng(seed)
-    null = np.empty((n_null, len(e)))
-    bounds = np.flatnonzero(np.diff(labels) != 0) + 1
-    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(e)]):
+    lags = np.zeros((n_null, len(bounds)), dtype=np.int64)
+    for b, (lo, hi) in enumerate(bounds):
         n = hi - lo
         m = min(min_shift, n // 4)
-        shifts = rng.integers(m, n - m + 1, size=n_null) if n > 1 else np.zeros(n_null, int)
-        idx = (np.arange(n)[None, :] + shifts[:, None]) % n  # [n_null, n]
-        null[:, lo:hi] = e[lo:hi][idx] * r[lo:hi][None, :] - c[lo:hi][idx]
-    actual = float(_sharpe(e * r - c, periods_per_year))
-    sharpes = _sharpe(null, periods_per_year)
-    return TimingNull(sharpe=actual, null_sharpes=sharpes, p_value=p_value(actual, sharpes),
-                      min_shift=min_shift)
+        if n > 1:
+            lags[:, b] = rng.integers(m, n - m + 1, size=n_null)
+    return lags
+
+
+def rotate(actions, bounds: list[tuple[int, int]], lags) -> np.ndarray:
+    """One draw: each block of every row of actions [S, n] rotated by its lag,
+    a'_t = a_{lo + (t - lo + k) mod n_b}."""
+    a = np.asarray(actions, dtype=np.float64)
+    out = np.empty_like(a)
+    for (lo, hi), k in zip(bounds, np.asarray(lags).tolist()):
+        out[..., lo:hi] = np.roll(a[..., lo:hi], -int(k), axis=-1)
+    return out
+
+
+def _finite(name: str, x: np.ndarray, ok: np.ndarray, what: str) -> None:
+    if not ok.all():
+        pos = tuple(int(i) for i in np.unravel_index(int(np.argmax(~ok)), x.shape))
+        where = pos[0] if len(pos) == 1 else list(pos)
+        raise ValueError(f"timing null: {name} must be {what}: position {where} holds "
+                         f"{float(x[pos])!r}")
+
+
+def _block_stats(actions, leverage, log_returns, tradable, lags, env_config: EnvConfig):
+    """Per draw (lags [D]) of one block: (mean, sum of squared deviations) of the fund's
+    hourly returns, [D] each. Books in lane batches of <= LANES_PER_BATCH (draws x seeds),
+    all batches of a block the same shape (the last padded), so one compile per block length."""
+    from cryptorl_jax.backtest.replay import simulate_paths
+
+    s, n = actions.shape
+    d = len(lags)
+    n_batches = max(1, math.ceil(d * s / LANES_PER_BATCH))
+    per = math.ceil(d / n_batches)
+    mean, m2 = np.empty(d), np.empty(d)
+    t = np.arange(n)
+    for lo in range(0, d, per):
+        k = lags[lo:lo + per]
+        k = np.concatenate([k, np.zeros(per - len(k), k.dtype)])  # pad: one shape
+        idx = (t[None, :] + k[:, None]) % n  # [per, n]
+        lanes = actions[:, idx].transpose(1, 0, 2).reshape(per * s, n)  # draw-major
+        ret = simulate_paths(lanes, leverage, log_returns, tradable, env_config,
+                             keys=("returns",))["returns"]
+        fund = portfolio.equal_weight_returns(ret.reshape(per, s, n))  # [per, n]
+        keep = min(per, d - lo)
+        mu = fund[:keep].mean(axis=-1)
+        mean[lo:lo + keep] = mu
+        m2[lo:lo + keep] = ((fund[:keep] - mu[:, None]) ** 2).sum(axis=-1)
+    return mean, m2
+
+
+def action_timing_null(actions, leverage, market_return, tradable, segments,
+                       env_config: EnvConfig, *, n_null: int = DEFAULT_NULLS, seed: int = 0,
+                       min_shift: int = MIN_SHIFT_HOURS,
+                       periods_per_year: float = 8760) -> TimingNull:
+    """The action-rotation timing null of an ensemble (see the module docstring).
+
+    actions [S, n] (one row per seed; [n]: one seed): each seed's action a_t on its own book,
+    in [-1, 1]; leverage [n]: the market's L_t at the decision row (>= 0, 0 where undefined);
+    market_return [n]: R_{t+1}, the traded asset's simple return over the hour held (> -1);
+    tradable [n]: row t's bar traded; segments [n]: labels of the contiguous blocks rotated
+    separately, each starting flat (None: one block). Costs, financing and the no-trade band
+    come from env_config (1x costs).
+    """
+    a = np.asarray(actions, dtype=np.float64)
+    a = a[None, :] if a.ndim == 1 else a
+    if a.ndim != 2 or a.shape[1] < 2:
+        raise ValueError(f"timing null: actions must be [S, n] with n >= 2, got shape "
+                         f"{np.shape(actions)}")
+    n = a.shape[1]
+    lev = np.asarray(leverage, dtype=np.float64)
+    r = np.asarray(market_return, dtype=np.float64)
+    ok = np.asarray(tradable)
+    for name, x in (("leverage", lev), ("market_return", r), ("tradable", ok)):
+        if x.shape != (n,):
+            raise ValueError(f"timing null: {name} must have shape ({n},) like each action "
+                             f"path, got {x.shape}")
+    _finite("actions", a, np.isfinite(a) & (np.abs(a) <= 1.0 + ACTION_TOLERANCE),
+            "finite and in [-1, 1]")
+    _finite("leverage", lev, np.isfinite(lev) & (lev >= 0), "finite and >= 0")
+    _finite("market_return", r, np.isfinite(r) & (r > -1), "finite and > -1")
+    if ok.dtype != bool:
+        okf = ok.astype(np.float64)
+        _finite("tradable", okf, np.isfinite(okf), "boolean")
+        ok = okf != 0
+    if n_null < 1:
+        raise ValueError(f"n_null must be >= 1, got {n_null}")
+    bounds = block_bounds(segments, n)
+    lags = draw_lags(bounds, n_null, seed, min_shift)
+    log_r = np.log1p(r)
+    a = np.clip(a, -1.0, 1.0)
+    # draw 0 is the strategy itself (lag 0): actual and null go through the same code
+    means, m2s, sizes = [], [], []
+    for b, (lo, hi) in enumerate(bounds):
+        k = np.concatenate([[0], lags[:, b]])
+        mean, m2 = _block_stats(a[:, lo:hi], lev[lo:hi], log_r[lo:hi], ok[lo:hi], k,
+                                env_config)
+        means.append(mean)
+        m2s.append(m2)
+        sizes.append(hi - lo)
+    sharpes = _combine(np.stack(means), np.stack(m2s), np.asarray(sizes, np.float64),
+                       periods_per_year)
+    actual, null = float(sharpes[0]), sharpes[1:]
+    return TimingNull(sharpe=actual, null_sharpes=null, p_value=p_value(actual, null),
+                      min_shift=min_shift, n_seeds=a.shape[0])
+
+
+def _combine(means: np.ndarray, m2s: np.ndarray, sizes: np.ndarray,
+             periods: float) -> np.ndarray:
+    """Annualised Sharpe (mean / std(ddof=1)) of the stitched series from the blocks' [B, D]
+    means and sums of squared deviations (NaN where the std is 0 or undefined)."""
+    total = sizes.sum()
+    mean = (sizes[:, None] * means).sum(axis=0) / total
+    m2 = (m2s + sizes[:, None] * (means - mean[None, :]) ** 2).sum(axis=0)
+    sd = np.sqrt(m2 / (total - 1)) if total > 1 else np.full_like(mean, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sd > 0, mean / np.where(sd > 0, sd, 1.0), np.nan) * math.sqrt(periods)

@@ -59,10 +59,12 @@ def equal_weight(sims: Sequence[dict[str, np.ndarray]],
 
 
 def equal_weight_returns(returns: np.ndarray) -> np.ndarray:
-    """The fund's simple returns from the seeds' simple returns [S, n] (each book from 1)."""
+    """The fund's simple returns [n] from the seeds' simple returns [S, n] (each book from 1);
+    a batch [..., S, n] of such funds gives [..., n]."""
     r = np.asarray(returns, dtype=np.float64)
     if r.ndim == 1:
         return r
-    navs = np.concatenate([np.ones((r.shape[0], 1)), np.cumprod(1.0 + r, axis=1)], axis=1)
-    total = navs.sum(axis=0)
-    return total[1:] / total[:-1] - 1.0
+    navs = np.concatenate([np.ones(r.shape[:-1] + (1,)), np.cumprod(1.0 + r, axis=-1)],
+                          axis=-1)
+    total = navs.sum(axis=-2)
+    return total[..., 1:] / total[..., :-1] - 1.0

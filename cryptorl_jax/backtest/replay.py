@@ -32,6 +32,7 @@ plain buy-and-hold (exposure 1) runs through the same accounting.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import jax
@@ -44,27 +45,48 @@ from cryptorl_jax.env import accounting
 ACTION_TOLERANCE = 1e-6  # |a_t| may exceed 1 by this much (float noise); it is then clipped
 
 
-@jax.jit
-def _scan(actions, vol, next_returns, tradable, cost_rate, borrow_rate, target_volatility,
-          vol_floor, max_leverage, band, reward_scale, churn_coef, smooth_coef, target_mode):
-    """Scan the accounting over n steps; inputs are [n] (step i: row start + i)."""
-    lev = accounting.leverage(vol, target_volatility, vol_floor, max_leverage)
-    lev = jnp.where(target_mode, jnp.ones_like(lev), lev)
+SIM_KEYS = ("exposure", "weight", "turnover", "cost", "financing", "gross", "pnl", "reward",
+            "churn", "smooth", "leverage", "returns", "nav")
+PATH_KEYS = ("returns", "exposure", "turnover", "cost", "financing")
+
+
+def _run(actions, leverage, next_returns, tradable, cost_rate, borrow_rate, band, reward_scale,
+         churn_coef, smooth_coef, keys):
+    """The one scan body: `accounting.advance` over n steps from a flat book with NAV 1.
+
+    Inputs are [n] (step i: the i-th decision row): the action a_t, the leverage L_t, the log
+    return r_{t+1} realised over the hour held, and whether row t can trade. Returns the
+    per-step outputs named in `keys` (static), each [n].
+    """
 
     def body(book, x):
-        action, leverage, next_return, can_trade = x
-        acc, nxt = accounting.advance(book, action, leverage, next_return, cost_rate,
+        action, lev, next_return, can_trade = x
+        acc, nxt = accounting.advance(book, action, lev, next_return, cost_rate,
                                       borrow_rate, can_trade, band)
         rew = accounting.reward(acc.pnl, acc.turnover, reward_scale, churn_coef, smooth_coef)
         out = {"exposure": acc.exposure, "weight": book.weight, "turnover": acc.turnover,
                "cost": acc.cost, "financing": acc.financing, "gross": acc.gross,
                "pnl": acc.pnl, "reward": rew.reward, "churn": rew.churn, "smooth": rew.smooth,
-               "leverage": leverage, "returns": acc.net_return, "nav": acc.next_nav}
-        return nxt, out
+               "leverage": lev, "returns": acc.net_return, "nav": acc.next_nav}
+        return nxt, {k: out[k] for k in keys}
 
     start = accounting.Book.start(0, actions.dtype)
-    _, out = jax.lax.scan(body, start, (actions, lev, next_returns, tradable))
+    _, out = jax.lax.scan(body, start, (actions, leverage, next_returns, tradable))
     return out
+
+
+# `simulate`: one book; one compile per length.
+_scan = jax.jit(_run, static_argnames="keys")
+
+
+@functools.partial(jax.jit, static_argnames="keys")
+def _scan_paths(actions, leverage, next_returns, tradable, cost_rate, borrow_rate, band,
+                reward_scale, keys):
+    """`_run` vmapped over the rows of actions [N, n] (one book per row), the market shared,
+    no churn or smoothness penalty; outputs [N, n]. One compile per (N, n, keys)."""
+    zero = jnp.zeros((), actions.dtype)
+    return jax.vmap(lambda a: _run(a, leverage, next_returns, tradable, cost_rate, borrow_rate,
+                                   band, reward_scale, zero, zero, keys))(actions)
 
 
 def _validate(close: np.ndarray, actions: np.ndarray, start: int) -> None:
@@ -118,16 +140,76 @@ def simulate(close, actions, env_config: EnvConfig, churn_coef: float = 0.0,
     used = np.clip(actions[start:-1], -1.0, 1.0)
     with jax.enable_x64(True):
         f64 = lambda x: jnp.asarray(x, jnp.float64)  # noqa: E731
-        out = _scan(f64(used), f64(vol[start:-1]), f64(r[start + 1:]),
-                    jnp.asarray(tradable[start:-1]),
+        if exposure_mode == "target":
+            lev = f64(np.ones(len(used)))
+        else:
+            lev = accounting.leverage(f64(vol[start:-1]), f64(cfg.target_volatility),
+                                      f64(cfg.vol_floor), f64(cfg.max_leverage))
+        out = _scan(f64(used), lev, f64(r[start + 1:]), jnp.asarray(tradable[start:-1]),
                     f64(accounting.total_cost_rate(cfg.fee_bps, cfg.slippage_bps)
                         * cost_multiplier),
                     f64(accounting.hourly_borrow_rate(cfg.borrow_rate_annual)),
-                    f64(cfg.target_volatility), f64(cfg.vol_floor), f64(cfg.max_leverage),
                     f64(cfg.no_trade_band), f64(cfg.reward_scale), f64(churn_coef),
-                    f64(smooth_coef),
-                    jnp.asarray(exposure_mode == "target"))
+                    f64(smooth_coef), keys=SIM_KEYS)
         res = {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
     res["nav"] = np.concatenate([np.ones(1), res["nav"]])
     res["action"] = used
     return res
+
+
+def simulate_paths(actions, leverage, next_log_returns, tradable, env_config: EnvConfig,
+                   cost_multiplier: float = 1.0, *,
+                   keys: tuple[str, ...] = PATH_KEYS) -> dict[str, np.ndarray]:
+    """Re-simulate N action paths on one market through the same accounting as `simulate`.
+
+    actions [N, n] (or [n]): a_t of each path at the n decision rows, in [-1, 1] (clipped);
+    leverage [n]: the market's L_t at those rows (>= 0, 0 where undefined: the env's
+    `accounting.leverage`, not recomputed here); next_log_returns [n]: r_{t+1}, the log return
+    over the hour held; tradable [n]: row t's bar traded. Each path starts flat with NAV 1 at
+    the first row and trades through `accounting.advance` with the config's costs (fee +
+    slippage times `cost_multiplier`), financing and no-trade band, in float64. Returns the
+    per-step outputs named in `keys` (any of `SIM_KEYS`, as `simulate` with churn_coef =
+    smooth_coef = 0; default returns, exposure, turnover, cost, financing), each [N, n]
+    float64 ([n] for 1-D actions; `nav` is NAV after each step: `simulate`'s nav[1:]). One
+    compile per (N, n, keys).
+    """
+    a = np.asarray(actions, dtype=np.float64)
+    one = a.ndim == 1
+    a = a[None, :] if one else a
+    if a.ndim != 2 or a.shape[1] < 1:
+        raise ValueError(f"actions must be [N, n] with n >= 1, got shape {np.shape(actions)}")
+    n = a.shape[1]
+    lev = np.asarray(leverage, dtype=np.float64)
+    r = np.asarray(next_log_returns, dtype=np.float64)
+    ok = np.asarray(tradable)
+    for name, x in (("leverage", lev), ("next_log_returns", r), ("tradable", ok)):
+        if x.shape != (n,):
+            raise ValueError(f"{name} must have shape ({n},) like each action path, got "
+                             f"{x.shape}")
+    bad = ~np.isfinite(a) | (np.abs(a) > 1.0 + ACTION_TOLERANCE)
+    if bad.any():
+        i, t = (int(j) for j in np.unravel_index(int(np.argmax(bad)), a.shape))
+        raise ValueError(f"actions must be finite and in [-1, 1]: actions[{i}, {t}] holds "
+                         f"{float(a[i, t])!r}")
+    for name, x, cond in (("leverage", lev, np.isfinite(lev) & (lev >= 0)),
+                          ("next_log_returns", r, np.isfinite(r))):
+        if not cond.all():
+            t = int(np.argmax(~cond))
+            raise ValueError(f"{name} must be finite{' and >= 0' if name == 'leverage' else ''}"
+                             f": position {t} holds {float(x[t])!r}")
+    unknown = [k for k in keys if k not in SIM_KEYS]
+    if unknown:
+        raise ValueError(f"unknown keys {unknown}; choose from {SIM_KEYS}")
+    if not cost_multiplier >= 0:
+        raise ValueError(f"cost_multiplier must be >= 0, got {cost_multiplier}")
+    cfg = env_config
+    with jax.enable_x64(True):
+        f64 = lambda x: jnp.asarray(x, jnp.float64)  # noqa: E731
+        out = _scan_paths(f64(np.clip(a, -1.0, 1.0)), f64(lev), f64(r),
+                          jnp.asarray(ok.astype(bool)),
+                          f64(accounting.total_cost_rate(cfg.fee_bps, cfg.slippage_bps)
+                              * cost_multiplier),
+                          f64(accounting.hourly_borrow_rate(cfg.borrow_rate_annual)),
+                          f64(cfg.no_trade_band), f64(cfg.reward_scale), keys=tuple(keys))
+        res = {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+    return {k: v[0] for k, v in res.items()} if one else res

@@ -24,7 +24,7 @@ from cryptorl_jax.backtest.metrics import (
     probabilistic_sharpe,
     sharpe,
 )
-from cryptorl_jax.config import Config
+from cryptorl_jax.config import Config, EnvConfig
 from cryptorl_jax.io import write_atomic, write_parquet
 from cryptorl_jax.layout import RunDir
 
@@ -135,37 +135,38 @@ def oos_deflation(workdir: Path, oos: pd.DataFrame, digest: str, run_name: str,
                         expected_max_sharpe=emax, counted=window.describe())
 
 
-def _charges(part: pd.DataFrame) -> np.ndarray | None:
-    if "cost" not in part or "financing" not in part:
-        return None
-    return (part["cost"] + part["financing"]).to_numpy()
-
-
-def timing_test(part: pd.DataFrame, seed: int, n_null: int = N_TIMING_NULLS
-                ) -> nulls.TimingNull | None:
-    """The circular-shift timing null of the strategy over these rows (None for old frames)."""
-    charges = _charges(part)
-    if charges is None:
+def timing_test(part: pd.DataFrame, env_config: EnvConfig, seed: int,
+                n_null: int = N_TIMING_NULLS) -> nulls.TimingNull | None:
+    """The action-rotation timing null of the ensemble over these rows (`backtest.nulls`):
+    the seeds' `action_<s>` paths rotated within each `segment` and re-simulated with the
+    frame's `leverage`, `tradable` and `benchmark` (R_{t+1}) under env_config's costs. None for
+    frames written before those columns were."""
+    cols = sorted((c for c in part.columns if c.startswith("action_") and c[7:].isdigit()),
+                  key=lambda c: int(c[7:]))
+    if not cols or any(c not in part for c in ("leverage", "tradable", "benchmark")):
         return None
     seg = part["segment"].to_numpy() if "segment" in part else None
-    return nulls.timing_null(part["exposure"].to_numpy(), part["benchmark"].to_numpy(), charges,
-                             seg, n_null=n_null, seed=seed)
+    return nulls.action_timing_null(part[cols].to_numpy(np.float64).T,
+                                    part["leverage"].to_numpy(np.float64),
+                                    part["benchmark"].to_numpy(np.float64),
+                                    part["tradable"].to_numpy(bool), seg, env_config,
+                                    n_null=n_null, seed=seed)
 
 
-def _strategy_row(part: pd.DataFrame, seed: int) -> dict[str, float]:
+def _strategy_row(part: pd.DataFrame, env_config: EnvConfig, seed: int) -> dict[str, float]:
     m = compute_metrics(part["strategy"], part["benchmark"], PERIODS,
                         exposure=part["exposure"], turnover=part["turnover"])
     m["psr"] = probabilistic_sharpe(part["strategy"])
     n = max(len(part), 1)
     for col in ("cost", "financing"):  # paid per year, as a fraction of NAV (simple sums)
         m[f"{col}_per_year"] = float(part[col].sum() * PERIODS / n) if col in part else math.nan
-    null = timing_test(part, seed)
+    null = timing_test(part, env_config, seed)
     m["timing_p_value"] = math.nan if null is None else null.p_value
     return m
 
 
 def metrics_table(oos: pd.DataFrame, segments: list[int], deflation: OOSDeflation,
-                  seed: int = 0) -> pd.DataFrame:
+                  env_config: EnvConfig, seed: int = 0) -> pd.DataFrame:
     """One row per segment plus `all` (the stitched series), compute_metrics' columns.
 
     Every row adds psr, cost_per_year, financing_per_year and timing_p_value; the `all` row adds
@@ -175,9 +176,10 @@ def metrics_table(oos: pd.DataFrame, segments: list[int], deflation: OOSDeflatio
     for k in segments:
         part = oos[oos["segment"] == k]
         rows.append({"segment": str(k), "start": str(part.index[0]),
-                     "end": str(part.index[-1]), **_strategy_row(part, seed + 1 + k)})
+                     "end": str(part.index[-1]),
+                     **_strategy_row(part, env_config, seed + 1 + k)})
     if segments:
-        m = _strategy_row(oos, seed)
+        m = _strategy_row(oos, env_config, seed)
         m["dsr"] = (probabilistic_sharpe(oos["strategy"], deflation.expected_max_sharpe)
                     if math.isfinite(deflation.expected_max_sharpe) else math.nan)
         m["n_trials"] = float(deflation.n_runs)
@@ -330,7 +332,7 @@ def write_report(cfg: Config, workdir: str | Path) -> dict[str, Any]:
     deflation = oos_deflation(workdir, oos, digest, cfg.run_name, segments)
     tuning = tuning_overfitting(cfg.wfo.trial_log, workdir)
     write_parquet(rd.oos, oos)
-    table = metrics_table(oos, segments, deflation, seed=cfg.seed)
+    table = metrics_table(oos, segments, deflation, cfg.env, seed=cfg.seed)
     write_atomic(rd.metrics, table.to_csv(index=False))
     comparison = comparison_table(oos)
     write_atomic(rd.comparison, comparison.to_csv())
@@ -445,13 +447,15 @@ def _statistics_lines(agg: pd.Series, deflation: OOSDeflation,
                      f"{fmt(deflation.expected_max_sharpe * math.sqrt(PERIODS), '.2f')} "
                      f"annualised). Runs counted: {deflation.counted}")
     p = agg.get("timing_p_value", math.nan)
-    lines.append(f"- Timing null: p = **{fmt(p)}** that the strategy's own exposure path, "
-                 f"circularly shifted within each segment ({N_TIMING_NULLS} shifts of at "
-                 f"least {nulls.MIN_SHIFT_HOURS} h; same exposure, turnover and charges), "
-                 "earns a Sharpe at least as high. Small p: the timing, not the average "
-                 "position, earned the Sharpe."
-                 if math.isfinite(p) else "- Timing null: undefined (no per-hour charges in "
-                 "these segments' frames, or a constant series)")
+    lines.append(f"- Timing null: p = **{fmt(p)}** that the seeds' own action paths, rotated "
+                 "within each segment (one lag per segment and draw, the same for every seed; "
+                 f"{N_TIMING_NULLS} draws of at least {nulls.MIN_SHIFT_HOURS} h) and "
+                 "re-simulated with the market's own leverage, costs and financing, earn a "
+                 "Sharpe at least as high. Small p: the timing of the actions, not their "
+                 "average level, earned the Sharpe; a constant action (vol-targeted buy & "
+                 "hold) has no timing to test (p = 1)."
+                 if math.isfinite(p) else "- Timing null: undefined (no per-seed actions and "
+                 "leverage in these segments' frames, or a constant series)")
     if tuning is not None:
         if "n_trials" not in tuning:
             lines.append(f"- Tuning study: {tuning.get('note', 'no overfitting statistics')}")

@@ -92,12 +92,13 @@ def _reading(cmp: Comparison, costs: pd.DataFrame, varied: str) -> list[str]:
                   "runs is not evidence of skill."))
     p = t["timing_p_value"].astype(float)
     timed = [str(n) for n in t.index if p[n] < TIMING_ALPHA]
-    out.append("- **Timing null** (the run's own exposure path circularly shifted): "
-               + (f"{', '.join(timed)} beat their shifted paths at p < {TIMING_ALPHA}."
-                  if timed else f"no run beats its own shifted exposure path at p < "
+    out.append("- **Timing null** (the run's own action paths rotated within each segment and "
+               "re-simulated with the market's leverage and costs): "
+               + (f"{', '.join(timed)} beat their rotated actions at p < {TIMING_ALPHA}."
+                  if timed else f"no run beats its own rotated actions at p < "
                   f"{TIMING_ALPHA} (p from {_fmt(p.min(), '.3f')} to {_fmt(p.max(), '.3f')}): "
-                  "there is no evidence that the timing of the trades, rather than the "
-                  "average position, drives the result."))
+                  "there is no evidence that the timing of the actions, rather than their "
+                  "average level, drives the result."))
     spread = float(t["sharpe"].astype(float).max() - t["sharpe"].astype(float).min())
     seed_std = float(np.nanmean(t["seed_sharpe_std"].astype(float)))
     if math.isfinite(seed_std) and spread < 2 * seed_std:
@@ -185,9 +186,10 @@ def write_study_doc(cfg: Config, cmp: Comparison, compare_dir: Path, path: str |
         markdown_table(ablation), "",
         f"`psr`: P[true Sharpe > 0]. `dsr_compared`: the Sharpe deflated by the expected "
         f"maximum of {cmp.n_runs} unskilled Sharpes ({_fmt(cmp.expected_max_sharpe)} "
-        "annualised, from the variance of these runs' Sharpes). `timing_p_value`: the share "
-        "of 1,000 circular shifts (>= 24 h, within each segment) of the run's own exposure "
-        "path that earn at least its Sharpe.", "",
+        "annualised, from the variance of these runs' Sharpes). `timing_p_value`: "
+        "(1 + the number of 1,000 rotations of the seeds' action paths (one lag >= 24 h per "
+        "segment, the same for every seed), re-simulated with the market's own leverage, "
+        "costs and financing, that earn at least the run's Sharpe) / 1,001.", "",
         "## Baselines over the same hours", "",
         markdown_table(cmp.baselines[["total_return", "sharpe", "max_drawdown",
                                       "volatility"]]), "",

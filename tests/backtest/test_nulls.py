@@ -1,18 +1,44 @@
-"""The circular-shift timing null: it detects real timing, is uniform without it, and keeps the
-strategy's own exposure and charges."""
+"""The action-rotation timing null: it detects real timing, computes the actual Sharpe as the
+fund `simulate` books, and re-applies the market's own leverage to every rotation. Its size on
+real BTC is tests/backtest/test_null_size.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 
-from cryptorl_jax.backtest import nulls
+from cryptorl_jax.backtest import nulls, portfolio
+from cryptorl_jax.backtest.replay import simulate, simulate_paths
+from cryptorl_jax.config import EnvConfig
+from cryptorl_jax.env import accounting
+
+CFG = EnvConfig(borrow_rate_annual=0.08)
 
 
-def _market(n: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).normal(0.0, 0.01, n)
+def _close(n: int, seed: int, sigma: float = 0.008) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return 30_000.0 * np.exp(np.cumsum(rng.normal(0.0, sigma, n)))
+
+
+def _market(close: np.ndarray, first: int, cfg: EnvConfig = CFG):
+    """(leverage, R_{t+1}) at the decision rows first .. len(close) - 2."""
+    vol = accounting.realised_vol_np(accounting.log_returns_np(close), cfg.vol_window,
+                                     cfg.vol_horizon_hours, cfg.vol_halflife_hours)
+    lev = accounting.leverage_np(vol, cfg.target_volatility, cfg.vol_floor, cfg.max_leverage)
+    t = np.arange(first, len(close) - 1)
+    return lev[t], close[t + 1] / close[t] - 1.0
+
+
+def _sharpe(x: np.ndarray) -> float:
+    return float(x.mean() / x.std(ddof=1) * math.sqrt(8760))
+
+
+def _blind(n: int, seed: int, s: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(np.cumsum(rng.normal(0.0, 0.1, (s, n)), axis=1), -1.0, 1.0)
 
 
 def test_p_value_is_the_permutation_formula():
@@ -24,60 +50,154 @@ def test_p_value_is_the_permutation_formula():
 
 
 def test_real_timing_is_detected():
-    n = 3000
-    r = _market(n, 0)
+    close = _close(3600, 0)
+    first = CFG.vol_window + 1
+    lev, ret = _market(close, first)
+    n = len(lev)
     rng = np.random.default_rng(1)
-    # a position that knows the sign of the next hour's return 55 % of the time
-    right = rng.random(n) < 0.55
-    e = np.where(right, np.sign(r), -np.sign(r)) * 0.8
-    charges = np.full(n, 1e-5)
-    res = nulls.timing_null(e, r, charges, np.repeat([0, 1, 2], n // 3), n_null=300, seed=2)
-    assert res.n_null == 300 and res.sharpe > 0
+    # two seeds, each knowing the sign of the next hour's return 55 % of the time
+    right = rng.random((2, n)) < 0.55
+    actions = np.where(right, np.sign(ret), -np.sign(ret)) * 0.8
+    seg = np.repeat([0, 1, 2], n // 3 + 1)[:n]
+    res = nulls.action_timing_null(actions, lev, ret, np.ones(n, bool), seg, CFG, n_null=300,
+                                   seed=2)
+    assert res.n_null == 300 and res.n_seeds == 2
+    # flipping almost every hour, it pays more in costs than it earns; its rotations pay the
+    # same costs without the edge
+    assert res.sharpe > res.null_sharpes.max()
     assert res.p_value < 0.01
+    assert res.p_value == nulls.p_value(res.sharpe, res.null_sharpes)
 
 
-def test_no_timing_gives_uniform_p_values():
-    """Positions independent of the returns: p-values spread over (0, 1], not near 0 or 1."""
-    p = []
-    for seed in range(60):
-        n = 1500
-        r = _market(n, 100 + seed)
-        e = np.cumsum(np.random.default_rng(200 + seed).normal(0, 0.1, n))  # persistent, blind
-        e = np.clip(e, -2, 2)
-        res = nulls.timing_null(e, r, np.zeros(n), np.repeat([0, 1], n // 2), n_null=200,
-                                seed=seed)
-        p.append(res.p_value)
-    p = np.asarray(p)
-    assert 0.35 < p.mean() < 0.65
-    assert (p < 0.05).mean() < 0.15 and (p > 0.95).mean() < 0.15
+def test_actual_sharpe_is_the_simulated_fund():
+    """The null's actual Sharpe is that of the equal-weight fund of the seeds' books that
+    `simulate` runs, each segment from flat."""
+    close = _close(1600, 3)
+    first = CFG.vol_window + 20
+    ends = [first + 500, len(close) - 1]  # two segments of decision rows
+    actions = _blind(len(close), 4, s=2)
+    tradable = np.random.default_rng(5).random(len(close)) > 0.03
+    fund, lev = [], []
+    for lo, hi in zip([first, ends[0]], ends):
+        sims = [simulate(close[:hi + 1], a[:hi + 1], CFG, start=lo,
+                         tradable=tradable[:hi + 1]) for a in actions]
+        fund.append(portfolio.equal_weight(sims)["returns"])
+        lev.append(sims[0]["leverage"])
+    lev = np.concatenate(lev)
+    t = np.arange(first, len(close) - 1)
+    seg = np.where(t < ends[0], 0, 1)
+    res = nulls.action_timing_null(actions[:, t], lev, close[t + 1] / close[t] - 1.0,
+                                   tradable[t], seg, CFG, n_null=20, seed=0)
+    assert res.sharpe == pytest.approx(_sharpe(np.concatenate(fund)), rel=1e-9)
 
 
-def test_null_keeps_the_exposure_and_the_charges():
-    n = 500
-    r = _market(n, 3)
-    e = np.random.default_rng(4).uniform(-2, 2, n)
-    c = np.abs(np.random.default_rng(5).normal(0, 1e-4, n))
-    seg = np.repeat([0, 1], n // 2)
-    res = nulls.timing_null(e, r, c, seg, n_null=50, seed=0, min_shift=10)
-    assert res.sharpe == pytest.approx((e * r - c).mean() / (e * r - c).std(ddof=1)
-                                       * math.sqrt(8760))
-    # rebuild one null by hand: each segment rotated by its own lag, within the segment
-    rng = np.random.default_rng(0)
-    shifts = [rng.integers(10, 250 - 10 + 1, size=50) for _ in range(2)]
-    k0, k1 = shifts[0][0], shifts[1][0]
-    e_null = np.concatenate([np.roll(e[:250], -k0), np.roll(e[250:], -k1)])
-    c_null = np.concatenate([np.roll(c[:250], -k0), np.roll(c[250:], -k1)])
-    x = e_null * r - c_null
-    assert res.null_sharpes[0] == pytest.approx(x.mean() / x.std(ddof=1) * math.sqrt(8760))
-    assert np.sort(np.abs(e_null)).tolist() == pytest.approx(np.sort(np.abs(e)).tolist())
-    assert c_null.sum() == pytest.approx(c.sum())
-    assert (np.abs(shifts[0]) >= 10).all()
+def test_every_rotation_reapplies_the_markets_leverage():
+    """One null draw rebuilt by hand: the actions rotated within each segment (one lag per
+    segment, the same for every seed), re-simulated from flat per segment. With no band the
+    exposure is the rotated action times the UNROTATED leverage wherever the bar traded."""
+    cfg = dataclasses.replace(CFG, no_trade_band=0.0)
+    close = _close(1500, 6)
+    first = cfg.vol_window + 1
+    lev, ret = _market(close, first, cfg)
+    n = len(lev)
+    actions = _blind(n, 7, s=2)
+    tradable = np.random.default_rng(8).random(n) > 0.05
+    seg = np.repeat([4, 9], [600, n - 600])
+    bounds = nulls.block_bounds(seg, n)
+    assert bounds == [(0, 600), (600, n)]
+    lags = nulls.draw_lags(bounds, 30, seed=11, min_shift=10)
+    assert lags.shape == (30, 2) and (lags >= 10).all()
+    assert (lags[:, 0] <= 590).all() and (lags[:, 1] <= n - 600 - 10).all()
+    rotated = nulls.rotate(actions, bounds, lags[0])
+    k0, k1 = lags[0]
+    np.testing.assert_array_equal(rotated[:, :600], np.roll(actions[:, :600], -k0, axis=1))
+    np.testing.assert_array_equal(rotated[:, 600:], np.roll(actions[:, 600:], -k1, axis=1))
+    fund = []
+    for lo, hi in bounds:
+        sim = simulate_paths(rotated[:, lo:hi], lev[lo:hi], np.log1p(ret[lo:hi]),
+                             tradable[lo:hi], cfg)
+        traded = tradable[lo:hi]
+        np.testing.assert_allclose(sim["exposure"][:, traded],
+                                   (rotated[:, lo:hi] * lev[lo:hi])[:, traded], rtol=1e-12)
+        fund.append(portfolio.equal_weight_returns(sim["returns"]))
+    res = nulls.action_timing_null(actions, lev, ret, tradable, seg, cfg, n_null=30, seed=11,
+                                   min_shift=10)
+    assert res.null_sharpes[0] == pytest.approx(_sharpe(np.concatenate(fund)), rel=1e-9)
+    # the same lag for every seed: two copies of one seed are that seed's book
+    one = nulls.action_timing_null(actions[0], lev, ret, tradable, seg, cfg, n_null=30,
+                                   seed=11, min_shift=10)
+    two = nulls.action_timing_null(np.stack([actions[0]] * 2), lev, ret, tradable, seg, cfg,
+                                   n_null=30, seed=11, min_shift=10)
+    np.testing.assert_allclose(two.null_sharpes, one.null_sharpes, rtol=1e-9)
+
+
+def test_a_constant_path_has_no_timing_to_test():
+    """Vol-targeted buy & hold (a = 1) equals each of its rotations: p = 1, not evidence
+    against it; a flat book has no Sharpe (p undefined)."""
+    close = _close(1200, 9)
+    lev, ret = _market(close, CFG.vol_window + 1)
+    n = len(lev)
+    seg = np.repeat([0, 1], [300, n - 300])
+    res = nulls.action_timing_null(np.ones((2, n)), lev, ret, np.ones(n, bool), seg, CFG,
+                                   n_null=50)
+    assert math.isfinite(res.sharpe) and res.p_value == 1.0
+    assert (res.null_sharpes == res.sharpe).all()
+    flat = nulls.action_timing_null(np.zeros(n), lev, ret, np.ones(n, bool), None, CFG,
+                                    n_null=5)
+    assert math.isnan(flat.p_value)
 
 
 def test_bad_input_is_refused():
-    with pytest.raises(ValueError, match="aligned"):
-        nulls.timing_null(np.zeros(5), np.zeros(4), np.zeros(5))
-    with pytest.raises(ValueError, match="exposure is not finite at position 2"):
-        nulls.timing_null(np.array([0, 1, np.nan, 0.0]), np.zeros(4), np.zeros(4))
+    n = 40
+    lev, ret, ok = np.ones(n), np.zeros(n), np.ones(n, bool)
+    a = np.zeros((2, n))
+    with pytest.raises(ValueError, match=r"leverage must have shape \(40,\)"):
+        nulls.action_timing_null(a, np.ones(n - 1), ret, ok, None, CFG)
+    with pytest.raises(ValueError, match=r"segments must have shape \(40,\)"):
+        nulls.action_timing_null(a, lev, ret, ok, np.zeros(n + 1), CFG)
+    bad = a.copy()
+    bad[1, 7] = np.nan
+    with pytest.raises(ValueError, match=r"actions must be finite.*position \[1, 7\]"):
+        nulls.action_timing_null(bad, lev, ret, ok, None, CFG)
+    bad[1, 7] = 1.5
+    with pytest.raises(ValueError, match=r"in \[-1, 1\]: position \[1, 7\] holds 1.5"):
+        nulls.action_timing_null(bad, lev, ret, ok, None, CFG)
+    neg = lev.copy()
+    neg[3] = -0.5
+    with pytest.raises(ValueError, match=r"leverage must be finite and >= 0: position 3"):
+        nulls.action_timing_null(a, neg, ret, ok, None, CFG)
+    r = ret.copy()
+    r[5] = np.inf
+    with pytest.raises(ValueError, match=r"market_return must be finite.*position 5"):
+        nulls.action_timing_null(a, lev, r, ok, None, CFG)
     with pytest.raises(ValueError, match="n_null"):
-        nulls.timing_null(np.zeros(4), np.zeros(4), np.zeros(4), n_null=0)
+        nulls.action_timing_null(a, lev, ret, ok, None, CFG, n_null=0)
+    with pytest.raises(ValueError, match=r"actions\[0, 2\]"):
+        simulate_paths(np.array([[0.0, 0.0, 2.0]]), np.ones(3), np.zeros(3), np.ones(3, bool),
+                       CFG)
+    with pytest.raises(ValueError, match=r"tradable must have shape \(3,\)"):
+        simulate_paths(np.zeros((1, 3)), np.ones(3), np.zeros(3), np.ones(4, bool), CFG)
+
+
+def test_report_builds_the_null_from_the_frame():
+    """report.timing_test reads action_<s>, leverage, tradable, benchmark and segment (seeds in
+    numeric order); a frame without the per-seed actions (written before them) has no test."""
+    import pandas as pd
+
+    from cryptorl_jax.backtest import report
+
+    close = _close(1000, 12)
+    lev, ret = _market(close, CFG.vol_window + 1)
+    n = len(lev)
+    actions = _blind(n, 13, s=11)
+    frame = pd.DataFrame({"benchmark": ret, "leverage": lev, "tradable": np.ones(n, bool),
+                          "segment": np.repeat([3, 4], [200, n - 200]),
+                          **{f"action_{s}": actions[s] for s in range(11)}})
+    got = report.timing_test(frame, CFG, seed=5, n_null=40)
+    want = nulls.action_timing_null(actions, lev, ret, np.ones(n, bool),
+                                    frame["segment"].to_numpy(), CFG, n_null=40, seed=5)
+    assert got.n_seeds == 11 and got.sharpe == want.sharpe
+    np.testing.assert_array_equal(got.null_sharpes, want.null_sharpes)
+    assert report.timing_test(frame.drop(columns="leverage"), CFG, seed=5) is None
+    assert report.timing_test(frame[["benchmark", "leverage", "tradable", "segment"]], CFG,
+                              seed=5) is None

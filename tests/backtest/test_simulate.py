@@ -209,3 +209,34 @@ def test_simulate_compiles_once_per_length():
     b = simulate(_close(n, seed=14), actions, CFG, exposure_mode="target")
     assert simulate_module._scan._cache_size() == before
     assert not np.allclose(a["nav"], b["nav"])
+
+
+def test_simulate_paths_is_simulate_for_each_path():
+    """simulate_paths runs N books through the same scan body: each row equals `simulate` of
+    that action path from the same start, given the leverage `simulate` used; one compile per
+    shape."""
+    simulate_module = importlib.import_module("cryptorl_jax.backtest.replay")
+    n, start = 700, 60
+    close = _close(n, seed=21)
+    rng = np.random.default_rng(22)
+    paths = np.clip(np.cumsum(rng.normal(0, 0.2, (3, n)), axis=1), -1, 1)
+    tradable = rng.random(n) > 0.05
+    sims = [simulate(close, a, BANDED, start=start, tradable=tradable) for a in paths]
+    lev = sims[0]["leverage"]
+    r = np.log(close[start + 1:] / close[start:-1])
+    out = simulate_module.simulate_paths(paths[:, start:-1], lev, r, tradable[start:-1], BANDED,
+                                         keys=simulate_module.SIM_KEYS)
+    for i, sim in enumerate(sims):
+        for key in simulate_module.SIM_KEYS:
+            want = sim[key][1:] if key == "nav" else sim[key]  # simulate prepends NAV 1
+            np.testing.assert_array_equal(out[key][i], want, err_msg=key)
+    before = simulate_module._scan_paths._cache_size()
+    again = simulate_module.simulate_paths(paths[::-1, start:-1], lev, r, tradable[start:-1],
+                                           BANDED, keys=simulate_module.SIM_KEYS,
+                                           cost_multiplier=2.0)
+    assert simulate_module._scan_paths._cache_size() == before
+    rate = (BANDED.fee_bps + BANDED.slippage_bps) / 1e4
+    np.testing.assert_allclose(again["cost"][2], 2.0 * rate * again["turnover"][2], rtol=1e-12)
+    one = simulate_module.simulate_paths(paths[1, start:-1], lev, r, tradable[start:-1], BANDED)
+    assert set(one) == set(simulate_module.PATH_KEYS) and one["returns"].shape == (n - start - 1,)
+    np.testing.assert_array_equal(one["returns"], sims[1]["returns"])
