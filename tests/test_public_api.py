@@ -8,6 +8,8 @@ NAMES = [
     ("cryptorl_jax.config", "load_config"), ("cryptorl_jax.market", "load_ohlcv"),
     ("cryptorl_jax.market", "load_market"), ("cryptorl_jax.market", "DataValidationError"),
     ("cryptorl_jax.market.synthetic", "make_market"),
+    ("cryptorl_jax.market.planted", "write_planted_market"),
+    ("cryptorl_jax.market.planted", "oracle_sharpe"),
     ("cryptorl_jax.features", "build_features"), ("cryptorl_jax.features", "ffd"),
     ("cryptorl_jax.features", "parkinson_vol"), ("cryptorl_jax.features", "garman_klass_vol"),
     ("cryptorl_jax.regimes", "RegimeModel"), ("cryptorl_jax.backtest", "simulate"),
