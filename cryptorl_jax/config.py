@@ -8,6 +8,7 @@ hashable and can be a static argument of a jitted function. Errors name the key 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import json
 import types
@@ -429,6 +430,9 @@ def _coerce_inner(value: Any, tp: Any, key: str, source: str | None) -> Any:
     if tp is str:
         if isinstance(value, str):
             return value
+        # YAML reads an unquoted 2024-01-01 (in a file or a --set) as a date: the ISO text
+        if isinstance(value, (datetime.date, datetime.datetime)):
+            return value.isoformat()
         raise _Mismatch
     raise _Mismatch
 

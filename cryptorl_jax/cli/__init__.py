@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "evaluate": "backtest a saved segment's agent on any window of the data",
     "compare": "compare finished runs over the same OOS window (table, equity, tearsheet, DSR)",
     "study": "run the runs of a config's study: section, then compare them and write its doc",
+    "power": "the power study: walk-forward runs on planted-edge markets against their oracle",
     "download": "download hourly OHLCV (ccxt, yfinance) in the loader's format",
     "bench": "benchmarks as ratios against a baseline measured in the same run (checkout)",
     "train": "one segment end to end (the quick single-split demo)",

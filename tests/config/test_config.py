@@ -248,3 +248,9 @@ def test_every_section_has_its_validator():
         if f.name in ("seed", "run_name", "source"):
             continue
         assert hasattr(config_module, f"_validate_{f.name}"), f.name
+
+
+def test_an_unquoted_date_is_read_as_its_iso_text():
+    """YAML turns `--set data.start=2024-01-01` (or an unquoted date in a file) into a date."""
+    cfg = load_config(None, ["data.start=2024-01-01", "data.end=2024-03-10T12:00:00"])
+    assert cfg.data.start == "2024-01-01" and cfg.data.end.startswith("2024-03-10")

@@ -1,0 +1,298 @@
+"""Can the method find an edge that IS there? The power study on planted-edge markets.
+
+    cryptorl power --config configs/power.yaml --edge trend,none --strength 0,2,4 --repeats 3
+
+For every family f, strength s and repeat r, `market.planted.write_planted_market` writes a
+data directory (market seed r) under `<out>/<run_name>-markets/`, and the walk-forward runs on
+it with the same runner as `cryptorl wfo` (`pipeline.run`, any executor), as the config with
+`data.data_dir` pointed there and run_name `<run_name>-<f>-s<s>-r<r>`. The planted oracle's
+sign policy is then replayed through the same backtest over the SAME OOS hours (each segment
+from a flat book, like the agents: `backtest.simulate` with the run's env), so the agent and
+the oracle are measured alike. Outputs in `<out>/<run_name>-power/`:
+
+- `power.csv`: one row per run: the oracle's stitched-OOS Sharpe after costs, the ensemble's
+  and each seed's OOS Sharpe, the in-sample Sharpe (its agents over their own train rows),
+  PSR, turnover, exposure, the flags, and `recovered` = ensemble Sharpe / oracle Sharpe;
+- `power_summary.csv` / `power.md`: per family and strength, the mean and sd over repeats of
+  the oracle's, the ensemble's and the seeds' Sharpe, the fraction of the oracle recovered
+  (ensemble, and the worst seed), the in-sample/OOS gap, the detection rate (PSR > 0.95) and,
+  at strength 0, the false-positive rate;
+- `power.png`: the power curve (ensemble Sharpe against the oracle's, per family, with the
+  lines y = x and y = x / 2).
+
+`--doc PATH` also writes the Markdown page (e.g. docs/power.md) with the command, the wall
+time and the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cryptorl_jax.config import Config, ConfigError, with_overrides
+
+log = logging.getLogger("cryptorl_jax.power")
+
+PERIODS = 8760
+DETECTION_PSR = 0.95
+
+
+@dataclass(frozen=True)
+class Cell:
+    family: str
+    strength: float
+    repeat: int
+
+    @property
+    def tag(self) -> str:
+        return f"{self.family}-s{self.strength:g}-r{self.repeat}"
+
+
+@dataclass
+class PowerResult:
+    rows: pd.DataFrame
+    summary: pd.DataFrame
+    out_dir: Path
+    doc: Path | None
+    seconds: float
+
+
+def cells(families: Sequence[str], strengths: Sequence[float], repeats: int) -> list[Cell]:
+    """The runs of a power study; `none` runs once per repeat at strength 0 whatever the
+    strengths asked for (its edge has no strength)."""
+    from cryptorl_jax.market import planted
+
+    if repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {repeats}")
+    out: list[Cell] = []
+    for f in families:
+        if f not in planted.FAMILIES:
+            raise ValueError(f"--edge: unknown family {f!r} (known: {', '.join(planted.FAMILIES)})")
+        levels = [0.0] if f == "none" else [float(s) for s in strengths]
+        for s in levels:
+            if not s >= 0:
+                raise ValueError(f"--strength must be >= 0, got {s}")
+            out += [Cell(f, s, r) for r in range(repeats)]
+    return out
+
+
+def _market_dir(out_dir: Path, cfg: Config, cell: Cell) -> Path:
+    return out_dir / f"{cfg.run_name}-markets" / cell.tag
+
+
+def ensure_market(path: Path, cell: Cell) -> Path:
+    """Write the planted data directory of `cell` unless it is already there with the same
+    family, strength and seed (planted.json)."""
+    from cryptorl_jax.market import planted
+
+    meta = path / planted.META_FILE
+    if meta.is_file():
+        held = json.loads(meta.read_text())
+        if (held.get("family"), float(held.get("strength", -1)), held.get("seed")) == \
+                (cell.family, cell.strength, cell.repeat):
+            return path
+    (planted_writer or planted.write_planted_market)(path, cell.family, cell.strength,
+                                                     cell.repeat)
+    return path
+
+
+# tests replace it with a writer of a shorter span (None: market.planted.write_planted_market)
+planted_writer = None
+
+
+def run_config(cfg: Config, cell: Cell, data_dir: Path) -> Config:
+    return with_overrides(cfg, [f"data.data_dir={data_dir}",
+                                f"run_name={cfg.run_name}-{cell.tag}"])
+
+
+def oracle_oos_returns(cfg: Config, data_dir: Path, run: Any) -> pd.Series:
+    """The oracle's sign policy replayed like the agents over the run's OOS rows: per segment
+    from a flat book at its first decision, `backtest.simulate` with the run's env (vol
+    targeting, no-trade band, costs, financing), stitched on the run's OOS index."""
+    from cryptorl_jax.backtest.replay import simulate
+    from cryptorl_jax.market import load_market, planted
+    from cryptorl_jax.walkforward.pipeline import lookback_rows
+
+    market = load_market(cfg.data)
+    oracle = pd.read_parquet(data_dir / planted.ORACLE_FILE)
+    action = oracle["action"].reindex(market.index).fillna(0.0).to_numpy(np.float64)
+    close = market[f"{cfg.data.traded_asset}_close"].to_numpy(np.float64)
+    fresh = market[f"{cfg.data.traded_asset}_fresh"].to_numpy() > 0
+    lookback = lookback_rows(cfg)
+    index = market.index
+    parts = []
+    for k in run.segment_numbers:
+        seg_oos = run.oos[run.oos["segment"] == k]
+        test_start = int(index.get_loc(seg_oos.index[0]))
+        test_end = int(index.get_loc(seg_oos.index[-1])) + 1
+        lo = test_start - lookback
+        first = lookback - 1
+        a = np.zeros(test_end - lo)
+        a[first:first + test_end - test_start] = action[test_start - 1:test_end - 1]
+        sim = simulate(close[lo:test_end], a, cfg.env, start=first, tradable=fresh[lo:test_end])
+        parts.append(pd.Series(sim["returns"], index=index[test_start:test_end]))
+    return pd.concat(parts)
+
+
+def _sharpe(r) -> float:
+    from cryptorl_jax.backtest.metrics import sharpe
+
+    return float(sharpe(np.asarray(r, np.float64), PERIODS))
+
+
+def cell_row(cfg: Config, cell: Cell, data_dir: Path, run_dir: Path) -> dict[str, Any]:
+    """The figures of one finished run against its market's oracle."""
+    from cryptorl_jax.results import Run
+
+    run = Run.load(run_dir)
+    oracle = oracle_oos_returns(cfg, data_dir, run)
+    if not oracle.index.equals(run.oos.index):
+        raise RuntimeError(f"{run_dir}: the oracle's OOS hours differ from the run's")
+    head = run.headline
+    diag = run.diagnostics.loc["all"]
+    seeds = [c for c in run.oos.columns if c.startswith("seed_") and c[5:].isdigit()]
+    seed_sharpes = [_sharpe(run.oos[c]) for c in seeds]
+    oracle_sr = _sharpe(oracle)
+    ens = float(head["sharpe"])
+    row = {"family": cell.family, "strength": cell.strength, "repeat": cell.repeat,
+           "oracle_sharpe": oracle_sr, "sharpe": ens,
+           "seed_sharpe_mean": float(np.mean(seed_sharpes)) if seed_sharpes else math.nan,
+           "seed_sharpe_min": float(np.min(seed_sharpes)) if seed_sharpes else math.nan,
+           "insample_sharpe": float(diag["insample_sharpe"]),
+           "psr": float(head.get("psr", math.nan)),
+           "timing_p_value": float(head.get("timing_p_value", math.nan)),
+           "turnover": float(head.get("turnover", math.nan)),
+           "exposure": float(head.get("exposure", math.nan)),
+           "flags": str(diag.get("flags", "")), "oos_hours": len(run.oos),
+           "run_dir": str(run_dir)}
+    for s, v in enumerate(seed_sharpes):
+        row[f"seed_{s}_sharpe"] = v
+    positive = oracle_sr > 0
+    row["recovered"] = ens / oracle_sr if positive else math.nan
+    row["seed_recovered_min"] = row["seed_sharpe_min"] / oracle_sr if positive else math.nan
+    row["detected"] = bool(row["psr"] > DETECTION_PSR)
+    return row
+
+
+def summarise(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per family and strength: means and sds over repeats, detection and false positives."""
+    out = []
+    for (family, strength), g in rows.groupby(["family", "strength"], sort=False):
+        r = {"family": family, "strength": strength, "repeats": len(g)}
+        for col in ("oracle_sharpe", "sharpe", "seed_sharpe_mean", "insample_sharpe",
+                    "turnover"):
+            r[f"{col}_mean"] = float(g[col].mean())
+            r[f"{col}_sd"] = float(g[col].std(ddof=1)) if len(g) > 1 else math.nan
+        r["recovered_mean"] = float(g["recovered"].mean())
+        r["seed_recovered_min"] = float(g["seed_recovered_min"].min())
+        r["gap_mean"] = float((g["insample_sharpe"] - g["sharpe"]).mean())
+        r["detection_rate"] = float(g["detected"].mean())
+        r["false_positive_rate"] = float(g["detected"].mean()) if strength == 0 else math.nan
+        out.append(r)
+    return pd.DataFrame(out)
+
+
+def plot_power(summary: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for family, g in summary.groupby("family", sort=False):
+        g = g.sort_values("oracle_sharpe_mean")
+        ax.errorbar(g["oracle_sharpe_mean"], g["sharpe_mean"],
+                    yerr=g["sharpe_sd"].fillna(0.0), marker="o", capsize=3, label=family)
+    hi = max(1.0, float(np.nanmax(summary["oracle_sharpe_mean"].to_numpy())))
+    xs = np.linspace(0.0, hi, 10)
+    ax.plot(xs, xs, color="grey", lw=0.8, ls="--", label="the oracle (y = x)")
+    ax.plot(xs, xs / 2, color="grey", lw=0.8, ls=":", label="half the oracle")
+    ax.axhline(0.0, color="black", lw=0.6)
+    ax.set_xlabel("oracle's stitched-OOS Sharpe after costs")
+    ax.set_ylabel("agent ensemble's stitched-OOS Sharpe (mean +- sd over repeats)")
+    ax.set_title("power curve: planted edges")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _md(summary: pd.DataFrame, rows: pd.DataFrame, command: str, seconds: float,
+        cfg: Config) -> str:
+    from cryptorl_jax import provenance
+    from cryptorl_jax.backtest.report import markdown_table
+
+    show = summary[["family", "strength", "repeats", "oracle_sharpe_mean", "sharpe_mean",
+                    "sharpe_sd", "seed_sharpe_mean_mean", "recovered_mean",
+                    "seed_recovered_min", "insample_sharpe_mean", "gap_mean",
+                    "turnover_mean", "detection_rate", "false_positive_rate"]]
+    info = provenance.run_info()
+    git = (info.get("git") or {}).get("sha")
+    lines = ["# Power: does the method find a planted edge?", "",
+             "Written by `cryptorl power` (cryptorl_jax/walkforward/power.py); do not edit by "
+             "hand.", "",
+             f"- command: `{command}`",
+             f"- config: `{cfg.source}`; commit {git}; machine {platform.node()} "
+             f"({platform.processor() or platform.machine()}, "
+             f"{(info.get('devices') or {}).get('backend')}); wall time {seconds / 60:.1f} min",
+             "- oracle: each market's sign policy (market/planted.py), replayed through the "
+             "same backtest over the same OOS hours as the agents; `recovered` = ensemble "
+             "Sharpe / oracle Sharpe; detected = PSR > 0.95", "",
+             markdown_table(show.set_index("family"), ".3g"), "",
+             "![power curve](power.png)", "",
+             "## Runs", "",
+             markdown_table(rows.drop(columns=["run_dir"]).set_index("family"), ".3g"), ""]
+    return "\n".join(lines)
+
+
+def run_power(cfg: Config, out_dir: str | Path, families: Sequence[str],
+              strengths: Sequence[float], repeats: int, *, resume: bool = False,
+              progress: bool | None = None, executor: Any = None,
+              doc: str | Path | None = None, command: str = "") -> PowerResult:
+    """Run (or resume) the power study and write its outputs (module docstring)."""
+    from cryptorl_jax.io import write_atomic
+    from cryptorl_jax.walkforward import pipeline
+
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    todo = cells(families, strengths, repeats)
+    if cfg.data.data_dir is None:
+        raise ConfigError("data.data_dir", "the power study needs a template data directory",
+                          cfg.source)
+    rows = []
+    for cell in todo:
+        data_dir = ensure_market(_market_dir(out_dir, cfg, cell), cell)
+        run_cfg = run_config(cfg, cell, data_dir)
+        run_dir = out_dir / run_cfg.run_name
+        log.info("power %s: %s -> %s", cfg.run_name, cell.tag, run_dir)
+        pipeline.run(run_cfg, run_dir, resume=resume, progress=progress, executor=executor)
+        rows.append(cell_row(run_cfg, cell, data_dir, run_dir))
+    frame = pd.DataFrame(rows)
+    summary = summarise(frame)
+    dest = out_dir / f"{cfg.run_name}-power"
+    dest.mkdir(parents=True, exist_ok=True)
+    write_atomic(dest / "power.csv", frame.to_csv(index=False))
+    write_atomic(dest / "power_summary.csv", summary.to_csv(index=False))
+    plot_power(summary, dest / "power.png")
+    seconds = time.perf_counter() - t0
+    md = _md(summary, frame, command, seconds, cfg)
+    write_atomic(dest / "power.md", md)
+    doc_path = None
+    if doc is not None:  # the page and its figure side by side (docs/power.md, docs/power.png)
+        import shutil
+
+        doc_path = Path(doc)
+        doc_path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(dest / "power.png", doc_path.parent / "power.png")
+        write_atomic(doc_path, md)
+    return PowerResult(rows=frame, summary=summary, out_dir=dest, doc=doc_path, seconds=seconds)

@@ -1,0 +1,103 @@
+"""The power study: a walk-forward run on a planted market, against its oracle over the same
+OOS hours (cryptorl power)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cryptorl_jax.backtest.replay import simulate
+from cryptorl_jax.config import load_config
+from cryptorl_jax.market import load_market, planted
+from cryptorl_jax.walkforward import pipeline, power
+from tests.walkforward.test_pipeline import TINY_WFO
+
+SPAN = ("2024-01-01", "2024-03-10")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("power")
+    cfg = load_config(None, [*TINY_WFO, "run_name=pw", "wfo.max_segments=2",
+                             "output.plots=false", f"data.cache_dir={out / 'cache'}",
+                             f"data.start={SPAN[0]}", f"data.end={SPAN[1]}"])
+    # the short planted span (the full history takes ~4 s a market; the tiny runs need weeks)
+    original = planted.write_planted_market
+
+    def short(path, family, strength, seed, **kw):
+        return original(path, family, strength, seed, start="2023-12-01", end="2024-03-15",
+                        **kw)
+
+    power.planted_writer = short
+    try:
+        res = power.run_power(cfg, out, ["trend"], [4.0], 1, progress=False,
+                              doc=out / "docs" / "power.md", command="test")
+    finally:
+        power.planted_writer = original
+    return cfg, out, res
+
+
+def test_outputs_and_the_oracle_over_the_runs_oos_hours(study):
+    cfg, out, res = study
+    rows = pd.read_csv(out / "pw-power" / "power.csv")
+    assert list(rows["family"]) == ["trend"] and rows["repeat"].tolist() == [0]
+    for name in ("power_summary.csv", "power.md", "power.png"):
+        assert (out / "pw-power" / name).is_file(), name
+    assert (out / "docs" / "power.md").is_file() and (out / "docs" / "power.png").is_file()
+    row = rows.iloc[0]
+    assert np.isfinite(row["oracle_sharpe"]) and np.isfinite(row["sharpe"])
+    assert row["recovered"] == pytest.approx(row["sharpe"] / row["oracle_sharpe"])
+    run_dir = out / "pw-trend-s4-r0"
+    meta = json.loads((out / "pw-markets" / "trend-s4-r0" / planted.META_FILE).read_text())
+    assert (meta["family"], meta["strength"], meta["seed"]) == ("trend", 4.0, 0)
+    # the oracle replayed by hand over segment 0's OOS rows: its sign action, a flat book
+    run_cfg = power.run_config(cfg, power.Cell("trend", 4.0, 0), out / "pw-markets" /
+                               "trend-s4-r0")
+    market = load_market(run_cfg.data)
+    oos = pd.read_parquet(run_dir / "segment_0" / "oos.parquet")
+    oracle = pd.read_parquet(out / "pw-markets" / "trend-s4-r0" / planted.ORACLE_FILE)
+    t0 = market.index.get_loc(oos.index[0])
+    t1 = market.index.get_loc(oos.index[-1]) + 1
+    lo = t0 - pipeline.lookback_rows(run_cfg)
+    a = np.zeros(t1 - lo)
+    a[t0 - 1 - lo:t1 - 1 - lo] = oracle["action"].reindex(market.index).to_numpy()[t0 - 1:t1 - 1]
+    assert np.array_equal(np.sign(a[t0 - 1 - lo:]), a[t0 - 1 - lo:])  # a sign policy
+    sim = simulate(market["BTC_close"].to_numpy()[lo:t1], a, run_cfg.env, start=t0 - 1 - lo,
+                   tradable=market["BTC_fresh"].to_numpy()[lo:t1] > 0)
+    from cryptorl_jax.results import Run
+
+    got = power.oracle_oos_returns(run_cfg, out / "pw-markets" / "trend-s4-r0", Run.load(run_dir))
+    np.testing.assert_allclose(got.loc[oos.index].to_numpy(), sim["returns"], rtol=1e-12)
+
+
+def test_cells_and_their_errors():
+    got = power.cells(["trend", "none"], [2.0, 4.0], 2)
+    assert [c.tag for c in got] == ["trend-s2-r0", "trend-s2-r1", "trend-s4-r0", "trend-s4-r1",
+                                    "none-s0-r0", "none-s0-r1"]
+    with pytest.raises(ValueError, match="unknown family 'trnd'"):
+        power.cells(["trnd"], [1.0], 1)
+    with pytest.raises(ValueError, match="--repeats"):
+        power.cells(["trend"], [1.0], 0)
+    with pytest.raises(ValueError, match="--strength"):
+        power.cells(["trend"], [-1.0], 1)
+
+
+def test_summary_rates():
+    rows = pd.DataFrame({
+        "family": ["trend"] * 2 + ["none"] * 2, "strength": [4.0, 4.0, 0.0, 0.0],
+        "oracle_sharpe": [4.0, 2.0, 0.1, -0.2], "sharpe": [2.0, 0.5, 1.0, -0.5],
+        "seed_sharpe_mean": [1.0, 0.5, 0.0, 0.0], "seed_sharpe_min": [0.8, 0.2, 0.0, 0.0],
+        "insample_sharpe": [3.0, 3.0, 5.0, 5.0], "turnover": [10.0] * 4,
+        "recovered": [0.5, 0.25, np.nan, np.nan], "seed_recovered_min": [0.2, 0.1, np.nan,
+                                                                           np.nan],
+        "detected": [True, False, True, False]})
+    s = power.summarise(rows).set_index("family")
+    assert s.loc["trend", "recovered_mean"] == pytest.approx(0.375)
+    assert s.loc["trend", "seed_recovered_min"] == pytest.approx(0.1)
+    assert s.loc["trend", "detection_rate"] == 0.5 and np.isnan(s.loc["trend",
+                                                                       "false_positive_rate"])
+    assert s.loc["none", "false_positive_rate"] == 0.5
+    assert s.loc["none", "gap_mean"] == pytest.approx(4.75)
