@@ -161,19 +161,12 @@ def action_timing_null(actions, leverage, market_return, tradable, segments,
     separately, each starting flat (None: one block). Costs, financing and the no-trade band
     come from env_config (1x costs).
     """
-    a = np.asarray(actions, dtype=np.float64)
-    a = a[None, :] if a.ndim == 1 else a
-    if a.ndim != 2 or a.shape[1] < 2:
-        raise ValueError(f"timing null: actions must be [S, n] with n >= 2, got shape "
-                         f"{np.shape(actions)}")
+    from cryptorl_jax.backtest.replay import path_arrays
+
+    a, (lev, r, ok) = path_arrays(actions, {"leverage": leverage, "market_return": market_return,
+                                            "tradable": tradable}, min_len=2,
+                                  context="timing null: ")
     n = a.shape[1]
-    lev = np.asarray(leverage, dtype=np.float64)
-    r = np.asarray(market_return, dtype=np.float64)
-    ok = np.asarray(tradable)
-    for name, x in (("leverage", lev), ("market_return", r), ("tradable", ok)):
-        if x.shape != (n,):
-            raise ValueError(f"timing null: {name} must have shape ({n},) like each action "
-                             f"path, got {x.shape}")
     _finite("actions", a, np.isfinite(a) & (np.abs(a) <= 1.0 + ACTION_TOLERANCE),
             "finite and in [-1, 1]")
     _finite("leverage", lev, np.isfinite(lev) & (lev >= 0), "finite and >= 0")

@@ -157,6 +157,27 @@ def simulate(close, actions, env_config: EnvConfig, churn_coef: float = 0.0,
     return res
 
 
+def path_arrays(actions, columns: dict[str, object], *, min_len: int = 1,
+                context: str = "") -> tuple[np.ndarray, list[np.ndarray]]:
+    """Actions as [N, n] float64 (a 1-D path becomes [1, n]) and each named column as an
+    array of shape [n] (leverage, returns and tradable mask are float64 / as given); a
+    ValueError prefixed by `context` names the array whose shape is wrong."""
+    a = np.asarray(actions, dtype=np.float64)
+    a = a[None, :] if a.ndim == 1 else a
+    if a.ndim != 2 or a.shape[1] < min_len:
+        raise ValueError(f"{context}actions must be [N, n] with n >= {min_len}, got shape "
+                         f"{np.shape(actions)}")
+    n = a.shape[1]
+    out = []
+    for name, x in columns.items():
+        arr = np.asarray(x) if name == "tradable" else np.asarray(x, dtype=np.float64)
+        if arr.shape != (n,):
+            raise ValueError(f"{context}{name} must have shape ({n},) like each action path, "
+                             f"got {arr.shape}")
+        out.append(arr)
+    return a, out
+
+
 def simulate_paths(actions, leverage, next_log_returns, tradable, env_config: EnvConfig,
                    cost_multiplier: float = 1.0, *,
                    keys: tuple[str, ...] = PATH_KEYS) -> dict[str, np.ndarray]:
@@ -173,19 +194,10 @@ def simulate_paths(actions, leverage, next_log_returns, tradable, env_config: En
     float64 ([n] for 1-D actions; `nav` is NAV after each step: `simulate`'s nav[1:]). One
     compile per (N, n, keys).
     """
-    a = np.asarray(actions, dtype=np.float64)
-    one = a.ndim == 1
-    a = a[None, :] if one else a
-    if a.ndim != 2 or a.shape[1] < 1:
-        raise ValueError(f"actions must be [N, n] with n >= 1, got shape {np.shape(actions)}")
-    n = a.shape[1]
-    lev = np.asarray(leverage, dtype=np.float64)
-    r = np.asarray(next_log_returns, dtype=np.float64)
-    ok = np.asarray(tradable)
-    for name, x in (("leverage", lev), ("next_log_returns", r), ("tradable", ok)):
-        if x.shape != (n,):
-            raise ValueError(f"{name} must have shape ({n},) like each action path, got "
-                             f"{x.shape}")
+    one = np.ndim(actions) == 1
+    a, (lev, r, ok) = path_arrays(actions, {"leverage": leverage,
+                                            "next_log_returns": next_log_returns,
+                                            "tradable": tradable})
     bad = ~np.isfinite(a) | (np.abs(a) > 1.0 + ACTION_TOLERANCE)
     if bad.any():
         i, t = (int(j) for j in np.unravel_index(int(np.argmax(bad)), a.shape))

@@ -10,26 +10,18 @@ exponentially weighted 20-day estimate, a 0.1 no-trade band) must keep it at mos
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 
 from cryptorl_jax.backtest import baselines
-from cryptorl_jax.config import AssetSpec, DataConfig, EnvConfig
-from cryptorl_jax.market import load_market
+from cryptorl_jax.config import EnvConfig
+from tests.bundled import bundled_btc
 from tests.envcfg import original_env
-
-DATA = Path(__file__).resolve().parents[2] / "data"
 
 
 @pytest.fixture(scope="module")
 def btc(tmp_path_factory):
-    cfg = DataConfig(data_dir=str(DATA), traded_asset="BTC",
-                     assets=(AssetSpec("BTC", "BTC_1h.csv.gz", "crypto"),),
-                     start="2019-12-01", end="2025-07-31",
-                     cache_dir=str(tmp_path_factory.mktemp("cache")))
-    market = load_market(cfg)
-    return market["BTC_close"].to_numpy(), market["BTC_fresh"].to_numpy() > 0
+    return bundled_btc(tmp_path_factory.mktemp("cache"))
 
 
 def _per_year(close, tradable, env: EnvConfig) -> dict[str, float]:

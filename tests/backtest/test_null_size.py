@@ -23,17 +23,14 @@ not independent either.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from cryptorl_jax.backtest import nulls
-from cryptorl_jax.config import AssetSpec, DataConfig, EnvConfig
+from cryptorl_jax.config import EnvConfig
 from cryptorl_jax.env import accounting
-from cryptorl_jax.market import load_market
+from tests.bundled import bundled_btc
 
-DATA = Path(__file__).resolve().parents[2] / "data"
 SEGMENT_HOURS = 2160
 N_SEGMENTS = 16
 MEAN_HOLD_HOURS = 336
@@ -42,13 +39,7 @@ MEAN_HOLD_HOURS = 336
 @pytest.fixture(scope="module")
 def market(tmp_path_factory):
     """(leverage, R_{t+1}, tradable, segment labels) at the last 34,560 decision rows."""
-    cfg = DataConfig(data_dir=str(DATA), traded_asset="BTC",
-                     assets=(AssetSpec("BTC", "BTC_1h.csv.gz", "crypto"),),
-                     start="2019-12-01", end="2025-07-31",
-                     cache_dir=str(tmp_path_factory.mktemp("cache")))
-    frame = load_market(cfg)
-    close = frame["BTC_close"].to_numpy(np.float64)
-    fresh = frame["BTC_fresh"].to_numpy() > 0
+    close, fresh = bundled_btc(tmp_path_factory.mktemp("cache"))
     env = EnvConfig()
     vol = accounting.realised_vol_np(accounting.log_returns_np(close), env.vol_window,
                                      env.vol_horizon_hours, env.vol_halflife_hours)
