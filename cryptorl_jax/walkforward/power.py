@@ -227,6 +227,19 @@ def plot_power(summary: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def run_minutes(rows: pd.DataFrame) -> float:
+    """The runs' wall time in minutes, every invocation of each run summed (a run finished in
+    an earlier invocation and skipped with --resume keeps its time)."""
+    total = 0.0
+    for d in rows["run_dir"]:
+        path = Path(d) / "run_info.json"
+        if path.is_file():
+            info = json.loads(path.read_text())
+            total += sum(float(x.get("seconds") or 0.0)
+                         for x in [info, *info.get("history", [])])
+    return total / 60.0
+
+
 def _md(summary: pd.DataFrame, rows: pd.DataFrame, command: str, seconds: float,
         cfg: Config) -> str:
     from cryptorl_jax import provenance
@@ -244,7 +257,9 @@ def _md(summary: pd.DataFrame, rows: pd.DataFrame, command: str, seconds: float,
              f"- command: `{command}`",
              f"- config: `{cfg.source}`; commit {git}; machine {platform.node()} "
              f"({platform.processor() or platform.machine()}, "
-             f"{(info.get('devices') or {}).get('backend')}); wall time {seconds / 60:.1f} min",
+             f"{(info.get('devices') or {}).get('backend')}); wall time of this invocation "
+             f"{seconds / 60:.1f} min; the runs' own wall time, every invocation summed "
+             f"(run_info.json): {run_minutes(rows):.1f} min",
              "- oracle: each market's sign policy (market/planted.py), replayed through the "
              "same backtest over the same OOS hours as the agents; `recovered` = ensemble "
              "Sharpe / oracle Sharpe; detected = PSR > 0.95", "",
