@@ -177,7 +177,7 @@ def cell_row(cfg: Config, cell: Cell, data_dir: Path, run_dir: Path) -> dict[str
            "run_dir": str(run_dir)}
     for s, v in enumerate(seed_sharpes):
         row[f"seed_{s}_sharpe"] = v
-    positive = oracle_sr > 0
+    positive = oracle_sr > 0 and cell.strength > 0  # at strength 0 there is nothing to recover
     row["recovered"] = ens / oracle_sr if positive else math.nan
     row["seed_recovered_min"] = row["seed_sharpe_min"] / oracle_sr if positive else math.nan
     row["detected"] = bool(row["psr"] > DETECTION_PSR)
