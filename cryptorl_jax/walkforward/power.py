@@ -308,6 +308,7 @@ def run_power(cfg: Config, out_dir: str | Path, families: Sequence[str],
 
         doc_path = Path(doc)
         doc_path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(dest / "power.png", doc_path.parent / "power.png")
-        write_atomic(doc_path, md)
+        figure = doc_path.with_suffix(".png")  # beside the page, named after it
+        shutil.copyfile(dest / "power.png", figure)
+        write_atomic(doc_path, md.replace("](power.png)", f"]({figure.name})"))
     return PowerResult(rows=frame, summary=summary, out_dir=dest, doc=doc_path, seconds=seconds)
