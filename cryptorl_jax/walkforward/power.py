@@ -219,7 +219,7 @@ def plot_power(summary: pd.DataFrame, path: Path) -> None:
     ax.plot(xs, xs / 2, color="grey", lw=0.8, ls=":", label="half the oracle")
     ax.axhline(0.0, color="black", lw=0.6)
     ax.set_xlabel("oracle's stitched-OOS Sharpe after costs")
-    ax.set_ylabel("agent ensemble's stitched-OOS Sharpe (mean +- sd over repeats)")
+    ax.set_ylabel("ensemble OOS Sharpe (mean, sd over repeats)")
     ax.set_title("power curve: planted edges")
     ax.legend(fontsize=8)
     fig.tight_layout()
