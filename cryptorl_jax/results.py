@@ -116,8 +116,9 @@ class Run:
     @property
     def flags(self) -> list[str]:
         """The run's flags on its stitched OOS series (e.g. ['memorised'])."""
-        text = str(self.diagnostics.loc["all", "flags"])
-        return [f for f in text.split(", ") if f and f != "nan"]
+        from cryptorl_jax.backtest.diagnostics import flags_in
+
+        return flags_in(self.diagnostics)
 
     @functools.cached_property
     def insample(self) -> dict[int, pd.DataFrame]:

@@ -81,7 +81,8 @@ def _sharpe(r) -> float:
     return float(sharpe(np.asarray(r, np.float64), PERIODS))
 
 
-def _seed_columns(frame, prefix: str) -> list[str]:
+def seed_columns(frame, prefix: str) -> list[str]:
+    """The per-seed columns `<prefix><s>` of a backtest frame (seed_, action_), by seed."""
     return sorted((c for c in frame.columns if c.startswith(prefix)
                    and c[len(prefix):].isdigit()), key=lambda c: int(c[len(prefix):]))
 
@@ -94,7 +95,7 @@ def frame_diagnostics(oos, insample=None) -> dict[str, float]:
     out: dict[str, float] = {"oos_sharpe": _sharpe(oos["strategy"])}
     if insample is not None and len(insample):
         out["insample_sharpe"] = _sharpe(insample["strategy"])
-        seeds = _seed_columns(insample, "seed_")
+        seeds = seed_columns(insample, "seed_")
         out["insample_seed_sharpe"] = (float(np.mean([_sharpe(insample[c]) for c in seeds]))
                                        if seeds else nan)
     else:
@@ -111,7 +112,7 @@ def frame_diagnostics(oos, insample=None) -> dict[str, float]:
         out["mechanical_share"] = float(oos["turnover_mechanical"].sum() / u.sum())
     else:
         out["mechanical_share"] = nan
-    actions = _seed_columns(oos, "action_")
+    actions = seed_columns(oos, "action_")
     if actions:
         a = oos[actions].to_numpy(np.float64)
         out["action_dispersion"] = float(a.std(axis=1).mean()) if a.shape[1] > 1 else 0.0
@@ -127,6 +128,12 @@ def frame_diagnostics(oos, insample=None) -> dict[str, float]:
     out["long_share"] = nan if "exposure" not in oos else float(
         (oos["exposure"].to_numpy() > 0).mean())
     return out
+
+
+def flags_in(table: pd.DataFrame, row: str = "all") -> list[str]:
+    """The flags of one row of a diagnostics table (its `flags` cell, ", "-joined)."""
+    text = str(table.loc[row, "flags"])
+    return [f for f in text.split(", ") if f and f != "nan"]
 
 
 def flags_of(d: dict[str, float]) -> list[str]:

@@ -159,14 +159,20 @@ def simulate(close, actions, env_config: EnvConfig, churn_coef: float = 0.0,
 
 def path_arrays(actions, columns: dict[str, object], *, min_len: int = 1,
                 context: str = "") -> tuple[np.ndarray, list[np.ndarray]]:
-    """Actions as [N, n] float64 (a 1-D path becomes [1, n]) and each named column as an
-    array of shape [n] (leverage, returns and tradable mask are float64 / as given); a
-    ValueError prefixed by `context` names the array whose shape is wrong."""
+    """Actions as [N, n] float64 (a 1-D path becomes [1, n]), checked finite and in [-1, 1]
+    (up to ACTION_TOLERANCE), and each named column as an array of shape [n] (float64, the
+    tradable mask as given); a ValueError prefixed by `context` names the array, and the
+    position of a bad action."""
     a = np.asarray(actions, dtype=np.float64)
     a = a[None, :] if a.ndim == 1 else a
     if a.ndim != 2 or a.shape[1] < min_len:
         raise ValueError(f"{context}actions must be [N, n] with n >= {min_len}, got shape "
                          f"{np.shape(actions)}")
+    bad = ~np.isfinite(a) | (np.abs(a) > 1.0 + ACTION_TOLERANCE)
+    if bad.any():
+        i, t = (int(j) for j in np.unravel_index(int(np.argmax(bad)), a.shape))
+        raise ValueError(f"{context}actions must be finite and in [-1, 1]: actions[{i}, {t}] "
+                         f"holds {float(a[i, t])!r}")
     n = a.shape[1]
     out = []
     for name, x in columns.items():
@@ -198,11 +204,6 @@ def simulate_paths(actions, leverage, next_log_returns, tradable, env_config: En
     a, (lev, r, ok) = path_arrays(actions, {"leverage": leverage,
                                             "next_log_returns": next_log_returns,
                                             "tradable": tradable})
-    bad = ~np.isfinite(a) | (np.abs(a) > 1.0 + ACTION_TOLERANCE)
-    if bad.any():
-        i, t = (int(j) for j in np.unravel_index(int(np.argmax(bad)), a.shape))
-        raise ValueError(f"actions must be finite and in [-1, 1]: actions[{i}, {t}] holds "
-                         f"{float(a[i, t])!r}")
     for name, x, cond in (("leverage", lev, np.isfinite(lev) & (lev >= 0)),
                           ("next_log_returns", r, np.isfinite(r))):
         if not cond.all():

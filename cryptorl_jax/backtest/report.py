@@ -141,8 +141,7 @@ def timing_test(part: pd.DataFrame, env_config: EnvConfig, seed: int,
     the seeds' `action_<s>` paths rotated within each `segment` and re-simulated with the
     frame's `leverage`, `tradable` and `benchmark` (R_{t+1}) under env_config's costs. None for
     frames written before those columns were."""
-    cols = sorted((c for c in part.columns if c.startswith("action_") and c[7:].isdigit()),
-                  key=lambda c: int(c[7:]))
+    cols = diagnostics.seed_columns(part, "action_")
     if not cols or any(c not in part for c in ("leverage", "tradable", "benchmark")):
         return None
     seg = part["segment"].to_numpy() if "segment" in part else None
@@ -346,7 +345,7 @@ def write_report(cfg: Config, workdir: str | Path) -> dict[str, Any]:
     if cfg.output.tearsheet:
         tearsheet_error = write_tearsheet(oos, rd.tearsheet, title)
     agg_row = table[table["segment"] == "all"].iloc[0].to_dict()
-    run_flags = [f for f in str(diag.loc["all", "flags"]).split(", ") if f and f != "nan"]
+    run_flags = diagnostics.flags_in(diag)
     edge, verdict = diagnostics.verdict(agg_row, run_flags, deflation.n_runs)
     summary = _summary_md(cfg, workdir, segments, oos, table, comparison, gaps, deflation,
                           tuning, tearsheet_error, diag, verdict)

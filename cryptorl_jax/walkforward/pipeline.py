@@ -351,6 +351,20 @@ FUND_COLUMNS = ("exposure", "turnover", "cost", "financing", "turnover_chosen",
                 "turnover_mechanical")
 
 
+def replay_rows(cfg: Config, close: np.ndarray, tradable: np.ndarray, test_start: int,
+                test_end: int, actions: np.ndarray,
+                cost_multiplier: float = 1.0) -> dict[str, np.ndarray]:
+    """`simulate` of the backtest of rows [test_start, test_end): `actions` [n] are chosen at
+    the closes of rows test_start - 1 .. test_end - 2 from a flat book, the vol estimated over
+    the `lookback_rows` before (close and tradable: the whole run's arrays)."""
+    lookback = lookback_rows(cfg)
+    lo, first = test_start - lookback, lookback - 1
+    a = np.zeros(test_end - lo)
+    a[first:first + test_end - test_start] = actions
+    return simulate(close[lo:test_end], a, cfg.env, start=first,
+                    cost_multiplier=cost_multiplier, tradable=tradable[lo:test_end])
+
+
 def backtest_rows(cfg: Config, run: RunData, sm: SegmentMatrix, enc: EncoderStage,
                   trainer: Trainer, agents: Any, test_start: int, test_end: int,
                   rollout: Callable | None = None, baseline_seed: int = 0) -> pd.DataFrame:
@@ -373,34 +387,25 @@ def backtest_rows(cfg: Config, run: RunData, sm: SegmentMatrix, enc: EncoderStag
                                        test_start - 1, enc.embeddings, tradable))
     rollout = rollout or make_rollout(trainer)
     first = lookback - 1  # slice row of test_start - 1: the first decision
-    n_steps = test_end - test_start
-    close = run.close[lo:test_end]
-    tradable = tradable[lo:test_end]
-
-    def replay(policy_actions: np.ndarray, mult: float = 1.0) -> dict[str, np.ndarray]:
-        a = np.zeros(len(close))
-        a[first:first + n_steps] = policy_actions
-        return simulate(close, a, cfg.env, start=first, cost_multiplier=mult, tradable=tradable)
-
-    seeds = np.asarray(jax.device_get(rollout(agents, data, first, n_steps, 1.0)))
+    seeds = np.asarray(jax.device_get(rollout(agents, data, first, test_end - test_start, 1.0)))
     out: dict[str, np.ndarray] = {}
     extra: dict[str, np.ndarray] = {}
     for label, mult in COST_STRESS:
-        books = [replay(seeds[s], mult) for s in range(seeds.shape[0])]
-        fund = portfolio.equal_weight(books)
+        books = [replay_rows(cfg, run.close, tradable, test_start, test_end, a, mult)
+                 for a in seeds]
+        if label == "":
+            for b in books:
+                b["turnover_chosen"], b["turnover_mechanical"] = turnover_attribution(
+                    b["action"], b["leverage"], b["weight"], b["turnover"])
+        fund = portfolio.equal_weight(books, keys=("returns", *FUND_COLUMNS))
         out[f"strategy{label}"] = fund["returns"]
         if label == "":
-            for s, book in enumerate(books):
-                out[f"seed_{s}"] = book["returns"]
-            parts = [turnover_attribution(b["action"], b["leverage"], b["weight"],
-                                          b["turnover"]) for b in books]
-            v = fund["shares"]
-            extra = {k: fund[k] for k in ("exposure", "turnover", "cost", "financing")}
-            extra["turnover_chosen"] = np.sum(v * np.stack([p[0] for p in parts]), axis=0)
-            extra["turnover_mechanical"] = np.sum(v * np.stack([p[1] for p in parts]), axis=0)
+            out.update({f"seed_{s}": b["returns"] for s, b in enumerate(books)})
+            extra = {k: fund[k] for k in FUND_COLUMNS}
             extra["leverage"] = books[0]["leverage"]
-            for s, book in enumerate(books):
-                extra[f"action_{s}"] = book["action"]
+            extra.update({f"action_{s}": b["action"] for s, b in enumerate(books)})
+    close = run.close[lo:test_end]
+    tradable = tradable[lo:test_end]
     for name, sim in baseline_lib.run_baselines(close, cfg.env, seed=baseline_seed,
                                                 start=first, tradable=tradable).items():
         out[name] = sim["returns"]

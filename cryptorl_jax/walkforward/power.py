@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cryptorl_jax.backtest.diagnostics import seed_columns
+from cryptorl_jax.backtest.metrics import sharpe
 from cryptorl_jax.config import Config, ConfigError, with_overrides
 
 log = logging.getLogger("cryptorl_jax.power")
@@ -117,36 +119,29 @@ def run_config(cfg: Config, cell: Cell, data_dir: Path) -> Config:
 
 def oracle_oos_returns(cfg: Config, data_dir: Path, run: Any) -> pd.Series:
     """The oracle's sign policy replayed like the agents over the run's OOS rows: per segment
-    from a flat book at its first decision, `backtest.simulate` with the run's env (vol
+    from a flat book at its first decision (`pipeline.replay_rows`, the run's env: vol
     targeting, no-trade band, costs, financing), stitched on the run's OOS index."""
-    from cryptorl_jax.backtest.replay import simulate
     from cryptorl_jax.market import load_market, planted
-    from cryptorl_jax.walkforward.pipeline import lookback_rows
+    from cryptorl_jax.walkforward.pipeline import replay_rows
 
     market = load_market(cfg.data)
     oracle = pd.read_parquet(data_dir / planted.ORACLE_FILE)
     action = oracle["action"].reindex(market.index).fillna(0.0).to_numpy(np.float64)
     close = market[f"{cfg.data.traded_asset}_close"].to_numpy(np.float64)
     fresh = market[f"{cfg.data.traded_asset}_fresh"].to_numpy() > 0
-    lookback = lookback_rows(cfg)
     index = market.index
     parts = []
     for k in run.segment_numbers:
         seg_oos = run.oos[run.oos["segment"] == k]
         test_start = int(index.get_loc(seg_oos.index[0]))
         test_end = int(index.get_loc(seg_oos.index[-1])) + 1
-        lo = test_start - lookback
-        first = lookback - 1
-        a = np.zeros(test_end - lo)
-        a[first:first + test_end - test_start] = action[test_start - 1:test_end - 1]
-        sim = simulate(close[lo:test_end], a, cfg.env, start=first, tradable=fresh[lo:test_end])
+        sim = replay_rows(cfg, close, fresh, test_start, test_end,
+                          action[test_start - 1:test_end - 1])
         parts.append(pd.Series(sim["returns"], index=index[test_start:test_end]))
     return pd.concat(parts)
 
 
 def _sharpe(r) -> float:
-    from cryptorl_jax.backtest.metrics import sharpe
-
     return float(sharpe(np.asarray(r, np.float64), PERIODS))
 
 
@@ -160,7 +155,7 @@ def cell_row(cfg: Config, cell: Cell, data_dir: Path, run_dir: Path) -> dict[str
         raise RuntimeError(f"{run_dir}: the oracle's OOS hours differ from the run's")
     head = run.headline
     diag = run.diagnostics.loc["all"]
-    seeds = [c for c in run.oos.columns if c.startswith("seed_") and c[5:].isdigit()]
+    seeds = seed_columns(run.oos, "seed_")
     seed_sharpes = [_sharpe(run.oos[c]) for c in seeds]
     oracle_sr = _sharpe(oracle)
     ens = float(head["sharpe"])

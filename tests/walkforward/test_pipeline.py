@@ -333,6 +333,9 @@ def test_poisoned_future_leaves_segment_0_bit_identical(full_run, cfg, market, t
     a, b = workdir / "segment_0", run_dir / "segment_0"
     for name in ("scaler.json", "regime_model.json", "transforms.json", "train_history.json"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    # the in-sample backtest (the agents over their own train rows) reads no row after them
+    pd.testing.assert_frame_equal(pd.read_parquet(a / "insample.parquet"),
+                                  pd.read_parquet(b / "insample.parquet"))
     reports = [json.loads((d / "encoder_report.json").read_text()) for d in (a, b)]
     for r in reports:
         r.pop("seconds_per_epoch")  # a timing
