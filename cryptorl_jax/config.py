@@ -181,6 +181,7 @@ class TQCConfig:
     n_critics: int = 2
     top_quantiles_to_drop_per_net: int = 2
     net_arch: tuple[int, ...] = (256, 256)
+    layer_norm: bool = False  # LayerNorm after every hidden layer of actor and critics
     policy_delay: int = 1
     gradient_steps: int = 1  # G: gradient updates per vectorised env step
     ent_coef_init: float = 1.0
@@ -189,6 +190,9 @@ class TQCConfig:
     ent_coef_learning_rate: float | None = None
     target_entropy: float | Literal["auto"] = "auto"
     max_grad_norm: float | None = 10.0  # global-norm clipping; None = off
+    # decoupled weight decay (AdamW: params -= lr * weight_decay * params each step) on the
+    # actor and critics (not on a fine-tuned encoder, nor on log alpha); 0 = plain Adam
+    weight_decay: float = 0.0
     log_std_min: float = -20.0
     log_std_max: float = 2.0
 
@@ -216,6 +220,11 @@ class TrainConfig:
     parallel: Literal["data", "population"] = "data"
     checkpoint_every_chunks: int = 10
     keep_checkpoints: int = 1
+    # Gaussian noise added to the observation's market part (the embedding, or the feature
+    # window) wherever the learner reads it in training (acting and every replayed batch),
+    # with sd obs_noise x each column's sd over the segment's train rows; 0 = none. The
+    # backtest always reads the clean observation.
+    obs_noise: float = 0.0
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
 
 
@@ -747,6 +756,7 @@ def _validate_tqc(q: TQCConfig, s: str | None) -> None:
     _require(q.ent_coef_init > 0, "tqc.ent_coef_init", "must be > 0", s)
     _require(q.ent_coef_learning_rate is None or q.ent_coef_learning_rate > 0,
              "tqc.ent_coef_learning_rate", "must be > 0 or null", s)
+    _require(q.weight_decay >= 0, "tqc.weight_decay", f"must be >= 0, got {q.weight_decay}", s)
     _require(q.max_grad_norm is None or q.max_grad_norm > 0, "tqc.max_grad_norm",
              "must be > 0 or null", s)
     _require(q.log_std_min < q.log_std_max, "tqc.log_std_min", "must be < log_std_max", s)
@@ -760,6 +770,7 @@ def _validate_train(t: TrainConfig, s: str | None) -> None:
     _require(t.n_seeds >= 1, "train.n_seeds", "must be >= 1", s)
     _require(t.checkpoint_every_chunks >= 1, "train.checkpoint_every_chunks", "must be >= 1", s)
     _require(t.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1", s)
+    _require(t.obs_noise >= 0, "train.obs_noise", f"must be >= 0, got {t.obs_noise}", s)
     c = t.curriculum
     n = len(c.phase_ends)
     _require(n >= 1, "train.curriculum.phase_ends", "at least one phase", s)

@@ -86,20 +86,45 @@ def feature_dim(obs_example: Observation, encoder: nnx.Module | None = None) -> 
 
 
 class MLP(nnx.Module):
-    """Linear layers with ReLU between hidden layers (no activation after the last)."""
+    """Linear layers with ReLU between hidden layers (no activation after the last); with
+    `layer_norm`, a LayerNorm after every Linear (before its ReLU)."""
 
-    def __init__(self, in_features: int, sizes: Sequence[int], *, rngs: nnx.Rngs):
+    def __init__(self, in_features: int, sizes: Sequence[int], *, layer_norm: bool = False,
+                 rngs: nnx.Rngs):
         dims = [in_features, *sizes]
         self.layers = nnx.List(
             [nnx.Linear(a, b, rngs=rngs) for a, b in zip(dims[:-1], dims[1:])]
         )
+        self.norms = nnx.List([nnx.LayerNorm(b, rngs=rngs) for b in sizes] if layer_norm
+                              else [])
 
     def __call__(self, x: jax.Array) -> jax.Array:
         for i, layer in enumerate(self.layers):
             x = layer(x)
+            if len(self.norms):
+                x = self.norms[i](x)
             if i < len(self.layers) - 1:
                 x = jax.nn.relu(x)
         return x
+
+
+class StackedLayerNorm(nnx.Module):
+    """`n` independent LayerNorms (each member its own scale and bias), applied member-wise to
+    per-member inputs [B, width], as nnx.LayerNorm (epsilon 1e-6, biased variance)."""
+
+    def __init__(self, n: int, width: int, *, epsilon: float = 1e-6):
+        self.scale = nnx.Param(jnp.ones((n, width), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((n, width), jnp.float32))
+        self.epsilon = epsilon
+
+    def members(self, xs: Sequence[jax.Array]) -> list[jax.Array]:
+        scale, bias = self.scale[...], self.bias[...]
+        out = []
+        for n, x in enumerate(xs):
+            mean = jnp.mean(x, axis=-1, keepdims=True)
+            var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+            out.append((x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale[n] + bias[n])
+        return out
 
 
 def _member_kernels(rngs: nnx.Rngs, n: int, in_features: int, out_features: int) -> jax.Array:
@@ -236,11 +261,12 @@ class Actor(nnx.Module):
         *,
         log_std_min: float = -20.0,
         log_std_max: float = 2.0,
+        layer_norm: bool = False,
         encoder: nnx.Module | None = None,
         rngs: nnx.Rngs,
     ):
         self.encoder = encoder
-        self.trunk = MLP(in_features, net_arch, rngs=rngs)
+        self.trunk = MLP(in_features, net_arch, layer_norm=layer_norm, rngs=rngs)
         last = net_arch[-1] if net_arch else in_features
         self.mean = nnx.Linear(last, action_dim, rngs=rngs)
         self.log_std = nnx.Linear(last, action_dim, rngs=rngs)
@@ -303,6 +329,7 @@ class CriticEnsemble(nnx.Module):
         *,
         n_quantiles: int = 25,
         n_critics: int = 2,
+        layer_norm: bool = False,
         encoder: nnx.Module | None = None,
         rngs: nnx.Rngs,
     ):
@@ -314,8 +341,15 @@ class CriticEnsemble(nnx.Module):
             [SharedInputStackedLinear(n_critics, (in_features, action_dim), dims[1], rngs=rngs)]
             + [StackedLinear(n_critics, a, b, rngs=rngs) for a, b in zip(dims[1:-1], dims[2:])]
         )
+        # with layer_norm: one LayerNorm per critic after every hidden layer, before its ReLU
+        # (BRO / SimbaV2-style critic normalisation)
+        self.norms = nnx.List([StackedLayerNorm(n_critics, w) for w in net_arch]
+                              if layer_norm else [])
         self.n_critics = n_critics
         self.n_quantiles = n_quantiles
+
+    def _normed(self, k: int, xs: list[jax.Array]) -> list[jax.Array]:
+        return self.norms[k].members(xs) if k < len(self.norms) else xs
 
     def _layers_before_output(self, obs: Observation, action: jax.Array) -> list[jax.Array]:
         """Pre-activation outputs of the layer before the output layer, one [B, width] per
@@ -328,9 +362,9 @@ class CriticEnsemble(nnx.Module):
         # action @ W[d:] (the same parameters and values): the actor loss differentiates the
         # critics w.r.t. the action only, and this keeps the d-wide input gradient out of it.
         # All critics share that input, so it is one [B, d] @ [d, N * width] matmul.
-        xs = self.layers[0].members(features, action)  # N x [B, width]
-        for layer in self.layers[1:-1]:
-            xs = layer.members([jax.nn.relu(x) for x in xs])
+        xs = self._normed(0, self.layers[0].members(features, action))  # N x [B, width]
+        for k, layer in enumerate(self.layers[1:-1], start=1):
+            xs = self._normed(k, layer.members([jax.nn.relu(x) for x in xs]))
         return xs
 
     def __call__(self, obs: Observation, action: jax.Array) -> jax.Array:
@@ -385,6 +419,7 @@ def make_networks(
         tqc_cfg.net_arch,
         log_std_min=tqc_cfg.log_std_min,
         log_std_max=tqc_cfg.log_std_max,
+        layer_norm=tqc_cfg.layer_norm,
         encoder=actor_encoder,
         rngs=rngs,
     )
@@ -394,6 +429,7 @@ def make_networks(
         tqc_cfg.net_arch,
         n_quantiles=tqc_cfg.n_quantiles,
         n_critics=tqc_cfg.n_critics,
+        layer_norm=tqc_cfg.layer_norm,
         encoder=critic_encoder,
         rngs=rngs,
     )

@@ -83,6 +83,7 @@ class TQCHyper:
     target_entropy: jax.Array
     ent_coef_init: jax.Array
     max_grad_norm: jax.Array  # inf: no clipping (tqc.max_grad_norm null)
+    weight_decay: jax.Array  # decoupled (AdamW) on actor and critics; 0: plain Adam
 
     @classmethod
     def from_config(cls, cfg: TQCConfig, action_dim: int = 1) -> TQCHyper:
@@ -96,7 +97,7 @@ class TQCHyper:
         return cls(actor_lr=f32(cfg.learning_rate), critic_lr=f32(critic_lr),
                    alpha_lr=f32(alpha_lr), gamma=f32(cfg.gamma), tau=f32(cfg.tau),
                    target_entropy=f32(target), ent_coef_init=f32(cfg.ent_coef_init),
-                   max_grad_norm=f32(clip))
+                   max_grad_norm=f32(clip), weight_decay=f32(cfg.weight_decay))
 
 
 METRIC_NAMES = ("critic_loss", "actor_loss", "alpha_loss", "alpha", "q_mean", "log_prob",
@@ -264,18 +265,21 @@ def _is_encoder_path(path: tuple) -> bool:
 
 
 def make_optimizer(
-    learning_rate, max_grad_norm, encoder_lr: float | None = None
+    learning_rate, max_grad_norm, encoder_lr: float | None = None, weight_decay=0.0
 ) -> optax.GradientTransformation:
-    """Adam after global-norm clipping; encoder params at `encoder_lr` if given.
+    """Adam (AdamW with `weight_decay`) after global-norm clipping; encoder params at
+    `encoder_lr` if given (never decayed).
 
-    learning_rate and max_grad_norm may be traced values (the population's dynamic
-    hyperparameters): Adam is `scale_by_adam` then a scale by -learning_rate (what optax.adam
-    is), and clipping at max_grad_norm = inf leaves the gradients exactly as they are. The
-    optimiser state's structure does not depend on the values, so the transformation is rebuilt
-    from the current values inside each update. encoder_lr (static) None: the encoder (if any)
-    trains at `learning_rate`; 0.0: it is frozen.
+    learning_rate, max_grad_norm and weight_decay may be traced values (the population's
+    dynamic hyperparameters): Adam is `scale_by_adam` then a scale by -learning_rate (what
+    optax.adam is; AdamW adds weight_decay * params between the two, as optax.adamw), and
+    clipping at max_grad_norm = inf leaves the gradients exactly as they are. The optimiser
+    state's structure does not depend on the values, so the transformation is rebuilt from the
+    current values inside each update. encoder_lr (static) None: the encoder (if any) trains at
+    `learning_rate`; 0.0: it is frozen.
     """
-    main = optax.chain(optax.scale_by_adam(), optax.scale(-learning_rate))
+    main = optax.chain(optax.scale_by_adam(), optax.add_decayed_weights(weight_decay),
+                       optax.scale(-learning_rate))
     if encoder_lr is None:
         inner = main
     else:
@@ -338,8 +342,8 @@ def make_tqc(
 
     def optimisers(h: TQCHyper):
         """(actor, critic, alpha) transformations at the hyperparameters h (may be traced)."""
-        return (make_optimizer(h.actor_lr, h.max_grad_norm, encoder_lr),
-                make_optimizer(h.critic_lr, h.max_grad_norm, encoder_lr),
+        return (make_optimizer(h.actor_lr, h.max_grad_norm, encoder_lr, h.weight_decay),
+                make_optimizer(h.critic_lr, h.max_grad_norm, encoder_lr, h.weight_decay),
                 optax.chain(optax.scale_by_adam(), optax.scale(-h.alpha_lr)))
 
     def build(key: jax.Array):

@@ -9,7 +9,8 @@ cannot be missing from the key: the step only sees the spec.
 
 `Hyper` holds the dynamic hyperparameters as traced float32 leaves: the actor's, the critics'
 and the entropy coefficient's learning rates, gamma, tau, target entropy, initial entropy
-coefficient, max grad norm, reward scale and the curriculum's churn and smoothness schedules.
+coefficient, max grad norm, weight decay, reward scale, observation noise and the curriculum's
+churn and smoothness schedules.
 A population stacks one `Hyper` per member ([P] leaves); two runs that differ only in these
 values share one compilation. The config keys behind them are `HYPER_KEYS`; the spec's copy of
 the config has them neutralised.
@@ -32,8 +33,8 @@ from cryptorl_jax.config import Config, EncoderConfig, EnvConfig, TQCConfig
 # config keys whose values are dynamic (Hyper leaves), not part of the compiled step
 HYPER_KEYS = ("tqc.learning_rate", "tqc.critic_learning_rate", "tqc.ent_coef_learning_rate",
               "tqc.gamma", "tqc.tau", "tqc.target_entropy", "tqc.ent_coef_init",
-              "tqc.max_grad_norm", "env.reward_scale", "train.curriculum.churn",
-              "train.curriculum.smooth")
+              "tqc.max_grad_norm", "tqc.weight_decay", "env.reward_scale",
+              "train.obs_noise", "train.curriculum.churn", "train.curriculum.smooth")
 # keys that do not enter the training step at all (data, seeds, outputs, bookkeeping)
 _OUTSIDE_STEP = ("seed", "run_name", "data.", "features.", "regimes.", "wfo.", "output.",
                  "tune.", "train.checkpoint_every_chunks", "train.keep_checkpoints",
@@ -55,6 +56,7 @@ class Hyper:
 
     tqc: TQCHyper
     reward_scale: jax.Array
+    obs_noise: jax.Array  # sd of the training observations' noise, in column sds
     churn: jax.Array  # [n_phases, 2] curriculum churn schedule (start, end per phase)
     smooth: jax.Array  # [n_phases, 2]
 
@@ -63,6 +65,7 @@ class Hyper:
         c = cfg.train.curriculum
         return cls(tqc=TQCHyper.from_config(cfg.tqc, action_dim),
                    reward_scale=jnp.asarray(cfg.env.reward_scale, jnp.float32),
+                   obs_noise=jnp.asarray(cfg.train.obs_noise, jnp.float32),
                    churn=jnp.asarray(c.churn, jnp.float32),
                    smooth=jnp.asarray(c.smooth, jnp.float32))
 
@@ -89,7 +92,8 @@ def members_from_config(cfg: Config, n: int | None = None) -> list[Member]:
 def _neutral_tqc(q: TQCConfig) -> TQCConfig:
     return dataclasses.replace(q, learning_rate=0.0, critic_learning_rate=None,
                                ent_coef_learning_rate=None, gamma=0.0, tau=0.0,
-                               target_entropy="auto", ent_coef_init=1.0, max_grad_norm=None)
+                               target_entropy="auto", ent_coef_init=1.0, max_grad_norm=None,
+                               weight_decay=0.0)
 
 
 @dataclass(frozen=True)

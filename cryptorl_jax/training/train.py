@@ -217,6 +217,31 @@ def _replace_encoder(params: nnx.State, encoder_params: nnx.State) -> nnx.State:
     return out
 
 
+def column_scale(data: TrainData, uses_embeddings: bool, window: int) -> jnp.ndarray:
+    """Each column's sd of the observation's market part over the rows training reads: the
+    decision rows [first_start, last_row] of the embeddings, or those rows' windows of the
+    features ([first_start - window + 1, last_row]); [D] or [F]. No row after last_row enters
+    (train.obs_noise's unit)."""
+    x = data.embeddings if uses_embeddings else data.market.features
+    sr = data.start_range
+    lo = sr.first_start if uses_embeddings else sr.first_start - (window - 1)
+    rows = jnp.arange(x.shape[0])
+    mask = ((rows >= lo) & (rows <= sr.last_row))[:, None]
+    n = jnp.maximum(jnp.sum(mask), 1).astype(jnp.float32)
+    mean = jnp.sum(jnp.where(mask, x, 0.0), axis=0) / n
+    var = jnp.sum(jnp.where(mask, jnp.square(x - mean), 0.0), axis=0) / n
+    return jnp.sqrt(var)
+
+
+def add_obs_noise(obs: Observation, key: jax.Array, sd, scale: jnp.ndarray) -> Observation:
+    """obs with N(0, (sd * scale)^2) noise on its market part (`window`: an embedding [.., D]
+    or a feature window [.., W, F]; scale broadcasts over the last axis); the agent-state part
+    stays exact. sd 0 returns the same values."""
+    part = obs.window
+    eps = jax.random.normal(key, part.shape, part.dtype)
+    return obs.replace(window=part + (sd * scale).astype(part.dtype) * eps)
+
+
 def trainer_for(cfg: Config, n_features: int, embedding_dim: int | None = None, *,
                 population: int | None = None, devices: list | None = None) -> Trainer:
     """make_train of the config's spec (population: default train.n_seeds), with the config's
@@ -304,11 +329,12 @@ def make_train(spec: TrainerSpec, *, devices: list | None = None) -> Trainer:
         return trading.Coeffs(churn=churn, smooth=smooth)
 
     def collect(agent: TQCState, local: LocalState, data: TrainData, params: EnvParams,
-                coeffs, learning, keys):
+                coeffs, learning, keys, noise):
         """One vectorised env step of every env: act, step, store the compact transitions."""
         k_random, k_policy, k_env = keys
         env = local.env
         obs = batched_observe(data, env.t, trading.book_agent_state(env.book))
+        obs = add_obs_noise(obs, jax.random.fold_in(k_policy, 1), *noise)
         actions = jax.lax.cond(
             learning,
             lambda: tqc.act(agent, obs, k_policy),
@@ -323,11 +349,14 @@ def make_train(spec: TrainerSpec, *, devices: list | None = None) -> Trainer:
         return env_next, buffer, context
 
     def learn(agent: TQCState, buffer, data: TrainData, params: EnvParams, coeffs,
-              hyper: Hyper, learning, key):
+              hyper: Hyper, learning, key, noise):
         """G updates on batches rebuilt from the buffer (none before learning starts)."""
 
         def sample_fn(k):
-            return rebuild(data, replay.sample(buffer, k, batch_local), coeffs, params)
+            batch = rebuild(data, replay.sample(buffer, k, batch_local), coeffs, params)
+            k_obs, k_next = jax.random.split(jax.random.fold_in(k, 1))
+            return batch._replace(obs=add_obs_noise(batch.obs, k_obs, *noise),
+                                  next_obs=add_obs_noise(batch.next_obs, k_next, *noise))
 
         def do_updates(a):
             return tqc.update_many(a, sample_fn, key, n_updates, hyper.tqc)
@@ -343,6 +372,7 @@ def make_train(spec: TrainerSpec, *, devices: list | None = None) -> Trainer:
                     hyper: Hyper):
         """steps_per_chunk iterations for one member on one device."""
         params = env_params.replace(reward_scale=hyper.reward_scale)
+        noise = (hyper.obs_noise, column_scale(data, uses_embeddings, window))
 
         def body(carry, _):
             agent, local, iteration, sums = carry
@@ -350,8 +380,9 @@ def make_train(spec: TrainerSpec, *, devices: list | None = None) -> Trainer:
             coeffs = coefficients(iteration, hyper)
             learning = iteration * spec.n_envs >= q.learning_starts
             env_next, buffer, context = collect(agent, local, data, params, coeffs, learning,
-                                                (k_random, k_policy, k_env))
-            agent, upd = learn(agent, buffer, data, params, coeffs, hyper, learning, k_update)
+                                                (k_random, k_policy, k_env), noise)
+            agent, upd = learn(agent, buffer, data, params, coeffs, hyper, learning, k_update,
+                               noise)
             context.update(learning=learning, updates=upd)
             sums = jax.tree.map(jnp.add, sums, step_sums(context))
             local = LocalState(env=env_next, buffer=buffer, key=key)

@@ -214,3 +214,35 @@ def test_make_networks_is_deterministic_in_the_key():
         np.testing.assert_array_equal(x, y)
     for x, y in zip(jax.tree.leaves(nnx.state(c1)), jax.tree.leaves(nnx.state(c2))):
         np.testing.assert_array_equal(x, y)
+
+
+def test_layer_norm_networks_match_numpy():
+    """tqc.layer_norm: a LayerNorm after every hidden layer (before its ReLU), in the actor's
+    trunk and in each critic (its own scale and bias), as the numpy reference computes it."""
+    cfg = dataclasses.replace(CFG, layer_norm=True)
+    actor, critic = networks.make_networks(cfg, jnp.zeros(4), 2, nnx.Rngs(5))
+    # non-trivial scales and biases, different per critic
+    for i, norm in enumerate(critic.norms):
+        norm.scale[...] = 1.0 + 0.1 * jax.random.normal(jax.random.key(10 + i), norm.scale.shape)
+        norm.bias[...] = 0.1 * jax.random.normal(jax.random.key(20 + i), norm.bias.shape)
+    obs = jax.random.normal(jax.random.key(0), (6, 4)) * 3
+    action = jax.random.uniform(jax.random.key(1), (6, 2), minval=-1, maxval=1)
+    out = critic(obs, action)
+    x = np.concatenate([_np(obs), _np(action)], 1)
+    for n in range(cfg.n_critics):
+        first = critic.layers[0]
+        layers = [(_np(first.member_kernel(n)), _np(first.bias[...][n]))]
+        layers += [(_np(layer.kernel[...][n]), _np(layer.bias[...][n]))
+                   for layer in critic.layers[1:]]
+        norms = [(_np(nm.scale[...][n]), _np(nm.bias[...][n])) for nm in critic.norms] + [None]
+        np.testing.assert_allclose(out[:, n], ref.mlp(x, layers, norms), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(critic.mean_value(obs, action), jnp.mean(out, axis=(1, 2)),
+                               rtol=1e-5, atol=1e-6)
+    layers = [(_np(layer.kernel[...]), _np(layer.bias[...])) for layer in actor.trunk.layers]
+    norms = [(_np(nm.scale[...]), _np(nm.bias[...])) for nm in actor.trunk.norms]
+    hidden = np.maximum(ref.mlp(_np(obs), layers, norms), 0.0)
+    mean, _ = actor(obs)
+    np.testing.assert_allclose(mean, hidden @ _np(actor.mean.kernel[...])
+                               + _np(actor.mean.bias[...]), rtol=1e-4, atol=1e-4)
+    plain_actor, plain_critic = networks.make_networks(CFG, jnp.zeros(4), 2, nnx.Rngs(5))
+    assert not len(plain_critic.norms) and not len(plain_actor.trunk.norms)

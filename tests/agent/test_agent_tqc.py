@@ -7,6 +7,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -364,3 +365,24 @@ def test_encoder_learning_rate(encoder_lr, frozen):
         rest_old = {k: v for k, v in old_p.items() if k != "encoder"}
         rest_new = {k: v for k, v in new_p.items() if k != "encoder"}
         assert _max_diff(rest_old, rest_new) > 0
+
+
+def test_weight_decay_is_adamw_and_spares_the_encoder():
+    """tqc.weight_decay: one optimiser step is numpy's AdamW step (decay lr * wd * param,
+    decoupled from the gradient); a fine-tuned encoder's parameters are never decayed."""
+    lr, wd = 1e-2, 0.5
+    params = {"trunk": jnp.array([1.0, -2.0, 3.0]), "encoder": jnp.array([4.0, -5.0])}
+    grads = {"trunk": jnp.array([0.1, 0.2, -0.3]), "encoder": jnp.array([0.0, 0.0])}
+    tx = T.make_optimizer(lr, float("inf"), encoder_lr=1e-3, weight_decay=wd)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    new = optax.apply_updates(params, updates)
+    want, _, _ = ref.adam_step(np.asarray(params["trunk"], np.float64),
+                               np.asarray(grads["trunk"], np.float64), 0.0, 0.0, 1, lr,
+                               weight_decay=wd)
+    np.testing.assert_allclose(new["trunk"], want, rtol=1e-6)
+    np.testing.assert_array_equal(new["encoder"], params["encoder"])  # zero grad, no decay
+    plain = T.make_optimizer(lr, float("inf"))
+    updates, _ = plain.update(grads, plain.init(params), params)
+    want, _, _ = ref.adam_step(np.asarray(params["trunk"], np.float64),
+                               np.asarray(grads["trunk"], np.float64), 0.0, 0.0, 1, lr)
+    np.testing.assert_allclose(optax.apply_updates(params, updates)["trunk"], want, rtol=1e-6)

@@ -68,20 +68,33 @@ def squashed_gaussian_log_prob(pre_tanh, mean, log_std):
     return (gaussian - correction).sum(axis=-1)
 
 
-def mlp(x, layers):
-    """ReLU MLP: layers = [(kernel [in, out], bias [out]), ...], no activation after the last."""
+def layer_norm(h, scale, bias, eps=1e-6):
+    """(h - mean) / sqrt(var + eps) * scale + bias over the last axis (biased variance)."""
+    h = np.asarray(h, np.float64)
+    mean = h.mean(axis=-1, keepdims=True)
+    var = ((h - mean) ** 2).mean(axis=-1, keepdims=True)
+    return (h - mean) / np.sqrt(var + eps) * np.asarray(scale, np.float64) \
+        + np.asarray(bias, np.float64)
+
+
+def mlp(x, layers, norms=None):
+    """ReLU MLP: layers = [(kernel [in, out], bias [out]), ...], no activation after the last;
+    norms[i] = (scale, bias) of a LayerNorm after layer i (before its ReLU), or None."""
     h = np.asarray(x, np.float64)
     for i, (kernel, bias) in enumerate(layers):
         h = h @ np.asarray(kernel, np.float64) + np.asarray(bias, np.float64)
+        if norms is not None and norms[i] is not None:
+            h = layer_norm(h, *norms[i])
         if i < len(layers) - 1:
             h = np.maximum(h, 0.0)
     return h
 
 
-def adam_step(param, grad, m, v, count, lr, b1=0.9, b2=0.999, eps=1e-8):
-    """One Adam step (Kingma & Ba 2015, algorithm 1; optax/torch eps placement)."""
+def adam_step(param, grad, m, v, count, lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0):
+    """One Adam step (Kingma & Ba 2015, algorithm 1; optax/torch eps placement); with
+    weight_decay, AdamW's decoupled decay (Loshchilov & Hutter 2019): - lr * wd * param."""
     m = b1 * m + (1 - b1) * grad
     v = b2 * v + (1 - b2) * grad**2
     m_hat = m / (1 - b1**count)
     v_hat = v / (1 - b2**count)
-    return param - lr * m_hat / (np.sqrt(v_hat) + eps), m, v
+    return param - lr * (m_hat / (np.sqrt(v_hat) + eps) + weight_decay * param), m, v

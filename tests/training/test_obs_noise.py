@@ -1,0 +1,78 @@
+"""train.obs_noise: noise on the training observations' market part, in units of each
+column's sd over the rows training reads (never rows after the last train row)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cryptorl_jax.env.trading import Observation, StartRange
+from cryptorl_jax.training.spec import Hyper, TrainerSpec
+from cryptorl_jax.training.train import add_obs_noise, column_scale, trainer_for
+from tests.training.helpers import synthetic_data, tiny_config
+
+
+def test_column_scale_reads_only_the_training_rows():
+    cfg = tiny_config()
+    data = synthetic_data(cfg, n_rows=300)
+    window = cfg.env.window
+    data = data.replace(start_range=StartRange.create(100, 180, 200))
+    features = np.asarray(data.market.features, np.float64)
+    want = features[100 - window + 1:201].std(axis=0)  # the windows' rows .. last_row
+    np.testing.assert_allclose(column_scale(data, False, window), want, rtol=1e-5)
+    # poisoned rows after last_row (and before the first window) change nothing
+    poisoned = features.copy()
+    poisoned[201:] = 1e6
+    poisoned[:100 - window + 1] = -1e6
+    bad = data.replace(market=data.market.replace(features=jnp.asarray(poisoned, jnp.float32)))
+    np.testing.assert_array_equal(column_scale(bad, False, window), column_scale(data, False,
+                                                                                 window))
+    # embeddings: the decision rows first_start .. last_row
+    emb = np.random.default_rng(1).normal(size=(300, 3)) * np.array([1.0, 2.0, 5.0])
+    edata = data.replace(embeddings=jnp.asarray(emb, jnp.float32))
+    np.testing.assert_allclose(column_scale(edata, True, window), emb[100:201].std(axis=0),
+                               rtol=1e-5)
+
+
+def test_noise_has_the_requested_sd_and_leaves_the_agent_state_exact():
+    scale = jnp.asarray([1.0, 2.0, 5.0], jnp.float32)
+    obs = Observation(window=jnp.zeros((20000, 3), jnp.float32),
+                      agent=jnp.ones((20000, 3), jnp.float32))
+    out = add_obs_noise(obs, jax.random.key(0), 0.5, scale)
+    np.testing.assert_allclose(np.std(np.asarray(out.window), axis=0), [0.5, 1.0, 2.5],
+                               rtol=0.03)
+    np.testing.assert_array_equal(out.agent, obs.agent)
+    window = Observation(window=jnp.zeros((4000, 8, 3)), agent=jnp.zeros((4000, 3)))
+    out = add_obs_noise(window, jax.random.key(1), 1.0, scale)  # scale per feature column
+    np.testing.assert_allclose(np.std(np.asarray(out.window), axis=(0, 1)), [1.0, 2.0, 5.0],
+                               rtol=0.03)
+    zero = add_obs_noise(obs, jax.random.key(0), 0.0, scale)
+    np.testing.assert_array_equal(zero.window, obs.window)
+
+
+def test_noise_is_dynamic_and_changes_training_only_when_on():
+    """obs_noise is a Hyper leaf (one compilation for any value); 0 trains exactly as before the
+    key existed; > 0 trains differently."""
+    cfg = tiny_config()
+    noisy_cfg = tiny_config("train.obs_noise=0.5")
+    assert TrainerSpec.from_config(noisy_cfg, 4) == TrainerSpec.from_config(cfg, 4)
+    trainer = trainer_for(cfg, 4)
+    data = trainer.put_data(synthetic_data(cfg))
+    seeds = [m.seed for m in trainer.default_members]
+
+    def run(hyper_cfg):
+        hyper = jax.tree.map(lambda x: jnp.stack([x] * len(seeds)), Hyper.from_config(hyper_cfg))
+        state = trainer.init(jax.random.key(0), data, hyper=hyper, seeds=seeds)
+        for _ in range(3):
+            state, _ = trainer.train_chunk(state, data, hyper)
+        return [np.asarray(x) for x in jax.tree.leaves(state.agent.actor_params)]
+
+    clean, again, noisy = run(cfg), run(cfg), run(noisy_cfg)
+    assert trainer.trace_counts["train_chunk"] == 1
+    for a, b in zip(clean, again):
+        np.testing.assert_array_equal(a, b)
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(clean, noisy)) > 1e-4
+    assert dataclasses.replace(noisy_cfg.train, obs_noise=0.0) == cfg.train
