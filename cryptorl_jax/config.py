@@ -724,7 +724,10 @@ def _validate_encoder(e: EncoderConfig, v: EnvConfig, s: str | None) -> None:
     _require(e.d_model % e.n_heads == 0, "encoder.n_heads", "must divide encoder.d_model", s)
     _require(0 < e.mask_ratio < 1, "encoder.mask_ratio", "must be in (0, 1)", s)
     n_tokens = v.window // e.patch_size
-    _require(round(e.mask_ratio * n_tokens) >= 1 and round(e.mask_ratio * n_tokens) < n_tokens,
+    # the masking rule binds only where the MAE is pretrained (mode none: raw windows, any W)
+    _require(e.mode in ("none", "random")
+             or (round(e.mask_ratio * n_tokens) >= 1 and round(e.mask_ratio * n_tokens)
+                 < n_tokens),
              "encoder.mask_ratio", f"must mask at least one and not all of {n_tokens} tokens", s)
     _require(e.batches_per_epoch is None or e.batches_per_epoch >= 1,
              "encoder.batches_per_epoch", "must be >= 1", s)

@@ -71,6 +71,33 @@ def test_outputs_and_the_oracle_over_the_runs_oos_hours(study):
 
     got = power.oracle_oos_returns(run_cfg, out / "pw-markets" / "trend-s4-r0", Run.load(run_dir))
     np.testing.assert_allclose(got.loc[oos.index].to_numpy(), sim["returns"], rtol=1e-12)
+    # the drift captured: the ensemble's exposure against the planted drift, by hand
+    run = Run.load(run_dir)
+    mu = oracle["next_drift"].reindex(run.oos.index).to_numpy()
+    want = np.sum(run.oos["exposure"].to_numpy() * mu) / np.sum(
+        np.abs(run.oos["leverage"].to_numpy() * mu))
+    assert row["drift_captured"] == pytest.approx(want, rel=1e-9)
+    assert np.isfinite(row["insample_drift_captured"])
+
+
+def test_drift_captured_is_the_oracles_share():
+    """1 for the sign oracle at full leverage, -1 against it, 0 flat, and hours weighted by
+    their drift (a frame split in two gives the same share as whole)."""
+    idx = pd.date_range("2024-01-01", periods=6, freq="h", tz="UTC")
+    mu = pd.Series([0.002, -0.001, 0.0005, -0.003, 0.001, 0.0], index=idx)
+    lev = np.array([1.0, 1.5, 2.0, 0.5, 1.0, 1.0])
+    oracle = pd.DataFrame({"exposure": np.sign(mu.to_numpy()) * lev, "leverage": lev}, idx)
+    assert power.drift_captured([oracle], mu) == pytest.approx(1.0)
+    against = oracle.assign(exposure=-oracle["exposure"])
+    assert power.drift_captured([against], mu) == pytest.approx(-1.0)
+    assert power.drift_captured([oracle.assign(exposure=0.0)], mu) == 0.0
+    half = oracle.assign(exposure=0.5 * oracle["exposure"])
+    assert power.drift_captured([half.iloc[:3], half.iloc[3:]], mu) == pytest.approx(0.5)
+    long_only = oracle.assign(exposure=lev)  # right in hours 0, 2, 4; wrong in 1, 3
+    num = 0.002 * 1.0 - 0.001 * 1.5 + 0.0005 * 2.0 - 0.003 * 0.5 + 0.001
+    den = 0.002 * 1.0 + 0.001 * 1.5 + 0.0005 * 2.0 + 0.003 * 0.5 + 0.001
+    assert power.drift_captured([long_only], mu) == pytest.approx(num / den)
+    assert np.isnan(power.drift_captured([oracle], mu * 0.0))
 
 
 def test_cells_and_their_errors():
@@ -91,12 +118,15 @@ def test_summary_rates():
         "oracle_sharpe": [4.0, 2.0, 0.1, -0.2], "sharpe": [2.0, 0.5, 1.0, -0.5],
         "seed_sharpe_mean": [1.0, 0.5, 0.0, 0.0], "seed_sharpe_min": [0.8, 0.2, 0.0, 0.0],
         "insample_sharpe": [3.0, 3.0, 5.0, 5.0], "turnover": [10.0] * 4,
+        "drift_captured": [0.6, 0.2, np.nan, np.nan],
+        "insample_drift_captured": [0.7, 0.5, np.nan, np.nan],
         "recovered": [0.5, 0.25, np.nan, np.nan], "seed_recovered_min": [0.2, 0.1, np.nan,
                                                                            np.nan],
         "detected": [True, False, True, False]})
     s = power.summarise(rows).set_index("family")
     assert s.loc["trend", "recovered_mean"] == pytest.approx(0.375)
     assert s.loc["trend", "seed_recovered_min"] == pytest.approx(0.1)
+    assert s.loc["trend", "drift_captured_mean"] == pytest.approx(0.4)
     assert s.loc["trend", "detection_rate"] == 0.5 and np.isnan(s.loc["trend",
                                                                        "false_positive_rate"])
     assert s.loc["none", "false_positive_rate"] == 0.5
