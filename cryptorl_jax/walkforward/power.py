@@ -47,6 +47,8 @@ log = logging.getLogger("cryptorl_jax.power")
 
 PERIODS = 8760
 DETECTION_PSR = 0.95
+# where a page's ablation section starts (scripts/power_ablation.py writes it; --doc keeps it)
+ABLATION_MARKER = "<!-- ablation: scripts/power_ablation.py -->"
 
 
 @dataclass(frozen=True)
@@ -332,5 +334,11 @@ def run_power(cfg: Config, out_dir: str | Path, families: Sequence[str],
         doc_path.parent.mkdir(parents=True, exist_ok=True)
         figure = doc_path.with_suffix(".png")  # beside the page, named after it
         shutil.copyfile(dest / "power.png", figure)
-        write_atomic(doc_path, md.replace("](power.png)", f"]({figure.name})"))
+        page = md.replace("](power.png)", f"]({figure.name})")
+        if doc_path.is_file():  # keep the page's ablation section (another command's)
+            old = doc_path.read_text()
+            if ABLATION_MARKER in old:
+                page = page.rstrip("\n") + "\n\n" + ABLATION_MARKER + \
+                    old.split(ABLATION_MARKER, 1)[1]
+        write_atomic(doc_path, page)
     return PowerResult(rows=frame, summary=summary, out_dir=dest, doc=doc_path, seconds=seconds)

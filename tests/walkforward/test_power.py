@@ -4,6 +4,7 @@ OOS hours (cryptorl power)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -131,3 +132,39 @@ def test_summary_rates():
                                                                        "false_positive_rate"])
     assert s.loc["none", "false_positive_rate"] == 0.5
     assert s.loc["none", "gap_mean"] == pytest.approx(4.75)
+
+
+def test_the_ablation_section_is_measured_like_power_and_kept_by_it(study, tmp_path):
+    """scripts/power_ablation.py measures a run as power.cell_row does and writes the page's
+    ablation section; rewriting the page with `cryptorl power --doc` keeps that section."""
+    import importlib.util
+
+    cfg, out, _ = study
+    spec = importlib.util.spec_from_file_location(
+        "power_ablation", Path(__file__).parents[2] / "scripts" / "power_ablation.py")
+    ablation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation)
+    page = tmp_path / "power.md"
+    page.write_text((out / "docs" / "power.md").read_text())
+    rc = ablation.main([str(out / "pw-trend-s4-r0"), "--markets", str(out / "pw-markets"),
+                        "--doc", str(page), "--csv", str(tmp_path / "abl.csv")])
+    assert rc == 0
+    text = page.read_text()
+    assert text.startswith("# Power") and power.ABLATION_MARKER in text
+    got = pd.read_csv(tmp_path / "abl.csv").iloc[0]
+    want = pd.read_csv(out / "pw-power" / "power.csv").iloc[0]
+    assert got["variant"] == "pw" and got["family"] == "trend"
+    for col in ("sharpe", "oracle_sharpe", "drift_captured", "insample_sharpe"):
+        assert got[col] == pytest.approx(want[col], rel=1e-9), col
+    section = text.split(power.ABLATION_MARKER, 1)[1]
+    # the power page rewritten (its runs resumed): the ablation section survives unchanged
+    power.planted_writer = lambda *a, **k: (_ for _ in ()).throw(AssertionError("rewritten"))
+    try:
+        power.run_power(cfg, out, ["trend"], [4.0], 1, resume=True, progress=False, doc=page,
+                        command="again")
+    finally:
+        power.planted_writer = planted.write_planted_market
+    again = page.read_text()
+    assert "`again`" in again and again.split(power.ABLATION_MARKER, 1)[1] == section
+    with pytest.raises(SystemExit, match="not named"):
+        ablation.main([str(out / "pw-power"), "--markets", str(out / "pw-markets")])
