@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="comma list of families: trend, lead, regime, none (default trend,none)")
     p.add_argument("--strength", type=_floats, default=None,
                    help="comma list of strengths (default: the planted default)")
-    p.add_argument("--repeats", type=int, default=3, help="markets (seeds) per cell (3)")
+    p.add_argument("--repeats", default="3",
+                   help="markets (seeds) per cell: a count (3) or per family, e.g. "
+                        "trend=3,none=3,lead=1")
     p.add_argument("--out", default=None, help="results directory (default: output.dir)")
     p.add_argument("--doc", default=None, help="also write the page here (e.g. docs/power.md)")
     p.add_argument("--resume", action="store_true", help="keep finished segments")
@@ -47,17 +49,18 @@ def main(argv: list[str] | None = None) -> int:
     from cryptorl_jax.cluster import maybe_executor
     from cryptorl_jax.config import ConfigError, load_config
     from cryptorl_jax.market import DataValidationError, planted
-    from cryptorl_jax.walkforward.power import run_power
+    from cryptorl_jax.walkforward.power import parse_repeats, run_power
 
     try:
         overrides = list(args.overrides) + (["output.progress=false"] if args.quiet else [])
         cfg = load_config(args.config, overrides)
         strengths = args.strength or [planted.DEFAULT_STRENGTH]
         families = [f.strip() for f in args.edge.split(",") if f.strip()]
+        repeats = parse_repeats(args.repeats)
         command = "cryptorl power " + " ".join(argv if argv is not None else sys.argv[1:])
         with maybe_executor(args.executor, **executor_kwargs(args)) as executor:
             res = run_power(cfg, Path(args.out or cfg.output.dir), families, strengths,
-                            args.repeats, resume=args.resume, executor=executor,
+                            repeats, resume=args.resume, executor=executor,
                             doc=args.doc, command=command)
     except (ConfigError, DataValidationError, FileNotFoundError, ValueError) as exc:
         print(f"power: error: {exc}", file=sys.stderr)

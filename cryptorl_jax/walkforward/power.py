@@ -31,7 +31,7 @@ import logging
 import math
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,22 +71,49 @@ class PowerResult:
     seconds: float
 
 
-def cells(families: Sequence[str], strengths: Sequence[float], repeats: int) -> list[Cell]:
+def parse_repeats(text: str) -> int | dict[str, int]:
+    """--repeats: one count for every family ("3") or one per family ("trend=3,lead=1")."""
+    text = text.strip()
+    if "=" not in text:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"--repeats: expected a count or FAMILY=COUNT pairs, got "
+                             f"{text!r}") from None
+    out: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        family, _, count = part.partition("=")
+        try:
+            out[family.strip()] = int(count)
+        except ValueError:
+            raise ValueError(f"--repeats: {part!r} is not FAMILY=COUNT") from None
+    return out
+
+
+def cells(families: Sequence[str], strengths: Sequence[float],
+          repeats: int | Mapping[str, int]) -> list[Cell]:
     """The runs of a power study; `none` runs once per repeat at strength 0 whatever the
-    strengths asked for (its edge has no strength)."""
+    strengths asked for (its edge has no strength). `repeats`: one count for every family, or
+    a count per family (every family asked for needs one)."""
     from cryptorl_jax.market import planted
 
-    if repeats < 1:
-        raise ValueError(f"--repeats must be >= 1, got {repeats}")
     out: list[Cell] = []
     for f in families:
         if f not in planted.FAMILIES:
             raise ValueError(f"--edge: unknown family {f!r} (known: {', '.join(planted.FAMILIES)})")
+        if isinstance(repeats, Mapping):
+            if f not in repeats:
+                raise ValueError(f"--repeats names no count for family {f!r}")
+            n = repeats[f]
+        else:
+            n = repeats
+        if n < 1:
+            raise ValueError(f"--repeats must be >= 1, got {n} for {f}")
         levels = [0.0] if f == "none" else [float(s) for s in strengths]
         for s in levels:
             if not s >= 0:
                 raise ValueError(f"--strength must be >= 0, got {s}")
-            out += [Cell(f, s, r) for r in range(repeats)]
+            out += [Cell(f, s, r) for r in range(n)]
     return out
 
 
@@ -295,7 +322,7 @@ def _md(summary: pd.DataFrame, rows: pd.DataFrame, command: str, seconds: float,
 
 
 def run_power(cfg: Config, out_dir: str | Path, families: Sequence[str],
-              strengths: Sequence[float], repeats: int, *, resume: bool = False,
+              strengths: Sequence[float], repeats: int | Mapping[str, int], *, resume: bool = False,
               progress: bool | None = None, executor: Any = None,
               doc: str | Path | None = None, command: str = "") -> PowerResult:
     """Run (or resume) the power study and write its outputs (module docstring)."""

@@ -111,6 +111,16 @@ def test_cells_and_their_errors():
         power.cells(["trend"], [1.0], 0)
     with pytest.raises(ValueError, match="--strength"):
         power.cells(["trend"], [-1.0], 1)
+    # a count per family
+    repeats = power.parse_repeats("trend=2, none=1,lead=1")
+    assert repeats == {"trend": 2, "none": 1, "lead": 1} and power.parse_repeats(" 3") == 3
+    got = power.cells(["trend", "lead", "none"], [4.0], repeats)
+    assert [c.tag for c in got] == ["trend-s4-r0", "trend-s4-r1", "lead-s4-r0", "none-s0-r0"]
+    with pytest.raises(ValueError, match="no count for family 'regime'"):
+        power.cells(["regime"], [4.0], repeats)
+    for bad in ("three", "trend=x"):
+        with pytest.raises(ValueError, match="--repeats"):
+            power.parse_repeats(bad)
 
 
 def test_summary_rates():
