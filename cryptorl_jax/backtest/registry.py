@@ -7,10 +7,14 @@ researcher has run over the same OOS window and looked at. Every report (`backte
 records its run in `<output dir>/runs.jsonl`, one JSON record per configuration (keyed by the
 run's config digest; a later report of the same configuration replaces its record):
 
-    {"config_digest", "run_name", "run_dir", "oos_start", "oos_end", "n_hours",
+    {"config_digest", "run_name", "run_dir", "market", "oos_start", "oos_end", "n_hours",
      "sharpe" (annualised), "sharpe_per_period", "segments", "updated"}
 
-The OOS report then counts the records over exactly its window (same first and last hour):
+`market` names the data the run traded (`market_key`: the data directory or combined file and
+the traded asset): runs on another market over the same hours (a planted market of the power
+study beside the real one) are other experiments, not trials of this one. The OOS report
+counts the records over exactly its window (same first and last hour) and market (a record
+written before `market` existed counts everywhere, the conservative reading):
 N = their number and the variance of their per-period Sharpes (ddof = 1) enter the Deflated
 Sharpe (Bailey & Lopez de Prado 2014). A run that is still partial covers another window and
 is not counted against a finished one. Writes take an exclusive lock next to the file
@@ -98,9 +102,19 @@ class RunsOverWindow:
         return names or "none"
 
 
-def runs_over_window(records: list[dict[str, Any]], oos_start: str, oos_end: str
-                     ) -> RunsOverWindow:
-    same = [r for r in records if r["oos_start"] == oos_start and r["oos_end"] == oos_end]
+def market_key(data_config: Any) -> str:
+    """The identity of a run's market: its resolved data directory (or combined file) and
+    traded asset."""
+    source = data_config.combined_file if data_config.combined_file else data_config.data_dir
+    return f"{Path(str(source)).resolve()}:{data_config.traded_asset}"
+
+
+def runs_over_window(records: list[dict[str, Any]], oos_start: str, oos_end: str,
+                     market: str | None = None) -> RunsOverWindow:
+    """The records over exactly [oos_start, oos_end] on `market` (None: any market; a record
+    without a market counts on every market)."""
+    same = [r for r in records if r["oos_start"] == oos_start and r["oos_end"] == oos_end
+            and (market is None or r.get("market") in (None, market))]
     values = [float(r["sharpe_per_period"]) for r in same
               if r["sharpe_per_period"] is not None and math.isfinite(r["sharpe_per_period"])]
     var = float(np.var(values, ddof=1)) if len(values) > 1 else float("nan")

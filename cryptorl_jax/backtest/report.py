@@ -119,17 +119,18 @@ class OOSDeflation:
 
 
 def oos_deflation(workdir: Path, oos: pd.DataFrame, digest: str, run_name: str,
-                  segments: list[int]) -> OOSDeflation:
-    """Record this run in the output directory's registry and count the runs over its window."""
+                  segments: list[int], market: str | None = None) -> OOSDeflation:
+    """Record this run in the output directory's registry and count the runs over its window
+    on the same market (`registry.market_key`)."""
     path = RunDir(workdir).registry
     start, end = str(oos.index[0]), str(oos.index[-1])
     sr = sharpe(oos["strategy"].to_numpy(np.float64), 1.0)  # per period
     records = registry.register_run(path, {
         "config_digest": digest, "run_name": run_name, "run_dir": str(Path(workdir).absolute()),
-        "oos_start": start, "oos_end": end, "n_hours": len(oos),
+        "market": market, "oos_start": start, "oos_end": end, "n_hours": len(oos),
         "sharpe": sr * math.sqrt(PERIODS) if math.isfinite(sr) else None,
         "sharpe_per_period": sr if math.isfinite(sr) else None, "segments": segments})
-    window = registry.runs_over_window(records, start, end)
+    window = registry.runs_over_window(records, start, end, market)
     emax = 0.0 if window.n_runs <= 1 else expected_max_sharpe(window.n_runs, window.sr_variance)
     return OOSDeflation(n_runs=window.n_runs, sr_variance=window.sr_variance,
                         expected_max_sharpe=emax, counted=window.describe())
@@ -328,7 +329,8 @@ def write_report(cfg: Config, workdir: str | Path) -> dict[str, Any]:
     oos = stitch(workdir, segments)
     digest = (rd.config_digest.read_text().strip() if rd.config_digest.is_file()
               else cfg.digest())
-    deflation = oos_deflation(workdir, oos, digest, cfg.run_name, segments)
+    deflation = oos_deflation(workdir, oos, digest, cfg.run_name, segments,
+                              registry.market_key(cfg.data))
     tuning = tuning_overfitting(cfg.wfo.trial_log, workdir)
     write_parquet(rd.oos, oos)
     table = metrics_table(oos, segments, deflation, cfg.env, seed=cfg.seed)

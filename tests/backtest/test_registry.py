@@ -33,6 +33,26 @@ def test_one_record_per_configuration_and_window_counting(tmp_path):
     assert "c (c, Sharpe" in alone.describe()
 
 
+def test_runs_on_another_market_are_not_trials(tmp_path):
+    """A planted market's run over the same hours is another experiment: counted apart; a
+    record from before markets were recorded counts on every market."""
+    from cryptorl_jax.config import DataConfig
+
+    real = registry.market_key(DataConfig(data_dir="data"))
+    planted = registry.market_key(DataConfig(data_dir=str(tmp_path / "trend-s4-r0")))
+    assert real != planted and real.endswith(":BTC")
+    path = tmp_path / registry.REGISTRY
+    registry.register_run(path, {**_rec("a", 0.01), "market": real})
+    registry.register_run(path, {**_rec("b", 0.03), "market": planted})
+    records = registry.register_run(path, {**_rec("c", 0.02), "market": planted})
+    start, end = "2024-01-01 00:00:00+00:00", "2024-03-01 00:00:00+00:00"
+    assert registry.runs_over_window(records, start, end, real).n_runs == 1
+    assert registry.runs_over_window(records, start, end, planted).n_runs == 2
+    assert registry.runs_over_window(records, start, end).n_runs == 3
+    records = registry.register_run(path, _rec("old", 0.0))  # no market: counted everywhere
+    assert registry.runs_over_window(records, start, end, real).n_runs == 2
+
+
 def test_a_malformed_registry_names_the_file_and_line(tmp_path):
     path = tmp_path / registry.REGISTRY
     path.write_text('{"config_digest": "a", "oos_start": "x", "oos_end": "y", '

@@ -302,7 +302,10 @@ def test_oos_dsr_counts_the_runs_over_the_same_window(full_run, cfg, tmp_path):
     other = {"config_digest": "another-config", "run_name": "other", "oos_start":
              str(oos.index[0]), "oos_end": str(oos.index[-1]), "sharpe_per_period": sr + 0.01}
     elsewhere = {**other, "config_digest": "a-third", "oos_end": str(oos.index[-2])}
-    (tmp_path / "runs.jsonl").write_text(json.dumps(other) + "\n" + json.dumps(elsewhere) + "\n")
+    # the same hours on another market (e.g. a planted one): another experiment, not a trial
+    planted = {**other, "config_digest": "a-fourth", "market": "/planted/trend-s4-r0:BTC"}
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n"
+                                                 for r in (other, elsewhere, planted)))
     pipeline.run(cfg, copy, report_only=True)
     table = pd.read_csv(copy / "metrics.csv", dtype={"segment": str}).set_index("segment")
     assert table.loc["all", "n_trials"] == 2  # the third run covers another window
