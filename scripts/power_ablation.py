@@ -60,15 +60,37 @@ def ablation_rows(run_dirs: list[Path], markets: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+PAIRED_COLUMNS = ("oracle_sharpe", "sharpe", "seed_sharpe_min", "drift_captured",
+                  "insample_drift_captured", "insample_sharpe", "turnover", "exposure")
+
+
+def paired(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str, int]]]:
+    """Per variant and family, the means over the (family, repeat) cells EVERY variant ran:
+    the variants compared on the same markets."""
+    cells = None
+    for _, g in rows.groupby("variant", sort=False):
+        these = set(zip(g["family"], g["repeat"]))
+        cells = these if cells is None else cells & these
+    common = sorted(cells or ())
+    keep = rows[[(f, r) in set(common) for f, r in zip(rows["family"], rows["repeat"])]]
+    table = keep.groupby(["variant", "family"], sort=False)[list(PAIRED_COLUMNS)].mean()
+    return table.reset_index(), common
+
+
 def section(rows: pd.DataFrame, command: str) -> str:
     from cryptorl_jax.backtest.report import markdown_table
 
+    table, common = paired(rows)
+    where = ", ".join(f"{f} r{r}" for f, r in common) or "none"
     return "\n".join([
         power.ABLATION_MARKER, "## Ablation: learner settings on planted markets", "",
         f"Written by `{command}` (scripts/power_ablation.py), each run measured as "
-        "`cryptorl power` measures its own. One repeat per cell unless the table shows "
-        "more, so read `sharpe` with its standard error of ~1.4 over six one-month "
-        "segments; `drift_captured` and `insample_sharpe` are the low-noise columns.", "",
+        "`cryptorl power` measures its own. Read `sharpe` with its standard error of ~1.4 "
+        "over six one-month segments; `drift_captured` (OOS), `insample_drift_captured` and "
+        "`insample_sharpe` are the low-noise columns.", "",
+        f"### Paired: every variant on the same markets ({where})", "",
+        markdown_table(table.set_index("variant"), ".3g"), "",
+        "### Every run", "",
         markdown_table(rows.set_index("variant"), ".3g"), ""])
 
 
