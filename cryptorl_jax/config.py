@@ -250,6 +250,22 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class BaselinesConfig:
+    """The baselines that read the market (`backtest.strategies`), fitted on each segment's
+    train rows only and traded through the agent's exposure mapping, band, ledger and costs.
+    Every grid point counts in the multiple-testing N."""
+
+    enabled: bool = True
+    momentum_lookbacks: tuple[int, ...] = (24, 72, 168, 336, 720)  # k, hours
+    crossover_windows: tuple[tuple[int, int], ...] = ((24, 168), (72, 336), (168, 720))
+    forecast_horizons: tuple[int, ...] = (1, 6, 24)  # h of the ridge / LightGBM target
+    ridge_alphas: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)
+    validation_fraction: float = 0.25  # the inner split of the train rows (forecasters)
+    lightgbm: bool = False  # needs the `lightgbm` package (pip install -e ".[baselines]")
+    bootstrap_reps: int = 1000  # SPA / StepM stationary-bootstrap replications
+
+
+@dataclass(frozen=True)
 class SearchParam:
     """One dimension of the tuning space: `key` is a dotted config key."""
 
@@ -299,6 +315,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     wfo: WFOConfig = field(default_factory=WFOConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
     source: str | None = field(default=None, compare=False)  # the YAML file it came from
@@ -614,6 +631,7 @@ def validate(cfg: Config) -> None:
     _validate_train(cfg.train, s)
     _validate_wfo(cfg.wfo, cfg.env, s)
     _validate_output(cfg.output, s)
+    _validate_baselines(cfg.baselines, s)
     _validate_tune(cfg.tune, s)
     _validate_study(cfg.study, s)
 
@@ -802,6 +820,28 @@ def _validate_wfo(w: WFOConfig, v: EnvConfig, s: str | None) -> None:
 
 def _validate_output(o: OutputConfig, s: str | None) -> None:
     _require(bool(str(o.dir).strip()), "output.dir", "must name a directory", s)
+
+
+def _validate_baselines(b: BaselinesConfig, s: str | None) -> None:
+    _require(len(b.momentum_lookbacks) > 0 and all(k >= 1 for k in b.momentum_lookbacks),
+             "baselines.momentum_lookbacks", "must be a non-empty list of hours >= 1", s)
+    _require(len(b.crossover_windows) > 0
+             and all(len(w) == 2 and 1 <= w[0] < w[1] for w in b.crossover_windows),
+             "baselines.crossover_windows", "must be a non-empty list of [fast, slow] with "
+             "1 <= fast < slow", s)
+    _require(len(b.forecast_horizons) > 0 and all(h >= 1 for h in b.forecast_horizons),
+             "baselines.forecast_horizons", "must be a non-empty list of hours >= 1", s)
+    _require(len(b.ridge_alphas) > 0 and all(a > 0 for a in b.ridge_alphas),
+             "baselines.ridge_alphas", "must be a non-empty list of penalties > 0", s)
+    _require(0 < b.validation_fraction < 0.5, "baselines.validation_fraction",
+             "must be in (0, 0.5)", s)
+    _require(b.bootstrap_reps >= 100, "baselines.bootstrap_reps", "must be >= 100", s)
+    if b.lightgbm:
+        try:
+            import lightgbm  # noqa: F401
+        except ImportError:
+            raise ConfigError("baselines.lightgbm", "needs the lightgbm package: pip install "
+                              "-e '.[baselines]' (or set it to false)", s) from None
 
 
 def _validate_tune(tu: TuneConfig, s: str | None) -> None:

@@ -4,12 +4,14 @@
     <output dir>/<run_name>/                RunDir
         config.yaml, config.digest          the run's identity (written first)
         run_info.json                       provenance of each invocation (provenance.py)
-        oos_returns.parquet, metrics.csv, comparison.csv, summary.md, report.html,
+        oos_returns.parquet, metrics.csv, comparison.csv, baselines.csv,
+        multiple_testing.csv, power.csv, summary.md, report.html,
         equity_curve.png, tearsheet.html    the aggregate report (backtest.report)
         segment_<k>_regimes.png             each segment's filtered regimes
         tensorboard/                        scalars per segment and the run's hparams
         segment_<k>/                        SegmentDir
             transforms.json, scaler.json, regime_model.json, regime_stats.json
+            baselines.json                  the fitted baselines' parameters (strategies.py)
             encoder/, encoder_report.json   the MAE (pretrained modes)
             train/                          TQC checkpoints (resume)
             agents/, train_history.json     the trained population and its curves
@@ -49,6 +51,10 @@ class SegmentDir:
     @property
     def transforms(self) -> Path:
         return self.path / "transforms.json"
+
+    @property
+    def baselines(self) -> Path:  # the fitted baselines' parameters (backtest.strategies)
+        return self.path / "baselines.json"
 
     @property
     def scaler(self) -> Path:
@@ -186,6 +192,22 @@ class RunDir:
     @property
     def comparison(self) -> Path:
         return self.path / "comparison.csv"
+
+    @property
+    def baselines(self) -> Path:
+        """The ensemble and each fitted baseline: Sharpe at 0x/1x/2x, PSR, timing null, the
+        settings each segment chose (backtest.evidence)."""
+        return self.path / "baselines.csv"
+
+    @property
+    def multiple_testing(self) -> Path:
+        """SPA and StepM against buy & hold and against flat (backtest.inference)."""
+        return self.path / "multiple_testing.csv"
+
+    @property
+    def power(self) -> Path:
+        """Per segment and stitched: the minimum detectable Sharpe, underpowered flags."""
+        return self.path / "power.csv"
 
     @property
     def summary(self) -> Path:

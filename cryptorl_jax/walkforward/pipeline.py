@@ -28,7 +28,7 @@ import logging
 import platform
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,11 +40,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from cryptorl_jax import provenance
-from cryptorl_jax.backtest import baselines as baseline_lib
-from cryptorl_jax.backtest import portfolio
-from cryptorl_jax.backtest.diagnostics import turnover_attribution
-from cryptorl_jax.backtest.metrics import compute_metrics, regime_metrics
-from cryptorl_jax.backtest.replay import simulate
+from cryptorl_jax.backtest import oos as oos_lib
+from cryptorl_jax.backtest import strategies
+from cryptorl_jax.backtest.metrics import regime_metrics
 from cryptorl_jax.config import Config, ConfigError, check_rows
 from cryptorl_jax.encoder.pretrain import (
     load_encoder,
@@ -345,106 +343,52 @@ def load_agents(path: Path, trainer: Trainer) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-COST_STRESS = (("", 1.0), ("_2x_cost", 2.0), ("_zero_cost", 0.0))
-# per-hour columns of the fund (NAV-weighted over the seeds' books) in a backtest frame
-FUND_COLUMNS = ("exposure", "turnover", "cost", "financing", "turnover_chosen",
-                "turnover_mechanical")
+def run_rows(run: RunData, cfg: Config) -> oos_lib.Rows:
+    """The run's arrays as the OOS backtest reads them (`backtest.oos`)."""
+    return oos_lib.Rows(close=run.close, tradable=run.tradable, index=run.market.index,
+                        lookback=lookback_rows(cfg))
 
 
 def replay_rows(cfg: Config, close: np.ndarray, tradable: np.ndarray, test_start: int,
                 test_end: int, actions: np.ndarray,
                 cost_multiplier: float = 1.0) -> dict[str, np.ndarray]:
-    """`simulate` of the backtest of rows [test_start, test_end): `actions` [n] are chosen at
-    the closes of rows test_start - 1 .. test_end - 2 from a flat book, the vol estimated over
-    the `lookback_rows` before (close and tradable: the whole run's arrays)."""
-    lookback = lookback_rows(cfg)
-    lo, first = test_start - lookback, lookback - 1
-    a = np.zeros(test_end - lo)
-    a[first:first + test_end - test_start] = actions
-    return simulate(close[lo:test_end], a, cfg.env, start=first,
-                    cost_multiplier=cost_multiplier, tradable=tradable[lo:test_end])
+    """`backtest.oos.replay_rows` over the whole run's close and tradable arrays."""
+    rows = oos_lib.Rows(close=close, tradable=tradable, index=pd.DatetimeIndex([]),
+                        lookback=lookback_rows(cfg))
+    return oos_lib.replay_rows(cfg.env, rows, test_start, test_end, actions, cost_multiplier)
+
+
+def fit_baselines(cfg: Config, run: RunData, sm: SegmentMatrix,
+                  seg: Segment) -> list[strategies.Fitted]:
+    """The baselines that read the market (`backtest.strategies`), fitted on seg's train rows
+    only: the same observation features the agent reads (the segment's scaled matrix)."""
+    market = strategies.Market(close=run.close, tradable=run.tradable, features=sm.matrix,
+                               lookback=lookback_rows(cfg))
+    return strategies.fit_all(cfg.baselines, cfg.env, market, (seg.train_start, seg.train_end),
+                              seed=cfg.seed * 1000 + seg.index)
 
 
 def backtest_rows(cfg: Config, run: RunData, sm: SegmentMatrix, enc: EncoderStage,
                   trainer: Trainer, agents: Any, test_start: int, test_end: int,
-                  rollout: Callable | None = None, baseline_seed: int = 0) -> pd.DataFrame:
-    """Hourly returns of rows [test_start, test_end) for the ensemble, seeds, baselines.
-
-    Each seed acts on its own book (the rollout at 1x costs); each seed's action series is
-    then replayed by `simulate` (float64) at 1x, 2x and 0x trading costs, so the cost stress
-    keeps the decisions fixed. The strategy ("the ensemble") is the equal-weight fund of the
-    seeds' books (`backtest.portfolio`). The frame holds, per hour: the fund's returns
-    (`strategy`, `strategy_2x_cost`, `strategy_zero_cost`) and its NAV-weighted exposure,
-    turnover (split into `turnover_chosen` and `turnover_mechanical`,
-    `backtest.diagnostics`), cost and financing; each seed's returns (`seed_<s>`) and action
-    (`action_<s>`); the market's leverage L_t and `tradable` (what the timing null re-applies);
-    the baselines and the benchmark.
-    """
+                  rollout: Callable | None = None, baseline_seed: int = 0,
+                  fitted: Sequence[strategies.Fitted] = ()) -> pd.DataFrame:
+    """The backtest of rows [test_start, test_end) (`backtest.oos.backtest_frame`): each seed
+    acts on its own book, rolled out here; the replay, the cost stress, the fund of the seeds'
+    books, the baselines (the naive ones and `fitted`) and the benchmark there."""
     lookback = lookback_rows(cfg)
     lo = test_start - lookback
-    tradable = run.tradable
     data = trainer.put_data(slice_data(cfg, sm.matrix, run.close, lo, test_end,
-                                       test_start - 1, enc.embeddings, tradable))
+                                       test_start - 1, enc.embeddings, run.tradable))
     rollout = rollout or make_rollout(trainer)
     first = lookback - 1  # slice row of test_start - 1: the first decision
     seeds = np.asarray(jax.device_get(rollout(agents, data, first, test_end - test_start, 1.0)))
-    out: dict[str, np.ndarray] = {}
-    extra: dict[str, np.ndarray] = {}
-    for label, mult in COST_STRESS:
-        books = [replay_rows(cfg, run.close, tradable, test_start, test_end, a, mult)
-                 for a in seeds]
-        if label == "":
-            for b in books:
-                b["turnover_chosen"], b["turnover_mechanical"] = turnover_attribution(
-                    b["action"], b["leverage"], b["weight"], b["turnover"])
-        fund = portfolio.equal_weight(books, keys=("returns", *FUND_COLUMNS))
-        out[f"strategy{label}"] = fund["returns"]
-        if label == "":
-            out.update({f"seed_{s}": b["returns"] for s, b in enumerate(books)})
-            extra = {k: fund[k] for k in FUND_COLUMNS}
-            extra["leverage"] = books[0]["leverage"]
-            extra.update({f"action_{s}": b["action"] for s, b in enumerate(books)})
-    close = run.close[lo:test_end]
-    tradable = tradable[lo:test_end]
-    for name, sim in baseline_lib.run_baselines(close, cfg.env, seed=baseline_seed,
-                                                start=first, tradable=tradable).items():
-        out[name] = sim["returns"]
-    out["benchmark"] = close[first + 1:] / close[first:-1] - 1.0
-    frame = pd.DataFrame(out, index=run.market.index[test_start:test_end])
-    for k, v in extra.items():
-        frame[k] = v
-    frame["tradable"] = tradable[first:-1]
-    if sm.proba is not None:  # the regime in force when the position was chosen (row t - 1)
-        p = sm.proba[test_start - 1:test_end - 1]
-        frame["regime"] = np.where(np.isfinite(p).all(axis=1), np.argmax(p, axis=1), -1)
-    frame.index.name = "timestamp"
-    return frame
+    return oos_lib.backtest_frame(cfg.env, run_rows(run, cfg), test_start, test_end, seeds,
+                                  strategies=fitted, baseline_seed=baseline_seed,
+                                  proba=sm.proba)
 
 
-SERIES_COLUMNS = ("strategy", "strategy_2x_cost", "strategy_zero_cost", "buy_and_hold",
-                  "vol_targeted_buy_and_hold", "flat", "random", "benchmark")
-
-
-def series_metrics(frame: pd.DataFrame) -> pd.DataFrame:
-    """compute_metrics of every return column of an OOS frame (rows: series)."""
-    rows = {}
-    bench = frame["benchmark"].to_numpy()
-    names = [c for c in frame.columns if c in SERIES_COLUMNS or c.startswith("seed_")]
-    for name in names:
-        kw = {}
-        if name == "strategy":
-            kw = {"exposure": frame["exposure"].to_numpy(),
-                  "turnover": frame["turnover"].to_numpy()}
-        rows[name] = compute_metrics(frame[name].to_numpy(), bench, **kw)
-    out = pd.DataFrame.from_dict(rows, orient="index")
-    out.index.name = "series"
-    return out
-
-
-def strategy_metrics(frame: pd.DataFrame) -> dict[str, float]:
-    return compute_metrics(frame["strategy"].to_numpy(), frame["benchmark"].to_numpy(),
-                           exposure=frame["exposure"].to_numpy(),
-                           turnover=frame["turnover"].to_numpy())
+series_metrics = oos_lib.series_table
+strategy_metrics = oos_lib.strategy_metrics
 
 
 # --------------------------------------------------------------------------------------------
@@ -473,6 +417,7 @@ class SegmentOutcome:
     train: Any  # training.train.TrainResult
     oos: pd.DataFrame | None  # the backtest of eval_rows (None when not asked for)
     timings: dict[str, float]
+    baselines: list[strategies.Fitted] = field(default_factory=list)
 
 
 def prepare_segment(cfg: Config, run: RunData, seg: Segment, workdir: Path, *,
@@ -524,8 +469,11 @@ def run_segment(cfg: Config, run: RunData, seg: Segment, workdir: Path, *,
                 logger: ScalarLogger | None = None, tensorboard_dir: Path | None = None,
                 progress: bool = False, resume: bool = False, hooks: Hooks = NO_HOOKS,
                 on_chunk: Callable[[int, dict[str, Any]], None] | None = None,
-                desc: str | None = None) -> SegmentOutcome:
+                desc: str | None = None, with_baselines: bool = False) -> SegmentOutcome:
     """prepare_segment, train TQC on seg's train rows, backtest rows [eval_rows) out of sample.
+
+    With `with_baselines` (and cfg.baselines.enabled), the baselines that read the market are
+    fitted on seg's train rows too (`fit_baselines`) and backtested beside the agents.
 
     The walk-forward driver passes the segment's test rows and `out` (everything is written
     there); a tuning trial passes its validation rows and a scratch `workdir`. The training key
@@ -535,6 +483,14 @@ def run_segment(cfg: Config, run: RunData, seg: Segment, workdir: Path, *,
     inputs = prepare_segment(cfg, run, seg, workdir, out=out, logger=logger,
                              progress=progress, hooks=hooks)
     timings = dict(inputs.timings)
+    fitted: list[strategies.Fitted] = []
+    if with_baselines:
+        hooks.stage(seg.index, "baselines")
+        t = time.perf_counter()
+        fitted = fit_baselines(cfg, run, inputs.sm, seg)
+        if out is not None:
+            write_json(out.baselines, strategies.params_record(fitted))
+        timings["baselines_s"] = time.perf_counter() - t
     hooks.stage(seg.index, "train")
     t = time.perf_counter()
     emb = inputs.enc.embeddings
@@ -559,10 +515,10 @@ def run_segment(cfg: Config, run: RunData, seg: Segment, workdir: Path, *,
         hooks.stage(seg.index, "backtest")
         t = time.perf_counter()
         oos = backtest_rows(cfg, run, inputs.sm, inputs.enc, trainer, agents, *eval_rows,
-                            rollout, baseline_seed=cfg.seed * 1000 + seg.index)
+                            rollout, baseline_seed=cfg.seed * 1000 + seg.index, fitted=fitted)
         timings["backtest_s"] = time.perf_counter() - t
     return SegmentOutcome(inputs=inputs, trainer=trainer, rollout=rollout, train=result,
-                          oos=oos, timings=timings)
+                          oos=oos, timings=timings, baselines=fitted)
 
 
 # --------------------------------------------------------------------------------------------
@@ -715,7 +671,7 @@ def run_wfo_segment(cfg: Config, run: RunData, seg: Segment, rd: RunDir, *,
     try:
         outcome = run_segment(cfg, run, seg, out.path, eval_rows=(seg.test_start, seg.test_end),
                               out=out, logger=logger, tensorboard_dir=tb_dir, progress=progress,
-                              resume=resume, hooks=hooks)
+                              resume=resume, hooks=hooks, with_baselines=True)
         timings = outcome.timings
         t = time.perf_counter()
         oos = outcome.oos
@@ -724,7 +680,8 @@ def run_wfo_segment(cfg: Config, run: RunData, seg: Segment, rd: RunDir, *,
         insample = backtest_rows(cfg, run, outcome.inputs.sm, outcome.inputs.enc,
                                  outcome.trainer, outcome.train.state.agent, seg.train_start,
                                  seg.train_end, outcome.rollout,
-                                 baseline_seed=cfg.seed * 1000 + seg.index)
+                                 baseline_seed=cfg.seed * 1000 + seg.index,
+                                 fitted=outcome.baselines)
         write_parquet(out.insample, insample)
         series_metrics(oos).to_csv(out.series_metrics)
         metrics = strategy_metrics(oos)

@@ -1,0 +1,317 @@
+"""Baselines that read the market, fitted on a segment's train rows only, traded like the agent.
+
+The naive baselines (`backtest.baselines`: buy & hold, flat, i.i.d. random) read nothing. The
+first question a quant asks of an RL trader is whether it beats the simple methods that see the
+same information; these are them:
+
+- `momentum`: time-series momentum (Moskowitz, Ooi and Pedersen 2012), a_t = sign(p_t - p_{t-k})
+  with p the log close;
+- `momentum_scaled`: the same k-hour return divided by its own standard deviation,
+  a_t = clip((p_t - p_{t-k}) / (sigma_t sqrt(k)), -1, 1), sigma_t the hourly log-return std
+  over the past max(k, 168) hours: a position sized by the strength of the trend (a t-statistic,
+  Baltas and Kosowski 2013) instead of its sign;
+- `crossover`: a_t = sign(SMA_f(p)_t - SMA_s(p)_t), a moving-average crossover on the log close;
+- `ridge`: a ridge regression of the next-h-hour log return on the agent's own observation
+  features at the decision hour (the segment's scaled feature matrix, regime probabilities
+  included: the last row of the agent's window, not the window flattened), a_t =
+  clip(forecast_t / s, -1, 1) with s the standard deviation of the fitted forecasts on the
+  fit rows (a one-sd forecast takes the full position);
+- `lightgbm` (optional, `baselines.lightgbm: true`): a LightGBM regressor on the same inputs,
+  target and mapping.
+
+Each action goes through the same exposure mapping as the agent's (e_t = a_t L_t, the env's
+vol target and cap, the no-trade band), the same units-and-cash ledger, costs and financing
+(`backtest.replay.simulate`). Through that mapping even the sign rule is vol-scaled in
+exposure (Kim, Tse and Wald 2016: much of time-series momentum's edge is its vol scaling).
+
+What each fits, on the segment's train rows only:
+- momentum and crossover: k (or the window pair) from a small stated grid, the one whose
+  in-sample backtest over the train rows (after costs) has the highest Sharpe;
+- ridge and lightgbm: the horizon h (and ridge's penalty) on an inner split of the train rows:
+  fit on the first (1 - validation_fraction) of them with the last h rows before the
+  validation rows purged (no label reaches into them), score the policy's backtest Sharpe on
+  the validation rows, then refit the chosen setting on all train rows (labels end at the last
+  train row's close).
+
+Every grid point tried counts in the multiple-testing N (`n_tried`). The fitted parameters are
+plain numbers (`params`), written to the segment's baselines.json.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cryptorl_jax.backtest.metrics import sharpe
+from cryptorl_jax.backtest.replay import simulate
+from cryptorl_jax.config import BaselinesConfig, EnvConfig
+
+STRATEGIES = ("momentum", "momentum_scaled", "crossover", "ridge", "lightgbm")
+MIN_SIGMA_HOURS = 168
+
+
+@dataclass
+class Fitted:
+    """One fitted baseline: its chosen parameters and a causal action function."""
+
+    name: str
+    params: dict[str, Any]
+    n_tried: int
+    # actions(rows): the action decided at the close of each row in `rows` (absolute indices)
+    act: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+
+    def actions(self, first: int, last: int) -> np.ndarray:
+        """Actions decided at the closes of rows first .. last - 1."""
+        return self.act(np.arange(first, last))
+
+
+# --------------------------------------------------------------------------------------------
+# Signals (causal: the value at row t reads rows <= t)
+# --------------------------------------------------------------------------------------------
+
+
+def _lagged_diff(x: np.ndarray, k: int) -> np.ndarray:
+    out = np.full(len(x), np.nan)
+    if k < len(x):
+        out[k:] = x[k:] - x[:-k]
+    return out
+
+
+def _rolling_mean(x: np.ndarray, w: int) -> np.ndarray:
+    """Mean of x[t - w + 1 .. t] (NaN before w values)."""
+    out = np.full(len(x), np.nan)
+    if w <= len(x):
+        c = np.concatenate([[0.0], np.cumsum(x)])
+        out[w - 1:] = (c[w:] - c[:-w]) / w
+    return out
+
+
+def _rolling_std(x: np.ndarray, w: int) -> np.ndarray:
+    """Sample std of x[t - w + 1 .. t] (NaN before w values)."""
+    m = _rolling_mean(x, w)
+    m2 = _rolling_mean(x * x, w)
+    var = np.maximum(m2 - m * m, 0.0) * w / max(w - 1, 1)
+    return np.sqrt(var)
+
+
+def _finite_or_zero(a: np.ndarray) -> np.ndarray:
+    return np.where(np.isfinite(a), a, 0.0)
+
+
+def momentum_actions(close: np.ndarray, k: int) -> np.ndarray:
+    """sign(p_t - p_{t-k}) at every row (0 where undefined)."""
+    return _finite_or_zero(np.sign(_lagged_diff(np.log(close), k)))
+
+
+def momentum_scaled_actions(close: np.ndarray, k: int) -> np.ndarray:
+    """clip((p_t - p_{t-k}) / (sigma_t sqrt(k)), -1, 1), sigma_t over max(k, 168) hours."""
+    p = np.log(close)
+    r = np.concatenate([[np.nan], np.diff(p)])
+    sigma = _rolling_std(np.nan_to_num(r, nan=0.0), max(k, MIN_SIGMA_HOURS))
+    sigma[: max(k, MIN_SIGMA_HOURS)] = np.nan  # the first return is undefined
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = _lagged_diff(p, k) / (sigma * math.sqrt(k))
+    return np.clip(_finite_or_zero(z), -1.0, 1.0)
+
+
+def crossover_actions(close: np.ndarray, fast: int, slow: int) -> np.ndarray:
+    """sign(SMA_fast(log close) - SMA_slow(log close)) (0 before the slow average exists)."""
+    p = np.log(close)
+    return _finite_or_zero(np.sign(_rolling_mean(p, fast) - _rolling_mean(p, slow)))
+
+
+def forward_log_return(close: np.ndarray, h: int) -> np.ndarray:
+    """y_t = log(close_{t+h} / close_t) (NaN for the last h rows)."""
+    p = np.log(close)
+    out = np.full(len(p), np.nan)
+    out[:-h] = p[h:] - p[:-h]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring a policy on a range of rows through the backtest
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Market:
+    """The run's arrays a baseline is fitted and traded on (absolute rows)."""
+
+    close: np.ndarray  # [T]
+    tradable: np.ndarray  # [T] bool
+    features: np.ndarray  # [T, F] the segment's scaled observation features (NaN in warm-up)
+    lookback: int  # rows before a backtest's first row that its vol estimate reads
+
+
+def backtest_sharpe(market: Market, env: EnvConfig, actions_by_row: np.ndarray,
+                    start: int, end: int) -> float:
+    """Per-period Sharpe (after costs) of trading rows [start, end) with actions decided at the
+    closes of rows start - 1 .. end - 2 (`actions_by_row`: one per row of the run)."""
+    lo = start - market.lookback
+    first = market.lookback - 1
+    a = np.zeros(end - lo)
+    a[first:first + end - start] = actions_by_row[start - 1:end - 1]
+    sim = simulate(market.close[lo:end], a, env, start=first, tradable=market.tradable[lo:end])
+    s = sharpe(sim["returns"], 1.0)
+    return s if math.isfinite(s) else -math.inf
+
+
+def _pick(scores: dict[Any, float]) -> Any:
+    """The grid point with the highest score (the first on ties; -inf for NaN)."""
+    best, best_s = None, -math.inf
+    for key, s in scores.items():
+        if best is None or s > best_s:
+            best, best_s = key, s
+    return best
+
+
+def _rule_fit(name: str, grid: list[Any], signal: Callable[[Any], np.ndarray],
+              market: Market, env: EnvConfig, train: tuple[int, int],
+              label: Callable[[Any], dict[str, Any]]) -> Fitted:
+    start, end = train
+    signals = {g: signal(g) for g in grid}
+    scores = {g: backtest_sharpe(market, env, signals[g], start, end) for g in grid}
+    best = _pick(scores)
+    chosen = signals[best]
+    params = {**label(best), "train_sharpe": _annual(scores[best]),
+              "grid": [{**label(g), "train_sharpe": _annual(scores[g])} for g in grid]}
+    return Fitted(name, params, len(grid), lambda rows: chosen[rows])
+
+
+def _annual(per_period: float) -> float | None:
+    v = per_period * math.sqrt(8760)
+    return float(v) if math.isfinite(v) else None
+
+
+# --------------------------------------------------------------------------------------------
+# Forecasters
+# --------------------------------------------------------------------------------------------
+
+
+def ridge_fit(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
+    """(coef, intercept) of scikit-learn's Ridge (intercept unpenalised) on finite rows."""
+    from sklearn.linear_model import Ridge
+
+    model = Ridge(alpha=alpha, fit_intercept=True, solver="cholesky").fit(x, y)
+    return np.asarray(model.coef_, np.float64), float(model.intercept_)
+
+
+def _fit_rows(market: Market, y: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Rows in [lo, hi) whose features and label are finite."""
+    rows = np.arange(lo, max(lo, hi))
+    ok = np.isfinite(market.features[rows]).all(axis=1) & np.isfinite(y[rows])
+    return rows[ok]
+
+
+class _Forecaster:
+    """A fitted forecaster's policy: a_t = clip(f(x_t) / scale, -1, 1), 0 where x_t is NaN."""
+
+    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], scale: float,
+                 features: np.ndarray):
+        self.predict, self.scale, self.features = predict, scale, features
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        x = self.features[rows]
+        ok = np.isfinite(x).all(axis=1)
+        out = np.zeros(len(rows))
+        if ok.any() and self.scale > 0:
+            out[ok] = np.clip(self.predict(x[ok]) / self.scale, -1.0, 1.0)
+        return out
+
+
+def _train_forecaster(kind: str, market: Market, h: int, alpha: float, lo: int, hi: int,
+                      seed: int) -> tuple[_Forecaster, dict[str, Any]] | None:
+    """Fit on decision rows [lo, hi - h) (labels end at row hi - 1's close)."""
+    y = forward_log_return(market.close, h)
+    rows = _fit_rows(market, y, lo, hi - h)
+    if len(rows) < 2 * market.features.shape[1]:  # fewer than 2 rows per feature: no fit
+        return None
+    x = market.features[rows].astype(np.float64)
+    if kind == "ridge":
+        coef, intercept = ridge_fit(x, y[rows], alpha)
+        fitted = x @ coef + intercept
+        predict = lambda z: z.astype(np.float64) @ coef + intercept  # noqa: E731
+        info: dict[str, Any] = {"coef": coef.tolist(), "intercept": intercept}
+    else:
+        import lightgbm as lgb
+
+        model = lgb.LGBMRegressor(n_estimators=200, learning_rate=0.05, num_leaves=15,
+                                  min_child_samples=200, subsample=0.8, subsample_freq=1,
+                                  colsample_bytree=0.8, random_state=seed, n_jobs=1,
+                                  deterministic=True, force_row_wise=True, verbose=-1)
+        model.fit(x, y[rows])
+        fitted = model.predict(x)
+        predict = lambda z: model.predict(z.astype(np.float64))  # noqa: E731
+        info = {"n_trees": int(model.n_estimators)}
+    scale = float(np.std(fitted))
+    return _Forecaster(predict, scale, market.features), {**info, "scale": scale,
+                                                          "fit_rows": int(len(rows))}
+
+
+def _forecaster_fit(kind: str, market: Market, env: EnvConfig, train: tuple[int, int],
+                    cfg: BaselinesConfig, seed: int) -> Fitted | None:
+    start, end = train
+    n_val = int(round((end - start) * cfg.validation_fraction))
+    v0 = end - n_val
+    alphas = list(cfg.ridge_alphas) if kind == "ridge" else [0.0]
+    grid = [(h, a) for h in cfg.forecast_horizons for a in alphas]
+    scores: dict[Any, float] = {}
+    for h, a in grid:
+        fit = _train_forecaster(kind, market, h, a, start, v0, seed)
+        if fit is None:
+            scores[(h, a)] = -math.inf
+            continue
+        by_row = np.zeros(len(market.close))
+        rows = np.arange(v0 - 1, end - 1)
+        by_row[rows] = fit[0](rows)
+        scores[(h, a)] = backtest_sharpe(market, env, by_row, v0, end)
+    h, a = _pick(scores)
+    final = _train_forecaster(kind, market, h, a, start, end, seed)
+    if final is None:
+        return None
+    policy, info = final
+    label = (lambda g: {"horizon": g[0], "alpha": g[1]}) if kind == "ridge" else (
+        lambda g: {"horizon": g[0]})
+    params = {**label((h, a)), **info, "validation_sharpe": _annual(scores[(h, a)]),
+              "validation_rows": [int(v0), int(end)],
+              "grid": [{**label(g), "validation_sharpe": _annual(scores[g])} for g in grid]}
+    return Fitted(kind, params, len(grid), policy)
+
+
+# --------------------------------------------------------------------------------------------
+# All of them
+# --------------------------------------------------------------------------------------------
+
+
+def fit_all(cfg: BaselinesConfig, env: EnvConfig, market: Market, train: tuple[int, int],
+            seed: int = 0) -> list[Fitted]:
+    """Every enabled baseline fitted on train rows [train[0], train[1]) only."""
+    if not cfg.enabled:
+        return []
+    close = market.close
+    out = [
+        _rule_fit("momentum", list(cfg.momentum_lookbacks),
+                  lambda k: momentum_actions(close, k), market, env, train,
+                  lambda k: {"lookback": k}),
+        _rule_fit("momentum_scaled", list(cfg.momentum_lookbacks),
+                  lambda k: momentum_scaled_actions(close, k), market, env, train,
+                  lambda k: {"lookback": k}),
+        _rule_fit("crossover", [tuple(w) for w in cfg.crossover_windows],
+                  lambda w: crossover_actions(close, *w), market, env, train,
+                  lambda w: {"fast": w[0], "slow": w[1]}),
+    ]
+    kinds = ["ridge"] + (["lightgbm"] if cfg.lightgbm else [])
+    for kind in kinds:
+        f = _forecaster_fit(kind, market, env, train, cfg, seed)
+        if f is not None:
+            out.append(f)
+    return out
+
+
+def params_record(fitted: list[Fitted]) -> dict[str, Any]:
+    """baselines.json: each baseline's chosen parameters and grid size."""
+    return {f.name: {"n_tried": f.n_tried, **f.params} for f in fitted}
