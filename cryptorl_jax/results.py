@@ -97,6 +97,25 @@ class Run:
         """comparison.csv: the strategy, its cost variants, each seed and the baselines."""
         return pd.read_csv(self.dir.comparison, index_col=0)
 
+    @property
+    def baselines(self) -> pd.DataFrame:
+        """baselines.csv: the ensemble and each baseline that reads the market, with PSR,
+        timing null, cost stress and each segment's chosen setting (empty for runs without)."""
+        p = self.dir.baselines
+        return pd.read_csv(p, index_col=0) if p.is_file() else pd.DataFrame()
+
+    @property
+    def multiple_testing(self) -> pd.DataFrame:
+        """multiple_testing.csv: SPA and StepM against buy & hold and against flat."""
+        p = self.dir.multiple_testing
+        return pd.read_csv(p, index_col=0) if p.is_file() else pd.DataFrame()
+
+    @property
+    def power(self) -> pd.DataFrame:
+        """power.csv: the minimum detectable Sharpe per segment and stitched."""
+        p = self.dir.power
+        return pd.read_csv(p, index_col=0) if p.is_file() else pd.DataFrame()
+
     @functools.cached_property
     def diagnostics(self) -> pd.DataFrame:
         """diagnostics.csv indexed by segment ('0', ..., 'all'): OOS and in-sample Sharpe (the
@@ -199,7 +218,9 @@ class Run:
 @dataclass
 class Comparison:
     table: pd.DataFrame  # one row per run (index: label)
-    baselines: pd.DataFrame  # the baselines over the common window (identical for every run)
+    # the baselines over the common window, from the first run's frame (the fitted ones read
+    # the segments' features: identical for runs that differ only in the agent)
+    baselines: pd.DataFrame
     returns: pd.DataFrame  # hourly strategy returns, one column per run
     runs: dict[str, Run]
     n_runs: int
@@ -277,11 +298,16 @@ def compare_runs(paths: list[str | Path], labels: list[str] | None = None) -> Co
     table = pd.DataFrame.from_dict(rows, orient="index")[list(TABLE_COLUMNS)]
     table.index.name = "run"
     oos = runs[0].oos
-    base_cols = [c for c in ("buy_and_hold", "vol_targeted_buy_and_hold", "flat", "random",
-                             "benchmark") if c in oos.columns]
+    from cryptorl_jax.backtest.columns import fitted_baselines
+
+    base_cols = [c for c in (*fitted_baselines(oos), "buy_and_hold",
+                             "vol_targeted_buy_and_hold", "flat", "random", "benchmark")
+                 if c in oos.columns]
     baselines = pd.DataFrame.from_dict(
-        {c: compute_metrics(oos[c], oos["benchmark"], PERIODS) for c in base_cols},
-        orient="index")
+        {c: compute_metrics(oos[c], oos["benchmark"], PERIODS,
+                            **({"exposure": oos[f"{c}_exposure"], "turnover": oos[f"{c}_turnover"]}
+                               if f"{c}_turnover" in oos.columns else {}))
+         for c in base_cols}, orient="index")
     baselines.index.name = "baseline"
     return Comparison(table=table, baselines=baselines, returns=returns,
                       runs=dict(zip(names, runs)), n_runs=n, sr_variance=var,

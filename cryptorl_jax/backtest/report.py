@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cryptorl_jax.backtest import diagnostics, nulls, registry
+from cryptorl_jax.backtest import diagnostics, evidence, nulls, registry
+from cryptorl_jax.backtest import oos as oos_lib
 from cryptorl_jax.backtest.metrics import (
     compute_metrics,
     expected_max_sharpe,
@@ -189,21 +190,52 @@ def metrics_table(oos: pd.DataFrame, segments: list[int], deflation: OOSDeflatio
 
 
 def comparison_table(oos: pd.DataFrame) -> pd.DataFrame:
-    """Aggregate metrics of the strategy, its cost variants, each seed and the baselines."""
-    names = ["strategy", "strategy_2x_cost", "strategy_zero_cost",
-             *[c for c in oos.columns if c.startswith("seed_")], *BASELINE_COLUMNS,
-             "benchmark"]
-    rows = {}
-    for n in names:
-        if n not in oos.columns:
-            continue
-        kw = {}
-        if n.startswith("strategy"):  # the cost stress replays the same trades
-            kw = {"exposure": oos["exposure"], "turnover": oos["turnover"]}
-        rows[n] = compute_metrics(oos[n], oos["benchmark"], PERIODS, **kw)
-    frame = pd.DataFrame.from_dict(rows, orient="index")
-    frame.index.name = "series"
-    return frame
+    """Aggregate metrics of every series of the stitched frame (`backtest.oos.series_table`:
+    the strategy, its cost variants, each seed, the baselines, the benchmark)."""
+    return oos_lib.series_table(oos)
+
+
+@dataclass
+class Sceptic:
+    """The report's evidence beyond the run's own Sharpe (`backtest.evidence`)."""
+
+    baselines: pd.DataFrame
+    tests: list
+    power: pd.DataFrame
+    count: evidence.TrialCount
+    dsr: float
+    dsr_effective: float
+
+
+def _sceptic(cfg: Config, workdir: Path, oos: pd.DataFrame, segments: list[int],
+             comparison: pd.DataFrame, table: pd.DataFrame, deflation: OOSDeflation) -> Sceptic:
+    """Baselines, SPA/StepM, power and the sceptic's N; written to baselines.csv,
+    multiple_testing.csv and power.csv, and into metrics.csv's rows (`table`, in place)."""
+    rd = RunDir(workdir)
+    bl = evidence.baseline_table(oos, comparison, cfg.env, workdir, segments, cfg.seed)
+    tests = evidence.multiple_tests(oos, cfg.baselines.bootstrap_reps, cfg.seed)
+    power = evidence.power_table(oos, segments)
+    n_tuning = read_trial_log(cfg.wfo.trial_log, workdir)[0] if cfg.wfo.trial_log else 0
+    count = evidence.trial_count(oos, workdir, segments, deflation.n_runs,
+                                 deflation.sr_variance, n_tuning)
+    r = oos["strategy"].to_numpy(np.float64)
+    dsr, dsr_eff = count.dsr(r), count.dsr(r, effective=True)
+    if not bl.empty:
+        write_atomic(rd.baselines, bl.to_csv())
+    if tests:
+        write_atomic(rd.multiple_testing,
+                     pd.DataFrame([t.row() for t in tests]).to_csv(index=False))
+    write_atomic(rd.power, power.to_csv())
+    table["mde_sharpe"] = [power.loc[str(s), "mde_sharpe"] for s in table["segment"]]
+    table["underpowered"] = [bool(power.loc[str(s), "underpowered"]) for s in table["segment"]]
+    last = table.index[table["segment"] == "all"]
+    for key, value in (("n_trials_sceptic", float(count.total)),
+                       ("n_trials_effective", count.effective), ("dsr_sceptic", dsr),
+                       ("dsr_effective", dsr_eff)):
+        table[key] = math.nan
+        table.loc[last, key] = value
+    return Sceptic(baselines=bl, tests=tests, power=power, count=count, dsr=dsr,
+                   dsr_effective=dsr_eff)
 
 
 def nav_axes(figsize: tuple[float, float] = (12, 6)) -> Any:
@@ -334,9 +366,10 @@ def write_report(cfg: Config, workdir: str | Path) -> dict[str, Any]:
     tuning = tuning_overfitting(cfg.wfo.trial_log, workdir)
     write_parquet(rd.oos, oos)
     table = metrics_table(oos, segments, deflation, cfg.env, seed=cfg.seed)
-    write_atomic(rd.metrics, table.to_csv(index=False))
     comparison = comparison_table(oos)
     write_atomic(rd.comparison, comparison.to_csv())
+    sceptic = _sceptic(cfg, workdir, oos, segments, comparison, table, deflation)
+    write_atomic(rd.metrics, table.to_csv(index=False))
     diag = diagnostics.segment_diagnostics(rd, oos, segments)
     write_atomic(rd.diagnostics, diag.to_csv())
     gaps = _gaps(oos)
@@ -350,7 +383,7 @@ def write_report(cfg: Config, workdir: str | Path) -> dict[str, Any]:
     run_flags = diagnostics.flags_in(diag)
     edge, verdict = diagnostics.verdict(agg_row, run_flags, deflation.n_runs)
     summary = _summary_md(cfg, workdir, segments, oos, table, comparison, gaps, deflation,
-                          tuning, tearsheet_error, diag, verdict)
+                          tuning, tearsheet_error, diag, verdict, sceptic)
     write_atomic(rd.summary, summary)
     from cryptorl_jax.backtest.html import write_report_html
 
@@ -361,6 +394,10 @@ def write_report(cfg: Config, workdir: str | Path) -> dict[str, Any]:
     return {"segments": segments, "sharpe": agg["sharpe"], "total_return": agg["total_return"],
             "psr": agg.get("psr"), "dsr": agg.get("dsr"), "n_trials": agg.get("n_trials"),
             "timing_p_value": agg.get("timing_p_value"), "gaps": gaps, "edge": edge,
+            "dsr_sceptic": agg.get("dsr_sceptic"), "n_trials_sceptic": agg.get("n_trials_sceptic"),
+            "n_trials_effective": agg.get("n_trials_effective"),
+            "mde_sharpe": agg.get("mde_sharpe"),
+            "stepm_superior": {t.benchmark: list(t.superior) for t in sceptic.tests},
             "verdict": verdict, "flags": run_flags,
             "insample_sharpe": float(diag.loc["all", "insample_sharpe"])}
 
@@ -540,7 +577,8 @@ def _diagnostic_lines(diag: pd.DataFrame) -> list[str]:
 def _summary_md(cfg: Config, workdir: Path, segments: list[int], oos: pd.DataFrame,
                 table: pd.DataFrame, comparison: pd.DataFrame, gaps: list[str],
                 deflation: OOSDeflation, tuning: dict[str, Any] | None,
-                tearsheet_error: str | None, diag: pd.DataFrame, verdict: str) -> str:
+                tearsheet_error: str | None, diag: pd.DataFrame, verdict: str,
+                sceptic: Sceptic) -> str:
     agg = table[table["segment"] == "all"].iloc[0]
     contiguity = "contiguous" if not gaps else "NOT contiguous: " + "; ".join(gaps)
     headline = comparison[[c for c in HEADLINE if c in comparison.columns]].rename(
@@ -558,7 +596,12 @@ def _summary_md(cfg: Config, workdir: Path, segments: list[int], oos: pd.DataFra
              f"encoder mode `{cfg.encoder.mode}`, costs {cfg.env.fee_bps} + "
              f"{cfg.env.slippage_bps} bps per unit of turnover, financing "
              f"{100 * cfg.env.borrow_rate_annual:g} % a year on borrowed notional",
-             "", *_statistics_lines(agg, deflation, tuning), *_diagnostic_lines(diag),
+             "", *_statistics_lines(agg, deflation, tuning),
+             *evidence.trial_lines(sceptic.count, sceptic.dsr, sceptic.dsr_effective),
+             *evidence.rl_vs_baselines_lines(sceptic.baselines, sceptic.tests, markdown_table),
+             *evidence.power_lines(sceptic.power, sceptic.count, len(oos) / PERIODS,
+                                   markdown_table),
+             *_diagnostic_lines(diag),
              "## Headline (stitched OOS, annualised at 8,760 hours)", "",
              markdown_table(headline), "", *_cost_lines(comparison, agg, cfg),
              *_seed_lines(comparison),
@@ -620,7 +663,11 @@ def _summary_md(cfg: Config, workdir: Path, segments: list[int], oos: pd.DataFra
     lines += ["## Timings (seconds)", "", markdown_table(pd.DataFrame(timing_rows)
                                                      .set_index("segment"), ".3g"), ""]
     files = ["config.yaml", "run_info.json", "metrics.csv", "comparison.csv",
-             "diagnostics.csv", "oos_returns.parquet", "report.html"]
+             "diagnostics.csv", "power.csv", "oos_returns.parquet", "report.html"]
+    if not sceptic.baselines.empty:
+        files.append("baselines.csv")
+    if sceptic.tests:
+        files.append("multiple_testing.csv")
     if cfg.output.plots:
         files.append("equity_curve.png")
     if cfg.output.tearsheet:

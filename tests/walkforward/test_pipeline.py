@@ -317,6 +317,44 @@ def test_oos_dsr_counts_the_runs_over_the_same_window(full_run, cfg, tmp_path):
     assert "N = 2 walk-forward configurations" in summary and "other (another-config" in summary
 
 
+def test_baselines_that_read_the_market_are_backtested_and_tested(full_run, cfg):
+    """Every segment fits the baselines on its train rows (baselines.json) and backtests them
+    beside the agents at the three costs; the report holds their table, SPA / StepM against
+    buy & hold and flat, the power table and the sceptic's N."""
+    from cryptorl_jax.backtest.strategies import momentum_actions
+    from cryptorl_jax.results import Run
+
+    workdir, _ = full_run
+    run = Run.load(workdir)
+    oos = run.oos
+    names = ["momentum", "momentum_scaled", "crossover", "ridge"]
+    for n in names:
+        for col in (n, f"{n}_2x_cost", f"{n}_zero_cost", f"{n}_action", f"{n}_turnover"):
+            assert col in oos.columns, col
+        assert n in run.comparison.index and n in run.baselines.index
+    # the momentum actions out of sample are sign(p_t - p_{t-k}) with each segment's own k
+    market = pipeline.prepare_run(cfg, make_market(1100, seed=5))
+    for seg in market.segments:
+        k = json.loads((workdir / f"segment_{seg.index}" / "baselines.json").read_text())[
+            "momentum"]["lookback"]
+        want = momentum_actions(market.close, k)[seg.test_start - 1:seg.test_end - 1]
+        got = oos.loc[oos["segment"] == seg.index, "momentum_action"].to_numpy()
+        np.testing.assert_array_equal(got, np.clip(want, -1, 1))
+    mt = run.multiple_testing
+    assert list(mt.index) == ["buy_and_hold", "flat"]
+    assert (mt["block_hours"] >= 24).all() and mt["spa_p_consistent"].between(0, 1).all()
+    assert list(run.power.index) == ["0", "1", "2", "all"]
+    assert run.power.loc["0", "underpowered"]  # 100 OOS hours detect nothing
+    head = run.headline
+    # N: one run, 2 seeds, 5 + 5 + 3 + 12 baseline settings
+    assert head["n_trials_sceptic"] == 1 + 2 + 5 + 5 + 3 + 12
+    assert 1 <= head["n_trials_effective"] <= head["n_trials_sceptic"]
+    summary = (workdir / "summary.md").read_text()
+    for title in ("## Does RL add anything?", "### Multiple testing across strategies",
+                  "## Power before results", "## The sceptic's N"):
+        assert title in summary, title
+
+
 def test_poisoned_future_leaves_segment_0_bit_identical(full_run, cfg, market, tmp_path):
     """Garbage in every row after segment 0's train end: its fitted pieces do not change."""
     from cryptorl_jax.walkforward.pipeline import load_agents
@@ -334,7 +372,8 @@ def test_poisoned_future_leaves_segment_0_bit_identical(full_run, cfg, market, t
     run_dir = tmp_path / "tiny"
     pipeline.run(load_config(None, [*TINY_WFO, "wfo.segments=[0]"]), run_dir, market=poisoned)
     a, b = workdir / "segment_0", run_dir / "segment_0"
-    for name in ("scaler.json", "regime_model.json", "transforms.json", "train_history.json"):
+    for name in ("scaler.json", "regime_model.json", "transforms.json", "train_history.json",
+                 "baselines.json"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     # the in-sample backtest (the agents over their own train rows) reads no row after them
     pd.testing.assert_frame_equal(pd.read_parquet(a / "insample.parquet"),
