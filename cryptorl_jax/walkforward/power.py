@@ -228,7 +228,19 @@ def cell_row(cfg: Config, cell: Cell, data_dir: Path, run_dir: Path) -> dict[str
     row["recovered"] = ens / oracle_sr if positive else math.nan
     row["seed_recovered_min"] = row["seed_sharpe_min"] / oracle_sr if positive else math.nan
     row["detected"] = bool(row["psr"] > DETECTION_PSR)
+    from cryptorl_jax.backtest.columns import fitted_baselines
+
+    for name in fitted_baselines(run.oos):  # the baselines that read the market, same hours
+        sr = _sharpe(run.oos[name])
+        row[f"{name}_sharpe"] = sr
+        row[f"{name}_recovered"] = sr / oracle_sr if positive else math.nan
     return row
+
+
+def baseline_names(rows: pd.DataFrame) -> list[str]:
+    """The fitted baselines present in the rows (columns `<name>_recovered`)."""
+    return [c[:-len("_recovered")] for c in rows.columns
+            if c.endswith("_recovered") and c not in ("recovered", "seed_recovered")]
 
 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
@@ -245,6 +257,9 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
         r["gap_mean"] = float((g["insample_sharpe"] - g["sharpe"]).mean())
         r["detection_rate"] = float(g["detected"].mean())
         r["false_positive_rate"] = float(g["detected"].mean()) if strength == 0 else math.nan
+        for name in baseline_names(rows):
+            r[f"{name}_sharpe_mean"] = float(g[f"{name}_sharpe"].mean())
+            r[f"{name}_recovered_mean"] = float(g[f"{name}_recovered"].mean())
         out.append(r)
     return pd.DataFrame(out)
 
@@ -315,10 +330,28 @@ def _md(summary: pd.DataFrame, rows: pd.DataFrame, command: str, seconds: float,
              "oracle's earns at the same leverage (no return noise in it: 1 = the oracle, 0 = "
              "nothing; OOS, and `insample_` over the agents' own train rows)", "",
              markdown_table(show.set_index("family"), ".3g"), "",
+             *_baseline_lines(summary, rows),
              "![power curve](power.png)", "",
              "## Runs", "",
              markdown_table(rows.drop(columns=["run_dir"]).set_index("family"), ".3g"), ""]
     return "\n".join(lines)
+
+
+def _baseline_lines(summary: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
+    from cryptorl_jax.backtest.report import markdown_table
+
+    names = baseline_names(rows)
+    if not names:
+        return []
+    cols = ["family", "strength", "oracle_sharpe_mean", "sharpe_mean", "recovered_mean"]
+    for n in names:
+        cols += [f"{n}_sharpe_mean", f"{n}_recovered_mean"]
+    return ["## Baselines that read the market, on the same planted markets", "",
+            "Fitted on each segment's train rows and traded like the agent "
+            "(`backtest.strategies`): on a planted trend momentum should find it, on a planted "
+            "lead the ridge forecaster (it reads the context asset's features).", "",
+            markdown_table(summary[[c for c in cols if c in summary.columns]]
+                           .set_index("family"), ".3g"), ""]
 
 
 def run_power(cfg: Config, out_dir: str | Path, families: Sequence[str],

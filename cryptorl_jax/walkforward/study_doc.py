@@ -122,6 +122,44 @@ def _reading(cmp: Comparison, costs: pd.DataFrame, varied: str) -> list[str]:
     return out
 
 
+def _rl_lines(cmp: Comparison) -> list[str]:
+    """Does RL add anything: the baselines that read the market (the first run's
+    baselines.csv: the same fitted baselines for runs that differ only in the agent) and each
+    run's SPA / StepM against buy & hold and against flat."""
+    first = next(iter(cmp.runs.values()))
+    bl = first.baselines
+    if bl.empty:
+        return []
+    shown = bl.drop(index="strategy", errors="ignore")
+    cols = [c for c in ("sharpe", "sharpe_0x", "sharpe_2x", "psr", "timing_p_value",
+                        "turnover", "chosen_per_segment") if c in shown.columns]
+    rows = []
+    for name, run in cmp.runs.items():
+        mt = run.multiple_testing
+        for bench, r in mt.iterrows():
+            sup = str(r.get("stepm_superior", "none"))
+            rows.append({"run": name, "benchmark": bench,
+                         "spa_p_consistent": r.get("spa_p_consistent"),
+                         "block_hours": r.get("block_hours"), "best": r.get("best"),
+                         "stepm_superior": sup,
+                         "ensemble_superior": "strategy" in [x.strip() for x in sup.split(",")]})
+    best = str(shown["sharpe"].astype(float).idxmax())
+    best_sr = float(shown.loc[best, "sharpe"])
+    beat = [n for n, v in cmp.table["sharpe"].astype(float).items() if v > best_sr]
+    out = ["## Does RL add anything? Baselines that read the market", "",
+           "Fitted on each segment's train rows only and traded through the agent's mapping, "
+           "band, ledger and costs over the same OOS hours (`backtest.strategies`; "
+           "`chosen_per_segment`: the setting each segment chose).", "",
+           markdown_table(shown[cols]), "",
+           f"The best of them, `{best}`, has a Sharpe of {_fmt(best_sr)}; "
+           + (f"the runs above it: {', '.join(beat)}." if beat else "no run is above it."), ""]
+    if rows:
+        out += ["SPA (p, consistent) and StepM at 5 % over each run's ensemble, seeds, the fitted "
+                "baselines and vol-targeted buy & hold (`arch`, stationary bootstrap):", "",
+                markdown_table(pd.DataFrame(rows).set_index("run")), ""]
+    return out
+
+
 def write_study_doc(cfg: Config, cmp: Comparison, compare_dir: Path, path: str | Path) -> Path:
     path = Path(path)
     first = next(iter(cmp.runs.values()))
@@ -193,6 +231,7 @@ def write_study_doc(cfg: Config, cmp: Comparison, compare_dir: Path, path: str |
         "## Baselines over the same hours", "",
         markdown_table(cmp.baselines[["total_return", "sharpe", "max_drawdown",
                                       "volatility"]]), "",
+        *_rl_lines(cmp),
         "## Seed dispersion (each seed's agent alone vs the ensemble)", "",
         markdown_table(seeds), "",
         "## Costs (the same trades replayed at 0x / 1x / 2x fee + slippage)", "",
