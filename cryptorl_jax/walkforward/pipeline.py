@@ -12,6 +12,14 @@
   4. everything is written to `segment_<k>/`, and a `DONE` marker last.
 Then the aggregate report (backtest.report) is rebuilt from all finished segments.
 
+The segment runner `run_segment` only computes (each fitted stage a step: transforms and
+encoder in `prepare_segment`, the baselines, TQC, the backtest) and returns a
+`SegmentOutcome`; `write_segment` is the one function that writes a segment's fitted state,
+and `run_wfo_segment` adds the walk-forward's reports and the DONE record. A tuning trial runs
+the same `run_segment` on its inner split and writes nothing. The data preparation lives in
+walkforward.data, the encoder stage, trainer cache and agent I/O in walkforward.stages, the
+OOS backtest and the series metrics in backtest.oos.
+
 Row conventions: a segment's arrays are fixed-length slices of the full feature matrix, so
 every segment has the same shapes and shares one compilation. A train slice holds rows
 [train_start - L, train_end) with L = max(W - 1, V) + 1 lookback rows (observation window and
@@ -35,7 +43,6 @@ from typing import Any
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -43,299 +50,41 @@ from cryptorl_jax import provenance
 from cryptorl_jax.backtest import oos as oos_lib
 from cryptorl_jax.backtest import strategies
 from cryptorl_jax.backtest.metrics import regime_metrics
-from cryptorl_jax.config import Config, ConfigError, check_rows
-from cryptorl_jax.encoder.pretrain import (
-    load_encoder,
-    make_encoder,
-    precompute_embeddings,
-    pretrain,
-    save_encoder,
-)
-from cryptorl_jax.env.trading import MarketData, StartRange
-from cryptorl_jax.features import (
-    RobustScaler,
-    adf_table,
-    build_features,
-    ffd_weights,
-    select_ffd_d,
-    warmup_rows,
-)
+from cryptorl_jax.config import Config, ConfigError
+from cryptorl_jax.features import adf_table
 from cryptorl_jax.hooks import NO_HOOKS, Hooks
 from cryptorl_jax.io import write_atomic, write_json, write_parquet
 from cryptorl_jax.layout import RunDir, SegmentDir
-from cryptorl_jax.market import load_market
-from cryptorl_jax.regimes import RegimeModel, plot_regimes, regime_frame
+from cryptorl_jax.regimes import plot_regimes
 from cryptorl_jax.training.logging import ScalarLogger
 from cryptorl_jax.training.rollout import make_rollout
-from cryptorl_jax.training.spec import TrainerSpec
-from cryptorl_jax.training.train import TrainData, Trainer, make_train, train
-from cryptorl_jax.walkforward.segments import Segment, make_segments
+from cryptorl_jax.training.train import TrainData, Trainer, train
+from cryptorl_jax.walkforward.data import (  # noqa: F401 (re-exported: evaluate, tune, tests)
+    STAGE_MAE,
+    STAGE_RANDOM_ENCODER,
+    STAGE_TRAIN,
+    RunData,
+    SegmentMatrix,
+    build_run_features,
+    fit_segment_transforms,
+    load_segment_transforms,
+    lookback_rows,
+    prepare_run,
+    segment_key,
+    slice_data,
+)
+from cryptorl_jax.walkforward.segments import Segment
+from cryptorl_jax.walkforward.stages import (  # noqa: F401 (re-exported: evaluate, tune, tests)
+    EncoderStage,
+    abstract_agents,
+    get_trainer,
+    load_agents,
+    load_encoder_stage,
+    run_encoder_stage,
+    save_agents,
+)
 
 log = logging.getLogger("cryptorl_jax.walkforward")
-
-STAGE_MAE, STAGE_TRAIN, STAGE_RANDOM_ENCODER = 1, 2, 3
-
-
-# --------------------------------------------------------------------------------------------
-# Small helpers
-# --------------------------------------------------------------------------------------------
-
-
-def lookback_rows(cfg: Config) -> int:
-    """L: rows before a slice's first decision row (observation window and realised vol)."""
-    return max(cfg.env.window - 1, cfg.env.vol_window) + 1
-
-
-def segment_key(cfg: Config, index: int, stage: int) -> jax.Array:
-    """Deterministic keys per segment and stage from the one root seed (docs/reference.md,
-    principle 5)."""
-    return jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), index), stage)
-
-
-# --------------------------------------------------------------------------------------------
-# Data preparation shared by the run and by evaluate
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class RunData:
-    """The run's market, its causal raw features, and the segment layout."""
-
-    market: pd.DataFrame
-    features: pd.DataFrame  # raw (unscaled) causal features on market.index
-    offset: int  # first row a segment's lookback may read
-    segments: list[Segment]
-    traded: str
-    close: np.ndarray
-
-    @classmethod
-    def build(cls, cfg: Config, market: pd.DataFrame, *, layout: bool = True) -> RunData:
-        """Build the causal features of `market` once; with `layout`, lay out the walk-forward
-        segments (ConfigError if the data is too short for one); without it, no segments
-        (evaluate and a tuning trial choose their own rows)."""
-        traded = cfg.data.traded_asset
-        features = build_run_features(cfg, market)
-        offset = warmup_rows(features) + lookback_rows(cfg)
-        segments: list[Segment] = []
-        if layout:
-            check_rows(cfg, len(market) - offset,
-                       f"the data after its {offset}-row feature warm-up")
-            segments = make_segments(len(market), cfg.wfo, offset=offset, source=cfg.source)
-        close = market[f"{traded}_close"].to_numpy(dtype=np.float64)
-        return cls(market=market, features=features, offset=offset, segments=segments,
-                   traded=traded, close=close)
-
-    @property
-    def tradable(self) -> np.ndarray:
-        """[T] bool: the traded asset's bar at t really traded (False on bars the loader filled,
-        `<ASSET>_fresh` == 0), so a position can be changed at its close."""
-        col = f"{self.traded}_fresh"
-        if col not in self.market.columns:
-            return np.ones(len(self.market), bool)
-        return self.market[col].to_numpy(dtype=np.float64) > 0
-
-
-def _ffd_for_warmup(cfg: Config) -> float | None:
-    """The d whose FFD window is longest (fixes the warm-up for every segment's d)."""
-    f = cfg.features
-    if not f.ffd:
-        return None
-    if f.ffd_d != "auto":
-        return float(f.ffd_d)
-    return max(f.ffd_d_grid, key=lambda d: len(ffd_weights(d, f.ffd_threshold)))
-
-
-def build_run_features(cfg: Config, market: pd.DataFrame,
-                       ffd_d: float | dict[str, float] | None = None) -> pd.DataFrame:
-    d = ffd_d if ffd_d is not None else _ffd_for_warmup(cfg)
-    # The features' close-to-close vol (read by the HMM) is a daily-unit rolling std over
-    # features.range_vol_window hours, like the range estimators: the env's leverage estimate
-    # (env.vol_*) is a separate, slower quantity.
-    return build_features(market, cfg.features, ffd_d=d,
-                          vol_window=cfg.features.range_vol_window, vol_horizon_hours=24)
-
-
-def prepare_run(cfg: Config, market: pd.DataFrame | None = None) -> RunData:
-    """Load the market (unless given), build the causal features once, lay out the segments."""
-    return RunData.build(cfg, load_market(cfg.data) if market is None else market)
-
-
-@dataclass
-class SegmentMatrix:
-    """A segment's fitted transforms and its model-ready feature matrix (all rows)."""
-
-    features: pd.DataFrame  # raw features (FFD at this segment's d)
-    scaler: RobustScaler
-    regime_model: RegimeModel | None
-    proba: np.ndarray | None  # [T, K] forward-filtered regime probabilities
-    matrix: np.ndarray  # [T, F] float32: scaled features ++ Prob_* (NaN in the warm-up)
-    columns: list[str]
-    ffd_d: dict[str, float]
-
-
-def fit_segment_transforms(cfg: Config, run: RunData, seg: Segment) -> SegmentMatrix:
-    """FFD order (if auto), scaler and HMM, each fitted on the segment's train rows only."""
-    features = run.features
-    ffd_d = dict(features.attrs.get("ffd_d", {}))
-    if cfg.features.ffd and cfg.features.ffd_d == "auto":
-        ffd_d = select_ffd_d(run.market, cfg.features, seg.train_rows)
-        features = build_run_features(cfg, run.market, ffd_d)
-    train_rows = features.iloc[seg.train_rows]
-    scaler = RobustScaler.from_config(cfg.features).fit(train_rows)
-    regime_model = None
-    if cfg.regimes.enabled:
-        regime_model = RegimeModel.from_config(cfg.regimes, seed=cfg.seed * 1000 + seg.index)
-        regime_model.fit(train_rows)
-    return _assemble(features, scaler, regime_model, ffd_d)
-
-
-def _assemble(features: pd.DataFrame, scaler: RobustScaler, regime_model: RegimeModel | None,
-              ffd_d: dict[str, float]) -> SegmentMatrix:
-    scaled = scaler.transform(features)
-    proba = None
-    if regime_model is not None:
-        probs = regime_frame(regime_model, features)
-        proba = probs.to_numpy(dtype=np.float64)
-        scaled = pd.concat([scaled, probs.astype(np.float32)], axis=1)
-    return SegmentMatrix(features=features, scaler=scaler, regime_model=regime_model,
-                         proba=proba, matrix=scaled.to_numpy(dtype=np.float32),
-                         columns=[str(c) for c in scaled.columns], ffd_d=ffd_d)
-
-
-def load_segment_transforms(cfg: Config, run: RunData, seg_dir: SegmentDir) -> SegmentMatrix:
-    """The saved scaler / HMM / d of a finished segment applied to `run`'s rows."""
-    meta = json.loads(seg_dir.transforms.read_text())
-    ffd_d = {k: float(v) for k, v in meta["ffd_d"].items()}
-    features = build_run_features(cfg, run.market, ffd_d or None)
-    scaler = RobustScaler.load(seg_dir.scaler)
-    regime_model = (RegimeModel.load(seg_dir.regime_model)
-                    if seg_dir.regime_model.exists() else None)
-    out = _assemble(features, scaler, regime_model, ffd_d)
-    if out.columns != meta["columns"]:
-        raise ValueError(f"{seg_dir.path}: the saved segment expects columns {meta['columns']}, "
-                         f"the features now give {out.columns}")
-    return out
-
-
-def slice_data(cfg: Config, matrix: np.ndarray, close: np.ndarray, lo: int, hi: int,
-               first_start: int, embeddings: np.ndarray | None,
-               tradable: np.ndarray | None = None) -> TrainData:
-    """TrainData over rows [lo, hi); episodes start at row first_start (absolute)."""
-    if lo < 0:
-        raise ValueError(f"slice starts at row {lo} < 0")
-    market = MarketData.from_arrays(matrix[lo:hi], close[lo:hi], cfg.env,
-                                    tradable=None if tradable is None else tradable[lo:hi])
-    start_range = StartRange.create(first_start - lo, hi - lo - 2, hi - lo - 1)
-    emb = None if embeddings is None else jax.numpy.asarray(embeddings[lo:hi])
-    return TrainData(market=market, start_range=start_range, embeddings=emb)
-
-
-# --------------------------------------------------------------------------------------------
-# Encoder stage
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class EncoderStage:
-    embeddings: np.ndarray | None  # [T, D] for random / pretrained-frozen
-    finetune_params: Any  # encoder nnx.State for pretrained-finetune
-    report: dict[str, Any] = field(default_factory=dict)
-
-
-def run_encoder_stage(cfg: Config, seg: Segment, sm: SegmentMatrix, workdir: Path,
-                      logger: ScalarLogger, progress: bool) -> EncoderStage:
-    from flax import nnx
-
-    mode = cfg.encoder.mode
-    n_features, window = sm.matrix.shape[1], cfg.env.window
-    if mode == "none":
-        return EncoderStage(None, None, {"mode": mode})
-    if mode == "random":
-        encoder = make_encoder("random", n_features, window, cfg.encoder,
-                               nnx.Rngs(segment_key(cfg, seg.index, STAGE_RANDOM_ENCODER)))
-        emb = precompute_embeddings(encoder, sm.matrix, window)
-        return EncoderStage(emb, None, {"mode": mode})
-    result = pretrain(sm.matrix, seg.train_start, seg.train_end, cfg,
-                      segment_key(cfg, seg.index, STAGE_MAE), progress=progress,
-                      lookback_ok=True,
-                      log_fn=lambda step, vals: logger.scalars(step, vals))
-    save_encoder(SegmentDir(workdir).encoder, result)  # workdir: a segment_<k>/ or a scratch dir
-    report = {"mode": mode, **result.report.to_dict(), "best_epoch": result.best_epoch,
-              "epochs_run": len(result.history),
-              "seconds_per_epoch": result.seconds_per_epoch,
-              "ranges": {"train_first_end": result.ranges.train_first_end,
-                         "val_first_end": result.ranges.val_first_end,
-                         "n_train": result.ranges.n_train, "n_val": result.ranges.n_val}}
-    if mode == "pretrained-frozen":
-        emb = precompute_embeddings((result.encoder_graphdef, result.encoder_state),
-                                    sm.matrix, window)
-        return EncoderStage(emb, None, report)
-    _, params, _ = nnx.split(result.encoder, nnx.Param, ...)
-    return EncoderStage(None, params, report)
-
-
-def load_encoder_stage(cfg: Config, sm: SegmentMatrix, seg_dir: SegmentDir) -> EncoderStage:
-    """The encoder of a finished segment (evaluate): embeddings or fine-tune params."""
-    from flax import nnx
-
-    mode = cfg.encoder.mode
-    n_features, window = sm.matrix.shape[1], cfg.env.window
-    if mode == "none":
-        return EncoderStage(None, None)
-    if mode == "random":
-        encoder = make_encoder("random", n_features, window, cfg.encoder,
-                               nnx.Rngs(segment_key(cfg, seg_dir.index, STAGE_RANDOM_ENCODER)))
-        return EncoderStage(precompute_embeddings(encoder, sm.matrix, window), None)
-    graphdef, state = load_encoder(seg_dir.encoder, n_features, window, cfg.encoder)
-    if mode == "pretrained-frozen":
-        return EncoderStage(precompute_embeddings((graphdef, state), sm.matrix, window), None)
-    _, params, _ = nnx.split(nnx.merge(graphdef, state), nnx.Param, ...)
-    return EncoderStage(None, params)
-
-
-# --------------------------------------------------------------------------------------------
-# Compiled functions, shared by every segment and run of one process
-# --------------------------------------------------------------------------------------------
-
-_TRAINERS: dict[TrainerSpec, tuple[Trainer, Callable]] = {}
-
-
-def get_trainer(cfg: Config, n_features: int, embedding_dim: int | None,
-                population: int | None = None) -> tuple[Trainer, Callable]:
-    """make_train + make_rollout, cached on the `TrainerSpec` (the only input of make_train).
-
-    Segments, repeated runs and tuning trials with the same spec share one compilation: the
-    seed, the data, the outputs and every dynamic hyperparameter (`training.spec.HYPER_KEYS`)
-    do not enter it.
-    """
-    spec = TrainerSpec.from_config(cfg, n_features, embedding_dim, population)
-    if spec not in _TRAINERS:
-        trainer = make_train(spec)
-        _TRAINERS.clear()  # keep one: a new shape or setting will not come back soon
-        _TRAINERS[spec] = (trainer, make_rollout(trainer))
-    return _TRAINERS[spec]
-
-
-# --------------------------------------------------------------------------------------------
-# Agent save / load
-# --------------------------------------------------------------------------------------------
-
-
-def save_agents(path: Path, agents: Any) -> None:
-    path = path.absolute()
-    with ocp.StandardCheckpointer() as ckpt:
-        ckpt.save(path, agents, force=True)
-
-
-def abstract_agents(trainer: Trainer) -> Any:
-    n = trainer.population
-    return jax.eval_shape(lambda k: jax.vmap(trainer.tqc.init)(jax.random.split(k, n)),
-                          jax.random.key(0))
-
-
-def load_agents(path: Path, trainer: Trainer) -> Any:
-    with ocp.StandardCheckpointer() as ckpt:
-        return ckpt.restore(path.absolute(), abstract_agents(trainer))
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,9 +141,27 @@ strategy_metrics = oos_lib.strategy_metrics
 
 
 # --------------------------------------------------------------------------------------------
-# The segment runner: fit transforms -> encoder -> train -> backtest
-# (the walk-forward segment below, a tuning trial in walkforward.tune)
+# The segment runner: fit transforms -> encoder -> baselines -> train -> backtest
+# (the walk-forward segment below, a tuning trial in walkforward.tune). It computes and
+# returns an outcome; `write_segment` is the one function that writes a segment's files.
 # --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SegmentControls:
+    """How a segment runs, not what it computes: logging, progress, resume, test hooks.
+
+    None of these changes a number (a resumed segment equals an uninterrupted one); they are
+    kept apart from the config and the rows so that the runner's signature says what it fits.
+    """
+
+    logger: ScalarLogger | None = None  # the encoder's and trainer's scalars (TensorBoard)
+    tensorboard_dir: Path | None = None
+    progress: bool = False
+    resume: bool = False  # restore the trainer's last chunk checkpoint from workdir/train
+    hooks: Hooks = NO_HOOKS
+    on_chunk: Callable[[int, dict[str, Any]], None] | None = None  # tuning's pruner
+    desc: str | None = None  # the progress bar's label
 
 
 @dataclass
@@ -411,6 +178,8 @@ class SegmentInputs:
 
 @dataclass
 class SegmentOutcome:
+    """What `run_segment` fitted and measured; `write_segment` persists it."""
+
     inputs: SegmentInputs
     trainer: Trainer
     rollout: Callable
@@ -419,33 +188,31 @@ class SegmentOutcome:
     timings: dict[str, float]
     baselines: list[strategies.Fitted] = field(default_factory=list)
 
+    @property
+    def agents(self) -> Any:
+        return self.train.state.agent
 
-def prepare_segment(cfg: Config, run: RunData, seg: Segment, workdir: Path, *,
-                    out: SegmentDir | None = None, logger: ScalarLogger | None = None,
-                    progress: bool = False, hooks: Hooks = NO_HOOKS) -> SegmentInputs:
-    """Fit the FFD order, scaler and HMM on seg's train rows, then the encoder, and slice the
-    training data. With `out`, the fitted transforms and the encoder report are written there
-    (a walk-forward segment); `workdir` holds the encoder's checkpoint either way."""
+
+def prepare_segment(cfg: Config, run: RunData, seg: Segment, workdir: Path,
+                    controls: SegmentControls = SegmentControls()) -> SegmentInputs:
+    """Fit the FFD order, scaler and HMM on seg's train rows (step 1), then the encoder (step
+    2), and slice the training data. `workdir` holds the encoder's checkpoint."""
     timings: dict[str, float] = {}
+    hooks = controls.hooks
     hooks.stage(seg.index, "fit")
     t = time.perf_counter()
     sm = fit_segment_transforms(cfg, run, seg)
-    if out is not None:
-        _save_transforms(out, sm, seg)
     timings["fit_s"] = time.perf_counter() - t
 
     hooks.stage(seg.index, "encoder")
     t = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
-    own_logger = logger is None
-    logger = ScalarLogger(None) if logger is None else logger
+    logger = ScalarLogger(None) if controls.logger is None else controls.logger
     try:
-        enc = run_encoder_stage(cfg, seg, sm, workdir, logger, progress)
+        enc = run_encoder_stage(cfg, seg, sm, workdir, logger, controls.progress)
     finally:
-        if own_logger:
+        if controls.logger is None:
             logger.close()
-    if out is not None:
-        write_json(out.encoder_report, enc.report)
     timings["encoder_s"] = time.perf_counter() - t
     lookback = lookback_rows(cfg)
     data = slice_data(cfg, sm.matrix, run.close, seg.train_start - lookback, seg.train_end,
@@ -453,43 +220,31 @@ def prepare_segment(cfg: Config, run: RunData, seg: Segment, workdir: Path, *,
     return SegmentInputs(run=run, seg=seg, sm=sm, enc=enc, data=data, timings=timings)
 
 
-def _save_transforms(out: SegmentDir, sm: SegmentMatrix, seg: Segment) -> None:
-    sm.scaler.save(out.scaler)
-    if sm.regime_model is not None:
-        sm.regime_model.save(out.regime_model)
-        summary = sm.regime_model.summary()
-        write_json(out.regime_stats, summary)
-        log.info("segment %d: HMM log-likelihood %.1f", seg.index,
-                 summary.get("log_likelihood", float("nan")))
-    write_json(out.transforms, {"ffd_d": sm.ffd_d, "columns": sm.columns})
-
-
 def run_segment(cfg: Config, run: RunData, seg: Segment, workdir: Path, *,
-                eval_rows: tuple[int, int] | None, out: SegmentDir | None = None,
-                logger: ScalarLogger | None = None, tensorboard_dir: Path | None = None,
-                progress: bool = False, resume: bool = False, hooks: Hooks = NO_HOOKS,
-                on_chunk: Callable[[int, dict[str, Any]], None] | None = None,
-                desc: str | None = None, with_baselines: bool = False) -> SegmentOutcome:
-    """prepare_segment, train TQC on seg's train rows, backtest rows [eval_rows) out of sample.
+                eval_rows: tuple[int, int] | None,
+                controls: SegmentControls = SegmentControls(),
+                with_baselines: bool = False) -> SegmentOutcome:
+    """The segment's steps on its train rows, then the backtest of rows [eval_rows):
 
-    With `with_baselines` (and cfg.baselines.enabled), the baselines that read the market are
-    fitted on seg's train rows too (`fit_baselines`) and backtested beside the agents.
+    1-2. `prepare_segment`: the transforms and the encoder;
+    3. with `with_baselines` (and cfg.baselines.enabled) the baselines that read the market
+       (`fit_baselines`);
+    4. TQC (`train`), keyed by `segment_key(cfg, seg.index, STAGE_TRAIN)`;
+    5. the OOS backtest of eval_rows (`backtest_rows`), agents and baselines on the same hours.
 
-    The walk-forward driver passes the segment's test rows and `out` (everything is written
-    there); a tuning trial passes its validation rows and a scratch `workdir`. The training key
-    is `segment_key(cfg, seg.index, STAGE_TRAIN)` either way. The trainer comes from the
-    process-wide cache (`get_trainer`), so every segment and trial of one shape compiles once.
+    Writes nothing but its scratch state under `workdir` (the encoder and trainer checkpoints
+    that --resume restores); `write_segment` writes a walk-forward segment's files. The trainer
+    comes from the process-wide cache (`get_trainer`), so every segment and trial of one shape
+    compiles once.
     """
-    inputs = prepare_segment(cfg, run, seg, workdir, out=out, logger=logger,
-                             progress=progress, hooks=hooks)
+    hooks = controls.hooks
+    inputs = prepare_segment(cfg, run, seg, workdir, controls)
     timings = dict(inputs.timings)
     fitted: list[strategies.Fitted] = []
     if with_baselines:
         hooks.stage(seg.index, "baselines")
         t = time.perf_counter()
         fitted = fit_baselines(cfg, run, inputs.sm, seg)
-        if out is not None:
-            write_json(out.baselines, strategies.params_record(fitted))
         timings["baselines_s"] = time.perf_counter() - t
     hooks.stage(seg.index, "train")
     t = time.perf_counter()
@@ -498,27 +253,45 @@ def run_segment(cfg: Config, run: RunData, seg: Segment, workdir: Path, *,
                                    None if emb is None else emb.shape[1])
     result = train(cfg, inputs.data, workdir / "train",
                    key=segment_key(cfg, seg.index, STAGE_TRAIN), trainer=trainer,
-                   encoder_params=inputs.enc.finetune_params, resume=resume, progress=progress,
-                   tensorboard_dir=tensorboard_dir, desc=desc or f"segment {seg.index} TQC",
-                   hooks=hooks.for_segment(seg.index), on_chunk=on_chunk)
+                   encoder_params=inputs.enc.finetune_params, resume=controls.resume,
+                   progress=controls.progress, tensorboard_dir=controls.tensorboard_dir,
+                   desc=controls.desc or f"segment {seg.index} TQC",
+                   hooks=hooks.for_segment(seg.index), on_chunk=controls.on_chunk)
     if hooks.killed(seg.index):
         raise KeyboardInterrupt(f"killed in segment {seg.index} after chunk "
                                 f"{hooks.kill_at[1]}")
-    agents = result.state.agent
-    if out is not None:
-        save_agents(out.agents, jax.device_get(agents))
-        write_json(out.train_history, result.history)
     timings["train_s"] = time.perf_counter() - t
     timings["train_compile_s"] = result.compile_s
     oos = None
     if eval_rows is not None:
         hooks.stage(seg.index, "backtest")
         t = time.perf_counter()
-        oos = backtest_rows(cfg, run, inputs.sm, inputs.enc, trainer, agents, *eval_rows,
-                            rollout, baseline_seed=cfg.seed * 1000 + seg.index, fitted=fitted)
+        oos = backtest_rows(cfg, run, inputs.sm, inputs.enc, trainer, result.state.agent,
+                            *eval_rows, rollout, baseline_seed=cfg.seed * 1000 + seg.index,
+                            fitted=fitted)
         timings["backtest_s"] = time.perf_counter() - t
     return SegmentOutcome(inputs=inputs, trainer=trainer, rollout=rollout, train=result,
                           oos=oos, timings=timings, baselines=fitted)
+
+
+def write_segment(out: SegmentDir, outcome: SegmentOutcome) -> None:
+    """A segment's fitted state, as `load_segment_transforms`, `load_encoder_stage`,
+    `load_agents` and the report read it back: the transforms (scaler, HMM, FFD order and
+    columns), the encoder report (the encoder checkpoint is already there: it is the runner's
+    workdir), the baselines' fitted parameters, the agents and their training history."""
+    sm, seg = outcome.inputs.sm, outcome.inputs.seg
+    sm.scaler.save(out.scaler)
+    if sm.regime_model is not None:
+        sm.regime_model.save(out.regime_model)
+        summary = sm.regime_model.summary()
+        write_json(out.regime_stats, summary)
+        log.info("segment %d: HMM log-likelihood %.1f", seg.index,
+                 summary.get("log_likelihood", float("nan")))
+    write_json(out.transforms, {"ffd_d": sm.ffd_d, "columns": sm.columns})
+    write_json(out.encoder_report, outcome.inputs.enc.report)
+    write_json(out.baselines, strategies.params_record(outcome.baselines))
+    save_agents(out.agents, jax.device_get(outcome.agents))
+    write_json(out.train_history, outcome.train.history)
 
 
 # --------------------------------------------------------------------------------------------
@@ -669,19 +442,21 @@ def run_wfo_segment(cfg: Config, run: RunData, seg: Segment, rd: RunDir, *,
     tb_dir = rd.tensorboard_segment(seg.index) if cfg.output.tensorboard else None
     logger = ScalarLogger(tb_dir)
     try:
+        controls = SegmentControls(logger=logger, tensorboard_dir=tb_dir, progress=progress,
+                                   resume=resume, hooks=hooks)
         outcome = run_segment(cfg, run, seg, out.path, eval_rows=(seg.test_start, seg.test_end),
-                              out=out, logger=logger, tensorboard_dir=tb_dir, progress=progress,
-                              resume=resume, hooks=hooks, with_baselines=True)
+                              controls=controls, with_baselines=True)
         timings = outcome.timings
         t = time.perf_counter()
         oos = outcome.oos
-        write_parquet(out.oos, oos)
         # the agents over their own train rows, through the same backtest (in-sample)
         insample = backtest_rows(cfg, run, outcome.inputs.sm, outcome.inputs.enc,
-                                 outcome.trainer, outcome.train.state.agent, seg.train_start,
+                                 outcome.trainer, outcome.agents, seg.train_start,
                                  seg.train_end, outcome.rollout,
                                  baseline_seed=cfg.seed * 1000 + seg.index,
                                  fitted=outcome.baselines)
+        write_segment(out, outcome)
+        write_parquet(out.oos, oos)
         write_parquet(out.insample, insample)
         series_metrics(oos).to_csv(out.series_metrics)
         metrics = strategy_metrics(oos)

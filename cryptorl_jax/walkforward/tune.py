@@ -85,6 +85,7 @@ from cryptorl_jax.training.train import TrainingDivergedError, train
 from cryptorl_jax.walkforward.pipeline import (
     STAGE_TRAIN,
     RunData,
+    SegmentControls,
     SegmentInputs,
     backtest_rows,
     get_trainer,
@@ -279,7 +280,8 @@ def segment_inputs(cfg: Config, market: pd.DataFrame, seg: Segment, workdir: Pat
     """Cut the market at seg's train end, split it, and run the segment runner's preparation
     (transforms and encoder fitted on the inner train rows, the training slice)."""
     run, split = trial_run(cfg, market, seg)
-    inputs = prepare_segment(cfg, run, split.inner_segment(), workdir, progress=progress)
+    inputs = prepare_segment(cfg, run, split.inner_segment(), workdir,
+                             SegmentControls(progress=progress))
     _check_cut(inputs.sm, run, seg)
     return TrialInputs(split=split, inputs=inputs)
 
@@ -319,8 +321,9 @@ def validate_segment(cfg: Config, market: pd.DataFrame, seg: Segment, workdir: P
     """
     run, split = trial_run(cfg, market, seg)
     outcome = run_segment(cfg, run, split.inner_segment(), workdir,
-                          eval_rows=(split.val_start, split.val_end), progress=progress,
-                          on_chunk=on_chunk, desc=f"trial segment {seg.index}")
+                          eval_rows=(split.val_start, split.val_end),
+                          controls=SegmentControls(progress=progress, on_chunk=on_chunk,
+                                                   desc=f"trial segment {seg.index}"))
     _check_cut(outcome.inputs.sm, run, seg)
     return scores_of(outcome.oos, split, len(outcome.train.history))
 

@@ -41,17 +41,17 @@ def hyper_space_config(cfg):
 
 
 def _study(cfg, market, trials: int, population: int | None) -> dict:
-    from cryptorl_jax.walkforward import pipeline, tune
+    from cryptorl_jax.walkforward import stages, tune
 
-    pipeline._TRAINERS.clear()
+    stages._TRAINERS.clear()
     built = []
-    make_train = pipeline.make_train
+    make_train = stages.make_train
 
     def recording(*a, **k):  # every trainer the study builds, evicted from the cache or not
         built.append(make_train(*a, **k))
         return built[-1]
 
-    pipeline.make_train = recording
+    stages.make_train = recording
     try:
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
@@ -59,7 +59,7 @@ def _study(cfg, market, trials: int, population: int | None) -> dict:
                                     progress=False, population=population)
             wall = time.perf_counter() - t0
     finally:
-        pipeline.make_train = make_train
+        stages.make_train = make_train
     compiles = sum(t.trace_counts["train_chunk"] for t in built)
     return {"wall_s": wall, "compiles": compiles, "best_value": result.best_value,
             "n_trials": result.n_trials}

@@ -17,7 +17,7 @@ from cryptorl_jax.backtest.metrics import compute_metrics
 from cryptorl_jax.config import load_config
 from cryptorl_jax.hooks import Hooks
 from cryptorl_jax.market.synthetic import make_market
-from cryptorl_jax.walkforward import pipeline
+from cryptorl_jax.walkforward import pipeline, stages
 
 TINY_WFO = [
     "run_name=tiny", "output.progress=false", "output.tearsheet=false",
@@ -58,7 +58,7 @@ def test_outputs_and_oos_layout(full_run, cfg, market):
     workdir, result = full_run
     assert result.segments_run == [0, 1, 2]
     # all segments shared one compilation of the training step (same shapes, data as arguments)
-    (trainer, _), = pipeline._TRAINERS.values()
+    (trainer, _), = stages._TRAINERS.values()
     assert trainer.trace_counts["train_chunk"] == 1
     for name in ("config.yaml", "metrics.csv", "oos_returns.parquet", "equity_curve.png",
                  "summary.md", "segment_0_regimes.png", "comparison.csv"):
@@ -382,7 +382,7 @@ def test_poisoned_future_leaves_segment_0_bit_identical(full_run, cfg, market, t
     for r in reports:
         r.pop("seconds_per_epoch")  # a timing
     assert reports[0] == reports[1]
-    (trainer, _), = pipeline._TRAINERS.values()
+    (trainer, _), = stages._TRAINERS.values()
     import jax
 
     left, right = load_agents(a / "agents", trainer), load_agents(b / "agents", trainer)

@@ -302,11 +302,14 @@ def test_bad_input_writes_no_config_and_an_unfinished_dir_does_not_lock_it(marke
     with pytest.raises(KeyboardInterrupt):
         pipeline.run(first, work, market=market,
                      hooks=Hooks(stop_at=lambda k, stage: stage == "train"))
-    assert (work / "segment_0" / "transforms.json").is_file()
+    # the runner writes a segment's files only when it finishes (write_segment): what a killed
+    # segment leaves is its scratch state, stood in for here by a file of its own
+    assert (work / "segment_0").is_dir() and not (work / "segment_0" / "transforms.json").exists()
+    (work / "segment_0" / "partial").write_text("left by the killed segment")
     second = load_config(None, [*TWO, "tqc.gamma=0.95"])
     with pytest.raises(KeyboardInterrupt):
         pipeline.run(second, work, market=market,
                      hooks=Hooks(stop_at=lambda k, stage: stage == "fit"))
     assert (work / "config.digest").read_text().strip() == \
         pipeline.run_config(second).digest()
-    assert not (work / "segment_0" / "transforms.json").exists()  # the old partial segment
+    assert not (work / "segment_0" / "partial").exists()  # the old partial segment

@@ -20,7 +20,7 @@ from cryptorl_jax.backtest.report import read_trial_log
 from cryptorl_jax.config import ConfigError, load_config, with_overrides
 from cryptorl_jax.market.synthetic import make_market
 from cryptorl_jax.training.spec import Hyper
-from cryptorl_jax.walkforward import pipeline, tune
+from cryptorl_jax.walkforward import data, pipeline, stages, tune
 from tests.walkforward.test_pipeline import TINY_WFO
 
 SPACE = ("tune.space=["
@@ -83,8 +83,10 @@ def study(tmp_path_factory, cfg, poisoned):
             end, len(run.market), sm.matrix.shape[0]),
     }
     mp = pytest.MonkeyPatch()
-    for name, rows_of in patches.items():  # the shared segment runner's stages (pipeline)
-        mp.setattr(pipeline, name, wrap(name, getattr(pipeline, name), rows_of))
+    for name, rows_of in patches.items():  # the shared segment runner's stages, wherever
+        for module in (pipeline, data, stages):  # they are looked up (pipeline re-exports)
+            if hasattr(module, name):
+                mp.setattr(module, name, wrap(name, getattr(module, name), rows_of))
     try:
         result = tune.run_study(cfg, 3, workdir=workdir, market=poisoned, progress=False)
     finally:
@@ -430,10 +432,10 @@ def test_population_study_compiles_once_and_matches_a_sequential_trial(market, t
     for the whole study, the same trial log and outputs, and trial 0 scored as the sequential
     study scores the same parameters."""
     cfg = load_config(None, [*TINY_WFO, HYPER_SPACE, "tune.segments=[0]"])
-    pipeline._TRAINERS.clear()
+    stages._TRAINERS.clear()
     pop = tune.run_study(cfg, 4, workdir=tmp_path / "pop", market=market, progress=False,
                          population=2)
-    (trainer, _), = pipeline._TRAINERS.values()
+    (trainer, _), = stages._TRAINERS.values()
     assert trainer.population == 2 * cfg.train.n_seeds
     assert trainer.trace_counts["train_chunk"] == 1  # every batch, one compilation
     records = _log(pop.trial_log)

@@ -1,0 +1,189 @@
+"""A walk-forward run's data and each segment's fitted transforms (the runner's step 1).
+
+`RunData` builds the causal features once per run and lays out the segments;
+`fit_segment_transforms` fits the FFD order, robust scaler and HMM on a segment's train rows
+only; `slice_data` cuts the fixed-length arrays the trainer and the backtest read. Shared by the
+segment runner (walkforward.pipeline), tuning trials and `cryptorl evaluate`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+import pandas as pd
+
+from cryptorl_jax.config import Config, check_rows
+from cryptorl_jax.env.trading import MarketData, StartRange
+from cryptorl_jax.features import (
+    RobustScaler,
+    build_features,
+    ffd_weights,
+    select_ffd_d,
+    warmup_rows,
+)
+from cryptorl_jax.layout import SegmentDir
+from cryptorl_jax.market import load_market
+from cryptorl_jax.regimes import RegimeModel, regime_frame
+from cryptorl_jax.training.train import TrainData
+from cryptorl_jax.walkforward.segments import Segment, make_segments
+
+STAGE_MAE, STAGE_TRAIN, STAGE_RANDOM_ENCODER = 1, 2, 3
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------------
+
+
+def lookback_rows(cfg: Config) -> int:
+    """L: rows before a slice's first decision row (observation window and realised vol)."""
+    return max(cfg.env.window - 1, cfg.env.vol_window) + 1
+
+
+def segment_key(cfg: Config, index: int, stage: int) -> jax.Array:
+    """Deterministic keys per segment and stage from the one root seed (docs/reference.md,
+    principle 5)."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), index), stage)
+
+
+# --------------------------------------------------------------------------------------------
+# Data preparation shared by the run and by evaluate
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunData:
+    """The run's market, its causal raw features, and the segment layout."""
+
+    market: pd.DataFrame
+    features: pd.DataFrame  # raw (unscaled) causal features on market.index
+    offset: int  # first row a segment's lookback may read
+    segments: list[Segment]
+    traded: str
+    close: np.ndarray
+
+    @classmethod
+    def build(cls, cfg: Config, market: pd.DataFrame, *, layout: bool = True) -> RunData:
+        """Build the causal features of `market` once; with `layout`, lay out the walk-forward
+        segments (ConfigError if the data is too short for one); without it, no segments
+        (evaluate and a tuning trial choose their own rows)."""
+        traded = cfg.data.traded_asset
+        features = build_run_features(cfg, market)
+        offset = warmup_rows(features) + lookback_rows(cfg)
+        segments: list[Segment] = []
+        if layout:
+            check_rows(cfg, len(market) - offset,
+                       f"the data after its {offset}-row feature warm-up")
+            segments = make_segments(len(market), cfg.wfo, offset=offset, source=cfg.source)
+        close = market[f"{traded}_close"].to_numpy(dtype=np.float64)
+        return cls(market=market, features=features, offset=offset, segments=segments,
+                   traded=traded, close=close)
+
+    @property
+    def tradable(self) -> np.ndarray:
+        """[T] bool: the traded asset's bar at t really traded (False on bars the loader filled,
+        `<ASSET>_fresh` == 0), so a position can be changed at its close."""
+        col = f"{self.traded}_fresh"
+        if col not in self.market.columns:
+            return np.ones(len(self.market), bool)
+        return self.market[col].to_numpy(dtype=np.float64) > 0
+
+
+def _ffd_for_warmup(cfg: Config) -> float | None:
+    """The d whose FFD window is longest (fixes the warm-up for every segment's d)."""
+    f = cfg.features
+    if not f.ffd:
+        return None
+    if f.ffd_d != "auto":
+        return float(f.ffd_d)
+    return max(f.ffd_d_grid, key=lambda d: len(ffd_weights(d, f.ffd_threshold)))
+
+
+def build_run_features(cfg: Config, market: pd.DataFrame,
+                       ffd_d: float | dict[str, float] | None = None) -> pd.DataFrame:
+    d = ffd_d if ffd_d is not None else _ffd_for_warmup(cfg)
+    # The features' close-to-close vol (read by the HMM) is a daily-unit rolling std over
+    # features.range_vol_window hours, like the range estimators: the env's leverage estimate
+    # (env.vol_*) is a separate, slower quantity.
+    return build_features(market, cfg.features, ffd_d=d,
+                          vol_window=cfg.features.range_vol_window, vol_horizon_hours=24)
+
+
+def prepare_run(cfg: Config, market: pd.DataFrame | None = None) -> RunData:
+    """Load the market (unless given), build the causal features once, lay out the segments."""
+    return RunData.build(cfg, load_market(cfg.data) if market is None else market)
+
+
+@dataclass
+class SegmentMatrix:
+    """A segment's fitted transforms and its model-ready feature matrix (all rows)."""
+
+    features: pd.DataFrame  # raw features (FFD at this segment's d)
+    scaler: RobustScaler
+    regime_model: RegimeModel | None
+    proba: np.ndarray | None  # [T, K] forward-filtered regime probabilities
+    matrix: np.ndarray  # [T, F] float32: scaled features ++ Prob_* (NaN in the warm-up)
+    columns: list[str]
+    ffd_d: dict[str, float]
+
+
+def fit_segment_transforms(cfg: Config, run: RunData, seg: Segment) -> SegmentMatrix:
+    """FFD order (if auto), scaler and HMM, each fitted on the segment's train rows only."""
+    features = run.features
+    ffd_d = dict(features.attrs.get("ffd_d", {}))
+    if cfg.features.ffd and cfg.features.ffd_d == "auto":
+        ffd_d = select_ffd_d(run.market, cfg.features, seg.train_rows)
+        features = build_run_features(cfg, run.market, ffd_d)
+    train_rows = features.iloc[seg.train_rows]
+    scaler = RobustScaler.from_config(cfg.features).fit(train_rows)
+    regime_model = None
+    if cfg.regimes.enabled:
+        regime_model = RegimeModel.from_config(cfg.regimes, seed=cfg.seed * 1000 + seg.index)
+        regime_model.fit(train_rows)
+    return _assemble(features, scaler, regime_model, ffd_d)
+
+
+def _assemble(features: pd.DataFrame, scaler: RobustScaler, regime_model: RegimeModel | None,
+              ffd_d: dict[str, float]) -> SegmentMatrix:
+    scaled = scaler.transform(features)
+    proba = None
+    if regime_model is not None:
+        probs = regime_frame(regime_model, features)
+        proba = probs.to_numpy(dtype=np.float64)
+        scaled = pd.concat([scaled, probs.astype(np.float32)], axis=1)
+    return SegmentMatrix(features=features, scaler=scaler, regime_model=regime_model,
+                         proba=proba, matrix=scaled.to_numpy(dtype=np.float32),
+                         columns=[str(c) for c in scaled.columns], ffd_d=ffd_d)
+
+
+def load_segment_transforms(cfg: Config, run: RunData, seg_dir: SegmentDir) -> SegmentMatrix:
+    """The saved scaler / HMM / d of a finished segment applied to `run`'s rows."""
+    meta = json.loads(seg_dir.transforms.read_text())
+    ffd_d = {k: float(v) for k, v in meta["ffd_d"].items()}
+    features = build_run_features(cfg, run.market, ffd_d or None)
+    scaler = RobustScaler.load(seg_dir.scaler)
+    regime_model = (RegimeModel.load(seg_dir.regime_model)
+                    if seg_dir.regime_model.exists() else None)
+    out = _assemble(features, scaler, regime_model, ffd_d)
+    if out.columns != meta["columns"]:
+        raise ValueError(f"{seg_dir.path}: the saved segment expects columns {meta['columns']}, "
+                         f"the features now give {out.columns}")
+    return out
+
+
+def slice_data(cfg: Config, matrix: np.ndarray, close: np.ndarray, lo: int, hi: int,
+               first_start: int, embeddings: np.ndarray | None,
+               tradable: np.ndarray | None = None) -> TrainData:
+    """TrainData over rows [lo, hi); episodes start at row first_start (absolute)."""
+    if lo < 0:
+        raise ValueError(f"slice starts at row {lo} < 0")
+    market = MarketData.from_arrays(matrix[lo:hi], close[lo:hi], cfg.env,
+                                    tradable=None if tradable is None else tradable[lo:hi])
+    start_range = StartRange.create(first_start - lo, hi - lo - 2, hi - lo - 1)
+    emb = None if embeddings is None else jax.numpy.asarray(embeddings[lo:hi])
+    return TrainData(market=market, start_range=start_range, embeddings=emb)
+
+

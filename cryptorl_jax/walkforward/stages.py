@@ -1,0 +1,144 @@
+"""The segment runner's fitted stages after the transforms: the encoder (step 2), the process-wide
+trainer cache (one compilation per shape) and the agents' checkpoint I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from cryptorl_jax.config import Config
+from cryptorl_jax.encoder.pretrain import (
+    load_encoder,
+    make_encoder,
+    precompute_embeddings,
+    pretrain,
+    save_encoder,
+)
+from cryptorl_jax.layout import SegmentDir
+from cryptorl_jax.training.logging import ScalarLogger
+from cryptorl_jax.training.rollout import make_rollout
+from cryptorl_jax.training.spec import TrainerSpec
+from cryptorl_jax.training.train import Trainer, make_train
+from cryptorl_jax.walkforward.data import (
+    STAGE_MAE,
+    STAGE_RANDOM_ENCODER,
+    SegmentMatrix,
+    segment_key,
+)
+from cryptorl_jax.walkforward.segments import Segment
+
+# --------------------------------------------------------------------------------------------
+# Encoder stage
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EncoderStage:
+    embeddings: np.ndarray | None  # [T, D] for random / pretrained-frozen
+    finetune_params: Any  # encoder nnx.State for pretrained-finetune
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def run_encoder_stage(cfg: Config, seg: Segment, sm: SegmentMatrix, workdir: Path,
+                      logger: ScalarLogger, progress: bool) -> EncoderStage:
+    from flax import nnx
+
+    mode = cfg.encoder.mode
+    n_features, window = sm.matrix.shape[1], cfg.env.window
+    if mode == "none":
+        return EncoderStage(None, None, {"mode": mode})
+    if mode == "random":
+        encoder = make_encoder("random", n_features, window, cfg.encoder,
+                               nnx.Rngs(segment_key(cfg, seg.index, STAGE_RANDOM_ENCODER)))
+        emb = precompute_embeddings(encoder, sm.matrix, window)
+        return EncoderStage(emb, None, {"mode": mode})
+    result = pretrain(sm.matrix, seg.train_start, seg.train_end, cfg,
+                      segment_key(cfg, seg.index, STAGE_MAE), progress=progress,
+                      lookback_ok=True,
+                      log_fn=lambda step, vals: logger.scalars(step, vals))
+    save_encoder(SegmentDir(workdir).encoder, result)  # workdir: a segment_<k>/ or a scratch dir
+    report = {"mode": mode, **result.report.to_dict(), "best_epoch": result.best_epoch,
+              "epochs_run": len(result.history),
+              "seconds_per_epoch": result.seconds_per_epoch,
+              "ranges": {"train_first_end": result.ranges.train_first_end,
+                         "val_first_end": result.ranges.val_first_end,
+                         "n_train": result.ranges.n_train, "n_val": result.ranges.n_val}}
+    if mode == "pretrained-frozen":
+        emb = precompute_embeddings((result.encoder_graphdef, result.encoder_state),
+                                    sm.matrix, window)
+        return EncoderStage(emb, None, report)
+    _, params, _ = nnx.split(result.encoder, nnx.Param, ...)
+    return EncoderStage(None, params, report)
+
+
+def load_encoder_stage(cfg: Config, sm: SegmentMatrix, seg_dir: SegmentDir) -> EncoderStage:
+    """The encoder of a finished segment (evaluate): embeddings or fine-tune params."""
+    from flax import nnx
+
+    mode = cfg.encoder.mode
+    n_features, window = sm.matrix.shape[1], cfg.env.window
+    if mode == "none":
+        return EncoderStage(None, None)
+    if mode == "random":
+        encoder = make_encoder("random", n_features, window, cfg.encoder,
+                               nnx.Rngs(segment_key(cfg, seg_dir.index, STAGE_RANDOM_ENCODER)))
+        return EncoderStage(precompute_embeddings(encoder, sm.matrix, window), None)
+    graphdef, state = load_encoder(seg_dir.encoder, n_features, window, cfg.encoder)
+    if mode == "pretrained-frozen":
+        return EncoderStage(precompute_embeddings((graphdef, state), sm.matrix, window), None)
+    _, params, _ = nnx.split(nnx.merge(graphdef, state), nnx.Param, ...)
+    return EncoderStage(None, params)
+
+
+# --------------------------------------------------------------------------------------------
+# Compiled functions, shared by every segment and run of one process
+# --------------------------------------------------------------------------------------------
+
+_TRAINERS: dict[TrainerSpec, tuple[Trainer, Callable]] = {}
+
+
+def get_trainer(cfg: Config, n_features: int, embedding_dim: int | None,
+                population: int | None = None) -> tuple[Trainer, Callable]:
+    """make_train + make_rollout, cached on the `TrainerSpec` (the only input of make_train).
+
+    Segments, repeated runs and tuning trials with the same spec share one compilation: the
+    seed, the data, the outputs and every dynamic hyperparameter (`training.spec.HYPER_KEYS`)
+    do not enter it.
+    """
+    spec = TrainerSpec.from_config(cfg, n_features, embedding_dim, population)
+    if spec not in _TRAINERS:
+        trainer = make_train(spec)
+        _TRAINERS.clear()  # keep one: a new shape or setting will not come back soon
+        _TRAINERS[spec] = (trainer, make_rollout(trainer))
+    return _TRAINERS[spec]
+
+
+# --------------------------------------------------------------------------------------------
+# Agent save / load
+# --------------------------------------------------------------------------------------------
+
+
+def save_agents(path: Path, agents: Any) -> None:
+    path = path.absolute()
+    with ocp.StandardCheckpointer() as ckpt:
+        ckpt.save(path, agents, force=True)
+
+
+def abstract_agents(trainer: Trainer) -> Any:
+    n = trainer.population
+    return jax.eval_shape(lambda k: jax.vmap(trainer.tqc.init)(jax.random.split(k, n)),
+                          jax.random.key(0))
+
+
+def load_agents(path: Path, trainer: Trainer) -> Any:
+    with ocp.StandardCheckpointer() as ckpt:
+        return ckpt.restore(path.absolute(), abstract_agents(trainer))
+
+
