@@ -258,8 +258,11 @@ class BaselinesConfig:
     enabled: bool = True
     momentum_lookbacks: tuple[int, ...] = (24, 72, 168, 336, 720)  # k, hours
     crossover_windows: tuple[tuple[int, int], ...] = ((24, 168), (72, 336), (168, 720))
-    forecast_horizons: tuple[int, ...] = (1, 6, 24)  # h of the ridge / LightGBM target
-    ridge_alphas: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)
+    forecast_horizons: tuple[int, ...] = (1, 24, 72)  # h of the ridge / LightGBM target
+    # sklearn's alpha on the scaled features (~13k fit rows at 18 months)
+    ridge_alphas: tuple[float, ...] = (1.0e3, 1.0e4, 1.0e5)
+    # causal EMA half-lives (hours) of the forecast before the mapping; 0 = unsmoothed
+    forecast_smoothing_hours: tuple[float, ...] = (24.0,)
     validation_fraction: float = 0.25  # the inner split of the train rows (forecasters)
     lightgbm: bool = False  # needs the `lightgbm` package (pip install -e ".[baselines]")
     bootstrap_reps: int = 1000  # SPA / StepM stationary-bootstrap replications
@@ -833,6 +836,9 @@ def _validate_baselines(b: BaselinesConfig, s: str | None) -> None:
              "baselines.forecast_horizons", "must be a non-empty list of hours >= 1", s)
     _require(len(b.ridge_alphas) > 0 and all(a > 0 for a in b.ridge_alphas),
              "baselines.ridge_alphas", "must be a non-empty list of penalties > 0", s)
+    _require(len(b.forecast_smoothing_hours) > 0
+             and all(m >= 0 for m in b.forecast_smoothing_hours),
+             "baselines.forecast_smoothing_hours", "must be a non-empty list of hours >= 0", s)
     _require(0 < b.validation_fraction < 0.5, "baselines.validation_fraction",
              "must be in (0, 0.5)", s)
     _require(b.bootstrap_reps >= 100, "baselines.bootstrap_reps", "must be >= 100", s)

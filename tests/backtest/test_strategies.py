@@ -83,27 +83,44 @@ def test_rule_choice_is_the_best_train_sharpe():
     by_row = st.momentum_actions(m.close, k)
     assert st.backtest_sharpe(m, ENV, by_row, 500, 2500) * math.sqrt(8760) == pytest.approx(
         fitted["momentum"].params["train_sharpe"])
-    assert fitted["ridge"].n_tried == len(cfg.forecast_horizons) * len(cfg.ridge_alphas)
+    assert fitted["ridge"].n_tried == (len(cfg.forecast_horizons) * len(cfg.ridge_alphas)
+                                       * len(cfg.forecast_smoothing_hours))
     json.dumps(st.params_record(list(fitted.values())))  # baselines.json is plain JSON
 
 
 def test_ridge_policy_is_its_forecast_through_the_mapping():
     m = _market(T=3000, seed=4, trend=3.0)
-    cfg = BaselinesConfig(forecast_horizons=(24,), ridge_alphas=(10.0,))
+    cfg = BaselinesConfig(forecast_horizons=(24,), ridge_alphas=(10.0,),
+                          forecast_smoothing_hours=(6.0,))
     ridge = {f.name: f for f in st.fit_all(cfg, ENV, m, (500, 2500))}["ridge"]
     p = ridge.params
-    assert p["horizon"] == 24 and p["alpha"] == 10.0
-    # refit on all train rows: decision rows 500 .. 2475 with finite features and labels
+    assert p["horizon"] == 24 and p["alpha"] == 10.0 and p["smoothing_hours"] == 6.0
+    # refit on all train rows: decision rows 500 .. 2475 (labels end at row 2499's close), the
+    # label the next 24 h's log return over sigma_t sqrt(24)
     rows = np.arange(500, 2500 - 24)
-    y = np.log(m.close[rows + 24] / m.close[rows])
+    y = np.array([ref.forecast_target(m.close, t, 24) for t in rows])
     coef, intercept = ref.ridge(m.features[rows].astype(float), y, 10.0)
     np.testing.assert_allclose(p["coef"], coef, rtol=1e-6, atol=1e-12)
-    scale = np.std(m.features[rows].astype(float) @ coef + intercept)
+    # the forecast on every row (0 in the NaN warm-up), smoothed from row 0 by the EMA
+    x = m.features.astype(float)
+    raw = np.where(np.isfinite(x).all(axis=1), np.nan_to_num(x) @ coef + intercept, 0.0)
+    path = ref.ema(raw, 6.0)
+    scale = np.std(path[rows])
     assert p["scale"] == pytest.approx(scale, rel=1e-6)
-    a = ridge.actions(2600, 2700)
-    want = np.clip((m.features[2600:2700].astype(float) @ coef + intercept) / scale, -1, 1)
-    np.testing.assert_allclose(a, want, rtol=1e-5, atol=1e-7)
-    assert np.all(ridge.actions(0, 50) == 0)  # NaN features in the warm-up: flat
+    np.testing.assert_allclose(ridge.actions(2600, 2700), np.clip(path[2600:2700] / scale, -1, 1),
+                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(ridge.actions(0, 50), np.clip(path[:50] / scale, -1, 1),
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_forecast_smoothing_cuts_the_forecasters_turnover():
+    """Unsmoothed, an hourly forecast from noisy features flips with the noise; the EMA is the
+    turnover control (the same fitted model, only the smoothing differs)."""
+    m = _market(T=3000, seed=4, trend=3.0)
+    fit, _ = st._train_forecaster("ridge", m, 24, 10.0, 500, 2500, 0)
+    turnover = {hl: np.abs(np.diff(fit.policy(hl)[0](np.arange(2500, 3000)))).sum()
+                for hl in (0.0, 24.0)}
+    assert turnover[24.0] < 0.5 * turnover[0.0]
 
 
 def test_fitted_parameters_ignore_the_future():

@@ -32,6 +32,28 @@ def momentum_scaled(close, k: int, min_sigma: int = 168) -> np.ndarray:
     return out
 
 
+def hourly_sigma(close, t: int, w: int = 168) -> float:
+    """The sample std of the hourly log returns r_{t-w+1} .. r_t (NaN until r_{t-w+1} exists)."""
+    if t < w:
+        return math.nan
+    p = np.log(np.asarray(close, float))
+    return float(np.std([p[i] - p[i - 1] for i in range(t - w + 1, t + 1)], ddof=1))
+
+
+def forecast_target(close, t: int, h: int, w: int = 168) -> float:
+    """log(c_{t+h} / c_t) / (sigma_t sqrt(h)), sigma_t = hourly_sigma(close, t, w)."""
+    return math.log(close[t + h] / close[t]) / (hourly_sigma(close, t, w) * math.sqrt(h))
+
+
+def ema(x, halflife: float) -> np.ndarray:
+    """y_0 = x_0, y_t = (1 - w) y_{t-1} + w x_t, w = 1 - 2^(-1 / halflife) (a loop)."""
+    w = 1.0 - 0.5 ** (1.0 / halflife)
+    out = np.empty(len(x))
+    for t, v in enumerate(x):
+        out[t] = v if t == 0 else (1.0 - w) * out[t - 1] + w * v
+    return out
+
+
 def crossover(close, fast: int, slow: int) -> np.ndarray:
     """a_t = sign(mean(log c_{t-fast+1..t}) - mean(log c_{t-slow+1..t})), 0 for t < slow - 1."""
     p = np.log(np.asarray(close, float))
