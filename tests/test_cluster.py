@@ -20,6 +20,7 @@ from cryptorl_jax.hooks import Hooks
 from cryptorl_jax.layout import RunDir
 from cryptorl_jax.market.synthetic import make_market
 from cryptorl_jax.walkforward import pipeline, tune
+from tests.walkforward import golden
 from tests.walkforward.test_pipeline import TINY_WFO
 from tests.walkforward.test_tune import HYPER_SPACE
 
@@ -145,6 +146,7 @@ def test_a_tuning_study_through_ray_logs_the_same_trials(market, tmp_path):
     assert remote.best_config.read_text() == local.best_config.read_text().replace(
         str((tmp_path / "local").absolute()), str((tmp_path / "ray").absolute()))
     assert remote.overfitting == local.overfitting
+    golden.check("ray", tmp_path / "ray", tcfg)
 
 
 # --------------------------------------------------------------------------------------------

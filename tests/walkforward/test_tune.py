@@ -21,6 +21,7 @@ from cryptorl_jax.config import ConfigError, load_config, with_overrides
 from cryptorl_jax.market.synthetic import make_market
 from cryptorl_jax.training.spec import Hyper
 from cryptorl_jax.walkforward import data, pipeline, stages, tune
+from tests.walkforward import golden
 from tests.walkforward.test_pipeline import TINY_WFO
 
 SPACE = ("tune.space=["
@@ -113,6 +114,13 @@ def test_no_trial_reads_a_row_at_or_after_train_end(study, segment):
     # the validation backtest ends exactly at the train end: the OOS test rows come after
     assert max(seen["backtest_rows"]) == segment.train_end
     assert segment.test_start >= segment.train_end
+
+
+def test_sequential_study_matches_its_golden_record(study, cfg):
+    """The 3-trial study's trial log, best.yaml and overfitting.json as the code before the
+    tuning restructure wrote them (issue 26; tests/walkforward/golden.py)."""
+    workdir, _, _ = study
+    golden.check("sequential", workdir, cfg)
 
 
 def test_scores_do_not_depend_on_rows_after_train_end(study, cfg, market, segment, tmp_path):
@@ -242,6 +250,7 @@ def test_resumes_from_storage_and_prunes_through_on_chunk(study, cfg, poisoned):
     assert n == 4  # complete and pruned trials count for the Deflated Sharpe
     assert again.overfitting["n_trials"] == 4 and again.overfitting["n_completed"] == 3
     assert again.overfitting["n_pruned"] == 1
+    golden.check("sequential_resumed_pruned", workdir, cfg)
 
     other = with_overrides(cfg, ["env.fee_bps=9"])
     with pytest.raises(ConfigError, match="different base config"):
@@ -444,6 +453,7 @@ def test_population_study_compiles_once_and_matches_a_sequential_trial(market, t
     assert len({r["value"] for r in records}) == 4  # their own hyperparameters
     assert pop.best_config.is_file() and pop.overfitting["n_trials"] == 4
     assert pop.overfitting["pbo"] is not None
+    golden.check("population", tmp_path / "pop", cfg)
     seq = tune.run_study(cfg, 1, workdir=tmp_path / "seq", market=market, progress=False)
     first = _log(seq.trial_log)[0]
     assert first["params"] == records[0]["params"]
