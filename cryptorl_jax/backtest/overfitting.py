@@ -52,8 +52,9 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -300,3 +301,79 @@ def pbo_cscv(returns: np.ndarray, n_blocks: int = 16, metric: Callable | None = 
         is_best_mean=is_mean, oos_best_mean=oos_mean, metric_name=name,
         periods_per_year=float(periods_per_year), n_degradation_points=int(ok.sum()),
         best_index=best, is_best=is_best, oos_best=oos_best)
+
+
+# --------------------------------------------------------------------------------------------
+# The overfitting statistics of a selection (a tuning study, or any choice among trials)
+# --------------------------------------------------------------------------------------------
+
+
+def _finite(x: float) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def selection_overfitting(series: Mapping[int, np.ndarray], best: int | None, n_tried: int, *,
+                          n_pruned: int = 0, n_failed: int = 0,
+                          pbo_blocks: int = 16) -> dict[str, Any]:
+    """The selected trial's Deflated Sharpe on the rows it was selected on, and the PBO.
+
+    series: {trial: its per-period returns on the selection rows} of the trials that finished
+    (a full series each); best: the trial chosen (None: none finished); n_tried: the N of the
+    deflation, every trial tried (pruned and failed ones count: they were tried), of which
+    n_pruned and n_failed did not finish. The best trial's series is deflated against the
+    expected maximum Sharpe of N trials with the variance of the finished trials' per-period
+    Sharpes (`metrics.expected_max_sharpe`); with fewer than two finished trials that
+    variance, and so the DSR, is undefined. The PBO runs CSCV (`pbo_cscv`) on the [periods x
+    finished trials] matrix, columns in trial order. Knows nothing of Optuna
+    (`walkforward.tune.study_overfitting` reads a study into these arguments).
+    """
+    from cryptorl_jax.backtest.metrics import expected_max_sharpe, probabilistic_sharpe, sharpe
+
+    series = {k: np.asarray(v, np.float64) for k, v in series.items()}
+    out: dict[str, Any] = {"n_trials": int(n_tried), "n_completed": len(series),
+                           "n_pruned": int(n_pruned), "n_failed": int(n_failed),
+                           "best_trial": None, "best_trial_dsr": None, "best_trial_psr": None,
+                           "pbo": None, "notes": []}
+    notes: list[str] = out["notes"]
+    if best is None:
+        notes.append("no trial completed")
+    elif best in series:
+        r = series[best]
+        sharpes = [s for s in (sharpe(v, 1.0) for v in series.values()) if math.isfinite(s)]
+        out["best_trial"] = best
+        out["best_trial_psr"] = _finite(probabilistic_sharpe(r))
+        out["n_validation_hours"] = int(len(r))
+        if len(sharpes) >= 2:
+            var = float(np.var(sharpes, ddof=1))
+            emax = expected_max_sharpe(n_tried, var)
+            out.update({"sr_variance": var, "expected_max_sharpe": emax,
+                        "expected_max_sharpe_annualised": emax * math.sqrt(8760),
+                        "best_trial_dsr": _finite(probabilistic_sharpe(r, emax))})
+        else:
+            notes.append(f"the best trial's DSR is undefined: {len(sharpes)} completed trial(s) "
+                         "with a validation Sharpe, at least 2 are needed for the variance of "
+                         "the trials' Sharpes (the PSR alone does not deflate anything)")
+    else:
+        notes.append(f"trial {best} has no validation returns (a study from before they "
+                     "were recorded)")
+    lengths = {len(v) for v in series.values()}
+    if len(series) < 2:
+        notes.append(f"PBO is undefined: {len(series)} completed trial(s), CSCV needs >= 2")
+    elif len(lengths) != 1:
+        notes.append(f"PBO is undefined: the trials' validation series differ in length "
+                     f"({sorted(lengths)}; a searched key changed the validation rows)")
+    elif lengths.pop() < pbo_blocks:
+        notes.append(f"PBO is undefined: fewer validation hours than tune.pbo_blocks = "
+                     f"{pbo_blocks}")
+    else:
+        numbers = sorted(series)
+        matrix = np.stack([series[k] for k in numbers], axis=1)
+        res = pbo_cscv(matrix, n_blocks=pbo_blocks)
+        detail = res.to_dict()
+        detail.pop("logits", None)
+        out.update({"pbo": _finite(res.pbo), "pbo_detail": detail, "pbo_trials": numbers})
+        if n_pruned:
+            notes.append(f"{n_pruned} pruned trial(s) count in N but are not in the PBO "
+                         "matrix (no full validation series)")
+    return out

@@ -69,8 +69,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from cryptorl_jax.backtest.metrics import expected_max_sharpe, probabilistic_sharpe, sharpe
-from cryptorl_jax.backtest.overfitting import pbo_cscv
+from cryptorl_jax.backtest.overfitting import selection_overfitting
 from cryptorl_jax.config import (
     Config,
     ConfigError,
@@ -495,74 +494,21 @@ def _validation_series(trial: Any) -> np.ndarray | None:
 
 
 def study_overfitting(study: Any, cfg: Config) -> dict[str, Any]:
-    """The best trial's Deflated Sharpe on its validation rows, and the PBO of the study.
-
-    The selection was made on the validation rows, so that is where it is deflated: the best
-    trial's validation series (its segments' validation hours, in order) against the expected
-    maximum Sharpe of N = the trials tried (pruned and failed ones count: they were tried),
-    with the variance of the completed trials' per-period validation Sharpes. With fewer than
-    two completed trials that variance, and so the DSR, is undefined. The PBO runs CSCV
-    (`backtest.overfitting`) on the [validation hours x completed trials] matrix.
-    """
-    trials = study.get_trials(deepcopy=False)
-    tried = trials_tried(trials)
+    """`backtest.overfitting.selection_overfitting` of an Optuna study: the completed trials'
+    validation series (their segments' validation hours, in order), the best trial, and N =
+    the trials tried (`trials_tried`). The selection was made on the validation rows, so that
+    is where it is deflated."""
+    tried = trials_tried(study.get_trials(deepcopy=False))
     series = {t.number: _validation_series(t) for t in tried if t.state.name == "COMPLETE"}
-    series = {k: v for k, v in series.items() if v is not None}
-    out: dict[str, Any] = {"n_trials": len(tried), "n_completed": len(series),
-                           "n_pruned": sum(t.state.name == "PRUNED" for t in tried),
-                           "n_failed": sum(t.state.name == "FAIL" for t in tried),
-                           "best_trial": None, "best_trial_dsr": None, "best_trial_psr": None,
-                           "pbo": None, "notes": []}
-    notes: list[str] = out["notes"]
-    best = None
     try:
-        best = study.best_trial
+        best = study.best_trial.number
     except ValueError:
-        notes.append("no trial completed")
-    if best is not None and best.number in series:
-        r = series[best.number]
-        sharpes = [s for s in (sharpe(v, 1.0) for v in series.values()) if math.isfinite(s)]
-        out["best_trial"] = best.number
-        out["best_trial_psr"] = _finite(probabilistic_sharpe(r))
-        out["n_validation_hours"] = int(len(r))
-        if len(sharpes) >= 2:
-            var = float(np.var(sharpes, ddof=1))
-            emax = expected_max_sharpe(len(tried), var)
-            out.update({"sr_variance": var, "expected_max_sharpe": emax,
-                        "expected_max_sharpe_annualised": emax * math.sqrt(8760),
-                        "best_trial_dsr": _finite(probabilistic_sharpe(r, emax))})
-        else:
-            notes.append(f"the best trial's DSR is undefined: {len(sharpes)} completed trial(s) "
-                         "with a validation Sharpe, at least 2 are needed for the variance of "
-                         "the trials' Sharpes (the PSR alone does not deflate anything)")
-    elif best is not None:
-        notes.append(f"trial {best.number} has no validation returns (a study from before they "
-                     "were recorded)")
-    lengths = {len(v) for v in series.values()}
-    if len(series) < 2:
-        notes.append(f"PBO is undefined: {len(series)} completed trial(s), CSCV needs >= 2")
-    elif len(lengths) != 1:
-        notes.append(f"PBO is undefined: the trials' validation series differ in length "
-                     f"({sorted(lengths)}; a searched key changed the validation rows)")
-    elif lengths.pop() < cfg.tune.pbo_blocks:
-        notes.append(f"PBO is undefined: fewer validation hours than tune.pbo_blocks = "
-                     f"{cfg.tune.pbo_blocks}")
-    else:
-        numbers = sorted(series)
-        matrix = np.stack([series[k] for k in numbers], axis=1)
-        res = pbo_cscv(matrix, n_blocks=cfg.tune.pbo_blocks)
-        detail = res.to_dict()
-        detail.pop("logits", None)
-        out.update({"pbo": _finite(res.pbo), "pbo_detail": detail, "pbo_trials": numbers})
-        if out["n_pruned"]:
-            notes.append(f"{out['n_pruned']} pruned trial(s) count in N but are not in the PBO "
-                         "matrix (no full validation series)")
-    return out
-
-
-def _finite(x: float) -> float | None:
-    x = float(x)
-    return x if math.isfinite(x) else None
+        best = None
+    return selection_overfitting({k: v for k, v in series.items() if v is not None}, best,
+                                 len(tried),
+                                 n_pruned=sum(t.state.name == "PRUNED" for t in tried),
+                                 n_failed=sum(t.state.name == "FAIL" for t in tried),
+                                 pbo_blocks=cfg.tune.pbo_blocks)
 
 
 def write_overfitting(study: Any, cfg: Config, path: Path) -> dict[str, Any]:

@@ -343,3 +343,54 @@ def test_rejects_fewer_rows_than_blocks():
 def test_rejects_too_many_combinations():
     with pytest.raises(ValueError, match="fewer blocks"):
         pbo_cscv(np.zeros((30, 2)), n_blocks=26)
+
+
+# --------------------------------------------------------------------------------------------
+# selection_overfitting: {trial: returns} and N, no Optuna (issue 26)
+# --------------------------------------------------------------------------------------------
+
+
+def test_selection_overfitting_deflates_the_best_against_n_tried_by_hand():
+    """The DSR against the hand formulas of tests/backtest/test_dsr.py, with N = the trials
+    tried (pruned ones included), and the PBO of the finished trials' matrix in trial order."""
+    from cryptorl_jax.backtest.overfitting import selection_overfitting
+    from tests.backtest.test_dsr import _hand_expected_max, _hand_psr
+
+    rng = np.random.default_rng(3)
+    series = {k: rng.normal(0.001 * k, 0.01, 160) for k in (0, 2, 5)}
+    stats = selection_overfitting(series, 5, 7, n_pruned=3, n_failed=1, pbo_blocks=8)
+    sharpes = [float(np.mean(v) / np.std(v, ddof=1)) for v in series.values()]
+    emax = _hand_expected_max(7, statistics.variance(sharpes))
+    assert stats["expected_max_sharpe"] == pytest.approx(emax, rel=1e-9)
+    assert stats["best_trial_dsr"] == pytest.approx(_hand_psr(list(series[5]), emax), rel=1e-9)
+    assert stats["best_trial_psr"] == pytest.approx(_hand_psr(list(series[5]), 0.0), rel=1e-9)
+    assert (stats["n_trials"], stats["n_completed"], stats["n_pruned"], stats["n_failed"]) == (
+        7, 3, 3, 1)
+    want = pbo_cscv(np.stack([series[0], series[2], series[5]], axis=1), n_blocks=8)
+    assert stats["pbo"] == pytest.approx(want.pbo) and stats["pbo_trials"] == [0, 2, 5]
+    assert any("3 pruned trial(s) count in N" in n for n in stats["notes"])
+    json.dumps(stats)  # overfitting.json is plain JSON
+    # more trials tried with the same finished ones: a harder benchmark, a lower DSR
+    assert selection_overfitting(series, 5, 50, pbo_blocks=8)["best_trial_dsr"] < stats[
+        "best_trial_dsr"]
+
+
+def test_selection_overfitting_says_what_is_undefined():
+    from cryptorl_jax.backtest.overfitting import selection_overfitting
+
+    rng = np.random.default_rng(0)
+    one = {0: rng.normal(0, 0.01, 200)}
+    stats = selection_overfitting(one, 0, 3, n_pruned=1, n_failed=1)
+    assert stats["best_trial_dsr"] is None and stats["best_trial_psr"] is not None
+    assert stats["pbo"] is None
+    assert any("DSR is undefined" in n for n in stats["notes"])
+    assert any("CSCV needs >= 2" in n for n in stats["notes"])
+    none = selection_overfitting({}, None, 2)
+    assert none["best_trial"] is None and "no trial completed" in none["notes"]
+    ragged = selection_overfitting({0: one[0], 1: rng.normal(0, 0.01, 150)}, 0, 2)
+    assert ragged["pbo"] is None and any("differ in length" in n for n in ragged["notes"])
+    short = selection_overfitting({0: one[0][:10], 1: one[0][10:20]}, 0, 2, pbo_blocks=16)
+    assert short["pbo"] is None and any("fewer validation hours" in n for n in short["notes"])
+    missing = selection_overfitting(one, 4, 2)
+    assert missing["best_trial"] is None and any("no validation returns" in n
+                                                 for n in missing["notes"])
