@@ -14,7 +14,7 @@ Ray places it on a host of the cluster (or of the local instance it starts), ret
   `shared_fs=True` the tasks write into the run directory themselves (it must be the same path
   on every host), and resume an interrupted segment from its checkpoint there.
 - Tuning (`RayExecutor.submit_batch` / `result`): the driver holds the Optuna study; each
-  population batch (`tune.train_batch`) is a task, and the driver tells Optuna the batches'
+  population batch (`tune.train_trials`) is a task, and the driver tells Optuna the batches'
   results in the order it asked for them.
 
 A task that raises stops the run with `ClusterError` naming the segment (or batch) and the
@@ -180,14 +180,12 @@ def _segment_task(cfg: Any, run: Any, seg: Any, shared_dir: str | None, resume: 
 
 
 def _batch_task(cfg: Any, market: Any, segments: Any, overrides: Any, population: int) -> Any:
-    """Runs in a Ray worker: one tuning population batch (tune.train_batch)."""
+    """Runs in a Ray worker: one tuning population batch (tune.train_trials), in a scratch
+    directory of the worker's machine."""
     from cryptorl_jax.walkforward import tune
 
     tmp = Path(tempfile.mkdtemp(prefix="cryptorl-batch-"))
-    try:
-        return tune.train_batch(cfg, market, segments, overrides, population, tmp, False)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return tune.train_trials(cfg, market, segments, overrides, population, tmp, False)
 
 
 class RayExecutor:
@@ -326,14 +324,15 @@ class RayExecutor:
     # -- tuning batches ---------------------------------------------------------------------
 
     def submit_batch(self, cfg: Any, market: Any, segments: list[Any],
-                     overrides: list[list[str]], population: int) -> Any:
+                     overrides: list[list[str]], population: int, workdir: Path) -> Any:
+        """`workdir` is not used: the task trains in a scratch directory on its worker."""
         if self._market_ref is None:
             self._market_ref = self._ray.put(market)
         return self._remote(_batch_task).remote(cfg, self._market_ref, segments, overrides,
                                                 population)
 
-    def result(self, ref: Any, what: str) -> Any:
-        return self._get(ref, what)
+    def result(self, handle: Any, what: str) -> Any:
+        return self._get(handle, what)
 
 
 @contextlib.contextmanager

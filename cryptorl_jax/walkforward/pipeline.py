@@ -44,7 +44,6 @@ from typing import Any
 import jax
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from cryptorl_jax import provenance
 from cryptorl_jax.backtest import oos as oos_lib
@@ -73,6 +72,7 @@ from cryptorl_jax.walkforward.data import (  # noqa: F401 (re-exported: evaluate
     segment_key,
     slice_data,
 )
+from cryptorl_jax.walkforward.executor import Executor, LocalExecutor  # noqa: F401
 from cryptorl_jax.walkforward.segments import Segment
 from cryptorl_jax.walkforward.stages import (  # noqa: F401 (re-exported: evaluate, tune, tests)
     EncoderStage,
@@ -343,7 +343,7 @@ def _check_run_config(cfg: Config, rd: RunDir) -> None:
 
 def run(cfg: Config, workdir: str | Path, *, resume: bool = False, report_only: bool = False,
         progress: bool | None = None, market: pd.DataFrame | None = None,
-        hooks: Hooks = NO_HOOKS, executor: Any = None) -> RunResult:
+        hooks: Hooks = NO_HOOKS, executor: Executor | None = None) -> RunResult:
     """Run (or resume) the walk-forward study in `workdir` and write the report.
 
     `executor` runs the pending segments: None is `LocalExecutor` (one after the other in this
@@ -384,23 +384,6 @@ def run(cfg: Config, workdir: str | Path, *, resume: bool = False, report_only: 
     _finish_run_info(rd, info, ran, skipped, time.perf_counter() - t0)
     return RunResult(workdir=workdir, segments_run=ran, segments_skipped=skipped,
                      seconds=time.perf_counter() - t0, report=report)
-
-
-class LocalExecutor:
-    """The segments one after the other, in this process."""
-
-    name = "local"
-
-    def run_segments(self, cfg: Config, run: RunData, segments: list[Segment], rd: RunDir, *,
-                     progress: bool, resume: bool, hooks: Hooks) -> list[int]:
-        ran = []
-        bar = tqdm(segments, desc="segments", disable=not progress, leave=True)
-        for seg in bar:
-            bar.set_postfix(segment=seg.index)
-            run_wfo_segment(cfg, run, seg, rd, progress=progress, resume=resume, hooks=hooks)
-            ran.append(seg.index)
-        bar.close()
-        return ran
 
 
 def _start_run_info(rd: RunDir, report_only: bool, executor_name: str) -> dict[str, Any]:

@@ -43,8 +43,14 @@ distinct value; keys of data, features, regimes and wfo do not, unless they chan
 of feature columns (regimes.n_states, feature groups) or lengthen the feature warm-up past the
 segment's train start (a shorter inner train slice: a new shape).
 
-Population mode (`run_study(..., population=P)`, `cryptorl tune --population P`): P trials
-are asked at a time and trained as one population (`population_batch`), see its docstring.
+One trial path. Every trial, sequential or population, is asked (`begin_trial`: its values as
+user attrs), trained and scored by `train_trials` (no Optuna: a `BatchOutcome` of per-trial
+scores, validation returns, the pruner's per-chunk values, a stop step or an error) and told
+by `record_trial`. A sequential study is a batch of one trial trained alone on its own config,
+whose per-chunk callback reports to the pruner live and stops it there; a population study
+(`run_study(..., population=P)`, `cryptorl tune --population P`) asks P trials at a time,
+trains them as ONE population through an executor (`walkforward.executor`: local, or a Ray
+task) and replays the pruner's decisions when it records them.
 """
 
 from __future__ import annotations
@@ -81,6 +87,7 @@ from cryptorl_jax.io import write_atomic, write_json
 from cryptorl_jax.market import load_market
 from cryptorl_jax.training.spec import HYPER_KEYS, Hyper, Member, enters_the_step, is_hyper_key
 from cryptorl_jax.training.train import TrainingDivergedError, train
+from cryptorl_jax.walkforward.executor import Executor, LocalExecutor
 from cryptorl_jax.walkforward.pipeline import (
     STAGE_TRAIN,
     RunData,
@@ -568,62 +575,6 @@ def default_pruner(cfg: Config) -> Any:
                                        n_warmup_steps=max(random_chunks + 1, n // 2))
 
 
-def make_objective(cfg: Config, market: pd.DataFrame, segments: list[Segment], workdir: Path,
-                   study_name: str, progress: bool, keep_trial_dirs: bool
-                   ) -> Callable[[Any], float]:
-    import optuna
-
-    def objective(trial: optuna.Trial) -> float:
-        overrides = suggest_overrides(trial, cfg.tune.space)
-        trial.set_user_attr("overrides", overrides)
-        trial.set_user_attr("metric", cfg.tune.metric)
-        trial_dir = workdir / "trials" / f"{study_name}_{trial.number}"
-        try:
-            tcfg = with_overrides(cfg, overrides)
-            trial.set_user_attr("seed", tcfg.seed)
-            trial.set_user_attr("n_seeds", tcfg.train.n_seeds)
-            n_chunks = _chunks_per_segment(tcfg)
-            scores: dict[str, dict[str, Any]] = {}
-            val_returns: dict[str, list[float]] = {}
-            for pos, seg in enumerate(segments):
-                base_step = pos * n_chunks
-
-                def on_chunk(chunk: int, record: dict[str, Any], base_step: int = base_step,
-                             seg: Segment = seg) -> None:
-                    trial.report(float(record[PRUNE_METRIC]), base_step + chunk)
-                    if trial.should_prune():
-                        raise optuna.TrialPruned(
-                            f"pruned at segment {seg.index}, chunk {chunk}: train "
-                            f"{PRUNE_METRIC} {record[PRUNE_METRIC]:.3g}")
-
-                seg_dir = trial_dir / f"segment_{seg.index}"
-                if seg_dir.exists():
-                    shutil.rmtree(seg_dir)
-                seg_scores = validate_segment(tcfg, market, seg, seg_dir, on_chunk=on_chunk,
-                                              progress=progress)
-                val_returns[str(seg.index)] = seg_scores.pop("returns")
-                scores[str(seg.index)] = seg_scores
-                trial.set_user_attr("segment_scores", scores)
-            # the validation series of every segment, in order: the PBO / DSR inputs
-            trial.set_user_attr(VAL_RETURNS, val_returns)
-            values = [score(m, tcfg.tune.metric) for m in scores.values()]
-            trial.set_user_attr("sharpe", float(np.mean([m["sharpe"] for m in scores.values()])))
-            value = float(np.mean(values))
-            log.info("trial %d: validation %s %.4g (%s)", trial.number, tcfg.tune.metric, value,
-                     ", ".join(overrides))
-            return value
-        except optuna.TrialPruned:
-            raise
-        except Exception as exc:
-            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:2000])
-            raise
-        finally:
-            if not keep_trial_dirs and trial_dir.exists():
-                shutil.rmtree(trial_dir, ignore_errors=True)
-
-    return objective
-
-
 def check_population_space(cfg: Config) -> None:
     """In population mode every searched key must be a dynamic hyperparameter (a Hyper leaf):
     the members share one compiled step and one data pipeline. Names the first key that is not."""
@@ -645,37 +596,112 @@ def _tell(study: Any, trial: Any, value: float | None, state: str) -> None:
     study.tell(trial, value if state == "COMPLETE" else None, state=states[state])
 
 
+# --------------------------------------------------------------------------------------------
+# One trial path: train a batch of trials (`train_trials`), record each (`record_trial`)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrialOutcome:
+    """What training one trial produced, before Optuna hears of it (picklable: a Ray task
+    returns it). scores / val_returns per segment (those it finished, in order); intermediate:
+    the (step, value) pairs for the pruner, in order; stopped_at: the step at which the
+    per-chunk callback stopped it (live pruning); error: a caught TrainingDivergedError or
+    ConfigError."""
+
+    scores: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    val_returns: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    intermediate: list[tuple[int, float]] = dataclasses.field(default_factory=list)
+    stopped_at: int | None = None
+    error: str | None = None
+
+
 @dataclass
 class BatchOutcome:
-    """What training one population batch produced, before Optuna hears of it (picklable: a
-    Ray task returns it). Per trial i: scores[i] / val_returns[i] per segment, and
-    intermediate[i], the (step, value) pairs the pruner is told, in order."""
+    """The outcomes of one batch of trials, in the order of their overrides."""
 
-    scores: list[dict[str, dict[str, Any]]]
-    val_returns: list[dict[str, list[float]]]
-    intermediate: list[list[tuple[int, float]]]
-    error: str | None = None  # a TrainingDivergedError: every trial of the batch fails
+    trials: list[TrialOutcome]
 
 
-def train_batch(cfg: Config, market: pd.DataFrame, segments: list[Segment],
-                overrides: list[list[str]], population: int, workdir: Path,
-                progress: bool) -> BatchOutcome:
-    """Train the trials given by `overrides` as ONE population and score each (no Optuna).
+class _Stopped(Exception):
+    """Raised through train() by a trial's per-chunk callback that stops it."""
 
-    Each trial is `train.n_seeds` members (seeds 0..S-1, its Hyper); a batch smaller than
-    `population` trials is padded with copies of its last trial (those slots compute and are
-    ignored), so every batch of a study runs the same compiled step. Every trial is scored on
-    every segment; the pruner's decisions are replayed afterwards (`tell_batch`). A NaN in any
-    member stops the population's training: the outcome then carries the error.
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:2000]
+
+
+def train_trials(cfg: Config, market: pd.DataFrame, segments: list[Segment],
+                 overrides: list[list[str]], population: int | None, workdir: Path,
+                 progress: bool, *, stop: Callable[[int, float], bool] | None = None,
+                 keep_dir: bool = False) -> BatchOutcome:
+    """Train the trials given by `overrides` and score each on every segment's validation rows
+    (no Optuna): the one path of a tuning trial, sequential or population.
+
+    population None: one trial trained alone on its own config (any key of the space may be
+    searched: the segment runner on the nested split, `validate_segment`); `stop(step,
+    value)`, called after every chunk with the pruner's value, may stop it (the sequential
+    study's live pruning). population P: the trials as ONE population of P slots
+    (`_train_population`), the pruner's decisions replayed afterwards (`record_trial`).
+    `workdir` holds the trials' scratch state and is removed unless keep_dir.
     """
+    try:
+        if population is None:
+            if len(overrides) != 1:
+                raise ValueError(f"a sequential batch is one trial, got {len(overrides)}")
+            return BatchOutcome([_train_alone(cfg, market, segments, overrides[0], workdir,
+                                              progress, stop)])
+        return _train_population(cfg, market, segments, overrides, population, workdir,
+                                 progress)
+    finally:
+        if not keep_dir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _train_alone(cfg: Config, market: pd.DataFrame, segments: list[Segment],
+                 overrides: list[str], workdir: Path, progress: bool,
+                 stop: Callable[[int, float], bool] | None) -> TrialOutcome:
+    out = TrialOutcome()
+    try:
+        tcfg = with_overrides(cfg, overrides)
+        n_chunks = _chunks_per_segment(tcfg)
+        for pos, seg in enumerate(segments):
+
+            def on_chunk(chunk: int, record: dict[str, Any], pos: int = pos) -> None:
+                step, value = pos * n_chunks + chunk, float(record[PRUNE_METRIC])
+                out.intermediate.append((step, value))
+                if stop is not None and stop(step, value):
+                    out.stopped_at = step
+                    raise _Stopped(step)
+
+            seg_dir = workdir / f"segment_{seg.index}"
+            if seg_dir.exists():
+                shutil.rmtree(seg_dir)
+            seg_scores = validate_segment(tcfg, market, seg, seg_dir, on_chunk=on_chunk,
+                                          progress=progress)
+            out.val_returns[str(seg.index)] = seg_scores.pop("returns")
+            out.scores[str(seg.index)] = seg_scores
+    except _Stopped:
+        pass
+    except (TrainingDivergedError, ConfigError) as exc:
+        out.error = _error_text(exc)
+    return out
+
+
+def _train_population(cfg: Config, market: pd.DataFrame, segments: list[Segment],
+                      overrides: list[list[str]], population: int, workdir: Path,
+                      progress: bool) -> BatchOutcome:
+    """The trials as ONE population: each trial is `train.n_seeds` members (seeds 0..S-1, its
+    Hyper); a batch smaller than `population` trials is padded with copies of its last trial
+    (those slots compute and are ignored), so every batch of a study runs the same compiled
+    step. A NaN in any member stops the population's training: every trial of the batch then
+    fails with the error and keeps no scores (its members trained together)."""
     n_seeds = cfg.train.n_seeds
     tcfgs = [with_overrides(cfg, ov) for ov in overrides]
     slots = tcfgs + [tcfgs[-1]] * (population - len(tcfgs))
     members = [Member(seed=s, hyper=Hyper.from_config(c)) for c in slots for s in range(n_seeds)]
     n = len(tcfgs)
-    scores: list[dict[str, dict[str, Any]]] = [{} for _ in range(n)]
-    val_returns: list[dict[str, list[float]]] = [{} for _ in range(n)]
-    intermediate: list[list[tuple[int, float]]] = [[] for _ in range(n)]
+    outs = [TrialOutcome() for _ in range(n)]
     n_chunks = _chunks_per_segment(cfg)
     try:
         for pos, seg in enumerate(segments):
@@ -691,7 +717,7 @@ def train_batch(cfg: Config, market: pd.DataFrame, segments: list[Segment],
                 pnl = record.get("members", {}).get(PRUNE_METRIC, [record[PRUNE_METRIC]])
                 for i in range(n):
                     value = float(np.mean(pnl[i * n_seeds:(i + 1) * n_seeds]))
-                    intermediate[i].append((pos * n_chunks + chunk, value))
+                    outs[i].intermediate.append((pos * n_chunks + chunk, value))
 
             result = train(cfg, inputs.data, workdir / f"segment_{seg.index}" / "train",
                            key=segment_key(cfg, seg.index, STAGE_TRAIN), trainer=trainer,
@@ -704,77 +730,138 @@ def train_batch(cfg: Config, market: pd.DataFrame, segments: list[Segment],
                                       result.state.agent)
                 seg_scores = score_agents(tcfgs[i], trial_inputs, seg, trainer, rollout, agents,
                                           len(result.history))
-                val_returns[i][str(seg.index)] = seg_scores.pop("returns")
-                scores[i][str(seg.index)] = seg_scores
+                outs[i].val_returns[str(seg.index)] = seg_scores.pop("returns")
+                outs[i].scores[str(seg.index)] = seg_scores
     except TrainingDivergedError as exc:
-        return BatchOutcome(scores, val_returns, intermediate, f"{type(exc).__name__}: {exc}")
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return BatchOutcome(scores, val_returns, intermediate)
+        return BatchOutcome([TrialOutcome(intermediate=o.intermediate, error=_error_text(exc))
+                             for o in outs])
+    return BatchOutcome(outs)
 
 
-def batch_overrides(cfg: Config, trials: list[Any], population: int) -> list[list[str]]:
-    """Suggest every trial's values (Optuna's ask side) and record them as user attrs."""
-    out = []
-    for trial in trials:
-        ov = suggest_overrides(trial, cfg.tune.space)
-        with_overrides(cfg, ov)  # a bad combination fails here, before any training
-        out.append(ov)
-        trial.set_user_attr("overrides", ov)
-        trial.set_user_attr("metric", cfg.tune.metric)
-        trial.set_user_attr("seed", cfg.seed)
-        trial.set_user_attr("n_seeds", cfg.train.n_seeds)
+def begin_trial(cfg: Config, trial: Any, population: int | None) -> list[str]:
+    """Suggest the trial's values (Optuna's ask side) and record them as user attrs. Returns its
+    overrides. In population mode a bad combination fails here, before any training."""
+    ov = suggest_overrides(trial, cfg.tune.space)
+    trial.set_user_attr("overrides", ov)
+    trial.set_user_attr("metric", cfg.tune.metric)
+    if population is None:
+        try:
+            tcfg = with_overrides(cfg, ov)
+        except ConfigError:
+            return ov  # the trial fails with the error when it is trained
+    else:
+        tcfg = with_overrides(cfg, ov)
         trial.set_user_attr("population", population)
-    return out
+    trial.set_user_attr("seed", tcfg.seed)
+    trial.set_user_attr("n_seeds", tcfg.train.n_seeds)
+    return ov
 
 
-def tell_batch(cfg: Config, study: Any, trials: list[Any], overrides: list[list[str]],
-               outcome: BatchOutcome, segments: list[Segment]) -> None:
-    """Replay each trial's intermediate values to the pruner, then tell Optuna its result.
+def record_trial(cfg: Config, study: Any, trial: Any, overrides: list[str],
+                 outcome: TrialOutcome, segments: list[Segment], *, live: bool) -> str:
+    """Tell Optuna one trial's outcome; returns the state told.
 
-    A trial the pruner stops at step s (segment pos = s // chunks) keeps the scores of the
-    segments before pos and is told PRUNED, exactly as if it had been stopped while training
-    (its slot computed to the end either way).
+    live: the pruner already heard the trial's values while it trained (the sequential study);
+    otherwise they are replayed now, and a trial the pruner stops at step s (segment pos =
+    s // chunks) keeps the scores of the segments before pos and is told PRUNED, exactly as if
+    it had been stopped while training (its slot computed to the end either way).
     """
+    if outcome.scores and (outcome.error is not None or outcome.stopped_at is not None):
+        trial.set_user_attr("segment_scores", outcome.scores)
     if outcome.error is not None:
-        for trial in trials:
-            trial.set_user_attr("error", outcome.error[:2000])
-            _tell(study, trial, None, "FAIL")
-        log.warning("population batch %s failed: %s", [t.number for t in trials], outcome.error)
-        return
-    n_chunks = _chunks_per_segment(cfg)
-    for i, trial in enumerate(trials):
-        pruned_at = None
-        for step, value in outcome.intermediate[i]:
+        trial.set_user_attr("error", outcome.error)
+        _tell(study, trial, None, "FAIL")
+        return "FAIL"
+    try:
+        n_chunks = _chunks_per_segment(with_overrides(cfg, overrides))
+    except ConfigError:
+        n_chunks = _chunks_per_segment(cfg)
+    pruned_at = outcome.stopped_at
+    if not live:
+        for step, value in outcome.intermediate:
             trial.report(value, step)
             if trial.should_prune():
                 pruned_at = step
                 break
-        kept = segments if pruned_at is None else segments[:pruned_at // n_chunks]
-        seg_scores = {str(s.index): outcome.scores[i][str(s.index)] for s in kept}
-        trial.set_user_attr("segment_scores", seg_scores)
-        if pruned_at is not None:
-            seg = segments[pruned_at // n_chunks]
-            log.info("trial %d: pruned at segment %d, chunk %d", trial.number, seg.index,
-                     pruned_at % n_chunks)
-            _tell(study, trial, None, "PRUNED")
-            continue
-        trial.set_user_attr(VAL_RETURNS, outcome.val_returns[i])
-        trial.set_user_attr("sharpe", float(np.mean([m["sharpe"] for m in seg_scores.values()])))
-        value = float(np.mean([score(m, cfg.tune.metric) for m in seg_scores.values()]))
-        log.info("trial %d: validation %s %.4g (%s)", trial.number, cfg.tune.metric, value,
-                 ", ".join(overrides[i]))
-        _tell(study, trial, value, "COMPLETE")
+    kept = segments if pruned_at is None else segments[:pruned_at // n_chunks]
+    seg_scores = {str(s.index): outcome.scores[str(s.index)] for s in kept}
+    trial.set_user_attr("segment_scores", seg_scores)
+    if pruned_at is not None:
+        seg = segments[pruned_at // n_chunks]
+        log.info("trial %d: pruned at segment %d, chunk %d", trial.number, seg.index,
+                 pruned_at % n_chunks)
+        _tell(study, trial, None, "PRUNED")
+        return "PRUNED"
+    trial.set_user_attr(VAL_RETURNS, outcome.val_returns)
+    trial.set_user_attr("sharpe", float(np.mean([m["sharpe"] for m in seg_scores.values()])))
+    metric = cfg.tune.metric
+    value = float(np.mean([score(m, metric) for m in seg_scores.values()]))
+    log.info("trial %d: validation %s %.4g (%s)", trial.number, metric, value,
+             ", ".join(overrides))
+    _tell(study, trial, value, "COMPLETE")
+    return "COMPLETE"
 
 
-def population_batch(cfg: Config, market: pd.DataFrame, segments: list[Segment],
-                     trials: list[Any], study: Any, workdir: Path, population: int,
-                     progress: bool) -> None:
-    """Train the trials of one ask() batch as ONE population here, then tell each of them."""
-    overrides = batch_overrides(cfg, trials, population)
-    outcome = train_batch(cfg, market, segments, overrides, population,
-                          workdir / "trials" / f"batch_{trials[0].number}", progress)
-    tell_batch(cfg, study, trials, overrides, outcome, segments)
+def _sequential_trial(cfg: Config, market: pd.DataFrame, segments: list[Segment], study: Any,
+                      workdir: Path, study_name: str, progress: bool, keep_dir: bool) -> int:
+    """Ask one trial, train it alone with live pruning, record it; returns its number. An
+    error that is not the trial's own (not a divergence or a bad configuration) fails the
+    trial, naming the error, and stops the study."""
+    trial, = _ask(study, 1)
+    try:
+        overrides = begin_trial(cfg, trial, None)
+
+        def stop(step: int, value: float) -> bool:
+            trial.report(value, step)
+            return trial.should_prune()
+
+        outcome = train_trials(cfg, market, segments, [overrides], None,
+                               workdir / "trials" / f"{study_name}_{trial.number}", progress,
+                               stop=stop, keep_dir=keep_dir).trials[0]
+    except BaseException as exc:  # Ctrl-C included: no trial stays RUNNING in the storage
+        trial.set_user_attr("error", _error_text(exc))
+        _tell(study, trial, None, "FAIL")
+        raise
+    record_trial(cfg, study, trial, overrides, outcome, segments, live=True)
+    return trial.number
+
+
+def _population_trials(cfg: Config, market: pd.DataFrame, segments: list[Segment], study: Any,
+                       workdir: Path, population: int, n_trials: int, executor: Executor,
+                       trial_log: Path) -> list[int]:
+    """Ask P trials at a time, send each batch to the executor (keeping `executor.slots` in
+    flight), and record the outcomes in the order the batches were asked for. Returns the
+    trials run. If the executor fails (not a trial's own error), every trial asked and not yet
+    told fails with the error, so that none stays RUNNING in the storage."""
+    ran: list[int] = []
+    left = n_trials
+    in_flight: collections.deque = collections.deque()
+    while left > 0 or in_flight:
+        while left > 0 and len(in_flight) < executor.slots:
+            batch = _ask(study, min(population, left))
+            overrides = [begin_trial(cfg, t, population) for t in batch]
+            handle = executor.submit_batch(cfg, market, segments, overrides, population,
+                                           workdir / "trials" / f"batch_{batch[0].number}")
+            in_flight.append((batch, overrides, handle))
+            left -= len(batch)
+        batch, overrides, handle = in_flight.popleft()  # told in the order asked
+        try:
+            outcome = executor.result(handle, "tuning batch of trials "
+                                      f"{[t.number for t in batch]}")
+        except Exception as exc:
+            for trials in [batch, *(b for b, _, _ in in_flight)]:
+                for trial in trials:
+                    trial.set_user_attr("executor_error", f"{exc}"[:2000])
+                    _tell(study, trial, None, "FAIL")
+            raise
+        if any(o.error is not None for o in outcome.trials):
+            log.warning("population batch %s failed: %s", [t.number for t in batch],
+                        outcome.trials[0].error)
+        for trial, ov, out in zip(batch, overrides, outcome.trials, strict=True):
+            record_trial(cfg, study, trial, ov, out, segments, live=False)
+        ran.extend(t.number for t in batch)
+        write_trial_log(study, trial_log)
+    return ran
 
 
 def _ask(study: Any, n: int) -> list[Any]:
@@ -787,7 +874,7 @@ def run_study(cfg: Config, n_trials: int, storage: str | None = None,
               study_name: str | None = None, workdir: str | Path = "results/tune",
               market: pd.DataFrame | None = None, *, worker: int = 0, pruner: Any = None,
               progress: bool | None = None, keep_trial_dirs: bool = False,
-              population: int | None = None, executor: Any = None) -> StudyResult:
+              population: int | None = None, executor: Executor | None = None) -> StudyResult:
     """Run n_trials more trials of the study (created or resumed) and export the best config.
 
     storage: an Optuna storage URL (default sqlite:///<workdir>/study.db); several processes may
@@ -795,13 +882,14 @@ def run_study(cfg: Config, n_trials: int, storage: str | None = None,
     one storage at the same moment (it enters the sampler seed). The sampler is TPE seeded from
     (seed, trials already in the study, worker), so a resumed study does not replay the random
     start-up trials of the first call.
-    population: ask Optuna for that many trials at a time (ask/tell) and train each batch as one
-    population (`population_batch`); the search space may then hold only dynamic
+    population: ask Optuna for that many trials at a time and train each batch as one
+    population (`train_trials`); the search space may then hold only dynamic
     hyperparameters (`training.spec.HYPER_KEYS`), and one compilation serves the whole study.
-    executor: a `cluster.RayExecutor` sends each population batch to a Ray task (population
-    mode only) and keeps `executor.slots` batches in flight; the results are told to Optuna in
-    the order the batches were asked for. With one batch in flight, or while the sampler is
-    still in its random start-up trials, the study is the same as a local one.
+    executor (population mode; None: `LocalExecutor`): a `cluster.RayExecutor` sends each
+    population batch to a Ray task and keeps `executor.slots` batches in flight; the results
+    are told to Optuna in the order the batches were asked for. With one batch in flight, or
+    while the sampler is still in its random start-up trials, the study is the same as a
+    local one.
     """
     import optuna
 
@@ -857,49 +945,17 @@ def run_study(cfg: Config, n_trials: int, storage: str | None = None,
 
     trial_log = workdir / TRIAL_LOG
     ran: list[int] = []
-
-    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        ran.append(trial.number)
-        write_trial_log(study, trial_log)
-
     try:
         if population is None:
-            objective = make_objective(cfg, market, segments, workdir, study_name, progress,
-                                       keep_trial_dirs)
-            study.optimize(objective, n_trials=n_trials,
-                           catch=(TrainingDivergedError, ConfigError), callbacks=[after_trial])
-        elif executor is None:
-            left = n_trials
-            while left > 0:
-                batch = _ask(study, min(population, left))
-                population_batch(cfg, market, segments, batch, study, workdir, population,
-                                 progress)
-                ran.extend(t.number for t in batch)
+            for _ in range(n_trials):
+                ran.append(_sequential_trial(cfg, market, segments, study, workdir, study_name,
+                                             progress, keep_trial_dirs))
                 write_trial_log(study, trial_log)
-                left -= len(batch)
         else:
-            left = n_trials
-            in_flight: collections.deque = collections.deque()
-            while left > 0 or in_flight:
-                while left > 0 and len(in_flight) < executor.slots:
-                    batch = _ask(study, min(population, left))
-                    overrides = batch_overrides(cfg, batch, population)
-                    ref = executor.submit_batch(cfg, market, segments, overrides, population)
-                    in_flight.append((batch, overrides, ref))
-                    left -= len(batch)
-                batch, overrides, ref = in_flight.popleft()  # told in the order asked
-                try:
-                    outcome = executor.result(ref, "tuning batch of trials "
-                                              f"{[t.number for t in batch]}")
-                except Exception as exc:  # no trial stays RUNNING in the storage
-                    for trials in [batch, *(b for b, _, _ in in_flight)]:
-                        for trial in trials:
-                            trial.set_user_attr("cluster_error", f"{exc}"[:2000])
-                            _tell(study, trial, None, "FAIL")
-                    raise
-                tell_batch(cfg, study, batch, overrides, outcome, segments)
-                ran.extend(t.number for t in batch)
-                write_trial_log(study, trial_log)
+            ex = executor if executor is not None else LocalExecutor(
+                progress=progress, keep_dirs=keep_trial_dirs)
+            ran.extend(_population_trials(cfg, market, segments, study, workdir, population,
+                                          n_trials, ex, trial_log))
     finally:
         n_logged = write_trial_log(study, trial_log)
         trials_dir = workdir / "trials"

@@ -467,3 +467,44 @@ def test_population_mode_refuses_a_key_that_is_not_a_hyperparameter(cfg, market,
                                "low: 16, high: 32}]"])
     with pytest.raises(ConfigError, match="changes a shape"):
         tune.run_study(shape, 2, workdir=tmp_path, market=market, progress=False, population=2)
+
+
+def test_an_error_that_is_not_the_trials_own_fails_it_and_stops_the_study(cfg, market, tmp_path,
+                                                                          monkeypatch):
+    """A divergence or a bad config fails the trial and the study goes on; anything else (a
+    bug, a full disk, Ctrl-C) fails the trial, naming the error, and stops the study: no trial
+    stays RUNNING in the storage."""
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tune, "validate_segment", boom)
+    with pytest.raises(OSError, match="disk full"):
+        tune.run_study(cfg, 3, workdir=tmp_path, market=market, progress=False)
+    records = _log(tmp_path / tune.TRIAL_LOG)
+    assert [(r["number"], r["state"]) for r in records] == [(0, "FAIL")]
+    assert records[0]["error"] == "OSError: disk full"
+    study = optuna.load_study(study_name="tiny-tune", storage=f"sqlite:///{tmp_path}/study.db")
+    assert all(t.state.name != "RUNNING" for t in study.trials)
+
+    def diverge(*a, **k):
+        raise tune.TrainingDivergedError("NaN in the critic loss")
+
+    monkeypatch.setattr(tune, "validate_segment", diverge)
+    again = tune.run_study(cfg, 2, workdir=tmp_path, market=market, progress=False)
+    assert again.trials_run == [1, 2] and again.best_trial is None
+    assert [r["state"] for r in _log(tmp_path / tune.TRIAL_LOG)] == ["FAIL"] * 3
+
+
+def test_both_executors_implement_the_one_interface():
+    from cryptorl_jax.cluster import RayExecutor
+    from cryptorl_jax.walkforward.executor import Executor, LocalExecutor
+
+    assert isinstance(LocalExecutor(), Executor)
+    for name in ("name", "slots", "run_segments", "submit_batch", "result"):
+        assert hasattr(RayExecutor, name), name
+    import inspect
+
+    for name in ("run_segments", "submit_batch", "result"):
+        want = list(inspect.signature(getattr(Executor, name)).parameters)
+        assert list(inspect.signature(getattr(RayExecutor, name)).parameters) == want, name
+        assert list(inspect.signature(getattr(LocalExecutor, name)).parameters) == want, name
