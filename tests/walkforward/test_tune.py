@@ -20,7 +20,9 @@ from cryptorl_jax.backtest.report import read_trial_log
 from cryptorl_jax.config import ConfigError, load_config, with_overrides
 from cryptorl_jax.market.synthetic import make_market
 from cryptorl_jax.training.spec import Hyper
+from cryptorl_jax.training.train import TrainingDivergedError
 from cryptorl_jax.walkforward import data, pipeline, stages, tune
+from cryptorl_jax.walkforward.tuning import trials as tuning_trials
 from tests.walkforward import golden
 from tests.walkforward.test_pipeline import TINY_WFO
 
@@ -477,7 +479,7 @@ def test_an_error_that_is_not_the_trials_own_fails_it_and_stops_the_study(cfg, m
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(tune, "validate_segment", boom)
+    monkeypatch.setattr(tuning_trials, "validate_segment", boom)
     with pytest.raises(OSError, match="disk full"):
         tune.run_study(cfg, 3, workdir=tmp_path, market=market, progress=False)
     records = _log(tmp_path / tune.TRIAL_LOG)
@@ -487,9 +489,9 @@ def test_an_error_that_is_not_the_trials_own_fails_it_and_stops_the_study(cfg, m
     assert all(t.state.name != "RUNNING" for t in study.trials)
 
     def diverge(*a, **k):
-        raise tune.TrainingDivergedError("NaN in the critic loss")
+        raise TrainingDivergedError("NaN in the critic loss")
 
-    monkeypatch.setattr(tune, "validate_segment", diverge)
+    monkeypatch.setattr(tuning_trials, "validate_segment", diverge)
     again = tune.run_study(cfg, 2, workdir=tmp_path, market=market, progress=False)
     assert again.trials_run == [1, 2] and again.best_trial is None
     assert [r["state"] for r in _log(tmp_path / tune.TRIAL_LOG)] == ["FAIL"] * 3

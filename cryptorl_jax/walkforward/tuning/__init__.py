@@ -1,0 +1,1 @@
+"""The parts of a tuning study (`walkforward.tune` is its driver)."""
