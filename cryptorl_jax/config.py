@@ -137,6 +137,24 @@ class EncoderConfig:
     finetune_learning_rate: float = 1e-5
 
 
+_NO_NEUTRAL = object()
+
+
+def hyper(default: Any, neutral: Any = _NO_NEUTRAL) -> Any:
+    """Declare a dynamic hyperparameter: a traced leaf of `training.spec.Hyper`, not part of
+    the compiled training step, so configs that differ only in such keys share one compilation
+    and a population's members may differ in them. This declaration is the only list:
+    `hyper_keys()` (`training.spec.HYPER_KEYS`, the keys population tuning may search) and
+    `neutralised` (the TrainerSpec's copy of a section, each key at its `neutral` value) are
+    derived from it; `Hyper.from_config` reads them (tests/training/test_population.py checks
+    that every declared key moves the Hyper and that every other step key moves the spec).
+    `neutral` is needed in the sections the spec copies whole (env, tqc)."""
+    metadata: dict[str, Any] = {"hyper": True}
+    if neutral is not _NO_NEUTRAL:
+        metadata["neutral"] = neutral
+    return field(default=default, metadata=metadata)
+
+
 @dataclass(frozen=True)
 class EnvConfig:
     fee_bps: float = 5.0
@@ -158,7 +176,7 @@ class EnvConfig:
     # No-trade band on the exposure: trade to the target a_t L_t only when it differs from the
     # drifted weight w_t by more than this (units of NAV); 0 trades every change.
     no_trade_band: float = 0.1
-    reward_scale: float = 100.0
+    reward_scale: float = hyper(100.0, neutral=1.0)
     window: int = 64  # observation window W (hours)
     episode_length: int = 2048
     ruin_nav: float = 0.5
@@ -170,13 +188,13 @@ class EnvConfig:
 
 @dataclass(frozen=True)
 class TQCConfig:
-    learning_rate: float = 3e-4
-    critic_learning_rate: float | None = None  # None = learning_rate
+    learning_rate: float = hyper(3e-4, neutral=0.0)
+    critic_learning_rate: float | None = hyper(None, neutral=None)  # None = learning_rate
     batch_size: int = 256
     buffer_size: int = 1_000_000
     learning_starts: int = 100
-    gamma: float = 0.99
-    tau: float = 0.005
+    gamma: float = hyper(0.99, neutral=0.0)
+    tau: float = hyper(0.005, neutral=0.0)
     n_quantiles: int = 25
     n_critics: int = 2
     top_quantiles_to_drop_per_net: int = 2
@@ -184,15 +202,15 @@ class TQCConfig:
     layer_norm: bool = False  # LayerNorm after every hidden layer of actor and critics
     policy_delay: int = 1
     gradient_steps: int = 1  # G: gradient updates per vectorised env step
-    ent_coef_init: float = 1.0
+    ent_coef_init: float = hyper(1.0, neutral=1.0)
     # Adam step size of log(alpha), the entropy coefficient; None = learning_rate (sb3's
     # behaviour). Adam moves log(alpha) by about this much per update at most.
-    ent_coef_learning_rate: float | None = None
-    target_entropy: float | Literal["auto"] = "auto"
-    max_grad_norm: float | None = 10.0  # global-norm clipping; None = off
+    ent_coef_learning_rate: float | None = hyper(None, neutral=None)
+    target_entropy: float | Literal["auto"] = hyper("auto", neutral="auto")
+    max_grad_norm: float | None = hyper(10.0, neutral=None)  # global-norm clipping; None = off
     # decoupled weight decay (AdamW: params -= lr * weight_decay * params each step) on the
     # actor and critics (not on a fine-tuned encoder, nor on log alpha); 0 = plain Adam
-    weight_decay: float = 0.0
+    weight_decay: float = hyper(0.0, neutral=0.0)
     log_std_min: float = -20.0
     log_std_max: float = 2.0
 
@@ -203,8 +221,8 @@ class CurriculumConfig:
     phases)."""
 
     phase_ends: tuple[float, ...] = (0.2, 0.6, 1.0)
-    churn: tuple[tuple[float, float], ...] = ((0.0, 0.10), (0.10, 0.50), (0.50, 0.50))
-    smooth: tuple[tuple[float, float], ...] = ((0.0, 0.0), (0.0, 0.02), (0.02, 0.02))
+    churn: tuple[tuple[float, float], ...] = hyper(((0.0, 0.10), (0.10, 0.50), (0.50, 0.50)))
+    smooth: tuple[tuple[float, float], ...] = hyper(((0.0, 0.0), (0.0, 0.02), (0.02, 0.02)))
 
 
 @dataclass(frozen=True)
@@ -224,7 +242,7 @@ class TrainConfig:
     # window) wherever the learner reads it in training (acting and every replayed batch),
     # with sd obs_noise x each column's sd over the segment's train rows; 0 = none. The
     # backtest always reads the clean observation.
-    obs_noise: float = 0.0
+    obs_noise: float = hyper(0.0)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
 
 
@@ -335,6 +353,26 @@ class Config:
         """Stable short hash of the resolved values (not of the source path)."""
         blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def hyper_keys(cls: type | None = None, prefix: str = "") -> tuple[str, ...]:
+    """The dotted keys declared with `hyper` (the dynamic hyperparameters), in field order."""
+    cls = Config if cls is None else cls
+    out: list[str] = []
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("hyper"):
+            out.append(prefix + f.name)
+        elif f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(
+                f.default_factory):
+            out.extend(hyper_keys(f.default_factory, f"{prefix}{f.name}."))
+    return tuple(out)
+
+
+def neutralised(section: Any) -> Any:
+    """A config section with every dynamic hyperparameter at its declared neutral value."""
+    return dataclasses.replace(section, **{f.name: f.metadata["neutral"]
+                                           for f in dataclasses.fields(section)
+                                           if "neutral" in f.metadata})
 
 
 # --------------------------------------------------------------------------------------------

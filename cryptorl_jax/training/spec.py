@@ -12,13 +12,13 @@ and the entropy coefficient's learning rates, gamma, tau, target entropy, initia
 coefficient, max grad norm, weight decay, reward scale, observation noise and the curriculum's
 churn and smoothness schedules.
 A population stacks one `Hyper` per member ([P] leaves); two runs that differ only in these
-values share one compilation. The config keys behind them are `HYPER_KEYS`; the spec's copy of
-the config has them neutralised.
+values share one compilation. The config keys behind them are `HYPER_KEYS`, declared once on
+the config's fields (`config.hyper`); the spec's copy of the config has them neutralised
+(`config.neutralised`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,13 +28,18 @@ import jax.numpy as jnp
 from flax import struct
 
 from cryptorl_jax.agent.tqc import TQCHyper
-from cryptorl_jax.config import Config, EncoderConfig, EnvConfig, TQCConfig
+from cryptorl_jax.config import (
+    Config,
+    EncoderConfig,
+    EnvConfig,
+    TQCConfig,
+    hyper_keys,
+    neutralised,
+)
 
-# config keys whose values are dynamic (Hyper leaves), not part of the compiled step
-HYPER_KEYS = ("tqc.learning_rate", "tqc.critic_learning_rate", "tqc.ent_coef_learning_rate",
-              "tqc.gamma", "tqc.tau", "tqc.target_entropy", "tqc.ent_coef_init",
-              "tqc.max_grad_norm", "tqc.weight_decay", "env.reward_scale",
-              "train.obs_noise", "train.curriculum.churn", "train.curriculum.smooth")
+# config keys whose values are dynamic (Hyper leaves), not part of the compiled step: declared
+# once, on the config's fields (`config.hyper`)
+HYPER_KEYS = hyper_keys()
 # keys that do not enter the training step at all (data, seeds, outputs, bookkeeping)
 _OUTSIDE_STEP = ("seed", "run_name", "data.", "features.", "regimes.", "wfo.", "output.",
                  "tune.", "train.checkpoint_every_chunks", "train.keep_checkpoints",
@@ -89,13 +94,6 @@ def members_from_config(cfg: Config, n: int | None = None) -> list[Member]:
     return [Member(seed=i, hyper=hyper) for i in range(cfg.train.n_seeds if n is None else n)]
 
 
-def _neutral_tqc(q: TQCConfig) -> TQCConfig:
-    return dataclasses.replace(q, learning_rate=0.0, critic_learning_rate=None,
-                               ent_coef_learning_rate=None, gamma=0.0, tau=0.0,
-                               target_entropy="auto", ent_coef_init=1.0, max_grad_norm=None,
-                               weight_decay=0.0)
-
-
 @dataclass(frozen=True)
 class TrainerSpec:
     """Everything the compiled step's shapes and code paths depend on (hashable)."""
@@ -121,7 +119,7 @@ class TrainerSpec:
         t = cfg.train
         encoder: Any = cfg.encoder if cfg.encoder.mode == "pretrained-finetune" \
             else cfg.encoder.mode
-        return cls(env=dataclasses.replace(cfg.env, reward_scale=1.0), tqc=_neutral_tqc(cfg.tqc),
+        return cls(env=neutralised(cfg.env), tqc=neutralised(cfg.tqc),
                    encoder=encoder, n_features=int(n_features),
                    embedding_dim=None if embedding_dim is None else int(embedding_dim),
                    total_env_steps=t.total_env_steps, n_envs=t.n_envs,

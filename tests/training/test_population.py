@@ -56,6 +56,29 @@ def test_the_entropy_learning_rate_is_dynamic():
         np.testing.assert_array_equal(x, y)
 
 
+# a value other than the default for every declared dynamic hyperparameter
+_MOVED = {"env.reward_scale": "30", "tqc.learning_rate": "1e-3",
+          "tqc.critic_learning_rate": "2e-3", "tqc.gamma": "0.9", "tqc.tau": "0.01",
+          "tqc.ent_coef_init": "0.5", "tqc.ent_coef_learning_rate": "3e-3",
+          "tqc.target_entropy": "-2", "tqc.max_grad_norm": "null", "tqc.weight_decay": "0.01",
+          "train.obs_noise": "0.1", "train.curriculum.churn": "[[0, 1], [1, 1], [1, 1]]",
+          "train.curriculum.smooth": "[[0, 1], [1, 1], [1, 1]]"}
+
+
+def test_every_declared_hyperparameter_moves_the_hyper_and_not_the_spec():
+    """Declared once (config.hyper): each key changes the member's Hyper (the step reads it as
+    a traced leaf) and leaves the TrainerSpec, so the compilation, as it was."""
+    assert set(HYPER_KEYS) == set(_MOVED), "give the new hyperparameter a moved value here"
+    cfg = tiny_config()
+    base_spec, base = TrainerSpec.from_config(cfg, 4), Hyper.from_config(cfg)
+    for key in HYPER_KEYS:
+        moved = with_overrides(cfg, [f"{key}={_MOVED[key]}"])
+        assert TrainerSpec.from_config(moved, 4) == base_spec, key
+        leaves = zip(jax.tree.leaves(Hyper.from_config(moved)), jax.tree.leaves(base),
+                     strict=True)
+        assert any(not np.array_equal(a, b) for a, b in leaves), key
+
+
 def test_every_step_setting_is_in_the_spec():
     """Changing any key the step reads (other than a Hyper key) changes the TrainerSpec, so the
     cache can never serve a compilation built for another value."""
