@@ -346,8 +346,9 @@ def test_baselines_that_read_the_market_are_backtested_and_tested(full_run, cfg)
     assert list(run.power.index) == ["0", "1", "2", "all"]
     assert run.power.loc["0", "underpowered"]  # 100 OOS hours detect nothing
     head = run.headline
-    # N: one run, 2 seeds, 5 + 5 + 3 + 12 baseline settings
-    assert head["n_trials_sceptic"] == 1 + 2 + 5 + 5 + 3 + 12
+    # N: one run, 2 seeds, 5 + 5 + 3 + 9 baseline settings (ridge: 3 horizons x 3 penalties x
+    # 1 smoothing)
+    assert head["n_trials_sceptic"] == 1 + 2 + 5 + 5 + 3 + 9
     assert 1 <= head["n_trials_effective"] <= head["n_trials_sceptic"]
     summary = (workdir / "summary.md").read_text()
     for title in ("## Does RL add anything?", "### Multiple testing across strategies",
