@@ -119,22 +119,33 @@ class OOSDeflation:
     counted: str  # which runs were counted
 
 
+def oos_record(oos: pd.DataFrame, digest: str, run_name: str, workdir: Path,
+               segments: list[int], market: str | None = None) -> dict[str, Any]:
+    """This run's record for the output directory's registry (`backtest.registry`)."""
+    sr = sharpe(oos["strategy"].to_numpy(np.float64), 1.0)  # per period
+    return {"config_digest": digest, "run_name": run_name,
+            "run_dir": str(Path(workdir).absolute()), "market": market,
+            "oos_start": str(oos.index[0]), "oos_end": str(oos.index[-1]), "n_hours": len(oos),
+            "sharpe": sr * math.sqrt(PERIODS) if math.isfinite(sr) else None,
+            "sharpe_per_period": sr if math.isfinite(sr) else None, "segments": segments}
+
+
+def deflation_of(records: list[dict[str, Any]], record: dict[str, Any]) -> OOSDeflation:
+    """The OOS Deflated Sharpe's inputs for `record` among the registry's `records`: the runs
+    over its window on the same market (`registry.runs_over_window`)."""
+    window = registry.runs_over_window(records, record["oos_start"], record["oos_end"],
+                                       record["market"])
+    emax = 0.0 if window.n_runs <= 1 else expected_max_sharpe(window.n_runs, window.sr_variance)
+    return OOSDeflation(n_runs=window.n_runs, sr_variance=window.sr_variance,
+                        expected_max_sharpe=emax, counted=window.describe())
+
+
 def oos_deflation(workdir: Path, oos: pd.DataFrame, digest: str, run_name: str,
                   segments: list[int], market: str | None = None) -> OOSDeflation:
     """Record this run in the output directory's registry and count the runs over its window
     on the same market (`registry.market_key`)."""
-    path = RunDir(workdir).registry
-    start, end = str(oos.index[0]), str(oos.index[-1])
-    sr = sharpe(oos["strategy"].to_numpy(np.float64), 1.0)  # per period
-    records = registry.register_run(path, {
-        "config_digest": digest, "run_name": run_name, "run_dir": str(Path(workdir).absolute()),
-        "market": market, "oos_start": start, "oos_end": end, "n_hours": len(oos),
-        "sharpe": sr * math.sqrt(PERIODS) if math.isfinite(sr) else None,
-        "sharpe_per_period": sr if math.isfinite(sr) else None, "segments": segments})
-    window = registry.runs_over_window(records, start, end, market)
-    emax = 0.0 if window.n_runs <= 1 else expected_max_sharpe(window.n_runs, window.sr_variance)
-    return OOSDeflation(n_runs=window.n_runs, sr_variance=window.sr_variance,
-                        expected_max_sharpe=emax, counted=window.describe())
+    record = oos_record(oos, digest, run_name, workdir, segments, market)
+    return deflation_of(registry.register_run(RunDir(workdir).registry, record), record)
 
 
 def timing_test(part: pd.DataFrame, env_config: EnvConfig, seed: int,
@@ -207,11 +218,12 @@ class Sceptic:
     dsr_effective: float
 
 
-def _sceptic(cfg: Config, workdir: Path, oos: pd.DataFrame, segments: list[int],
-             comparison: pd.DataFrame, table: pd.DataFrame, deflation: OOSDeflation) -> Sceptic:
-    """Baselines, SPA/StepM, power and the sceptic's N; written to baselines.csv,
-    multiple_testing.csv and power.csv, and into metrics.csv's rows (`table`, in place)."""
-    rd = RunDir(workdir)
+def sceptic_evidence(cfg: Config, workdir: Path, oos: pd.DataFrame, segments: list[int],
+                     comparison: pd.DataFrame, table: pd.DataFrame,
+                     deflation: OOSDeflation) -> Sceptic:
+    """Baselines, SPA/StepM, power and the sceptic's N (`backtest.evidence`; it reads the
+    segments' baselines.json); adds their columns to metrics.csv's rows (`table`, in place).
+    `write_sceptic` writes them."""
     bl = evidence.baseline_table(oos, comparison, cfg.env, workdir, segments, cfg.seed)
     tests = evidence.multiple_tests(oos, cfg.baselines.bootstrap_reps, cfg.seed)
     power = evidence.power_table(oos, segments)
@@ -220,12 +232,6 @@ def _sceptic(cfg: Config, workdir: Path, oos: pd.DataFrame, segments: list[int],
                                  deflation.sr_variance, n_tuning)
     r = oos["strategy"].to_numpy(np.float64)
     dsr, dsr_eff = count.dsr(r), count.dsr(r, effective=True)
-    if not bl.empty:
-        write_atomic(rd.baselines, bl.to_csv())
-    if tests:
-        write_atomic(rd.multiple_testing,
-                     pd.DataFrame([t.row() for t in tests]).to_csv(index=False))
-    write_atomic(rd.power, power.to_csv())
     table["mde_sharpe"] = [power.loc[str(s), "mde_sharpe"] for s in table["segment"]]
     table["underpowered"] = [bool(power.loc[str(s), "underpowered"]) for s in table["segment"]]
     last = table.index[table["segment"] == "all"]
@@ -236,6 +242,16 @@ def _sceptic(cfg: Config, workdir: Path, oos: pd.DataFrame, segments: list[int],
         table.loc[last, key] = value
     return Sceptic(baselines=bl, tests=tests, power=power, count=count, dsr=dsr,
                    dsr_effective=dsr_eff)
+
+
+def write_sceptic(rd: RunDir, sceptic: Sceptic) -> None:
+    """baselines.csv, multiple_testing.csv and power.csv."""
+    if not sceptic.baselines.empty:
+        write_atomic(rd.baselines, sceptic.baselines.to_csv())
+    if sceptic.tests:
+        write_atomic(rd.multiple_testing,
+                     pd.DataFrame([t.row() for t in sceptic.tests]).to_csv(index=False))
+    write_atomic(rd.power, sceptic.power.to_csv())
 
 
 def nav_axes(figsize: tuple[float, float] = (12, 6)) -> Any:
@@ -334,12 +350,8 @@ def markdown_table(frame: pd.DataFrame, floatfmt: str = ".4g") -> str:
     return "\n".join(lines)
 
 
-def _stationarity_summary(workdir: Path, segments: list[int]) -> pd.DataFrame | None:
-    tables = []
-    for k in segments:
-        p = RunDir(workdir).segment(k).stationarity
-        if p.exists():
-            tables.append(pd.read_csv(p, index_col=0))
+def stationarity_summary(tables: list[pd.DataFrame]) -> pd.DataFrame | None:
+    """The segments' ADF tables (stationarity.csv) summarised per feature."""
     if not tables:
         return None
     pvals = pd.concat([t["p_value"] for t in tables], axis=1)
@@ -350,45 +362,125 @@ def _stationarity_summary(workdir: Path, segments: list[int]) -> pd.DataFrame | 
     return out.sort_values("median_p_value")
 
 
+@dataclass
+class SegmentTables:
+    """What the summary shows from the finished segments' own files (None: no segment has it)."""
+
+    regimes: pd.DataFrame | None  # regime_stats.json: the fitted HMM states
+    regime_metrics: pd.DataFrame | None  # regime_metrics.csv: OOS by filtered regime
+    encoder: pd.DataFrame | None  # encoder_report.json: the MAE's validation MSE
+    stationarity: pd.DataFrame | None  # stationarity.csv, summarised
+    timings: pd.DataFrame  # the DONE records' timings
+
+
+def read_segment_tables(rd: RunDir, segments: list[int]) -> SegmentTables:
+    regime_rows, rm, enc_rows, adf, timing_rows = [], [], [], [], []
+    for k in segments:
+        seg = rd.segment(k)
+        if seg.regime_stats.exists():
+            stats = json.loads(seg.regime_stats.read_text())
+            for st in stats["states"]:
+                regime_rows.append({"segment": k, "state": st["state"],
+                                    "volatility": st["volatility"],
+                                    "duration_h": st["expected_duration_h"],
+                                    "stationary_prob": st["stationary_prob"],
+                                    **{f"mean {c}": v for c, v in st["mean"].items()}})
+        if seg.regime_metrics.exists():
+            f = pd.read_csv(seg.regime_metrics)
+            f.insert(0, "segment", k)
+            rm.append(f)
+        if seg.encoder_report.exists():
+            r = json.loads(seg.encoder_report.read_text())
+            if "val_mse" in r:
+                enc_rows.append({"segment": k, "val_mse": r["val_mse"],
+                                 "window_mean_mse": r["window_mean_mse"],
+                                 "last_value_mse": r["last_value_mse"],
+                                 "epochs": r["epochs_run"]})
+        if seg.stationarity.exists():
+            adf.append(pd.read_csv(seg.stationarity, index_col=0))
+        timing_rows.append({"segment": k, **seg.done_meta().get("timings", {})})
+    return SegmentTables(
+        regimes=pd.DataFrame(regime_rows).set_index("segment") if regime_rows else None,
+        regime_metrics=pd.concat(rm).set_index("segment") if rm else None,
+        encoder=pd.DataFrame(enc_rows).set_index("segment") if enc_rows else None,
+        stationarity=stationarity_summary(adf),
+        timings=pd.DataFrame(timing_rows).set_index("segment"))
+
+
+@dataclass
+class ReportData:
+    """Everything the summary shows, read and computed: `render_summary` reads no file."""
+
+    cfg: Config
+    segments: list[int]
+    oos: pd.DataFrame  # the stitched OOS frame
+    table: pd.DataFrame  # metrics.csv
+    comparison: pd.DataFrame  # comparison.csv
+    gaps: list[str]
+    deflation: OOSDeflation
+    tuning: dict[str, Any] | None  # the tuning study's overfitting.json
+    diag: pd.DataFrame  # diagnostics.csv
+    verdict: str
+    sceptic: Sceptic
+    tables: SegmentTables
+    equity_plot: str | None  # the equity curve's file name, None when not plotted
+    tearsheet_error: str | None = None
+
+
 def write_report(cfg: Config, workdir: str | Path) -> dict[str, Any]:
-    """Rebuild every aggregate output from the finished segments; returns a small summary."""
+    """Rebuild every aggregate output from the finished segments; returns a small summary.
+
+    Steps: read the finished segments (`stitch`, `read_segment_tables`, their diagnostics),
+    register the run and count the runs over its OOS window (`oos_deflation`), compute the
+    tables and the evidence (`metrics_table`, `comparison_table`, `sceptic_evidence`), write
+    them, then render summary.md (`render_summary`, no file access) and report.html.
+    """
     workdir = Path(workdir)
     rd = RunDir(workdir)
     segments = rd.finished_segments()
     if not segments:
         log.warning("report: no finished segment in %s", workdir)
         return {"segments": []}
+    # read
     oos = stitch(workdir, segments)
+    tables = read_segment_tables(rd, segments)
+    diag = diagnostics.segment_diagnostics(rd, oos, segments)
+    tuning = tuning_overfitting(cfg.wfo.trial_log, workdir)
+    # register
     digest = (rd.config_digest.read_text().strip() if rd.config_digest.is_file()
               else cfg.digest())
     deflation = oos_deflation(workdir, oos, digest, cfg.run_name, segments,
                               registry.market_key(cfg.data))
-    tuning = tuning_overfitting(cfg.wfo.trial_log, workdir)
-    write_parquet(rd.oos, oos)
+    # compute
     table = metrics_table(oos, segments, deflation, cfg.env, seed=cfg.seed)
     comparison = comparison_table(oos)
+    sceptic = sceptic_evidence(cfg, workdir, oos, segments, comparison, table, deflation)
+    agg = table[table["segment"] == "all"].iloc[0].to_dict()
+    run_flags = diagnostics.flags_in(diag)
+    edge, verdict = diagnostics.verdict(agg, run_flags, deflation.n_runs)
+    # write
+    write_parquet(rd.oos, oos)
     write_atomic(rd.comparison, comparison.to_csv())
-    sceptic = _sceptic(cfg, workdir, oos, segments, comparison, table, deflation)
+    write_sceptic(rd, sceptic)
     write_atomic(rd.metrics, table.to_csv(index=False))
-    diag = diagnostics.segment_diagnostics(rd, oos, segments)
     write_atomic(rd.diagnostics, diag.to_csv())
-    gaps = _gaps(oos)
     title = f"{cfg.run_name}: walk-forward OOS, {len(segments)} segments"
     tearsheet_error = None
     if cfg.output.plots:
         plot_equity(oos, segments, rd.equity_png, title)
     if cfg.output.tearsheet:
         tearsheet_error = write_tearsheet(oos, rd.tearsheet, title)
-    agg_row = table[table["segment"] == "all"].iloc[0].to_dict()
-    run_flags = diagnostics.flags_in(diag)
-    edge, verdict = diagnostics.verdict(agg_row, run_flags, deflation.n_runs)
-    summary = _summary_md(cfg, workdir, segments, oos, table, comparison, gaps, deflation,
-                          tuning, tearsheet_error, diag, verdict, sceptic)
+    gaps = _gaps(oos)
+    data = ReportData(cfg=cfg, segments=segments, oos=oos, table=table, comparison=comparison,
+                      gaps=gaps, deflation=deflation, tuning=tuning, diag=diag,
+                      verdict=verdict, sceptic=sceptic, tables=tables,
+                      equity_plot=rd.equity_png.name if rd.equity_png.is_file() else None,
+                      tearsheet_error=tearsheet_error)
+    summary = render_summary(data)
     write_atomic(rd.summary, summary)
     from cryptorl_jax.backtest.html import write_report_html
 
     write_report_html(rd, summary, title)
-    agg = table[table["segment"] == "all"].iloc[0].to_dict()
     if cfg.output.tensorboard:
         _log_hparams(cfg, rd, agg)
     return {"segments": segments, "sharpe": agg["sharpe"], "total_return": agg["total_return"],
@@ -574,20 +666,18 @@ def _diagnostic_lines(diag: pd.DataFrame) -> list[str]:
             markdown_table(shown, ".3g"), ""]
 
 
-def _summary_md(cfg: Config, workdir: Path, segments: list[int], oos: pd.DataFrame,
-                table: pd.DataFrame, comparison: pd.DataFrame, gaps: list[str],
-                deflation: OOSDeflation, tuning: dict[str, Any] | None,
-                tearsheet_error: str | None, diag: pd.DataFrame, verdict: str,
-                sceptic: Sceptic) -> str:
+def render_summary(d: ReportData) -> str:
+    """summary.md from the report's data (no file is read)."""
+    cfg, oos, table, comparison, sceptic = d.cfg, d.oos, d.table, d.comparison, d.sceptic
     agg = table[table["segment"] == "all"].iloc[0]
-    contiguity = "contiguous" if not gaps else "NOT contiguous: " + "; ".join(gaps)
+    contiguity = "contiguous" if not d.gaps else "NOT contiguous: " + "; ".join(d.gaps)
     headline = comparison[[c for c in HEADLINE if c in comparison.columns]].rename(
         index=lambda n: BASELINE_LABELS.get(n, n))
-    equity = ([f"![equity curve (stitched OOS)]({RunDir(workdir).equity_png.name})", ""]
-              if RunDir(workdir).equity_png.is_file() else [])
-    lines = [f"# Walk-forward report: {cfg.run_name}", "", "## Verdict", "", verdict, "",
+    equity = ([f"![equity curve (stitched OOS)]({d.equity_plot})", ""]
+              if d.equity_plot else [])
+    lines = [f"# Walk-forward report: {cfg.run_name}", "", "## Verdict", "", d.verdict, "",
              *equity,
-             f"- segments finished: {segments}; OOS hours: {len(oos)} "
+             f"- segments finished: {d.segments}; OOS hours: {len(oos)} "
              f"({oos.index[0]} .. {oos.index[-1]})",
              f"- the OOS series is {contiguity}",
              f"- strategy = the ensemble of {cfg.train.n_seeds} seed(s): the equal-weight fund "
@@ -596,12 +686,12 @@ def _summary_md(cfg: Config, workdir: Path, segments: list[int], oos: pd.DataFra
              f"encoder mode `{cfg.encoder.mode}`, costs {cfg.env.fee_bps} + "
              f"{cfg.env.slippage_bps} bps per unit of turnover, financing "
              f"{100 * cfg.env.borrow_rate_annual:g} % a year on borrowed notional",
-             "", *_statistics_lines(agg, deflation, tuning),
+             "", *_statistics_lines(agg, d.deflation, d.tuning),
              *evidence.trial_lines(sceptic.count, sceptic.dsr, sceptic.dsr_effective),
              *evidence.rl_vs_baselines_lines(sceptic.baselines, sceptic.tests, markdown_table),
              *evidence.power_lines(sceptic.power, sceptic.count, len(oos) / PERIODS,
                                    markdown_table),
-             *_diagnostic_lines(diag),
+             *_diagnostic_lines(d.diag),
              "## Headline (stitched OOS, annualised at 8,760 hours)", "",
              markdown_table(headline), "", *_cost_lines(comparison, agg, cfg),
              *_seed_lines(comparison),
@@ -612,56 +702,21 @@ def _summary_md(cfg: Config, workdir: Path, segments: list[int], oos: pd.DataFra
                                                     "cost_per_year", "financing_per_year",
                                                     "psr", "timing_p_value"]]),
              ""]
-    rd = RunDir(workdir)
-    regime_rows = []
-    for k in segments:
-        p = rd.segment(k).regime_stats
-        if p.exists():
-            stats = json.loads(p.read_text())
-            for s in stats["states"]:
-                regime_rows.append({"segment": k, "state": s["state"],
-                                    "volatility": s["volatility"],
-                                    "duration_h": s["expected_duration_h"],
-                                    "stationary_prob": s["stationary_prob"],
-                                    **{f"mean {c}": v for c, v in s["mean"].items()}})
-    if regime_rows:
+    t = d.tables
+    if t.regimes is not None:
         lines += ["## Fitted regimes (HMM on train rows; state 0 = calmest)", "",
-                  markdown_table(pd.DataFrame(regime_rows).set_index("segment")), ""]
-    rm = []
-    for k in segments:
-        p = rd.segment(k).regime_metrics
-        if p.exists():
-            f = pd.read_csv(p)
-            f.insert(0, "segment", k)
-            rm.append(f)
-    if rm:
-        frame = pd.concat(rm).set_index("segment")
+                  markdown_table(t.regimes), ""]
+    if t.regime_metrics is not None:
         lines += ["## OOS performance by filtered regime", "",
-                  markdown_table(frame[["regime", "share_of_hours", "total_return", "sharpe",
-                                    "max_drawdown"]]), ""]
-    enc_rows = []
-    for k in segments:
-        p = rd.segment(k).encoder_report
-        if p.exists():
-            r = json.loads(p.read_text())
-            if "val_mse" in r:
-                enc_rows.append({"segment": k, "val_mse": r["val_mse"],
-                                 "window_mean_mse": r["window_mean_mse"],
-                                 "last_value_mse": r["last_value_mse"],
-                                 "epochs": r["epochs_run"]})
-    if enc_rows:
+                  markdown_table(t.regime_metrics[["regime", "share_of_hours", "total_return",
+                                                   "sharpe", "max_drawdown"]]), ""]
+    if t.encoder is not None:
         lines += ["## MAE encoder: validation masked-token MSE vs baselines", "",
-                  markdown_table(pd.DataFrame(enc_rows).set_index("segment")), ""]
-    st = _stationarity_summary(workdir, segments)
-    if st is not None:
+                  markdown_table(t.encoder), ""]
+    if t.stationarity is not None:
         lines += ["## Stationarity of the features (ADF, train rows of each segment)", "",
-                  markdown_table(st), ""]
-    timing_rows = []
-    for k in segments:
-        done = rd.segment(k).done_meta()
-        timing_rows.append({"segment": k, **done.get("timings", {})})
-    lines += ["## Timings (seconds)", "", markdown_table(pd.DataFrame(timing_rows)
-                                                     .set_index("segment"), ".3g"), ""]
+                  markdown_table(t.stationarity), ""]
+    lines += ["## Timings (seconds)", "", markdown_table(t.timings, ".3g"), ""]
     files = ["config.yaml", "run_info.json", "metrics.csv", "comparison.csv",
              "diagnostics.csv", "power.csv", "oos_returns.parquet", "report.html"]
     if not sceptic.baselines.empty:
@@ -671,7 +726,7 @@ def _summary_md(cfg: Config, workdir: Path, segments: list[int], oos: pd.DataFra
     if cfg.output.plots:
         files.append("equity_curve.png")
     if cfg.output.tearsheet:
-        files.append("tearsheet.html" if tearsheet_error is None else
-                     f"tearsheet.html NOT written ({tearsheet_error})")
+        files.append("tearsheet.html" if d.tearsheet_error is None else
+                     f"tearsheet.html NOT written ({d.tearsheet_error})")
     lines += ["## Files", "", *[f"- {f}" for f in files], ""]
     return "\n".join(lines)
