@@ -30,7 +30,6 @@ test_start - 1 .. test_end - 2, so the OOS returns are exactly the test rows' re
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import platform
@@ -49,7 +48,7 @@ from cryptorl_jax import provenance
 from cryptorl_jax.backtest import oos as oos_lib
 from cryptorl_jax.backtest import strategies
 from cryptorl_jax.backtest.metrics import regime_metrics
-from cryptorl_jax.config import Config, ConfigError
+from cryptorl_jax.config import Config, ConfigError, identity
 from cryptorl_jax.features import adf_table
 from cryptorl_jax.hooks import NO_HOOKS, Hooks
 from cryptorl_jax.io import write_atomic, write_json, write_parquet
@@ -309,14 +308,9 @@ class RunResult:
 
 
 def run_config(cfg: Config) -> Config:
-    """The config that identifies a run: which segments THIS process runs, and whether it
-    shows progress bars, are left out, so processes given disjoint --segments share a run; so is
-    the `study` section (adding a run to a study does not change the runs it already holds)."""
-    from cryptorl_jax.config import StudyConfig
-
-    return dataclasses.replace(cfg, wfo=dataclasses.replace(cfg.wfo, segments=None),
-                               output=dataclasses.replace(cfg.output, progress=True),
-                               study=StudyConfig())
+    """The config that identifies a run (`config.identity`): which segments THIS process runs,
+    whether it shows progress bars and the `study` section are left out."""
+    return identity(cfg)
 
 
 def _check_run_config(cfg: Config, rd: RunDir) -> None:

@@ -99,6 +99,7 @@ from cryptorl_jax.walkforward.tuning.storage import (  # noqa: F401 (re-exported
     TRIAL_LOG,
     VAL_RETURNS,
     export_best,
+    legacy_study_digest,
     make_storage,
     storage_lock,
     study_digest,
@@ -272,6 +273,9 @@ def run_study(cfg: Config, n_trials: int, storage: str | None = None,
                                     pruner=pruner or default_pruner(cfg))
         digest = study_digest(cfg)
         held = study.user_attrs.get("base_config_digest")
+        if held is not None and held != digest and held == legacy_study_digest(cfg):
+            study.set_user_attr("base_config_digest", digest)  # a study from before identity
+            held = digest
         if held is None:
             study.set_user_attr("base_config_digest", digest)
             study.set_user_attr("base_config", cfg.to_dict())

@@ -254,3 +254,21 @@ def test_an_unquoted_date_is_read_as_its_iso_text():
     """YAML turns `--set data.start=2024-01-01` (or an unquoted date in a file) into a date."""
     cfg = load_config(None, ["data.start=2024-01-01", "data.end=2024-03-10T12:00:00"])
     assert cfg.data.start == "2024-01-01" and cfg.data.end.startswith("2024-03-10")
+
+
+def test_one_identity_for_runs_registry_and_studies():
+    """config.identity: what says how THIS process runs is left out of a run's identity (and
+    for a study also the output section and the trial log); anything computed is in it."""
+    from cryptorl_jax.config import identity, load_config, with_overrides
+
+    cfg = load_config(None)
+    local = with_overrides(cfg, ["wfo.segments=[1]", "output.progress=false",
+                                 "study.doc=x.md"])
+    assert identity(local) == identity(cfg) and identity(local).digest() == identity(cfg).digest()
+    reporting = with_overrides(cfg, ["output.tearsheet=false", "wfo.trial_log=t.jsonl"])
+    assert identity(reporting) != identity(cfg)  # a run's report and DSR read them
+    assert identity(reporting, study=True) == identity(cfg, study=True)
+    for key in ("env.fee_bps=9", "tqc.gamma=0.9", "seed=3", "wfo.train_months=6"):
+        moved = with_overrides(cfg, [key])
+        assert identity(moved).digest() != identity(cfg).digest(), key
+        assert identity(moved, study=True).digest() != identity(cfg, study=True).digest(), key

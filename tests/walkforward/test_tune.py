@@ -510,3 +510,22 @@ def test_both_executors_implement_the_one_interface():
         want = list(inspect.signature(getattr(Executor, name)).parameters)
         assert list(inspect.signature(getattr(RayExecutor, name)).parameters) == want, name
         assert list(inspect.signature(getattr(LocalExecutor, name)).parameters) == want, name
+
+
+def test_a_study_recorded_with_the_legacy_digest_resumes(cfg, market, tmp_path, monkeypatch):
+    """Studies from before config.identity hold the old digest of their base config: they
+    resume (the stored digest is brought up to date); another base config is still refused."""
+    storage = f"sqlite:///{tmp_path}/study.db"
+    old = optuna.create_study(storage=storage, study_name="tiny-tune", direction="maximize")
+    old.set_user_attr("base_config_digest", tune.legacy_study_digest(cfg))
+
+    def diverge(*a, **k):
+        raise TrainingDivergedError("NaN")
+
+    monkeypatch.setattr(tuning_trials, "validate_segment", diverge)
+    tune.run_study(cfg, 1, workdir=tmp_path, market=market, progress=False)
+    study = optuna.load_study(study_name="tiny-tune", storage=storage)
+    assert study.user_attrs["base_config_digest"] == tune.study_digest(cfg)
+    with pytest.raises(ConfigError, match="different base config"):
+        tune.run_study(with_overrides(cfg, ["env.fee_bps=9"]), 1, workdir=tmp_path,
+                       market=market, progress=False)

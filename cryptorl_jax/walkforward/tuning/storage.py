@@ -18,6 +18,7 @@ import numpy as np
 from cryptorl_jax.backtest.overfitting import selection_overfitting
 from cryptorl_jax.config import (
     Config,
+    identity,
     load_config,
     with_overrides,
 )
@@ -91,12 +92,17 @@ def storage_lock(url: str) -> Iterator[None]:
 
 
 def study_digest(cfg: Config) -> str:
-    """Hash of the base config a study tunes (output settings and wfo.trial_log left out)."""
+    """The digest of the base config a study tunes: `config.identity(cfg, study=True)`."""
+    return identity(cfg, study=True).digest()
+
+
+def legacy_study_digest(cfg: Config) -> str:
+    """The digest studies recorded before `config.identity` (the output section and
+    wfo.trial_log removed from the dict, not reset): accepted when such a study resumes."""
     raw = cfg.to_dict()
     raw.pop("output", None)
     raw["wfo"].pop("trial_log", None)
     return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
 
 
 def trial_record(trial: Any) -> dict[str, Any]:
