@@ -42,6 +42,7 @@ import pandas as pd
 from cryptorl_jax.backtest.diagnostics import seed_columns
 from cryptorl_jax.backtest.metrics import sharpe
 from cryptorl_jax.config import Config, ConfigError, with_overrides
+from cryptorl_jax.walkforward.executor import Executor
 
 log = logging.getLogger("cryptorl_jax.power")
 
@@ -356,7 +357,7 @@ def _baseline_lines(summary: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
 
 def run_power(cfg: Config, out_dir: str | Path, families: Sequence[str],
               strengths: Sequence[float], repeats: int | Mapping[str, int], *, resume: bool = False,
-              progress: bool | None = None, executor: Any = None,
+              progress: bool | None = None, executor: Executor | None = None,
               doc: str | Path | None = None, command: str = "") -> PowerResult:
     """Run (or resume) the power study and write its outputs (module docstring)."""
     from cryptorl_jax.io import write_atomic
