@@ -141,7 +141,6 @@ class StudyResult:
     overfitting: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-
 def _sequential_trial(cfg: Config, market: pd.DataFrame, segments: list[Segment], study: Any,
                       workdir: Path, study_name: str, progress: bool, keep_dir: bool) -> int:
     """Ask one trial, train it alone with live pruning, record it; returns its number. An
@@ -166,7 +165,6 @@ def _sequential_trial(cfg: Config, market: pd.DataFrame, segments: list[Segment]
     return trial.number
 
 
-
 def _population_trials(cfg: Config, market: pd.DataFrame, segments: list[Segment], study: Any,
                        workdir: Path, population: int, n_trials: int, executor: Executor,
                        trial_log: Path) -> list[int]:
@@ -180,7 +178,13 @@ def _population_trials(cfg: Config, market: pd.DataFrame, segments: list[Segment
     while left > 0 or in_flight:
         while left > 0 and len(in_flight) < executor.slots:
             batch = _ask(study, min(population, left))
-            overrides = [begin_trial(cfg, t, population) for t in batch]
+            try:
+                overrides = [begin_trial(cfg, t, population) for t in batch]
+            except ConfigError as exc:  # a bad combination: no trial stays RUNNING
+                for trial in batch:
+                    trial.set_user_attr("error", error_text(exc))
+                    tell_trial(study, trial, None, "FAIL")
+                raise
             handle = executor.submit_batch(cfg, market, segments, overrides, population,
                                            workdir / "trials" / f"batch_{batch[0].number}")
             in_flight.append((batch, overrides, handle))
@@ -205,12 +209,10 @@ def _population_trials(cfg: Config, market: pd.DataFrame, segments: list[Segment
     return ran
 
 
-
 def _ask(study: Any, n: int) -> list[Any]:
     with warnings.catch_warnings():  # the heartbeat is optimize()'s; ask/tell here
         warnings.filterwarnings("ignore", message="Heartbeat of storage")
         return [study.ask() for _ in range(n)]
-
 
 
 def run_study(cfg: Config, n_trials: int, storage: str | None = None,

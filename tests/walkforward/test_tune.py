@@ -529,3 +529,18 @@ def test_a_study_recorded_with_the_legacy_digest_resumes(cfg, market, tmp_path, 
     with pytest.raises(ConfigError, match="different base config"):
         tune.run_study(with_overrides(cfg, ["env.fee_bps=9"]), 1, workdir=tmp_path,
                        market=market, progress=False)
+
+
+def test_a_population_batch_with_a_bad_combination_leaves_no_trial_running(market, tmp_path,
+                                                                             monkeypatch):
+    cfg = load_config(None, [*TINY_WFO, HYPER_SPACE, "tune.segments=[0]"])
+
+    def bad(c, overrides):
+        raise ConfigError("tqc.gamma", "a bad combination")
+
+    monkeypatch.setattr(tuning_trials, "with_overrides", bad)
+    with pytest.raises(ConfigError, match="a bad combination"):
+        tune.run_study(cfg, 2, workdir=tmp_path, market=market, progress=False, population=2)
+    study = optuna.load_study(study_name="tiny-tune", storage=f"sqlite:///{tmp_path}/study.db")
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
+    assert all("a bad combination" in t.user_attrs["error"] for t in study.trials)

@@ -4,7 +4,6 @@ trial's sampled values as dotted overrides, and the keys population mode may sea
 from __future__ import annotations
 
 import dataclasses
-import logging
 import types
 from collections.abc import Sequence
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -16,8 +15,6 @@ from cryptorl_jax.config import (
     with_overrides,
 )
 from cryptorl_jax.training.spec import HYPER_KEYS, enters_the_step, is_hyper_key
-
-log = logging.getLogger("cryptorl_jax.tune")
 
 
 def _field_type(key: str) -> Any:
@@ -31,14 +28,12 @@ def _field_type(key: str) -> Any:
     return tp
 
 
-
 def _accepts(tp: Any, kind: type) -> bool:
     if tp is kind:
         return True
     if get_origin(tp) in (Union, types.UnionType):
         return any(_accepts(a, kind) for a in get_args(tp))
     return False
-
 
 
 def override_text(key: str, value: Any) -> str:
@@ -50,7 +45,6 @@ def override_text(key: str, value: Any) -> str:
     else:
         text = str(value)
     return f"{key}={text}"
-
 
 
 def check_space(cfg: Config) -> None:
@@ -87,7 +81,6 @@ def check_space(cfg: Config) -> None:
                                   src) from None
 
 
-
 def suggest_overrides(trial: Any, space: Sequence[SearchParam]) -> list[str]:
     """Sample every dimension of the space with the trial; returns dotted overrides."""
     out = []
@@ -101,7 +94,6 @@ def suggest_overrides(trial: Any, space: Sequence[SearchParam]) -> list[str]:
                                         log=p.type == "loguniform")
         out.append(override_text(p.key, value))
     return out
-
 
 
 def check_population_space(cfg: Config) -> None:

@@ -5,7 +5,6 @@ validation backtest that scores it."""
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +30,8 @@ from cryptorl_jax.walkforward.pipeline import (
 )
 from cryptorl_jax.walkforward.segments import Segment
 
-log = logging.getLogger("cryptorl_jax.tune")
-
-
 SCORE_KEYS = ("sharpe", "sortino", "total_return", "calmar", "max_drawdown", "cagr",
               "volatility", "turnover", "exposure")
-
 
 
 @dataclass(frozen=True)
@@ -57,7 +52,6 @@ class NestedSplit:
         """A Segment whose train rows are the inner train and whose test rows are validation."""
         return Segment(self.segment, self.fit_start, self.inner_train_end, self.val_start,
                        self.val_end)
-
 
 
 def nested_split(cfg: Config, seg: Segment, offset: int = 0) -> NestedSplit:
@@ -87,13 +81,11 @@ def nested_split(cfg: Config, seg: Segment, offset: int = 0) -> NestedSplit:
     return NestedSplit(seg.index, fit_start, inner_end, val_start, seg.train_end)
 
 
-
 def cut_run(cfg: Config, market: pd.DataFrame, end: int) -> RunData:
     """RunData of a copy of market rows [0, end): later rows do not exist for what follows."""
     cut = market.iloc[:end].copy()
     cut.attrs = dict(market.attrs)
     return RunData.build(cfg, cut, layout=False)
-
 
 
 @dataclass
@@ -104,7 +96,6 @@ class TrialInputs:
     inputs: SegmentInputs  # prepare_segment on the inner segment (its run: the cut market)
 
 
-
 def trial_run(cfg: Config, market: pd.DataFrame, seg: Segment) -> tuple[RunData, NestedSplit]:
     """The market cut at seg's train end (nothing at or after it exists) and the nested split."""
     run = cut_run(cfg, market, seg.train_end)
@@ -113,13 +104,11 @@ def trial_run(cfg: Config, market: pd.DataFrame, seg: Segment) -> tuple[RunData,
     return run, split
 
 
-
 def _check_cut(sm: Any, run: RunData, seg: Segment) -> None:
     if not sm.matrix.shape[0] == len(run.market) == seg.train_end:  # nothing after train_end
         raise RuntimeError(f"segment {seg.index}: the trial's feature matrix has "
                            f"{sm.matrix.shape[0]} rows, expected exactly the {seg.train_end} "
                            "rows before the train end")
-
 
 
 def segment_inputs(cfg: Config, market: pd.DataFrame, seg: Segment, workdir: Path,
@@ -131,7 +120,6 @@ def segment_inputs(cfg: Config, market: pd.DataFrame, seg: Segment, workdir: Pat
                              SegmentControls(progress=progress))
     _check_cut(inputs.sm, run, seg)
     return TrialInputs(split=split, inputs=inputs)
-
 
 
 def scores_of(frame: pd.DataFrame, split: NestedSplit, chunks: int) -> dict[str, Any]:
@@ -148,7 +136,6 @@ def scores_of(frame: pd.DataFrame, split: NestedSplit, chunks: int) -> dict[str,
     return out
 
 
-
 def score_agents(cfg: Config, trial: TrialInputs, seg: Segment, trainer: Any, rollout: Any,
                  agents: Any, chunks: int) -> dict[str, Any]:
     """The validation backtest of some agents trained on the trial's inputs (population mode:
@@ -158,7 +145,6 @@ def score_agents(cfg: Config, trial: TrialInputs, seg: Segment, trainer: Any, ro
                           split.val_start, split.val_end, rollout,
                           baseline_seed=cfg.seed * 1000 + seg.index)
     return scores_of(frame, split, chunks)
-
 
 
 def validate_segment(cfg: Config, market: pd.DataFrame, seg: Segment, workdir: Path, *,
@@ -178,13 +164,11 @@ def validate_segment(cfg: Config, market: pd.DataFrame, seg: Segment, workdir: P
     return scores_of(outcome.oos, split, len(outcome.train.history))
 
 
-
 def wfo_layout(cfg: Config, market: pd.DataFrame) -> list[Segment]:
     """Every walk-forward segment of the data (wfo.segments / max_segments not applied)."""
     layout_cfg = dataclasses.replace(cfg, wfo=dataclasses.replace(cfg.wfo, segments=None,
                                                                   max_segments=None))
     return prepare_run(layout_cfg, market).segments
-
 
 
 def outer_segments(cfg: Config, market: pd.DataFrame,
@@ -196,7 +180,6 @@ def outer_segments(cfg: Config, market: pd.DataFrame,
         raise ConfigError("tune.segments", f"segment(s) {bad or '[]'} do not exist: the data "
                           f"holds segments 0..{len(segments) - 1}", cfg.source)
     return [segments[k] for k in sorted(set(cfg.tune.segments))]
-
 
 
 def seen_by_tuning(layout: list[Segment], tuned: list[Segment]) -> list[int]:

@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import logging
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,27 +22,12 @@ from cryptorl_jax.config import (
     with_overrides,
 )
 from cryptorl_jax.io import write_atomic, write_json
-from cryptorl_jax.walkforward.tuning.space import (
-    override_text,
-)
-
-log = logging.getLogger("cryptorl_jax.tune")
-
+from cryptorl_jax.walkforward.tuning.space import override_text
 
 TRIAL_LOG = "trials.jsonl"
-
-
-
 BEST_CONFIG = "best.yaml"
-
-
-
 OVERFITTING = "overfitting.json"
-
-
-
 VAL_RETURNS = "val_returns"  # trial user attr: {segment: [hourly validation returns]}
-
 
 
 def make_storage(url: str) -> Any:
@@ -61,7 +45,6 @@ def make_storage(url: str) -> Any:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=60,
                                           grace_period=180)
-
 
 
 @contextlib.contextmanager
@@ -88,7 +71,6 @@ def storage_lock(url: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
 
 
 def study_digest(cfg: Config) -> str:
@@ -130,7 +112,6 @@ def trial_record(trial: Any) -> dict[str, Any]:
     }
 
 
-
 def write_trial_log(study: Any, path: Path) -> int:
     """Rebuild the JSONL trial log from the storage (atomic replace); returns its line count."""
     finished = [t for t in study.get_trials(deepcopy=False)
@@ -142,12 +123,10 @@ def write_trial_log(study: Any, path: Path) -> int:
     return len(lines)
 
 
-
 def _json_default(x: Any) -> Any:
     if isinstance(x, (np.floating, np.integer)):
         return x.item()
     return str(x)
-
 
 
 def export_best(cfg: Config, trial: Any, path: Path, trial_log: Path, study_name: str,
@@ -169,7 +148,6 @@ def export_best(cfg: Config, trial: Any, path: Path, trial_log: Path, study_name
     return loaded
 
 
-
 def trials_tried(trials: Sequence[Any]) -> list[Any]:
     """The trials that count in the N of the deflation: finished COMPLETE or PRUNED, and FAIL
     trials that failed on their own configuration (a caught error, e.g. divergence), not a
@@ -178,14 +156,12 @@ def trials_tried(trials: Sequence[Any]) -> list[Any]:
             or (t.state.name == "FAIL" and t.user_attrs.get("error"))]
 
 
-
 def _validation_series(trial: Any) -> np.ndarray | None:
     per_segment = trial.user_attrs.get(VAL_RETURNS)
     if not per_segment:
         return None
     return np.concatenate([np.asarray(per_segment[k], dtype=np.float64)
                            for k in sorted(per_segment, key=int)])
-
 
 
 def study_overfitting(study: Any, cfg: Config) -> dict[str, Any]:
@@ -204,7 +180,6 @@ def study_overfitting(study: Any, cfg: Config) -> dict[str, Any]:
                                  n_pruned=sum(t.state.name == "PRUNED" for t in tried),
                                  n_failed=sum(t.state.name == "FAIL" for t in tried),
                                  pbo_blocks=cfg.tune.pbo_blocks)
-
 
 
 def write_overfitting(study: Any, cfg: Config, path: Path) -> dict[str, Any]:

@@ -29,23 +29,18 @@ from cryptorl_jax.walkforward.pipeline import (
     segment_key,
 )
 from cryptorl_jax.walkforward.segments import Segment
-from cryptorl_jax.walkforward.tuning.space import (
-    suggest_overrides,
-)
+from cryptorl_jax.walkforward.tuning.space import suggest_overrides
 from cryptorl_jax.walkforward.tuning.split import (
     score_agents,
     segment_inputs,
     validate_segment,
 )
-from cryptorl_jax.walkforward.tuning.storage import (
-    VAL_RETURNS,
-)
+from cryptorl_jax.walkforward.tuning.storage import VAL_RETURNS
 
 log = logging.getLogger("cryptorl_jax.tune")
 
 
 PRUNE_METRIC = "pnl"  # train() history key fed to the pruner
-
 
 
 def score(metrics: dict[str, Any], metric: str) -> float:
@@ -62,11 +57,9 @@ def score(metrics: dict[str, Any], metric: str) -> float:
                      "that is not flat")
 
 
-
 def _chunks_per_segment(cfg: Config) -> int:
     t = cfg.train
     return math.ceil(t.total_env_steps / (t.steps_per_chunk * t.n_envs))
-
 
 
 def default_pruner(cfg: Config) -> Any:
@@ -80,14 +73,12 @@ def default_pruner(cfg: Config) -> Any:
                                        n_warmup_steps=max(random_chunks + 1, n // 2))
 
 
-
 def tell_trial(study: Any, trial: Any, value: float | None, state: str) -> None:
     import optuna
 
     states = {"COMPLETE": optuna.trial.TrialState.COMPLETE,
               "PRUNED": optuna.trial.TrialState.PRUNED, "FAIL": optuna.trial.TrialState.FAIL}
     study.tell(trial, value if state == "COMPLETE" else None, state=states[state])
-
 
 
 @dataclass
@@ -105,7 +96,6 @@ class TrialOutcome:
     error: str | None = None
 
 
-
 @dataclass
 class BatchOutcome:
     """The outcomes of one batch of trials, in the order of their overrides."""
@@ -113,15 +103,12 @@ class BatchOutcome:
     trials: list[TrialOutcome]
 
 
-
 class _Stopped(Exception):
     """Raised through train() by a trial's per-chunk callback that stops it."""
 
 
-
 def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:2000]
-
 
 
 def train_trials(cfg: Config, market: pd.DataFrame, segments: list[Segment],
@@ -149,7 +136,6 @@ def train_trials(cfg: Config, market: pd.DataFrame, segments: list[Segment],
     finally:
         if not keep_dir:
             shutil.rmtree(workdir, ignore_errors=True)
-
 
 
 def _train_alone(cfg: Config, market: pd.DataFrame, segments: list[Segment],
@@ -180,7 +166,6 @@ def _train_alone(cfg: Config, market: pd.DataFrame, segments: list[Segment],
     except (TrainingDivergedError, ConfigError) as exc:
         out.error = error_text(exc)
     return out
-
 
 
 def _train_population(cfg: Config, market: pd.DataFrame, segments: list[Segment],
@@ -233,7 +218,6 @@ def _train_population(cfg: Config, market: pd.DataFrame, segments: list[Segment]
     return BatchOutcome(outs)
 
 
-
 def begin_trial(cfg: Config, trial: Any, population: int | None) -> list[str]:
     """Suggest the trial's values (Optuna's ask side) and record them as user attrs. Returns its
     overrides. In population mode a bad combination fails here, before any training."""
@@ -253,7 +237,6 @@ def begin_trial(cfg: Config, trial: Any, population: int | None) -> list[str]:
     return ov
 
 
-
 def record_trial(cfg: Config, study: Any, trial: Any, overrides: list[str],
                  outcome: TrialOutcome, segments: list[Segment], *, live: bool) -> str:
     """Tell Optuna one trial's outcome; returns the state told.
@@ -263,16 +246,13 @@ def record_trial(cfg: Config, study: Any, trial: Any, overrides: list[str],
     s // chunks) keeps the scores of the segments before pos and is told PRUNED, exactly as if
     it had been stopped while training (its slot computed to the end either way).
     """
-    if outcome.scores and (outcome.error is not None or outcome.stopped_at is not None):
-        trial.set_user_attr("segment_scores", outcome.scores)
     if outcome.error is not None:
+        if outcome.scores:  # the segments it finished before the error
+            trial.set_user_attr("segment_scores", outcome.scores)
         trial.set_user_attr("error", outcome.error)
         tell_trial(study, trial, None, "FAIL")
         return "FAIL"
-    try:
-        n_chunks = _chunks_per_segment(with_overrides(cfg, overrides))
-    except ConfigError:
-        n_chunks = _chunks_per_segment(cfg)
+    n_chunks = _chunks_per_segment(with_overrides(cfg, overrides))  # it trained: it is valid
     pruned_at = outcome.stopped_at
     if not live:
         for step, value in outcome.intermediate:
