@@ -214,8 +214,21 @@ def _fsync_dir(folder: Path) -> None:
 
 def _merge_and_write(path: Path, existing: pd.DataFrame | None, new_raw: pd.DataFrame,
                      what: str) -> DownloadResult:
-    """Append the new bars after the file's last bar, validate everything, write atomically."""
+    """Append the new bars after the file's last bar, validate everything, write atomically.
+
+    The downloaded bars are put in time order first and a bar served twice with the same
+    values is kept once (a repeated or out-of-order page); two different bars with one
+    timestamp are refused by the validation, which names them.
+    """
     n_existing = 0 if existing is None else len(existing)
+    if len(new_raw):
+        ts = pd.to_datetime(new_raw["timestamp"], utc=True, errors="coerce")
+        if not ts.isna().any():
+            new_raw = new_raw.iloc[np.argsort(ts.to_numpy(), kind="stable")]
+            same = new_raw.astype(str).duplicated(keep="first").to_numpy()
+            if same.any():
+                log.info("%s: %d bars were served twice; kept once", what, int(same.sum()))
+            new_raw = new_raw[~same].reset_index(drop=True)
     if existing is not None and len(new_raw):
         new_ts = pd.DatetimeIndex(pd.to_datetime(new_raw["timestamp"], utc=True))
         old = np.asarray(new_ts <= existing.index[-1])

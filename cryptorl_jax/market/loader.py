@@ -19,6 +19,7 @@ import logging
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -269,8 +270,17 @@ def _check_traded_gaps(placed: pd.DatetimeIndex, max_fill: int, source: str) -> 
 
 
 def align_assets(raw: Mapping[str, pd.DataFrame], data_config: DataConfig,
-                 sources: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """Align validated per-asset OHLCV frames on the traded asset's hourly close-time grid."""
+                 sources: Mapping[str, str] | None = None, *,
+                 end_on: Literal["common", "traded"] = "common") -> pd.DataFrame:
+    """Align validated per-asset OHLCV frames on the traded asset's hourly close-time grid.
+
+    The grid ends at the last hour every asset has reached (`end_on` "common": a backtest's
+    window) or at the traded asset's last bar ("traded": live bars, where a closed market's
+    last bar is hours old); the other assets are then forward-filled up to
+    data.max_stale_hours, as inside the window, and NaN beyond.
+    """
+    if end_on not in ("common", "traded"):
+        raise ValueError(f"end_on must be 'common' or 'traded', got {end_on!r}")
     _check_lags(data_config)
     sources = dict(sources or {})
     specs = {a.name: a for a in data_config.assets}
@@ -284,7 +294,8 @@ def align_assets(raw: Mapping[str, pd.DataFrame], data_config: DataConfig,
 
     # Common window: every asset has had a bar by `start`, and none has ended before `end`.
     start = max(p.index[0] for p in placed.values())
-    end = min(p.index[-1] for p in placed.values())
+    end = (placed[traded].index[-1] if end_on == "traded"
+           else min(p.index[-1] for p in placed.values()))
     if data_config.start is not None:
         start = max(start, pd.Timestamp(data_config.start, tz="UTC").ceil("h"))
     if data_config.end is not None:
@@ -386,7 +397,7 @@ def _read_combined(path: Path, data_config: DataConfig) -> dict[str, pd.DataFram
     return out
 
 
-def _cache_key(data_config: DataConfig, files: list[Path]) -> str:
+def _cache_key(data_config: DataConfig, files: list[Path], end_on: str = "common") -> str:
     """Hash of the loader version, every DataConfig field and the input files' bytes.
 
     `repr(data_config)` spells out every field of every AssetSpec, so the assets'
@@ -396,6 +407,8 @@ def _cache_key(data_config: DataConfig, files: list[Path]) -> str:
     h = hashlib.sha256()
     h.update(_LOADER_VERSION.encode())
     h.update(repr(data_config).encode())
+    if end_on != "common":  # the key of every earlier cache file stays what it was
+        h.update(f"end_on={end_on}".encode())
     for f in files:
         h.update(str(f.name).encode())
         with open(f, "rb") as fh:
@@ -404,11 +417,14 @@ def _cache_key(data_config: DataConfig, files: list[Path]) -> str:
     return h.hexdigest()[:20]
 
 
-def load_market(data_config: DataConfig) -> pd.DataFrame:
+def load_market(data_config: DataConfig, *,
+                end_on: Literal["common", "traded"] = "common") -> pd.DataFrame:
     """Read, validate and align the configured assets; the result is cached as Parquet.
 
     Columns `<ASSET>_<field>` for field in open, high, low, close, volume, fresh; a UTC hourly
     DatetimeIndex of bar close times (see the module docstring for the time convention).
+    `end_on` "traded" ends the grid at the traded asset's last bar (`align_assets`; paper
+    trading's live bars).
     """
     if data_config.combined_file is not None:
         files = [_resolve(data_config, data_config.combined_file)]
@@ -420,7 +436,7 @@ def load_market(data_config: DataConfig) -> pd.DataFrame:
                                       f"cwd={Path.cwd()})")
     cache_path = None
     if data_config.cache_dir:
-        key = _cache_key(data_config, files)
+        key = _cache_key(data_config, files, end_on)
         cache_path = Path(data_config.cache_dir) / f"market_{key}.parquet"
         if cache_path.is_file():
             try:
@@ -439,7 +455,7 @@ def load_market(data_config: DataConfig) -> pd.DataFrame:
     else:
         raw = {a.name: load_ohlcv(f) for a, f in zip(data_config.assets, files)}
         sources = {a.name: str(f) for a, f in zip(data_config.assets, files)}
-    frame = align_assets(raw, data_config, sources)
+    frame = align_assets(raw, data_config, sources, end_on=end_on)
     frame.index = frame.index.as_unit("ns")
     log.info("market: %d hourly rows %s .. %s, assets %s", len(frame),
              frame.index[0].isoformat(), frame.index[-1].isoformat(),

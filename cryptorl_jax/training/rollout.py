@@ -19,6 +19,13 @@ from cryptorl_jax.env import accounting, trading
 from cryptorl_jax.training.train import TrainData, Trainer
 
 
+def policy_action(policy, observe, book: accounting.Book) -> jnp.ndarray:
+    """The action a_t chosen at the close of book.t: the policy on the window that ends at t
+    and on the book's own state, clipped to [-1, 1]. The rollout's step and paper trading's
+    decision are both this function."""
+    return jnp.clip(policy(observe(book.t, trading.book_agent_state(book))), -1.0, 1.0)
+
+
 def policy_rollout(policy, observe, params: trading.EnvParams, market: trading.MarketData,
                    first_row, n_steps: int, cost_rate=None):
     """Scan `policy(observe(t, agent_vector))` from a flat book at `first_row` for n_steps.
@@ -28,13 +35,52 @@ def policy_rollout(policy, observe, params: trading.EnvParams, market: trading.M
     """
 
     def body(book: accounting.Book, _):
-        action = jnp.clip(policy(observe(book.t, trading.book_agent_state(book))), -1.0, 1.0)
+        action = policy_action(policy, observe, book)
         acc, book, _ = trading.market_step(params, market, book, action, cost_rate)
         return book, (action, acc)
 
     start = accounting.Book.start(first_row, market.log_returns.dtype)
     _, (actions, acc) = jax.lax.scan(body, start, None, length=n_steps)
     return actions, acc
+
+
+def _single_policy(trainer: Trainer):
+    act = trainer.tqc.act_deterministic
+
+    def single(agent: TQCState, obs):
+        batched = jax.tree.map(lambda x: x[None], obs)
+        return act(agent, batched)[0, 0]
+
+    return single
+
+
+def make_stepper(trainer: Trainer):
+    """The rollout's scan body cut at the hour: (decide, realise), both jitted.
+
+    decide(agents [S], data, books [S]) -> actions [S]: each seed's `policy_action` at its
+    book's row; realise(data, books [S], actions [S]) -> books [S] one row later
+    (`trading.market_step`, the rollout's accounting at 1x costs). Stepping decide then
+    realise row by row gives the rollout's actions exactly (paper trading, tests/paper).
+    """
+    params = trainer.env_params
+    single = _single_policy(trainer)
+
+    @jax.jit
+    def decide(agents: TQCState, data: TrainData, books: accounting.Book):
+        def one(agent, book):
+            return policy_action(partial(single, agent), partial(trainer.observe, data), book)
+
+        return jax.vmap(one)(agents, books)
+
+    @jax.jit
+    def realise(data: TrainData, books: accounting.Book, actions):
+        def one(book, action):
+            _, nxt, _ = trading.market_step(params, data.market, book, action)
+            return nxt
+
+        return jax.vmap(one)(books, actions)
+
+    return decide, realise
 
 
 def make_rollout(trainer: Trainer):
@@ -47,11 +93,7 @@ def make_rollout(trainer: Trainer):
     realises r_{first_row + i + 1}.
     """
     params = trainer.env_params
-    act = trainer.tqc.act_deterministic
-
-    def single(agent: TQCState, obs):
-        batched = jax.tree.map(lambda x: x[None], obs)
-        return act(agent, batched)[0, 0]
+    single = _single_policy(trainer)
 
     @partial(jax.jit, static_argnames=("n_steps",))
     def rollout(agents: TQCState, data: TrainData, first_row, n_steps: int,

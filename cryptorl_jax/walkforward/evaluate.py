@@ -35,7 +35,7 @@ class EvalResult:
     in_sample_hours: int
 
 
-def _segment_meta(rd: RunDir, segment: int | None) -> tuple[int, dict[str, Any]]:
+def segment_meta(rd: RunDir, segment: int | None) -> tuple[int, dict[str, Any]]:
     done = rd.finished_segments()
     if not done:
         raise FileNotFoundError(f"{rd.path}: no finished segment (no segment_*/DONE)")
@@ -64,7 +64,7 @@ def evaluate_window(run_dir: str | Path, segment: int | None = None, start: str 
     cfg = load_config(rd.config)
     if not keep_data_end:
         cfg = with_overrides(cfg, ["data.end=null"])
-    segment, meta = _segment_meta(rd, segment)
+    segment, meta = segment_meta(rd, segment)
     seg_dir = rd.segment(segment)
     if market is None:
         market = load_market(cfg.data)

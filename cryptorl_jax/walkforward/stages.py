@@ -78,23 +78,38 @@ def run_encoder_stage(cfg: Config, seg: Segment, sm: SegmentMatrix, workdir: Pat
     return EncoderStage(None, params, report)
 
 
-def load_encoder_stage(cfg: Config, sm: SegmentMatrix, seg_dir: SegmentDir) -> EncoderStage:
-    """The encoder of a finished segment (evaluate): embeddings or fine-tune params."""
+def load_encoder_model(cfg: Config, n_features: int, seg_dir: SegmentDir) -> Any:
+    """A finished segment's encoder as saved (None for mode none): the random encoder rebuilt
+    from its key, or the pre-trained (graphdef, state). Load once, apply to many matrices with
+    `encoder_stage` (paper trading rebuilds the features every hour)."""
+    mode = cfg.encoder.mode
+    window = cfg.env.window
+    if mode == "none":
+        return None
+    if mode == "random":
+        from flax import nnx
+
+        return make_encoder("random", n_features, window, cfg.encoder,
+                            nnx.Rngs(segment_key(cfg, seg_dir.index, STAGE_RANDOM_ENCODER)))
+    return load_encoder(seg_dir.encoder, n_features, window, cfg.encoder)
+
+
+def encoder_stage(cfg: Config, model: Any, matrix: np.ndarray) -> EncoderStage:
+    """The `EncoderStage` of a loaded encoder (`load_encoder_model`) on a feature matrix."""
     from flax import nnx
 
     mode = cfg.encoder.mode
-    n_features, window = sm.matrix.shape[1], cfg.env.window
     if mode == "none":
         return EncoderStage(None, None)
-    if mode == "random":
-        encoder = make_encoder("random", n_features, window, cfg.encoder,
-                               nnx.Rngs(segment_key(cfg, seg_dir.index, STAGE_RANDOM_ENCODER)))
-        return EncoderStage(precompute_embeddings(encoder, sm.matrix, window), None)
-    graphdef, state = load_encoder(seg_dir.encoder, n_features, window, cfg.encoder)
-    if mode == "pretrained-frozen":
-        return EncoderStage(precompute_embeddings((graphdef, state), sm.matrix, window), None)
-    _, params, _ = nnx.split(nnx.merge(graphdef, state), nnx.Param, ...)
+    if mode in ("random", "pretrained-frozen"):
+        return EncoderStage(precompute_embeddings(model, matrix, cfg.env.window), None)
+    _, params, _ = nnx.split(nnx.merge(*model), nnx.Param, ...)
     return EncoderStage(None, params)
+
+
+def load_encoder_stage(cfg: Config, sm: SegmentMatrix, seg_dir: SegmentDir) -> EncoderStage:
+    """The encoder of a finished segment (evaluate): embeddings or fine-tune params."""
+    return encoder_stage(cfg, load_encoder_model(cfg, sm.matrix.shape[1], seg_dir), sm.matrix)
 
 
 # --------------------------------------------------------------------------------------------

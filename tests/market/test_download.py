@@ -472,3 +472,32 @@ def test_cli_yfinance_writes_one_file_per_ticker(tmp_path, cli, fake_yahoo, monk
     assert [c[0] for c in fake_yahoo.calls] == ["^GSPC", "^IXIC"]
     assert len(load_ohlcv(tmp_path / "GSPC_1h_yahoo.csv.gz")) == 14
     assert len(load_ohlcv(tmp_path / "IXIC_1h_yahoo.csv.gz")) == 14
+
+
+def test_a_bar_served_twice_or_out_of_order_is_stored_once(tmp_path):
+    """A page holding a bar twice (the same values) or bars out of order is stored once and in
+    order; two different bars with one timestamp are refused, naming it, the file unchanged."""
+
+    class Repeating(FakeExchange):
+        def fetch_ohlcv(self, symbol, timeframe="1m", since=None, limit=None):
+            page = super().fetch_ohlcv(symbol, timeframe, since, limit)
+            return [page[1], page[0], *page] if len(page) > 1 else page
+
+    out = tmp_path / "b.csv"
+    fetch(out, Repeating(), limit=5)
+    assert_same_bars(out, BARS[:-1])
+
+    class Conflicting(FakeExchange):
+        def fetch_ohlcv(self, symbol, timeframe="1m", since=None, limit=None):
+            page = super().fetch_ohlcv(symbol, timeframe, since, limit)
+            if not page:
+                return page
+            other = list(page[0])
+            other[4] = other[4] * 1.01 if other[4] * 1.01 <= other[2] else other[3]
+            return [page[0], other, *page[1:]]
+
+    data = out.read_bytes()
+    new = tmp_path / "c.csv"
+    with pytest.raises(DownloadError, match=r"duplicate timestamp 2018-02-07T14:00"):
+        fetch(new, Conflicting(), limit=5)
+    assert not new.exists() and out.read_bytes() == data

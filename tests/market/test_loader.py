@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import logging
 
@@ -379,3 +380,29 @@ def test_cache_never_serves_a_frame_built_with_another_lag(tmp_path, caplog):
             again = load_market(_lag_cfg(tmp_path, lag, cache_dir=cache))
         assert "from cache" in caplog.text
         pd.testing.assert_frame_equal(again, uncached[lag])
+
+
+def test_end_on_traded_keeps_the_traded_assets_newest_bars(tmp_path):
+    """Live bars (paper trading): a context market closed for the weekend must not stop the
+    grid at its last bar; `end_on="traded"` ends at the traded asset's last bar with the context
+    forward-filled up to max_stale_hours and NaN beyond. The rows both share are identical."""
+    write_csv(tmp_path, _hourly_rows("2020-01-01", 72), "BTC.csv")
+    write_csv(tmp_path, _hourly_rows("2020-01-01", 30, price=300.0), "SPY.csv")
+    cfg = _cfg(tmp_path, [AssetSpec("BTC", "BTC.csv"), AssetSpec("SPY", "SPY.csv", "market")],
+               max_stale_hours=24)
+    common = load_market(cfg)
+    live = load_market(cfg, end_on="traded")
+    assert common.index[-1] == pd.Timestamp("2020-01-02 06:00", tz="UTC")  # SPY's last close
+    assert live.index[-1] == pd.Timestamp("2020-01-04 00:00", tz="UTC")  # BTC's last close
+    pd.testing.assert_frame_equal(live.loc[:common.index[-1]], common, check_freq=False)
+    after = live.loc[common.index[-1] + pd.Timedelta(hours=1):]
+    assert (after["SPY_fresh"] == 0).all() and (after["BTC_fresh"] == 1).all()
+    assert not after["SPY_close"].iloc[:24].isna().any()
+    assert after["SPY_close"].iloc[24:].isna().all()
+    with pytest.raises(ValueError, match="end_on"):
+        load_market(cfg, end_on="newest")
+    # the two frames never share a cache file
+    cached = dataclasses.replace(cfg, cache_dir=str(tmp_path / "cache"))
+    assert len(load_market(cached)) == len(common)
+    assert len(load_market(cached, end_on="traded")) == len(live)
+    assert len(load_market(cached)) == len(common)
