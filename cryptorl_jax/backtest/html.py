@@ -144,6 +144,11 @@ def write_report_html(rd: RunDir, summary_md: str, title: str) -> Path:
     if regimes:
         images.append("<h2>Filtered regimes per segment</h2>" + "".join(
             png_tag(p, f"segment {k} regimes") for k, p in regimes))
+    from cryptorl_jax.paper.status import paper_section
+
+    paper = paper_section(rd.path)
+    if paper:
+        images.append(paper)
     page = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
             f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>", nav,
             markdown_to_html(summary_md, rd.path), *images, "<h2>Provenance</h2>", _provenance(rd),

@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "compare": "compare finished runs over the same OOS window (table, equity, tearsheet, DSR)",
     "study": "run the runs of a config's study: section, then compare them and write its doc",
     "power": "the power study: walk-forward runs on planted-edge markets against their oracle",
+    "paper": "paper trading: a finished run's agent on live hourly bars, booked like the backtest",
     "download": "download hourly OHLCV (ccxt, yfinance) in the loader's format",
     "bench": "benchmarks as ratios against a baseline measured in the same run (checkout)",
     "train": "one segment end to end (the quick single-split demo)",

@@ -1,0 +1,110 @@
+"""Paper trading: a finished run's agent on live hourly bars, through the backtest's own code.
+
+    cryptorl paper --run results/quick --once                  # book the new closed bars once
+    cryptorl paper --run results/quick --every 1h              # ... every hour until Ctrl-C
+    cryptorl paper --run results/quick --replay 2025-07-01 2025-07-10   # recorded bars
+    cryptorl paper --run results/quick --status                # position, NAV, P&L, tracking
+
+Each cycle extends the run's data files (ccxt for the crypto assets, yfinance for the context
+assets; --source changes an asset's source), rebuilds the causal features with the segment's
+fitted transforms and encoder, lets the agents act at the newest close, and books the hour
+through the accounting's one state update (exposure, fill at the close, costs, financing, NAV).
+No order is sent and no exchange key is needed: <book>/target.json (written atomically every
+hour) is the hook for an executor of your own. The book (<run>/paper/ by default) is a SQLite
+file: a restart, kill -9 included, continues where it stopped and catches up missed hours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _every_seconds(text: str) -> float:
+    from cryptorl_jax.market.download import DownloadError, timeframe_ms
+
+    try:
+        return timeframe_ms(text) / 1000.0
+    except DownloadError as exc:
+        raise argparse.ArgumentTypeError(f"--every {text!r}: expected e.g. 1h or 30m") from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="a finished walk-forward run directory")
+    p.add_argument("--segment", type=int, default=None,
+                   help="the segment whose agent trades (default: the latest finished)")
+    p.add_argument("--book", default=None,
+                   help="the book directory (default: <run>/paper; for --replay "
+                        "<run>/paper_replay_seg<K>_<start>_<end>)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="one cycle (the default)")
+    mode.add_argument("--every", type=_every_seconds, default=None, metavar="PERIOD",
+                      help="repeat every PERIOD (e.g. 1h) after each bar closes, until Ctrl-C")
+    mode.add_argument("--replay", nargs=2, metavar=("START", "END"), default=None,
+                      help="feed the recorded bars of [START, END] (UTC) one hour at a time")
+    mode.add_argument("--status", action="store_true",
+                      help="print the book's position, NAV, P&L, costs and tracking")
+    p.add_argument("--exchange", default="binance", help="ccxt exchange id (default binance)")
+    p.add_argument("--symbol", default=None,
+                   help="the traded asset's ccxt symbol (default <ASSET>/USDT)")
+    p.add_argument("--source", action="append", default=[], metavar="NAME=SPEC",
+                   help="an asset's live source: NAME=ccxt:SYMBOL, NAME=yfinance:TICKER or "
+                        "NAME=none (repeatable)")
+    p.add_argument("--data-dir", default=None,
+                   help="read and extend the data files here instead of the run's data.data_dir")
+    p.add_argument("--delay", type=float, default=60.0,
+                   help="seconds after the hour before a cycle with --every (default 60)")
+    p.add_argument("--no-backtest", action="store_true",
+                   help="--status without the backtest of the same hours")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from cryptorl_jax.training.logging import configure_cli_logging
+
+    configure_cli_logging()
+    from cryptorl_jax.config import ConfigError
+    from cryptorl_jax.market import DataValidationError
+    from cryptorl_jax.paper.book import PaperBookError
+    from cryptorl_jax.paper.feeds import FeedError, feeds_for, parse_sources
+    from cryptorl_jax.paper.session import live, replay
+    from cryptorl_jax.paper.status import format_status, paper_status
+
+    overrides = () if args.data_dir is None else (f"data.data_dir={args.data_dir}",)
+    try:
+        if args.status:
+            print(format_status(paper_status(args.run, args.book,
+                                             backtest=not args.no_backtest)))
+            return 0
+        if args.replay is not None:
+            res = replay(args.run, *args.replay, segment=args.segment, book_dir=args.book,
+                         overrides=overrides)
+        else:
+            from cryptorl_jax.paper.engine import SegmentAgent
+
+            agent = SegmentAgent(args.run, args.segment, overrides)
+            feeds = feeds_for(agent.cfg, exchange=args.exchange, symbol=args.symbol,
+                              sources=parse_sources(args.source))
+            res = live(args.run, feeds, segment=args.segment, book_dir=args.book,
+                       overrides=overrides, every_s=args.every, delay_s=args.delay)
+    except KeyboardInterrupt:
+        print("paper: interrupted; the book holds every hour booked so far", file=sys.stderr)
+        return 130
+    except (ConfigError, DataValidationError, FeedError, PaperBookError, FileNotFoundError,
+            ValueError) as exc:
+        print(f"paper: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"paper: {res.booked} hour(s) booked into {res.book.dir}; "
+          f"{len(res.ledger)} in the book")
+    if len(res.ledger):
+        last = res.ledger.iloc[-1]
+        print(f"paper: last hour {res.ledger.index[-1]}: NAV {last['nav']:.6f}, exposure "
+              f"{last['exposure']:+.4f}; target in {res.book.dir / 'target.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

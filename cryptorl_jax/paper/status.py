@@ -1,0 +1,180 @@
+"""`cryptorl paper --status`: the paper book at a glance, and its tracking against the backtest.
+
+The backtest of the same hours is `cryptorl evaluate` over [first booked hour, last booked
+hour] on the data as they are now (written to `<book>/backtest/`). Replayed bars track it to
+rounding; live bars differ only where the data changed after an hour was booked (a late or
+revised bar of any asset), which is what the tracking figures measure.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cryptorl_jax.io import write_json
+from cryptorl_jax.paper.book import PaperBook
+from cryptorl_jax.paper.engine import _utc, ledger_frame
+
+log = logging.getLogger("cryptorl_jax.paper")
+
+
+def paper_status(run_dir: str | Path, book_dir: str | Path | None = None, *,
+                 backtest: bool = True, market: pd.DataFrame | None = None,
+                 now: pd.Timestamp | None = None) -> dict[str, Any]:
+    """The book's position, NAV, P&L, costs and (with `backtest`) tracking difference; also
+    written to <book>/status.json, with <book>/equity.png and the run's report page."""
+    run_dir = Path(run_dir)
+    book = PaperBook(book_dir if book_dir is not None else run_dir / "paper")
+    if not book.exists():
+        raise FileNotFoundError(f"{book.path}: no paper book (run `cryptorl paper --run "
+                                f"{run_dir} --once` first)")
+    meta, state = book.meta(), book.state()
+    ledger = ledger_frame(book)
+    out: dict[str, Any] = {"book": str(book.dir), "segment": meta.get("segment"),
+                           "mode": meta.get("mode"), "start": meta.get("start"),
+                           "hours": int(len(ledger))}
+    if state is not None:
+        out["position"] = state.target
+    if len(ledger):
+        nav = ledger["nav"].to_numpy()
+        before = np.concatenate([[1.0], nav[:-1]])
+        now = _utc(now if now is not None else ledger.index[-1])
+        day = now.floor("D")
+        prior = ledger["nav"][ledger.index < day]
+        nav_day = float(prior.iloc[-1]) if len(prior) else 1.0
+        out.update({
+            "last_hour": str(ledger.index[-1]), "nav": float(nav[-1]),
+            "pnl_today": float(nav[-1] / nav_day - 1.0),
+            "pnl_since_start": float(nav[-1] - 1.0),
+            "costs": float(np.sum(before * ledger["cost"].to_numpy())),
+            "financing": float(np.sum(before * ledger["financing"].to_numpy())),
+            "turnover": float(ledger["turnover"].sum()),
+            "buy_and_hold": float(np.prod(1.0 + ledger["benchmark"].to_numpy()) - 1.0)})
+        if backtest:
+            out["tracking"] = _tracking(run_dir, book, meta, ledger, market)
+    write_json(book.dir / "status.json", out)
+    _plot(book, ledger, out.get("tracking"))
+    _refresh_report(run_dir)
+    return out
+
+
+def _tracking(run_dir: Path, book: PaperBook, meta: dict[str, Any], ledger: pd.DataFrame,
+              market: pd.DataFrame | None) -> dict[str, Any]:
+    from cryptorl_jax.config import load_config, with_overrides
+    from cryptorl_jax.layout import RunDir
+    from cryptorl_jax.market import load_market
+    from cryptorl_jax.walkforward.evaluate import evaluate_window
+
+    if market is None:
+        cfg = with_overrides(load_config(RunDir(run_dir).config),
+                             ["data.end=null", "data.cache_dir=null"])
+        market = load_market(cfg.data, end_on="traded")
+    res = evaluate_window(run_dir, int(meta["segment"]), str(ledger.index[0]),
+                          str(ledger.index[-1]), out_dir=book.dir / "backtest", market=market,
+                          tearsheet=False)
+    bt = res.oos
+    common = ledger.index.intersection(bt.index)
+    paper, ref = ledger.loc[common], bt.loc[common]
+    bt_nav = np.cumprod(1.0 + ref["strategy"].to_numpy())
+    diff = paper["strategy"].to_numpy() - ref["strategy"].to_numpy()
+    return {"hours_compared": int(len(common)),
+            "backtest_nav": float(bt_nav[-1]) if len(bt_nav) else None,
+            "nav_difference": float(paper["nav"].iloc[-1] - bt_nav[-1]) if len(bt_nav) else None,
+            "max_exposure_difference": float(np.max(np.abs(
+                paper["exposure"].to_numpy() - ref["exposure"].to_numpy()), initial=0.0)),
+            "tracking_error_annual": float(np.std(diff) * np.sqrt(8760)) if len(diff) > 1
+            else 0.0,
+            "backtest_dir": str(res.out_dir)}
+
+
+def _plot(book: PaperBook, ledger: pd.DataFrame, tracking: dict[str, Any] | None) -> None:
+    if len(ledger) == 0:
+        return
+    from cryptorl_jax.backtest.report import naive_utc, nav_axes, save_nav_plot
+
+    ax = nav_axes((10, 4.5))
+    ax.plot(naive_utc(ledger.index), ledger["nav"].to_numpy(), label="paper (live book)",
+            lw=1.6)
+    bt_path = book.dir / "backtest" / "oos_returns.parquet"
+    if tracking is not None and bt_path.is_file():
+        bt = pd.read_parquet(bt_path)
+        ax.plot(naive_utc(bt.index), np.cumprod(1.0 + bt["strategy"].to_numpy()),
+                label="backtest of the same hours", lw=1.0, ls="--")
+        ax.plot(naive_utc(bt.index), np.cumprod(1.0 + bt["benchmark"].to_numpy()),
+                label="buy & hold", lw=0.8, alpha=0.6)
+    save_nav_plot(ax, book.dir / "equity.png", "paper trading: NAV")
+
+
+def _refresh_report(run_dir: Path) -> None:
+    """Re-render the run's report.html (its paper section) from the summary already there."""
+    from cryptorl_jax.backtest.html import write_report_html
+    from cryptorl_jax.layout import RunDir
+
+    rd = RunDir(run_dir)
+    if rd.summary.is_file():
+        summary = rd.summary.read_text()
+        title = summary.splitlines()[0].lstrip("# ") if summary else "report"
+        write_report_html(rd, summary, title)
+
+
+def paper_section(run_dir: Path) -> str:
+    """The report page's paper section (HTML), empty without a paper book."""
+    import html
+
+    from cryptorl_jax.backtest.html import png_tag
+
+    status = Path(run_dir) / "paper" / "status.json"
+    if not status.is_file():
+        return ""
+    import json
+
+    s = json.loads(status.read_text())
+    rows = [("hours booked", s.get("hours")), ("first hour", s.get("start")),
+            ("last hour", s.get("last_hour")), ("NAV", s.get("nav")),
+            ("P&L since start", s.get("pnl_since_start")), ("costs", s.get("costs")),
+            ("financing", s.get("financing")),
+            ("exposure now", (s.get("position") or {}).get("exposure"))]
+    tr = s.get("tracking") or {}
+    rows += [("backtest NAV, same hours", tr.get("backtest_nav")),
+             ("NAV difference", tr.get("nav_difference")),
+             ("max exposure difference", tr.get("max_exposure_difference"))]
+    cells = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(_fmt(v))}</td></tr>"
+                    for k, v in rows)
+    png = Path(run_dir) / "paper" / "equity.png"
+    img = png_tag(png, "paper equity") if png.is_file() else ""
+    return (f"<h2>Paper trading (segment {s.get('segment')}, no orders sent)</h2>{img}"
+            f"<table class='prov'><tbody>{cells}</tbody></table>")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return "" if v is None else str(v)
+
+
+def format_status(s: dict[str, Any]) -> str:
+    """The lines `cryptorl paper --status` prints."""
+    lines = [f"paper book {s['book']} (segment {s['segment']}, {s['mode']}), first hour "
+             f"{s['start']}, {s['hours']} hours booked"]
+    pos = s.get("position")
+    if pos:
+        seeds = ", ".join(f"{e:+.3f}" for e in pos["seed_exposures"])
+        lines.append(f"position at the close of {pos['time']}: exposure {pos['exposure']:+.4f} "
+                     f"of NAV in {pos['asset']} (seeds {seeds}) at {pos['close']:.2f}")
+    if s["hours"]:
+        lines.append(f"NAV {s['nav']:.6f} (last hour {s['last_hour']}); P&L today "
+                     f"{100 * s['pnl_today']:+.3f} %, since start {100 * s['pnl_since_start']:+.3f}"
+                     f" % (buy & hold {100 * s['buy_and_hold']:+.3f} %)")
+        lines.append(f"costs {100 * s['costs']:.4f} % and financing {100 * s['financing']:.4f} % "
+                     f"of the starting NAV; turnover {s['turnover']:.3f} x NAV")
+        tr = s.get("tracking")
+        if tr:
+            lines.append(f"backtest of the same {tr['hours_compared']} hours: NAV "
+                         f"{tr['backtest_nav']:.6f}; paper - backtest {tr['nav_difference']:+.2e}"
+                         f", max exposure difference {tr['max_exposure_difference']:.2e}, "
+                         f"tracking error {tr['tracking_error_annual']:.2e} a year")
+    return "\n".join(lines)
