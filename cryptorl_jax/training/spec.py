@@ -107,15 +107,17 @@ class TrainerSpec:
     n_envs: int
     steps_per_chunk: int
     devices: int | str
-    population: int
+    population: int  # members in all: segments x seeds per segment
     parallel: str  # "data" | "population"
     phase_ends: tuple[float, ...]
     n_phases: int
     source: str | None = field(default=None, compare=False, hash=False)
+    segments: int = 1  # K: walk-forward segments trained as members, each with its own data
 
     @classmethod
     def from_config(cls, cfg: Config, n_features: int, embedding_dim: int | None = None,
-                    population: int | None = None) -> TrainerSpec:
+                    population: int | None = None, segments: int = 1) -> TrainerSpec:
+        """`population` members per segment (default train.n_seeds) times `segments`."""
         t = cfg.train
         encoder: Any = cfg.encoder if cfg.encoder.mode == "pretrained-finetune" \
             else cfg.encoder.mode
@@ -124,10 +126,12 @@ class TrainerSpec:
                    embedding_dim=None if embedding_dim is None else int(embedding_dim),
                    total_env_steps=t.total_env_steps, n_envs=t.n_envs,
                    steps_per_chunk=t.steps_per_chunk, devices=t.devices,
-                   population=t.n_seeds if population is None else int(population),
+                   population=(t.n_seeds if population is None else int(population))
+                   * int(segments),
                    parallel=t.parallel,
                    phase_ends=tuple(t.curriculum.phase_ends),
-                   n_phases=len(t.curriculum.phase_ends), source=cfg.source)
+                   n_phases=len(t.curriculum.phase_ends), source=cfg.source,
+                   segments=int(segments))
 
     @property
     def encoder_mode(self) -> str:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -149,26 +149,53 @@ def reduce_sums(sums: dict[str, jnp.ndarray], n_steps: int) -> dict[str, jnp.nda
     return out
 
 
+class InitFn(Protocol):
+    def __call__(self, key: jax.Array, data: TrainData, encoder_params: nnx.State | None = None,
+                 *, hyper: Hyper, seeds: Any, segment: Any = None) -> TrainState: ...
+
+
+class TrainChunkFn(Protocol):
+    def __call__(self, state: TrainState, data: TrainData, hyper: Hyper, segment: Any = None
+                 ) -> tuple[TrainState, dict[str, jnp.ndarray]]: ...
+
+
 @dataclass(frozen=True, eq=False)
 class Trainer:
-    """Static pieces of a run: the learner, the mesh, and the compiled functions."""
+    """Static pieces of a run: the learner, the mesh and layout, and the compiled functions."""
 
     spec: TrainerSpec
     tqc: TQC
     env_params: EnvParams
     mesh: Any
-    n_devices: int
-    n_envs_local: int
-    batch_local: int
-    capacity_local: int
+    layout: Layout
     uses_embeddings: bool
-    init: Any  # (key, data, encoder_params=None, *, hyper [P], seeds [P]) -> TrainState
-    train_chunk: Any  # (state, data, hyper [P]) -> (state, metrics [P])
-    observe: Any  # (data, t, agent_vector) -> Observation (unbatched)
-    rebuild: Any  # (data, compact transitions [B], coeffs, env params=default) -> Batch
+    init: InitFn  # fresh members (TrainState) for seeds [P], hyper [P]
+    train_chunk: TrainChunkFn  # (state, data, hyper [P], segment [P]) -> (state, metrics [P])
+    observe: Callable[[TrainData, jnp.ndarray, jnp.ndarray], Observation]  # unbatched
+    rebuild: Callable[..., Batch]  # (data, compact transitions [B], coeffs, params) -> Batch
     trace_counts: dict = field(default_factory=dict)
     # the members of the config `trainer_for` was given (None for a bare make_train(spec))
     default_members: tuple[Member, ...] | None = None
+
+    @property
+    def n_devices(self) -> int:
+        return self.layout.n_devices
+
+    @property
+    def n_envs_local(self) -> int:
+        return self.layout.n_envs_local
+
+    @property
+    def batch_local(self) -> int:
+        return self.layout.batch_local
+
+    @property
+    def capacity_local(self) -> int:
+        return self.layout.capacity_local
+
+    @property
+    def segments(self) -> int:
+        return self.layout.segments
 
     @property
     def default_hyper(self) -> Hyper:
@@ -243,65 +270,92 @@ def add_obs_noise(obs: Observation, key: jax.Array, sd, scale: jnp.ndarray) -> O
 
 
 def trainer_for(cfg: Config, n_features: int, embedding_dim: int | None = None, *,
-                population: int | None = None, devices: list | None = None) -> Trainer:
-    """make_train of the config's spec (population: default train.n_seeds), with the config's
-    members (seeds 0..P-1, its hyperparameters) as the trainer's defaults."""
-    spec = TrainerSpec.from_config(cfg, n_features, embedding_dim, population)
+                population: int | None = None, devices: list | None = None,
+                segments: int = 1) -> Trainer:
+    """make_train of the config's spec (population per segment: default train.n_seeds; K
+    `segments`), with the config's members (seeds 0..S-1 in each segment, its
+    hyperparameters) as the trainer's defaults."""
+    spec = TrainerSpec.from_config(cfg, n_features, embedding_dim, population, segments)
     trainer = make_train(spec, devices=devices)
-    return dataclasses.replace(trainer,
-                               default_members=tuple(members_from_config(cfg, spec.population)))
+    per_segment = members_from_config(cfg, spec.population // spec.segments)
+    return dataclasses.replace(trainer, default_members=tuple(per_segment * spec.segments))
 
 
-def make_train(spec: TrainerSpec, *, devices: list | None = None) -> Trainer:
-    """Build the trainer of a spec: one compiled step for its population of members.
+@dataclass(frozen=True)
+class Layout:
+    """Where a spec's members live, computed once (`Layout.of`): the members per device, each
+    device's envs, batch and replay capacity, and whether a gradient collective is needed.
 
-    The step is split as Brax's SAC trainer is: `collect` (policy acts for all envs, env step,
-    compact transitions into the replay buffer), `learn` (G TQC updates on batches rebuilt by
-    gather with the current curriculum coefficients and the member's reward scale), and the
-    metrics spec `METRICS` (initial sums, per-step sums, reduced values). Each member's
-    dynamic hyperparameters (`Hyper`) are an argument, vmapped with the member.
+    "population" parallelism places whole members on devices (population / n_devices each,
+    no collective); "data" parallelism gives every device every member, a 1/n_devices share of
+    its envs, batch and buffer, and averages the gradients over the device axis. `segments`
+    K > 1: the population is K segments x S seeds, member m reading segment `segment[m]`'s
+    market arrays (the data argument then has a leading [K] axis).
     """
-    q, window, source = spec.tqc, spec.env.window, spec.source
-    devices = devices if devices is not None else parallel.select_devices(spec.devices, source)
-    mesh = parallel.make_mesh(devices)
-    n_dev = len(devices)
-    population = spec.population
-    by_member = spec.parallel == "population"
-    if by_member:  # each device trains population / n_dev members whole
-        members_local = _check_divisible(population, n_dev, "train.n_seeds (the population)",
-                                         source)
-        n_local, batch_local, capacity_local = spec.n_envs, q.batch_size, q.buffer_size
-    else:
-        members_local = population
-        n_local = _check_divisible(spec.n_envs, n_dev, "train.n_envs", source)
-        batch_local = _check_divisible(q.batch_size, n_dev, "tqc.batch_size", source)
-        capacity_local = q.buffer_size // n_dev
-    mode = spec.encoder_mode
-    uses_embeddings = mode in EMBEDDING_MODES
-    if uses_embeddings and spec.embedding_dim is None:
-        raise ValueError(f"encoder.mode '{mode}' trains on precomputed embeddings: "
-                         "make_train needs embedding_dim")
-    env_params = EnvParams.from_config(spec.env)
-    first = jnp.zeros((spec.embedding_dim,) if uses_embeddings else (window, spec.n_features),
-                      jnp.float32)
-    obs_example = Observation(window=first, agent=jnp.zeros(3, jnp.float32))
-    encoder_factory = None
-    encoder_lr = None
-    if mode == "pretrained-finetune":
-        e = spec.encoder
 
-        def encoder_factory(rngs):
-            return MAEEncoder(spec.n_features, window, e, rngs=rngs)
+    n_devices: int
+    by_member: bool
+    population: int
+    segments: int
+    members_local: int
+    n_envs_local: int
+    batch_local: int
+    capacity_local: int
+    axis_name: str | None
 
-        encoder_lr = e.finetune_learning_rate
-    # one device, or members sharded whole: no gradient collective in the step
-    axis_name = parallel.DEVICE_AXIS if n_dev > 1 and not by_member else None
-    tqc = make_tqc(q, obs_example, 1, encoder_factory=encoder_factory, encoder_lr=encoder_lr,
-                   axis_name=axis_name)
+    @classmethod
+    def of(cls, spec: TrainerSpec, n_devices: int) -> Layout:
+        q, source = spec.tqc, spec.source
+        by_member = spec.parallel == "population"
+        if spec.segments < 1 or spec.population % spec.segments:
+            raise ConfigError("wfo.segments_per_batch", f"{spec.segments} segments do not "
+                              f"divide the population of {spec.population}", source)
+        if by_member:
+            members_local = _check_divisible(spec.population, n_devices,
+                                             "train.n_seeds (the population)", source)
+            n_local, batch_local, capacity_local = spec.n_envs, q.batch_size, q.buffer_size
+        else:
+            members_local = spec.population
+            n_local = _check_divisible(spec.n_envs, n_devices, "train.n_envs", source)
+            batch_local = _check_divisible(q.batch_size, n_devices, "tqc.batch_size", source)
+            capacity_local = q.buffer_size // n_devices
+        axis_name = parallel.DEVICE_AXIS if n_devices > 1 and not by_member else None
+        return cls(n_devices=n_devices, by_member=by_member, population=spec.population,
+                   segments=spec.segments, members_local=members_local, n_envs_local=n_local,
+                   batch_local=batch_local, capacity_local=capacity_local, axis_name=axis_name)
+
+
+ChunkFn = Callable[[TQCState, LocalState, jnp.ndarray, TrainData, Hyper],
+                   tuple[TQCState, LocalState, jnp.ndarray, dict[str, jnp.ndarray]]]
+
+
+@dataclass(frozen=True)
+class MemberStep:
+    """The step of ONE member on ONE device: no member axis, no mesh (testable alone).
+
+    `chunk(agent, local, iteration, data, hyper)` runs train.steps_per_chunk iterations of
+    collect + learn and returns the chunk's metrics; `init_member(key, seed, hyper,
+    encoder_params)` a fresh learner and the member's env key; `init_local(key, data)` its
+    envs and empty replay buffer. `Layout` says how many of these a device runs.
+    """
+
+    observe: Callable[[TrainData, jnp.ndarray, jnp.ndarray], Observation]
+    rebuild: Callable[..., Batch]
+    chunk: ChunkFn
+    init_member: Callable[[jax.Array, jnp.ndarray, Hyper, Any], tuple[TQCState, jax.Array]]
+    init_local: Callable[[jax.Array, TrainData], LocalState]
+
+
+def make_member_step(spec: TrainerSpec, layout: Layout, tqc: TQC, env_params: EnvParams,
+                     uses_embeddings: bool) -> MemberStep:
+    """The one-member step of a spec (see `MemberStep`); the member's envs, batch and buffer
+    are the layout's per-device shares."""
+    q, window = spec.tqc, spec.env.window
+    n_local, batch_local = layout.n_envs_local, layout.batch_local
     total_steps = float(spec.total_env_steps)
     n_updates = q.gradient_steps
     phase_ends = jnp.asarray(spec.phase_ends, jnp.float32)
-    trace_counts = {"train_chunk": 0, "init": 0}
+    example_ct = trading.CompactTransition.example()
 
     def observe(data: TrainData, t: jnp.ndarray, agent_vector: jnp.ndarray) -> Observation:
         if uses_embeddings:
@@ -368,8 +422,7 @@ def make_train(spec: TrainerSpec, *, devices: list | None = None) -> Trainer:
 
         return jax.lax.cond(learning, do_updates, no_updates, agent)
 
-    def local_chunk(agent: TQCState, local: LocalState, iteration, data: TrainData,
-                    hyper: Hyper):
+    def chunk(agent: TQCState, local: LocalState, iteration, data: TrainData, hyper: Hyper):
         """steps_per_chunk iterations for one member on one device."""
         params = env_params.replace(reward_scale=hyper.reward_scale)
         noise = (hyper.obs_noise, column_scale(data, uses_embeddings, window))
@@ -404,96 +457,174 @@ def make_train(spec: TrainerSpec, *, devices: list | None = None) -> Trainer:
         metrics["updates"] = sums["learning"] * n_updates
         return agent, local, iteration, metrics
 
-    def members_chunk(agent, local, iteration, data, hyper):
-        """All members of this device: vmap over the member axis (none to map when P = 1)."""
-        if members_local == 1:  # a size-1 vmap turns every matmul into a batched dot: avoid it
+    def init_member(key, seed, hyper: Hyper, encoder_params):
+        k_agent, k_env = jax.random.split(jax.random.fold_in(key, seed))
+        agent = tqc.init(k_agent, hyper.tqc)
+        if encoder_params is not None:
+            agent = agent.replace(
+                actor_params=_replace_encoder(agent.actor_params, encoder_params),
+                critic_params=_replace_encoder(agent.critic_params, encoder_params),
+                target_critic_params=_replace_encoder(agent.target_critic_params,
+                                                      encoder_params))
+        return agent, k_env
+
+    def init_local(key, data: TrainData) -> LocalState:
+        k_reset, k_local = jax.random.split(key)
+        _, env = jax.vmap(trading.reset, in_axes=(0, None, None, None))(
+            jax.random.split(k_reset, n_local), env_params, data.market, data.start_range)
+        return LocalState(env=env, buffer=replay.init(example_ct, layout.capacity_local),
+                          key=k_local)
+
+    return MemberStep(observe=observe, rebuild=rebuild, chunk=chunk, init_member=init_member,
+                      init_local=init_local)
+
+
+def _take(tree: Any, index) -> Any:
+    """tree's leaves at `index` of their leading axis (a member's segment: a gather)."""
+    return jax.tree.map(lambda x: x[index], tree)
+
+
+def make_train(spec: TrainerSpec, *, devices: list | None = None) -> Trainer:
+    """Build the trainer of a spec: one compiled step for its population of members.
+
+    The step of one member on one device (`make_member_step`: collect, learn and the metrics
+    spec `METRICS`, split as Brax's SAC trainer is) is mapped over the members and devices as
+    the `Layout` says: vmap over a device's members (each with its own `Hyper`, an argument,
+    and with K > 1 segments its own segment's market arrays), shard_map over the devices, one
+    jit. Members and segments that differ only in those arguments share the compilation.
+    """
+    q, window, source = spec.tqc, spec.env.window, spec.source
+    devices = devices if devices is not None else parallel.select_devices(spec.devices, source)
+    mesh = parallel.make_mesh(devices)
+    layout = Layout.of(spec, len(devices))
+    mode = spec.encoder_mode
+    uses_embeddings = mode in EMBEDDING_MODES
+    if uses_embeddings and spec.embedding_dim is None:
+        raise ValueError(f"encoder.mode '{mode}' trains on precomputed embeddings: "
+                         "make_train needs embedding_dim")
+    env_params = EnvParams.from_config(spec.env)
+    first = jnp.zeros((spec.embedding_dim,) if uses_embeddings else (window, spec.n_features),
+                      jnp.float32)
+    obs_example = Observation(window=first, agent=jnp.zeros(3, jnp.float32))
+    encoder_factory = None
+    encoder_lr = None
+    if mode == "pretrained-finetune":
+        e = spec.encoder
+
+        def encoder_factory(rngs):
+            return MAEEncoder(spec.n_features, window, e, rngs=rngs)
+
+        encoder_lr = e.finetune_learning_rate
+    tqc = make_tqc(q, obs_example, 1, encoder_factory=encoder_factory, encoder_lr=encoder_lr,
+                   axis_name=layout.axis_name)
+    step = make_member_step(spec, layout, tqc, env_params, uses_embeddings)
+    trace_counts = {"train_chunk": 0, "init": 0}
+    n_dev, by_member, segmented = layout.n_devices, layout.by_member, layout.segments > 1
+
+    def members_chunk(agent, local, iteration, data, hyper, segment):
+        """All members of this device: vmap over the member axis (none when P = 1)."""
+        if segmented:  # member m reads its segment's arrays
+            def one(a, lo, h, s):
+                return step.chunk(a, lo, iteration, _take(data, s), h)
+
+            return jax.vmap(one, out_axes=(0, 0, None, 0))(agent, local, hyper, segment)
+        if layout.members_local == 1:  # a size-1 vmap turns every matmul into a batched dot
             squeeze = partial(jax.tree.map, lambda x: x[0])
             expand = partial(jax.tree.map, lambda x: x[None])
-            agent, local, iteration_out, metrics = local_chunk(
+            agent, local, iteration_out, metrics = step.chunk(
                 squeeze(agent), squeeze(local), iteration, data, squeeze(hyper))
             return expand(agent), expand(local), iteration_out, expand(metrics)
-        return jax.vmap(local_chunk, in_axes=(0, 0, None, None, 0), out_axes=(0, 0, None, 0))(
+        return jax.vmap(step.chunk, in_axes=(0, 0, None, None, 0), out_axes=(0, 0, None, 0))(
             agent, local, iteration, data, hyper)
 
-    def sharded_chunk(agent, local, iteration, data, hyper):
+    def sharded_chunk(agent, local, iteration, data, hyper, segment):
         local = jax.tree.map(lambda x: x[0], local)  # this device's [P_local, ...] slice
         agent, local, iteration_out, metrics = members_chunk(agent, local, iteration, data,
-                                                             hyper)
+                                                             hyper, segment)
         if not by_member:
             metrics = jax.lax.pmean(metrics, parallel.DEVICE_AXIS)
         return agent, jax.tree.map(lambda x: x[None], local), iteration_out, metrics
 
     rep_spec, shard_spec = parallel.REPLICATED, parallel.SHARDED
-    member_spec = shard_spec if by_member else rep_spec  # agents, hyper and metrics [P]
+    member_spec = shard_spec if by_member else rep_spec  # agents, hyper, segment, metrics [P]
     chunk_sharded = parallel.data_parallel(
         sharded_chunk, mesh,
-        in_specs=(member_spec, shard_spec, rep_spec, rep_spec, member_spec),
+        in_specs=(member_spec, shard_spec, rep_spec, rep_spec, member_spec, member_spec),
         out_specs=(member_spec, shard_spec, rep_spec, member_spec))
 
-    def train_chunk_impl(state: TrainState, data: TrainData, hyper: Hyper):
+    def train_chunk_impl(state: TrainState, data: TrainData, hyper: Hyper, segment):
         trace_counts["train_chunk"] += 1  # Python side effect: runs only when (re)traced
         agent, local, iteration, metrics = chunk_sharded(state.agent, state.local,
-                                                         state.iteration, data, hyper)
+                                                         state.iteration, data, hyper, segment)
         return TrainState(agent=agent, local=local, iteration=iteration), metrics
 
-    train_chunk = jax.jit(train_chunk_impl, donate_argnums=(0,))
-    example_ct = trading.CompactTransition.example()
+    chunk_jit = jax.jit(train_chunk_impl, donate_argnums=(0,))
 
-    def init_impl(key, data: TrainData, hyper: Hyper, seeds, encoder_params):
+    def init_impl(key, data: TrainData, hyper: Hyper, seeds, encoder_params, segment):
         trace_counts["init"] += 1
 
-        def one_member(seed, h):
-            k_agent, k_env = jax.random.split(jax.random.fold_in(key, seed))
-            agent = tqc.init(k_agent, h.tqc)
-            if encoder_params is not None:
-                agent = agent.replace(
-                    actor_params=_replace_encoder(agent.actor_params, encoder_params),
-                    critic_params=_replace_encoder(agent.critic_params, encoder_params),
-                    target_critic_params=_replace_encoder(agent.target_critic_params,
-                                                          encoder_params))
-            return agent, k_env
+        def one_member(seed, h, s):
+            if segmented:  # the segment's own key and (fine-tune) encoder
+                return step.init_member(key[s], seed, h,
+                                        None if encoder_params is None
+                                        else _take(encoder_params, s))
+            return step.init_member(key, seed, h, encoder_params)
 
-        agent, env_keys = jax.vmap(one_member)(seeds, hyper)  # [P]
-
-        def one_local(k):
-            k_reset, k_local = jax.random.split(k)
-            _, env = jax.vmap(trading.reset, in_axes=(0, None, None, None))(
-                jax.random.split(k_reset, n_local), env_params, data.market, data.start_range)
-            return LocalState(env=env, buffer=replay.init(example_ct, capacity_local),
-                              key=k_local)
-
+        agent, env_keys = jax.vmap(one_member)(seeds, hyper, segment)  # [P]
         if by_member:  # [D, P / D]: device d holds members d * P/D .. (d + 1) * P/D - 1,
             # with the streams a single device gives them (device index 0)
             keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(env_keys)
-            keys = keys.reshape((n_dev, members_local) + keys.shape[1:])
+            keys = keys.reshape((n_dev, layout.members_local) + keys.shape[1:])
+            segs = segment.reshape((n_dev, layout.members_local))
         else:  # [D, P]: every device holds every member's envs and replay shard
             keys = jax.vmap(lambda d: jax.vmap(lambda k: jax.random.fold_in(k, d))(env_keys))(
                 jnp.arange(n_dev))
-        local = jax.vmap(jax.vmap(one_local))(keys)  # [D, P_local, ...]
+            segs = jnp.broadcast_to(segment, (n_dev, layout.population))
+        if segmented:
+            local = jax.vmap(jax.vmap(lambda k, s: step.init_local(k, _take(data, s))))(
+                keys, segs)
+        else:
+            local = jax.vmap(jax.vmap(lambda k: step.init_local(k, data)))(keys)
         return TrainState(agent=agent, local=local, iteration=jnp.zeros((), jnp.int32))
 
     rep, shard = parallel.replicated(mesh), parallel.per_device(mesh)
     init_jit = jax.jit(init_impl, out_shardings=TrainState(
         agent=shard if by_member else rep, local=shard, iteration=rep))
 
+    def segment_array(segment) -> jnp.ndarray:
+        """The members' segment indices [P] (member m of K segments x S seeds: m // S)."""
+        if segment is None:
+            segment = np.arange(layout.population) // (layout.population // layout.segments)
+        segment = jnp.asarray(segment, jnp.int32)
+        if segment.shape != (layout.population,):
+            raise ValueError(f"segment must be [{layout.population}], got {segment.shape}")
+        return segment
+
+    def train_chunk(state: TrainState, data: TrainData, hyper: Hyper,
+                    segment=None) -> tuple[TrainState, dict[str, jnp.ndarray]]:
+        """steps_per_chunk iterations of every member (metrics [P]); `segment` [P] (default
+        m // S) says which of the K segments' arrays member m reads when K > 1."""
+        return chunk_jit(state, data, hyper, segment_array(segment))
+
     def init(key, data: TrainData, encoder_params: nnx.State | None = None, *,
-             hyper: Hyper, seeds) -> TrainState:
+             hyper: Hyper, seeds, segment=None) -> TrainState:
         """Fresh learners, envs and empty buffers for the members (seeds [P], hyper [P]);
         `encoder_params` seed fine-tuned encoders. Member m's streams derive from
-        fold_in(key, seed_m) alone, so a member trains the same in any population."""
+        fold_in(key, seed_m) alone, so a member trains the same in any population. With K > 1
+        segments, `key`, `data` and `encoder_params` have a leading [K] axis and member m
+        uses its segment's (`segment`, default m // S)."""
         if (encoder_params is None) == (mode == "pretrained-finetune"):
             raise ValueError("encoder_params must be given exactly when encoder.mode is "
                              f"pretrained-finetune (mode: {mode})")
         seeds = jnp.asarray(seeds, jnp.int32)
-        if seeds.shape != (population,):
-            raise ValueError(f"the trainer is built for {population} members, got seeds of "
-                             f"shape {seeds.shape}")
-        return init_jit(key, data, hyper, seeds, encoder_params)
+        if seeds.shape != (layout.population,):
+            raise ValueError(f"the trainer is built for {layout.population} members, got "
+                             f"seeds of shape {seeds.shape}")
+        return init_jit(key, data, hyper, seeds, encoder_params, segment_array(segment))
 
-    return Trainer(spec=spec, tqc=tqc, env_params=env_params, mesh=mesh, n_devices=n_dev,
-                   n_envs_local=n_local, batch_local=batch_local, capacity_local=capacity_local,
+    return Trainer(spec=spec, tqc=tqc, env_params=env_params, mesh=mesh, layout=layout,
                    uses_embeddings=uses_embeddings, init=init, train_chunk=train_chunk,
-                   observe=observe, rebuild=rebuild, trace_counts=trace_counts)
+                   observe=step.observe, rebuild=step.rebuild, trace_counts=trace_counts)
 
 
 # --------------------------------------------------------------------------------------------
@@ -633,19 +764,31 @@ def train(cfg: Config, data: TrainData, workdir: str | Path, *, key: jax.Array |
     workdir = Path(workdir)
     tc = cfg.train
     if trainer is None:
-        emb_dim = None if data.embeddings is None else int(data.embeddings.shape[1])
-        trainer = trainer_for(cfg, int(data.market.features.shape[1]), emb_dim,
+        emb_dim = None if data.embeddings is None else int(data.embeddings.shape[-1])
+        trainer = trainer_for(cfg, int(data.market.features.shape[-1]), emb_dim,
                               population=None if members is None else len(members))
-    members = members_from_config(cfg) if members is None else list(members)
+    k_segments = trainer.segments
+    if members is None:
+        members = members_from_config(cfg) * k_segments
+    members = list(members)
     if len(members) != trainer.population:
         raise ValueError(f"{len(members)} members for a trainer of population "
                          f"{trainer.population}")
     hyper = stack([m.hyper for m in members])
     seeds = [m.seed for m in members]
     if check_inputs:
-        check_train_data(data, cfg.env.window, cfg.env.vol_window)
+        for k in range(k_segments):
+            part = data if k_segments == 1 else _take(data, k)
+            try:
+                check_train_data(part, cfg.env.window, cfg.env.vol_window)
+            except ValueError as exc:
+                raise ValueError(f"segment {k} of the batch: {exc}" if k_segments > 1
+                                 else str(exc)) from None
     if key is None:
         key = jax.random.key(cfg.seed)
+    if k_segments > 1 and np.shape(key) != (k_segments,):
+        raise ValueError(f"a batch of {k_segments} segments trains with one key per segment "
+                         f"(a key array of shape ({k_segments},)), got shape {np.shape(key)}")
     progress = cfg.output.progress if progress is None else progress
     data = trainer.put_data(data)
     t0 = time.perf_counter()
@@ -712,3 +855,42 @@ def train(cfg: Config, data: TrainData, workdir: str | Path, *, key: jax.Array |
                        env_steps=done_chunks * trainer.env_steps_per_chunk,
                        wall_s=time.perf_counter() - t0, compile_s=compile_s,
                        entropy=entropy_summary(history, targets))
+
+
+def stack_segments(datas: Sequence[TrainData]) -> TrainData:
+    """K segments' TrainData (same shapes) as one with a leading [K] axis (a batch's data)."""
+    shapes = {tuple(leaf.shape for leaf in jax.tree.leaves(d)) for d in datas}
+    if len(shapes) != 1:
+        raise ValueError(f"the segments of a batch must have the same shapes, got {shapes}")
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *datas)
+
+
+def segment_results(result: TrainResult, segments: int) -> list[TrainResult]:
+    """Each segment's share of a batch's `TrainResult` (K segments x S seeds, segment-major):
+    its members' agents, a history whose records hold its members' means (and "members" when
+    S > 1, as a population of S alone would), and its entropy summary."""
+    if segments == 1:
+        return [result]
+    population = int(jax.tree.leaves(result.state.agent)[0].shape[0])
+    s = population // segments
+    targets = (result.entropy.get("members") or {}).get("target_entropy") or [
+        result.entropy.get("target_entropy", -1.0)] * population
+    out = []
+    for k in range(segments):
+        part = slice(k * s, (k + 1) * s)
+        history = []
+        for rec in result.history:
+            members = rec["members"]
+            r: dict[str, Any] = {name: float(np.mean(np.asarray(v[part], np.float32)))
+                                 for name, v in members.items()}
+            r.update({"chunk": rec["chunk"], "env_steps": rec["env_steps"]})
+            if s > 1:
+                r["members"] = {name: list(v[part]) for name, v in members.items()}
+            history.append(r)
+        agent = jax.tree.map(lambda x, p=part: x[p], result.state.agent)
+        out.append(TrainResult(state=TrainState(agent=agent, local=None,
+                                                iteration=result.state.iteration),
+                               history=history, env_steps=result.env_steps,
+                               wall_s=result.wall_s, compile_s=result.compile_s,
+                               entropy=entropy_summary(history, targets[part])))
+    return out

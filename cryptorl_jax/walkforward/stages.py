@@ -120,14 +120,14 @@ _TRAINERS: dict[TrainerSpec, tuple[Trainer, Callable]] = {}
 
 
 def get_trainer(cfg: Config, n_features: int, embedding_dim: int | None,
-                population: int | None = None) -> tuple[Trainer, Callable]:
+                population: int | None = None, segments: int = 1) -> tuple[Trainer, Callable]:
     """make_train + make_rollout, cached on the `TrainerSpec` (the only input of make_train).
 
     Segments, repeated runs and tuning trials with the same spec share one compilation: the
     seed, the data, the outputs and every dynamic hyperparameter (`training.spec.HYPER_KEYS`)
     do not enter it.
     """
-    spec = TrainerSpec.from_config(cfg, n_features, embedding_dim, population)
+    spec = TrainerSpec.from_config(cfg, n_features, embedding_dim, population, segments)
     if spec not in _TRAINERS:
         trainer = make_train(spec)
         _TRAINERS.clear()  # keep one: a new shape or setting will not come back soon
