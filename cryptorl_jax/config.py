@@ -256,6 +256,11 @@ class WFOConfig:
     max_segments: int | None = None
     segments: tuple[int, ...] | None = None  # explicit subset (the CLI's --segments)
     trial_log: str | None = None  # cryptorl tune's trial log: N trials for the Deflated SR
+    # K segments whose agents train as the members of one compiled step (K x train.n_seeds
+    # members, each on its own segment's rows); 1: one segment after another; "all": every
+    # segment of the run in one batch (a GPU). The local executor batches; Ray runs one
+    # segment per task.
+    segments_per_batch: int | Literal["all"] = 1
 
 
 @dataclass(frozen=True)
@@ -882,6 +887,8 @@ def _validate_wfo(w: WFOConfig, v: EnvConfig, s: str | None) -> None:
              s)
     _require(w.segments is None or (len(w.segments) > 0 and all(k >= 0 for k in w.segments)),
              "wfo.segments", "must be a non-empty list of segment numbers >= 0", s)
+    _require(w.segments_per_batch == "all" or w.segments_per_batch >= 1,
+             "wfo.segments_per_batch", "must be a whole number >= 1 or 'all'", s)
     train_rows = w.train_months * w.hours_per_month
     _require(train_rows > v.window + v.vol_window + 2, "wfo.train_months",
              f"the train window ({train_rows} rows) must exceed env.window + env.vol_window", s)

@@ -9,6 +9,7 @@
         equity_curve.png, tearsheet.html    the aggregate report (backtest.report)
         segment_<k>_regimes.png             each segment's filtered regimes
         tensorboard/                        scalars per segment and the run's hparams
+        batch_<a>-<b>/train/                a batch's training checkpoints (segments_per_batch)
         segment_<k>/                        SegmentDir
             transforms.json, scaler.json, regime_model.json, regime_stats.json
             baselines.json                  the fitted baselines' parameters (strategies.py)
@@ -228,6 +229,14 @@ class RunDir:
     @property
     def tensorboard(self) -> Path:
         return self.path / "tensorboard"
+
+    def batch(self, first: int, last: int) -> Path:
+        """batch_<first>-<last>/: the training checkpoints of segments first..last trained in
+        one step (wfo.segments_per_batch > 1); each segment's files stay in segment_<k>/."""
+        return self.path / f"batch_{first}-{last}"
+
+    def batch_dirs(self) -> list[Path]:
+        return sorted(p for p in self.path.glob("batch_*-*") if p.is_dir())
 
     def tensorboard_segment(self, index: int) -> Path:
         """tensorboard/segment_<k>/: the segment's training and pre-training curves."""

@@ -52,6 +52,24 @@ class Executor(Protocol):
         ...
 
 
+def segment_batches(cfg: Config, layout: list[Segment], pending: list[Segment]
+                    ) -> list[tuple[list[Segment], list[Segment]]]:
+    """(batch, its pending segments) for the pending segments: the run's segments cut into
+    batches of wfo.segments_per_batch in order (fixed, so a resumed batch is the batch its
+    checkpoints were written by); batches with nothing pending are left out."""
+    k = cfg.wfo.segments_per_batch
+    if k == "all":
+        k = max(len(layout), 1)
+    wanted = {s.index for s in pending}
+    out = []
+    for i in range(0, len(layout), int(k)):
+        batch = layout[i:i + int(k)]
+        todo = [s for s in batch if s.index in wanted]
+        if todo:
+            out.append((batch if len(batch) > 1 else todo, todo))
+    return out
+
+
 class LocalExecutor:
     """The segments and the tuning batches one after the other, in this process. A batch is
     trained when its result is asked for (one slot: the study asks, trains, tells in turn)."""
@@ -70,14 +88,16 @@ class LocalExecutor:
                      progress: bool, resume: bool, hooks: Hooks) -> list[int]:
         from tqdm.auto import tqdm
 
-        from cryptorl_jax.walkforward.pipeline import run_wfo_segment
+        from cryptorl_jax.walkforward.pipeline import run_wfo_batch
 
-        ran = []
-        bar = tqdm(segments, desc="segments", disable=not progress, leave=True)
-        for seg in bar:
-            bar.set_postfix(segment=seg.index)
-            run_wfo_segment(cfg, run, seg, rd, progress=progress, resume=resume, hooks=hooks)
-            ran.append(seg.index)
+        ran: list[int] = []
+        batches = segment_batches(cfg, run.segments, segments)
+        bar = tqdm(total=len(segments), desc="segments", disable=not progress, leave=True)
+        for batch, todo in batches:
+            bar.set_postfix(segment=",".join(str(s.index) for s in todo))
+            run_wfo_batch(cfg, run, batch, rd, progress=progress, resume=resume, hooks=hooks)
+            ran += [s.index for s in todo]
+            bar.update(len(todo))
         bar.close()
         return ran
 

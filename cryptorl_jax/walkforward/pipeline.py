@@ -56,7 +56,13 @@ from cryptorl_jax.layout import RunDir, SegmentDir
 from cryptorl_jax.regimes import plot_regimes
 from cryptorl_jax.training.logging import ScalarLogger
 from cryptorl_jax.training.rollout import make_rollout
-from cryptorl_jax.training.train import TrainData, Trainer, train
+from cryptorl_jax.training.train import (
+    TrainData,
+    Trainer,
+    segment_results,
+    stack_segments,
+    train,
+)
 from cryptorl_jax.walkforward.data import (  # noqa: F401 (re-exported: evaluate, tune, tests)
     STAGE_MAE,
     STAGE_RANDOM_ENCODER,
@@ -234,43 +240,88 @@ def run_segment(cfg: Config, run: RunData, seg: Segment, workdir: Path, *,
     Writes nothing but its scratch state under `workdir` (the encoder and trainer checkpoints
     that --resume restores); `write_segment` writes a walk-forward segment's files. The trainer
     comes from the process-wide cache (`get_trainer`), so every segment and trial of one shape
-    compiles once.
+    compiles once. `run_segments` is the same for a batch of segments trained together.
     """
+    return run_segments(cfg, run, [seg], [workdir], workdir, eval_rows=[eval_rows],
+                        controls=controls, with_baselines=with_baselines)[0]
+
+
+def _stack_trees(trees: list[Any]) -> Any:
+    import jax.numpy as jnp
+
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def run_segments(cfg: Config, run: RunData, segs: Sequence[Segment], workdirs: Sequence[Path],
+                 batch_dir: Path, *, eval_rows: Sequence[tuple[int, int] | None],
+                 controls: SegmentControls = SegmentControls(),
+                 with_baselines: bool = False) -> list[SegmentOutcome]:
+    """`run_segment` for K segments whose TQC agents train as the members of ONE compiled step
+    (K segments x train.n_seeds seeds; each member reads its own segment's market arrays,
+    `training.train.Layout`). Steps 1-3 and 5 run per segment as in `run_segment`; step 4 is
+    one `train` call whose checkpoints live in `batch_dir / "train"` (a segment's own workdir
+    when K = 1, so K = 1 is exactly `run_segment`). A segment inside a batch trains as it
+    would alone up to float rounding (tests/training/test_segments_as_members.py)."""
     hooks = controls.hooks
-    inputs = prepare_segment(cfg, run, seg, workdir, controls)
-    timings = dict(inputs.timings)
-    fitted: list[strategies.Fitted] = []
-    if with_baselines:
-        hooks.stage(seg.index, "baselines")
-        t = time.perf_counter()
-        fitted = fit_baselines(cfg, run, inputs.sm, seg)
-        timings["baselines_s"] = time.perf_counter() - t
-    hooks.stage(seg.index, "train")
+    k = len(segs)
+    inputs, fitted, timings = [], [], []
+    for seg, workdir in zip(segs, workdirs, strict=True):
+        inp = prepare_segment(cfg, run, seg, workdir, controls)
+        t_seg = dict(inp.timings)
+        baselines: list[strategies.Fitted] = []
+        if with_baselines:
+            hooks.stage(seg.index, "baselines")
+            t = time.perf_counter()
+            baselines = fit_baselines(cfg, run, inp.sm, seg)
+            t_seg["baselines_s"] = time.perf_counter() - t
+        inputs.append(inp)
+        fitted.append(baselines)
+        timings.append(t_seg)
+    for seg in segs:
+        hooks.stage(seg.index, "train")
     t = time.perf_counter()
-    emb = inputs.enc.embeddings
-    trainer, rollout = get_trainer(cfg, inputs.sm.matrix.shape[1],
-                                   None if emb is None else emb.shape[1])
-    result = train(cfg, inputs.data, workdir / "train",
-                   key=segment_key(cfg, seg.index, STAGE_TRAIN), trainer=trainer,
-                   encoder_params=inputs.enc.finetune_params, resume=controls.resume,
+    emb = inputs[0].enc.embeddings
+    trainer, rollout = get_trainer(cfg, inputs[0].sm.matrix.shape[1],
+                                   None if emb is None else emb.shape[1], segments=k)
+    if k == 1:
+        data, key = inputs[0].data, segment_key(cfg, segs[0].index, STAGE_TRAIN)
+        encoder_params = inputs[0].enc.finetune_params
+    else:
+        data = stack_segments([inp.data for inp in inputs])
+        key = _stack_trees([segment_key(cfg, seg.index, STAGE_TRAIN) for seg in segs])
+        encoder_params = (None if inputs[0].enc.finetune_params is None
+                          else _stack_trees([inp.enc.finetune_params for inp in inputs]))
+    killed = [seg.index for seg in segs if hooks.killed(seg.index)]
+    label = (f"segment {segs[0].index}" if k == 1
+             else f"segments {segs[0].index}-{segs[-1].index}")
+    result = train(cfg, data, batch_dir / "train", key=key, trainer=trainer,
+                   encoder_params=encoder_params, resume=controls.resume,
                    progress=controls.progress, tensorboard_dir=controls.tensorboard_dir,
-                   desc=controls.desc or f"segment {seg.index} TQC",
-                   hooks=hooks.for_segment(seg.index), on_chunk=controls.on_chunk)
-    if hooks.killed(seg.index):
-        raise KeyboardInterrupt(f"killed in segment {seg.index} after chunk "
+                   desc=controls.desc or f"{label} TQC",
+                   hooks=hooks.for_segment(killed[0]) if killed else hooks,
+                   on_chunk=controls.on_chunk)
+    if killed:
+        raise KeyboardInterrupt(f"killed in segment {killed[0]} after chunk "
                                 f"{hooks.kill_at[1]}")
-    timings["train_s"] = time.perf_counter() - t
-    timings["train_compile_s"] = result.compile_s
-    oos = None
-    if eval_rows is not None:
-        hooks.stage(seg.index, "backtest")
-        t = time.perf_counter()
-        oos = backtest_rows(cfg, run, inputs.sm, inputs.enc, trainer, result.state.agent,
-                            *eval_rows, rollout, baseline_seed=cfg.seed * 1000 + seg.index,
-                            fitted=fitted)
-        timings["backtest_s"] = time.perf_counter() - t
-    return SegmentOutcome(inputs=inputs, trainer=trainer, rollout=rollout, train=result,
-                          oos=oos, timings=timings, baselines=fitted)
+    train_s = time.perf_counter() - t
+    outcomes = []
+    for seg, inp, part, baselines, t_seg, rows in zip(
+            segs, inputs, segment_results(result, k), fitted, timings, eval_rows, strict=True):
+        t_seg["train_s"] = train_s  # a batch's wall time is shared by its segments
+        t_seg["train_compile_s"] = part.compile_s
+        if k > 1:
+            t_seg["train_batch"] = k
+        oos = None
+        if rows is not None:
+            hooks.stage(seg.index, "backtest")
+            t = time.perf_counter()
+            oos = backtest_rows(cfg, run, inp.sm, inp.enc, trainer, part.state.agent, *rows,
+                                rollout, baseline_seed=cfg.seed * 1000 + seg.index,
+                                fitted=baselines)
+            t_seg["backtest_s"] = time.perf_counter() - t
+        outcomes.append(SegmentOutcome(inputs=inp, trainer=trainer, rollout=rollout, train=part,
+                                       oos=oos, timings=t_seg, baselines=baselines))
+    return outcomes
 
 
 def write_segment(out: SegmentDir, outcome: SegmentOutcome) -> None:
@@ -329,8 +380,8 @@ def _check_run_config(cfg: Config, rd: RunDir) -> None:
                 cfg.source)
         log.warning("%s: no finished segment from its earlier config %s; starting over with "
                     "config %s", rd.path, held, digest)
-        for stale in rd.segment_dirs():
-            shutil.rmtree(stale.path)
+        for stale in [*(d.path for d in rd.segment_dirs()), *rd.batch_dirs()]:
+            shutil.rmtree(stale)
     write_atomic(rd.config, identity.to_yaml())
     write_atomic(rd.config_digest, digest + "\n")
 
@@ -371,6 +422,9 @@ def run(cfg: Config, workdir: str | Path, *, resume: bool = False, report_only: 
             if not resume and out.path.exists():
                 shutil.rmtree(out.path)
             pending.append(seg)
+        if not resume:  # the batches' training checkpoints belong to the run started over
+            for stale in rd.batch_dirs():
+                shutil.rmtree(stale)
         ex = executor if executor is not None else LocalExecutor()
         ran = ex.run_segments(cfg, run_data, pending, rd, progress=progress, resume=resume,
                               hooks=hooks)
@@ -413,70 +467,102 @@ def run_wfo_segment(cfg: Config, run: RunData, seg: Segment, rd: RunDir, *,
                     hooks: Hooks = NO_HOOKS) -> dict[str, Any]:
     """One walk-forward segment, start to finish, into rd.segment(seg.index); returns the DONE
     record (written last: --resume trusts it)."""
+    return run_wfo_batch(cfg, run, [seg], rd, progress=progress, resume=resume, hooks=hooks)[0]
+
+
+def run_wfo_batch(cfg: Config, run: RunData, segs: Sequence[Segment], rd: RunDir, *,
+                  progress: bool = False, resume: bool = False,
+                  hooks: Hooks = NO_HOOKS) -> list[dict[str, Any]]:
+    """K walk-forward segments whose agents train in one compiled step (`run_segments`), each
+    written into its own segment directory with its own DONE record, in order. A segment of
+    the batch already DONE (a resumed batch) is trained again with the others but not
+    rewritten. The batch's training checkpoints live in rd.batch(first, last) (K > 1)."""
     t_seg = time.perf_counter()
-    out = rd.segment(seg.index)
-    out.path.mkdir(parents=True, exist_ok=True)
-    tb_dir = rd.tensorboard_segment(seg.index) if cfg.output.tensorboard else None
+    k = len(segs)
+    for seg in segs:
+        rd.segment(seg.index).path.mkdir(parents=True, exist_ok=True)
+    batch_dir = rd.segment(segs[0].index).path if k == 1 else rd.batch(segs[0].index,
+                                                                          segs[-1].index)
+    tb_dir = None
+    if cfg.output.tensorboard:
+        tb_dir = (rd.tensorboard_segment(segs[0].index) if k == 1
+                  else rd.path / "tensorboard" / batch_dir.name)
     logger = ScalarLogger(tb_dir)
+    dones = []
     try:
         controls = SegmentControls(logger=logger, tensorboard_dir=tb_dir, progress=progress,
                                    resume=resume, hooks=hooks)
-        outcome = run_segment(cfg, run, seg, out.path, eval_rows=(seg.test_start, seg.test_end),
-                              controls=controls, with_baselines=True)
-        timings = outcome.timings
-        t = time.perf_counter()
-        oos = outcome.oos
-        # the agents over their own train rows, through the same backtest (in-sample)
-        insample = backtest_rows(cfg, run, outcome.inputs.sm, outcome.inputs.enc,
-                                 outcome.trainer, outcome.agents, seg.train_start,
-                                 seg.train_end, outcome.rollout,
-                                 baseline_seed=cfg.seed * 1000 + seg.index,
-                                 fitted=outcome.baselines)
-        write_segment(out, outcome)
-        write_parquet(out.oos, oos)
-        write_parquet(out.insample, insample)
-        series_metrics(oos).to_csv(out.series_metrics)
-        metrics = strategy_metrics(oos)
-        in_metrics = strategy_metrics(insample)
-        metrics.update({f"insample_{k}": in_metrics[k] for k in
-                        ("sharpe", "total_return", "turnover", "exposure")})
-        write_json(out.metrics, metrics)
-        if "regime" in oos:
-            regime_metrics(oos["strategy"].to_numpy(), oos["regime"].to_numpy(),
-                           oos["benchmark"].to_numpy()).to_csv(out.regime_metrics)
-        timings["backtest_s"] = timings.get("backtest_s", 0.0) + time.perf_counter() - t
-
-        hooks.stage(seg.index, "report")
-        sm = outcome.inputs.sm
-        rows = slice(seg.train_start, seg.train_end)
-        # a fixed lag (one day) instead of an AIC search (docs/benchmarks.md)
-        adf_table(sm.features, rows, autolag=None, maxlag=24).to_csv(out.stationarity)
-        if cfg.output.plots and sm.proba is not None:
-            span = slice(seg.train_start, seg.test_end)
-            plot_regimes(run.market[f"{run.traded}_close"].iloc[span], sm.proba[span],
-                         rd.regimes_png(seg.index),
-                         title=f"segment {seg.index}: filtered regimes (train | test at "
-                               f"{run.market.index[seg.test_start]:%Y-%m-%d})",
-                         test_start=seg.test_start - seg.train_start)
-        timings["segment_s"] = time.perf_counter() - t_seg
-        timings["rss_mb"] = provenance.rss_mb()  # at the end of the segment
-        timings["peak_rss_mb"] = provenance.peak_rss_mb()  # of the process so far
-        done = {"segment": seg.index, "train_rows": [seg.train_start, seg.train_end],
-                "test_rows": [seg.test_start, seg.test_end],
-                "train_period": [str(run.market.index[seg.train_start]),
-                                 str(run.market.index[seg.train_end - 1])],
-                "test_period": [str(run.market.index[seg.test_start]),
-                                str(run.market.index[seg.test_end - 1])],
-                "timings": timings, "sharpe": metrics["sharpe"],
-                "insample_sharpe": metrics["insample_sharpe"],
-                "env_steps": outcome.train.env_steps,
-                # final entropy coefficient, policy entropy, target and whether it was reached
-                # (training.train.entropy_summary), per member under "members" for P > 1
-                "entropy": outcome.train.entropy,
-                "host": platform.node(), "devices": provenance.devices()}
-        write_json(out.done, done)  # written last: --resume trusts it
-        log.info("segment %d done in %.0f s: OOS sharpe %.2f, total return %.2f%%", seg.index,
-                 timings["segment_s"], metrics["sharpe"], 100 * metrics["total_return"])
+        outcomes = run_segments(cfg, run, segs, [rd.segment(s.index).path for s in segs],
+                                batch_dir, eval_rows=[(s.test_start, s.test_end) for s in segs],
+                                controls=controls, with_baselines=True)
+        for seg, outcome in zip(segs, outcomes, strict=True):
+            if k > 1 and rd.segment(seg.index).is_done():
+                log.info("segment %d: finished before; its batch was trained again for the "
+                         "others, its files are kept", seg.index)
+                continue
+            dones.append(finish_wfo_segment(cfg, run, seg, rd, outcome, hooks, t_seg))
     finally:
         logger.close()
+    return dones
+
+
+def finish_wfo_segment(cfg: Config, run: RunData, seg: Segment, rd: RunDir,
+                       outcome: SegmentOutcome, hooks: Hooks, t_seg: float) -> dict[str, Any]:
+    """A trained segment's walk-forward outputs: the in-sample backtest, its files, its
+    reports and the DONE record (written last)."""
+    out = rd.segment(seg.index)
+    timings = outcome.timings
+    t = time.perf_counter()
+    oos = outcome.oos
+    # the agents over their own train rows, through the same backtest (in-sample)
+    insample = backtest_rows(cfg, run, outcome.inputs.sm, outcome.inputs.enc,
+                             outcome.trainer, outcome.agents, seg.train_start,
+                             seg.train_end, outcome.rollout,
+                             baseline_seed=cfg.seed * 1000 + seg.index,
+                             fitted=outcome.baselines)
+    write_segment(out, outcome)
+    write_parquet(out.oos, oos)
+    write_parquet(out.insample, insample)
+    series_metrics(oos).to_csv(out.series_metrics)
+    metrics = strategy_metrics(oos)
+    in_metrics = strategy_metrics(insample)
+    metrics.update({f"insample_{k}": in_metrics[k] for k in
+                    ("sharpe", "total_return", "turnover", "exposure")})
+    write_json(out.metrics, metrics)
+    if "regime" in oos:
+        regime_metrics(oos["strategy"].to_numpy(), oos["regime"].to_numpy(),
+                       oos["benchmark"].to_numpy()).to_csv(out.regime_metrics)
+    timings["backtest_s"] = timings.get("backtest_s", 0.0) + time.perf_counter() - t
+
+    hooks.stage(seg.index, "report")
+    sm = outcome.inputs.sm
+    rows = slice(seg.train_start, seg.train_end)
+    # a fixed lag (one day) instead of an AIC search (docs/benchmarks.md)
+    adf_table(sm.features, rows, autolag=None, maxlag=24).to_csv(out.stationarity)
+    if cfg.output.plots and sm.proba is not None:
+        span = slice(seg.train_start, seg.test_end)
+        plot_regimes(run.market[f"{run.traded}_close"].iloc[span], sm.proba[span],
+                     rd.regimes_png(seg.index),
+                     title=f"segment {seg.index}: filtered regimes (train | test at "
+                           f"{run.market.index[seg.test_start]:%Y-%m-%d})",
+                     test_start=seg.test_start - seg.train_start)
+    timings["segment_s"] = time.perf_counter() - t_seg
+    timings["rss_mb"] = provenance.rss_mb()  # at the end of the segment
+    timings["peak_rss_mb"] = provenance.peak_rss_mb()  # of the process so far
+    done = {"segment": seg.index, "train_rows": [seg.train_start, seg.train_end],
+            "test_rows": [seg.test_start, seg.test_end],
+            "train_period": [str(run.market.index[seg.train_start]),
+                             str(run.market.index[seg.train_end - 1])],
+            "test_period": [str(run.market.index[seg.test_start]),
+                            str(run.market.index[seg.test_end - 1])],
+            "timings": timings, "sharpe": metrics["sharpe"],
+            "insample_sharpe": metrics["insample_sharpe"],
+            "env_steps": outcome.train.env_steps,
+            # final entropy coefficient, policy entropy, target and whether it was reached
+            # (training.train.entropy_summary), per member under "members" for P > 1
+            "entropy": outcome.train.entropy,
+            "host": platform.node(), "devices": provenance.devices()}
+    write_json(out.done, done)  # written last: --resume trusts it
+    log.info("segment %d done in %.0f s: OOS sharpe %.2f, total return %.2f%%", seg.index,
+             timings["segment_s"], metrics["sharpe"], 100 * metrics["total_return"])
     return done

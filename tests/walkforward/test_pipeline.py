@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from cryptorl_jax.backtest.metrics import compute_metrics
-from cryptorl_jax.config import load_config
+from cryptorl_jax.config import load_config, with_overrides
 from cryptorl_jax.hooks import Hooks
 from cryptorl_jax.market.synthetic import make_market
 from cryptorl_jax.walkforward import pipeline, stages
@@ -399,3 +399,68 @@ def test_poisoned_future_leaves_segment_0_bit_identical(full_run, cfg, market, t
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     # the OOS test rows are after the train end: those did change
     assert not (a / "oos.parquet").read_bytes() == (b / "oos.parquet").read_bytes()
+
+
+def _metrics(path):
+    return pd.read_csv(path, dtype={"segment": str}).set_index("segment")
+
+
+def test_segments_in_one_batch_equal_the_sequential_run(full_run, cfg, market, tmp_path):
+    """wfo.segments_per_batch: 3 trains the three segments' agents as the members of one
+    compiled step; each segment keeps its own files and DONE, and the report equals the
+    sequential run's up to the float rounding of a batched step."""
+    workdir, _ = full_run
+    batched_cfg = with_overrides(cfg, ["wfo.segments_per_batch=3"])
+    stages._TRAINERS.clear()
+    out = tmp_path / "tiny"
+    result = pipeline.run(batched_cfg, out, market=market)
+    assert result.segments_run == [0, 1, 2]
+    (trainer, _), = stages._TRAINERS.values()
+    assert trainer.segments == 3 and trainer.trace_counts["train_chunk"] == 1
+    assert (out / "batch_0-2" / "train" / "checkpoints").is_dir()
+    for k in range(3):
+        assert (out / f"segment_{k}" / "DONE").is_file()
+        assert json.loads((out / f"segment_{k}" / "DONE").read_text())["timings"][
+            "train_batch"] == 3
+    got, want = _metrics(out / "metrics.csv"), _metrics(workdir / "metrics.csv")
+    assert list(got.index) == list(want.index)
+    for key in ("sharpe", "total_return", "max_drawdown", "turnover", "exposure"):
+        np.testing.assert_allclose(got[key].to_numpy(), want[key].to_numpy(), rtol=2e-3,
+                                   atol=1e-4, err_msg=key)
+
+
+def test_a_batch_killed_in_training_resumes(cfg, market, tmp_path, caplog):
+    caplog.set_level("INFO", logger="cryptorl_jax.training")
+    batched_cfg = with_overrides(cfg, ["wfo.segments_per_batch=2"])
+    straight = tmp_path / "straight"
+    pipeline.run(batched_cfg, straight, market=market)
+    resumed = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(batched_cfg, resumed, market=market, hooks=Hooks(kill_at=(1, 2)))
+    assert not any((resumed / f"segment_{k}" / "DONE").exists() for k in range(3))
+    ckpt = resumed / "batch_0-1" / "train" / "checkpoints" / "2"
+    assert ckpt.is_dir()
+    written = ckpt.stat().st_mtime_ns
+    result = pipeline.run(batched_cfg, resumed, market=market, resume=True)
+    assert result.segments_run == [0, 1, 2]
+    # training went on from the checkpoint (it was not written again)
+    assert not ckpt.exists() or ckpt.stat().st_mtime_ns == written
+    assert "resumed training from" in caplog.text
+    assert (resumed / "metrics.csv").read_text() == (straight / "metrics.csv").read_text()
+    # a second batch killed after the first is DONE: the first is skipped on resume
+    again = tmp_path / "again"
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(batched_cfg, again, market=market, hooks=Hooks(kill_at=(2, 1)))
+    assert (again / "segment_1" / "DONE").is_file() and not (again / "segment_2" / "DONE").exists()
+    result = pipeline.run(batched_cfg, again, market=market, resume=True)
+    assert result.segments_skipped == [0, 1] and result.segments_run == [2]
+    assert (again / "metrics.csv").read_text() == (straight / "metrics.csv").read_text()
+
+
+def test_segments_per_batch_is_checked():
+    from cryptorl_jax.config import ConfigError
+
+    with pytest.raises(ConfigError, match="wfo.segments_per_batch"):
+        load_config(None, [*TINY_WFO, "wfo.segments_per_batch=0"])
+    assert load_config(None, [*TINY_WFO, "wfo.segments_per_batch=all"]).wfo.segments_per_batch \
+        == "all"
