@@ -15,6 +15,7 @@ the epoch function is traced once for every epoch and every segment with the sam
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -183,6 +184,19 @@ def _loss_fn(params: nnx.State, graphdef: nnx.GraphDef, windows: jax.Array,
     return nnx.merge(graphdef, params).loss(windows, key)
 
 
+@functools.lru_cache(maxsize=8)
+def _optimizer_init(enc_cfg: EncoderConfig, n_batches: int) -> Callable[[nnx.State], Any]:
+    """The optimiser's jitted init, one per (config, batches per epoch): every segment of a run
+    reuses it instead of compiling a new one (with `_train_epoch`, `_evaluate` and
+    `_embed_chunk`, the MAE stage compiles once per run)."""
+
+    def init(params: nnx.State) -> Any:
+        TRACE_COUNTS["optimizer_init"] += 1
+        return make_optimizer(enc_cfg, n_batches).init(params)
+
+    return jax.jit(init)
+
+
 @partial(jax.jit, static_argnames=("graphdef", "enc_cfg", "window", "n_train", "n_batches"))
 def _train_epoch(graphdef: nnx.GraphDef, params: nnx.State, opt_state: Any,
                  features: jax.Array, first_end: jax.Array, key: jax.Array, *,
@@ -330,7 +344,7 @@ def pretrain(features: Any, train_start: int, train_end: int, cfg: Config, key: 
     key_init, key_val, key_train = jax.random.split(key, 3)
     mae = MAE(n_features, window, enc_cfg, rngs=nnx.Rngs(key_init))
     graphdef, params = nnx.split(mae)
-    opt_state = jax.jit(make_optimizer(enc_cfg, n_batches).init)(params)
+    opt_state = _optimizer_init(enc_cfg, n_batches)(params)
     features_dev = jnp.asarray(features)
     train_first = jnp.asarray(ranges.train_first_end, jnp.int32)
     val_first = jnp.asarray(ranges.val_first_end, jnp.int32)

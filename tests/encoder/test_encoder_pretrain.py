@@ -124,7 +124,8 @@ def runs(tmp_path_factory):
                             log_fn=lambda s, d: logged.append((s, d)), progress=True)
     res_garbage = pt.pretrain(garbage, TRAIN_START, TRAIN_END, CFG, key)
     res_shifted = pt.pretrain(shifted, TRAIN_START + shift, TRAIN_END + shift, CFG, key)
-    traces = {k: pt.TRACE_COUNTS[k] - before.get(k, 0) for k in ("train_epoch", "evaluate")}
+    traces = {k: pt.TRACE_COUNTS[k] - before.get(k, 0)
+              for k in ("train_epoch", "evaluate", "optimizer_init")}
     return dict(clean=clean, res=res_clean, garbage=res_garbage, shifted=res_shifted,
                 logged=logged, traces=traces, workdir=workdir)
 
@@ -180,7 +181,8 @@ def test_same_segment_elsewhere_gives_same_numbers_and_compiles_once(runs):
     assert all(jax.tree.leaves(same))
     assert shifted.report == res.report
     # three pre-trainings (all their epochs) shared one trace of the epoch and eval functions
-    assert runs["traces"] == {"train_epoch": 1, "evaluate": 1}
+    # three segments, one compilation of each jitted piece (the optimiser init included)
+    assert runs["traces"] == {"train_epoch": 1, "evaluate": 1, "optimizer_init": 1}
 
 
 def test_save_load_roundtrip(runs, tmp_path):
