@@ -1,14 +1,48 @@
 #!/usr/bin/env bash
-# The population curve on one GPU (issue 17): P = 1, 2, 4, 8, 16, 32 members of full.yaml's
-# settings (512 envs, batch 2048, [256, 256], 25 quantiles x 2 critics) in ONE compiled step,
-# aggregate and per-member env steps/s, on the first GPU only. Short by design: each P compiles
-# once and runs 4 chunks of 100 vectorised steps (about 5-8 minutes in all on an H200).
-#   bash scripts/gpu_check.sh            # prints the curve and ends with one JSON line
+# The GPU figures owed (issues 17 and 25), in one go on one lent GPU (about 12 minutes, each
+# command capped below 10):
+#   1. the population curve: P = 1, 4, 16, 64 members of full.yaml's step (512 envs, batch 2048,
+#      [256, 256], 25 quantiles x 2 critics) in ONE compiled step: aggregate and per-member env
+#      steps/s, compile time, peak GPU memory (4 chunks of 100 vectorised steps per P);
+#   2. full.yaml end to end with 8 seeds and K = 4 segments in one batch
+#      (wfo.segments_per_batch=4: fits, MAE, training at the original 30M env steps per agent,
+#      backtests, report), its summary.md and metrics.csv kept under $OUT/full_k4;
+#   3. with SEQUENTIAL=1, the same 4 segments one at a time (for the batched / sequential ratio).
+#   OUT=/some/dir bash scripts/gpu_check.sh        # results under $OUT (default /tmp/gpu_check)
 # Needs a CUDA jaxlib (python -m pip install -e ".[cuda]" or the machine image's jax).
-set -euo pipefail
+set -uo pipefail
 cd "$(dirname "$0")/.."
-python -c "import jax; print('devices:', jax.devices())"
-python scripts/bench.py train --config configs/full.yaml --population 1,2,4,8,16,32 \
+OUT=${OUT:-/tmp/gpu_check}
+mkdir -p "$OUT"
+python -c "import jax; print('devices:', jax.devices()); print('jax', jax.__version__)"
+git rev-parse HEAD 2>/dev/null | sed 's/^/commit: /'
+SECONDS=0
+timeout 540 python scripts/bench.py train --config configs/full.yaml --population 1,4,16,64 \
     --chunk 100 --chunks 3 --rows 13000 --n-features 16 \
-    --set train.devices=1 \
-    --set output.progress=false
+    --set train.devices=1 --set output.progress=false 2>&1 | tee "$OUT/population.txt"
+echo "population curve: ${SECONDS} s"
+SECONDS=0
+timeout 570 python scripts/wfo.py --config configs/full.yaml --out "$OUT" \
+    --set run_name=full_k4 --set wfo.max_segments=4 --set wfo.segments_per_batch=4 \
+    --set train.devices=1 --set output.progress=false --set output.tensorboard=false \
+    2>&1 | tail -n 40 | tee "$OUT/full_k4.txt"
+echo "full.yaml, 4 segments x 8 seeds in one batch, end to end: ${SECONDS} s" \
+    | tee -a "$OUT/full_k4.txt"
+python - "$OUT/full_k4" <<'PY' 2>&1 | tee -a "$OUT/full_k4.txt"
+import json, sys, pathlib
+run = pathlib.Path(sys.argv[1])
+for k in range(4):
+    done = run / f"segment_{k}" / "DONE"
+    if done.is_file():
+        t = json.loads(done.read_text())["timings"]
+        print(f"segment {k}:", {key: round(v, 1) for key, v in t.items()
+                                if isinstance(v, (int, float))})
+PY
+if [ "${SEQUENTIAL:-0}" = 1 ]; then
+    SECONDS=0
+    timeout 570 python scripts/wfo.py --config configs/full.yaml --out "$OUT" \
+        --set run_name=full_seq --set wfo.max_segments=4 --set wfo.segments_per_batch=1 \
+        --set train.devices=1 --set output.progress=false --set output.tensorboard=false \
+        2>&1 | tail -n 20 | tee "$OUT/full_seq.txt"
+    echo "full.yaml, the same 4 segments one at a time: ${SECONDS} s" | tee -a "$OUT/full_seq.txt"
+fi

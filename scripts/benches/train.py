@@ -7,6 +7,7 @@ next to a jitted float32 matmul peak measured in the same run.
 
     python scripts/bench.py train --match-peers          # the peers' stock-TQC settings
     python scripts/bench.py train --compare-finetune     # frozen embeddings vs fine-tuning
+    python scripts/bench.py train --segments 4           # 4 segments in one step vs one
     python scripts/bench.py train --match-peers --peers-python /tmp/peers-venv/bin/python \
         --peers-dir ../shared/peers                      # sb3-contrib and sbx side by side
 
@@ -52,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--population", default=None, metavar="P[,P...]",
                         help="P members in one compiled step, against P = 1 in the same run "
                              "(a comma list gives the curve, e.g. 1,2,4,8,16,32)")
+    parser.add_argument("--segments", type=int, default=None, metavar="K",
+                        help="K walk-forward segments x train.n_seeds in one compiled step "
+                             "against one segment at a time, in the same run")
     parser.add_argument("--peers-python", default=None,
                         help="python of a venv with sb3-contrib and sbx (the `bench` extra)")
     parser.add_argument("--peers-dir", default=None, help="the peers harness directory")
@@ -127,13 +131,13 @@ def _update_flops(trainer, data) -> float:
     return float(cost.get("flops", float("nan")))
 
 
-def _synthetic(cfg, rows: int, n_features: int, embedding_dim: int | None):
+def _synthetic(cfg, rows: int, n_features: int, embedding_dim: int | None, seed: int = 0):
     import jax.numpy as jnp
 
     from cryptorl_jax.env.trading import MarketData, make_start_range
     from cryptorl_jax.training.train import TrainData
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.005, rows)))
     features = rng.normal(size=(rows, n_features)).astype(np.float32)
     market = MarketData.from_arrays(features, close, cfg.env)
@@ -144,24 +148,35 @@ def _synthetic(cfg, rows: int, n_features: int, embedding_dim: int | None):
                      embeddings=emb)
 
 
-def measure(cfg, n_features: int, rows: int, chunks: int, flops: bool = True) -> dict:
-    """Compile, then time `chunks` calls of train_chunk; learning is on from the first step."""
+def measure(cfg, n_features: int, rows: int, chunks: int, flops: bool = True,
+            segments: int = 1) -> dict:
+    """Compile, then time `chunks` calls of train_chunk; learning is on from the first step.
+    `segments` K > 1: K synthetic segments (other markets, same shapes) in one step."""
     import jax
+    import jax.numpy as jnp
     from flax import nnx
 
     from cryptorl_jax.encoder.mae import MAEEncoder
-    from cryptorl_jax.training.train import trainer_for
+    from cryptorl_jax.training.train import stack_segments, trainer_for
 
     mode = cfg.encoder.mode
     emb_dim = cfg.encoder.d_model if mode in ("random", "pretrained-frozen") else None
-    trainer = trainer_for(cfg, n_features, emb_dim)
-    data = trainer.put_data(_synthetic(cfg, rows, n_features, emb_dim))
+    trainer = trainer_for(cfg, n_features, emb_dim, segments=segments)
+    key = jax.random.key(0)
+    if segments == 1:
+        data = trainer.put_data(_synthetic(cfg, rows, n_features, emb_dim))
+    else:
+        data = trainer.put_data(stack_segments(
+            [_synthetic(cfg, rows, n_features, emb_dim, seed=k) for k in range(segments)]))
+        key = jnp.stack([jax.random.key(k) for k in range(segments)])
     enc_params = None
     if mode == "pretrained-finetune":
         enc = MAEEncoder(n_features, cfg.env.window, cfg.encoder, rngs=nnx.Rngs(0))
         enc_params = nnx.split(enc, nnx.Param, ...)[1]
+        if segments > 1:
+            enc_params = jax.tree.map(lambda x: jnp.stack([x] * segments), enc_params)
     hyper = trainer.default_hyper
-    state = trainer.init(jax.random.key(0), data, enc_params, hyper=hyper,
+    state = trainer.init(key, data, enc_params, hyper=hyper,
                          seeds=[m.seed for m in trainer.default_members])
     # fill the buffer past learning_starts with one untimed chunk, then compile-time the next
     t0 = time.perf_counter()
@@ -182,10 +197,14 @@ def measure(cfg, n_features: int, rows: int, chunks: int, flops: bool = True) ->
     iters = chunks * cfg.train.steps_per_chunk
     out = {
         "env_steps_per_s": iters * cfg.train.n_envs / wall,
-        "updates_per_s": iters * cfg.tqc.gradient_steps * cfg.train.n_seeds / wall,
+        "updates_per_s": iters * cfg.tqc.gradient_steps * trainer.population / wall,
+        "aggregate_env_steps_per_s": iters * cfg.train.n_envs * trainer.population / wall,
         "compile_s": compile_s, "wall_s": wall, "cpu_util": cpu / wall,
         "trace_count": trainer.trace_counts["train_chunk"],
     }
+    stats = jax.devices()[0].memory_stats() or {}  # None on the CPU
+    if "peak_bytes_in_use" in stats:
+        out["device_peak_gib"] = stats["peak_bytes_in_use"] / 2**30
     if flops:
         out["flops_per_update"] = _update_flops(trainer, data)
     return out
@@ -235,20 +254,43 @@ def population_main(args: argparse.Namespace, base: list[str]) -> None:
         rows[p] = res
         print(f"P = {p:3d}: aggregate env steps/s {res['aggregate_env_steps_per_s']:12.1f}, "
               f"per member {res['env_steps_per_s']:12.1f}, updates/s "
-              f"{res['updates_per_s']:10.1f}, compile {res['compile_s']:.1f} s, x"
+              f"{res['updates_per_s']:10.1f}, compile {res['compile_s']:.1f} s, peak memory "
+              f"{res.get('device_peak_gib', float('nan')):.1f} GiB, x"
               f"{res['aggregate_env_steps_per_s'] / rows[1]['aggregate_env_steps_per_s']:.2f}"
               " of one agent")
     p = sizes[-1]
     single, pop = rows[1], rows[p]
     curve = [{"population": k, "aggregate_env_steps_per_s": r["aggregate_env_steps_per_s"],
               "per_member_env_steps_per_s": r["env_steps_per_s"],
-              "updates_per_s": r["updates_per_s"], "compile_s": r["compile_s"]}
+              "updates_per_s": r["updates_per_s"], "compile_s": r["compile_s"],
+              "device_peak_gib": r.get("device_peak_gib")}
              for k, r in rows.items()]
     print(json.dumps({"population": p,
                       "aggregate_env_steps_per_s": pop["aggregate_env_steps_per_s"],
                       "per_member_env_steps_per_s": pop["env_steps_per_s"],
                       "single_env_steps_per_s": single["env_steps_per_s"],
                       "compile_s": pop["compile_s"], "curve": curve}))
+
+
+def segments_main(args: argparse.Namespace, base: list[str]) -> None:
+    """K segments x S seeds in one compiled step against one segment (S seeds) at a time, in
+    the same run: the ratio of aggregate env steps/s (K segments one after the other take K
+    times one segment's time, so one segment's aggregate rate is the sequential rate)."""
+    from cryptorl_jax.config import load_config
+
+    k = int(args.segments)
+    cfg = load_config(args.config, [*base, *args.overrides])
+    one = measure(cfg, args.n_features, args.rows, args.chunks, flops=False)
+    batch = measure(cfg, args.n_features, args.rows, args.chunks, flops=False, segments=k)
+    ratio = batch["aggregate_env_steps_per_s"] / one["aggregate_env_steps_per_s"]
+    for name, r in (("one segment", one), (f"{k} segments", batch)):
+        print(f"{name:12s}: aggregate env steps/s {r['aggregate_env_steps_per_s']:12.1f}, per "
+              f"member {r['env_steps_per_s']:10.1f}, compile {r['compile_s']:.1f} s, traced "
+              f"{r['trace_count']}x")
+    print(f"batched / sequential ({k} segments x {cfg.train.n_seeds} seeds): {ratio:.2f}x")
+    print(json.dumps({"segments": k, "n_seeds": cfg.train.n_seeds, "ratio": ratio,
+                      "sequential": one, "batched": batch,
+                      "settings": _settings(cfg, args.n_features)}))
 
 
 def main(args: argparse.Namespace) -> None:
@@ -283,6 +325,8 @@ def main(args: argparse.Namespace) -> None:
         return
     if args.population:
         return population_main(args, base)
+    if args.segments:
+        return segments_main(args, base)
     cfg = load_config(args.config, [*base, *args.overrides])
     if cfg.tqc.learning_starts >= args.chunk * cfg.train.n_envs:
         print(f"note: learning_starts {cfg.tqc.learning_starts} is inside the first chunk of "
