@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an asset's live source: NAME=ccxt:SYMBOL, NAME=yfinance:TICKER or "
                         "NAME=none (repeatable)")
     p.add_argument("--data-dir", default=None,
-                   help="read and extend the data files here instead of the run's data.data_dir")
+                   help="live: extend the data files in this directory (default: copies of the "
+                        "run's files in <book>/data/); --replay: read the recorded bars here")
     p.add_argument("--delay", type=float, default=60.0,
                    help="seconds after the hour before a cycle with --every (default 60)")
     p.add_argument("--no-backtest", action="store_true",
@@ -84,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
                          overrides=overrides)
         else:
             from cryptorl_jax.paper.engine import SegmentAgent
+            from cryptorl_jax.paper.session import live_data_dir
 
+            data_dir = live_data_dir(args.run, args.book, args.data_dir)
+            overrides = (f"data.data_dir={data_dir}",)
             agent = SegmentAgent(args.run, args.segment, overrides)
             feeds = feeds_for(agent.cfg, exchange=args.exchange, symbol=args.symbol,
                               sources=parse_sources(args.source))

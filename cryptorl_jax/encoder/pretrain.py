@@ -22,7 +22,7 @@ import os
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -395,6 +395,111 @@ def pretrain(features: Any, train_start: int, train_end: int, cfg: Config, key: 
     if workdir is not None:
         save_encoder(Path(workdir) / "encoder", result)
     return result
+
+
+def pretrain_many(features: Sequence[Any], spans: Sequence[tuple[int, int]], cfg: Config,
+                  keys: Sequence[jax.Array], *, log_fns: Sequence[LogFn | None] | None = None,
+                  progress: bool = False, lookback_ok: bool = False) -> list[PretrainResult]:
+    """`pretrain` of K segments at once: the K MAEs train as ONE vmapped step per epoch.
+
+    features[i] is segment i's [T, F] matrix and spans[i] its train rows [start, end); all
+    matrices must have one shape and all spans one length (a walk-forward's segments do),
+    else the segments are pre-trained one after the other. Each segment keeps its own key,
+    masks, best epoch and early stopping: the batch runs until every segment has stopped; a
+    segment's history ends at the epoch where it stopped and its parameters are those of its
+    best epoch, as `pretrain` gives them (to float rounding: the step is vmapped).
+    """
+    k = len(features)
+    log_fns = list(log_fns) if log_fns is not None else [None] * k
+    if not (k == len(spans) == len(keys) == len(log_fns)) or k == 0:
+        raise ValueError("pretrain_many needs one span, key and log function per matrix")
+    enc_cfg, window = cfg.encoder, cfg.env.window
+    mats = [np.asarray(f, dtype=np.float32) for f in features]
+    ranges = [window_ranges(a, b, window, enc_cfg.val_fraction, lookback_ok) for a, b in spans]
+    same = (len({m.shape for m in mats}) == 1 and len({(r.n_train, r.n_val) for r in ranges}) == 1
+            and mats[0].ndim == 2)
+    if k == 1 or not same:
+        return [pretrain(f, a, b, cfg, key, log_fn=fn, progress=progress,
+                         lookback_ok=lookback_ok)
+                for f, (a, b), key, fn in zip(features, spans, keys, log_fns, strict=True)]
+    for f, m, r, (_, b) in zip(features, mats, ranges, spans, strict=True):
+        if b > m.shape[0]:
+            raise ValueError(f"train_end ({b}) is beyond the feature matrix ({m.shape[0]} rows)")
+        _check_finite(m, r.first_row, b,
+                      [str(c) for c in f.columns] if hasattr(f, "columns") else None)
+    n_features = mats[0].shape[1]
+    n_train, n_val = ranges[0].n_train, ranges[0].n_val
+    n_batches = enc_cfg.batches_per_epoch or -(-n_train // enc_cfg.batch_size)
+    split = [jax.random.split(key, 3) for key in keys]
+    maes = [MAE(n_features, window, enc_cfg, rngs=nnx.Rngs(sk[0])) for sk in split]
+    graphdef = nnx.split(maes[0])[0]
+    stack = lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)  # noqa: E731
+    params = stack([nnx.split(m)[1] for m in maes])
+    opt_state = jax.vmap(_optimizer_init(enc_cfg, n_batches))(params)
+    features_dev = jnp.asarray(np.stack(mats))
+    train_first = jnp.asarray([r.train_first_end for r in ranges], jnp.int32)
+    val_first = jnp.asarray([r.val_first_end for r in ranges], jnp.int32)
+    key_val = jnp.stack([sk[1] for sk in split])
+    key_train = jnp.stack([sk[2] for sk in split])
+    epoch_fn = jax.vmap(partial(_train_epoch, graphdef, enc_cfg=enc_cfg, window=window,
+                                n_train=n_train, n_batches=n_batches))
+    eval_fn = jax.vmap(partial(_evaluate, graphdef, window=window, n_val=n_val,
+                               batch_size=enc_cfg.batch_size))
+    histories: list[list[dict[str, float]]] = [[] for _ in range(k)]
+    best_val = [np.inf] * k
+    best_epoch = [-1] * k
+    best_params: list[Any] = [None] * k
+    best_eval: list[Any] = [None] * k
+    stopped = [False] * k
+    bar = tqdm(range(enc_cfg.epochs), desc=f"MAE pre-training x{k}", disable=not progress,
+               leave=False)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        params, opt_state, train_loss = epoch_fn(
+            params, opt_state, features_dev, train_first,
+            jax.vmap(jax.random.fold_in, in_axes=(0, None))(key_train, epoch))
+        scores = jax.device_get(eval_fn(params, features_dev, val_first, key_val))
+        train_loss = np.asarray(train_loss)
+        seconds = time.perf_counter() - t0
+        for i in range(k):
+            if stopped[i]:
+                continue
+            val_loss = float(scores["mae"][i])
+            row = {"epoch": epoch, "train_loss": float(train_loss[i]), "val_loss": val_loss,
+                   "seconds": seconds}
+            histories[i].append(row)
+            if not np.isfinite(row["train_loss"]) or not np.isfinite(val_loss):
+                raise FloatingPointError(f"MAE pre-training of segment {i} of the batch "
+                                         f"diverged at epoch {epoch}: {row}")
+            if val_loss < best_val[i]:
+                best_val[i], best_epoch[i] = val_loss, epoch
+                best_params[i] = jax.tree.map(lambda x, j=i: x[j], params)
+                best_eval[i] = {key: float(v[i]) for key, v in scores.items()}
+            if log_fns[i] is not None:
+                log_fns[i](epoch, {"encoder/train_loss": row["train_loss"],
+                                   "encoder/val_loss": val_loss})
+            if epoch - best_epoch[i] >= enc_cfg.patience:
+                stopped[i] = True
+        if all(stopped):
+            break
+    bar.close()
+    out = []
+    for i in range(k):
+        e = best_eval[i]
+        report = QualityReport(val_mse=e["mae"], window_mean_mse=e["window_mean"],
+                               last_value_mse=e["last_value"], n_val_windows=n_val,
+                               n_masked_tokens=maes[i].n_masked)
+        if log_fns[i] is not None:
+            log_fns[i](len(histories[i]),
+                       {"encoder/best_val_mse": report.val_mse,
+                        "encoder/baseline_window_mean_mse": report.window_mean_mse,
+                        "encoder/baseline_last_value_mse": report.last_value_mse})
+        best = nnx.merge(graphdef, best_params[i])
+        enc_graphdef, enc_state = nnx.split(best.encoder)
+        out.append(PretrainResult(enc_graphdef, enc_state, graphdef, best_params[i],
+                                  histories[i], report, ranges[i], best_epoch[i], n_features,
+                                  window, enc_cfg))
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -187,6 +187,7 @@ class PaperTrader:
             raise PaperBookError(f"{book.path}: a new book needs its first hour")
         meta = {"run_dir": str(agent.run_dir.resolve()), "run_digest": agent.run_digest,
                 "segment": agent.index, "mode": mode,
+                "data_dir": str(Path(agent.cfg.data.data_dir).resolve()),
                 "start": held["start"] if start is None else _utc(start).isoformat()}
         self.meta = book.create(meta)  # refuses a book of another run, segment, start or mode
         self.start = _utc(self.meta["start"])

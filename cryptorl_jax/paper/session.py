@@ -79,6 +79,41 @@ def replay(run_dir: str | Path, start: str, end: str, *, segment: int | None = N
                          warnings=warnings)
 
 
+def live_data_dir(run_dir: str | Path, book_dir: str | Path | None = None,
+                  data_dir: str | Path | None = None) -> Path:
+    """Where the live feeds extend the data files: `data_dir` if given (in place), else the
+    book's (its meta records it), else `<book>/data/`, first filled with copies of the run's
+    data files, so that live bars never touch the files the run was trained and backtested on
+    (the bundled data, for quick.yaml)."""
+    import shutil
+
+    from cryptorl_jax.config import load_config
+    from cryptorl_jax.layout import RunDir
+
+    run_dir = Path(run_dir)
+    book = PaperBook(book_dir if book_dir is not None else run_dir / "paper")
+    if data_dir is not None:
+        return Path(data_dir)
+    held = book.meta().get("data_dir")
+    if held:
+        return Path(held)
+    target = book.dir / "data"
+    cfg = load_config(RunDir(run_dir).config).data
+    files = ([cfg.combined_file] if cfg.combined_file is not None
+             else [str(a.file) for a in cfg.assets])
+    target.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        src = Path(name) if Path(name).is_absolute() else Path(cfg.data_dir) / name
+        dst = target / Path(name).name
+        if not dst.exists():
+            if not src.is_file():
+                raise FileNotFoundError(f"{src}: a data file of the run (data.data_dir="
+                                        f"{cfg.data_dir}); pass --data-dir")
+            shutil.copy2(src, dst)
+    log.info("paper: live bars extend copies of the run's data files in %s", target)
+    return target
+
+
 def live(run_dir: str | Path, feeds: Sequence[Feed], *, segment: int | None = None,
          book_dir: str | Path | None = None, overrides: tuple[str, ...] = (),
          every_s: float | None = None, delay_s: float = 60.0, max_cycles: int | None = None,

@@ -69,9 +69,10 @@ def _tracking(run_dir: Path, book: PaperBook, meta: dict[str, Any], ledger: pd.D
     from cryptorl_jax.market import load_market
     from cryptorl_jax.walkforward.evaluate import evaluate_window
 
-    if market is None:
+    if market is None:  # the bars the book read: its data directory (live: <book>/data)
+        extra = [f"data.data_dir={meta['data_dir']}"] if meta.get("data_dir") else []
         cfg = with_overrides(load_config(RunDir(run_dir).config),
-                             ["data.end=null", "data.cache_dir=null"])
+                             ["data.end=null", "data.cache_dir=null", *extra])
         market = load_market(cfg.data, end_on="traded")
     res = evaluate_window(run_dir, int(meta["segment"]), str(ledger.index[0]),
                           str(ledger.index[-1]), out_dir=book.dir / "backtest", market=market,

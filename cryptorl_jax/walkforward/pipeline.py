@@ -86,6 +86,7 @@ from cryptorl_jax.walkforward.stages import (  # noqa: F401 (re-exported: evalua
     load_agents,
     load_encoder_stage,
     run_encoder_stage,
+    run_encoder_stages,
     save_agents,
 )
 
@@ -225,6 +226,42 @@ def prepare_segment(cfg: Config, run: RunData, seg: Segment, workdir: Path,
     return SegmentInputs(run=run, seg=seg, sm=sm, enc=enc, data=data, timings=timings)
 
 
+def prepare_segments(cfg: Config, run: RunData, segs: Sequence[Segment],
+                     workdirs: Sequence[Path],
+                     controls: SegmentControls = SegmentControls()) -> list[SegmentInputs]:
+    """`prepare_segment` of a batch: every segment's transforms on its own train rows, then
+    their encoders (the MAEs pre-trained as one vmapped step, `stages.run_encoder_stages`),
+    then the training slices. K = 1 is `prepare_segment`."""
+    if len(segs) == 1:
+        return [prepare_segment(cfg, run, segs[0], workdirs[0], controls)]
+    hooks = controls.hooks
+    sms, timings = [], []
+    for seg in segs:
+        hooks.stage(seg.index, "fit")
+        t = time.perf_counter()
+        sms.append(fit_segment_transforms(cfg, run, seg))
+        timings.append({"fit_s": time.perf_counter() - t})
+    for seg, workdir in zip(segs, workdirs, strict=True):
+        hooks.stage(seg.index, "encoder")
+        workdir.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    logger = ScalarLogger(None) if controls.logger is None else controls.logger
+    try:
+        encs = run_encoder_stages(cfg, list(segs), sms, list(workdirs), logger,
+                                  controls.progress)
+    finally:
+        if controls.logger is None:
+            logger.close()
+    encoder_s = time.perf_counter() - t  # the batch's, shared by its segments
+    lookback = lookback_rows(cfg)
+    return [SegmentInputs(run=run, seg=seg, sm=sm, enc=enc,
+                          data=slice_data(cfg, sm.matrix, run.close, seg.train_start - lookback,
+                                          seg.train_end, seg.train_start, enc.embeddings,
+                                          run.tradable),
+                          timings={**tm, "encoder_s": encoder_s})
+            for seg, sm, enc, tm in zip(segs, sms, encs, timings, strict=True)]
+
+
 def run_segment(cfg: Config, run: RunData, seg: Segment, workdir: Path, *,
                 eval_rows: tuple[int, int] | None,
                 controls: SegmentControls = SegmentControls(),
@@ -265,8 +302,8 @@ def run_segments(cfg: Config, run: RunData, segs: Sequence[Segment], workdirs: S
     hooks = controls.hooks
     k = len(segs)
     inputs, fitted, timings = [], [], []
-    for seg, workdir in zip(segs, workdirs, strict=True):
-        inp = prepare_segment(cfg, run, seg, workdir, controls)
+    for seg, inp in zip(segs, prepare_segments(cfg, run, segs, workdirs, controls),
+                        strict=True):
         t_seg = dict(inp.timings)
         baselines: list[strategies.Fitted] = []
         if with_baselines:

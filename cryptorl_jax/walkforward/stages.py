@@ -19,6 +19,7 @@ from cryptorl_jax.encoder.pretrain import (
     make_encoder,
     precompute_embeddings,
     pretrain,
+    pretrain_many,
     save_encoder,
 )
 from cryptorl_jax.layout import SegmentDir
@@ -63,6 +64,36 @@ def run_encoder_stage(cfg: Config, seg: Segment, sm: SegmentMatrix, workdir: Pat
                       segment_key(cfg, seg.index, STAGE_MAE), progress=progress,
                       lookback_ok=True,
                       log_fn=lambda step, vals: logger.scalars(step, vals))
+    return pretrained_stage(cfg, result, sm, workdir)
+
+
+def run_encoder_stages(cfg: Config, segs: list[Segment], sms: list[SegmentMatrix],
+                       workdirs: list[Path], logger: ScalarLogger,
+                       progress: bool) -> list[EncoderStage]:
+    """`run_encoder_stage` of a batch of segments: their MAEs pre-train as one vmapped step
+    (`pretrain_many`) when the mode pre-trains; otherwise one after the other."""
+    if cfg.encoder.mode not in ("pretrained-frozen", "pretrained-finetune") or len(segs) == 1:
+        return [run_encoder_stage(cfg, seg, sm, wd, logger, progress)
+                for seg, sm, wd in zip(segs, sms, workdirs, strict=True)]
+    results = pretrain_many([sm.matrix for sm in sms],
+                            [(seg.train_start, seg.train_end) for seg in segs], cfg,
+                            [segment_key(cfg, seg.index, STAGE_MAE) for seg in segs],
+                            progress=progress, lookback_ok=True,
+                            log_fns=[lambda step, vals, k=seg.index: logger.scalars(
+                                step, {f"segment_{k}/{n}": v for n, v in vals.items()})
+                                for seg in segs])
+    return [pretrained_stage(cfg, r, sm, wd)
+            for r, sm, wd in zip(results, sms, workdirs, strict=True)]
+
+
+def pretrained_stage(cfg: Config, result: Any, sm: SegmentMatrix,
+                     workdir: Path) -> EncoderStage:
+    """A pre-trained encoder's stage: saved into workdir, its report, and the embeddings
+    (frozen) or the parameters to fine-tune."""
+    from flax import nnx
+
+    mode = cfg.encoder.mode
+    window = cfg.env.window
     save_encoder(SegmentDir(workdir).encoder, result)  # workdir: a segment_<k>/ or a scratch dir
     report = {"mode": mode, **result.report.to_dict(), "best_epoch": result.best_epoch,
               "epochs_run": len(result.history),

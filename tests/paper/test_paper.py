@@ -335,3 +335,19 @@ def test_warnings_for_an_old_agent_and_unseen_feature_ranges(paper_run, tmp_path
     assert res.booked == 3
     assert any("retrain" in w and "segment 0" in w for w in res.warnings)
     assert any("outside the ranges seen in segment 0's train rows" in w for w in res.warnings)
+
+
+def test_live_bars_extend_copies_of_the_runs_data(paper_run, tmp_path):
+    """By default the live feeds write into <book>/data/, copies of the run's files, never into
+    the files the run was trained on; an explicit --data-dir is used in place."""
+    from cryptorl_jax.paper.session import live_data_dir
+
+    run_dir, data, _, _ = paper_run
+    d = live_data_dir(run_dir, tmp_path / "book")
+    assert d == tmp_path / "book" / "data"
+    assert sorted(p.name for p in d.iterdir()) == sorted(planted.FILES.values())
+    assert (d / "BTC_1h.csv.gz").read_bytes() == (data / "BTC_1h.csv.gz").read_bytes()
+    (d / "BTC_1h.csv.gz").write_bytes(b"extended")  # a later call keeps the extended copy
+    assert live_data_dir(run_dir, tmp_path / "book") == d
+    assert (d / "BTC_1h.csv.gz").read_bytes() == b"extended"
+    assert live_data_dir(run_dir, tmp_path / "other", tmp_path / "mine") == tmp_path / "mine"
