@@ -32,6 +32,17 @@ class SessionResult:
     warnings: list[str]
 
 
+def _refresh_status(run_dir: Path, book: PaperBook) -> None:
+    """status.json, equity.png and the report page's paper section after a live cycle (the
+    backtest of the same hours is left to --status); a failure here never stops trading."""
+    from cryptorl_jax.paper.status import paper_status
+
+    try:
+        paper_status(run_dir, book.dir, backtest=False)
+    except Exception as exc:  # noqa: BLE001 (reporting only)
+        log.warning("paper: status not refreshed: %s", exc)
+
+
 def replay_book_dir(run_dir: Path, segment: int, start: pd.Timestamp,
                     end: pd.Timestamp) -> Path:
     return run_dir / f"paper_replay_seg{segment}_{start:%Y%m%d%H}_{end:%Y%m%d%H}"
@@ -143,6 +154,8 @@ def live(run_dir: str | Path, feeds: Sequence[Feed], *, segment: int | None = No
             out = trader.on_market(market)
             booked += len(out.hours)
             warnings += [w for w in out.warnings if w not in warnings]
+            if out.hours or out.first_decision is not None:
+                _refresh_status(run_dir, book)
             if out.hours:
                 t = book.state().target  # type: ignore[union-attr]
                 log.info("paper: booked %d hour(s) up to %s; target exposure %.4f of NAV %.6f",

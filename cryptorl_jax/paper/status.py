@@ -167,7 +167,7 @@ def format_status(s: dict[str, Any]) -> str:
         lines.append(f"position at the close of {pos['time']}: exposure {pos['exposure']:+.4f} "
                      f"of NAV in {pos['asset']} (seeds {seeds}) at {pos['close']:.2f}")
     if s["hours"]:
-        lines.append(f"NAV {s['nav']:.6f} (last hour {s['last_hour']}); P&L today "
+        lines.append(f"NAV {s['nav']:.6f} (last hour {s['last_hour']}); P&L today (UTC) "
                      f"{100 * s['pnl_today']:+.3f} %, since start {100 * s['pnl_since_start']:+.3f}"
                      f" % (buy & hold {100 * s['buy_and_hold']:+.3f} %)")
         lines.append(f"costs {100 * s['costs']:.4f} % and financing {100 * s['financing']:.4f} % "

@@ -256,6 +256,9 @@ def test_live_bars_with_a_gap_a_duplicate_and_a_malformed_bar(live_setup, tmp_pa
                                         [f"data.data_dir={live_dir}", "data.end=null",
                                          "data.cache_dir=null"]).data, end_on="traded")
     _assert_equals_evaluate(run_dir, ledger, market, tmp_path)
+    # each live cycle refreshed status.json (without the backtest, left to --status)
+    cycle = json.loads((book / "status.json").read_text())
+    assert cycle["hours"] == 5 and "tracking" not in cycle
     # status: position, NAV, P&L, costs and the tracking against the backtest
     status = paper_status(run_dir, book, market=market)
     assert status["hours"] == 5 and abs(status["tracking"]["nav_difference"]) < TOL
