@@ -179,6 +179,31 @@ def _segment_task(cfg: Any, run: Any, seg: Any, shared_dir: str | None, resume: 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _segments_task(cfg: Any, run: Any, segs: list[Any], pending: list[int],
+                   shared_dir: str | None, resume: bool, hooks: Any) -> list[SegmentTaskResult]:
+    """Runs in a Ray worker: a batch of walk-forward segments trained in one step
+    (wfo.segments_per_batch, `pipeline.run_wfo_batch`); one result per pending segment."""
+    import platform
+
+    from cryptorl_jax.walkforward import pipeline
+
+    host = platform.node()
+    if shared_dir is not None:
+        rd = RunDir(shared_dir)
+        dones = pipeline.run_wfo_batch(cfg, run, segs, rd, progress=False, resume=resume,
+                                       hooks=hooks)
+        return [SegmentTaskResult(d["segment"], d, None, host) for d in dones]
+    tmp = Path(tempfile.mkdtemp(prefix=f"cryptorl-batch{segs[0].index}-"))
+    try:
+        rd = RunDir(tmp)
+        dones = pipeline.run_wfo_batch(cfg, run, segs, rd, progress=False, resume=False,
+                                       hooks=hooks)
+        return [SegmentTaskResult(d["segment"], d, pack_segment(rd, d["segment"]), host)
+                for d in dones if d["segment"] in pending]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _batch_task(cfg: Any, market: Any, segments: Any, overrides: Any, population: int) -> Any:
     """Runs in a Ray worker: one tuning population batch (tune.train_trials), in a scratch
     directory of the worker's machine."""
@@ -292,29 +317,40 @@ class RayExecutor:
 
     def run_segments(self, cfg: Any, run: Any, segments: list[Any], rd: RunDir, *,
                      progress: bool, resume: bool, hooks: Any) -> list[int]:
-        """One task per segment; each result is installed as it arrives. Returns the segments
+        """One task per segment, or per batch of wfo.segments_per_batch segments (trained in
+        one step on one worker); each result is installed as it arrives. Returns the segments
         run, in the order they finished."""
         if not segments:
             return []
+        from cryptorl_jax.walkforward.executor import segment_batches
+
         ray = self._ray
-        task = self._remote(_segment_task)
         run_ref = ray.put(run)
         shared = str(rd.path.absolute()) if self.shared_fs else None
-        pending = {task.remote(cfg, run_ref, seg, shared, resume, hooks): seg
-                   for seg in segments}
-        log.info("ray: %d segment task(s) submitted (%s filesystem)", len(pending),
-                 "shared" if shared else "no shared")
+        batches = segment_batches(cfg, run.segments, segments)
+        if all(len(batch) == 1 for batch, _ in batches):
+            task = self._remote(_segment_task)
+            pending = {task.remote(cfg, run_ref, seg, shared, resume, hooks): [seg]
+                       for seg in segments}
+        else:
+            task = self._remote(_segments_task)
+            pending = {task.remote(cfg, run_ref, batch, [s.index for s in todo], shared,
+                                   resume, hooks): todo for batch, todo in batches}
+        log.info("ray: %d task(s) for %d segment(s) submitted (%s filesystem)", len(pending),
+                 len(segments), "shared" if shared else "no shared")
         ran: list[int] = []
         try:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
-                seg = pending.pop(ready[0])
-                res: SegmentTaskResult = self._get(ready[0], f"segment {seg.index}")
-                if res.archive is not None:
-                    install_segment(rd, seg.index, res.archive)
-                ran.append(seg.index)
-                log.info("ray: segment %d finished on %s (OOS sharpe %.2f)", seg.index,
-                         res.host, res.done.get("sharpe", float("nan")))
+                segs = pending.pop(ready[0])
+                what = ", ".join(str(s.index) for s in segs)
+                out = self._get(ready[0], f"segment{'s' if len(segs) > 1 else ''} {what}")
+                for res in out if isinstance(out, list) else [out]:
+                    if res.archive is not None:
+                        install_segment(rd, res.index, res.archive)
+                    ran.append(res.index)
+                    log.info("ray: segment %d finished on %s (OOS sharpe %.2f)", res.index,
+                             res.host, res.done.get("sharpe", float("nan")))
         finally:
             for ref in pending:
                 with contextlib.suppress(Exception):

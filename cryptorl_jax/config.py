@@ -258,8 +258,7 @@ class WFOConfig:
     trial_log: str | None = None  # cryptorl tune's trial log: N trials for the Deflated SR
     # K segments whose agents train as the members of one compiled step (K x train.n_seeds
     # members, each on its own segment's rows); 1: one segment after another; "all": every
-    # segment of the run in one batch (a GPU). The local executor batches; Ray runs one
-    # segment per task.
+    # segment of the run in one batch (a GPU). Ray runs each batch as one task.
     segments_per_batch: int | Literal["all"] = 1
 
 

@@ -206,3 +206,21 @@ def test_archive_roundtrip_installs_done_last(tmp_path):
 def test_the_network_guard_allows_only_loopback():
     with pytest.raises(RuntimeError, match="must not open network connections"):
         socket.create_connection(("192.0.2.1", 80), timeout=1)
+
+
+def test_a_batch_of_segments_is_one_ray_task(cfg, market, tmp_path):
+    """wfo.segments_per_batch through Ray: the batch trains in one task on one worker and
+    gives the local batched run's numbers."""
+    from cryptorl_jax.config import with_overrides
+
+    batched = with_overrides(cfg, ["wfo.segments_per_batch=2"])
+    local = tmp_path / "local" / "tiny"
+    pipeline.run(batched, local, market=market)
+    workdir = tmp_path / "ray" / "tiny"
+    with _ray_executor() as ex:
+        result = pipeline.run(batched, workdir, market=market, executor=ex)
+    assert sorted(result.segments_run) == [0, 1]
+    assert (workdir / "metrics.csv").read_text() == (local / "metrics.csv").read_text()
+    for k in (0, 1):
+        done = json.loads((workdir / f"segment_{k}" / "DONE").read_text())
+        assert done["timings"]["train_batch"] == 2
