@@ -354,3 +354,32 @@ def test_live_bars_extend_copies_of_the_runs_data(paper_run, tmp_path):
     assert live_data_dir(run_dir, tmp_path / "book") == d
     assert (d / "BTC_1h.csv.gz").read_bytes() == b"extended"
     assert live_data_dir(run_dir, tmp_path / "other", tmp_path / "mine") == tmp_path / "mine"
+
+
+def test_cli_once_books_live_bars_into_the_run(live_setup, monkeypatch, capsys):
+    """`cryptorl paper --once` end to end: feeds from the run's config (the exchange object
+    stands in for ccxt's), the run's data copied into <book>/data and extended there, a first
+    decision, then one booked hour; the files the run was trained on are left alone."""
+    from cryptorl_jax.cli import main
+    from cryptorl_jax.market import download
+
+    run_dir, _, exchange, _, _ = live_setup
+    monkeypatch.setattr(download, "make_exchange", lambda exchange_id="binance": exchange)
+    trained = Path(load_config(run_dir / "config.yaml").data.data_dir)
+    before = {p.name: p.read_bytes() for p in trained.iterdir()}
+    book = run_dir / "paper_cli"
+    args = ["paper", "--run", str(run_dir), "--book", str(book), "--once", "--exchange",
+            "fakeex", "--source", "SPY=none", "--source", "DXY=none"]
+    exchange.now_ms = 2**62  # no bar after the copied files' last one yet
+    assert main(args) == 0
+    state = PaperBook(book).state()
+    assert state is not None and len(PaperBook(book).hours()) == 0
+    assert PaperBook(book).meta()["data_dir"] == str((book / "data").resolve())
+    # the bar that opens at the book's last close arrives for both crypto assets
+    open_ms = int(state.time.value // 10**6)
+    exchange.bars = {sym: [[open_ms, *bars[0][1:]]] for sym, bars in exchange.bars.items()}
+    exchange.now_ms = open_ms + HOUR_MS
+    assert main(args) == 0
+    assert "1 hour(s) booked" in capsys.readouterr().out
+    assert list(PaperBook(book).hours().index) == [state.time + HOUR]
+    assert {p.name: p.read_bytes() for p in trained.iterdir()} == before
