@@ -447,13 +447,21 @@ def test_a_batch_killed_in_training_resumes(cfg, market, tmp_path, caplog):
     assert not ckpt.exists() or ckpt.stat().st_mtime_ns == written
     assert "resumed training from" in caplog.text
     assert (resumed / "metrics.csv").read_text() == (straight / "metrics.csv").read_text()
-    # a second batch killed after the first is DONE: the first is skipped on resume
+    # killed while writing a batch: segment 0 is DONE, segment 1 of the same batch is not.
+    # The resumed batch trains on from its last checkpoint, writes segment 1 and leaves
+    # segment 0's files as they were; then the next batch runs
     again = tmp_path / "again"
     with pytest.raises(KeyboardInterrupt):
-        pipeline.run(batched_cfg, again, market=market, hooks=Hooks(kill_at=(2, 1)))
-    assert (again / "segment_1" / "DONE").is_file() and not (again / "segment_2" / "DONE").exists()
+        pipeline.run(batched_cfg, again, market=market,
+                     hooks=Hooks(stop_at=lambda seg, stage: (seg, stage) == (1, "report")))
+    assert (again / "segment_0" / "DONE").is_file()
+    assert not (again / "segment_1" / "DONE").exists()
+    done0 = (again / "segment_0" / "DONE").read_text()
+    mtime0 = (again / "segment_0" / "oos.parquet").stat().st_mtime_ns
     result = pipeline.run(batched_cfg, again, market=market, resume=True)
-    assert result.segments_skipped == [0, 1] and result.segments_run == [2]
+    assert result.segments_skipped == [0] and result.segments_run == [1, 2]
+    assert (again / "segment_0" / "DONE").read_text() == done0
+    assert (again / "segment_0" / "oos.parquet").stat().st_mtime_ns == mtime0
     assert (again / "metrics.csv").read_text() == (straight / "metrics.csv").read_text()
 
 
