@@ -5,8 +5,9 @@
     cryptorl paper --run results/quick --replay 2025-07-01 2025-07-10   # recorded bars
     cryptorl paper --run results/quick --status                # position, NAV, P&L, tracking
 
-Each cycle extends the run's data files (ccxt for the crypto assets, yfinance for the context
-assets; --source changes an asset's source), rebuilds the causal features with the segment's
+Each cycle extends the data files (copies of the run's in <book>/data/, or --data-dir in place;
+ccxt for the crypto assets, yfinance for the context assets; --source changes an asset's
+source), rebuilds the causal features with the segment's
 fitted transforms and encoder, lets the agents act at the newest close, and books the hour
 through the accounting's one state update (exposure, fill at the close, costs, financing, NAV).
 No order is sent and no exchange key is needed: <book>/target.json (written atomically every
