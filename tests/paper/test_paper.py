@@ -383,3 +383,19 @@ def test_cli_once_books_live_bars_into_the_run(live_setup, monkeypatch, capsys):
     assert "1 hour(s) booked" in capsys.readouterr().out
     assert list(PaperBook(book).hours().index) == [state.time + HOUR]
     assert {p.name: p.read_bytes() for p in trained.iterdir()} == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["none", "random", "pretrained-finetune"])
+def test_replay_equals_evaluate_for_every_encoder_mode(mode, paper_run, tmp_path):
+    """The other encoder modes' agents (their own walk-forward run) replay as evaluate."""
+    _, data, market, _ = paper_run
+    cfg = load_config(None, [*TINY_WFO, "run_name=paper", "wfo.max_segments=1",
+                             f"data.data_dir={data}", "data.cache_dir=null",
+                             "output.plots=false", f"encoder.mode={mode}"])
+    run_dir = tmp_path / "run"
+    pipeline.run(cfg, run_dir)
+    test = pd.read_parquet(run_dir / "segment_0" / "oos.parquet").index
+    res = replay(run_dir, str(test[5]), str(test[16]), market=market, book_dir=tmp_path / "b")
+    assert res.booked == 12
+    _assert_equals_evaluate(run_dir, res.ledger, market, tmp_path)
