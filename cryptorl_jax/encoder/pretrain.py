@@ -380,21 +380,30 @@ def pretrain(features: Any, train_start: int, train_end: int, cfg: Config, key: 
             break
     bar.close()
 
+    result = _result(graphdef, best_params, best_eval, history, ranges, best_epoch,
+                     mae.n_masked, n_features, cfg, log_fn)
+    if workdir is not None:
+        save_encoder(Path(workdir) / "encoder", result)
+    return result
+
+
+def _result(graphdef: nnx.GraphDef, best_params: nnx.State, best_eval: dict[str, Any],
+            history: list[dict[str, float]], ranges: WindowRanges, best_epoch: int,
+            n_masked: int, n_features: int, cfg: Config,
+            log_fn: LogFn | None) -> PretrainResult:
+    """A pre-training's result from its best epoch (its quality report logged last)."""
     report = QualityReport(
         val_mse=float(best_eval["mae"]), window_mean_mse=float(best_eval["window_mean"]),
         last_value_mse=float(best_eval["last_value"]), n_val_windows=ranges.n_val,
-        n_masked_tokens=mae.n_masked)
+        n_masked_tokens=n_masked)
     if log_fn is not None:
         log_fn(len(history), {"encoder/best_val_mse": report.val_mse,
                               "encoder/baseline_window_mean_mse": report.window_mean_mse,
                               "encoder/baseline_last_value_mse": report.last_value_mse})
     best = nnx.merge(graphdef, best_params)
     enc_graphdef, enc_state = nnx.split(best.encoder)
-    result = PretrainResult(enc_graphdef, enc_state, graphdef, best_params, history, report,
-                            ranges, best_epoch, n_features, window, enc_cfg)
-    if workdir is not None:
-        save_encoder(Path(workdir) / "encoder", result)
-    return result
+    return PretrainResult(enc_graphdef, enc_state, graphdef, best_params, history, report,
+                          ranges, best_epoch, n_features, cfg.env.window, cfg.encoder)
 
 
 def pretrain_many(features: Sequence[Any], spans: Sequence[tuple[int, int]], cfg: Config,
@@ -483,23 +492,9 @@ def pretrain_many(features: Sequence[Any], spans: Sequence[tuple[int, int]], cfg
         if all(stopped):
             break
     bar.close()
-    out = []
-    for i in range(k):
-        e = best_eval[i]
-        report = QualityReport(val_mse=e["mae"], window_mean_mse=e["window_mean"],
-                               last_value_mse=e["last_value"], n_val_windows=n_val,
-                               n_masked_tokens=maes[i].n_masked)
-        if log_fns[i] is not None:
-            log_fns[i](len(histories[i]),
-                       {"encoder/best_val_mse": report.val_mse,
-                        "encoder/baseline_window_mean_mse": report.window_mean_mse,
-                        "encoder/baseline_last_value_mse": report.last_value_mse})
-        best = nnx.merge(graphdef, best_params[i])
-        enc_graphdef, enc_state = nnx.split(best.encoder)
-        out.append(PretrainResult(enc_graphdef, enc_state, graphdef, best_params[i],
-                                  histories[i], report, ranges[i], best_epoch[i], n_features,
-                                  window, enc_cfg))
-    return out
+    return [_result(graphdef, best_params[i], best_eval[i], histories[i], ranges[i],
+                    best_epoch[i], maes[i].n_masked, n_features, cfg, log_fns[i])
+            for i in range(k)]
 
 
 # --------------------------------------------------------------------------------------------

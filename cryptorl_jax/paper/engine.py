@@ -38,6 +38,7 @@ import pandas as pd
 
 from cryptorl_jax.backtest import portfolio
 from cryptorl_jax.backtest.diagnostics import turnover_attribution
+from cryptorl_jax.backtest.oos import FUND_COLUMNS
 from cryptorl_jax.config import Config, load_config, with_overrides
 from cryptorl_jax.env import accounting
 from cryptorl_jax.io import write_json, write_parquet
@@ -45,6 +46,7 @@ from cryptorl_jax.layout import RunDir
 from cryptorl_jax.paper.book import BookState, PaperBook, PaperBookError, SeedBooks
 from cryptorl_jax.walkforward import pipeline
 from cryptorl_jax.walkforward.data import RunData, SegmentMatrix, lookback_rows, slice_data
+from cryptorl_jax.walkforward.evaluate import segment_meta, to_utc
 from cryptorl_jax.walkforward.stages import (
     EncoderStage,
     encoder_stage,
@@ -57,11 +59,6 @@ log = logging.getLogger("cryptorl_jax.paper")
 
 LEDGER_KEYS = ("action", "exposure", "weight", "turnover", "cost", "financing", "gross",
                "returns", "nav", "leverage")
-
-
-def _utc(when: Any) -> pd.Timestamp:
-    ts = pd.Timestamp(when)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 @dataclass
@@ -94,15 +91,13 @@ class SegmentAgent:
         cfg = load_config(rd.config)
         self.cfg: Config = with_overrides(cfg, ["data.end=null", "data.cache_dir=null",
                                                 *overrides])
-        from cryptorl_jax.walkforward.evaluate import segment_meta
-
         self.index, self.meta = segment_meta(rd, segment)
         self.seg_dir = rd.segment(self.index)
         self.lookback = lookback_rows(self.cfg)
-        self.train_period = (_utc(self.meta["train_period"][0]),
-                             _utc(self.meta["train_period"][1]))
-        self.test_period = (_utc(self.meta["test_period"][0]),
-                            _utc(self.meta["test_period"][1]))
+        self.train_period = (to_utc(self.meta["train_period"][0]),
+                             to_utc(self.meta["train_period"][1]))
+        self.test_period = (to_utc(self.meta["test_period"][0]),
+                            to_utc(self.meta["test_period"][1]))
         self._encoder: Any = None
         self._loaded = False
         self.trainer: Any = None
@@ -188,14 +183,13 @@ class PaperTrader:
         meta = {"run_dir": str(agent.run_dir.resolve()), "run_digest": agent.run_digest,
                 "segment": agent.index, "mode": mode,
                 "data_dir": str(Path(agent.cfg.data.data_dir).resolve()),
-                "start": held["start"] if start is None else _utc(start).isoformat()}
+                "start": held["start"] if start is None else to_utc(start).isoformat()}
         self.meta = book.create(meta)  # refuses a book of another run, segment, start or mode
-        self.start = _utc(self.meta["start"])
+        self.start = to_utc(self.meta["start"])
         self.cfg = agent.cfg
         env = self.cfg.env
         self._cost = accounting.total_cost_rate(env.fee_bps, env.slippage_bps)
         self._borrow = accounting.hourly_borrow_rate(env.borrow_rate_annual)
-        self._warned_stale = False
 
     # ---- the hour --------------------------------------------------------------------------
 
@@ -297,11 +291,11 @@ class PaperTrader:
 
     # ---- a snapshot ------------------------------------------------------------------------
 
-    def on_market(self, market: pd.DataFrame, *, max_hours: int | None = None,
+    def on_market(self, market: pd.DataFrame, *,
                   after_hour: Callable[[pd.Timestamp], None] | None = None) -> Booked:
         """Book every closed hour of `market` after the book's last one, in order (a missed
-        hour is caught up, a bar seen before is never booked again). `max_hours` caps the
-        hours booked by this call; `after_hour` runs after each committed hour (tests)."""
+        hour is caught up, a bar seen before is never booked again); `after_hour` runs after
+        each committed hour (tests)."""
         out = Booked()
         index = market.index
         state = self.book.state()
@@ -326,8 +320,6 @@ class PaperTrader:
                                  f"data directory changed?")
         self._warn(snap, first + 1, out)
         for n in range(first + 1, len(index)):
-            if max_hours is not None and len(out.hours) >= max_hours:
-                break
             state = self._book_hour(snap, n, state)
             out.hours.append(index[n])
             if after_hour is not None:
@@ -392,13 +384,10 @@ def ledger_frame(book: PaperBook) -> pd.DataFrame:
         sim["turnover_chosen"], sim["turnover_mechanical"] = turnover_attribution(
             sim["action"], sim["leverage"], sim["weight"], sim["turnover"])
         sims.append(sim)
-    fund = portfolio.equal_weight(sims, keys=("returns", "exposure", "turnover", "cost",
-                                              "financing", "turnover_chosen",
-                                              "turnover_mechanical"))
+    fund = portfolio.equal_weight(sims, keys=("returns", *FUND_COLUMNS))
     out = {"strategy": fund["returns"], "nav": fund["nav"][1:]}
     out.update({f"seed_{s}": sims[s]["returns"] for s in range(n_seeds)})
-    out.update({k: fund[k] for k in ("exposure", "turnover", "cost", "financing",
-                                     "turnover_chosen", "turnover_mechanical")})
+    out.update({k: fund[k] for k in FUND_COLUMNS})
     out["leverage"] = sims[0]["leverage"]
     out.update({f"action_{s}": sims[s]["action"] for s in range(n_seeds)})
     out["tradable"] = hours["tradable"].to_numpy(bool)

@@ -18,8 +18,9 @@ import pandas as pd
 
 from cryptorl_jax.market import DataValidationError, load_market
 from cryptorl_jax.paper.book import PaperBook
-from cryptorl_jax.paper.engine import PaperTrader, SegmentAgent, _utc, ledger_frame
+from cryptorl_jax.paper.engine import PaperTrader, SegmentAgent, ledger_frame
 from cryptorl_jax.paper.feeds import Feed, FeedError
+from cryptorl_jax.walkforward.evaluate import to_utc
 
 log = logging.getLogger("cryptorl_jax.paper")
 
@@ -64,8 +65,8 @@ def replay(run_dir: str | Path, start: str, end: str, *, segment: int | None = N
     if market is None:
         market = load_market(agent.cfg.data)
     index = market.index
-    start_row = int(index.searchsorted(_utc(start)))
-    end_row = int(index.searchsorted(_utc(end), side="right")) - 1
+    start_row = int(index.searchsorted(to_utc(start)))
+    end_row = int(index.searchsorted(to_utc(end), side="right")) - 1
     if start_row >= len(index) or start_row < 1:
         raise ValueError(f"--replay start {start} is outside the data ({index[0]} .. "
                          f"{index[-1]})")

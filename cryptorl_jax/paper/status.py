@@ -15,9 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cryptorl_jax.backtest.oos import PERIODS
 from cryptorl_jax.io import write_json
 from cryptorl_jax.paper.book import PaperBook
-from cryptorl_jax.paper.engine import _utc, ledger_frame
+from cryptorl_jax.paper.engine import ledger_frame
+from cryptorl_jax.walkforward.evaluate import to_utc
 
 log = logging.getLogger("cryptorl_jax.paper")
 
@@ -42,7 +44,7 @@ def paper_status(run_dir: str | Path, book_dir: str | Path | None = None, *,
     if len(ledger):
         nav = ledger["nav"].to_numpy()
         before = np.concatenate([[1.0], nav[:-1]])
-        now = _utc(now if now is not None else ledger.index[-1])
+        now = to_utc(now if now is not None else ledger.index[-1])
         day = now.floor("D")
         prior = ledger["nav"][ledger.index < day]
         nav_day = float(prior.iloc[-1]) if len(prior) else 1.0
@@ -87,7 +89,7 @@ def _tracking(run_dir: Path, book: PaperBook, meta: dict[str, Any], ledger: pd.D
             "nav_difference": float(paper["nav"].iloc[-1] - bt_nav[-1]) if len(bt_nav) else None,
             "max_exposure_difference": float(np.max(np.abs(
                 paper["exposure"].to_numpy() - ref["exposure"].to_numpy()), initial=0.0)),
-            "tracking_error_annual": float(np.std(diff) * np.sqrt(8760)) if len(diff) > 1
+            "tracking_error_annual": float(np.std(diff) * np.sqrt(PERIODS)) if len(diff) > 1
             else 0.0,
             "backtest_dir": str(res.out_dir)}
 

@@ -75,9 +75,10 @@ class Hyper:
                    smooth=jnp.asarray(c.smooth, jnp.float32))
 
 
-def stack(hypers: Sequence[Hyper]) -> Hyper:
-    """A population's Hyper: the members' leaves stacked on a leading axis."""
-    return jax.tree.map(lambda *x: jnp.stack(x), *hypers)
+def stack(trees: Sequence[Any]) -> Any:
+    """The trees' leaves stacked on a leading axis: a population's Hyper from its members',
+    a batch of segments' data, keys or encoder parameters from theirs."""
+    return jax.tree.map(lambda *x: jnp.stack(x), *trees)
 
 
 @dataclass(frozen=True)

@@ -862,7 +862,7 @@ def stack_segments(datas: Sequence[TrainData]) -> TrainData:
     shapes = {tuple(leaf.shape for leaf in jax.tree.leaves(d)) for d in datas}
     if len(shapes) != 1:
         raise ValueError(f"the segments of a batch must have the same shapes, got {shapes}")
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *datas)
+    return stack(list(datas))
 
 
 def segment_results(result: TrainResult, segments: int) -> list[TrainResult]:
@@ -873,8 +873,7 @@ def segment_results(result: TrainResult, segments: int) -> list[TrainResult]:
         return [result]
     population = int(jax.tree.leaves(result.state.agent)[0].shape[0])
     s = population // segments
-    targets = (result.entropy.get("members") or {}).get("target_entropy") or [
-        result.entropy.get("target_entropy", -1.0)] * population
+    targets = result.entropy["members"]["target_entropy"]  # K > 1: a population, per member
     out = []
     for k in range(segments):
         part = slice(k * s, (k + 1) * s)

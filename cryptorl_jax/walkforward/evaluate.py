@@ -47,7 +47,8 @@ def segment_meta(rd: RunDir, segment: int | None) -> tuple[int, dict[str, Any]]:
     return segment, rd.segment(segment).done_meta()
 
 
-def _to_utc(when: str) -> pd.Timestamp:
+def to_utc(when: Any) -> pd.Timestamp:
+    """A time as a UTC timestamp (a naive one is read as UTC)."""
     ts = pd.Timestamp(when)
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
@@ -74,9 +75,9 @@ def evaluate_window(run_dir: str | Path, segment: int | None = None, start: str 
     train_end_time = pd.Timestamp(meta["train_period"][1])
     default_start = int(index.searchsorted(train_end_time, side="right"))
     # the first row at or after `start`, the last row at or before `end`
-    start_row = default_start if start is None else int(index.searchsorted(_to_utc(start)))
+    start_row = default_start if start is None else int(index.searchsorted(to_utc(start)))
     end_row = len(index) - 1 if end is None else int(
-        index.searchsorted(_to_utc(end), side="right")) - 1
+        index.searchsorted(to_utc(end), side="right")) - 1
     if start_row >= len(index):
         raise ValueError(f"--start {start} is after the last bar {index[-1]}")
     if start_row < offset:

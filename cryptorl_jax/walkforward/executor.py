@@ -66,7 +66,7 @@ def segment_batches(cfg: Config, layout: list[Segment], pending: list[Segment]
         batch = layout[i:i + int(k)]
         todo = [s for s in batch if s.index in wanted]
         if todo:
-            out.append((batch if len(batch) > 1 else todo, todo))
+            out.append((batch, todo))
     return out
 
 

@@ -56,6 +56,7 @@ from cryptorl_jax.layout import RunDir, SegmentDir
 from cryptorl_jax.regimes import plot_regimes
 from cryptorl_jax.training.logging import ScalarLogger
 from cryptorl_jax.training.rollout import make_rollout
+from cryptorl_jax.training.spec import stack
 from cryptorl_jax.training.train import (
     TrainData,
     Trainer,
@@ -283,12 +284,6 @@ def run_segment(cfg: Config, run: RunData, seg: Segment, workdir: Path, *,
                         controls=controls, with_baselines=with_baselines)[0]
 
 
-def _stack_trees(trees: list[Any]) -> Any:
-    import jax.numpy as jnp
-
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
-
-
 def run_segments(cfg: Config, run: RunData, segs: Sequence[Segment], workdirs: Sequence[Path],
                  batch_dir: Path, *, eval_rows: Sequence[tuple[int, int] | None],
                  controls: SegmentControls = SegmentControls(),
@@ -325,9 +320,9 @@ def run_segments(cfg: Config, run: RunData, segs: Sequence[Segment], workdirs: S
         encoder_params = inputs[0].enc.finetune_params
     else:
         data = stack_segments([inp.data for inp in inputs])
-        key = _stack_trees([segment_key(cfg, seg.index, STAGE_TRAIN) for seg in segs])
+        key = stack([segment_key(cfg, seg.index, STAGE_TRAIN) for seg in segs])
         encoder_params = (None if inputs[0].enc.finetune_params is None
-                          else _stack_trees([inp.enc.finetune_params for inp in inputs]))
+                          else stack([inp.enc.finetune_params for inp in inputs]))
     killed = [seg.index for seg in segs if hooks.killed(seg.index)]
     label = (f"segment {segs[0].index}" if k == 1
              else f"segments {segs[0].index}-{segs[-1].index}")
@@ -523,7 +518,7 @@ def run_wfo_batch(cfg: Config, run: RunData, segs: Sequence[Segment], rd: RunDir
     tb_dir = None
     if cfg.output.tensorboard:
         tb_dir = (rd.tensorboard_segment(segs[0].index) if k == 1
-                  else rd.path / "tensorboard" / batch_dir.name)
+                  else rd.tensorboard / batch_dir.name)
     logger = ScalarLogger(tb_dir)
     dones = []
     try:
