@@ -133,8 +133,13 @@ def test_summary_rates():
         "insample_drift_captured": [0.7, 0.5, np.nan, np.nan],
         "recovered": [0.5, 0.25, np.nan, np.nan], "seed_recovered_min": [0.2, 0.1, np.nan,
                                                                            np.nan],
-        "detected": [True, False, True, False]})
+        "detected": [True, False, True, False],
+        "seed_0_sharpe": [3.0, 0.2, 0.0, 0.0], "seed_1_sharpe": [0.8, 0.8, 0.0, 0.0]})
     s = power.summarise(rows).set_index("family")
+    # seed 0 recovers 0.75 and 0.1 (mean 0.425), seed 1 0.2 and 0.4 (mean 0.3): the worst seed
+    # on average is seed 1, not the worst seed of the worst repeat (seed 0 on repeat 1)
+    assert s.loc["trend", "seed_recovered_mean_min"] == pytest.approx(0.3)
+    assert np.isnan(s.loc["none", "seed_recovered_mean_min"])
     assert s.loc["trend", "recovered_mean"] == pytest.approx(0.375)
     assert s.loc["trend", "seed_recovered_min"] == pytest.approx(0.1)
     assert s.loc["trend", "drift_captured_mean"] == pytest.approx(0.4)
