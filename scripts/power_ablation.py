@@ -1,7 +1,7 @@
 """The ablation table of docs/power.md: learner settings screened on planted markets.
 
-    python scripts/power_ablation.py RUN_DIR [RUN_DIR ...] --markets MARKETS_DIR \
-        [--doc docs/power.md] [--csv FILE]
+    python scripts/power_ablation.py [RUN_DIR ...] --markets MARKETS_DIR \
+        [--rows CSV ...] [--doc docs/power.md] [--csv FILE]
 
 Each RUN_DIR is a finished `cryptorl wfo` run on a planted market, named
 `<variant>-<family>-s<strength>-r<repeat>` (the market's tag, as `cryptorl power` names its
@@ -12,6 +12,9 @@ captured, turnover), and the table lists them by variant with the settings that 
 run's `--set` overrides, read from its run_info.json). With --doc, the table replaces the
 page's ablation section (from `power.ABLATION_MARKER` to the end; `cryptorl power --doc`
 keeps that section when it rewrites the page), so both parts of the page come from commands.
+
+--rows adds rows measured by an earlier invocation (its --csv) as they are, so a table can grow
+after the runs behind its older rows are gone; --csv writes every row, old and new.
 """
 
 from __future__ import annotations
@@ -60,8 +63,28 @@ def ablation_rows(run_dirs: list[Path], markets: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+ROW_COLUMNS = ("variant", "settings", "family", "repeat", "oracle_sharpe", "sharpe",
+               "seed_sharpe_min", "drift_captured", "insample_drift_captured",
+               "insample_sharpe", "turnover", "exposure")
+
+
+def read_rows(path: Path) -> pd.DataFrame:
+    """Rows an earlier invocation wrote with --csv; a file without those columns is refused,
+    naming the file and what it lacks."""
+    rows = pd.read_csv(path)
+    missing = [c for c in ROW_COLUMNS if c not in rows.columns]
+    if missing:
+        raise SystemExit(f"{path}: not an ablation --csv (no column {', '.join(missing)})")
+    rows["settings"] = rows["settings"].fillna("").astype(str)
+    return rows[list(ROW_COLUMNS)]
+
+
 PAIRED_COLUMNS = ("oracle_sharpe", "sharpe", "seed_sharpe_min", "drift_captured",
                   "insample_drift_captured", "insample_sharpe", "turnover", "exposure")
+
+
+def _cells(g: pd.DataFrame) -> set[tuple[str, int]]:
+    return set(zip(g["family"], g["repeat"].astype(int)))
 
 
 def paired(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str, int]]]:
@@ -69,12 +92,22 @@ def paired(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str, int]]]:
     the variants compared on the same markets."""
     cells = None
     for _, g in rows.groupby("variant", sort=False):
-        these = set(zip(g["family"], g["repeat"]))
-        cells = these if cells is None else cells & these
+        cells = _cells(g) if cells is None else cells & _cells(g)
     common = sorted(cells or ())
     keep = rows[[(f, r) in set(common) for f, r in zip(rows["family"], rows["repeat"])]]
     table = keep.groupby(["variant", "family"], sort=False)[list(PAIRED_COLUMNS)].mean()
     return table.reset_index(), common
+
+
+def widest(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the variants that ran the most cells, all of them the same cells (e.g.
+    every repeat of trend and none): compared by `paired`, they average over more markets than
+    the table of every variant."""
+    by_variant = {v: _cells(g) for v, g in rows.groupby("variant", sort=False)}
+    most = max(len(c) for c in by_variant.values())
+    full = set().union(*(c for c in by_variant.values() if len(c) == most))
+    keep = [v for v, c in by_variant.items() if c >= full]
+    return rows[rows["variant"].isin(keep)]
 
 
 def section(rows: pd.DataFrame, command: str) -> str:
@@ -82,28 +115,46 @@ def section(rows: pd.DataFrame, command: str) -> str:
 
     table, common = paired(rows)
     where = ", ".join(f"{f} r{r}" for f, r in common) or "none"
-    return "\n".join([
+    lines = [
         power.ABLATION_MARKER, "## Ablation: learner settings on planted markets", "",
         f"Written by `{command}` (scripts/power_ablation.py), each run measured as "
-        "`cryptorl power` measures its own. Read `sharpe` with its standard error of ~1.4 "
+        "`cryptorl power` measures its own (rows read with --rows were measured so by an "
+        "earlier invocation). `settings` are the run's --set overrides over configs/power.yaml "
+        "as it stood at the run's commit. Read `sharpe` with its standard error of ~1.4 "
         "over six one-month segments; `drift_captured` (OOS), `insample_drift_captured` and "
         "`insample_sharpe` are the low-noise columns.", "",
         f"### Paired: every variant on the same markets ({where})", "",
-        markdown_table(table.set_index("variant"), ".3g"), "",
-        "### Every run", "",
-        markdown_table(rows.set_index("variant"), ".3g"), ""])
+        markdown_table(table.set_index("variant"), ".3g"), ""]
+    wide = widest(rows)
+    wide_table, wide_cells = paired(wide)
+    if len(wide_cells) > len(common):
+        where = ", ".join(f"{f} r{r}" for f, r in wide_cells)
+        lines += [f"### Paired over more markets: the variants run on all of {where}", "",
+                  markdown_table(wide_table.set_index("variant"), ".3g"), ""]
+    lines += ["### Every run", "", markdown_table(rows.set_index("variant"), ".3g"), ""]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("runs", nargs="+", type=Path)
-    ap.add_argument("--markets", type=Path, required=True)
+    ap.add_argument("runs", nargs="*", type=Path)
+    ap.add_argument("--markets", type=Path, help="the runs' market directories")
+    ap.add_argument("--rows", type=Path, nargs="+", default=[],
+                    help="rows measured by an earlier invocation (its --csv)")
     ap.add_argument("--doc", type=Path)
     ap.add_argument("--csv", type=Path)
     args = ap.parse_args(argv)
-    rows = ablation_rows(args.runs, args.markets)
+    if not args.runs and not args.rows:
+        ap.error("give run directories, --rows, or both")
+    if args.runs and args.markets is None:
+        ap.error("run directories need --markets (their market directories)")
+    old = [read_rows(path) for path in args.rows]
+    new = [ablation_rows(args.runs, args.markets)] if args.runs else []
+    rows = pd.concat([*old, *new], ignore_index=True)
     command = "python scripts/power_ablation.py " + " ".join(
-        [*(r.name for r in args.runs), "--markets", str(args.markets)]
+        [*(r.name for r in args.runs)]
+        + (["--markets", str(args.markets)] if args.runs else [])
+        + (["--rows", *map(str, args.rows)] if args.rows else [])
         + (["--doc", str(args.doc)] if args.doc else []))
     text = section(rows, command)
     if args.csv:

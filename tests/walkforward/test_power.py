@@ -152,13 +152,8 @@ def test_summary_rates():
 def test_the_ablation_section_is_measured_like_power_and_kept_by_it(study, tmp_path):
     """scripts/power_ablation.py measures a run as power.cell_row does and writes the page's
     ablation section; rewriting the page with `cryptorl power --doc` keeps that section."""
-    import importlib.util
-
     cfg, out, _ = study
-    spec = importlib.util.spec_from_file_location(
-        "power_ablation", Path(__file__).parents[2] / "scripts" / "power_ablation.py")
-    ablation = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ablation)
+    ablation = _ablation_module()
     page = tmp_path / "power.md"
     page.write_text((out / "docs" / "power.md").read_text())
     rc = ablation.main([str(out / "pw-trend-s4-r0"), "--markets", str(out / "pw-markets"),
@@ -183,3 +178,59 @@ def test_the_ablation_section_is_measured_like_power_and_kept_by_it(study, tmp_p
     assert "`again`" in again and again.split(power.ABLATION_MARKER, 1)[1] == section
     with pytest.raises(SystemExit, match="not named"):
         ablation.main([str(out / "pw-power"), "--markets", str(out / "pw-markets")])
+    # the run measured again beside the rows of the first invocation (--rows): both kept
+    both = tmp_path / "both.csv"
+    assert ablation.main([str(out / "pw-trend-s4-r0"), "--markets", str(out / "pw-markets"),
+                          "--rows", str(tmp_path / "abl.csv"), "--csv", str(both)]) == 0
+    rows = pd.read_csv(both)
+    assert len(rows) == 2 and rows["sharpe"].nunique() == 1
+
+
+def _ablation_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "power_ablation", Path(__file__).parents[2] / "scripts" / "power_ablation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ablation_rows_carry_over_and_the_widest_variants_are_paired(tmp_path):
+    """Rows written with --csv come back with --rows as they are; the variants that ran every
+    repeat get their own paired table, averaged over all the cells they share."""
+    ablation = _ablation_module()
+
+    def row(variant, family, repeat, sharpe):
+        return {"variant": variant, "settings": "" if variant == "a" else f"k={variant}",
+                "family": family, "repeat": repeat, "oracle_sharpe": 4.0, "sharpe": sharpe,
+                "seed_sharpe_min": sharpe, "drift_captured": 0.5,
+                "insample_drift_captured": 0.5, "insample_sharpe": 1.0, "turnover": 30.0,
+                "exposure": 0.5}
+
+    wide = [row(v, "trend", r, s) for v, base in (("a", 1.0), ("b", 2.0))
+            for r, s in ((0, base), (1, base + 1.0), (2, base + 2.0))]
+    narrow = [row("c", "trend", 1, 9.0)]
+    csv = tmp_path / "rows.csv"
+    pd.DataFrame(wide + narrow).to_csv(csv, index=False)
+    page = tmp_path / "power.md"
+    page.write_text("# Power\n")
+    out = tmp_path / "again.csv"
+    assert ablation.main(["--rows", str(csv), "--doc", str(page), "--csv", str(out)]) == 0
+    again = pd.read_csv(out, keep_default_na=False)
+    assert again["variant"].tolist() == ["a"] * 3 + ["b"] * 3 + ["c"]
+    assert again.loc[0, "settings"] == "" and again.loc[3, "settings"] == "k=b"
+    text = page.read_text()
+    assert text.startswith("# Power") and "--rows" in text
+    table, cells = ablation.paired(ablation.widest(ablation.read_rows(csv)))
+    assert cells == [("trend", 0), ("trend", 1), ("trend", 2)]
+    assert table.set_index("variant")["sharpe"].to_dict() == {"a": 2.0, "b": 3.0}
+    assert "the variants run on all of trend r0, trend r1, trend r2" in text
+    # every variant's common cell is trend r1 only
+    table, cells = ablation.paired(ablation.read_rows(csv))
+    assert cells == [("trend", 1)]
+    assert table.set_index("variant")["sharpe"].to_dict() == {"a": 2.0, "b": 3.0, "c": 9.0}
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"variant": ["a"]}).to_csv(bad, index=False)
+    with pytest.raises(SystemExit, match="bad.csv.*no column settings"):
+        ablation.read_rows(bad)
