@@ -14,7 +14,9 @@ page's ablation section (from `power.ABLATION_MARKER` to the end; `cryptorl powe
 keeps that section when it rewrites the page), so both parts of the page come from commands.
 
 --rows adds rows measured by an earlier invocation (its --csv) as they are, so a table can grow
-after the runs behind its older rows are gone; --csv writes every row, old and new.
+after the runs behind its older rows are gone; a run given again replaces its older row (same
+variant, family and repeat); --csv writes every row, old and new (docs/power_ablation.csv is
+the page's).
 """
 
 from __future__ import annotations
@@ -150,12 +152,16 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("run directories need --markets (their market directories)")
     old = [read_rows(path) for path in args.rows]
     new = [ablation_rows(args.runs, args.markets)] if args.runs else []
-    rows = pd.concat([*old, *new], ignore_index=True)
+    # a run measured now supersedes an earlier row of the same variant and market, so the
+    # command can be rerun with its own --csv as --rows
+    rows = pd.concat([*old, *new], ignore_index=True).drop_duplicates(
+        ["variant", "family", "repeat"], keep="last", ignore_index=True)
     command = "python scripts/power_ablation.py " + " ".join(
         [*(r.name for r in args.runs)]
         + (["--markets", str(args.markets)] if args.runs else [])
         + (["--rows", *map(str, args.rows)] if args.rows else [])
-        + (["--doc", str(args.doc)] if args.doc else []))
+        + (["--doc", str(args.doc)] if args.doc else [])
+        + (["--csv", str(args.csv)] if args.csv else []))
     text = section(rows, command)
     if args.csv:
         rows.to_csv(args.csv, index=False)

@@ -178,12 +178,17 @@ def test_the_ablation_section_is_measured_like_power_and_kept_by_it(study, tmp_p
     assert "`again`" in again and again.split(power.ABLATION_MARKER, 1)[1] == section
     with pytest.raises(SystemExit, match="not named"):
         ablation.main([str(out / "pw-power"), "--markets", str(out / "pw-markets")])
-    # the run measured again beside the rows of the first invocation (--rows): both kept
+    # the rows of the first invocation (--rows) beside the run measured again: an older row of
+    # another variant is kept, the run's own older row is replaced by its new measurement
+    older = pd.read_csv(tmp_path / "abl.csv")
+    older = pd.concat([older.assign(variant="older"), older.assign(sharpe=-99.0)])
+    older.to_csv(tmp_path / "older.csv", index=False)
     both = tmp_path / "both.csv"
     assert ablation.main([str(out / "pw-trend-s4-r0"), "--markets", str(out / "pw-markets"),
-                          "--rows", str(tmp_path / "abl.csv"), "--csv", str(both)]) == 0
+                          "--rows", str(tmp_path / "older.csv"), "--csv", str(both)]) == 0
     rows = pd.read_csv(both)
-    assert len(rows) == 2 and rows["sharpe"].nunique() == 1
+    assert rows["variant"].tolist() == ["older", "pw"]
+    assert rows["sharpe"].nunique() == 1  # not -99
 
 
 def _ablation_module():
