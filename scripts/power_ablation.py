@@ -101,6 +101,20 @@ def paired(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str, int]]]:
     return table.reset_index(), common
 
 
+def shared(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the variants that ran every cell most variants ran (at least half of
+    them): one variant screened on other markets does not shrink every other comparison to
+    the cells it happens to share with them."""
+    by_variant = {v: _cells(g) for v, g in rows.groupby("variant", sort=False)}
+    counts: dict[tuple[str, int], int] = {}
+    for cells in by_variant.values():
+        for c in cells:
+            counts[c] = counts.get(c, 0) + 1
+    common = {c for c, n in counts.items() if 2 * n >= len(by_variant)}
+    keep = [v for v, c in by_variant.items() if c >= common]
+    return rows[rows["variant"].isin(keep)]
+
+
 def widest(rows: pd.DataFrame) -> pd.DataFrame:
     """The rows of the variants that ran the most cells, all of them the same cells (e.g.
     every repeat of trend and none): compared by `paired`, they average over more markets than
@@ -115,8 +129,11 @@ def widest(rows: pd.DataFrame) -> pd.DataFrame:
 def section(rows: pd.DataFrame, command: str) -> str:
     from cryptorl_jax.backtest.report import markdown_table
 
-    table, common = paired(rows)
+    most = shared(rows)
+    table, common = paired(most)
     where = ", ".join(f"{f} r{r}" for f, r in common) or "none"
+    left = [v for v in rows["variant"].unique() if v not in set(most["variant"])]
+    out = f"; not run on all of them: {', '.join(left)}" if left else ""
     lines = [
         power.ABLATION_MARKER, "## Ablation: learner settings on planted markets", "",
         f"Written by `{command}` (scripts/power_ablation.py), each run measured as "
@@ -125,7 +142,7 @@ def section(rows: pd.DataFrame, command: str) -> str:
         "as it stood at the run's commit. Read `sharpe` with its standard error of ~1.4 "
         "over six one-month segments; `drift_captured` (OOS), `insample_drift_captured` and "
         "`insample_sharpe` are the low-noise columns.", "",
-        f"### Paired: every variant on the same markets ({where})", "",
+        f"### Paired: the variants on the same markets ({where}{out})", "",
         markdown_table(table.set_index("variant"), ".3g"), ""]
     wide = widest(rows)
     wide_table, wide_cells = paired(wide)

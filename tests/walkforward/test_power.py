@@ -230,11 +230,15 @@ def test_ablation_rows_carry_over_and_the_widest_variants_are_paired(tmp_path):
     table, cells = ablation.paired(ablation.widest(ablation.read_rows(csv)))
     assert cells == [("trend", 0), ("trend", 1), ("trend", 2)]
     assert table.set_index("variant")["sharpe"].to_dict() == {"a": 2.0, "b": 3.0}
-    assert "the variants run on all of trend r0, trend r1, trend r2" in text
     # every variant's common cell is trend r1 only
     table, cells = ablation.paired(ablation.read_rows(csv))
     assert cells == [("trend", 1)]
     assert table.set_index("variant")["sharpe"].to_dict() == {"a": 2.0, "b": 3.0, "c": 9.0}
+    # the page's first table: the cells most variants ran (all three), c left out and named;
+    # the widest table would repeat it, so it is not written
+    assert set(ablation.shared(ablation.read_rows(csv))["variant"]) == {"a", "b"}
+    assert "(trend r0, trend r1, trend r2; not run on all of them: c)" in text
+    assert "Paired over more markets" not in text
     bad = tmp_path / "bad.csv"
     pd.DataFrame({"variant": ["a"]}).to_csv(bad, index=False)
     with pytest.raises(SystemExit, match="bad.csv.*no column settings"):
