@@ -102,7 +102,7 @@ def paired(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str, int]]]:
 
 
 def shared(rows: pd.DataFrame) -> pd.DataFrame:
-    """The rows of the variants that ran every cell most variants ran (at least half of
+    """The rows of the variants that ran every cell most variants ran (more than half of
     them): one variant screened on other markets does not shrink every other comparison to
     the cells it happens to share with them."""
     by_variant = {v: _cells(g) for v, g in rows.groupby("variant", sort=False)}
@@ -110,7 +110,7 @@ def shared(rows: pd.DataFrame) -> pd.DataFrame:
     for cells in by_variant.values():
         for c in cells:
             counts[c] = counts.get(c, 0) + 1
-    common = {c for c, n in counts.items() if 2 * n >= len(by_variant)}
+    common = {c for c, n in counts.items() if 2 * n > len(by_variant)}
     keep = [v for v, c in by_variant.items() if c >= common]
     return rows[rows["variant"].isin(keep)]
 
