@@ -25,6 +25,7 @@ import argparse
 import json
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -45,6 +46,13 @@ def run_sets(run_dir: Path) -> list[str]:
     return [s for s in sets if not s.startswith(IGNORED_SETS)]
 
 
+# a row of the table: the run's variant and settings, its market, then the measured figures
+ROW_COLUMNS = ("variant", "settings", "family", "repeat", "oracle_sharpe", "sharpe",
+               "seed_sharpe_min", "drift_captured", "insample_drift_captured",
+               "insample_sharpe", "turnover", "exposure")
+PAIRED_COLUMNS = ROW_COLUMNS[4:]  # the figures averaged per variant and family
+
+
 def ablation_rows(run_dirs: list[Path], markets: Path) -> pd.DataFrame:
     rows = []
     for run_dir in run_dirs:
@@ -58,16 +66,8 @@ def ablation_rows(run_dirs: list[Path], markets: Path) -> pd.DataFrame:
         cfg = Run.load(run_dir).config
         row = power.cell_row(cfg, cell, data_dir, run_dir)
         rows.append({"variant": m["variant"], "settings": " ".join(run_sets(run_dir)),
-                     **{k: row[k] for k in ("family", "repeat", "oracle_sharpe", "sharpe",
-                                            "seed_sharpe_min", "drift_captured",
-                                            "insample_drift_captured", "insample_sharpe",
-                                            "turnover", "exposure")}})
+                     **{k: row[k] for k in ROW_COLUMNS[2:]}})
     return pd.DataFrame(rows)
-
-
-ROW_COLUMNS = ("variant", "settings", "family", "repeat", "oracle_sharpe", "sharpe",
-               "seed_sharpe_min", "drift_captured", "insample_drift_captured",
-               "insample_sharpe", "turnover", "exposure")
 
 
 def read_rows(path: Path) -> pd.DataFrame:
@@ -81,12 +81,12 @@ def read_rows(path: Path) -> pd.DataFrame:
     return rows[list(ROW_COLUMNS)]
 
 
-PAIRED_COLUMNS = ("oracle_sharpe", "sharpe", "seed_sharpe_min", "drift_captured",
-                  "insample_drift_captured", "insample_sharpe", "turnover", "exposure")
-
-
 def _cells(g: pd.DataFrame) -> set[tuple[str, int]]:
     return set(zip(g["family"], g["repeat"].astype(int)))
+
+
+def _cells_by_variant(rows: pd.DataFrame) -> dict[str, set[tuple[str, int]]]:
+    return {v: _cells(g) for v, g in rows.groupby("variant", sort=False)}
 
 
 def paired(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str, int]]]:
@@ -105,11 +105,8 @@ def shared(rows: pd.DataFrame) -> pd.DataFrame:
     """The rows of the variants that ran every cell most variants ran (more than half of
     them): one variant screened on other markets does not shrink every other comparison to
     the cells it happens to share with them."""
-    by_variant = {v: _cells(g) for v, g in rows.groupby("variant", sort=False)}
-    counts: dict[tuple[str, int], int] = {}
-    for cells in by_variant.values():
-        for c in cells:
-            counts[c] = counts.get(c, 0) + 1
+    by_variant = _cells_by_variant(rows)
+    counts = Counter(c for cells in by_variant.values() for c in cells)
     common = {c for c, n in counts.items() if 2 * n > len(by_variant)}
     keep = [v for v, c in by_variant.items() if c >= common]
     return rows[rows["variant"].isin(keep)]
@@ -119,7 +116,7 @@ def widest(rows: pd.DataFrame) -> pd.DataFrame:
     """The rows of the variants that ran the most cells, all of them the same cells (e.g.
     every repeat of trend and none): compared by `paired`, they average over more markets than
     the table of every variant."""
-    by_variant = {v: _cells(g) for v, g in rows.groupby("variant", sort=False)}
+    by_variant = _cells_by_variant(rows)
     most = max(len(c) for c in by_variant.values())
     full = set().union(*(c for c in by_variant.values() if len(c) == most))
     keep = [v for v, c in by_variant.items() if c >= full]

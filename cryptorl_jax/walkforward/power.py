@@ -252,10 +252,10 @@ def seed_recovered_mean_min(g: pd.DataFrame) -> float:
     repeat); a seed's six-month Sharpe has a standard error of ~1.4, so this one, averaged like
     `recovered_mean`, is the one that says whether a seed, not a draw, falls short."""
     cols = [c for c in g.columns if re.fullmatch(r"seed_\d+_sharpe", c)]
-    positive = (g["oracle_sharpe"] > 0) & (g["strength"] > 0)
-    if not cols or not positive.all():
+    positive = (g["oracle_sharpe"] > 0) & (g["strength"] > 0)  # cell_row's rule for recovered
+    if not cols or not positive.any():
         return math.nan
-    ratios = g[cols].div(g["oracle_sharpe"], axis=0)
+    ratios = g.loc[positive, cols].div(g.loc[positive, "oracle_sharpe"], axis=0)
     return float(ratios.mean(axis=0).min())
 
 

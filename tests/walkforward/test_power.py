@@ -140,6 +140,13 @@ def test_summary_rates():
     # on average is seed 1, not the worst seed of the worst repeat (seed 0 on repeat 1)
     assert s.loc["trend", "seed_recovered_mean_min"] == pytest.approx(0.3)
     assert np.isnan(s.loc["none", "seed_recovered_mean_min"])
+    # a repeat whose oracle earns nothing has nothing to recover: left out, as recovered_mean
+    # leaves out its NaN
+    lost = pd.concat([rows, rows.iloc[[0]].assign(oracle_sharpe=-1.0, recovered=np.nan,
+                                                  seed_0_sharpe=-5.0)], ignore_index=True)
+    s_lost = power.summarise(lost).set_index("family")
+    assert s_lost.loc["trend", "seed_recovered_mean_min"] == pytest.approx(0.3)
+    assert s_lost.loc["trend", "recovered_mean"] == pytest.approx(0.375)
     assert s.loc["trend", "recovered_mean"] == pytest.approx(0.375)
     assert s.loc["trend", "seed_recovered_min"] == pytest.approx(0.1)
     assert s.loc["trend", "drift_captured_mean"] == pytest.approx(0.4)
