@@ -240,7 +240,7 @@ def test_study_section_is_validated(tmp_path, repo_root):
 def test_every_section_has_its_validator():
     import inspect
 
-    from cryptorl_jax import config as config_module
+    from cryptorl_jax.config import validation as config_module
 
     src = inspect.getsource(config_module.validate)
     assert len(src.splitlines()) < 25  # the dispatcher only
