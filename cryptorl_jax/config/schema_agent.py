@@ -1,4 +1,8 @@
-"""The sections the agent learns with: encoder, environment, TQC, training and its curriculum."""
+"""The sections the agent learns with: encoder, environment, TQC, training and its curriculum.
+
+Each field's docstring is its description in docs/config.md (scripts/config_reference.py): the
+text up to its first blank line, on one line there. Fields declared with `hyper` are dynamic.
+"""
 
 from __future__ import annotations
 
@@ -10,88 +14,155 @@ from cryptorl_jax.config.dynamic import hyper
 
 @dataclass(frozen=True)
 class EncoderConfig:
+    """The masked-autoencoder transformer that turns an observation window into one vector
+    (`encoder.mae`), pre-trained on each segment's train rows (`encoder.pretrain`)."""
+
     mode: Literal["none", "random", "pretrained-frozen", "pretrained-finetune"] = (
         "pretrained-frozen"
     )
+    """none: the agent reads the raw window; random: an untrained encoder's embeddings;
+    pretrained-frozen: the pre-trained MAE's embeddings; pretrained-finetune: the pre-trained
+    encoder inside the agent, trained further with the actor."""
     patch_size: int = 1
+    """Hours per token P (must divide env.window)."""
     d_model: int = 64
+    """Token width of the encoder, and the embedding's size."""
     depth: int = 2
+    """Transformer blocks of the encoder."""
     n_heads: int = 4
+    """Attention heads (must divide encoder.d_model)."""
     mlp_ratio: int = 2
+    """Hidden width of each block's MLP, in multiples of its token width."""
     decoder_dim: int = 32
+    """Token width of the pre-training decoder."""
     decoder_depth: int = 1
+    """Transformer blocks of the pre-training decoder."""
     mask_ratio: float = 0.5
+    """Share of a window's tokens masked in pre-training (round(ratio x tokens))."""
     pooling: Literal["mean", "last"] = "mean"
+    """How the encoded tokens become one vector: their mean or the last token."""
     epochs: int = 90
+    """Maximum pre-training epochs."""
     batch_size: int = 256
-    batches_per_epoch: int | None = None  # None = every train window once per epoch
+    """Windows per pre-training batch."""
+    batches_per_epoch: int | None = None
+    """Batches per pre-training epoch; null: every train window once per epoch."""
     learning_rate: float = 1e-3
+    """Peak AdamW learning rate of the pre-training (linear warm-up, then cosine decay)."""
     weight_decay: float = 0.05
+    """AdamW weight decay of the pre-training (kernels only)."""
     warmup_epochs: int = 1
+    """Epochs of linear learning-rate warm-up."""
     patience: int = 10
+    """Early stopping: epochs without a better validation loss before pre-training stops."""
     val_fraction: float = 0.1
+    """The last share of the segment's train rows that validates the pre-training."""
     finetune_learning_rate: float = 1e-5
-
+    """Learning rate of the encoder inside the agent (mode pretrained-finetune)."""
 
 
 @dataclass(frozen=True)
 class EnvConfig:
+    """The trading environment (`env.trading`, `env.accounting`): costs, the vol-targeted
+    exposure, the reward and the episodes.
+
+    Vol targeting (docs/architecture.md, "Vol targeting without mechanical churn"): L_t =
+    min(target / max(s_t, floor), cap) with s_t an exponentially weighted std of the last
+    vol_window hourly returns (half-life vol_halflife_hours; null: equal weights) scaled by
+    sqrt(vol_horizon_hours). The defaults state the target in annual terms (H = 8,760) near
+    BTC's typical vol (median EWMA vol 0.52 over 2019-12 .. 2025-07), so action 1 holds about
+    one unit of NAV instead of sitting at the cap, and the estimate moves slowly enough not to
+    make trades by itself; the original system's settings (0.05 daily over 24 h, no band) are
+    in configs/full.yaml.
+    """
+
     fee_bps: float = 5.0
+    """Trading fee in basis points per unit of turnover."""
     slippage_bps: float = 2.0
-    # Vol targeting (docs/architecture.md, "Vol targeting without mechanical churn"): L_t =
-    # min(target / max(s_t, floor), cap) with s_t an exponentially weighted std of the last
-    # vol_window hourly returns (half-life vol_halflife_hours; null: equal weights) scaled by
-    # sqrt(vol_horizon_hours). The defaults state the target in annual terms (H = 8,760) near
-    # BTC's typical vol (median EWMA vol 0.52 over 2019-12 .. 2025-07), so action 1 holds about
-    # one unit of NAV instead of sitting at the cap, and the estimate moves slowly enough not to
-    # make trades by itself; the original system's settings (0.05 daily over 24 h, no band) are
-    # in configs/full.yaml.
-    target_volatility: float = 0.5  # in vol_horizon_hours units: annual by default
-    vol_window: int = 480  # 20 days
-    vol_halflife_hours: float | None = 96.0  # 4 days; null: the plain rolling std
+    """Slippage in basis points per unit of turnover (added to the fee)."""
+    target_volatility: float = 0.5
+    """Volatility target of the exposure, in vol_horizon_hours units: annual by default."""
+    vol_window: int = 480
+    """Hourly returns in the vol estimate s_t (480: 20 days)."""
+    vol_halflife_hours: float | None = 96.0
+    """Half-life of the vol estimate's exponential weights (96: 4 days); null: the plain
+    rolling std."""
     vol_horizon_hours: int = 8760
+    """Horizon H of the vol estimate: s_t is the hourly std times sqrt(H) (8760: a year)."""
     max_leverage: float = 2.0
-    vol_floor: float = 0.1  # in vol_horizon_hours units (0.1 a year: far below any BTC vol)
-    # No-trade band on the exposure: trade to the target a_t L_t only when it differs from the
-    # drifted weight w_t by more than this (units of NAV); 0 trades every change.
+    """Cap of the leverage L_t."""
+    vol_floor: float = 0.1
+    """Floor of the vol estimate in vol_horizon_hours units (0.1 a year: far below any BTC
+    vol)."""
     no_trade_band: float = 0.1
+    """No-trade band on the exposure: trade to the target a_t L_t only when it differs from
+    the drifted weight w_t by more than this (units of NAV); 0 trades every change."""
     reward_scale: float = hyper(100.0, neutral=1.0)
-    window: int = 64  # observation window W (hours)
+    """Multiplier of the step's log NAV return (after costs) in the reward."""
+    window: int = 64
+    """Observation window W (hours of features the agent sees)."""
     episode_length: int = 2048
+    """Steps after which a training episode is truncated."""
     ruin_nav: float = 0.5
-    # Financing of leverage and shorts, a year's rate on the borrowed notional (an assumed
-    # 5 %: roughly a USD funding rate; 0 turns it off). Charged hourly at rate / 8760 on
-    # max(e - 1, 0) of NAV for a long and |e| for a short (docs/architecture.md).
+    """An episode terminates when NAV falls below this (the NAV starts at 1)."""
     borrow_rate_annual: float = 0.05
+    """Financing of leverage and shorts, a year's rate on the borrowed notional (an assumed
+    5 %: roughly a USD funding rate; 0 turns it off).
+
+    Charged hourly at rate / 8760 on max(e - 1, 0) of NAV for a long and |e| for a short
+    (docs/architecture.md)."""
 
 
 @dataclass(frozen=True)
 class TQCConfig:
+    """The TQC agent (`agent.tqc`, numerically sb3-contrib's TQC): networks, replay, updates."""
+
     learning_rate: float = hyper(3e-4, neutral=0.0)
-    critic_learning_rate: float | None = hyper(None, neutral=None)  # None = learning_rate
+    """Adam learning rate of the actor (and of the critics and alpha unless set below)."""
+    critic_learning_rate: float | None = hyper(None, neutral=None)
+    """Adam learning rate of the critics; null: tqc.learning_rate."""
     batch_size: int = 256
+    """Transitions per gradient update."""
     buffer_size: int = 1_000_000
+    """Replay buffer capacity in transitions (split over the devices in data parallelism)."""
     learning_starts: int = 100
+    """Env steps (summed over the envs) of uniform random actions before updates begin."""
     gamma: float = hyper(0.99, neutral=0.0)
+    """Discount factor."""
     tau: float = hyper(0.005, neutral=0.0)
+    """Polyak coefficient of the target critics: target <- tau critic + (1 - tau) target."""
     n_quantiles: int = 25
+    """Quantiles M of each critic."""
     n_critics: int = 2
+    """Critics N."""
     top_quantiles_to_drop_per_net: int = 2
+    """Top target quantiles dropped per critic (the pooled N x M atoms lose N x this)."""
     net_arch: tuple[int, ...] = (256, 256)
-    layer_norm: bool = False  # LayerNorm after every hidden layer of actor and critics
+    """Hidden layer widths of the actor and of each critic."""
+    layer_norm: bool = False
+    """LayerNorm after every hidden layer of actor and critics."""
     policy_delay: int = 1
-    gradient_steps: int = 1  # G: gradient updates per vectorised env step
+    """The actor and alpha update on every policy_delay-th critic update."""
+    gradient_steps: int = 1
+    """G: gradient updates per vectorised env step."""
     ent_coef_init: float = hyper(1.0, neutral=1.0)
-    # Adam step size of log(alpha), the entropy coefficient; None = learning_rate (sb3's
-    # behaviour). Adam moves log(alpha) by about this much per update at most.
+    """Initial entropy coefficient alpha."""
     ent_coef_learning_rate: float | None = hyper(None, neutral=None)
+    """Adam step size of log(alpha), the entropy coefficient; null: tqc.learning_rate (sb3's
+    behaviour).
+
+    Adam moves log(alpha) by about this much per update at most."""
     target_entropy: float | Literal["auto"] = hyper("auto", neutral="auto")
-    max_grad_norm: float | None = hyper(10.0, neutral=None)  # global-norm clipping; None = off
-    # decoupled weight decay (AdamW: params -= lr * weight_decay * params each step) on the
-    # actor and critics (not on a fine-tuned encoder, nor on log alpha); 0 = plain Adam
+    """Entropy target of the alpha update; 'auto': -(action dimensions), i.e. -1."""
+    max_grad_norm: float | None = hyper(10.0, neutral=None)
+    """Global-norm gradient clipping; null: off."""
     weight_decay: float = hyper(0.0, neutral=0.0)
+    """Decoupled weight decay (AdamW: params -= lr * weight_decay * params each step) on the
+    actor and critics (not on a fine-tuned encoder, nor on log alpha); 0 = plain Adam."""
     log_std_min: float = -20.0
+    """Lower clip of the actor's log standard deviation."""
     log_std_max: float = 2.0
+    """Upper clip of the actor's log standard deviation."""
 
 
 @dataclass(frozen=True)
@@ -100,27 +171,41 @@ class CurriculumConfig:
     phases)."""
 
     phase_ends: tuple[float, ...] = (0.2, 0.6, 1.0)
+    """Training progress at which each phase ends: increasing in (0, 1], the last 1.0."""
     churn: tuple[tuple[float, float], ...] = hyper(((0.0, 0.10), (0.10, 0.50), (0.50, 0.50)))
+    """Per phase, [start, end] of the churn penalty coefficient on the turnover |e_t - w_t|."""
     smooth: tuple[tuple[float, float], ...] = hyper(((0.0, 0.0), (0.0, 0.02), (0.02, 0.02)))
+    """Per phase, [start, end] of the smoothness penalty coefficient on the squared turnover."""
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    total_env_steps: int = 30_000_000  # per agent, summed over envs
-    n_envs: int = 512
-    steps_per_chunk: int = 500  # vectorised env steps per compiled chunk
-    devices: int | Literal["all"] = "all"
-    n_seeds: int = 1
-    # data: one population split data-parallel over the devices (envs, batch and buffer per
-    # device, gradients averaged); population: the members sharded over the devices, each
-    # device training its own members whole, with no collective in the step
-    parallel: Literal["data", "population"] = "data"
-    checkpoint_every_chunks: int = 10
-    keep_checkpoints: int = 1
-    # Gaussian noise added to the observation's market part (the embedding, or the feature
-    # window) wherever the learner reads it in training (acting and every replayed batch),
-    # with sd obs_noise x each column's sd over the segment's train rows; 0 = none. The
-    # backtest always reads the clean observation.
-    obs_noise: float = hyper(0.0)
-    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    """The TQC training run (`training.train`): budget, parallelism, checkpoints, noise."""
 
+    total_env_steps: int = 30_000_000
+    """Env steps per agent, summed over its envs."""
+    n_envs: int = 512
+    """Parallel envs per agent."""
+    steps_per_chunk: int = 500
+    """Vectorised env steps per compiled chunk (checkpoints and logs fall between chunks)."""
+    devices: int | Literal["all"] = "all"
+    """Accelerators to train on: 'all' local devices or the first N."""
+    n_seeds: int = 1
+    """Agents per segment, trained as one population; the backtest trades their equal-weight
+    ensemble."""
+    parallel: Literal["data", "population"] = "data"
+    """data: one population split data-parallel over the devices (envs, batch and buffer per
+    device, gradients averaged); population: the members sharded over the devices, each
+    device training its own members whole, with no collective in the step."""
+    checkpoint_every_chunks: int = 10
+    """Checkpoint the training state every this many chunks (and after the last)."""
+    keep_checkpoints: int = 1
+    """Checkpoints kept on disk."""
+    obs_noise: float = hyper(0.0)
+    """Gaussian noise added to the observation's market part in training, with sd obs_noise x
+    each column's sd over the segment's train rows; 0 = none.
+
+    The market part is the embedding, or the feature window; the learner reads the noisy one
+    wherever it reads it in training (acting and every replayed batch). The backtest always
+    reads the clean observation."""
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
