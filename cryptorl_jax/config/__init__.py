@@ -9,6 +9,8 @@ hyperparameters), `schema_inputs` / `schema_agent` / `schema_runs` (the sections
 defaults), `schema` (the root Config), `run_identity` (which keys identify an experiment), `coerce`
 (YAML values to field types), `overrides` (dotted `--set` keys), `validation` (impossible
 values), `load` (files, `base:` chains and overrides in, a validated Config out).
+docs/config.md lists every key, its default and its field's docstring
+(scripts/config_reference.py writes it).
 """
 
 from cryptorl_jax.config.dynamic import hyper, neutralised

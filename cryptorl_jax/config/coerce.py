@@ -11,17 +11,17 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 from cryptorl_jax.config.errors import ConfigError
 
 
-def type_name(tp: Any) -> str:
+def _type_name(tp: Any) -> str:
     """A field type as a config file spells it: "list of int", "float | None", "'a' | 'b'"."""
     origin = get_origin(tp)
     if origin is Literal:
         return " | ".join(repr(a) for a in get_args(tp))
     if origin in (Union, types.UnionType):
-        return " | ".join(type_name(a) for a in get_args(tp))
+        return " | ".join(_type_name(a) for a in get_args(tp))
     if origin is tuple:
         args = get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
-            return f"list of {type_name(args[0])}"
+            return f"list of {_type_name(args[0])}"
         return f"list of {len(args)} values"
     if dataclasses.is_dataclass(tp):
         return "mapping"
@@ -38,7 +38,7 @@ def _coerce(value: Any, tp: Any, key: str, source: str | None) -> Any:
         return _coerce_inner(value, tp, key, source)
     except _Mismatch:
         raise ConfigError(
-            key, f"expected {type_name(tp)}, got {value!r} ({type(value).__name__})", source
+            key, f"expected {_type_name(tp)}, got {value!r} ({type(value).__name__})", source
         ) from None
 
 

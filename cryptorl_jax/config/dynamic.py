@@ -17,7 +17,8 @@ def hyper(default: Any, neutral: Any = _NO_NEUTRAL) -> Any:
     `neutralised` (the TrainerSpec's copy of a section, each key at its `neutral` value) are
     derived from it; `Hyper.from_config` reads them (tests/training/test_population.py checks
     that every declared key moves the Hyper and that every other step key moves the spec).
-    `neutral` is needed in the sections the spec copies whole (env, tqc)."""
+    `neutral` is needed in the sections the spec copies whole (env, tqc). docs/config.md marks
+    the keys dynamic from `training.spec.HYPER_KEYS` (scripts/config_reference.py)."""
     metadata: dict[str, Any] = {"hyper": True}
     if neutral is not _NO_NEUTRAL:
         metadata["neutral"] = neutral

@@ -29,14 +29,14 @@ from cryptorl_jax.config.schema_runs import (
 
 @dataclass(frozen=True)
 class Config:
-    """A whole configuration: two top-level keys and one section per field below them (a
-    section field's description is its class's docstring)."""
+    """The whole configuration: two top-level keys, then the sections (in the order
+    `Config.to_yaml` writes them)."""
 
     seed: int = 0
     """Root seed of the run's random streams (PRNG keys per segment and stage, HMM restarts,
     bootstraps)."""
     run_name: str = "run"
-    """Name of the run directory (<output dir>/<run_name>/); no '/'."""
+    """Name of the run directory (`<output dir>/<run_name>/`); no '/'."""
     data: DataConfig = field(default_factory=DataConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     regimes: RegimesConfig = field(default_factory=RegimesConfig)

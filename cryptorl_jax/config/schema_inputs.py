@@ -50,7 +50,7 @@ class DataConfig:
     )
     """The input series, the traded asset among them (each entry's keys: data.assets[])."""
     combined_file: str | None = None
-    """One CSV/Parquet with <ASSET>_<field> columns instead of a file per asset; null: none."""
+    """One CSV/Parquet with `<ASSET>_<field>` columns instead of a file per asset; null: none."""
     start: str | None = None
     """ISO date/time (UTC) where the aligned frame starts at the earliest; null: the data's."""
     end: str | None = None
@@ -128,7 +128,7 @@ class FeaturesConfig:
     dollar_asset: str | None = "DXY"
     """Rolling traded-asset/dollar 1 h return correlation with this asset; null: none."""
     ratio_asset: str | None = "ETH"
-    """1 h log return of the <ratio_asset>/<traded_asset> price ratio; null: none."""
+    """1 h log return of the `<ratio_asset>/<traded_asset>` price ratio; null: none."""
     calendar: bool = True
     """Hour and weekday sin/cos, the NYSE-session flag and each asset's `<A>_fresh` flag."""
     scaler_clip: float = 5.0

@@ -120,7 +120,7 @@ class StudyRun:
     """One run of a study: a name and the dotted overrides it applies to the study's config."""
 
     name: str
-    """The run's name: its run_name is <run_name>-<name> (letters, digits, '-', '_')."""
+    """The run's name: its run_name is `<run_name>-<name>` (letters, digits, '-', '_')."""
     set: tuple[str, ...] = ()
     """Dotted overrides (section.key=value) this run applies."""
 
