@@ -100,8 +100,12 @@ class TQCHyper:
                    max_grad_norm=f32(clip), weight_decay=f32(cfg.weight_decay))
 
 
-METRIC_NAMES = ("critic_loss", "actor_loss", "alpha_loss", "alpha", "q_mean", "log_prob",
-                "entropy")
+# the metrics of one update (`update`): those every update has, and the actor side's, which
+# only the updates that ran the actor have (policy_delay; `mean_metrics` averages them over
+# those updates alone)
+EVERY_UPDATE_METRICS = ("critic_loss", "alpha", "q_mean")
+ACTOR_METRICS = ("actor_loss", "alpha_loss", "log_prob", "entropy")
+METRIC_NAMES = EVERY_UPDATE_METRICS + ACTOR_METRICS
 
 
 # --------------------------------------------------------------------------------------------
@@ -521,7 +525,7 @@ def mean_metrics(per_update: dict) -> dict:
     n_actor = jnp.sum(per_update["actor_updated"], axis=0)
     out = {}
     for name, values in per_update.items():
-        if name in ("actor_loss", "alpha_loss", "log_prob", "entropy"):
+        if name in ACTOR_METRICS:
             out[name] = jnp.sum(values, axis=0) / jnp.maximum(n_actor, 1.0)
         elif name == "actor_updated":
             out["actor_updates"] = n_actor

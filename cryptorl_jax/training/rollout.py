@@ -16,7 +16,8 @@ import jax.numpy as jnp
 
 from cryptorl_jax.agent.tqc import TQCState
 from cryptorl_jax.env import accounting, trading
-from cryptorl_jax.training.train import TrainData, Trainer
+from cryptorl_jax.training.data import TrainData
+from cryptorl_jax.training.trainer import Trainer
 
 
 def policy_action(policy, observe, book: accounting.Book) -> jnp.ndarray:

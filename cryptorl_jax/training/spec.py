@@ -4,7 +4,7 @@
 `TrainerSpec` is frozen and hashable: every setting that fixes a shape or a code path (network
 sizes, quantiles, critics, batch, envs, buffer, window, episode length, the encoder's mode and
 sizes, the devices, the population size, the curriculum's phase ends). It is the only input of
-`training.train.make_train` and the key of the trainer cache, so a setting read inside the step
+`training.trainer.make_train` and the key of the trainer cache, so a setting read inside the step
 cannot be missing from the key: the step only sees the spec.
 
 `Hyper` holds the dynamic hyperparameters as traced float32 leaves: the actor's, the critics'

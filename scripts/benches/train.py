@@ -135,7 +135,7 @@ def _synthetic(cfg, rows: int, n_features: int, embedding_dim: int | None, seed:
     import jax.numpy as jnp
 
     from cryptorl_jax.env.trading import MarketData, make_start_range
-    from cryptorl_jax.training.train import TrainData
+    from cryptorl_jax.training.data import TrainData
 
     rng = np.random.default_rng(seed)
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.005, rows)))
@@ -157,7 +157,8 @@ def measure(cfg, n_features: int, rows: int, chunks: int, flops: bool = True,
     from flax import nnx
 
     from cryptorl_jax.encoder.mae import MAEEncoder
-    from cryptorl_jax.training.train import stack_segments, trainer_for
+    from cryptorl_jax.training.data import stack_segments
+    from cryptorl_jax.training.trainer import trainer_for
 
     mode = cfg.encoder.mode
     emb_dim = cfg.encoder.d_model if mode in ("random", "pretrained-frozen") else None

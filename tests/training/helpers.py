@@ -6,7 +6,7 @@ import numpy as np
 
 from cryptorl_jax.config import load_config
 from cryptorl_jax.env.trading import MarketData, make_start_range
-from cryptorl_jax.training.train import TrainData
+from cryptorl_jax.training.data import TrainData
 
 TINY = [
     "encoder.mode=none", "env.window=8", "env.episode_length=64", "env.vol_window=48",

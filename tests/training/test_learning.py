@@ -14,8 +14,9 @@ import pytest
 from cryptorl_jax.backtest.baselines import run_baselines
 from cryptorl_jax.backtest.metrics import compute_metrics
 from cryptorl_jax.backtest.replay import simulate
+from cryptorl_jax.training.loop import train
 from cryptorl_jax.training.rollout import make_rollout
-from cryptorl_jax.training.train import train, trainer_for
+from cryptorl_jax.training.trainer import trainer_for
 from tests.training.helpers import synthetic_data, tiny_config
 
 

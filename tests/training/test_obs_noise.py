@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from cryptorl_jax.env.trading import Observation, StartRange
+from cryptorl_jax.training.noise import add_obs_noise, column_scale
 from cryptorl_jax.training.spec import Hyper, TrainerSpec
-from cryptorl_jax.training.train import add_obs_noise, column_scale, trainer_for
+from cryptorl_jax.training.trainer import trainer_for
 from tests.training.helpers import synthetic_data, tiny_config
 
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from cryptorl_jax.config import EncoderConfig, EnvConfig, TQCConfig, TrainConfig, with_overrides
+from cryptorl_jax.training.loop import TrainControls, train
 from cryptorl_jax.training.spec import HYPER_KEYS, Hyper, Member, TrainerSpec, enters_the_step
-from cryptorl_jax.training.train import train, trainer_for
-from cryptorl_jax.walkforward import pipeline
+from cryptorl_jax.training.trainer import trainer_for
+from cryptorl_jax.walkforward import stages
 from tests.training.helpers import synthetic_data, tiny_config
 
 
@@ -33,8 +34,8 @@ def test_hyper_keys_share_one_trainer_and_one_compilation():
                                  "train.curriculum.churn=[[0, 1], [1, 1], [1, 1]]",
                                  "seed=3", "train.checkpoint_every_chunks=7"])
     assert TrainerSpec.from_config(cfg, 4) == TrainerSpec.from_config(other, 4)
-    first, _ = pipeline.get_trainer(cfg, 4, None)
-    again, _ = pipeline.get_trainer(other, 4, None)
+    first, _ = stages.get_trainer(cfg, 4, None)
+    again, _ = stages.get_trainer(other, 4, None)
     assert again is first
     shape = with_overrides(cfg, ["tqc.batch_size=16"])
     assert TrainerSpec.from_config(shape, 4) != TrainerSpec.from_config(cfg, 4)
@@ -128,7 +129,7 @@ def population_run(tmp_path_factory):
                Member(7, _with(base, actor_lr=0.0, critic_lr=0.0, alpha_lr=1e-2))]
     trainer = trainer_for(cfg, 4, population=4)
     pop = train(cfg, data, tmp_path_factory.mktemp("pop"), trainer=trainer, members=members,
-                resume=False)
+                controls=TrainControls(resume=False))
     return cfg, data, members, trainer, pop
 
 
@@ -140,7 +141,7 @@ def test_each_member_trains_as_it_would_alone(population_run, tmp_path):
     single = trainer_for(cfg, 4, population=1)
     for i, m in enumerate(members[:3]):
         alone = train(cfg, data, tmp_path / f"alone{i}", trainer=single, members=[m],
-                      resume=False)
+                      controls=TrainControls(resume=False))
         for x, y in zip(jax.tree.leaves(alone.state.agent), jax.tree.leaves(pop.state.agent),
                         strict=True):
             x, y = np.asarray(x)[0], np.asarray(y)[i]

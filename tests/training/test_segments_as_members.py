@@ -9,14 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cryptorl_jax.training.train import (
-    Layout,
-    make_member_step,
-    segment_results,
-    stack_segments,
-    train,
-    trainer_for,
-)
+from cryptorl_jax.training.data import stack_segments
+from cryptorl_jax.training.loop import TrainControls, train
+from cryptorl_jax.training.member import make_member_step
+from cryptorl_jax.training.placement import Placement
+from cryptorl_jax.training.result import segment_results
+from cryptorl_jax.training.trainer import trainer_for
 from tests.training.helpers import synthetic_data, tiny_config
 
 
@@ -27,7 +25,7 @@ def batch_run(tmp_path_factory):
     keys = jnp.stack([jax.random.key(100 + k) for k in range(3)])
     trainer = trainer_for(cfg, 4, segments=3)
     res = train(cfg, stack_segments(datas), tmp_path_factory.mktemp("batch"), key=keys,
-                trainer=trainer, resume=False)
+                trainer=trainer, controls=TrainControls(resume=False))
     return cfg, datas, keys, trainer, res
 
 
@@ -39,7 +37,7 @@ def test_a_segment_in_a_batch_trains_as_it_would_alone(batch_run, tmp_path):
     alone_trainer = trainer_for(cfg, 4)
     for k in (0, 2):
         alone = train(cfg, datas[k], tmp_path / f"alone{k}", key=keys[k], trainer=alone_trainer,
-                      resume=False)
+                      controls=TrainControls(resume=False))
         for x, y in zip(jax.tree.leaves(alone.state.agent), jax.tree.leaves(parts[k].state.agent),
                         strict=True):
             x, y = np.asarray(x), np.asarray(y)
@@ -58,7 +56,7 @@ def test_batch_inputs_are_checked(batch_run, tmp_path):
     cfg, datas, keys, trainer, _ = batch_run
     with pytest.raises(ValueError, match=r"one key per segment"):
         train(cfg, stack_segments(datas), tmp_path / "a", key=keys[0], trainer=trainer,
-              resume=False)
+              controls=TrainControls(resume=False))
     bad = [datas[0], datas[1], synthetic_data(cfg, n_rows=500, seed=2)]
     with pytest.raises(ValueError, match="same shapes"):
         stack_segments(bad)
@@ -66,15 +64,15 @@ def test_batch_inputs_are_checked(batch_run, tmp_path):
         features=datas[2].market.features.at[300, 1].set(jnp.nan))
     with pytest.raises(ValueError, match=r"segment 2 of the batch: .*features.*row 300"):
         train(cfg, stack_segments([datas[0], datas[1], datas[2].replace(market=poisoned)]),
-              tmp_path / "b", key=keys, trainer=trainer, resume=False)
+              tmp_path / "b", key=keys, trainer=trainer, controls=TrainControls(resume=False))
 
 
 def test_the_member_step_runs_without_a_mesh():
     """The one-member step is a plain function of one member's arrays (no device axis)."""
     cfg = tiny_config()
     trainer = trainer_for(cfg, 4)
-    layout = Layout.of(trainer.spec, 1)
-    step = make_member_step(trainer.spec, layout, trainer.tqc, trainer.env_params, False)
+    placement = Placement.of(trainer.spec, 1)
+    step = make_member_step(trainer.spec, placement, trainer.tqc, trainer.env_params, False)
     data = synthetic_data(cfg)
     hyper = trainer.default_hyper
     one = jax.tree.map(lambda x: x[0], hyper)
@@ -83,4 +81,4 @@ def test_the_member_step_runs_without_a_mesh():
     agent, local, iteration, metrics = jax.jit(step.chunk)(agent, local, jnp.int32(0), data, one)
     assert int(iteration) == cfg.train.steps_per_chunk
     assert np.isfinite(float(metrics["reward"]))
-    assert layout.members_local == 2 and layout.axis_name is None
+    assert placement.members_local == 2 and placement.axis_name is None

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 from cryptorl_jax.hooks import Hooks
-from cryptorl_jax.training.train import (
-    ENTROPY_TOLERANCE,
+from cryptorl_jax.training.loop import (
+    TrainControls,
     TrainingDivergedError,
     _finite_or_raise,
-    entropy_summary,
     train,
-    trainer_for,
 )
+from cryptorl_jax.training.result import ENTROPY_TOLERANCE, entropy_summary
+from cryptorl_jax.training.trainer import trainer_for
 from tests.training.helpers import synthetic_data, tiny_config
 
 
@@ -63,10 +63,12 @@ def test_train_chunk_traced_once_across_chunks_and_markets(tiny):
 def test_resume_gives_the_uninterrupted_parameters(tmp_path, tiny):
     cfg, trainer = tiny  # one compilation serves all four runs
     data = synthetic_data(cfg)
-    full = train(cfg, data, tmp_path / "full", resume=False, trainer=trainer)
+    full = train(cfg, data, tmp_path / "full", controls=TrainControls(resume=False),
+                 trainer=trainer)
     assert full.env_steps == cfg.train.total_env_steps
     # a run killed after chunk 2, then resumed from its checkpoint
-    part = train(cfg, data, tmp_path / "part", hooks=Hooks(stop_after_chunk=2), trainer=trainer)
+    part = train(cfg, data, tmp_path / "part",
+                 controls=TrainControls(hooks=Hooks(stop_after_chunk=2)), trainer=trainer)
     assert part.env_steps == 2 * cfg.train.steps_per_chunk * cfg.train.n_envs
     resumed = train(cfg, data, tmp_path / "part", trainer=trainer)
     assert len(resumed.history) == len(full.history)
@@ -76,7 +78,8 @@ def test_resume_gives_the_uninterrupted_parameters(tmp_path, tiny):
     assert full.entropy["members"]["final_alpha"] == full.history[-1]["members"]["alpha"]
     assert full.entropy["members"]["target_entropy"] == [-1.0, -1.0]  # "auto": -action_dim
     # and a third identical run gives the same numbers (determinism)
-    again = train(cfg, data, tmp_path / "again", resume=False, trainer=trainer)
+    again = train(cfg, data, tmp_path / "again", controls=TrainControls(resume=False),
+                  trainer=trainer)
     assert trainer.trace_counts["train_chunk"] == 1
     for x, y in zip(leaves(full.state), leaves(again.state)):
         np.testing.assert_array_equal(x, y)
@@ -101,7 +104,7 @@ def test_nan_metrics_stop_training_and_keep_last_checkpoint(tmp_path, tiny):
     # chunk 0 only collects random actions (learning_starts); chunk 1 learns on NaN windows
     with pytest.raises(TrainingDivergedError,
                        match=r"chunk 1: metric '.*' is nan .*last good checkpoint is .*/1"):
-        train(cfg, bad, tmp_path, check_inputs=False, trainer=trainer)
+        train(cfg, bad, tmp_path, controls=TrainControls(check_inputs=False), trainer=trainer)
     assert (tmp_path / "checkpoints" / "1").is_dir()
     assert not (tmp_path / "checkpoints" / "2").exists()
     with pytest.raises(TrainingDivergedError, match="chunk 7: metric 'critic_loss' is inf"):
@@ -112,7 +115,7 @@ def test_nan_metrics_stop_training_and_keep_last_checkpoint(tmp_path, tiny):
 TWO_DEVICE_SCRIPT = textwrap.dedent("""
     import jax, numpy as np
     from tests.training.helpers import synthetic_data, tiny_config
-    from cryptorl_jax.training.train import trainer_for
+    from cryptorl_jax.training.trainer import trainer_for
     assert jax.device_count() == 2, jax.devices()
     cfg = tiny_config("train.devices=all")
     trainer = trainer_for(cfg, 4)
@@ -183,7 +186,6 @@ def test_a_time_limit_truncation_still_bootstraps_in_the_rebuilt_batch():
 
     from cryptorl_jax.agent import tqc as T
     from cryptorl_jax.env import trading
-    from cryptorl_jax.training.train import trainer_for
 
     cfg = tiny_config("env.episode_length=5", "env.ruin_nav=0.0")
     data = synthetic_data(cfg)
@@ -220,8 +222,9 @@ POPULATION_DEVICES_SCRIPT = textwrap.dedent("""
     import tempfile
     import jax, numpy as np
     from tests.training.helpers import synthetic_data, tiny_config
-    from cryptorl_jax.training.train import train, trainer_for
+    from cryptorl_jax.training.loop import TrainControls, train
     from cryptorl_jax.training.spec import Hyper, Member
+    from cryptorl_jax.training.trainer import trainer_for
     tmp = tempfile.mkdtemp()
     assert jax.device_count() == 2, jax.devices()
     cfg = tiny_config("train.n_seeds=4", "train.checkpoint_every_chunks=100")
@@ -236,7 +239,7 @@ POPULATION_DEVICES_SCRIPT = textwrap.dedent("""
         trainer = trainer_for(c, 4)
         assert trainer.n_devices == (2 if name == "sharded" else 1)
         runs[name] = train(c, data, f"{tmp}/{name}", trainer=trainer, members=members,
-                           resume=False)
+                           controls=TrainControls(resume=False))
     sharded = runs["sharded"].state.agent.actor_params
     shards = [s.data.shape[0] for s in jax.tree.leaves(sharded)[0].addressable_shards]
     assert shards == [2, 2], shards  # two members per device
@@ -259,10 +262,11 @@ def test_population_sharded_over_two_devices_matches_one_device(repo_root):
 def test_a_fresh_run_refuses_a_directory_with_checkpoints(tmp_path, tiny):
     cfg, trainer = tiny
     data = synthetic_data(cfg)
-    train(cfg, data, tmp_path, trainer=trainer, hooks=Hooks(stop_after_chunk=1))
+    train(cfg, data, tmp_path, trainer=trainer,
+          controls=TrainControls(hooks=Hooks(stop_after_chunk=1)))
     before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     with pytest.raises(FileExistsError, match="already holds training checkpoints"):
-        train(cfg, data, tmp_path, trainer=trainer, resume=False)
+        train(cfg, data, tmp_path, trainer=trainer, controls=TrainControls(resume=False))
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
 
 

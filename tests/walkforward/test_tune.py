@@ -19,8 +19,8 @@ import pytest
 from cryptorl_jax.backtest.report import read_trial_log
 from cryptorl_jax.config import ConfigError, load_config, with_overrides
 from cryptorl_jax.market.synthetic import make_market
+from cryptorl_jax.training.loop import TrainingDivergedError
 from cryptorl_jax.training.spec import Hyper
-from cryptorl_jax.training.train import TrainingDivergedError
 from cryptorl_jax.walkforward import data, pipeline, stages, tune
 from cryptorl_jax.walkforward.tuning import trials as tuning_trials
 from tests.walkforward import golden
