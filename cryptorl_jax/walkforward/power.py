@@ -2,7 +2,7 @@
 
     cryptorl power --config configs/power.yaml --edge trend,none --strength 0,2,4 --repeats 3
 
-For every family f, strength s and repeat r, `market.planted.write_planted_market` writes a
+For every family f, strength s and repeat r, `studies.planted.write_planted_market` writes a
 data directory (market seed r) under `<out>/<run_name>-markets/`, and the walk-forward runs on
 it with the same runner as `cryptorl wfo` (`pipeline.run`, any executor), as the config with
 `data.data_dir` pointed there and run_name `<run_name>-<f>-s<s>-r<r>`. The planted oracle's
@@ -127,6 +127,7 @@ def ensure_market(path: Path, cell: Cell) -> Path:
     """Write the planted data directory of `cell` unless it is already there with the same
     family, strength and seed (planted.json)."""
     from cryptorl_jax.market import planted
+    from cryptorl_jax.studies.planted import write_planted_market
 
     meta = path / planted.META_FILE
     if meta.is_file():
@@ -134,12 +135,11 @@ def ensure_market(path: Path, cell: Cell) -> Path:
         if (held.get("family"), float(held.get("strength", -1)), held.get("seed")) == \
                 (cell.family, cell.strength, cell.repeat):
             return path
-    (planted_writer or planted.write_planted_market)(path, cell.family, cell.strength,
-                                                     cell.repeat)
+    (planted_writer or write_planted_market)(path, cell.family, cell.strength, cell.repeat)
     return path
 
 
-# tests replace it with a writer of a shorter span (None: market.planted.write_planted_market)
+# tests replace it with a writer of a shorter span (None: studies.planted.write_planted_market)
 planted_writer = None
 
 

@@ -13,6 +13,7 @@ import pytest
 from cryptorl_jax.backtest.replay import simulate
 from cryptorl_jax.config import load_config
 from cryptorl_jax.market import load_market, planted
+from cryptorl_jax.studies.planted import write_planted_market
 from cryptorl_jax.walkforward import pipeline, power
 from tests.walkforward.test_pipeline import TINY_WFO
 
@@ -26,7 +27,7 @@ def study(tmp_path_factory):
                              "output.plots=false", f"data.cache_dir={out / 'cache'}",
                              f"data.start={SPAN[0]}", f"data.end={SPAN[1]}"])
     # the short planted span (the full history takes ~4 s a market; the tiny runs need weeks)
-    original = planted.write_planted_market
+    original = write_planted_market
 
     def short(path, family, strength, seed, **kw):
         return original(path, family, strength, seed, start="2023-12-01", end="2024-03-15",
@@ -180,7 +181,7 @@ def test_the_ablation_section_is_measured_like_power_and_kept_by_it(study, tmp_p
         power.run_power(cfg, out, ["trend"], [4.0], 1, resume=True, progress=False, doc=page,
                         command="again")
     finally:
-        power.planted_writer = planted.write_planted_market
+        power.planted_writer = write_planted_market
     again = page.read_text()
     assert "`again`" in again and again.split(power.ABLATION_MARKER, 1)[1] == section
     with pytest.raises(SystemExit, match="not named"):
