@@ -16,6 +16,7 @@ NAMES = [
     ("cryptorl_jax.regimes", "RegimeModel"), ("cryptorl_jax.backtest", "simulate"),
     ("cryptorl_jax.backtest", "compute_metrics"), ("cryptorl_jax.backtest", "pbo_cscv"),
     ("cryptorl_jax.backtest", "action_timing_null"), ("cryptorl_jax.walkforward", "make_segments"),
+    ("cryptorl_jax.report", "Run"), ("cryptorl_jax.report", "compare_runs"),
 ]
 
 
@@ -32,3 +33,12 @@ def test_make_segments_is_the_row_layout():
                                          hours_per_month=100))
     assert (segs[0].train_start, segs[0].train_end, segs[0].test_start, segs[0].test_end) == (
         0, 300, 300, 400)
+
+
+def test_run_and_compare_runs_are_the_report_packages():
+    """Finished runs as objects: one public path, cryptorl_jax.report (from report/runs.py)."""
+    import cryptorl_jax.report as report
+    from cryptorl_jax.report.runs import Run, compare_runs
+
+    assert report.Run is Run and report.compare_runs is compare_runs
+    assert {"Run", "compare_runs"} <= set(report.__all__)
