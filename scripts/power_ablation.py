@@ -32,7 +32,7 @@ import pandas as pd
 
 from cryptorl_jax.report import Run
 from cryptorl_jax.report.markdown import markdown_table
-from cryptorl_jax.walkforward import power
+from cryptorl_jax.studies import power
 
 TAG = re.compile(r"^(?P<variant>.+)-(?P<family>trend|lead|regime|none)-s(?P<strength>[0-9.]+)"
                  r"-r(?P<repeat>\d+)$")

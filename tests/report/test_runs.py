@@ -29,8 +29,8 @@ from cryptorl_jax.config import ConfigError, load_config
 from cryptorl_jax.hooks import Hooks
 from cryptorl_jax.market.synthetic import make_market
 from cryptorl_jax.report import NotARunError, Run, compare_runs
+from cryptorl_jax.studies.study import run_study
 from cryptorl_jax.walkforward import pipeline
-from cryptorl_jax.walkforward.study import run_study
 from tests.walkforward.test_pipeline import TINY_WFO
 
 TWO = [*TINY_WFO, "wfo.max_segments=2", "output.tearsheet=true"]

@@ -20,8 +20,8 @@ import pandas as pd
 
 from cryptorl_jax.config import Config, ConfigError, with_overrides
 from cryptorl_jax.report.runs import write_comparison
+from cryptorl_jax.studies.study_doc import write_study_doc
 from cryptorl_jax.walkforward import pipeline
-from cryptorl_jax.walkforward.study_doc import write_study_doc
 
 log = logging.getLogger("cryptorl_jax.study")
 

@@ -326,7 +326,7 @@ def _md(summary: pd.DataFrame, rows: pd.DataFrame, command: str, seconds: float,
     info = provenance.run_info()
     git = (info.get("git") or {}).get("sha")
     lines = ["# Power: does the method find a planted edge?", "",
-             "Written by `cryptorl power` (cryptorl_jax/walkforward/power.py); do not edit by "
+             "Written by `cryptorl power` (cryptorl_jax/studies/power.py); do not edit by "
              "hand.", "",
              f"- command: `{command}`",
              f"- config: `{cfg.source}`; commit {git}; machine {platform.node()} "

@@ -15,8 +15,9 @@ from cryptorl_jax.config import load_config
 from cryptorl_jax.market import load_market
 from cryptorl_jax.market.planted import META_FILE, ORACLE_FILE
 from cryptorl_jax.report import Run
+from cryptorl_jax.studies import power
 from cryptorl_jax.studies.planted import write_planted_market
-from cryptorl_jax.walkforward import pipeline, power
+from cryptorl_jax.walkforward import pipeline
 from tests.walkforward.test_pipeline import TINY_WFO
 
 SPAN = ("2024-01-01", "2024-03-10")
