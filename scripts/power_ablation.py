@@ -30,8 +30,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from cryptorl_jax.results import Run
-from cryptorl_jax.walkforward import power
+from cryptorl_jax.report import Run
+from cryptorl_jax.report.markdown import markdown_table
+from cryptorl_jax.studies import power
 
 TAG = re.compile(r"^(?P<variant>.+)-(?P<family>trend|lead|regime|none)-s(?P<strength>[0-9.]+)"
                  r"-r(?P<repeat>\d+)$")
@@ -124,8 +125,6 @@ def widest(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def section(rows: pd.DataFrame, command: str) -> str:
-    from cryptorl_jax.backtest.report import markdown_table
-
     most = shared(rows)
     table, common = paired(most)
     where = ", ".join(f"{f} r{r}" for f, r in common) or "none"

@@ -1,8 +1,9 @@
 """backtest: deterministic out-of-sample replay, metrics, baselines and the honesty statistics
-(the timing null, the run registry of the OOS Deflated Sharpe, the PBO of a tuning study).
+(the timing null, SPA/StepM and power, the PBO of a tuning study). A run's report, built from
+these, is the package above (cryptorl_jax.report).
 
 The names below are imported on first use (PEP 562), so reading a finished run's metrics
-(cryptorl_jax.results) does not import JAX: only `simulate`, `simulate_paths`, `baselines`
+(cryptorl_jax.report.runs) does not import JAX: only `simulate`, `simulate_paths`, `baselines`
 and a call of `action_timing_null` need it.
 """
 

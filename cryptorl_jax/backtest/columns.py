@@ -1,5 +1,5 @@
-"""Which columns of a backtest frame are which (no JAX: `cryptorl_jax.results` reads frames
-with it)."""
+"""Which columns of a backtest frame are which (no JAX: `cryptorl_jax.report.runs` reads
+frames with it)."""
 
 from __future__ import annotations
 

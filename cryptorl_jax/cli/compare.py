@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_cli_logging()
     from cryptorl_jax.config import ConfigError
-    from cryptorl_jax.results import markdown_table, write_comparison
+    from cryptorl_jax.report.markdown import markdown_table
+    from cryptorl_jax.report.runs import write_comparison
 
     out = Path(args.out) if args.out else (
         Path(args.runs[0]).parent / ("compare-" + "-".join(Path(r).name for r in args.runs)))
@@ -39,6 +40,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compare: error: {exc}", file=sys.stderr)
         return 2
     print(markdown_table(cmp.table[["total_return", "sharpe", "max_drawdown", "psr",
-                                    "dsr_compared", "timing_p_value"]]))
+                                    "dsr_compared", "timing_p_value"]], ".3g"))
     print(f"compare: {cmp.n_runs} runs; outputs in {out}")
     return 0

@@ -1,4 +1,4 @@
-"""The power study on planted-edge markets (cryptorl_jax/walkforward/power.py):
+"""The power study on planted-edge markets (cryptorl_jax/studies/power.py):
 
     cryptorl power --config configs/power.yaml --edge trend,none --strength 2,4 --repeats 3 \
         [--out DIR] [--resume] [--doc docs/power.md] [--executor ray ...]
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from cryptorl_jax.cluster import maybe_executor
     from cryptorl_jax.config import ConfigError, load_config
     from cryptorl_jax.market import DataValidationError, planted
-    from cryptorl_jax.walkforward.power import parse_repeats, run_power
+    from cryptorl_jax.studies.power import parse_repeats, run_power
 
     try:
         overrides = list(args.overrides) + (["output.progress=false"] if args.quiet else [])

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_cli_logging()
     from cryptorl_jax.config import ConfigError, load_config
     from cryptorl_jax.market import DataValidationError
-    from cryptorl_jax.walkforward.study import run_study
+    from cryptorl_jax.studies.study import run_study
 
     try:
         overrides = list(args.overrides) + (["output.progress=false"] if args.quiet else [])

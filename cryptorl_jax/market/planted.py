@@ -1,11 +1,13 @@
 """Planted-edge markets: a data directory in the bundled files' format with a causal edge of
 known strength in the traded asset (BTC) and the oracle's exposure path beside it.
 
-`write_planted_market(out_dir, family, strength, seed)` writes `BTC_1h.csv.gz`,
+`write_planted_files(out_dir, family, strength, seed)` writes `BTC_1h.csv.gz`,
 `ETH_1h.csv.gz`, `SPY_1h.csv.gz`, `DXY_1h.csv.gz` (the names configs/quick.yaml and
-study.yaml read, so `--set data.data_dir=DIR` runs the whole pipeline on them unchanged),
-`oracle.parquet` and `planted.json`. docs/architecture.md, "Planted-edge markets", has the
-measured oracle figures.
+study.yaml read, so `--set data.data_dir=DIR` runs the whole pipeline on them unchanged) and
+`oracle.parquet`; `studies.planted.write_planted_market` writes them, measures the oracle
+through the backtest and writes `planted.json` (this module's generator fields and the
+oracle's figures). docs/architecture.md, "Planted-edge markets", has the measured oracle
+figures.
 
 What is kept from the template (the bundled `data/` by default): every file's timestamps
 (bar open times, UTC; the real gaps and sessions), the real volume column (verbatim), SPY and
@@ -92,19 +94,18 @@ on arrays of shocks; tests/market/test_planted.py poisons the shocks after an ho
 that everything before it is unchanged). Determinism: one seed -> byte-identical files
 (independent random streams spawned from the seed per component, prices written with 10
 significant digits, gzip mtime 0, sorted JSON).
+
+(The module runs past 500 lines for this docstring: the generator is defined here in full.)
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import gzip
 import hashlib
 import io
-import json
 import math
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,7 +113,6 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from cryptorl_jax.config import AssetSpec, DataConfig, EnvConfig
 from cryptorl_jax.io import write_atomic, write_parquet
 
 GENERATOR_VERSION = "1"
@@ -149,20 +149,19 @@ class PlantedParams:
     intrabar_scale: float = 1.4  # intrabar path vol / bar vol: high-low ranges near the real
 
 
+
 @dataclass(frozen=True)
-class PlantedMarket:
-    """A written planted-edge directory and its oracle's figures."""
+class PlantedFiles:
+    """A written planted-edge directory, before its oracle is measured (`studies.planted`)."""
 
     out_dir: Path
     family: str
     strength: float
     seed: int
     files: dict[str, Path] = field(hash=False)
+    oracle: pd.DataFrame = field(hash=False)  # what oracle.parquet holds
     oracle_path: Path
-    meta_path: Path
-    oracle_sharpe: float  # after costs over the planted BTC's whole span
-    oracle_sharpe_common: float  # after costs over the four files' common window
-    by_year: dict[str, float] = field(hash=False)
+    meta: dict = field(hash=False)  # planted.json's generator fields (no oracle figures)
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,7 +407,7 @@ def _check_strength(family: str, strength: float) -> float:
     return s
 
 
-def _timestamp(value, name: str) -> pd.Timestamp | None:
+def utc_timestamp(value, name: str) -> pd.Timestamp | None:
     if value is None:
         return None
     try:
@@ -423,130 +422,24 @@ def _sha256(path: Path) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# The oracle's figures
-# --------------------------------------------------------------------------------------------
-
-
-def _load_traded(out_dir: Path) -> pd.DataFrame:
-    from cryptorl_jax.market.loader import load_market
-
-    cfg = DataConfig(data_dir=str(out_dir), traded_asset=TRADED,
-                     assets=(AssetSpec(TRADED, FILES[TRADED], "crypto"),), cache_dir=None,
-                     max_fill_hours=10**6)  # the template's early gaps (34 h in 2018) too
-    return load_market(cfg)
-
-
-def _oracle_frame(source) -> pd.DataFrame:
-    """[close, tradable, action] on the loader's hourly grid."""
-    if isinstance(source, pd.DataFrame):
-        traded = source.attrs.get("traded_asset", TRADED)
-        if f"{traded}_close" not in source.columns or "action" not in source.columns:
-            raise ValueError(f"source: a frame needs the columns '{traded}_close' and 'action'")
-        market, oracle = source, source
-    else:
-        out_dir = Path(source)
-        if not (out_dir / ORACLE_FILE).is_file():
-            raise FileNotFoundError(f"source: {out_dir / ORACLE_FILE} not found (not a planted "
-                                    f"directory?)")
-        traded, market = TRADED, _load_traded(out_dir)
-        oracle = pd.read_parquet(out_dir / ORACLE_FILE)
-    action = oracle["action"].reindex(market.index)
-    if action.isna().any():
-        row = market.index[int(np.argmax(action.isna().to_numpy()))]
-        raise ValueError(f"source: the oracle has no action at row {row.isoformat()}")
-    fresh = market.get(f"{traded}_fresh")
-    tradable = np.ones(len(market), bool) if fresh is None else fresh.to_numpy() > 0
-    return pd.DataFrame({"close": market[f"{traded}_close"].to_numpy(),
-                         "tradable": tradable, "action": action.to_numpy()},
-                        index=market.index)
-
-
-def _window(frame: pd.DataFrame, start, end) -> tuple[int, int]:
-    idx = frame.index
-    i0 = 0 if start is None else int(idx.searchsorted(_timestamp(start, "start")))
-    i1 = len(idx) - 1 if end is None else int(idx.searchsorted(_timestamp(end, "end"),
-                                                               side="right")) - 1
-    if i1 - i0 < 2:
-        raise ValueError(f"start/end: fewer than 3 rows between {start} and {end} "
-                         f"(data {idx[0].isoformat()} .. {idx[-1].isoformat()})")
-    return i0, i1
-
-
-def _replay(frame: pd.DataFrame, env_config: EnvConfig, start, end, cost_multiplier: float):
-    """simulate over rows [i0, i1] with up to vol_window lookback rows (flat before i0)."""
-    from cryptorl_jax.backtest.replay import simulate
-
-    i0, i1 = _window(frame, start, end)
-    lb = min(env_config.vol_window, i0)
-    part = frame.iloc[i0 - lb:i1 + 1]
-    res = simulate(part["close"].to_numpy(), part["action"].to_numpy(), env_config,
-                   start=lb, tradable=part["tradable"].to_numpy(),
-                   cost_multiplier=cost_multiplier)
-    return res, frame.index[i0 + 1:i1 + 1]  # returns realised at these rows
-
-
-def _sharpe(r: np.ndarray) -> float:
-    from cryptorl_jax.backtest.metrics import sharpe
-
-    return sharpe(np.asarray(r, float), HOURS_PER_YEAR)
-
-
-def oracle_sharpe(source, env_config: EnvConfig | None = None, *, start=None, end=None,
-                  cost_multiplier: float = 1.0) -> float:
-    """The oracle's annualised (8,760) Sharpe after costs through `backtest.simulate`.
-
-    source: a planted directory (its BTC file through the loader and its oracle.parquet) or a
-    frame on the loader's grid with `<traded>_close`, `action` and optionally `<traded>_fresh`.
-    The book is flat before `start` (vol estimated from up to vol_window earlier rows) and the
-    returns are those realised at rows (start, end]; None = the first / last row.
-    """
-    frame = _oracle_frame(source)
-    res, _ = _replay(frame, env_config or EnvConfig(), start, end, cost_multiplier)
-    return _sharpe(res["returns"])
-
-
-def oracle_figures(source, env_config: EnvConfig | None = None, *, start=None, end=None
-                   ) -> dict:
-    """Sharpe after costs and gross, turnover and mean |exposure| per year, and the after-cost
-    Sharpe per calendar year (of the one replay over the window)."""
-    cfg = env_config or EnvConfig()
-    frame = _oracle_frame(source)
-    res, rows = _replay(frame, cfg, start, end, 1.0)
-    gross, _ = _replay(frame, cfg, start, end, 0.0)
-    ret = pd.Series(res["returns"], index=rows)
-    years = len(ret) / HOURS_PER_YEAR
-    return {
-        "start": rows[0].isoformat(), "end": rows[-1].isoformat(),
-        "sharpe": _sharpe(ret.to_numpy()),
-        "sharpe_gross": _sharpe(gross["returns"]),
-        "turnover_per_year": float(res["turnover"].sum() / years),
-        "mean_abs_exposure": float(np.abs(res["exposure"]).mean()),
-        "by_year": {str(y): _sharpe(g.to_numpy()) for y, g in ret.groupby(ret.index.year)
-                    if len(g) > 1},
-    }
-
-
-# --------------------------------------------------------------------------------------------
 # The writer
 # --------------------------------------------------------------------------------------------
 
 
-def write_planted_market(out_dir, family: str, strength: float, seed: int, *,
-                         template_dir="data", start=None, end=None,
-                         params: PlantedParams | None = None,
-                         env_config: EnvConfig | None = None) -> PlantedMarket:
-    """Write a planted-edge market directory (module docstring) and measure its oracle.
+def write_planted_files(out_dir, family: str, strength: float, seed: int, *,
+                        template_dir="data", start=None, end=None,
+                        params: PlantedParams | None = None) -> PlantedFiles:
+    """Write a planted-edge market's data files and its oracle.parquet (module docstring).
 
     start / end (optional, UTC): keep only the template bars opening in [start, end] (short
     markets for tests). params: the generator's parameters (defaults documented above).
-    env_config: the accounting of the oracle's figures (default EnvConfig()).
     """
     family = _check_family(family)
     strength = _check_strength(family, strength)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed: must be an int >= 0, got {seed!r}")
     params = params or PlantedParams()
-    t0, t1 = _timestamp(start, "start"), _timestamp(end, "end")
+    t0, t1 = utc_timestamp(start, "start"), utc_timestamp(end, "end")
     template = Path(template_dir)
     for name in FILES.values():
         if not (template / name).is_file():
@@ -616,17 +509,6 @@ def write_planted_market(out_dir, family: str, strength: float, seed: int, *,
     oracle_path = out / ORACLE_FILE
     write_parquet(oracle_path, oracle)
 
-    cfg = env_config or EnvConfig()
-    whole = oracle_figures(out, cfg)
-    common = _common_window(files)
-    in_common = oracle_figures(out, cfg, start=common[0], end=common[1])
-    figures = {"whole_span": whole, "common_window": in_common}
-    if family == "regime":
-        informed = _oracle_frame(out)
-        informed["action"] = oracle["state_action"].reindex(informed.index).to_numpy()
-        figures["informed_state_oracle_common_window"] = oracle_sharpe(
-            informed.rename(columns={"close": f"{TRADED}_close"}), cfg,
-            start=common[0], end=common[1])
     meta = {
         "family": family, "strength": strength, "seed": int(seed),
         "generator": f"cryptorl_jax.market.planted/{GENERATOR_VERSION}",
@@ -634,66 +516,21 @@ def write_planted_market(out_dir, family: str, strength: float, seed: int, *,
                                "targeting and no costs",
         "drift_per_hour_sharpe_k": (strength / math.sqrt(HOURS_PER_YEAR) if family == "regime"
                                     else strength / (_E_ABS_GAUSS * math.sqrt(HOURS_PER_YEAR))),
-        "params": _plain(dataclasses.asdict(params)),
+        "params": json_plain(dataclasses.asdict(params)),
         "signal_asset": CARRIER if family == "lead" else TRADED,
         "template_dir": str(template), "start": None if t0 is None else t0.isoformat(),
         "end": None if t1 is None else t1.isoformat(),
         "files": {FILES[a]: _sha256(p) for a, p in files.items()},
         "oracle_file": ORACLE_FILE,
-        "env": _plain(dataclasses.asdict(cfg)),
-        "oracle": figures,
     }
-    meta_path = out / META_FILE
-    write_atomic(meta_path, json.dumps(meta, indent=1, sort_keys=True) + "\n")
-    return PlantedMarket(out_dir=out, family=family, strength=strength, seed=int(seed),
-                         files=files, oracle_path=oracle_path, meta_path=meta_path,
-                         oracle_sharpe=whole["sharpe"], oracle_sharpe_common=in_common["sharpe"],
-                         by_year=whole["by_year"])
+    return PlantedFiles(out_dir=out, family=family, strength=strength, seed=int(seed),
+                        files=files, oracle=oracle, oracle_path=oracle_path, meta=meta)
 
 
-def _common_window(files: dict[str, Path]) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """The bar-close span every written file covers (the loader's common window, lag ignored)."""
-    spans = []
-    for path in files.values():
-        ts = pd.read_csv(path, usecols=["timestamp"])["timestamp"]
-        spans.append((pd.Timestamp(ts.iloc[0]), pd.Timestamp(ts.iloc[-1])))
-    hour = pd.Timedelta(hours=1)
-    return max(s for s, _ in spans) + hour, min(e for _, e in spans) + hour
-
-
-def _plain(obj):
+def json_plain(obj):
+    """Tuples as lists, recursively (what planted.json's fields hold)."""
     if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
+        return {k: json_plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [json_plain(v) for v in obj]
     return obj
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m cryptorl_jax.market.planted",
-                                 description="Write a planted-edge market directory.")
-    ap.add_argument("--family", required=True, choices=FAMILIES)
-    ap.add_argument("--strength", type=float, default=DEFAULT_STRENGTH)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--template-dir", default="data")
-    ap.add_argument("--start", default=None)
-    ap.add_argument("--end", default=None)
-    a = ap.parse_args(argv)
-    strength = 0.0 if a.family == "none" else a.strength
-    m = write_planted_market(a.out, a.family, strength, a.seed, template_dir=a.template_dir,
-                             start=a.start, end=a.end)
-    meta = json.loads(m.meta_path.read_text())
-    for name, f in meta["oracle"].items():
-        if isinstance(f, dict):
-            print(f"{name} {f['start']} .. {f['end']}: sharpe {f['sharpe']:.2f} after costs, "
-                  f"{f['sharpe_gross']:.2f} gross, turnover {f['turnover_per_year']:.0f}/yr")
-            print("  by year: " + ", ".join(f"{y} {s:.2f}" for y, s in f["by_year"].items()))
-        else:
-            print(f"{name}: sharpe {f:.2f}")
-    print(f"wrote {m.out_dir}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

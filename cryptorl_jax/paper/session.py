@@ -9,6 +9,7 @@ directory is given; running the same command again continues the same book (afte
 from __future__ import annotations
 
 import logging
+import shutil
 import time as _time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,10 +17,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from cryptorl_jax.config import load_config
+from cryptorl_jax.layout import RunDir
 from cryptorl_jax.market import DataValidationError, load_market
 from cryptorl_jax.paper.book import PaperBook
 from cryptorl_jax.paper.engine import PaperTrader, SegmentAgent, ledger_frame
 from cryptorl_jax.paper.feeds import Feed, FeedError
+from cryptorl_jax.paper.status import paper_status
 from cryptorl_jax.walkforward.evaluate import to_utc
 
 log = logging.getLogger("cryptorl_jax.paper")
@@ -36,8 +40,6 @@ class SessionResult:
 def _refresh_status(run_dir: Path, book: PaperBook) -> None:
     """status.json, equity.png and the report page's paper section after a live cycle (the
     backtest of the same hours is left to --status); a failure here never stops trading."""
-    from cryptorl_jax.paper.status import paper_status
-
     try:
         paper_status(run_dir, book.dir, backtest=False)
     except Exception as exc:  # noqa: BLE001 (reporting only)
@@ -97,11 +99,6 @@ def live_data_dir(run_dir: str | Path, book_dir: str | Path | None = None,
     book's (its meta records it), else `<book>/data/`, first filled with copies of the run's
     data files, so that live bars never touch the files the run was trained and backtested on
     (the bundled data, for quick.yaml)."""
-    import shutil
-
-    from cryptorl_jax.config import load_config
-    from cryptorl_jax.layout import RunDir
-
     run_dir = Path(run_dir)
     book = PaperBook(book_dir if book_dir is not None else run_dir / "paper")
     if data_dir is not None:

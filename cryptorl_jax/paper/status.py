@@ -16,10 +16,16 @@ import numpy as np
 import pandas as pd
 
 from cryptorl_jax.backtest.oos import PERIODS
+from cryptorl_jax.config import load_config, with_overrides
 from cryptorl_jax.io import write_json
+from cryptorl_jax.layout import RunDir
+from cryptorl_jax.market import load_market
 from cryptorl_jax.paper.book import PaperBook
 from cryptorl_jax.paper.engine import ledger_frame
-from cryptorl_jax.walkforward.evaluate import to_utc
+from cryptorl_jax.report.html import write_report_html
+from cryptorl_jax.report.paper import BOOK_DIR, EQUITY_PNG, STATUS_FILE
+from cryptorl_jax.report.plots import naive_utc, nav_axes, save_nav_plot
+from cryptorl_jax.walkforward.evaluate import evaluate_window, to_utc
 
 log = logging.getLogger("cryptorl_jax.paper")
 
@@ -30,7 +36,7 @@ def paper_status(run_dir: str | Path, book_dir: str | Path | None = None, *,
     """The book's position, NAV, P&L, costs and (with `backtest`) tracking difference; also
     written to <book>/status.json, with <book>/equity.png and the run's report page."""
     run_dir = Path(run_dir)
-    book = PaperBook(book_dir if book_dir is not None else run_dir / "paper")
+    book = PaperBook(book_dir if book_dir is not None else run_dir / BOOK_DIR)
     if not book.exists():
         raise FileNotFoundError(f"{book.path}: no paper book (run `cryptorl paper --run "
                                 f"{run_dir} --once` first)")
@@ -58,7 +64,7 @@ def paper_status(run_dir: str | Path, book_dir: str | Path | None = None, *,
             "buy_and_hold": float(np.prod(1.0 + ledger["benchmark"].to_numpy()) - 1.0)})
         if backtest:
             out["tracking"] = _tracking(run_dir, book, meta, ledger, market)
-    write_json(book.dir / "status.json", out)
+    write_json(book.dir / STATUS_FILE, out)
     _plot(book, ledger, out.get("tracking"))
     _refresh_report(run_dir)
     return out
@@ -66,11 +72,6 @@ def paper_status(run_dir: str | Path, book_dir: str | Path | None = None, *,
 
 def _tracking(run_dir: Path, book: PaperBook, meta: dict[str, Any], ledger: pd.DataFrame,
               market: pd.DataFrame | None) -> dict[str, Any]:
-    from cryptorl_jax.config import load_config, with_overrides
-    from cryptorl_jax.layout import RunDir
-    from cryptorl_jax.market import load_market
-    from cryptorl_jax.walkforward.evaluate import evaluate_window
-
     if market is None:  # the bars the book read: its data directory (live: <book>/data)
         extra = [f"data.data_dir={meta['data_dir']}"] if meta.get("data_dir") else []
         cfg = with_overrides(load_config(RunDir(run_dir).config),
@@ -97,8 +98,6 @@ def _tracking(run_dir: Path, book: PaperBook, meta: dict[str, Any], ledger: pd.D
 def _plot(book: PaperBook, ledger: pd.DataFrame, tracking: dict[str, Any] | None) -> None:
     if len(ledger) == 0:
         return
-    from cryptorl_jax.backtest.report import naive_utc, nav_axes, save_nav_plot
-
     ax = nav_axes((10, 4.5))
     ax.plot(naive_utc(ledger.index), ledger["nav"].to_numpy(), label="paper (live book)",
             lw=1.6)
@@ -109,54 +108,16 @@ def _plot(book: PaperBook, ledger: pd.DataFrame, tracking: dict[str, Any] | None
                 label="backtest of the same hours", lw=1.0, ls="--")
         ax.plot(naive_utc(bt.index), np.cumprod(1.0 + bt["benchmark"].to_numpy()),
                 label="buy & hold", lw=0.8, alpha=0.6)
-    save_nav_plot(ax, book.dir / "equity.png", "paper trading: NAV")
+    save_nav_plot(ax, book.dir / EQUITY_PNG, "paper trading: NAV")
 
 
 def _refresh_report(run_dir: Path) -> None:
     """Re-render the run's report.html (its paper section) from the summary already there."""
-    from cryptorl_jax.backtest.html import write_report_html
-    from cryptorl_jax.layout import RunDir
-
     rd = RunDir(run_dir)
     if rd.summary.is_file():
         summary = rd.summary.read_text()
         title = summary.splitlines()[0].lstrip("# ") if summary else "report"
         write_report_html(rd, summary, title)
-
-
-def paper_section(run_dir: Path) -> str:
-    """The report page's paper section (HTML), empty without a paper book."""
-    import html
-
-    from cryptorl_jax.backtest.html import png_tag
-
-    status = Path(run_dir) / "paper" / "status.json"
-    if not status.is_file():
-        return ""
-    import json
-
-    s = json.loads(status.read_text())
-    rows = [("hours booked", s.get("hours")), ("first hour", s.get("start")),
-            ("last hour", s.get("last_hour")), ("NAV", s.get("nav")),
-            ("P&L since start", s.get("pnl_since_start")), ("costs", s.get("costs")),
-            ("financing", s.get("financing")),
-            ("exposure now", (s.get("position") or {}).get("exposure"))]
-    tr = s.get("tracking") or {}
-    rows += [("backtest NAV, same hours", tr.get("backtest_nav")),
-             ("NAV difference", tr.get("nav_difference")),
-             ("max exposure difference", tr.get("max_exposure_difference"))]
-    cells = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(_fmt(v))}</td></tr>"
-                    for k, v in rows)
-    png = Path(run_dir) / "paper" / "equity.png"
-    img = png_tag(png, "paper equity") if png.is_file() else ""
-    return (f"<h2>Paper trading (segment {s.get('segment')}, no orders sent)</h2>{img}"
-            f"<table class='prov'><tbody>{cells}</tbody></table>")
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return "" if v is None else str(v)
 
 
 def format_status(s: dict[str, Any]) -> str:

@@ -42,8 +42,8 @@ TOL = 1e-9
 def paper_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("paper")
     data = base / "data"
-    planted.write_planted_market(data, "trend", 4.0, 0, template_dir=ROOT / "data",
-                                 start="2023-12-01", end="2024-02-20")
+    planted.write_planted_files(data, "trend", 4.0, 0, template_dir=ROOT / "data",
+                                start="2023-12-01", end="2024-02-20")
     cfg = load_config(None, [*TINY_WFO, "run_name=paper", "wfo.max_segments=1",
                              f"data.data_dir={data}", "data.cache_dir=null",
                              "output.plots=false"])

@@ -28,7 +28,8 @@ from cryptorl_jax.backtest.metrics import (
 from cryptorl_jax.config import ConfigError, load_config
 from cryptorl_jax.hooks import Hooks
 from cryptorl_jax.market.synthetic import make_market
-from cryptorl_jax.results import NotARunError, Run, compare_runs
+from cryptorl_jax.report import NotARunError, Run, compare_runs
+from cryptorl_jax.studies.study import run_study
 from cryptorl_jax.walkforward import pipeline
 from tests.walkforward.test_pipeline import TINY_WFO
 
@@ -47,8 +48,6 @@ STUDY = [*TWO, "run_name=tiny",
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, market):
     """A two-run study (seeds 0 and 1): the runs, their comparison and the study's page."""
-    from cryptorl_jax.walkforward.study import run_study
-
     out = tmp_path_factory.mktemp("results")
     return run_study(load_config(None, STUDY), out, market=market, doc=out / "study.md")
 
@@ -112,7 +111,7 @@ def test_run_info_records_provenance(runs):
 
 
 def test_loading_a_run_imports_no_jax(runs):
-    code = ("import sys\nfrom cryptorl_jax.results import Run, compare_runs\n"
+    code = ("import sys\nfrom cryptorl_jax.report import Run, compare_runs\n"
             f"r = Run.load({str(runs[0])!r}); r.oos; r.metrics; r.comparison; r.segments\n"
             f"r.history; r.info; compare_runs([{str(runs[0])!r}, {str(runs[1])!r}])\n"
             "assert 'jax' not in sys.modules, sorted(m for m in sys.modules if 'jax' in m)\n")

@@ -19,6 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from cryptorl_jax.config import Config, ConfigError, with_overrides
+from cryptorl_jax.report.runs import write_comparison
+from cryptorl_jax.studies.study_doc import write_study_doc
 from cryptorl_jax.walkforward import pipeline
 
 log = logging.getLogger("cryptorl_jax.study")
@@ -47,9 +49,6 @@ def run_study(cfg: Config, out_dir: str | Path, *, resume: bool = False,
               progress: bool | None = None, doc: str | Path | None = None,
               market: pd.DataFrame | None = None) -> StudyResult:
     """Run (or resume) every run of the study, then compare them and write the study doc."""
-    from cryptorl_jax.results import write_comparison
-    from cryptorl_jax.walkforward.study_doc import write_study_doc
-
     out_dir = Path(out_dir)
     run_dirs, seconds = [], {}
     for name, run_cfg in study_configs(cfg):

@@ -1,13 +1,16 @@
-"""The run registry behind the OOS Deflated Sharpe's N."""
+"""The run registry behind the OOS Deflated Sharpe's N, and the deflation it gives a run."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from cryptorl_jax.backtest import registry
+from cryptorl_jax.backtest.metrics import expected_max_sharpe
+from cryptorl_jax.layout import REGISTRY
+from cryptorl_jax.report import registry
 
 
 def _rec(digest, sr, start="2024-01-01 00:00:00+00:00", end="2024-03-01 00:00:00+00:00"):
@@ -16,7 +19,7 @@ def _rec(digest, sr, start="2024-01-01 00:00:00+00:00", end="2024-03-01 00:00:00
 
 
 def test_one_record_per_configuration_and_window_counting(tmp_path):
-    path = tmp_path / registry.REGISTRY
+    path = tmp_path / REGISTRY
     registry.register_run(path, _rec("a", 0.01))
     registry.register_run(path, _rec("b", 0.03))
     registry.register_run(path, _rec("c", 0.02, end="2024-02-01 00:00:00+00:00"))
@@ -41,7 +44,7 @@ def test_runs_on_another_market_are_not_trials(tmp_path):
     real = registry.market_key(DataConfig(data_dir="data"))
     planted = registry.market_key(DataConfig(data_dir=str(tmp_path / "trend-s4-r0")))
     assert real != planted and real.endswith(":BTC")
-    path = tmp_path / registry.REGISTRY
+    path = tmp_path / REGISTRY
     registry.register_run(path, {**_rec("a", 0.01), "market": real})
     registry.register_run(path, {**_rec("b", 0.03), "market": planted})
     records = registry.register_run(path, {**_rec("c", 0.02), "market": planted})
@@ -54,7 +57,7 @@ def test_runs_on_another_market_are_not_trials(tmp_path):
 
 
 def test_a_malformed_registry_names_the_file_and_line(tmp_path):
-    path = tmp_path / registry.REGISTRY
+    path = tmp_path / REGISTRY
     path.write_text('{"config_digest": "a", "oos_start": "x", "oos_end": "y", '
                     '"sharpe_per_period": 0.1}\nnot json\n')
     with pytest.raises(ValueError, match=r"runs.jsonl, line 2: not a JSON record"):
@@ -63,3 +66,33 @@ def test_a_malformed_registry_names_the_file_and_line(tmp_path):
     with pytest.raises(ValueError, match=r"line 1: the record lacks \['oos_start'"):
         registry.register_run(path, _rec("b", 0.1))
     assert path.read_text() == '{"config_digest": "a"}\n'  # nothing lost
+
+
+def _record(name, start, end, sr, market="m", digest=None):
+    return {"config_digest": digest or name, "run_name": name, "market": market,
+            "oos_start": start, "oos_end": end, "n_hours": 100, "sharpe_per_period": sr}
+
+
+def test_the_oos_deflation_counts_runs_over_the_same_window_and_market():
+    a = _record("a", "2024-01-01", "2024-02-01", 0.02)
+    records = [a, _record("b", "2024-01-01", "2024-02-01", -0.01),
+               _record("c", "2024-01-01", "2024-03-01", 0.5),  # another window
+               _record("d", "2024-01-01", "2024-02-01", 0.7, market="planted")]
+    d = registry.deflation_of(records, a)
+    assert d.n_runs == 2
+    var = float(np.var([0.02, -0.01], ddof=1))
+    assert d.sr_variance == pytest.approx(var)
+    assert d.expected_max_sharpe == pytest.approx(expected_max_sharpe(2, var))
+    alone = registry.deflation_of([a], a)
+    assert alone.n_runs == 1 and alone.expected_max_sharpe == 0.0
+
+
+def test_oos_record_holds_the_per_period_and_annual_sharpe(tmp_path):
+    idx = pd.date_range("2024-01-01", periods=50, freq="h", tz="UTC")
+    r = np.random.default_rng(0).normal(0.001, 0.01, 50)
+    rec = registry.oos_record(pd.DataFrame({"strategy": r}, index=idx), "abc", "x", tmp_path,
+                            [0, 1], market="m")
+    per = r.mean() / r.std(ddof=1)
+    assert rec["sharpe_per_period"] == pytest.approx(per)
+    assert rec["sharpe"] == pytest.approx(per * math.sqrt(8760))
+    assert (rec["oos_start"], rec["n_hours"], rec["segments"]) == (str(idx[0]), 50, [0, 1])

@@ -2,8 +2,9 @@
 
 The page is the run's summary.md rendered to HTML (its headings, lists and tables): it opens
 with the verdict and the equity curve, then the tables. The equity curve and each segment's
-regime plot are embedded as base64 PNGs, the provenance of
-run_info.json, and relative links to the tearsheet, the CSVs and the other files of the run.
+regime plot are embedded as base64 PNGs, with the paper book's figures when the run has one
+(`report.paper`), the provenance of run_info.json, and relative links to the tearsheet, the
+CSVs and the other files of the run.
 It loads nothing from the network: no script, no font, no stylesheet outside the page.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from cryptorl_jax.io import write_atomic
 from cryptorl_jax.layout import RunDir
+from cryptorl_jax.report.paper import read_paper_status
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, sans-serif; margin: 2em auto;
@@ -128,6 +130,18 @@ def _provenance(rd: RunDir) -> str:
     return f"<table class='prov'><tbody>{cells}</tbody></table>"
 
 
+def paper_section(run_dir: Path) -> str:
+    """The report page's paper section (HTML), empty without a paper book."""
+    status = read_paper_status(run_dir)
+    if status is None:
+        return ""
+    cells = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>"
+                    for k, v in status.rows)
+    img = png_tag(status.equity_png, "paper equity") if status.equity_png is not None else ""
+    return (f"<h2>Paper trading (segment {status.segment}, no orders sent)</h2>{img}"
+            f"<table class='prov'><tbody>{cells}</tbody></table>")
+
+
 def write_report_html(rd: RunDir, summary_md: str, title: str) -> Path:
     """Write rd.report from the summary, the run's PNGs and its run_info.json."""
     links = [(name, name) for name in ("tearsheet.html", "summary.md", "metrics.csv",
@@ -144,8 +158,6 @@ def write_report_html(rd: RunDir, summary_md: str, title: str) -> Path:
     if regimes:
         images.append("<h2>Filtered regimes per segment</h2>" + "".join(
             png_tag(p, f"segment {k} regimes") for k, p in regimes))
-    from cryptorl_jax.paper.status import paper_section
-
     paper = paper_section(rd.path)
     if paper:
         images.append(paper)

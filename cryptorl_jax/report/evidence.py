@@ -1,4 +1,5 @@
-"""What a sceptic asks of a walk-forward run beyond its own Sharpe (the report's sections):
+"""What a sceptic asks of a walk-forward run beyond its own Sharpe (the summary's sections:
+`report.summary`; the tables: baselines.csv, multiple_testing.csv, power.csv):
 
 - does the agent beat the baselines that read the same market (`backtest.strategies`), each
   with the agent's PSR, timing null and cost stress;
@@ -17,7 +18,6 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,10 +25,12 @@ import pandas as pd
 from cryptorl_jax.backtest import inference, nulls
 from cryptorl_jax.backtest import oos as oos_lib
 from cryptorl_jax.backtest.metrics import expected_max_sharpe, probabilistic_sharpe, sharpe
-from cryptorl_jax.config import EnvConfig
+from cryptorl_jax.config import Config, EnvConfig
+from cryptorl_jax.io import write_atomic
 from cryptorl_jax.layout import RunDir
+from cryptorl_jax.report.registry import OOSDeflation
+from cryptorl_jax.report.trials import read_trial_log
 
-PERIODS = 8760
 UNDERPOWERED_SHARPE = 2.0  # a segment that cannot detect an annual Sharpe of 2 is underpowered
 N_BASELINE_NULLS = 1000
 
@@ -203,96 +205,53 @@ def trial_count(oos: pd.DataFrame, workdir: Path, segments: list[int], n_runs: i
 
 
 # --------------------------------------------------------------------------------------------
-# The report's sections
+# The run's evidence, computed and written
 # --------------------------------------------------------------------------------------------
 
 
-def _f(x: Any, spec: str = ".2f") -> str:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return str(x)
-    return "undefined" if not math.isfinite(v) else format(v, spec)
+@dataclass
+class Sceptic:
+    """The report's evidence beyond the run's own Sharpe."""
+
+    baselines: pd.DataFrame
+    tests: list
+    power: pd.DataFrame
+    count: TrialCount
+    dsr: float
+    dsr_effective: float
 
 
-def rl_vs_baselines_lines(table: pd.DataFrame, tests: list[inference.MultipleTest],
-                          markdown_table: Any) -> list[str]:
-    if table.empty:
-        return []
-    lines = ["## Does RL add anything? Baselines that read the market", "",
-             "Each fitted on every segment's train rows only (`backtest.strategies`: momentum "
-             "k, the crossover's windows, the forecasters' horizon and penalty on an inner "
-             "validation split) and traded through the agent's exposure mapping, band, ledger, "
-             "costs and financing over the same OOS hours. `chosen_per_segment`: the setting "
-             "each segment's train rows chose (momentum: k in hours; crossover: fast/slow; "
-             "ridge: horizon/penalty; lightgbm: horizon).", "",
-             markdown_table(table, ".3g"), ""]
-    ens = float(table.loc["strategy", "sharpe"])
-    others = table.drop(index="strategy")["sharpe"].astype(float)
-    best = str(others.idxmax()) if others.notna().any() else None
-    if best is not None:
-        beaten = int((others < ens).sum())
-        lines += [f"The ensemble's Sharpe {_f(ens)} is above {beaten} of the {len(others)} "
-                  f"baselines; the best baseline is `{best}` at {_f(others[best])}.", ""]
-    if tests:
-        lines += ["### Multiple testing across strategies (SPA, StepM)", "",
-                  "Hansen's SPA (H0: no strategy beats the benchmark; p-values lower / "
-                  "consistent / upper) and Romano-Wolf StepM at 5 % (the strategies that beat "
-                  "it, family-wise) over the ensemble, each seed, each fitted baseline and "
-                  "vol-targeted buy & hold (against flat, buy & hold too), from `arch`'s "
-                  "stationary bootstrap on hourly returns at 1x costs. The mean block length "
-                  "is Politis and White's automatic choice on the return differentials, at "
-                  f"least {inference.MIN_BLOCK_HOURS} h so that a block keeps the daily cycle "
-                  "of hourly volatility.", "",
-                  markdown_table(pd.DataFrame([t.row() for t in tests]).set_index("benchmark"),
-                                 ".3g"), ""]
-        for t in tests:
-            if "strategy" in t.superior:
-                lines.append(f"- Against {t.benchmark}: the ensemble is among the strategies "
-                             "StepM finds superior at 5 %.")
-            else:
-                lines.append(f"- Against {t.benchmark}: the ensemble is not among the "
-                             f"strategies StepM finds superior at 5 % ("
-                             f"{', '.join(t.superior) or 'none is'}"
-                             f"{' are' if len(t.superior) > 1 else ''}).")
-        lines.append("")
-    return lines
+def sceptic_evidence(cfg: Config, workdir: Path, oos: pd.DataFrame, segments: list[int],
+                     comparison: pd.DataFrame, table: pd.DataFrame,
+                     deflation: OOSDeflation) -> Sceptic:
+    """Baselines, SPA/StepM, power and the sceptic's N (it reads the segments'
+    baselines.json); adds their columns to metrics.csv's rows (`table`, in place).
+    `write_sceptic` writes them."""
+    bl = baseline_table(oos, comparison, cfg.env, workdir, segments, cfg.seed)
+    tests = multiple_tests(oos, cfg.baselines.bootstrap_reps, cfg.seed)
+    power = power_table(oos, segments)
+    n_tuning = read_trial_log(cfg.wfo.trial_log, workdir)[0] if cfg.wfo.trial_log else 0
+    count = trial_count(oos, workdir, segments, deflation.n_runs, deflation.sr_variance,
+                        n_tuning)
+    r = oos["strategy"].to_numpy(np.float64)
+    dsr, dsr_eff = count.dsr(r), count.dsr(r, effective=True)
+    table["mde_sharpe"] = [power.loc[str(s), "mde_sharpe"] for s in table["segment"]]
+    table["underpowered"] = [bool(power.loc[str(s), "underpowered"]) for s in table["segment"]]
+    last = table.index[table["segment"] == "all"]
+    for key, value in (("n_trials_sceptic", float(count.total)),
+                       ("n_trials_effective", count.effective), ("dsr_sceptic", dsr),
+                       ("dsr_effective", dsr_eff)):
+        table[key] = math.nan
+        table.loc[last, key] = value
+    return Sceptic(baselines=bl, tests=tests, power=power, count=count, dsr=dsr,
+                   dsr_effective=dsr_eff)
 
 
-def power_lines(power: pd.DataFrame, count: TrialCount, oos_years: float,
-                markdown_table: Any) -> list[str]:
-    under = [str(k) for k, v in power["underpowered"].items() if v and k != "all"]
-    stitched = power.loc["all"]
-    minbtl = inference.min_backtest_length(max(count.total, 1), 1.0)
-    minbtl_eff = inference.min_backtest_length(max(count.effective, 1), 1.0)
-    lines = ["## Power before results", "",
-             "The smallest annual Sharpe a one-sided 5 % test detects with 80 % power over "
-             "each OOS window (Lo 2002's standard error of the Sharpe, widened by the "
-             "ensemble's autocorrelation: `variance_inflation`, Newey-West). A segment that "
-             f"cannot detect a Sharpe of {UNDERPOWERED_SHARPE:g} is flagged underpowered: its "
-             "Sharpe alone says almost nothing.", "",
-             markdown_table(power, ".3g"), "",
-             f"- The stitched OOS ({int(stitched['hours'])} h, {oos_years:.2f} years) detects "
-             f"an annual Sharpe of {_f(stitched['mde_sharpe'])} or more; "
-             f"{len(under)} of {len(power) - 1} segments are underpowered"
-             + (f" ({', '.join(under)})." if under else "."),
-             f"- MinBTL (Bailey et al. 2014): with N = {count.total} tries (effective "
-             f"{count.effective:.1f}), the best skill-less try reaches an annual Sharpe of 1 "
-             f"by chance in fewer than {minbtl:.1f} years ({minbtl_eff:.1f} at the effective N) "
-             f"of data; this OOS has {oos_years:.2f}.", ""]
-    return lines
-
-
-def trial_lines(count: TrialCount, dsr: float, dsr_eff: float) -> list[str]:
-    return ["## The sceptic's N", "",
-            f"- Tries counted: {count.runs} walk-forward run(s) registered over this window, "
-            f"{count.tuning_trials} tuning trial(s), {count.seeds} seed(s), "
-            f"{count.baseline_choices} baseline setting(s) tried on the train rows: **N = "
-            f"{count.total}**. The return series held (ensemble, seeds, fitted baselines: "
-            f"{count.series}) have a mean pairwise correlation of "
-            f"{_f(count.mean_correlation)}, so **N_eff = {count.effective:.1f}** "
-            "(rho + (1 - rho) N).",
-            f"- Deflated Sharpe of the ensemble at N = {count.total}: **{_f(dsr, '.3f')}**; at "
-            f"N_eff: **{_f(dsr_eff, '.3f')}** (per-period Sharpe variance "
-            f"{count.sr_variance:.3g}: the larger of the registered runs' and the held "
-            "series').", ""]
+def write_sceptic(rd: RunDir, sceptic: Sceptic) -> None:
+    """baselines.csv, multiple_testing.csv and power.csv."""
+    if not sceptic.baselines.empty:
+        write_atomic(rd.baselines, sceptic.baselines.to_csv())
+    if sceptic.tests:
+        write_atomic(rd.multiple_testing,
+                     pd.DataFrame([t.row() for t in sceptic.tests]).to_csv(index=False))
+    write_atomic(rd.power, sceptic.power.to_csv())

@@ -2,7 +2,7 @@
 
     cryptorl power --config configs/power.yaml --edge trend,none --strength 0,2,4 --repeats 3
 
-For every family f, strength s and repeat r, `market.planted.write_planted_market` writes a
+For every family f, strength s and repeat r, `studies.planted.write_planted_market` writes a
 data directory (market seed r) under `<out>/<run_name>-markets/`, and the walk-forward runs on
 it with the same runner as `cryptorl wfo` (`pipeline.run`, any executor), as the config with
 `data.data_dir` pointed there and run_name `<run_name>-<f>-s<s>-r<r>`. The planted oracle's
@@ -31,6 +31,7 @@ import logging
 import math
 import platform
 import re
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -40,9 +41,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cryptorl_jax import provenance
+from cryptorl_jax.backtest.columns import fitted_baselines
 from cryptorl_jax.backtest.diagnostics import seed_columns
 from cryptorl_jax.backtest.metrics import sharpe
 from cryptorl_jax.config import Config, ConfigError, with_overrides
+from cryptorl_jax.io import write_atomic
+from cryptorl_jax.market import load_market
+from cryptorl_jax.market.planted import FAMILIES, META_FILE, ORACLE_FILE
+from cryptorl_jax.report import Run
+from cryptorl_jax.report.markdown import markdown_table
+from cryptorl_jax.studies.planted import write_planted_market
 from cryptorl_jax.walkforward.executor import Executor
 
 log = logging.getLogger("cryptorl_jax.power")
@@ -97,12 +106,10 @@ def cells(families: Sequence[str], strengths: Sequence[float],
     """The runs of a power study; `none` runs once per repeat at strength 0 whatever the
     strengths asked for (its edge has no strength). `repeats`: one count for every family, or
     a count per family (every family asked for needs one)."""
-    from cryptorl_jax.market import planted
-
     out: list[Cell] = []
     for f in families:
-        if f not in planted.FAMILIES:
-            raise ValueError(f"--edge: unknown family {f!r} (known: {', '.join(planted.FAMILIES)})")
+        if f not in FAMILIES:
+            raise ValueError(f"--edge: unknown family {f!r} (known: {', '.join(FAMILIES)})")
         if isinstance(repeats, Mapping):
             if f not in repeats:
                 raise ValueError(f"--repeats names no count for family {f!r}")
@@ -126,20 +133,17 @@ def _market_dir(out_dir: Path, cfg: Config, cell: Cell) -> Path:
 def ensure_market(path: Path, cell: Cell) -> Path:
     """Write the planted data directory of `cell` unless it is already there with the same
     family, strength and seed (planted.json)."""
-    from cryptorl_jax.market import planted
-
-    meta = path / planted.META_FILE
+    meta = path / META_FILE
     if meta.is_file():
         held = json.loads(meta.read_text())
         if (held.get("family"), float(held.get("strength", -1)), held.get("seed")) == \
                 (cell.family, cell.strength, cell.repeat):
             return path
-    (planted_writer or planted.write_planted_market)(path, cell.family, cell.strength,
-                                                     cell.repeat)
+    (planted_writer or write_planted_market)(path, cell.family, cell.strength, cell.repeat)
     return path
 
 
-# tests replace it with a writer of a shorter span (None: market.planted.write_planted_market)
+# tests replace it with a writer of a shorter span (None: studies.planted.write_planted_market)
 planted_writer = None
 
 
@@ -152,11 +156,10 @@ def oracle_oos_returns(cfg: Config, data_dir: Path, run: Any) -> pd.Series:
     """The oracle's sign policy replayed like the agents over the run's OOS rows: per segment
     from a flat book at its first decision (`pipeline.replay_rows`, the run's env: vol
     targeting, no-trade band, costs, financing), stitched on the run's OOS index."""
-    from cryptorl_jax.market import load_market, planted
     from cryptorl_jax.walkforward.pipeline import replay_rows
 
     market = load_market(cfg.data)
-    oracle = pd.read_parquet(data_dir / planted.ORACLE_FILE)
+    oracle = pd.read_parquet(data_dir / ORACLE_FILE)
     action = oracle["action"].reindex(market.index).fillna(0.0).to_numpy(np.float64)
     close = market[f"{cfg.data.traded_asset}_close"].to_numpy(np.float64)
     fresh = market[f"{cfg.data.traded_asset}_fresh"].to_numpy() > 0
@@ -196,8 +199,6 @@ def _sharpe(r) -> float:
 
 def cell_row(cfg: Config, cell: Cell, data_dir: Path, run_dir: Path) -> dict[str, Any]:
     """The figures of one finished run against its market's oracle."""
-    from cryptorl_jax.results import Run
-
     run = Run.load(run_dir)
     oracle = oracle_oos_returns(cfg, data_dir, run)
     if not oracle.index.equals(run.oos.index):
@@ -208,9 +209,7 @@ def cell_row(cfg: Config, cell: Cell, data_dir: Path, run_dir: Path) -> dict[str
     seed_sharpes = [_sharpe(run.oos[c]) for c in seeds]
     oracle_sr = _sharpe(oracle)
     ens = float(head["sharpe"])
-    from cryptorl_jax.market import planted
-
-    drift = pd.read_parquet(data_dir / planted.ORACLE_FILE)["next_drift"]
+    drift = pd.read_parquet(data_dir / ORACLE_FILE)["next_drift"]
     row = {"family": cell.family, "strength": cell.strength, "repeat": cell.repeat,
            "oracle_sharpe": oracle_sr, "sharpe": ens,
            "drift_captured": drift_captured([run.oos], drift),
@@ -230,8 +229,6 @@ def cell_row(cfg: Config, cell: Cell, data_dir: Path, run_dir: Path) -> dict[str
     row["recovered"] = ens / oracle_sr if positive else math.nan
     row["seed_recovered_min"] = row["seed_sharpe_min"] / oracle_sr if positive else math.nan
     row["detected"] = bool(row["psr"] > DETECTION_PSR)
-    from cryptorl_jax.backtest.columns import fitted_baselines
-
     for name in fitted_baselines(run.oos):  # the baselines that read the market, same hours
         sr = _sharpe(run.oos[name])
         row[f"{name}_sharpe"] = sr
@@ -321,9 +318,6 @@ def run_minutes(rows: pd.DataFrame) -> float:
 
 def _md(summary: pd.DataFrame, rows: pd.DataFrame, command: str, seconds: float,
         cfg: Config) -> str:
-    from cryptorl_jax import provenance
-    from cryptorl_jax.backtest.report import markdown_table
-
     show = summary[["family", "strength", "repeats", "oracle_sharpe_mean", "sharpe_mean",
                     "sharpe_sd", "seed_sharpe_mean_mean", "recovered_mean",
                     "seed_recovered_min", "seed_recovered_mean_min", "drift_captured_mean",
@@ -332,7 +326,7 @@ def _md(summary: pd.DataFrame, rows: pd.DataFrame, command: str, seconds: float,
     info = provenance.run_info()
     git = (info.get("git") or {}).get("sha")
     lines = ["# Power: does the method find a planted edge?", "",
-             "Written by `cryptorl power` (cryptorl_jax/walkforward/power.py); do not edit by "
+             "Written by `cryptorl power` (cryptorl_jax/studies/power.py); do not edit by "
              "hand.", "",
              f"- command: `{command}`",
              f"- config: `{cfg.source}`; commit {git}; machine {platform.node()} "
@@ -357,8 +351,6 @@ def _md(summary: pd.DataFrame, rows: pd.DataFrame, command: str, seconds: float,
 
 
 def _baseline_lines(summary: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
-    from cryptorl_jax.backtest.report import markdown_table
-
     names = baseline_names(rows)
     if not names:
         return []
@@ -378,7 +370,6 @@ def run_power(cfg: Config, out_dir: str | Path, families: Sequence[str],
               progress: bool | None = None, executor: Executor | None = None,
               doc: str | Path | None = None, command: str = "") -> PowerResult:
     """Run (or resume) the power study and write its outputs (module docstring)."""
-    from cryptorl_jax.io import write_atomic
     from cryptorl_jax.walkforward import pipeline
 
     t0 = time.perf_counter()
@@ -407,8 +398,6 @@ def run_power(cfg: Config, out_dir: str | Path, families: Sequence[str],
     write_atomic(dest / "power.md", md)
     doc_path = None
     if doc is not None:  # the page and its figure side by side (docs/power.md, docs/power.png)
-        import shutil
-
         doc_path = Path(doc)
         doc_path.parent.mkdir(parents=True, exist_ok=True)
         figure = doc_path.with_suffix(".png")  # beside the page, named after it

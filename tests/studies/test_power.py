@@ -12,8 +12,12 @@ import pytest
 
 from cryptorl_jax.backtest.replay import simulate
 from cryptorl_jax.config import load_config
-from cryptorl_jax.market import load_market, planted
-from cryptorl_jax.walkforward import pipeline, power
+from cryptorl_jax.market import load_market
+from cryptorl_jax.market.planted import META_FILE, ORACLE_FILE
+from cryptorl_jax.report import Run
+from cryptorl_jax.studies import power
+from cryptorl_jax.studies.planted import write_planted_market
+from cryptorl_jax.walkforward import pipeline
 from tests.walkforward.test_pipeline import TINY_WFO
 
 SPAN = ("2024-01-01", "2024-03-10")
@@ -26,7 +30,7 @@ def study(tmp_path_factory):
                              "output.plots=false", f"data.cache_dir={out / 'cache'}",
                              f"data.start={SPAN[0]}", f"data.end={SPAN[1]}"])
     # the short planted span (the full history takes ~4 s a market; the tiny runs need weeks)
-    original = planted.write_planted_market
+    original = write_planted_market
 
     def short(path, family, strength, seed, **kw):
         return original(path, family, strength, seed, start="2023-12-01", end="2024-03-15",
@@ -52,14 +56,14 @@ def test_outputs_and_the_oracle_over_the_runs_oos_hours(study):
     assert np.isfinite(row["oracle_sharpe"]) and np.isfinite(row["sharpe"])
     assert row["recovered"] == pytest.approx(row["sharpe"] / row["oracle_sharpe"])
     run_dir = out / "pw-trend-s4-r0"
-    meta = json.loads((out / "pw-markets" / "trend-s4-r0" / planted.META_FILE).read_text())
+    meta = json.loads((out / "pw-markets" / "trend-s4-r0" / META_FILE).read_text())
     assert (meta["family"], meta["strength"], meta["seed"]) == ("trend", 4.0, 0)
     # the oracle replayed by hand over segment 0's OOS rows: its sign action, a flat book
     run_cfg = power.run_config(cfg, power.Cell("trend", 4.0, 0), out / "pw-markets" /
                                "trend-s4-r0")
     market = load_market(run_cfg.data)
     oos = pd.read_parquet(run_dir / "segment_0" / "oos.parquet")
-    oracle = pd.read_parquet(out / "pw-markets" / "trend-s4-r0" / planted.ORACLE_FILE)
+    oracle = pd.read_parquet(out / "pw-markets" / "trend-s4-r0" / ORACLE_FILE)
     t0 = market.index.get_loc(oos.index[0])
     t1 = market.index.get_loc(oos.index[-1]) + 1
     lo = t0 - pipeline.lookback_rows(run_cfg)
@@ -68,8 +72,6 @@ def test_outputs_and_the_oracle_over_the_runs_oos_hours(study):
     assert np.array_equal(np.sign(a[t0 - 1 - lo:]), a[t0 - 1 - lo:])  # a sign policy
     sim = simulate(market["BTC_close"].to_numpy()[lo:t1], a, run_cfg.env, start=t0 - 1 - lo,
                    tradable=market["BTC_fresh"].to_numpy()[lo:t1] > 0)
-    from cryptorl_jax.results import Run
-
     got = power.oracle_oos_returns(run_cfg, out / "pw-markets" / "trend-s4-r0", Run.load(run_dir))
     np.testing.assert_allclose(got.loc[oos.index].to_numpy(), sim["returns"], rtol=1e-12)
     # the drift captured: the ensemble's exposure against the planted drift, by hand
@@ -180,7 +182,7 @@ def test_the_ablation_section_is_measured_like_power_and_kept_by_it(study, tmp_p
         power.run_power(cfg, out, ["trend"], [4.0], 1, resume=True, progress=False, doc=page,
                         command="again")
     finally:
-        power.planted_writer = planted.write_planted_market
+        power.planted_writer = write_planted_market
     again = page.read_text()
     assert "`again`" in again and again.split(power.ABLATION_MARKER, 1)[1] == section
     with pytest.raises(SystemExit, match="not named"):

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cryptorl_jax.backtest.report import fmt
 from cryptorl_jax.config import Config
 from cryptorl_jax.io import write_atomic
-from cryptorl_jax.results import Comparison, Run, markdown_table
+from cryptorl_jax.report import Comparison, Run
+from cryptorl_jax.report.markdown import fmt, markdown_table
 
 SIGNIFICANT = 0.95  # PSR / DSR at or above this: significant at the 5 % level (one-sided)
 TIMING_ALPHA = 0.05
@@ -150,13 +150,13 @@ def _rl_lines(cmp: Comparison) -> list[str]:
            "Fitted on each segment's train rows only and traded through the agent's mapping, "
            "band, ledger and costs over the same OOS hours (`backtest.strategies`; "
            "`chosen_per_segment`: the setting each segment chose).", "",
-           markdown_table(shown[cols]), "",
+           markdown_table(shown[cols], ".3g"), "",
            f"The best of them, `{best}`, has a Sharpe of {_fmt(best_sr)}; "
            + (f"the runs above it: {', '.join(beat)}." if beat else "no run is above it."), ""]
     if rows:
         out += ["SPA (p, consistent) and StepM at 5 % over each run's ensemble, seeds, the fitted "
                 "baselines and vol-targeted buy & hold (`arch`, stationary bootstrap):", "",
-                markdown_table(pd.DataFrame(rows).set_index("run")), ""]
+                markdown_table(pd.DataFrame(rows).set_index("run"), ".3g"), ""]
     return out
 
 
@@ -221,7 +221,7 @@ def write_study_doc(cfg: Config, cmp: Comparison, compare_dir: Path, path: str |
         + (f"; load average at the start of the first run {info['loadavg_start']}"
            if info.get("loadavg_start") else ""), "",
         "## The ablation (stitched OOS, annualised at 8,760 h)", "",
-        markdown_table(ablation), "",
+        markdown_table(ablation, ".3g"), "",
         f"`psr`: P[true Sharpe > 0]. `dsr_compared`: the Sharpe deflated by the expected "
         f"maximum of {cmp.n_runs} unskilled Sharpes ({_fmt(cmp.expected_max_sharpe)} "
         "annualised, from the variance of these runs' Sharpes). `timing_p_value`: "
@@ -230,12 +230,12 @@ def write_study_doc(cfg: Config, cmp: Comparison, compare_dir: Path, path: str |
         "costs and financing, that earn at least the run's Sharpe) / 1,001.", "",
         "## Baselines over the same hours", "",
         markdown_table(cmp.baselines[["total_return", "sharpe", "max_drawdown",
-                                      "volatility"]]), "",
+                                      "volatility"]], ".3g"), "",
         *_rl_lines(cmp),
         "## Seed dispersion (each seed's agent alone vs the ensemble)", "",
-        markdown_table(seeds), "",
+        markdown_table(seeds, ".3g"), "",
         "## Costs (the same trades replayed at 0x / 1x / 2x fee + slippage)", "",
-        markdown_table(costs), "",
+        markdown_table(costs, ".3g"), "",
         "## Wall time and memory per run (the soak test)", "",
         markdown_table(res, ".4g"), "",
         "`wall_s`: the invocations that ran segments (compilation included); `peak_rss_mb`: "

@@ -1,6 +1,6 @@
 """Finished runs as objects: load one, compare several.
 
-    from cryptorl_jax.results import Run, compare_runs
+    from cryptorl_jax.report import Run, compare_runs
     run = Run.load("results/quick")
     run.metrics            # per segment + "all" (the stitched OOS series)
     run.oos                # the stitched hourly OOS frame (strategy, seeds, baselines, ...)
@@ -13,7 +13,7 @@ Reading a run touches only its files (layout.RunDir): nothing here imports JAX, 
 finished run compiles nothing. The comparison requires the runs to cover the same OOS hours;
 its Deflated Sharpe counts exactly the runs compared (N = len(paths)), which is the honest N
 when these runs are the candidates a researcher picks the best of. The output directory's run
-registry (backtest.registry) may know of more runs over the window: `Run.metrics`' own DSR
+registry (report.registry) may know of more runs over the window: `Run.metrics`' own DSR
 counts those.
 """
 
@@ -29,11 +29,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cryptorl_jax.backtest.columns import fitted_baselines
+from cryptorl_jax.backtest.diagnostics import flags_in
+from cryptorl_jax.backtest.inference import PERIODS
+from cryptorl_jax.backtest.metrics import (
+    compute_metrics,
+    expected_max_sharpe,
+    probabilistic_sharpe,
+    sharpe,
+)
 from cryptorl_jax.config import Config, load_config
 from cryptorl_jax.io import write_atomic
 from cryptorl_jax.layout import RunDir
+from cryptorl_jax.report.markdown import markdown_table
+from cryptorl_jax.report.plots import naive_utc, nav_axes, save_nav_plot
+from cryptorl_jax.report.read import segment_diagnostics
+from cryptorl_jax.report.tearsheet import write_returns_tearsheet, write_tearsheet
 
-PERIODS = 8760
 TABLE_COLUMNS = ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar",
                  "volatility", "turnover", "exposure", "cost_per_year", "financing_per_year",
                  "psr", "dsr_compared", "timing_p_value", "seed_sharpe_mean", "seed_sharpe_std",
@@ -128,15 +140,11 @@ class Run:
                                 keep_default_na=False, na_values=[""])
             frame["flags"] = frame["flags"].fillna("").astype(str)
             return frame.set_index("segment")
-        from cryptorl_jax.backtest.diagnostics import segment_diagnostics
-
         return segment_diagnostics(self.dir, self.oos, self.segment_numbers)
 
     @property
     def flags(self) -> list[str]:
         """The run's flags on its stitched OOS series (e.g. ['memorised'])."""
-        from cryptorl_jax.backtest.diagnostics import flags_in
-
         return flags_in(self.diagnostics)
 
     @functools.cached_property
@@ -187,8 +195,6 @@ class Run:
 
     def plot_equity(self, ax=None, *, label: str | None = None, benchmark: bool = True):
         """Cumulative NAV of the strategy (and BTC buy & hold) on `ax` (a new figure if None)."""
-        from cryptorl_jax.backtest.report import naive_utc, nav_axes
-
         ax = nav_axes((11, 5)) if ax is None else ax
         idx = naive_utc(self.oos.index)
         ax.plot(idx, np.cumprod(1 + self.oos["strategy"].to_numpy()), lw=1.5,
@@ -201,8 +207,6 @@ class Run:
 
     def tearsheet(self, path: str | Path) -> Path:
         """A quantstats tearsheet of the stitched OOS strategy against BTC buy & hold."""
-        from cryptorl_jax.backtest.report import write_tearsheet
-
         path = Path(path)
         err = write_tearsheet(self.oos, path, f"{self.name}: walk-forward OOS")
         if err is not None:
@@ -260,13 +264,6 @@ def check_same_window(runs: list[Run], labels: list[str]) -> None:
 def compare_runs(paths: list[str | Path], labels: list[str] | None = None) -> Comparison:
     """The stitched-OOS figures of finished runs side by side, with each run's PSR and the
     Deflated Sharpe over the N runs compared (same OOS window required)."""
-    from cryptorl_jax.backtest.metrics import (
-        compute_metrics,
-        expected_max_sharpe,
-        probabilistic_sharpe,
-        sharpe,
-    )
-
     if not paths:
         raise ValueError("compare_runs: no run given")
     runs = [Run.load(p) for p in paths]
@@ -298,8 +295,6 @@ def compare_runs(paths: list[str | Path], labels: list[str] | None = None) -> Co
     table = pd.DataFrame.from_dict(rows, orient="index")[list(TABLE_COLUMNS)]
     table.index.name = "run"
     oos = runs[0].oos
-    from cryptorl_jax.backtest.columns import fitted_baselines
-
     base_cols = [c for c in (*fitted_baselines(oos), "buy_and_hold",
                              "vol_targeted_buy_and_hold", "flat", "random", "benchmark")
                  if c in oos.columns]
@@ -314,16 +309,8 @@ def compare_runs(paths: list[str | Path], labels: list[str] | None = None) -> Co
                       expected_max_sharpe=emax * math.sqrt(PERIODS))
 
 
-def markdown_table(frame: pd.DataFrame, floatfmt: str = ".3g") -> str:
-    from cryptorl_jax.backtest.report import markdown_table as table
-
-    return table(frame, floatfmt)
-
-
 def plot_compared(cmp: Comparison, path: Path, title: str) -> None:
     """The runs' equity curves overlaid, with BTC buy & hold, log scale."""
-    from cryptorl_jax.backtest.report import naive_utc, nav_axes, save_nav_plot
-
     ax = nav_axes()
     idx = naive_utc(cmp.returns.index)
     for name in cmp.returns.columns:
@@ -335,8 +322,6 @@ def plot_compared(cmp: Comparison, path: Path, title: str) -> None:
 
 def write_multi_tearsheet(cmp: Comparison, path: Path, title: str) -> str | None:
     """One quantstats tearsheet with every run as a strategy column; None if written."""
-    from cryptorl_jax.backtest.report import write_returns_tearsheet
-
     return write_returns_tearsheet(cmp.returns, next(iter(cmp.runs.values())).oos["benchmark"],
                                    path, title)
 
@@ -364,13 +349,14 @@ def comparison_markdown(cmp: Comparison, title: str, tearsheet_error: str | None
              f"{cmp.n_runs} runs over the same {hours} OOS hours ({start} .. {end}).", "",
              markdown_table(cmp.table[["total_return", "sharpe", "max_drawdown", "turnover",
                                        "psr", "dsr_compared", "timing_p_value",
-                                       "seed_sharpe_mean", "seed_sharpe_std"]]), "",
+                                       "seed_sharpe_mean", "seed_sharpe_std"]], ".3g"), "",
              f"`dsr_compared` deflates each run's Sharpe by the expected maximum of "
              f"{cmp.n_runs} unskilled Sharpes ({cmp.expected_max_sharpe:.2f} annualised, from "
              f"the variance of these runs' Sharpes), i.e. it charges for having picked the best "
              "of the runs compared.", "",
              "## Baselines over the same hours", "",
-             markdown_table(cmp.baselines[["total_return", "sharpe", "max_drawdown"]]), "",
+             markdown_table(cmp.baselines[["total_return", "sharpe", "max_drawdown"]], ".3g"),
+             "",
              "## Runs", ""]
     for name, run in cmp.runs.items():
         sha = (run.info.get("git") or {}).get("sha")

@@ -3,7 +3,7 @@
 The stitched OOS series of a run was not selected on its own sample, so deflating it by the
 tuning trials' validation Sharpes compares the wrong things (short, noisy windows against a
 long series). Its multiple-testing problem is how many walk-forward configurations a
-researcher has run over the same OOS window and looked at. Every report (`backtest.report`)
+researcher has run over the same OOS window and looked at. Every report (`report.write`)
 records its run in `<output dir>/runs.jsonl`, one JSON record per configuration (keyed by the
 run's config digest; a later report of the same configuration replaces its record):
 
@@ -17,8 +17,9 @@ counts the records over exactly its window (same first and last hour) and market
 written before `market` existed counts everywhere, the conservative reading):
 N = their number and the variance of their per-period Sharpes (ddof = 1) enter the Deflated
 Sharpe (Bailey & Lopez de Prado 2014). A run that is still partial covers another window and
-is not counted against a finished one. Writes take an exclusive lock next to the file
-(concurrent reports of several runs) and replace the file atomically.
+is not counted against a finished one (`OOSDeflation`: the N and the expected maximum of N
+unskilled Sharpes). Writes take an exclusive lock next to the file (concurrent reports of
+several runs) and replace the file atomically.
 """
 
 from __future__ import annotations
@@ -33,9 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from cryptorl_jax.backtest.inference import PERIODS
+from cryptorl_jax.backtest.metrics import expected_max_sharpe, sharpe
 from cryptorl_jax.io import write_atomic
-from cryptorl_jax.layout import REGISTRY as REGISTRY  # runs.jsonl, in the output directory
+from cryptorl_jax.layout import RunDir
 
 
 @contextlib.contextmanager
@@ -119,3 +123,41 @@ def runs_over_window(records: list[dict[str, Any]], oos_start: str, oos_end: str
               if r["sharpe_per_period"] is not None and math.isfinite(r["sharpe_per_period"])]
     var = float(np.var(values, ddof=1)) if len(values) > 1 else float("nan")
     return RunsOverWindow(n_runs=len(same), sr_variance=var, runs=same)
+
+
+@dataclass(frozen=True)
+class OOSDeflation:
+    """The OOS Deflated Sharpe's inputs: the registered runs over the same OOS window."""
+
+    n_runs: int
+    sr_variance: float
+    expected_max_sharpe: float  # per period (NaN when N > 1 but no variance)
+    counted: str  # which runs were counted
+
+
+def oos_record(oos: pd.DataFrame, digest: str, run_name: str, workdir: Path,
+               segments: list[int], market: str | None = None) -> dict[str, Any]:
+    """This run's record for the output directory's registry."""
+    sr = sharpe(oos["strategy"].to_numpy(np.float64), 1.0)  # per period
+    return {"config_digest": digest, "run_name": run_name,
+            "run_dir": str(Path(workdir).absolute()), "market": market,
+            "oos_start": str(oos.index[0]), "oos_end": str(oos.index[-1]), "n_hours": len(oos),
+            "sharpe": sr * math.sqrt(PERIODS) if math.isfinite(sr) else None,
+            "sharpe_per_period": sr if math.isfinite(sr) else None, "segments": segments}
+
+
+def deflation_of(records: list[dict[str, Any]], record: dict[str, Any]) -> OOSDeflation:
+    """The OOS Deflated Sharpe's inputs for `record` among the registry's `records`: the runs
+    over its window on the same market (`runs_over_window`)."""
+    window = runs_over_window(records, record["oos_start"], record["oos_end"], record["market"])
+    emax = 0.0 if window.n_runs <= 1 else expected_max_sharpe(window.n_runs, window.sr_variance)
+    return OOSDeflation(n_runs=window.n_runs, sr_variance=window.sr_variance,
+                        expected_max_sharpe=emax, counted=window.describe())
+
+
+def oos_deflation(workdir: Path, oos: pd.DataFrame, digest: str, run_name: str,
+                  segments: list[int], market: str | None = None) -> OOSDeflation:
+    """Record this run in the output directory's registry and count the runs over its window
+    on the same market (`market_key`)."""
+    record = oos_record(oos, digest, run_name, workdir, segments, market)
+    return deflation_of(register_run(RunDir(workdir).registry, record), record)
