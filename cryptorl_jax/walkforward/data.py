@@ -3,7 +3,7 @@
 `RunData` builds the causal features once per run and lays out the segments;
 `fit_segment_transforms` fits the FFD order, robust scaler and HMM on a segment's train rows
 only; `slice_data` cuts the fixed-length arrays the trainer and the backtest read. Shared by the
-segment runner (walkforward.pipeline), tuning trials and `cryptorl evaluate`.
+segment runner (walkforward.runner), tuning trials and `cryptorl evaluate`.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ keep it complete) and `best.yaml` (the base config with the best trial's values 
 `wfo.trial_log` pointing to the trial log, which the WFO report reads), and `overfitting.json`
 (the best trial's Deflated Sharpe on its validation rows and the PBO, `study_overfitting`).
 
-Compilation: the trainer cache (`pipeline.get_trainer`) is keyed on the `TrainerSpec`, so the
+Compilation: the trainer cache (`stages.get_trainer`) is keyed on the `TrainerSpec`, so the
 dynamic hyperparameters (`training.spec.HYPER_KEYS`: learning rates, gamma, tau, entropy, grad
 norm, reward scale, curriculum schedules) never recompile; a searched key that sets a shape or
 a code path (net width, batch, encoder settings, ...) compiles the training step once per
@@ -120,6 +120,7 @@ from cryptorl_jax.walkforward.tuning.trials import (  # noqa: F401 (re-exported)
     score,
     tell_trial,
     train_trials,
+    train_trials_in_scratch,
 )
 
 log = logging.getLogger("cryptorl_jax.tune")
@@ -167,12 +168,16 @@ def _sequential_trial(cfg: Config, market: pd.DataFrame, segments: list[Segment]
 
 def _population_trials(cfg: Config, market: pd.DataFrame, segments: list[Segment], study: Any,
                        workdir: Path, population: int, n_trials: int, executor: Executor,
-                       trial_log: Path) -> list[int]:
-    """Ask P trials at a time, send each batch to the executor (keeping `executor.slots` in
-    flight), and record the outcomes in the order the batches were asked for. Returns the
-    trials run. If the executor fails (not a trial's own error), every trial asked and not yet
-    told fails with the error, so that none stays RUNNING in the storage."""
+                       trial_log: Path, progress: bool, keep_dirs: bool) -> list[int]:
+    """Ask P trials at a time, send each batch to the executor (`train_trials`, keeping
+    `executor.slots` in flight), and record the outcomes in the order the batches were asked
+    for. Returns the trials run. If the executor fails (not a trial's own error), every trial
+    asked and not yet told fails with the error, so that none stays RUNNING in the storage.
+    A batch trains in workdir/trials/batch_<first trial> where the executor's calls see this
+    filesystem (kept with keep_dirs), else in scratch space of its own
+    (`train_trials_in_scratch`)."""
     ran: list[int] = []
+    market_ref = executor.put(market)
     left = n_trials
     in_flight: collections.deque = collections.deque()
     while left > 0 or in_flight:
@@ -185,8 +190,14 @@ def _population_trials(cfg: Config, market: pd.DataFrame, segments: list[Segment
                     trial.set_user_attr("error", error_text(exc))
                     tell_trial(study, trial, None, "FAIL")
                 raise
-            handle = executor.submit_batch(cfg, market, segments, overrides, population,
-                                           workdir / "trials" / f"batch_{batch[0].number}")
+            if executor.shared_fs:
+                handle = executor.submit(train_trials, cfg, market_ref, segments, overrides,
+                                         population, workdir / "trials" /
+                                         f"batch_{batch[0].number}",
+                                         progress and not executor.remote, keep_dir=keep_dirs)
+            else:
+                handle = executor.submit(train_trials_in_scratch, cfg, market_ref, segments,
+                                         overrides, population)
             in_flight.append((batch, overrides, handle))
             left -= len(batch)
         batch, overrides, handle = in_flight.popleft()  # told in the order asked
@@ -300,10 +311,9 @@ def run_study(cfg: Config, n_trials: int, storage: str | None = None,
                                              progress, keep_trial_dirs))
                 write_trial_log(study, trial_log)
         else:
-            ex = executor if executor is not None else LocalExecutor(
-                progress=progress, keep_dirs=keep_trial_dirs)
+            ex = executor if executor is not None else LocalExecutor()
             ran.extend(_population_trials(cfg, market, segments, study, workdir, population,
-                                          n_trials, ex, trial_log))
+                                          n_trials, ex, trial_log, progress, keep_trial_dirs))
     finally:
         n_logged = write_trial_log(study, trial_log)
         trials_dir = workdir / "trials"

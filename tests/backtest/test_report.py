@@ -18,8 +18,8 @@ from cryptorl_jax.backtest.metrics import expected_max_sharpe
 from cryptorl_jax.config import load_config
 from cryptorl_jax.layout import RunDir
 from cryptorl_jax.market.synthetic import make_market
-from cryptorl_jax.walkforward import pipeline
-from tests.walkforward.test_pipeline import TINY_WFO
+from cryptorl_jax.walkforward import driver
+from tests.walkforward.test_driver import TINY_WFO
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def run(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setattr(report, "render_summary", lambda d: seen.append(d) or render(d))
     try:
-        pipeline.run(cfg, workdir, market=make_market(1100, seed=5))
+        driver.run(cfg, workdir, market=make_market(1100, seed=5))
     finally:
         mp.undo()
     return cfg, workdir, seen[-1]

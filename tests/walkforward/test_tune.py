@@ -21,10 +21,12 @@ from cryptorl_jax.config import ConfigError, load_config, with_overrides
 from cryptorl_jax.market.synthetic import make_market
 from cryptorl_jax.training.spec import Hyper
 from cryptorl_jax.training.train import TrainingDivergedError
-from cryptorl_jax.walkforward import data, pipeline, stages, tune
+from cryptorl_jax.walkforward import data, runner, stages, tune
+from cryptorl_jax.walkforward.segments import Segment
+from cryptorl_jax.walkforward.tuning import split as tuning_split
 from cryptorl_jax.walkforward.tuning import trials as tuning_trials
 from tests.walkforward import golden
-from tests.walkforward.test_pipeline import TINY_WFO
+from tests.walkforward.test_driver import TINY_WFO
 
 SPACE = ("tune.space=["
          "{key: features.scaler_clip, type: float, low: 2.0, high: 8.0}, "
@@ -87,7 +89,7 @@ def study(tmp_path_factory, cfg, poisoned):
     }
     mp = pytest.MonkeyPatch()
     for name, rows_of in patches.items():  # the shared segment runner's stages, wherever
-        for module in (pipeline, data, stages):  # they are looked up (pipeline re-exports)
+        for module in (data, stages, runner, tuning_split):  # they are looked up
             if hasattr(module, name):
                 mp.setattr(module, name, wrap(name, getattr(module, name), rows_of))
     try:
@@ -139,7 +141,7 @@ def test_scores_do_not_depend_on_rows_after_train_end(study, cfg, market, segmen
     assert split["val_end"] == segment.train_end
     assert split["val_end"] - split["val_start"] == round(0.2 * (segment.train_end
                                                                  - segment.train_start))
-    assert split["gap"] >= max(cfg.env.window, pipeline.lookback_rows(cfg))
+    assert split["gap"] >= max(cfg.env.window, data.lookback_rows(cfg))
 
 
 def test_trial_log_and_exported_config(study, cfg):
@@ -265,10 +267,10 @@ def test_resumes_from_storage_and_prunes_through_on_chunk(study, cfg, poisoned):
 
 
 def test_nested_split_rows(cfg):
-    seg = pipeline.Segment(0, 100, 400, 400, 500)
+    seg = Segment(0, 100, 400, 400, 500)
     s = tune.nested_split(cfg, seg, offset=90)
     assert s.val_end == 400 and s.val_start == 400 - 60
-    assert s.gap == pipeline.lookback_rows(cfg) >= cfg.env.window
+    assert s.gap == data.lookback_rows(cfg) >= cfg.env.window
     assert s.inner_train_end == s.val_start - s.gap and s.fit_start == 100
     assert tune.nested_split(cfg, seg, offset=130).fit_start == 130  # longer warm-up
     embargo = with_overrides(cfg, ["wfo.embargo_hours=80"])  # longer than the lookback
@@ -278,14 +280,14 @@ def test_nested_split_rows(cfg):
         100, s.inner_train_end, s.val_start, 400)
     with pytest.raises(ConfigError, match="tune.val_fraction"):
         tune.nested_split(with_overrides(cfg, ["tune.val_fraction=0.45"]),
-                          pipeline.Segment(0, 100, 200, 200, 300))
+                          Segment(0, 100, 200, 200, 300))
 
 
 def test_cut_run_holds_only_rows_before_the_end(cfg, market):
     run = tune.cut_run(cfg, market, 500)
     assert len(run.market) == len(run.features) == len(run.close) == 500
     assert run.market.index[-1] == market.index[499]
-    full = pipeline.build_run_features(cfg, market)
+    full = data.build_run_features(cfg, market)
     np.testing.assert_array_equal(run.features.to_numpy(), full.iloc[:500].to_numpy())
 
 
@@ -382,7 +384,7 @@ def test_cli_rejects_bad_input(tmp_path, repo_root, capsys):
 
 
 def test_seen_by_tuning_flags_earlier_test_rows():
-    layout = [pipeline.Segment(k, 100 * k, 100 * k + 300, 100 * k + 300, 100 * k + 400)
+    layout = [Segment(k, 100 * k, 100 * k + 300, 100 * k + 300, 100 * k + 400)
               for k in range(4)]
     assert tune.seen_by_tuning(layout, [layout[0]]) == []
     assert tune.seen_by_tuning(layout, [layout[0], layout[2]]) == [0, 1]
@@ -502,11 +504,14 @@ def test_both_executors_implement_the_one_interface():
     from cryptorl_jax.walkforward.executor import Executor, LocalExecutor
 
     assert isinstance(LocalExecutor(), Executor)
-    for name in ("name", "slots", "run_segments", "submit_batch", "result"):
-        assert hasattr(RayExecutor, name), name
+    ray_ex = RayExecutor()  # not connected
+    for name in ("name", "remote", "shared_fs", "slots", "put", "submit", "wait", "result",
+                 "cancel"):
+        assert hasattr(RayExecutor, name) or name in vars(ray_ex), name
+    assert ray_ex.remote and not ray_ex.shared_fs and RayExecutor(shared_fs=True).shared_fs
     import inspect
 
-    for name in ("run_segments", "submit_batch", "result"):
+    for name in ("put", "submit", "wait", "result", "cancel"):
         want = list(inspect.signature(getattr(Executor, name)).parameters)
         assert list(inspect.signature(getattr(RayExecutor, name)).parameters) == want, name
         assert list(inspect.signature(getattr(LocalExecutor, name)).parameters) == want, name

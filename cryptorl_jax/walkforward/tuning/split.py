@@ -13,20 +13,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cryptorl_jax.backtest.oos import strategy_metrics
 from cryptorl_jax.config import (
     Config,
     ConfigError,
 )
-from cryptorl_jax.walkforward.pipeline import (
-    RunData,
+from cryptorl_jax.walkforward.data import RunData, lookback_rows, prepare_run
+from cryptorl_jax.walkforward.runner import (
     SegmentControls,
     SegmentInputs,
     backtest_rows,
-    lookback_rows,
-    prepare_run,
-    prepare_segment,
+    prepare_segments,
     run_segment,
-    strategy_metrics,
 )
 from cryptorl_jax.walkforward.segments import Segment
 
@@ -93,7 +91,7 @@ class TrialInputs:
     """What a trial trains and is scored on in one segment: everything before TQC."""
 
     split: NestedSplit
-    inputs: SegmentInputs  # prepare_segment on the inner segment (its run: the cut market)
+    inputs: SegmentInputs  # prepare_segments of the inner segment (its run: the cut market)
 
 
 def trial_run(cfg: Config, market: pd.DataFrame, seg: Segment) -> tuple[RunData, NestedSplit]:
@@ -116,8 +114,8 @@ def segment_inputs(cfg: Config, market: pd.DataFrame, seg: Segment, workdir: Pat
     """Cut the market at seg's train end, split it, and run the segment runner's preparation
     (transforms and encoder fitted on the inner train rows, the training slice)."""
     run, split = trial_run(cfg, market, seg)
-    inputs = prepare_segment(cfg, run, split.inner_segment(), workdir,
-                             SegmentControls(progress=progress))
+    inputs, = prepare_segments(cfg, run, [split.inner_segment()], [workdir],
+                               SegmentControls(progress=progress))
     _check_cut(inputs.sm, run, seg)
     return TrialInputs(split=split, inputs=inputs)
 

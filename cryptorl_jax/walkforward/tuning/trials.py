@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import math
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +24,9 @@ from cryptorl_jax.config import (
 )
 from cryptorl_jax.training.spec import Hyper, Member
 from cryptorl_jax.training.train import TrainingDivergedError, train
-from cryptorl_jax.walkforward.pipeline import (
-    STAGE_TRAIN,
-    get_trainer,
-    segment_key,
-)
+from cryptorl_jax.walkforward.data import STAGE_TRAIN, segment_key
 from cryptorl_jax.walkforward.segments import Segment
+from cryptorl_jax.walkforward.stages import get_trainer
 from cryptorl_jax.walkforward.tuning.space import suggest_overrides
 from cryptorl_jax.walkforward.tuning.split import (
     score_agents,
@@ -136,6 +134,14 @@ def train_trials(cfg: Config, market: pd.DataFrame, segments: list[Segment],
     finally:
         if not keep_dir:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def train_trials_in_scratch(cfg: Config, market: pd.DataFrame, segments: list[Segment],
+                            overrides: list[list[str]], population: int) -> BatchOutcome:
+    """`train_trials` of a population batch in a scratch directory of the machine it runs on
+    (an executor's call that does not see the study's directory), without progress bars."""
+    tmp = Path(tempfile.mkdtemp(prefix="cryptorl-batch-"))
+    return train_trials(cfg, market, segments, overrides, population, tmp, False)
 
 
 def _train_alone(cfg: Config, market: pd.DataFrame, segments: list[Segment],
