@@ -19,11 +19,12 @@ from cryptorl_jax.config import load_config
 from cryptorl_jax.hooks import Hooks
 from cryptorl_jax.layout import RunDir
 from cryptorl_jax.market.synthetic import make_market
-from cryptorl_jax.walkforward import driver, tune
+from cryptorl_jax.tuning.driver import run_study
+from cryptorl_jax.walkforward import driver
 from cryptorl_jax.walkforward.writer import SegmentArchiveError, install_segment, pack_segment
-from tests.walkforward import golden
+from tests.tuning import golden
+from tests.tuning.test_tune import HYPER_SPACE
 from tests.walkforward.test_driver import TINY_WFO
-from tests.walkforward.test_tune import HYPER_SPACE
 
 ray = pytest.importorskip("ray")
 
@@ -127,11 +128,11 @@ def test_a_segment_that_keeps_failing_names_the_segment(cfg, market, tmp_path):
 
 def test_a_tuning_study_through_ray_logs_the_same_trials(market, tmp_path):
     tcfg = load_config(None, [*TINY_WFO, HYPER_SPACE, "tune.segments=[0]"])
-    local = tune.run_study(tcfg, 4, workdir=tmp_path / "local", market=market, progress=False,
-                           population=2)
+    local = run_study(tcfg, 4, workdir=tmp_path / "local", market=market, progress=False,
+                      population=2)
     with _ray_executor() as ex:
-        remote = tune.run_study(tcfg, 4, workdir=tmp_path / "ray", market=market,
-                                progress=False, population=2, executor=ex)
+        remote = run_study(tcfg, 4, workdir=tmp_path / "ray", market=market,
+                           progress=False, population=2, executor=ex)
 
     def records(path):
         out = []

@@ -2,8 +2,8 @@
 
 `run_study(cfg, n_trials, ...)` runs (or resumes) an Optuna study over `cfg.tune.space`. A trial
 applies its sampled values as dotted overrides to the base config and, for every walk-forward
-segment k in `cfg.tune.segments`, runs the whole segment pipeline on a *nested* split of that
-segment's train rows [train_start, train_end):
+segment k in `cfg.tune.segments`, runs the segment runner (walkforward.runner) on a *nested*
+split of that segment's train rows [train_start, train_end):
 
     inner train  [fit_start, train_end - n_val - gap)   FFD d, scaler, HMM, MAE, TQC fitted here
     gap          [train_end - n_val - gap, train_end - n_val)   read as lookback only
@@ -70,58 +70,39 @@ import pandas as pd
 
 from cryptorl_jax.config import Config, ConfigError
 from cryptorl_jax.market import load_market
-from cryptorl_jax.walkforward.executor import Executor, LocalExecutor
-from cryptorl_jax.walkforward.segments import Segment
-from cryptorl_jax.walkforward.tuning.space import (  # noqa: F401 (re-exported)
+from cryptorl_jax.tuning.space import (
     check_population_space,
     check_space,
-    override_text,
-    suggest_overrides,
 )
-from cryptorl_jax.walkforward.tuning.split import (  # noqa: F401 (re-exported)
-    SCORE_KEYS,
-    NestedSplit,
-    TrialInputs,
-    cut_run,
+from cryptorl_jax.tuning.split import (
     nested_split,
     outer_segments,
-    score_agents,
-    scores_of,
     seen_by_tuning,
-    segment_inputs,
-    trial_run,
-    validate_segment,
     wfo_layout,
 )
-from cryptorl_jax.walkforward.tuning.storage import (  # noqa: F401 (re-exported)
+from cryptorl_jax.tuning.storage import (
     BEST_CONFIG,
     OVERFITTING,
     TRIAL_LOG,
-    VAL_RETURNS,
     export_best,
     legacy_study_digest,
     make_storage,
     storage_lock,
     study_digest,
-    study_overfitting,
-    trial_record,
-    trials_tried,
     write_overfitting,
     write_trial_log,
 )
-from cryptorl_jax.walkforward.tuning.trials import (  # noqa: F401 (re-exported)
-    PRUNE_METRIC,
-    BatchOutcome,
-    TrialOutcome,
+from cryptorl_jax.tuning.trials import (
     begin_trial,
     default_pruner,
     error_text,
     record_trial,
-    score,
     tell_trial,
     train_trials,
     train_trials_in_scratch,
 )
+from cryptorl_jax.walkforward.executor import Executor, LocalExecutor
+from cryptorl_jax.walkforward.segments import Segment
 
 log = logging.getLogger("cryptorl_jax.tune")
 

@@ -1,5 +1,5 @@
 """A tuning trial's rows: the nested split inside a walk-forward segment's train rows (see
-`walkforward.tune`'s docstring), the market cut at the train end, the trial's inputs, and the
+`tuning.driver`'s docstring), the market cut at the train end, the trial's inputs, and the
 validation backtest that scores it."""
 
 from __future__ import annotations

@@ -24,16 +24,16 @@ from cryptorl_jax.config import (
 )
 from cryptorl_jax.training.spec import Hyper, Member
 from cryptorl_jax.training.train import TrainingDivergedError, train
-from cryptorl_jax.walkforward.data import STAGE_TRAIN, segment_key
-from cryptorl_jax.walkforward.segments import Segment
-from cryptorl_jax.walkforward.stages import get_trainer
-from cryptorl_jax.walkforward.tuning.space import suggest_overrides
-from cryptorl_jax.walkforward.tuning.split import (
+from cryptorl_jax.tuning.space import suggest_overrides
+from cryptorl_jax.tuning.split import (
     score_agents,
     segment_inputs,
     validate_segment,
 )
-from cryptorl_jax.walkforward.tuning.storage import VAL_RETURNS
+from cryptorl_jax.tuning.storage import VAL_RETURNS
+from cryptorl_jax.walkforward.data import STAGE_TRAIN, segment_key
+from cryptorl_jax.walkforward.segments import Segment
+from cryptorl_jax.walkforward.stages import get_trainer
 
 log = logging.getLogger("cryptorl_jax.tune")
 
