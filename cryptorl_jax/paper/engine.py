@@ -111,7 +111,7 @@ class SegmentAgent:
 
     def snapshot(self, market: pd.DataFrame) -> Snapshot:
         cfg = self.cfg
-        run = RunData.build(cfg, market, layout=False)
+        run = RunData.build(cfg, market, with_segments=False)
         sm = load_segment_transforms(cfg, run, self.seg_dir)
         if not self._loaded:
             self._encoder = load_encoder_model(cfg, sm.matrix.shape[1], self.seg_dir)

@@ -17,8 +17,8 @@ agent was trained on and on which every transform was fitted (purging, AFML ch. 
 
 The OOS test rows are never read: each segment's trial starts by cutting the market frame to
 rows < train_end (a copy), then builds the causal features of that cut frame; every later stage
-receives only the cut frame and arrays derived from it. Only the segment layout (row indices)
-is taken from the full frame, as cryptorl wfo makes it.
+receives only the cut frame and arrays derived from it. Only the segments' row indices are
+taken from the full frame, as cryptorl wfo makes them.
 
 Use tune.segments = [0] (the default) for a clean walk-forward afterwards: a later segment's
 train rows hold earlier segments' test rows, so tuning on it validates on rows that are OOS for
@@ -75,10 +75,10 @@ from cryptorl_jax.tuning.space import (
     check_space,
 )
 from cryptorl_jax.tuning.split import (
+    all_wfo_segments,
     nested_split,
     outer_segments,
     seen_by_tuning,
-    wfo_layout,
 )
 from cryptorl_jax.tuning.storage import (
     BEST_CONFIG,
@@ -248,9 +248,9 @@ def run_study(cfg: Config, n_trials: int, storage: str | None = None,
     progress = cfg.output.progress if progress is None else progress
     if market is None:
         market = load_market(cfg.data)
-    layout = wfo_layout(cfg, market)
-    segments = outer_segments(cfg, market, layout)
-    seen = seen_by_tuning(layout, segments)
+    wfo_segments = all_wfo_segments(cfg, market)
+    segments = outer_segments(cfg, market, wfo_segments)
+    seen = seen_by_tuning(wfo_segments, segments)
     note = ""
     if seen:
         note = (f"WARNING: the tuning validated on rows up to {max(s.train_end for s in segments)}"

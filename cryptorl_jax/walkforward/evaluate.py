@@ -72,7 +72,7 @@ def evaluate_window(run_dir: str | Path, segment: int | None = None, start: str 
     seg_dir = rd.segment(segment)
     if market is None:
         market = load_market(cfg.data)
-    run = RunData.build(cfg, market, layout=False)
+    run = RunData.build(cfg, market, with_segments=False)
     offset = run.offset
     index = market.index
     train_end_time = pd.Timestamp(meta["train_period"][1])

@@ -128,8 +128,8 @@ def test_no_trial_reads_a_row_at_or_after_train_end(study, segment):
     assert result.trials_run == [0, 1, 2]
     assert set(seen) == {"build_run_features", "fit_segment_transforms", "run_encoder_stage",
                          "slice_data", "backtest_rows"}
-    # the first call is the study's segment layout (wfo_layout: where segments start needs the
-    # whole frame's warm-up); its features are not given to any trial
+    # the first call makes the study's walk-forward segments (all_wfo_segments: where they
+    # start needs the whole frame's warm-up); its features are not given to any trial
     assert seen["build_run_features"][0] == 1100
     seen = {**seen, "build_run_features": seen["build_run_features"][1:]}
     for name, rows in seen.items():
@@ -404,10 +404,10 @@ def test_cli_rejects_bad_input(tmp_path, repo_root, capsys):
 
 
 def test_seen_by_tuning_flags_earlier_test_rows():
-    layout = [Segment(k, 100 * k, 100 * k + 300, 100 * k + 300, 100 * k + 400)
-              for k in range(4)]
-    assert seen_by_tuning(layout, [layout[0]]) == []
-    assert seen_by_tuning(layout, [layout[0], layout[2]]) == [0, 1]
+    wfo_segments = [Segment(k, 100 * k, 100 * k + 300, 100 * k + 300, 100 * k + 400)
+                    for k in range(4)]
+    assert seen_by_tuning(wfo_segments, [wfo_segments[0]]) == []
+    assert seen_by_tuning(wfo_segments, [wfo_segments[0], wfo_segments[2]]) == [0, 1]
 
 
 def test_tune_quick_config_space_is_valid(repo_root):

@@ -1,4 +1,5 @@
-"""The walk-forward run on a synthetic market: layout, report consistency, determinism, resume.
+"""The walk-forward run on a synthetic market: its files, report consistency, determinism,
+resume.
 
 One module-scoped uninterrupted run is compared with a second identical run and with a run that
 is killed inside segment 2's training and resumed. All runs share one compilation (the trainer
