@@ -166,7 +166,7 @@ class RayExecutor:
 
     @property
     def slots(self) -> int:
-        """How many tasks the cluster runs at once (the tuning batches kept in flight)."""
+        """How many tasks the cluster runs at once (the batches a driver keeps in flight)."""
         if self.max_in_flight is not None:
             return max(1, self.max_in_flight)
         res = self._ray.cluster_resources()
