@@ -1,21 +1,21 @@
-"""Walk-forward segments and tuning batches as Ray tasks (`--executor ray`).
+"""The drivers' batches as Ray tasks (`--executor ray`): `RayExecutor`.
 
-A segment and a population batch are independent jobs, so Ray core tasks run them: each task
-asks for `cpus_per_task` CPUs and `gpus_per_task` GPUs (one task per GPU of a host by default),
-Ray places it on a host of the cluster (or of the local instance it starts), retries it up to
-`max_retries` times when its worker dies, and ships its result back to the driver.
+A walk-forward batch of segments and a tuning population batch are independent jobs, so Ray
+core tasks run them. `RayExecutor` follows the executor interface (walkforward.executor): it
+runs the callable it is given and knows nothing of what it computes. Each task asks for
+`cpus_per_task` CPUs and `gpus_per_task` GPUs (one task per GPU of a host by default), Ray
+places it on a host of the cluster (or of the local instance it starts), retries it up to
+`max_retries` times when its worker dies, and ships its return value back to the driver.
 
-- Walk-forward (`RayExecutor.run_segments`): the driver builds the run's data once and puts it
-  in Ray's object store; a task runs the shared segment runner (`pipeline.run_wfo_segment`) into
-  its own temporary directory, packs what it wrote (the segment folder without its training
-  checkpoints, its TensorBoard folder and its regime plot) into a tar.gz and returns it; the
-  driver unpacks it into the run directory through a staging folder renamed into place, with
-  `DONE` written last (`install_segment`). No shared filesystem is needed. With
+- Walk-forward (walkforward.driver): the driver puts the run's data in Ray's object store once;
+  each task runs a batch of segments into a scratch directory of its worker and returns the
+  segments' files as archives, which the driver installs into the run directory
+  (`walkforward.writer.install_segment`, DONE last). No shared filesystem is needed. With
   `shared_fs=True` the tasks write into the run directory themselves (it must be the same path
   on every host), and resume an interrupted segment from its checkpoint there.
-- Tuning (`RayExecutor.submit_batch` / `result`): the driver holds the Optuna study; each
-  population batch (`tune.train_trials`) is a task, and the driver tells Optuna the batches'
-  results in the order it asked for them.
+- Tuning (tuning.driver): the driver holds the Optuna study; each population batch is a task
+  (in a scratch directory of its worker), and the driver tells Optuna the batches' results in
+  the order it asked for them.
 
 A task that raises stops the run with `ClusterError` naming the segment (or batch) and the
 worker's error; the segments already installed stay, so `--resume` continues. Ray's usage
@@ -25,20 +25,11 @@ statistics are turned off (`RAY_USAGE_STATS_ENABLED=0`) unless the environment s
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
-import shutil
 import socket
-import tarfile
-import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
-
-from cryptorl_jax.io import write_atomic
-from cryptorl_jax.layout import DONE, RunDir
 
 log = logging.getLogger("cryptorl_jax.cluster")
 
@@ -95,130 +86,14 @@ def _runtime_env() -> dict[str, Any]:
     return {"env_vars": env} if env else {}
 
 
-@dataclass
-class SegmentTaskResult:
-    index: int
-    done: dict[str, Any]
-    archive: bytes | None  # None with a shared filesystem (the task wrote the run dir)
-    host: str
-
-
-def pack_segment(rd: RunDir, index: int) -> bytes:
-    """tar.gz of what a segment wrote: segment_<k>/ (without train/ checkpoints),
-    tensorboard/segment_<k>/ and segment_<k>_regimes.png."""
-    seg = rd.segment(index)
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        tar.add(seg.path, arcname=seg.path.name,
-                filter=lambda ti: None if ti.name.startswith(f"{seg.path.name}/train")
-                else ti)
-        tb = rd.tensorboard_segment(index)
-        if tb.is_dir():
-            tar.add(tb, arcname=f"tensorboard/{seg.path.name}")
-        png = rd.regimes_png(index)
-        if png.is_file():
-            tar.add(png, arcname=png.name)
-    return buf.getvalue()
-
-
-def install_segment(rd: RunDir, index: int, archive: bytes) -> None:
-    """Unpack a segment's archive into the run directory: everything through a staging folder
-    renamed into place, the DONE marker last (a crash midway leaves an unfinished segment that
-    --resume runs again, never a half-written finished one)."""
-    name = rd.segment(index).path.name
-    staging = rd.path / f".incoming_{name}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
-            tar.extractall(staging, filter="data")
-        done_file = staging / name / DONE
-        if not done_file.is_file():
-            raise ClusterError(f"segment {index}: the worker's archive has no {name}/{DONE}")
-        done = done_file.read_bytes()
-        done_file.unlink()
-        target = rd.segment(index).path
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging / name, target)
-        tb_src = staging / "tensorboard" / name
-        if tb_src.is_dir():
-            tb_dst = rd.tensorboard_segment(index)
-            tb_dst.parent.mkdir(parents=True, exist_ok=True)
-            if tb_dst.exists():
-                shutil.rmtree(tb_dst)
-            os.replace(tb_src, tb_dst)
-        png = staging / rd.regimes_png(index).name
-        if png.is_file():
-            os.replace(png, rd.regimes_png(index))
-        write_atomic(target / DONE, done)  # last: the segment is finished
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _segment_task(cfg: Any, run: Any, seg: Any, shared_dir: str | None, resume: bool,
-                  hooks: Any) -> SegmentTaskResult:
-    """Runs in a Ray worker: one walk-forward segment through the shared segment runner."""
-    import platform
-
-    from cryptorl_jax.walkforward import pipeline
-
-    host = platform.node()
-    if shared_dir is not None:
-        rd = RunDir(shared_dir)
-        done = pipeline.run_wfo_segment(cfg, run, seg, rd, progress=False, resume=resume,
-                                        hooks=hooks)
-        return SegmentTaskResult(seg.index, done, None, host)
-    tmp = Path(tempfile.mkdtemp(prefix=f"cryptorl-segment{seg.index}-"))
-    try:
-        rd = RunDir(tmp)
-        done = pipeline.run_wfo_segment(cfg, run, seg, rd, progress=False, resume=False,
-                                        hooks=hooks)
-        return SegmentTaskResult(seg.index, done, pack_segment(rd, seg.index), host)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _segments_task(cfg: Any, run: Any, segs: list[Any], pending: list[int],
-                   shared_dir: str | None, resume: bool, hooks: Any) -> list[SegmentTaskResult]:
-    """Runs in a Ray worker: a batch of walk-forward segments trained in one step
-    (wfo.segments_per_batch, `pipeline.run_wfo_batch`); one result per pending segment."""
-    import platform
-
-    from cryptorl_jax.walkforward import pipeline
-
-    host = platform.node()
-    if shared_dir is not None:
-        rd = RunDir(shared_dir)
-        dones = pipeline.run_wfo_batch(cfg, run, segs, rd, progress=False, resume=resume,
-                                       hooks=hooks)
-        return [SegmentTaskResult(d["segment"], d, None, host) for d in dones]
-    tmp = Path(tempfile.mkdtemp(prefix=f"cryptorl-batch{segs[0].index}-"))
-    try:
-        rd = RunDir(tmp)
-        dones = pipeline.run_wfo_batch(cfg, run, segs, rd, progress=False, resume=False,
-                                       hooks=hooks)
-        return [SegmentTaskResult(d["segment"], d, pack_segment(rd, d["segment"]), host)
-                for d in dones if d["segment"] in pending]
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _batch_task(cfg: Any, market: Any, segments: Any, overrides: Any, population: int) -> Any:
-    """Runs in a Ray worker: one tuning population batch (tune.train_trials), in a scratch
-    directory of the worker's machine."""
-    from cryptorl_jax.walkforward import tune
-
-    tmp = Path(tempfile.mkdtemp(prefix="cryptorl-batch-"))
-    return tune.train_trials(cfg, market, segments, overrides, population, tmp, False)
-
-
 class RayExecutor:
-    """Ray tasks for segments and tuning batches; a context manager that connects to the
-    cluster at `address` (or starts a local instance) and disconnects (shuts a local one
-    down) on exit."""
+    """Each submitted call a Ray task; a context manager that connects to the cluster at
+    `address` (or starts a local instance) and disconnects (shuts a local one down) on exit.
+    `shared_fs`: the calls may write into this machine's run directory (the same path on
+    every host)."""
 
     name = "ray"
+    remote = True
 
     def __init__(self, address: str | None = None, *, gpus_per_task: float | None = None,
                  cpus_per_task: float = 1.0, max_retries: int = 2, shared_fs: bool = False,
@@ -238,7 +113,6 @@ class RayExecutor:
         self.max_in_flight = max_in_flight
         self._ray: Any = None
         self._owned = False
-        self._market_ref: Any = None
         self._remotes: dict[Any, Any] = {}
 
     # -- connection -------------------------------------------------------------------------
@@ -275,7 +149,6 @@ class RayExecutor:
         if self._owned and self._ray is not None:
             self._ray.shutdown()
         self._ray = None
-        self._market_ref = None
         self._remotes = {}
 
     def _gpus(self) -> float:
@@ -293,7 +166,7 @@ class RayExecutor:
 
     @property
     def slots(self) -> int:
-        """How many tasks the cluster runs at once (the tuning batches kept in flight)."""
+        """How many tasks the cluster runs at once (the batches a driver keeps in flight)."""
         if self.max_in_flight is not None:
             return max(1, self.max_in_flight)
         res = self._ray.cluster_resources()
@@ -313,62 +186,27 @@ class RayExecutor:
             raise ClusterError(f"{what} failed on the cluster after {self.max_retries} "
                                f"retries: {type(exc).__name__}: {exc}") from None
 
-    # -- walk-forward segments --------------------------------------------------------------
+    # -- calls ------------------------------------------------------------------------------
 
-    def run_segments(self, cfg: Any, run: Any, segments: list[Any], rd: RunDir, *,
-                     progress: bool, resume: bool, hooks: Any) -> list[int]:
-        """One task per segment, or per batch of wfo.segments_per_batch segments (trained in
-        one step on one worker); each result is installed as it arrives. Returns the segments
-        run, in the order they finished."""
-        if not segments:
-            return []
-        from cryptorl_jax.walkforward.executor import segment_batches
+    def put(self, value: Any) -> Any:
+        """`value` in the object store once; a task given the reference receives the value."""
+        return self._ray.put(value)
 
-        ray = self._ray
-        run_ref = ray.put(run)
-        shared = str(rd.path.absolute()) if self.shared_fs else None
-        batches = segment_batches(cfg, run.segments, segments)
-        if all(len(batch) == 1 for batch, _ in batches):
-            task = self._remote(_segment_task)
-            pending = {task.remote(cfg, run_ref, seg, shared, resume, hooks): [seg]
-                       for seg in segments}
-        else:
-            task = self._remote(_segments_task)
-            pending = {task.remote(cfg, run_ref, batch, [s.index for s in todo], shared,
-                                   resume, hooks): todo for batch, todo in batches}
-        log.info("ray: %d task(s) for %d segment(s) submitted (%s filesystem)", len(pending),
-                 len(segments), "shared" if shared else "no shared")
-        ran: list[int] = []
-        try:
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                segs = pending.pop(ready[0])
-                what = ", ".join(str(s.index) for s in segs)
-                out = self._get(ready[0], f"segment{'s' if len(segs) > 1 else ''} {what}")
-                for res in out if isinstance(out, list) else [out]:
-                    if res.archive is not None:
-                        install_segment(rd, res.index, res.archive)
-                    ran.append(res.index)
-                    log.info("ray: segment %d finished on %s (OOS sharpe %.2f)", res.index,
-                             res.host, res.done.get("sharpe", float("nan")))
-        finally:
-            for ref in pending:
-                with contextlib.suppress(Exception):
-                    ray.cancel(ref, force=True)
-        return ran
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """fn(*args, **kwargs) as a Ray task; returns its object reference."""
+        return self._remote(fn).remote(*args, **kwargs)
 
-    # -- tuning batches ---------------------------------------------------------------------
-
-    def submit_batch(self, cfg: Any, market: Any, segments: list[Any],
-                     overrides: list[list[str]], population: int, workdir: Path) -> Any:
-        """`workdir` is not used: the task trains in a scratch directory on its worker."""
-        if self._market_ref is None:
-            self._market_ref = self._ray.put(market)
-        return self._remote(_batch_task).remote(cfg, self._market_ref, segments, overrides,
-                                                population)
+    def wait(self, handles: Sequence[Any]) -> Any:
+        ready, _ = self._ray.wait(list(handles), num_returns=1)
+        return ready[0]
 
     def result(self, handle: Any, what: str) -> Any:
         return self._get(handle, what)
+
+    def cancel(self, handles: Sequence[Any]) -> None:
+        for ref in handles:
+            with contextlib.suppress(Exception):
+                self._ray.cancel(ref, force=True)
 
 
 @contextlib.contextmanager

@@ -1,12 +1,12 @@
 """The on-disk layout of a walk-forward run: the one place that knows its file names.
 
-    <output dir>/runs.jsonl                 the run registry (backtest.registry)
+    <output dir>/runs.jsonl                 the run registry (report.registry)
     <output dir>/<run_name>/                RunDir
         config.yaml, config.digest          the run's identity (written first)
         run_info.json                       provenance of each invocation (provenance.py)
         oos_returns.parquet, metrics.csv, comparison.csv, baselines.csv,
         multiple_testing.csv, power.csv, summary.md, report.html,
-        equity_curve.png, tearsheet.html    the aggregate report (backtest.report)
+        equity_curve.png, tearsheet.html    the aggregate report (report.write)
         segment_<k>_regimes.png             each segment's filtered regimes
         tensorboard/                        scalars per segment and the run's hparams
         batch_<a>-<b>/train/                a batch's training checkpoints (segments_per_batch)
@@ -20,7 +20,7 @@
             stationarity.csv                the segment's OOS backtest
             DONE                            written last: the segment is finished
 
-Nothing here imports JAX: a finished run is read (cryptorl_jax.results) without it.
+Nothing here imports JAX: a finished run is read (cryptorl_jax.report.runs) without it.
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ class RunDir:
     @property
     def baselines(self) -> Path:
         """The ensemble and each fitted baseline: Sharpe at 0x/1x/2x, PSR, timing null, the
-        settings each segment chose (backtest.evidence)."""
+        settings each segment chose (report.evidence)."""
         return self.path / "baselines.csv"
 
     @property

@@ -14,15 +14,17 @@ import time
 
 import pytest
 
-from cryptorl_jax.cluster import ClusterError, RayExecutor, install_segment, pack_segment
+from cryptorl_jax.cluster import ClusterError, RayExecutor
 from cryptorl_jax.config import load_config
 from cryptorl_jax.hooks import Hooks
 from cryptorl_jax.layout import RunDir
 from cryptorl_jax.market.synthetic import make_market
-from cryptorl_jax.walkforward import pipeline, tune
-from tests.walkforward import golden
-from tests.walkforward.test_pipeline import TINY_WFO
-from tests.walkforward.test_tune import HYPER_SPACE
+from cryptorl_jax.tuning.driver import run_study
+from cryptorl_jax.walkforward import driver
+from cryptorl_jax.walkforward.writer import SegmentArchiveError, install_segment, pack_segment
+from tests.tuning import golden
+from tests.tuning.test_tune import HYPER_SPACE
+from tests.walkforward.test_driver import TINY_WFO
 
 ray = pytest.importorskip("ray")
 
@@ -43,7 +45,7 @@ def cfg():
 def local_run(tmp_path_factory, cfg, market):
     """The reference: the same two segments, one after the other in this process."""
     workdir = tmp_path_factory.mktemp("local") / "tiny"
-    pipeline.run(cfg, workdir, market=market)
+    driver.run(cfg, workdir, market=market)
     return workdir
 
 
@@ -68,7 +70,7 @@ def test_segments_as_ray_tasks_match_the_local_run_without_a_shared_fs(cfg, mark
                                                                        tmp_path):
     workdir = tmp_path / "ray" / "tiny"
     with _ray_executor() as ex:
-        result = pipeline.run(cfg, workdir, market=market, executor=ex)
+        result = driver.run(cfg, workdir, market=market, executor=ex)
     assert not ray.is_initialized()  # the local instance is shut down
     assert sorted(result.segments_run) == [0, 1]
     assert (workdir / "metrics.csv").read_text() == (local_run / "metrics.csv").read_text()
@@ -88,10 +90,10 @@ def test_shared_fs_tasks_write_the_run_dir_and_resume_skips_finished(cfg, market
                                                                       tmp_path):
     workdir = tmp_path / "shared" / "tiny"
     first = load_config(None, [*TWO, "wfo.segments=[0]"])
-    pipeline.run(first, workdir, market=market)  # segment 0 here, as a killed driver left it
+    driver.run(first, workdir, market=market)  # segment 0 here, as a killed driver left it
     done0 = (workdir / "segment_0" / "DONE").read_text()
     with _ray_executor(shared_fs=True) as ex:
-        result = pipeline.run(cfg, workdir, market=market, executor=ex, resume=True)
+        result = driver.run(cfg, workdir, market=market, executor=ex, resume=True)
     assert result.segments_skipped == [0] and result.segments_run == [1]
     assert (workdir / "segment_0" / "DONE").read_text() == done0
     assert (workdir / "segment_1" / "train").is_dir()  # written in place by the worker
@@ -103,7 +105,7 @@ def test_a_worker_killed_mid_segment_is_retried(cfg, market, local_run, tmp_path
     workdir = tmp_path / "retry" / "tiny"
     hooks = Hooks(crash_once=(1, "train", str(marker)))
     with _ray_executor() as ex:
-        pipeline.run(cfg, workdir, market=market, executor=ex, hooks=hooks)
+        driver.run(cfg, workdir, market=market, executor=ex, hooks=hooks)
     assert marker.is_file()  # segment 1's first worker died at the start of training
     assert (workdir / "metrics.csv").read_text() == (local_run / "metrics.csv").read_text()
 
@@ -120,17 +122,17 @@ def test_a_segment_that_keeps_failing_names_the_segment(cfg, market, tmp_path):
     with _ray_executor(max_retries=0) as ex, \
             pytest.raises(ClusterError, match=r"segment 1 failed on the cluster: "
                                               r"ValueError: poisoned encoder input"):
-        pipeline.run(cfg, workdir, market=bad, executor=ex, hooks=Hooks(stop_at=boom))
+        driver.run(cfg, workdir, market=bad, executor=ex, hooks=Hooks(stop_at=boom))
     assert not (workdir / "segment_1" / "DONE").exists()
 
 
 def test_a_tuning_study_through_ray_logs_the_same_trials(market, tmp_path):
     tcfg = load_config(None, [*TINY_WFO, HYPER_SPACE, "tune.segments=[0]"])
-    local = tune.run_study(tcfg, 4, workdir=tmp_path / "local", market=market, progress=False,
-                           population=2)
+    local = run_study(tcfg, 4, workdir=tmp_path / "local", market=market, progress=False,
+                      population=2)
     with _ray_executor() as ex:
-        remote = tune.run_study(tcfg, 4, workdir=tmp_path / "ray", market=market,
-                                progress=False, population=2, executor=ex)
+        remote = run_study(tcfg, 4, workdir=tmp_path / "ray", market=market,
+                           progress=False, population=2, executor=ex)
 
     def records(path):
         out = []
@@ -198,7 +200,7 @@ def test_archive_roundtrip_installs_done_last(tmp_path):
     assert out.done.stat().st_mtime_ns >= out.oos.stat().st_mtime_ns
     # an archive without DONE is refused and installs nothing
     seg.done.unlink()
-    with pytest.raises(ClusterError, match="no segment_3/DONE"):
+    with pytest.raises(SegmentArchiveError, match="no segment_3/DONE"):
         install_segment(RunDir(tmp_path / "dst2"), 3, pack_segment(src, 3))
     assert not (tmp_path / "dst2" / "segment_3").exists()
 
@@ -215,10 +217,10 @@ def test_a_batch_of_segments_is_one_ray_task(cfg, market, tmp_path):
 
     batched = with_overrides(cfg, ["wfo.segments_per_batch=2"])
     local = tmp_path / "local" / "tiny"
-    pipeline.run(batched, local, market=market)
+    driver.run(batched, local, market=market)
     workdir = tmp_path / "ray" / "tiny"
     with _ray_executor() as ex:
-        result = pipeline.run(batched, workdir, market=market, executor=ex)
+        result = driver.run(batched, workdir, market=market, executor=ex)
     assert sorted(result.segments_run) == [0, 1]
     assert (workdir / "metrics.csv").read_text() == (local / "metrics.csv").read_text()
     for k in (0, 1):

@@ -88,7 +88,7 @@ def seed_columns(frame, prefix: str) -> list[str]:
 
 
 def frame_diagnostics(oos, insample=None) -> dict[str, float]:
-    """The diagnostics of one backtest frame (`walkforward.pipeline.backtest_rows`), with the
+    """The diagnostics of one backtest frame (`walkforward.runner.backtest_rows`), with the
     same agents' frame over their own train rows when given. NaN where a column is missing
     (frames written before these columns existed)."""
     nan = float("nan")

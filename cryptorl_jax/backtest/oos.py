@@ -1,7 +1,7 @@
 """The backtest of a range of rows, once: the agent's seeds, every baseline, the cost stress,
 and the metrics of each return series.
 
-The segment runner (`walkforward.pipeline.backtest_rows`) rolls the agents out and hands their
+The segment runner (`walkforward.runner.backtest_rows`) rolls the agents out and hands their
 action paths here; everything after the actions (the replay through the ledger at 1x, 2x and
 0x costs, the fund of the seeds' books, the baselines that read nothing and those fitted on
 the train rows, the benchmark) is computed in this module, and so is the table of metrics per

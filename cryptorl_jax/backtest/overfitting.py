@@ -326,7 +326,7 @@ def selection_overfitting(series: Mapping[int, np.ndarray], best: int | None, n_
     Sharpes (`metrics.expected_max_sharpe`); with fewer than two finished trials that
     variance, and so the DSR, is undefined. The PBO runs CSCV (`pbo_cscv`) on the [periods x
     finished trials] matrix, columns in trial order. Knows nothing of Optuna
-    (`walkforward.tune.study_overfitting` reads a study into these arguments).
+    (`tuning.storage.study_overfitting` reads a study into these arguments).
     """
     from cryptorl_jax.backtest.metrics import expected_max_sharpe, probabilistic_sharpe, sharpe
 

@@ -27,14 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     configure_cli_logging()
     from cryptorl_jax.config import ConfigError, load_config, with_overrides
     from cryptorl_jax.market import DataValidationError
-    from cryptorl_jax.walkforward import pipeline
+    from cryptorl_jax.walkforward import driver
 
     try:
         cfg = load_config(args.config, args.overrides)
         cfg = with_overrides(cfg, [f"wfo.segments=[{args.segment}]", "wfo.max_segments=null",
                                    f"run_name={cfg.run_name}-demo"])
         workdir = Path(args.out or cfg.output.dir) / cfg.run_name
-        result = pipeline.run(cfg, workdir)
+        result = driver.run(cfg, workdir)
     except (ConfigError, DataValidationError, FileNotFoundError, ValueError) as exc:
         print(f"train: error: {exc}", file=sys.stderr)
         return 2

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from cryptorl_jax.cluster import ClusterError
     from cryptorl_jax.config import ConfigError, load_config
     from cryptorl_jax.market import DataValidationError
-    from cryptorl_jax.walkforward.tune import run_study
+    from cryptorl_jax.tuning.driver import run_study
 
     try:
         overrides = list(args.overrides) + (["output.progress=false"] if args.quiet else [])

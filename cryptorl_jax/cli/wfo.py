@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     from cryptorl_jax.cluster import ClusterError
     from cryptorl_jax.config import ConfigError, load_config
     from cryptorl_jax.market import DataValidationError
-    from cryptorl_jax.walkforward import pipeline
+    from cryptorl_jax.walkforward import driver
+    from cryptorl_jax.walkforward.writer import SegmentArchiveError
 
     try:
         overrides = list(args.overrides)
@@ -50,10 +51,10 @@ def main(argv: list[str] | None = None) -> int:
 
         with maybe_executor(args.executor if not args.report_only else "local",
                             **executor_kwargs(args)) as executor:
-            result = pipeline.run(cfg, workdir, resume=args.resume,
-                                  report_only=args.report_only, executor=executor)
-    except (ConfigError, DataValidationError, FileNotFoundError, ValueError,
-            ClusterError) as exc:
+            result = driver.run(cfg, workdir, resume=args.resume,
+                                report_only=args.report_only, executor=executor)
+    except (ConfigError, DataValidationError, FileNotFoundError, ValueError, ClusterError,
+            SegmentArchiveError) as exc:
         print(f"wfo: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

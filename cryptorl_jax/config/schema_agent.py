@@ -180,7 +180,7 @@ class CurriculumConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The TQC training run (`training.train`): budget, parallelism, checkpoints, noise."""
+    """The TQC training run (`training.loop`): budget, parallelism, checkpoints, noise."""
 
     total_env_steps: int = 30_000_000
     """Env steps per agent, summed over its envs."""

@@ -101,7 +101,7 @@ class SearchParam:
 @dataclass(frozen=True)
 class TuneConfig:
     """`cryptorl tune`: an Optuna study nested inside the walk-forward train windows
-    (`walkforward.tune`)."""
+    (`tuning.driver`)."""
 
     val_fraction: float = 0.2
     """Tail of each segment's train rows used to score a trial."""

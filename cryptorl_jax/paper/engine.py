@@ -44,8 +44,13 @@ from cryptorl_jax.env import accounting
 from cryptorl_jax.io import write_json, write_parquet
 from cryptorl_jax.layout import RunDir
 from cryptorl_jax.paper.book import BookState, PaperBook, PaperBookError, SeedBooks
-from cryptorl_jax.walkforward import pipeline
-from cryptorl_jax.walkforward.data import RunData, SegmentMatrix, lookback_rows, slice_data
+from cryptorl_jax.walkforward.data import (
+    RunData,
+    SegmentMatrix,
+    load_segment_transforms,
+    lookback_rows,
+    slice_data,
+)
 from cryptorl_jax.walkforward.evaluate import segment_meta, to_utc
 from cryptorl_jax.walkforward.stages import (
     EncoderStage,
@@ -106,8 +111,8 @@ class SegmentAgent:
 
     def snapshot(self, market: pd.DataFrame) -> Snapshot:
         cfg = self.cfg
-        run = RunData.build(cfg, market, layout=False)
-        sm = pipeline.load_segment_transforms(cfg, run, self.seg_dir)
+        run = RunData.build(cfg, market, with_segments=False)
+        sm = load_segment_transforms(cfg, run, self.seg_dir)
         if not self._loaded:
             self._encoder = load_encoder_model(cfg, sm.matrix.shape[1], self.seg_dir)
         enc = encoder_stage(cfg, self._encoder, sm.matrix)

@@ -1,5 +1,5 @@
 """A tuning study's records as the report reads them: its trial log (trials.jsonl, named by
-wfo.trial_log) and the overfitting.json beside it (`walkforward.tune` writes both)."""
+wfo.trial_log) and the overfitting.json beside it (`tuning` writes both)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def read_trial_log(path: str | None, workdir: Path) -> tuple[int, float, str]:
         if rec.get("state", "COMPLETE") not in ("COMPLETE", "PRUNED"):
             continue
         n += 1
-        # walkforward.tune writes "sharpe" (annualised) whatever tune.metric the value is
+        # tuning writes "sharpe" (annualised) whatever tune.metric the value is
         v = rec["sharpe"] if "sharpe" in rec else rec.get("value")
         if v is not None and rec.get("state", "COMPLETE") == "COMPLETE" and math.isfinite(v):
             values.append(float(v) / math.sqrt(PERIODS))  # annualised -> per period

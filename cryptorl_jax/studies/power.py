@@ -4,11 +4,11 @@
 
 For every family f, strength s and repeat r, `studies.planted.write_planted_market` writes a
 data directory (market seed r) under `<out>/<run_name>-markets/`, and the walk-forward runs on
-it with the same runner as `cryptorl wfo` (`pipeline.run`, any executor), as the config with
-`data.data_dir` pointed there and run_name `<run_name>-<f>-s<s>-r<r>`. The planted oracle's
-sign policy is then replayed through the same backtest over the SAME OOS hours (each segment
-from a flat book, like the agents: `backtest.simulate` with the run's env), so the agent and
-the oracle are measured alike. Outputs in `<out>/<run_name>-power/`:
+it with the same runner as `cryptorl wfo` (`walkforward.driver.run`, any executor), as the
+config with `data.data_dir` pointed there and run_name `<run_name>-<f>-s<s>-r<r>`. The
+planted oracle's sign policy is then replayed through the same backtest over the SAME OOS hours
+(each segment from a flat book, like the agents: `backtest.simulate` with the run's env), so
+the agent and the oracle are measured alike. Outputs in `<out>/<run_name>-power/`:
 
 - `power.csv`: one row per run: the oracle's stitched-OOS Sharpe after costs, the ensemble's
   and each seed's OOS Sharpe, the in-sample Sharpe (its agents over their own train rows),
@@ -154,9 +154,9 @@ def run_config(cfg: Config, cell: Cell, data_dir: Path) -> Config:
 
 def oracle_oos_returns(cfg: Config, data_dir: Path, run: Any) -> pd.Series:
     """The oracle's sign policy replayed like the agents over the run's OOS rows: per segment
-    from a flat book at its first decision (`pipeline.replay_rows`, the run's env: vol
+    from a flat book at its first decision (`walkforward.runner.replay_rows`, the run's env: vol
     targeting, no-trade band, costs, financing), stitched on the run's OOS index."""
-    from cryptorl_jax.walkforward.pipeline import replay_rows
+    from cryptorl_jax.walkforward.runner import replay_rows
 
     market = load_market(cfg.data)
     oracle = pd.read_parquet(data_dir / ORACLE_FILE)
@@ -370,7 +370,7 @@ def run_power(cfg: Config, out_dir: str | Path, families: Sequence[str],
               progress: bool | None = None, executor: Executor | None = None,
               doc: str | Path | None = None, command: str = "") -> PowerResult:
     """Run (or resume) the power study and write its outputs (module docstring)."""
-    from cryptorl_jax.walkforward import pipeline
+    from cryptorl_jax.walkforward import driver
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -384,7 +384,7 @@ def run_power(cfg: Config, out_dir: str | Path, families: Sequence[str],
         run_cfg = run_config(cfg, cell, data_dir)
         run_dir = out_dir / run_cfg.run_name
         log.info("power %s: %s -> %s", cfg.run_name, cell.tag, run_dir)
-        pipeline.run(run_cfg, run_dir, resume=resume, progress=progress, executor=executor)
+        driver.run(run_cfg, run_dir, resume=resume, progress=progress, executor=executor)
         rows.append(cell_row(run_cfg, cell, data_dir, run_dir))
     frame = pd.DataFrame(rows)
     summary = summarise(frame)

@@ -21,7 +21,7 @@ import pandas as pd
 from cryptorl_jax.config import Config, ConfigError, with_overrides
 from cryptorl_jax.report.runs import write_comparison
 from cryptorl_jax.studies.study_doc import write_study_doc
-from cryptorl_jax.walkforward import pipeline
+from cryptorl_jax.walkforward import driver
 
 log = logging.getLogger("cryptorl_jax.study")
 
@@ -55,7 +55,7 @@ def run_study(cfg: Config, out_dir: str | Path, *, resume: bool = False,
         workdir = out_dir / run_cfg.run_name
         log.info("study %s: run %s -> %s", cfg.run_name, name, workdir)
         t0 = time.perf_counter()
-        pipeline.run(run_cfg, workdir, resume=resume, progress=progress, market=market)
+        driver.run(run_cfg, workdir, resume=resume, progress=progress, market=market)
         seconds[name] = time.perf_counter() - t0
         run_dirs.append(workdir)
     compare_dir = out_dir / f"{cfg.run_name}-compare"

@@ -1,4 +1,4 @@
-"""walkforward: the segment layout, the walk-forward run, evaluation and nested tuning."""
+"""walkforward: the segments, the walk-forward run (runner, writer, driver) and evaluation."""
 
 from cryptorl_jax.walkforward.segments import Segment, make_segments
 

@@ -3,7 +3,7 @@
 `RunData` builds the causal features once per run and lays out the segments;
 `fit_segment_transforms` fits the FFD order, robust scaler and HMM on a segment's train rows
 only; `slice_data` cuts the fixed-length arrays the trainer and the backtest read. Shared by the
-segment runner (walkforward.pipeline), tuning trials and `cryptorl evaluate`.
+segment runner (walkforward.runner), tuning trials and `cryptorl evaluate`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from cryptorl_jax.features import (
 from cryptorl_jax.layout import SegmentDir
 from cryptorl_jax.market import load_market
 from cryptorl_jax.regimes import RegimeModel, regime_frame
-from cryptorl_jax.training.train import TrainData
+from cryptorl_jax.training.data import TrainData
 from cryptorl_jax.walkforward.segments import Segment, make_segments
 
 STAGE_MAE, STAGE_TRAIN, STAGE_RANDOM_ENCODER = 1, 2, 3
@@ -56,7 +56,7 @@ def segment_key(cfg: Config, index: int, stage: int) -> jax.Array:
 
 @dataclass
 class RunData:
-    """The run's market, its causal raw features, and the segment layout."""
+    """The run's market, its causal raw features, and its walk-forward segments."""
 
     market: pd.DataFrame
     features: pd.DataFrame  # raw (unscaled) causal features on market.index
@@ -66,15 +66,16 @@ class RunData:
     close: np.ndarray
 
     @classmethod
-    def build(cls, cfg: Config, market: pd.DataFrame, *, layout: bool = True) -> RunData:
-        """Build the causal features of `market` once; with `layout`, lay out the walk-forward
-        segments (ConfigError if the data is too short for one); without it, no segments
-        (evaluate and a tuning trial choose their own rows)."""
+    def build(cls, cfg: Config, market: pd.DataFrame, *,
+              with_segments: bool = True) -> RunData:
+        """Build the causal features of `market` once; `with_segments`: make the walk-forward
+        segments (`segments.make_segments`; ConfigError if the data is too short for one);
+        without, no segments (evaluate and a tuning trial choose their own rows)."""
         traded = cfg.data.traded_asset
         features = build_run_features(cfg, market)
         offset = warmup_rows(features) + lookback_rows(cfg)
         segments: list[Segment] = []
-        if layout:
+        if with_segments:
             check_rows(cfg, len(market) - offset,
                        f"the data after its {offset}-row feature warm-up")
             segments = make_segments(len(market), cfg.wfo, offset=offset, source=cfg.source)
@@ -113,7 +114,7 @@ def build_run_features(cfg: Config, market: pd.DataFrame,
 
 
 def prepare_run(cfg: Config, market: pd.DataFrame | None = None) -> RunData:
-    """Load the market (unless given), build the causal features once, lay out the segments."""
+    """Load the market (unless given), build the causal features once, make the segments."""
     return RunData.build(cfg, load_market(cfg.data) if market is None else market)
 
 

@@ -16,12 +16,16 @@ from typing import Any
 
 import pandas as pd
 
-from cryptorl_jax.backtest.report import plot_equity, write_tearsheet
+from cryptorl_jax.backtest import oos as oos_lib
 from cryptorl_jax.config import load_config, with_overrides
 from cryptorl_jax.io import write_atomic, write_json, write_parquet
 from cryptorl_jax.layout import RunDir
 from cryptorl_jax.market import load_market
-from cryptorl_jax.walkforward import pipeline
+from cryptorl_jax.report.plots import plot_equity
+from cryptorl_jax.report.tearsheet import write_tearsheet
+from cryptorl_jax.walkforward.data import RunData, load_segment_transforms
+from cryptorl_jax.walkforward.runner import backtest_rows
+from cryptorl_jax.walkforward.stages import get_trainer, load_agents, load_encoder_stage
 
 log = logging.getLogger("cryptorl_jax.evaluate")
 
@@ -69,7 +73,7 @@ def evaluate_window(run_dir: str | Path, segment: int | None = None, start: str 
     seg_dir = rd.segment(segment)
     if market is None:
         market = load_market(cfg.data)
-    run = pipeline.RunData.build(cfg, market, layout=False)
+    run = RunData.build(cfg, market, with_segments=False)
     offset = run.offset
     index = market.index
     train_end_time = pd.Timestamp(meta["train_period"][1])
@@ -85,17 +89,17 @@ def evaluate_window(run_dir: str | Path, segment: int | None = None, start: str 
                          f"{offset} rows of warm-up and lookback)")
     if end_row <= start_row:
         raise ValueError(f"the window {index[start_row]} .. {index[end_row]} holds no return")
-    sm = pipeline.load_segment_transforms(cfg, run, seg_dir)
-    enc = pipeline.load_encoder_stage(cfg, sm, seg_dir)
+    sm = load_segment_transforms(cfg, run, seg_dir)
+    enc = load_encoder_stage(cfg, sm, seg_dir)
     emb_dim = None if enc.embeddings is None else enc.embeddings.shape[1]
-    trainer, rollout = pipeline.get_trainer(cfg, sm.matrix.shape[1], emb_dim)
-    agents = pipeline.load_agents(seg_dir.agents, trainer)
-    oos = pipeline.backtest_rows(cfg, run, sm, enc, trainer, agents, start_row, end_row + 1,
-                                 rollout, baseline_seed=cfg.seed)
+    trainer, rollout = get_trainer(cfg, sm.matrix.shape[1], emb_dim)
+    agents = load_agents(seg_dir.agents, trainer)
+    oos = backtest_rows(cfg, run, sm, enc, trainer, agents, start_row, end_row + 1, rollout,
+                        baseline_seed=cfg.seed)
     train_times = pd.date_range(meta["train_period"][0], meta["train_period"][1], freq="h")
     in_sample = int(oos.index.isin(train_times).sum())
-    metrics = pipeline.strategy_metrics(oos)
-    comparison = pipeline.series_metrics(oos)
+    metrics = oos_lib.strategy_metrics(oos)
+    comparison = oos_lib.series_table(oos)
     out = Path(out_dir) if out_dir is not None else (
         run_dir / f"eval_segment{segment}_{index[start_row]:%Y%m%d%H}_{index[end_row]:%Y%m%d%H}")
     out.mkdir(parents=True, exist_ok=True)

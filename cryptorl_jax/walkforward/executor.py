@@ -1,114 +1,94 @@
-"""Where the work of a driver runs: the one executor interface (issue 26).
+"""Where a driver's work runs: the one executor interface (issue 26).
 
-A driver hands an executor two kinds of work: walk-forward segments (`run_segments`: the
-segments run, their files written into the run directory) and tuning batches (`submit_batch`
-then `result`: a batch of trials trained by `tune.train_trials`, its `tune.BatchOutcome`
-returned; `slots` batches may be in flight). `LocalExecutor` runs both in this process, one
-after the other; `cluster.RayExecutor` runs them as Ray tasks. `cryptorl wfo`, `cryptorl tune`
-and `cryptorl power` take either.
+An executor runs callables it is given and knows nothing of what they compute: the
+walk-forward driver (walkforward.driver) submits its batches of segments, the tuning driver
+(tuning.driver) its population batches of trials, each as a module-level function and its
+arguments. `LocalExecutor` runs them in this process, one after the other, when their result
+is asked for; `cluster.RayExecutor` runs them as Ray tasks. `cryptorl wfo`, `cryptorl tune` and
+`cryptorl power` take either.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from cryptorl_jax.config import Config
-    from cryptorl_jax.hooks import Hooks
-    from cryptorl_jax.layout import RunDir
-    from cryptorl_jax.walkforward.data import RunData
-    from cryptorl_jax.walkforward.segments import Segment
-    from cryptorl_jax.walkforward.tune import BatchOutcome
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 
 @runtime_checkable
 class Executor(Protocol):
-    """What the walk-forward, tuning and power drivers need from an executor."""
+    """What the walk-forward, tuning and power drivers need from an executor.
+
+    `remote`: the callables run in other processes (they draw no progress bars there);
+    `shared_fs`: they see this process's filesystem, so they may write into a run directory
+    and keep scratch space under it (otherwise a driver has them work in scratch space of
+    their own and return what they wrote).
+    """
 
     name: str
+    remote: bool
+    shared_fs: bool
 
     @property
     def slots(self) -> int:
-        """How many tuning batches it runs at once (the batches a study keeps in flight)."""
+        """How many callables it runs at once (the batches a driver keeps in flight)."""
         ...
 
-    def run_segments(self, cfg: Config, run: RunData, segments: list[Segment], rd: RunDir, *,
-                     progress: bool, resume: bool, hooks: Hooks) -> list[int]:
-        """Run the walk-forward segments into rd; returns the indices run, as they finished."""
+    def put(self, value: Any) -> Any:
+        """`value` as an argument that many `submit` calls share (sent to the workers once)."""
         ...
 
-    def submit_batch(self, cfg: Config, market: pd.DataFrame, segments: list[Segment],
-                     overrides: list[list[str]], population: int, workdir: Path) -> Any:
-        """Start training one population batch of trials (`tune.train_trials`); returns a
-        handle for `result`. workdir: scratch space where the executor shares this machine's
-        filesystem (a remote task uses its own)."""
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Start fn(*args, **kwargs) (fn: a module-level function); returns a handle for
+        `result`."""
         ...
 
-    def result(self, handle: Any, what: str) -> BatchOutcome:
-        """The batch's outcome; an error that is not the trials' own names `what`."""
+    def wait(self, handles: Sequence[Any]) -> Any:
+        """One of `handles` whose call has finished (or, in this process, the first)."""
+        ...
+
+    def result(self, handle: Any, what: str) -> Any:
+        """The call's return value; an error raised by the call is raised here (naming `what`
+        where it comes from another process)."""
+        ...
+
+    def cancel(self, handles: Sequence[Any]) -> None:
+        """Stop the calls not yet finished (best effort; their results are not asked for)."""
         ...
 
 
-def segment_batches(cfg: Config, layout: list[Segment], pending: list[Segment]
-                    ) -> list[tuple[list[Segment], list[Segment]]]:
-    """(batch, its pending segments) for the pending segments: the run's segments cut into
-    batches of wfo.segments_per_batch in order (fixed, so a resumed batch is the batch its
-    checkpoints were written by); batches with nothing pending are left out."""
-    k = cfg.wfo.segments_per_batch
-    if k == "all":
-        k = max(len(layout), 1)
-    wanted = {s.index for s in pending}
-    out = []
-    for i in range(0, len(layout), int(k)):
-        batch = layout[i:i + int(k)]
-        todo = [s for s in batch if s.index in wanted]
-        if todo:
-            out.append((batch, todo))
-    return out
+@dataclass(eq=False)
+class LocalCall:
+    """A `LocalExecutor` handle: the call, made when its result is asked for."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 class LocalExecutor:
-    """The segments and the tuning batches one after the other, in this process. A batch is
-    trained when its result is asked for (one slot: the study asks, trains, tells in turn)."""
+    """The calls one after the other in this process: a call runs when its result is asked for
+    (one slot: a driver submits, asks, and submits the next in turn)."""
 
     name = "local"
-
-    def __init__(self, *, progress: bool | None = None, keep_dirs: bool = False):
-        self.progress = progress  # the batches' progress bars (None: the config's)
-        self.keep_dirs = keep_dirs  # keep each batch's scratch directory
+    remote = False
+    shared_fs = True
 
     @property
     def slots(self) -> int:
         return 1
 
-    def run_segments(self, cfg: Config, run: RunData, segments: list[Segment], rd: RunDir, *,
-                     progress: bool, resume: bool, hooks: Hooks) -> list[int]:
-        from tqdm.auto import tqdm
+    def put(self, value: Any) -> Any:
+        return value
 
-        from cryptorl_jax.walkforward.pipeline import run_wfo_batch
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return LocalCall(fn, args, kwargs)
 
-        ran: list[int] = []
-        batches = segment_batches(cfg, run.segments, segments)
-        bar = tqdm(total=len(segments), desc="segments", disable=not progress, leave=True)
-        for batch, todo in batches:
-            bar.set_postfix(segment=",".join(str(s.index) for s in todo))
-            run_wfo_batch(cfg, run, batch, rd, progress=progress, resume=resume, hooks=hooks)
-            ran += [s.index for s in todo]
-            bar.update(len(todo))
-        bar.close()
-        return ran
+    def wait(self, handles: Sequence[Any]) -> Any:
+        return handles[0]
 
-    def submit_batch(self, cfg: Config, market: pd.DataFrame, segments: list[Segment],
-                     overrides: list[list[str]], population: int, workdir: Path) -> Any:
-        return (cfg, market, segments, overrides, population, Path(workdir))
+    def result(self, handle: LocalCall, what: str) -> Any:
+        return handle.fn(*handle.args, **handle.kwargs)
 
-    def result(self, handle: Any, what: str) -> BatchOutcome:
-        from cryptorl_jax.walkforward.tune import train_trials
-
-        cfg, market, segments, overrides, population, workdir = handle
-        progress = cfg.output.progress if self.progress is None else self.progress
-        return train_trials(cfg, market, segments, overrides, population, workdir, progress,
-                            keep_dir=self.keep_dirs)
+    def cancel(self, handles: Sequence[Any]) -> None:
+        pass

@@ -26,7 +26,7 @@ from cryptorl_jax.layout import SegmentDir
 from cryptorl_jax.training.logging import ScalarLogger
 from cryptorl_jax.training.rollout import make_rollout
 from cryptorl_jax.training.spec import TrainerSpec
-from cryptorl_jax.training.train import Trainer, make_train
+from cryptorl_jax.training.trainer import Trainer, make_train
 from cryptorl_jax.walkforward.data import (
     STAGE_MAE,
     STAGE_RANDOM_ENCODER,

@@ -41,7 +41,8 @@ def hyper_space_config(cfg):
 
 
 def _study(cfg, market, trials: int, population: int | None) -> dict:
-    from cryptorl_jax.walkforward import stages, tune
+    from cryptorl_jax.tuning.driver import run_study
+    from cryptorl_jax.walkforward import stages
 
     stages._TRAINERS.clear()
     built = []
@@ -55,8 +56,8 @@ def _study(cfg, market, trials: int, population: int | None) -> dict:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            result = tune.run_study(cfg, trials, workdir=Path(tmp), market=market,
-                                    progress=False, population=population)
+            result = run_study(cfg, trials, workdir=Path(tmp), market=market, progress=False,
+                               population=population)
             wall = time.perf_counter() - t0
     finally:
         stages.make_train = make_train

@@ -28,9 +28,9 @@ from cryptorl_jax.paper.book import PaperBook, PaperBookError
 from cryptorl_jax.paper.feeds import CcxtFeed, FeedError, feeds_for, parse_sources
 from cryptorl_jax.paper.session import live, replay
 from cryptorl_jax.paper.status import format_status, paper_status
-from cryptorl_jax.walkforward import pipeline
+from cryptorl_jax.walkforward import driver
 from cryptorl_jax.walkforward.evaluate import evaluate_window
-from tests.walkforward.test_pipeline import TINY_WFO
+from tests.walkforward.test_driver import TINY_WFO
 
 ROOT = Path(__file__).resolve().parents[2]
 HOUR = pd.Timedelta(hours=1)
@@ -48,7 +48,7 @@ def paper_run(tmp_path_factory):
                              f"data.data_dir={data}", "data.cache_dir=null",
                              "output.plots=false"])
     run_dir = base / "run"
-    pipeline.run(cfg, run_dir)
+    driver.run(cfg, run_dir)
     market = load_market(with_overrides(cfg, ["data.end=null"]).data)
     test = pd.read_parquet(run_dir / "segment_0" / "oos.parquet").index
     return run_dir, data, market, test
@@ -394,7 +394,7 @@ def test_replay_equals_evaluate_for_every_encoder_mode(mode, paper_run, tmp_path
                              f"data.data_dir={data}", "data.cache_dir=null",
                              "output.plots=false", f"encoder.mode={mode}"])
     run_dir = tmp_path / "run"
-    pipeline.run(cfg, run_dir)
+    driver.run(cfg, run_dir)
     test = pd.read_parquet(run_dir / "segment_0" / "oos.parquet").index
     res = replay(run_dir, str(test[5]), str(test[16]), market=market, book_dir=tmp_path / "b")
     assert res.booked == 12

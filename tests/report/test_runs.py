@@ -25,13 +25,13 @@ from cryptorl_jax.backtest.metrics import (
     probabilistic_sharpe,
     sharpe,
 )
-from cryptorl_jax.config import ConfigError, load_config
+from cryptorl_jax.config import ConfigError, identity, load_config
 from cryptorl_jax.hooks import Hooks
 from cryptorl_jax.market.synthetic import make_market
 from cryptorl_jax.report import NotARunError, Run, compare_runs
 from cryptorl_jax.studies.study import run_study
-from cryptorl_jax.walkforward import pipeline
-from tests.walkforward.test_pipeline import TINY_WFO
+from cryptorl_jax.walkforward import driver
+from tests.walkforward.test_driver import TINY_WFO
 
 TWO = [*TINY_WFO, "wfo.max_segments=2", "output.tearsheet=true"]
 
@@ -73,8 +73,8 @@ def test_study_writes_the_comparison_and_its_page(study):
 def test_run_load_reads_every_part(runs):
     run = Run.load(runs[0])
     assert run.name == "tiny-s0" and run.segment_numbers == [0, 1]
-    assert run.config == pipeline.run_config(load_config(None, [*TWO, "seed=0",
-                                                                "run_name=tiny-s0"]))
+    assert run.config == identity(load_config(None, [*TWO, "seed=0",
+                                                     "run_name=tiny-s0"]))
     seg_frames = [pd.read_parquet(runs[0] / f"segment_{k}" / "oos.parquet") for k in (0, 1)]
     np.testing.assert_array_equal(run.oos["strategy"].to_numpy(),
                                   np.concatenate([f["strategy"].to_numpy() for f in seg_frames]))
@@ -150,8 +150,8 @@ def test_compare_refuses_different_windows(runs, tmp_path, market):
     short = tmp_path / "short"
     shutil.copytree(runs[1], short)
     shutil.rmtree(short / "segment_1")
-    pipeline.run(load_config(None, [*TWO, "seed=1", "run_name=tiny-s1"]), short,
-                 report_only=True)
+    driver.run(load_config(None, [*TWO, "seed=1", "run_name=tiny-s1"]), short,
+               report_only=True)
     with pytest.raises(ValueError, match=r"same OOS hours.*tiny-s0.*short"):
         compare_runs([runs[0], short], labels=["tiny-s0", "short"])
 
@@ -294,21 +294,21 @@ def test_bad_input_writes_no_config_and_an_unfinished_dir_does_not_lock_it(marke
     work = tmp_path / "r"
     bad = load_config(None, [*TWO, "wfo.segments=[7]"])
     with pytest.raises(ConfigError, match="wfo.segments"):
-        pipeline.run(bad, work, market=market)
+        driver.run(bad, work, market=market)
     assert not (work / "config.yaml").exists()
     # a run killed in its first segment holds no finished segment: another config may replace it
     first = load_config(None, [*TWO, "tqc.gamma=0.9"])
     with pytest.raises(KeyboardInterrupt):
-        pipeline.run(first, work, market=market,
-                     hooks=Hooks(stop_at=lambda k, stage: stage == "train"))
-    # the runner writes a segment's files only when it finishes (write_segment): what a killed
-    # segment leaves is its scratch state, stood in for here by a file of its own
+        driver.run(first, work, market=market,
+                   hooks=Hooks(stop_at=lambda k, stage: stage == "train"))
+    # a segment's files are written only when it finishes (writer.write_segment_files): what a
+    # killed segment leaves is its scratch state, stood in for here by a file of its own
     assert (work / "segment_0").is_dir() and not (work / "segment_0" / "transforms.json").exists()
     (work / "segment_0" / "partial").write_text("left by the killed segment")
     second = load_config(None, [*TWO, "tqc.gamma=0.95"])
     with pytest.raises(KeyboardInterrupt):
-        pipeline.run(second, work, market=market,
-                     hooks=Hooks(stop_at=lambda k, stage: stage == "fit"))
+        driver.run(second, work, market=market,
+                   hooks=Hooks(stop_at=lambda k, stage: stage == "fit"))
     assert (work / "config.digest").read_text().strip() == \
-        pipeline.run_config(second).digest()
+        identity(second).digest()
     assert not (work / "segment_0" / "partial").exists()  # the old partial segment

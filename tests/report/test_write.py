@@ -12,8 +12,8 @@ from cryptorl_jax.config import load_config
 from cryptorl_jax.layout import RunDir
 from cryptorl_jax.market.synthetic import make_market
 from cryptorl_jax.report import read, registry, summary, write
-from cryptorl_jax.walkforward import pipeline
-from tests.walkforward.test_pipeline import TINY_WFO
+from cryptorl_jax.walkforward import driver
+from tests.walkforward.test_driver import TINY_WFO
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def run(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setattr(write, "render_summary", lambda d: seen.append(d) or render(d))
     try:
-        pipeline.run(cfg, workdir, market=make_market(1100, seed=5))
+        driver.run(cfg, workdir, market=make_market(1100, seed=5))
     finally:
         mp.undo()
     return cfg, workdir, seen[-1]

@@ -17,8 +17,8 @@ from cryptorl_jax.market.planted import META_FILE, ORACLE_FILE
 from cryptorl_jax.report import Run
 from cryptorl_jax.studies import power
 from cryptorl_jax.studies.planted import write_planted_market
-from cryptorl_jax.walkforward import pipeline
-from tests.walkforward.test_pipeline import TINY_WFO
+from cryptorl_jax.walkforward.data import lookback_rows
+from tests.walkforward.test_driver import TINY_WFO
 
 SPAN = ("2024-01-01", "2024-03-10")
 
@@ -66,7 +66,7 @@ def test_outputs_and_the_oracle_over_the_runs_oos_hours(study):
     oracle = pd.read_parquet(out / "pw-markets" / "trend-s4-r0" / ORACLE_FILE)
     t0 = market.index.get_loc(oos.index[0])
     t1 = market.index.get_loc(oos.index[-1]) + 1
-    lo = t0 - pipeline.lookback_rows(run_cfg)
+    lo = t0 - lookback_rows(run_cfg)
     a = np.zeros(t1 - lo)
     a[t0 - 1 - lo:t1 - 1 - lo] = oracle["action"].reindex(market.index).to_numpy()[t0 - 1:t1 - 1]
     assert np.array_equal(np.sign(a[t0 - 1 - lo:]), a[t0 - 1 - lo:])  # a sign policy

@@ -13,7 +13,7 @@ from cryptorl_jax.config import EncoderConfig, EnvConfig, TQCConfig, TrainConfig
 from cryptorl_jax.training.loop import TrainControls, train
 from cryptorl_jax.training.spec import HYPER_KEYS, Hyper, Member, TrainerSpec, enters_the_step
 from cryptorl_jax.training.trainer import trainer_for
-from cryptorl_jax.walkforward import stages
+from cryptorl_jax.walkforward.stages import get_trainer
 from tests.training.helpers import synthetic_data, tiny_config
 
 
@@ -34,8 +34,8 @@ def test_hyper_keys_share_one_trainer_and_one_compilation():
                                  "train.curriculum.churn=[[0, 1], [1, 1], [1, 1]]",
                                  "seed=3", "train.checkpoint_every_chunks=7"])
     assert TrainerSpec.from_config(cfg, 4) == TrainerSpec.from_config(other, 4)
-    first, _ = stages.get_trainer(cfg, 4, None)
-    again, _ = stages.get_trainer(other, 4, None)
+    first, _ = get_trainer(cfg, 4, None)
+    again, _ = get_trainer(other, 4, None)
     assert again is first
     shape = with_overrides(cfg, ["tqc.batch_size=16"])
     assert TrainerSpec.from_config(shape, 4) != TrainerSpec.from_config(cfg, 4)

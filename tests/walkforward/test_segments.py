@@ -8,7 +8,7 @@ from cryptorl_jax.config import ConfigError, WFOConfig
 from cryptorl_jax.walkforward.segments import make_segments
 
 
-def test_original_layout():
+def test_the_default_segments_match_the_original():
     segs = make_segments(49_204, WFOConfig())
     assert (segs[0].train_start, segs[0].train_end) == (0, 12_960)
     assert (segs[0].test_start, segs[0].test_end) == (12_960, 15_120)

@@ -1,5 +1,5 @@
 """A tuning trial's rows: the nested split inside a walk-forward segment's train rows (see
-`walkforward.tune`'s docstring), the market cut at the train end, the trial's inputs, and the
+`tuning.driver`'s docstring), the market cut at the train end, the trial's inputs, and the
 validation backtest that scores it."""
 
 from __future__ import annotations
@@ -13,20 +13,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cryptorl_jax.backtest.oos import strategy_metrics
 from cryptorl_jax.config import (
     Config,
     ConfigError,
 )
-from cryptorl_jax.walkforward.pipeline import (
-    RunData,
+from cryptorl_jax.walkforward.data import RunData, lookback_rows, prepare_run
+from cryptorl_jax.walkforward.runner import (
     SegmentControls,
     SegmentInputs,
     backtest_rows,
-    lookback_rows,
-    prepare_run,
-    prepare_segment,
+    prepare_segments,
     run_segment,
-    strategy_metrics,
 )
 from cryptorl_jax.walkforward.segments import Segment
 
@@ -85,7 +83,7 @@ def cut_run(cfg: Config, market: pd.DataFrame, end: int) -> RunData:
     """RunData of a copy of market rows [0, end): later rows do not exist for what follows."""
     cut = market.iloc[:end].copy()
     cut.attrs = dict(market.attrs)
-    return RunData.build(cfg, cut, layout=False)
+    return RunData.build(cfg, cut, with_segments=False)
 
 
 @dataclass
@@ -93,7 +91,7 @@ class TrialInputs:
     """What a trial trains and is scored on in one segment: everything before TQC."""
 
     split: NestedSplit
-    inputs: SegmentInputs  # prepare_segment on the inner segment (its run: the cut market)
+    inputs: SegmentInputs  # prepare_segments of the inner segment (its run: the cut market)
 
 
 def trial_run(cfg: Config, market: pd.DataFrame, seg: Segment) -> tuple[RunData, NestedSplit]:
@@ -116,8 +114,8 @@ def segment_inputs(cfg: Config, market: pd.DataFrame, seg: Segment, workdir: Pat
     """Cut the market at seg's train end, split it, and run the segment runner's preparation
     (transforms and encoder fitted on the inner train rows, the training slice)."""
     run, split = trial_run(cfg, market, seg)
-    inputs = prepare_segment(cfg, run, split.inner_segment(), workdir,
-                             SegmentControls(progress=progress))
+    inputs, = prepare_segments(cfg, run, [split.inner_segment()], [workdir],
+                               SegmentControls(progress=progress))
     _check_cut(inputs.sm, run, seg)
     return TrialInputs(split=split, inputs=inputs)
 
@@ -164,17 +162,18 @@ def validate_segment(cfg: Config, market: pd.DataFrame, seg: Segment, workdir: P
     return scores_of(outcome.oos, split, len(outcome.train.history))
 
 
-def wfo_layout(cfg: Config, market: pd.DataFrame) -> list[Segment]:
+def all_wfo_segments(cfg: Config, market: pd.DataFrame) -> list[Segment]:
     """Every walk-forward segment of the data (wfo.segments / max_segments not applied)."""
-    layout_cfg = dataclasses.replace(cfg, wfo=dataclasses.replace(cfg.wfo, segments=None,
-                                                                  max_segments=None))
-    return prepare_run(layout_cfg, market).segments
+    every = dataclasses.replace(cfg, wfo=dataclasses.replace(cfg.wfo, segments=None,
+                                                             max_segments=None))
+    return prepare_run(every, market).segments
 
 
 def outer_segments(cfg: Config, market: pd.DataFrame,
-                   layout: list[Segment] | None = None) -> list[Segment]:
-    """The walk-forward segments named by tune.segments (the layout cryptorl wfo makes)."""
-    segments = layout if layout is not None else wfo_layout(cfg, market)
+                   wfo_segments: list[Segment] | None = None) -> list[Segment]:
+    """The walk-forward segments named by tune.segments, out of `wfo_segments` (default:
+    `all_wfo_segments`, the segments cryptorl wfo makes)."""
+    segments = wfo_segments if wfo_segments is not None else all_wfo_segments(cfg, market)
     bad = [k for k in cfg.tune.segments if k >= len(segments)]
     if bad or not cfg.tune.segments:
         raise ConfigError("tune.segments", f"segment(s) {bad or '[]'} do not exist: the data "
@@ -182,12 +181,13 @@ def outer_segments(cfg: Config, market: pd.DataFrame,
     return [segments[k] for k in sorted(set(cfg.tune.segments))]
 
 
-def seen_by_tuning(layout: list[Segment], tuned: list[Segment]) -> list[int]:
-    """WFO segments whose test rows start before the last row a tuning trial read.
+def seen_by_tuning(wfo_segments: list[Segment], tuned: list[Segment]) -> list[int]:
+    """The WFO segments (of `wfo_segments`) whose test rows start before the last row a tuning
+    trial read.
 
     Their OOS results are not out of sample for a config chosen by this study: the tuning
     validated on some of their test rows (a later segment's train rows hold earlier test rows).
     """
     last = max(s.train_end for s in tuned)
-    return [s.index for s in layout if s.test_start < last]
+    return [s.index for s in wfo_segments if s.test_start < last]
 

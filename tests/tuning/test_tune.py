@@ -16,15 +16,37 @@ import numpy as np
 import optuna
 import pytest
 
-from cryptorl_jax.backtest.report import read_trial_log
 from cryptorl_jax.config import ConfigError, load_config, with_overrides
 from cryptorl_jax.market.synthetic import make_market
+from cryptorl_jax.report.trials import read_trial_log
 from cryptorl_jax.training.loop import TrainingDivergedError
 from cryptorl_jax.training.spec import Hyper
-from cryptorl_jax.walkforward import data, pipeline, stages, tune
-from cryptorl_jax.walkforward.tuning import trials as tuning_trials
-from tests.walkforward import golden
-from tests.walkforward.test_pipeline import TINY_WFO
+from cryptorl_jax.tuning import split as tuning_split
+from cryptorl_jax.tuning import trials as tuning_trials
+from cryptorl_jax.tuning.driver import run_study
+from cryptorl_jax.tuning.space import check_population_space, check_space, suggest_overrides
+from cryptorl_jax.tuning.split import (
+    NestedSplit,
+    cut_run,
+    nested_split,
+    outer_segments,
+    scores_of,
+    seen_by_tuning,
+)
+from cryptorl_jax.tuning.storage import (
+    BEST_CONFIG,
+    OVERFITTING,
+    TRIAL_LOG,
+    VAL_RETURNS,
+    legacy_study_digest,
+    study_digest,
+    study_overfitting,
+)
+from cryptorl_jax.tuning.trials import score
+from cryptorl_jax.walkforward import data, runner, stages
+from cryptorl_jax.walkforward.segments import Segment
+from tests.tuning import golden
+from tests.walkforward.test_driver import TINY_WFO
 
 SPACE = ("tune.space=["
          "{key: features.scaler_clip, type: float, low: 2.0, high: 8.0}, "
@@ -46,7 +68,7 @@ def market():
 
 @pytest.fixture(scope="module")
 def segment(cfg, market):
-    return tune.outer_segments(cfg, market)[0]
+    return outer_segments(cfg, market)[0]
 
 
 @pytest.fixture(scope="module")
@@ -87,11 +109,11 @@ def study(tmp_path_factory, cfg, poisoned):
     }
     mp = pytest.MonkeyPatch()
     for name, rows_of in patches.items():  # the shared segment runner's stages, wherever
-        for module in (pipeline, data, stages):  # they are looked up (pipeline re-exports)
+        for module in (data, stages, runner, tuning_split):  # they are looked up
             if hasattr(module, name):
                 mp.setattr(module, name, wrap(name, getattr(module, name), rows_of))
     try:
-        result = tune.run_study(cfg, 3, workdir=workdir, market=poisoned, progress=False)
+        result = run_study(cfg, 3, workdir=workdir, market=poisoned, progress=False)
     finally:
         mp.undo()
     return workdir, result, seen
@@ -106,8 +128,8 @@ def test_no_trial_reads_a_row_at_or_after_train_end(study, segment):
     assert result.trials_run == [0, 1, 2]
     assert set(seen) == {"build_run_features", "fit_segment_transforms", "run_encoder_stage",
                          "slice_data", "backtest_rows"}
-    # the first call is the study's segment layout (wfo_layout: where segments start needs the
-    # whole frame's warm-up); its features are not given to any trial
+    # the first call makes the study's walk-forward segments (all_wfo_segments: where they
+    # start needs the whole frame's warm-up); its features are not given to any trial
     assert seen["build_run_features"][0] == 1100
     seen = {**seen, "build_run_features": seen["build_run_features"][1:]}
     for name, rows in seen.items():
@@ -120,7 +142,7 @@ def test_no_trial_reads_a_row_at_or_after_train_end(study, segment):
 
 def test_sequential_study_matches_its_golden_record(study, cfg):
     """The 3-trial study's trial log, best.yaml and overfitting.json as the code before the
-    tuning restructure wrote them (issue 26; tests/walkforward/golden.py)."""
+    tuning restructure wrote them (issue 26; tests/tuning/golden.py)."""
     workdir, _, _ = study
     golden.check("sequential", workdir, cfg)
 
@@ -128,8 +150,8 @@ def test_sequential_study_matches_its_golden_record(study, cfg):
 def test_scores_do_not_depend_on_rows_after_train_end(study, cfg, market, segment, tmp_path):
     """The poisoned market's trial 0 equals a clean market's trial 0 (same seeded sampler)."""
     workdir, _, _ = study
-    clean = tune.run_study(cfg, 1, workdir=tmp_path, market=market, progress=False)
-    poisoned_rec = _log(workdir / tune.TRIAL_LOG)[0]
+    clean = run_study(cfg, 1, workdir=tmp_path, market=market, progress=False)
+    poisoned_rec = _log(workdir / TRIAL_LOG)[0]
     clean_rec = _log(clean.trial_log)[0]
     assert clean_rec["params"] == poisoned_rec["params"]
     assert clean_rec["state"] == poisoned_rec["state"] == "COMPLETE"
@@ -139,12 +161,12 @@ def test_scores_do_not_depend_on_rows_after_train_end(study, cfg, market, segmen
     assert split["val_end"] == segment.train_end
     assert split["val_end"] - split["val_start"] == round(0.2 * (segment.train_end
                                                                  - segment.train_start))
-    assert split["gap"] >= max(cfg.env.window, pipeline.lookback_rows(cfg))
+    assert split["gap"] >= max(cfg.env.window, data.lookback_rows(cfg))
 
 
 def test_trial_log_and_exported_config(study, cfg):
     workdir, result, _ = study
-    records = _log(workdir / tune.TRIAL_LOG)
+    records = _log(workdir / TRIAL_LOG)
     assert [r["number"] for r in records] == [0, 1, 2]
     for r in records:
         assert r["state"] == "COMPLETE" and np.isfinite(r["value"])
@@ -157,10 +179,10 @@ def test_trial_log_and_exported_config(study, cfg):
     assert result.best_trial == best["number"] and result.best_value == best["value"]
 
     exported = load_config(result.best_config)
-    assert exported.wfo.trial_log == str((workdir / tune.TRIAL_LOG).absolute())
+    assert exported.wfo.trial_log == str((workdir / TRIAL_LOG).absolute())
     expected = with_overrides(cfg, best["overrides"])
     expected = dataclasses.replace(expected, run_name="tiny-tuned", wfo=dataclasses.replace(
-        expected.wfo, trial_log=str((workdir / tune.TRIAL_LOG).absolute())))
+        expected.wfo, trial_log=str((workdir / TRIAL_LOG).absolute())))
     assert exported == expected
     assert exported.features.scaler_clip == best["params"]["features.scaler_clip"]
     assert exported.regimes.n_iter == best["params"]["regimes.n_iter"]
@@ -177,12 +199,12 @@ def test_overfitting_statistics_of_the_study(study):
     from cryptorl_jax.backtest.overfitting import pbo_cscv
 
     workdir, result, _ = study
-    stats = json.loads((workdir / tune.OVERFITTING).read_text())
+    stats = json.loads((workdir / OVERFITTING).read_text())
     assert stats == json.loads(json.dumps(result.overfitting))
     assert {"pbo", "best_trial_dsr", "n_trials"} <= set(stats)
     assert stats["n_trials"] == stats["n_completed"] == 3
     trials = sorted(result.study.get_trials(), key=lambda t: t.number)
-    series = [np.asarray(t.user_attrs[tune.VAL_RETURNS]["0"]) for t in trials]
+    series = [np.asarray(t.user_attrs[VAL_RETURNS]["0"]) for t in trials]
     best = series[result.best_trial]
     assert stats["n_validation_hours"] == len(best) > 16
     sharpes = [v.mean() / v.std(ddof=1) for v in series]
@@ -197,7 +219,7 @@ class _Trial:
     def __init__(self, number, state, returns=None, error=None):
         self.number = number
         self.state = type("State", (), {"name": state})()
-        self.user_attrs = {} if returns is None else {tune.VAL_RETURNS: {"0": list(returns)}}
+        self.user_attrs = {} if returns is None else {VAL_RETURNS: {"0": list(returns)}}
         if error:
             self.user_attrs["error"] = error
         self.value = None if returns is None else float(np.mean(returns))
@@ -222,13 +244,13 @@ def test_dsr_is_undefined_with_fewer_than_two_completed_trials(cfg):
     rng = np.random.default_rng(0)
     trials = [_Trial(0, "COMPLETE", rng.normal(0, 0.01, 200)), _Trial(1, "PRUNED"),
               _Trial(2, "FAIL", error="TrainingDivergedError: nan"), _Trial(3, "FAIL")]
-    stats = tune.study_overfitting(_Study(trials), cfg)
+    stats = study_overfitting(_Study(trials), cfg)
     assert stats["n_trials"] == 3  # completed, pruned and diverged count; a dead process not
     assert stats["best_trial_dsr"] is None and stats["best_trial_psr"] is not None
     assert stats["pbo"] is None
     assert any("DSR is undefined" in n for n in stats["notes"])
     trials.append(_Trial(4, "COMPLETE", rng.normal(0, 0.01, 200)))
-    stats = tune.study_overfitting(_Study(trials), cfg)
+    stats = study_overfitting(_Study(trials), cfg)
     assert stats["n_trials"] == 4 and stats["best_trial_dsr"] is not None
     assert stats["pbo"] is not None
 
@@ -236,12 +258,12 @@ def test_dsr_is_undefined_with_fewer_than_two_completed_trials(cfg):
 def test_resumes_from_storage_and_prunes_through_on_chunk(study, cfg, poisoned):
     """A second call continues the numbering, keeps the old trials; its trial is pruned."""
     workdir, first, _ = study
-    before = _log(workdir / tune.TRIAL_LOG)
+    before = _log(workdir / TRIAL_LOG)
     always_prune = optuna.pruners.ThresholdPruner(lower=1e9)  # pnl is never that high
-    again = tune.run_study(cfg, 1, workdir=workdir, market=poisoned, pruner=always_prune,
-                           progress=False)
+    again = run_study(cfg, 1, workdir=workdir, market=poisoned, pruner=always_prune,
+                      progress=False)
     assert again.trials_run == [3] and again.n_trials == 4
-    records = _log(workdir / tune.TRIAL_LOG)
+    records = _log(workdir / TRIAL_LOG)
     assert records[:3] == before
     assert records[3]["state"] == "PRUNED" and records[3]["value"] is None
     assert list(records[3]["intermediate"]) == ["0"]  # stopped after the first chunk
@@ -256,7 +278,7 @@ def test_resumes_from_storage_and_prunes_through_on_chunk(study, cfg, poisoned):
 
     other = with_overrides(cfg, ["env.fee_bps=9"])
     with pytest.raises(ConfigError, match="different base config"):
-        tune.run_study(other, 1, workdir=workdir, market=poisoned, progress=False)
+        run_study(other, 1, workdir=workdir, market=poisoned, progress=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,27 +287,27 @@ def test_resumes_from_storage_and_prunes_through_on_chunk(study, cfg, poisoned):
 
 
 def test_nested_split_rows(cfg):
-    seg = pipeline.Segment(0, 100, 400, 400, 500)
-    s = tune.nested_split(cfg, seg, offset=90)
+    seg = Segment(0, 100, 400, 400, 500)
+    s = nested_split(cfg, seg, offset=90)
     assert s.val_end == 400 and s.val_start == 400 - 60
-    assert s.gap == pipeline.lookback_rows(cfg) >= cfg.env.window
+    assert s.gap == data.lookback_rows(cfg) >= cfg.env.window
     assert s.inner_train_end == s.val_start - s.gap and s.fit_start == 100
-    assert tune.nested_split(cfg, seg, offset=130).fit_start == 130  # longer warm-up
+    assert nested_split(cfg, seg, offset=130).fit_start == 130  # longer warm-up
     embargo = with_overrides(cfg, ["wfo.embargo_hours=80"])  # longer than the lookback
-    assert tune.nested_split(embargo, seg).gap == 80
+    assert nested_split(embargo, seg).gap == 80
     inner = s.inner_segment()
     assert (inner.train_start, inner.train_end, inner.test_start, inner.test_end) == (
         100, s.inner_train_end, s.val_start, 400)
     with pytest.raises(ConfigError, match="tune.val_fraction"):
-        tune.nested_split(with_overrides(cfg, ["tune.val_fraction=0.45"]),
-                          pipeline.Segment(0, 100, 200, 200, 300))
+        nested_split(with_overrides(cfg, ["tune.val_fraction=0.45"]),
+                     Segment(0, 100, 200, 200, 300))
 
 
 def test_cut_run_holds_only_rows_before_the_end(cfg, market):
-    run = tune.cut_run(cfg, market, 500)
+    run = cut_run(cfg, market, 500)
     assert len(run.market) == len(run.features) == len(run.close) == 500
     assert run.market.index[-1] == market.index[499]
-    full = pipeline.build_run_features(cfg, market)
+    full = data.build_run_features(cfg, market)
     np.testing.assert_array_equal(run.features.to_numpy(), full.iloc[:500].to_numpy())
 
 
@@ -295,23 +317,23 @@ def test_suggest_overrides_and_check_space(cfg):
         "{key: encoder.mode, type: categorical, choices: [none, random]}, "
         "{key: output.plots, type: categorical, choices: [true, false]}, "
         "{key: tqc.learning_rate, type: loguniform, low: 1.0e-5, high: 1.0e-3}]")])
-    tune.check_space(space_cfg)
+    check_space(space_cfg)
     trial = optuna.trial.FixedTrial({"tqc.net_arch": "[32, 32]", "encoder.mode": "none",
                                      "output.plots": False, "tqc.learning_rate": 3e-5})
-    out = with_overrides(space_cfg, tune.suggest_overrides(trial, space_cfg.tune.space))
+    out = with_overrides(space_cfg, suggest_overrides(trial, space_cfg.tune.space))
     assert out.tqc.net_arch == (32, 32) and out.encoder.mode == "none"
     assert out.output.plots is False and out.tqc.learning_rate == 3e-5
 
     bad_int = with_overrides(cfg, [
         "tune.space=[{key: regimes.n_iter, type: float, low: 10, high: 20}]"])
     with pytest.raises(ConfigError, match="integer key"):
-        tune.check_space(bad_int)
+        check_space(bad_int)
     bad_range = with_overrides(cfg, [
         "tune.space=[{key: tqc.gamma, type: float, low: 0.9, high: 1.5}]"])
     with pytest.raises(ConfigError, match=r"tune.space\[0\].*tqc.gamma = 1.5"):
-        tune.check_space(bad_range)
+        check_space(bad_range)
     with pytest.raises(ConfigError, match="tune.space.*empty"):
-        tune.check_space(with_overrides(cfg, ["tune.space=[]"]))
+        check_space(with_overrides(cfg, ["tune.space=[]"]))
 
 
 def test_population_mode_searches_the_entropy_learning_rate():
@@ -320,18 +342,18 @@ def test_population_mode_searches_the_entropy_learning_rate():
     space_cfg = load_config(None, [*TINY_WFO, (
         "tune.space=[{key: tqc.ent_coef_learning_rate, type: loguniform, low: 3.0e-4, "
         "high: 1.0e-2}, {key: tqc.learning_rate, type: loguniform, low: 1.0e-4, high: 1.0e-3}]")])
-    tune.check_space(space_cfg)
-    tune.check_population_space(space_cfg)  # no error
+    check_space(space_cfg)
+    check_population_space(space_cfg)  # no error
     trial = optuna.trial.FixedTrial({"tqc.ent_coef_learning_rate": 5e-3,
                                      "tqc.learning_rate": 2e-4})
-    out = with_overrides(space_cfg, tune.suggest_overrides(trial, space_cfg.tune.space))
+    out = with_overrides(space_cfg, suggest_overrides(trial, space_cfg.tune.space))
     hyper = Hyper.from_config(out).tqc
     assert float(hyper.alpha_lr) == pytest.approx(5e-3)
     assert float(hyper.actor_lr) == pytest.approx(2e-4)
     bad = with_overrides(space_cfg, ["tune.space=[{key: tqc.ent_coef_learning_rate, "
                                      "type: float, low: -1.0, high: 1.0e-2}]"])
     with pytest.raises(ConfigError, match=r"tune.space\[0\].*tqc.ent_coef_learning_rate"):
-        tune.check_space(bad)
+        check_space(bad)
 
 
 def test_a_flat_validation_series_scores_zero_and_any_other_undefined_score_fails():
@@ -339,18 +361,18 @@ def test_a_flat_validation_series_scores_zero_and_any_other_undefined_score_fail
     Optuna refuses a NaN value. Such a trial scores 0 (the flat strategy's); an undefined score
     of a series that is not flat is an error naming the metric."""
     flat = {"sharpe": float("nan"), "total_return": 0.0, "flat": True}
-    assert tune.score(flat, "sharpe") == 0.0
-    assert tune.score({"sharpe": 1.5, "flat": False}, "sharpe") == 1.5
+    assert score(flat, "sharpe") == 0.0
+    assert score({"sharpe": 1.5, "flat": False}, "sharpe") == 1.5
     with pytest.raises(ValueError, match="tune.metric 'sharpe' is undefined"):
-        tune.score({"sharpe": float("nan"), "flat": False}, "sharpe")
+        score({"sharpe": float("nan"), "flat": False}, "sharpe")
     import pandas as pd
 
     frame = pd.DataFrame({"strategy": np.zeros(50), "benchmark": np.full(50, 0.001),
                           "exposure": np.zeros(50), "turnover": np.zeros(50)})
-    split = tune.NestedSplit(segment=0, fit_start=0, inner_train_end=10, val_start=20,
-                             val_end=70)
-    scores = tune.scores_of(frame, split, chunks=1)
-    assert scores["flat"] is True and tune.score(scores, "sharpe") == 0.0
+    split = NestedSplit(segment=0, fit_start=0, inner_train_end=10, val_start=20,
+                        val_end=70)
+    scores = scores_of(frame, split, chunks=1)
+    assert scores["flat"] is True and score(scores, "sharpe") == 0.0
 
 
 def test_trial_log_reader_prefers_sharpe(tmp_path):
@@ -382,15 +404,15 @@ def test_cli_rejects_bad_input(tmp_path, repo_root, capsys):
 
 
 def test_seen_by_tuning_flags_earlier_test_rows():
-    layout = [pipeline.Segment(k, 100 * k, 100 * k + 300, 100 * k + 300, 100 * k + 400)
-              for k in range(4)]
-    assert tune.seen_by_tuning(layout, [layout[0]]) == []
-    assert tune.seen_by_tuning(layout, [layout[0], layout[2]]) == [0, 1]
+    wfo_segments = [Segment(k, 100 * k, 100 * k + 300, 100 * k + 300, 100 * k + 400)
+                    for k in range(4)]
+    assert seen_by_tuning(wfo_segments, [wfo_segments[0]]) == []
+    assert seen_by_tuning(wfo_segments, [wfo_segments[0], wfo_segments[2]]) == [0, 1]
 
 
 def test_tune_quick_config_space_is_valid(repo_root):
     cfg = load_config(repo_root / "configs" / "tune_quick.yaml")
-    tune.check_space(cfg)
+    check_space(cfg)
     assert cfg.tune.segments == (0,) and len(cfg.tune.space) >= 6
     base = load_config(repo_root / "configs" / "quick.yaml")
     assert dataclasses.replace(cfg, tune=base.tune, source=None) == base
@@ -400,11 +422,11 @@ WORKER = """
 import sys
 from cryptorl_jax.config import load_config
 from cryptorl_jax.market.synthetic import make_market
-from cryptorl_jax.walkforward import tune
-from tests.walkforward.test_tune import TINY_TUNE
+from cryptorl_jax.tuning.driver import run_study
+from tests.tuning.test_tune import TINY_TUNE
 cfg = load_config(None, [*TINY_TUNE, "train.total_env_steps=128"])
-tune.run_study(cfg, 1, storage=sys.argv[1], workdir=sys.argv[2], market=make_market(1100, seed=5),
-               worker=int(sys.argv[3]), progress=False)
+run_study(cfg, 1, storage=sys.argv[1], workdir=sys.argv[2], market=make_market(1100, seed=5),
+          worker=int(sys.argv[3]), progress=False)
 """
 
 
@@ -428,8 +450,8 @@ def test_two_processes_share_one_storage(tmp_path, repo_root):
     assert all(t.state.name == "COMPLETE" for t in trials)
     assert trials[0].params != trials[1].params  # distinct workers sample differently
     for k in range(2):  # each process rebuilt its log from the shared storage at its end
-        assert len(_log(tmp_path / f"w{k}" / tune.TRIAL_LOG)) >= 1
-        assert load_config(tmp_path / f"w{k}" / tune.BEST_CONFIG).wfo.trial_log
+        assert len(_log(tmp_path / f"w{k}" / TRIAL_LOG)) >= 1
+        assert load_config(tmp_path / f"w{k}" / BEST_CONFIG).wfo.trial_log
 
 
 HYPER_SPACE = ("tune.space=["
@@ -444,8 +466,8 @@ def test_population_study_compiles_once_and_matches_a_sequential_trial(market, t
     study scores the same parameters."""
     cfg = load_config(None, [*TINY_WFO, HYPER_SPACE, "tune.segments=[0]"])
     stages._TRAINERS.clear()
-    pop = tune.run_study(cfg, 4, workdir=tmp_path / "pop", market=market, progress=False,
-                         population=2)
+    pop = run_study(cfg, 4, workdir=tmp_path / "pop", market=market, progress=False,
+                    population=2)
     (trainer, _), = stages._TRAINERS.values()
     assert trainer.population == 2 * cfg.train.n_seeds
     assert trainer.trace_counts["train_chunk"] == 1  # every batch, one compilation
@@ -456,7 +478,7 @@ def test_population_study_compiles_once_and_matches_a_sequential_trial(market, t
     assert pop.best_config.is_file() and pop.overfitting["n_trials"] == 4
     assert pop.overfitting["pbo"] is not None
     golden.check("population", tmp_path / "pop", cfg)
-    seq = tune.run_study(cfg, 1, workdir=tmp_path / "seq", market=market, progress=False)
+    seq = run_study(cfg, 1, workdir=tmp_path / "seq", market=market, progress=False)
     first = _log(seq.trial_log)[0]
     assert first["params"] == records[0]["params"]
     assert first["value"] == pytest.approx(records[0]["value"], rel=2e-3, abs=2e-3)
@@ -464,11 +486,11 @@ def test_population_study_compiles_once_and_matches_a_sequential_trial(market, t
 
 def test_population_mode_refuses_a_key_that_is_not_a_hyperparameter(cfg, market, tmp_path):
     with pytest.raises(ConfigError, match=r"tune.space\[0\].key.*features.scaler_clip.*data"):
-        tune.run_study(cfg, 2, workdir=tmp_path, market=market, progress=False, population=2)
+        run_study(cfg, 2, workdir=tmp_path, market=market, progress=False, population=2)
     shape = load_config(None, [*TINY_WFO, "tune.space=[{key: tqc.batch_size, type: int, "
                                "low: 16, high: 32}]"])
     with pytest.raises(ConfigError, match="changes a shape"):
-        tune.run_study(shape, 2, workdir=tmp_path, market=market, progress=False, population=2)
+        run_study(shape, 2, workdir=tmp_path, market=market, progress=False, population=2)
 
 
 def test_an_error_that_is_not_the_trials_own_fails_it_and_stops_the_study(cfg, market, tmp_path,
@@ -481,8 +503,8 @@ def test_an_error_that_is_not_the_trials_own_fails_it_and_stops_the_study(cfg, m
 
     monkeypatch.setattr(tuning_trials, "validate_segment", boom)
     with pytest.raises(OSError, match="disk full"):
-        tune.run_study(cfg, 3, workdir=tmp_path, market=market, progress=False)
-    records = _log(tmp_path / tune.TRIAL_LOG)
+        run_study(cfg, 3, workdir=tmp_path, market=market, progress=False)
+    records = _log(tmp_path / TRIAL_LOG)
     assert [(r["number"], r["state"]) for r in records] == [(0, "FAIL")]
     assert records[0]["error"] == "OSError: disk full"
     study = optuna.load_study(study_name="tiny-tune", storage=f"sqlite:///{tmp_path}/study.db")
@@ -492,9 +514,9 @@ def test_an_error_that_is_not_the_trials_own_fails_it_and_stops_the_study(cfg, m
         raise TrainingDivergedError("NaN in the critic loss")
 
     monkeypatch.setattr(tuning_trials, "validate_segment", diverge)
-    again = tune.run_study(cfg, 2, workdir=tmp_path, market=market, progress=False)
+    again = run_study(cfg, 2, workdir=tmp_path, market=market, progress=False)
     assert again.trials_run == [1, 2] and again.best_trial is None
-    assert [r["state"] for r in _log(tmp_path / tune.TRIAL_LOG)] == ["FAIL"] * 3
+    assert [r["state"] for r in _log(tmp_path / TRIAL_LOG)] == ["FAIL"] * 3
 
 
 def test_both_executors_implement_the_one_interface():
@@ -502,11 +524,14 @@ def test_both_executors_implement_the_one_interface():
     from cryptorl_jax.walkforward.executor import Executor, LocalExecutor
 
     assert isinstance(LocalExecutor(), Executor)
-    for name in ("name", "slots", "run_segments", "submit_batch", "result"):
-        assert hasattr(RayExecutor, name), name
+    ray_ex = RayExecutor()  # not connected
+    for name in ("name", "remote", "shared_fs", "slots", "put", "submit", "wait", "result",
+                 "cancel"):
+        assert hasattr(RayExecutor, name) or name in vars(ray_ex), name
+    assert ray_ex.remote and not ray_ex.shared_fs and RayExecutor(shared_fs=True).shared_fs
     import inspect
 
-    for name in ("run_segments", "submit_batch", "result"):
+    for name in ("put", "submit", "wait", "result", "cancel"):
         want = list(inspect.signature(getattr(Executor, name)).parameters)
         assert list(inspect.signature(getattr(RayExecutor, name)).parameters) == want, name
         assert list(inspect.signature(getattr(LocalExecutor, name)).parameters) == want, name
@@ -517,18 +542,18 @@ def test_a_study_recorded_with_the_legacy_digest_resumes(cfg, market, tmp_path, 
     resume (the stored digest is brought up to date); another base config is still refused."""
     storage = f"sqlite:///{tmp_path}/study.db"
     old = optuna.create_study(storage=storage, study_name="tiny-tune", direction="maximize")
-    old.set_user_attr("base_config_digest", tune.legacy_study_digest(cfg))
+    old.set_user_attr("base_config_digest", legacy_study_digest(cfg))
 
     def diverge(*a, **k):
         raise TrainingDivergedError("NaN")
 
     monkeypatch.setattr(tuning_trials, "validate_segment", diverge)
-    tune.run_study(cfg, 1, workdir=tmp_path, market=market, progress=False)
+    run_study(cfg, 1, workdir=tmp_path, market=market, progress=False)
     study = optuna.load_study(study_name="tiny-tune", storage=storage)
-    assert study.user_attrs["base_config_digest"] == tune.study_digest(cfg)
+    assert study.user_attrs["base_config_digest"] == study_digest(cfg)
     with pytest.raises(ConfigError, match="different base config"):
-        tune.run_study(with_overrides(cfg, ["env.fee_bps=9"]), 1, workdir=tmp_path,
-                       market=market, progress=False)
+        run_study(with_overrides(cfg, ["env.fee_bps=9"]), 1, workdir=tmp_path,
+                  market=market, progress=False)
 
 
 def test_a_population_batch_with_a_bad_combination_leaves_no_trial_running(market, tmp_path,
@@ -540,7 +565,7 @@ def test_a_population_batch_with_a_bad_combination_leaves_no_trial_running(marke
 
     monkeypatch.setattr(tuning_trials, "with_overrides", bad)
     with pytest.raises(ConfigError, match="a bad combination"):
-        tune.run_study(cfg, 2, workdir=tmp_path, market=market, progress=False, population=2)
+        run_study(cfg, 2, workdir=tmp_path, market=market, progress=False, population=2)
     study = optuna.load_study(study_name="tiny-tune", storage=f"sqlite:///{tmp_path}/study.db")
     assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
     assert all("a bad combination" in t.user_attrs["error"] for t in study.trials)

@@ -2,8 +2,8 @@
 
 `run_study(cfg, n_trials, ...)` runs (or resumes) an Optuna study over `cfg.tune.space`. A trial
 applies its sampled values as dotted overrides to the base config and, for every walk-forward
-segment k in `cfg.tune.segments`, runs the whole segment pipeline on a *nested* split of that
-segment's train rows [train_start, train_end):
+segment k in `cfg.tune.segments`, runs the segment runner (walkforward.runner) on a *nested*
+split of that segment's train rows [train_start, train_end):
 
     inner train  [fit_start, train_end - n_val - gap)   FFD d, scaler, HMM, MAE, TQC fitted here
     gap          [train_end - n_val - gap, train_end - n_val)   read as lookback only
@@ -17,8 +17,8 @@ agent was trained on and on which every transform was fitted (purging, AFML ch. 
 
 The OOS test rows are never read: each segment's trial starts by cutting the market frame to
 rows < train_end (a copy), then builds the causal features of that cut frame; every later stage
-receives only the cut frame and arrays derived from it. Only the segment layout (row indices)
-is taken from the full frame, as cryptorl wfo makes it.
+receives only the cut frame and arrays derived from it. Only the segments' row indices are
+taken from the full frame, as cryptorl wfo makes them.
 
 Use tune.segments = [0] (the default) for a clean walk-forward afterwards: a later segment's
 train rows hold earlier segments' test rows, so tuning on it validates on rows that are OOS for
@@ -35,7 +35,7 @@ keep it complete) and `best.yaml` (the base config with the best trial's values 
 `wfo.trial_log` pointing to the trial log, which the WFO report reads), and `overfitting.json`
 (the best trial's Deflated Sharpe on its validation rows and the PBO, `study_overfitting`).
 
-Compilation: the trainer cache (`pipeline.get_trainer`) is keyed on the `TrainerSpec`, so the
+Compilation: the trainer cache (`stages.get_trainer`) is keyed on the `TrainerSpec`, so the
 dynamic hyperparameters (`training.spec.HYPER_KEYS`: learning rates, gamma, tau, entropy, grad
 norm, reward scale, curriculum schedules) never recompile; a searched key that sets a shape or
 a code path (net width, batch, encoder settings, ...) compiles the training step once per
@@ -70,57 +70,39 @@ import pandas as pd
 
 from cryptorl_jax.config import Config, ConfigError
 from cryptorl_jax.market import load_market
-from cryptorl_jax.walkforward.executor import Executor, LocalExecutor
-from cryptorl_jax.walkforward.segments import Segment
-from cryptorl_jax.walkforward.tuning.space import (  # noqa: F401 (re-exported)
+from cryptorl_jax.tuning.space import (
     check_population_space,
     check_space,
-    override_text,
-    suggest_overrides,
 )
-from cryptorl_jax.walkforward.tuning.split import (  # noqa: F401 (re-exported)
-    SCORE_KEYS,
-    NestedSplit,
-    TrialInputs,
-    cut_run,
+from cryptorl_jax.tuning.split import (
+    all_wfo_segments,
     nested_split,
     outer_segments,
-    score_agents,
-    scores_of,
     seen_by_tuning,
-    segment_inputs,
-    trial_run,
-    validate_segment,
-    wfo_layout,
 )
-from cryptorl_jax.walkforward.tuning.storage import (  # noqa: F401 (re-exported)
+from cryptorl_jax.tuning.storage import (
     BEST_CONFIG,
     OVERFITTING,
     TRIAL_LOG,
-    VAL_RETURNS,
     export_best,
     legacy_study_digest,
     make_storage,
     storage_lock,
     study_digest,
-    study_overfitting,
-    trial_record,
-    trials_tried,
     write_overfitting,
     write_trial_log,
 )
-from cryptorl_jax.walkforward.tuning.trials import (  # noqa: F401 (re-exported)
-    PRUNE_METRIC,
-    BatchOutcome,
-    TrialOutcome,
+from cryptorl_jax.tuning.trials import (
     begin_trial,
     default_pruner,
     error_text,
     record_trial,
-    score,
     tell_trial,
     train_trials,
+    train_trials_in_scratch,
 )
+from cryptorl_jax.walkforward.executor import Executor, LocalExecutor
+from cryptorl_jax.walkforward.segments import Segment
 
 log = logging.getLogger("cryptorl_jax.tune")
 
@@ -167,12 +149,16 @@ def _sequential_trial(cfg: Config, market: pd.DataFrame, segments: list[Segment]
 
 def _population_trials(cfg: Config, market: pd.DataFrame, segments: list[Segment], study: Any,
                        workdir: Path, population: int, n_trials: int, executor: Executor,
-                       trial_log: Path) -> list[int]:
-    """Ask P trials at a time, send each batch to the executor (keeping `executor.slots` in
-    flight), and record the outcomes in the order the batches were asked for. Returns the
-    trials run. If the executor fails (not a trial's own error), every trial asked and not yet
-    told fails with the error, so that none stays RUNNING in the storage."""
+                       trial_log: Path, progress: bool, keep_dirs: bool) -> list[int]:
+    """Ask P trials at a time, send each batch to the executor (`train_trials`, keeping
+    `executor.slots` in flight), and record the outcomes in the order the batches were asked
+    for. Returns the trials run. If the executor fails (not a trial's own error), every trial
+    asked and not yet told fails with the error, so that none stays RUNNING in the storage.
+    A batch trains in workdir/trials/batch_<first trial> where the executor's calls see this
+    filesystem (kept with keep_dirs), else in scratch space of its own
+    (`train_trials_in_scratch`)."""
     ran: list[int] = []
+    market_ref = executor.put(market)
     left = n_trials
     in_flight: collections.deque = collections.deque()
     while left > 0 or in_flight:
@@ -185,8 +171,14 @@ def _population_trials(cfg: Config, market: pd.DataFrame, segments: list[Segment
                     trial.set_user_attr("error", error_text(exc))
                     tell_trial(study, trial, None, "FAIL")
                 raise
-            handle = executor.submit_batch(cfg, market, segments, overrides, population,
-                                           workdir / "trials" / f"batch_{batch[0].number}")
+            if executor.shared_fs:
+                handle = executor.submit(train_trials, cfg, market_ref, segments, overrides,
+                                         population, workdir / "trials" /
+                                         f"batch_{batch[0].number}",
+                                         progress and not executor.remote, keep_dir=keep_dirs)
+            else:
+                handle = executor.submit(train_trials_in_scratch, cfg, market_ref, segments,
+                                         overrides, population)
             in_flight.append((batch, overrides, handle))
             left -= len(batch)
         batch, overrides, handle = in_flight.popleft()  # told in the order asked
@@ -256,9 +248,9 @@ def run_study(cfg: Config, n_trials: int, storage: str | None = None,
     progress = cfg.output.progress if progress is None else progress
     if market is None:
         market = load_market(cfg.data)
-    layout = wfo_layout(cfg, market)
-    segments = outer_segments(cfg, market, layout)
-    seen = seen_by_tuning(layout, segments)
+    wfo_segments = all_wfo_segments(cfg, market)
+    segments = outer_segments(cfg, market, wfo_segments)
+    seen = seen_by_tuning(wfo_segments, segments)
     note = ""
     if seen:
         note = (f"WARNING: the tuning validated on rows up to {max(s.train_end for s in segments)}"
@@ -300,10 +292,9 @@ def run_study(cfg: Config, n_trials: int, storage: str | None = None,
                                              progress, keep_trial_dirs))
                 write_trial_log(study, trial_log)
         else:
-            ex = executor if executor is not None else LocalExecutor(
-                progress=progress, keep_dirs=keep_trial_dirs)
+            ex = executor if executor is not None else LocalExecutor()
             ran.extend(_population_trials(cfg, market, segments, study, workdir, population,
-                                          n_trials, ex, trial_log))
+                                          n_trials, ex, trial_log, progress, keep_trial_dirs))
     finally:
         n_logged = write_trial_log(study, trial_log)
         trials_dir = workdir / "trials"

@@ -22,7 +22,7 @@ from cryptorl_jax.config import (
     with_overrides,
 )
 from cryptorl_jax.io import write_atomic, write_json
-from cryptorl_jax.walkforward.tuning.space import override_text
+from cryptorl_jax.tuning.space import override_text
 
 TRIAL_LOG = "trials.jsonl"
 BEST_CONFIG = "best.yaml"

@@ -4,12 +4,12 @@ best.yaml and overfitting.json.
 
 A study's outputs are normalised (`normalise`: the trial log without its wall-clock fields,
 best.yaml with the study's directory replaced by <WORKDIR>, overfitting.json) and compared with
-`tests/walkforward/fixtures/tune/<name>.json` by `check`. Numbers compare to a relative 1e-3:
+`tests/tuning/fixtures/<name>.json` by `check`. Numbers compare to a relative 1e-3:
 the fixtures were written on one x86-64 CPU and XLA's CPU code may round differently on another
 (CI's), which a few dozen training updates can amplify well past 1e-6; a change of behaviour
 moves a validation Sharpe by far more. Every structural field (trial numbers, states, params,
 overrides, the YAML's keys) compares exactly. To rewrite a fixture after a change that is MEANT
-to change the numbers: CRYPTORL_WRITE_GOLDEN=1 pytest tests/walkforward/test_tune.py
+to change the numbers: CRYPTORL_WRITE_GOLDEN=1 pytest tests/tuning/test_tune.py
 tests/test_cluster.py, and say so in the commit.
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-FIXTURES = Path(__file__).parent / "fixtures" / "tune"
+FIXTURES = Path(__file__).parent / "fixtures"
 WALL_CLOCK = ("datetime_start", "datetime_complete", "duration_s")
 RTOL = 1e-3
 

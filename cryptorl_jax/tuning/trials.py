@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import math
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,21 +22,18 @@ from cryptorl_jax.config import (
     ConfigError,
     with_overrides,
 )
+from cryptorl_jax.training.loop import TrainControls, TrainingDivergedError, train
 from cryptorl_jax.training.spec import Hyper, Member
-from cryptorl_jax.training.train import TrainingDivergedError, train
-from cryptorl_jax.walkforward.pipeline import (
-    STAGE_TRAIN,
-    get_trainer,
-    segment_key,
-)
-from cryptorl_jax.walkforward.segments import Segment
-from cryptorl_jax.walkforward.tuning.space import suggest_overrides
-from cryptorl_jax.walkforward.tuning.split import (
+from cryptorl_jax.tuning.space import suggest_overrides
+from cryptorl_jax.tuning.split import (
     score_agents,
     segment_inputs,
     validate_segment,
 )
-from cryptorl_jax.walkforward.tuning.storage import VAL_RETURNS
+from cryptorl_jax.tuning.storage import VAL_RETURNS
+from cryptorl_jax.walkforward.data import STAGE_TRAIN, segment_key
+from cryptorl_jax.walkforward.segments import Segment
+from cryptorl_jax.walkforward.stages import get_trainer
 
 log = logging.getLogger("cryptorl_jax.tune")
 
@@ -138,6 +136,14 @@ def train_trials(cfg: Config, market: pd.DataFrame, segments: list[Segment],
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def train_trials_in_scratch(cfg: Config, market: pd.DataFrame, segments: list[Segment],
+                            overrides: list[list[str]], population: int) -> BatchOutcome:
+    """`train_trials` of a population batch in a scratch directory of the machine it runs on
+    (an executor's call that does not see the study's directory), without progress bars."""
+    tmp = Path(tempfile.mkdtemp(prefix="cryptorl-batch-"))
+    return train_trials(cfg, market, segments, overrides, population, tmp, False)
+
+
 def _train_alone(cfg: Config, market: pd.DataFrame, segments: list[Segment],
                  overrides: list[str], workdir: Path, progress: bool,
                  stop: Callable[[int, float], bool] | None) -> TrialOutcome:
@@ -201,10 +207,10 @@ def _train_population(cfg: Config, market: pd.DataFrame, segments: list[Segment]
 
             result = train(cfg, inputs.data, workdir / f"segment_{seg.index}" / "train",
                            key=segment_key(cfg, seg.index, STAGE_TRAIN), trainer=trainer,
-                           encoder_params=inputs.enc.finetune_params, resume=False,
-                           progress=progress, tensorboard_dir=None,
-                           desc=f"population of {n} trials, segment {seg.index}",
-                           on_chunk=on_chunk, members=members)
+                           encoder_params=inputs.enc.finetune_params, members=members,
+                           controls=TrainControls(
+                               resume=False, progress=progress, on_chunk=on_chunk,
+                               desc=f"population of {n} trials, segment {seg.index}"))
             for i in range(n):
                 agents = jax.tree.map(lambda x, i=i: x[i * n_seeds:(i + 1) * n_seeds],
                                       result.state.agent)

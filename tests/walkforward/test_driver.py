@@ -1,4 +1,5 @@
-"""The walk-forward run on a synthetic market: layout, report consistency, determinism, resume.
+"""The walk-forward run on a synthetic market: its files, report consistency, determinism,
+resume.
 
 One module-scoped uninterrupted run is compared with a second identical run and with a run that
 is killed inside segment 2's training and resumed. All runs share one compilation (the trainer
@@ -14,10 +15,11 @@ import pandas as pd
 import pytest
 
 from cryptorl_jax.backtest.metrics import compute_metrics
-from cryptorl_jax.config import load_config, with_overrides
+from cryptorl_jax.config import identity, load_config, with_overrides
 from cryptorl_jax.hooks import Hooks
 from cryptorl_jax.market.synthetic import make_market
-from cryptorl_jax.walkforward import pipeline, stages
+from cryptorl_jax.walkforward import driver, stages
+from cryptorl_jax.walkforward.data import prepare_run
 
 TINY_WFO = [
     "run_name=tiny", "output.progress=false", "output.tearsheet=false",
@@ -50,7 +52,7 @@ def cfg():
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory, cfg, market):
     workdir = tmp_path_factory.mktemp("wfo") / "tiny"
-    result = pipeline.run(cfg, workdir, market=market)
+    result = driver.run(cfg, workdir, market=market)
     return workdir, result
 
 
@@ -75,13 +77,13 @@ def test_outputs_and_oos_layout(full_run, cfg, market):
         assert entropy["members"]["final_entropy"] == last["members"]["entropy"]
         assert entropy["target_entropy"] == -1.0 and entropy["chunk"] == last["chunk"]
     assert (workdir / "tensorboard" / "segment_0").is_dir()
-    assert load_config(workdir / "config.yaml") == pipeline.run_config(cfg)
+    assert load_config(workdir / "config.yaml") == identity(cfg)
 
     oos = pd.read_parquet(workdir / "oos_returns.parquet")
     # contiguous hourly, equal to the concatenation of the per-segment test windows
     steps = np.diff(oos.index.as_unit("ns").asi8)
     assert (steps == 3600 * 10**9).all()
-    run = pipeline.prepare_run(cfg, market)
+    run = prepare_run(cfg, market)
     expected = np.concatenate([np.arange(s.test_start, s.test_end) for s in run.segments])
     np.testing.assert_array_equal(oos.index, market.index[expected])
     for seg in run.segments:
@@ -119,7 +121,7 @@ def test_metrics_csv_recomputes_from_oos_returns(full_run):
 def test_same_config_and_seed_give_identical_metrics(full_run, cfg, market, tmp_path):
     workdir, _ = full_run
     again = tmp_path / "tiny"
-    pipeline.run(cfg, again, market=market)
+    driver.run(cfg, again, market=market)
     assert (again / "metrics.csv").read_text() == (workdir / "metrics.csv").read_text()
 
 
@@ -127,13 +129,13 @@ def test_killed_in_segment_2_and_resumed(full_run, cfg, market, tmp_path):
     workdir, _ = full_run
     resumed = tmp_path / "tiny"
     with pytest.raises(KeyboardInterrupt):
-        pipeline.run(cfg, resumed, market=market, hooks=Hooks(kill_at=(1, 2)))
+        driver.run(cfg, resumed, market=market, hooks=Hooks(kill_at=(1, 2)))
     assert (resumed / "segment_0" / "DONE").is_file()
     assert not (resumed / "segment_1" / "DONE").exists()
     assert (resumed / "segment_1" / "train" / "checkpoints" / "2").is_dir()
     done0 = (resumed / "segment_0" / "DONE").read_text()
     mtime0 = (resumed / "segment_0" / "oos.parquet").stat().st_mtime_ns
-    result = pipeline.run(cfg, resumed, market=market, resume=True)
+    result = driver.run(cfg, resumed, market=market, resume=True)
     assert result.segments_skipped == [0] and result.segments_run == [1, 2]
     assert (resumed / "segment_0" / "DONE").read_text() == done0
     assert (resumed / "segment_0" / "oos.parquet").stat().st_mtime_ns == mtime0
@@ -146,17 +148,17 @@ def test_report_only_and_refuses_other_config(full_run, cfg):
     workdir, _ = full_run
     before = (workdir / "metrics.csv").read_text()
     (workdir / "metrics.csv").unlink()
-    result = pipeline.run(cfg, workdir, report_only=True)
+    result = driver.run(cfg, workdir, report_only=True)
     assert result.segments_run == [] and (workdir / "metrics.csv").read_text() == before
     # another process running other segments of the same study is welcome
-    again = pipeline.run(load_config(None, [*TINY_WFO, "wfo.segments=[1, 2]"]), workdir,
-                         resume=True)
+    again = driver.run(load_config(None, [*TINY_WFO, "wfo.segments=[1, 2]"]), workdir,
+                       resume=True)
     assert again.segments_skipped == [1, 2] and again.segments_run == []
     other = load_config(None, [*TINY_WFO, "tqc.gamma=0.9"])
     from cryptorl_jax.config import ConfigError
 
     with pytest.raises(ConfigError, match="different config"):
-        pipeline.run(other, workdir, report_only=True)
+        driver.run(other, workdir, report_only=True)
 
 
 def test_evaluate_reproduces_a_segments_oos(full_run, market, tmp_path):
@@ -183,7 +185,7 @@ def test_evaluate_reproduces_a_segments_oos(full_run, market, tmp_path):
 def test_other_encoder_modes_run(mode, market, tmp_path):
     cfg = load_config(None, [*TINY_WFO, f"encoder.mode={mode}", "wfo.max_segments=1",
                              "output.plots=false"])
-    result = pipeline.run(cfg, tmp_path / mode, market=market)
+    result = driver.run(cfg, tmp_path / mode, market=market)
     assert result.segments_run == [0]
     table = pd.read_csv(tmp_path / mode / "metrics.csv", dtype={"segment": str})
     assert np.isfinite(table["sharpe"]).all()
@@ -260,7 +262,7 @@ def test_report_opens_with_the_verdict_and_shows_the_diagnostics(full_run, cfg):
     tables; diagnostics.csv holds each segment's in-sample vs OOS Sharpe, and Run.load reads
     it."""
     from cryptorl_jax.backtest import diagnostics
-    from cryptorl_jax.results import Run
+    from cryptorl_jax.report import Run
 
     workdir, _ = full_run
     summary = (workdir / "summary.md").read_text()
@@ -306,7 +308,7 @@ def test_oos_dsr_counts_the_runs_over_the_same_window(full_run, cfg, tmp_path):
     planted = {**other, "config_digest": "a-fourth", "market": "/planted/trend-s4-r0:BTC"}
     (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n"
                                                  for r in (other, elsewhere, planted)))
-    pipeline.run(cfg, copy, report_only=True)
+    driver.run(cfg, copy, report_only=True)
     table = pd.read_csv(copy / "metrics.csv", dtype={"segment": str}).set_index("segment")
     assert table.loc["all", "n_trials"] == 2  # the third run covers another window
     var = np.var([sr, sr + 0.01], ddof=1)
@@ -322,7 +324,7 @@ def test_baselines_that_read_the_market_are_backtested_and_tested(full_run, cfg)
     beside the agents at the three costs; the report holds their table, SPA / StepM against
     buy & hold and flat, the power table and the sceptic's N."""
     from cryptorl_jax.backtest.strategies import momentum_actions
-    from cryptorl_jax.results import Run
+    from cryptorl_jax.report import Run
 
     workdir, _ = full_run
     run = Run.load(workdir)
@@ -333,7 +335,7 @@ def test_baselines_that_read_the_market_are_backtested_and_tested(full_run, cfg)
             assert col in oos.columns, col
         assert n in run.comparison.index and n in run.baselines.index
     # the momentum actions out of sample are sign(p_t - p_{t-k}) with each segment's own k
-    market = pipeline.prepare_run(cfg, make_market(1100, seed=5))
+    market = prepare_run(cfg, make_market(1100, seed=5))
     for seg in market.segments:
         k = json.loads((workdir / f"segment_{seg.index}" / "baselines.json").read_text())[
             "momentum"]["lookback"]
@@ -358,10 +360,10 @@ def test_baselines_that_read_the_market_are_backtested_and_tested(full_run, cfg)
 
 def test_poisoned_future_leaves_segment_0_bit_identical(full_run, cfg, market, tmp_path):
     """Garbage in every row after segment 0's train end: its fitted pieces do not change."""
-    from cryptorl_jax.walkforward.pipeline import load_agents
+    from cryptorl_jax.walkforward.stages import load_agents
 
     workdir, _ = full_run
-    seg = pipeline.prepare_run(cfg, market).segments[0]
+    seg = prepare_run(cfg, market).segments[0]
     poisoned = market.copy()
     rng = np.random.default_rng(99)
     tail = poisoned.index[seg.train_end:]
@@ -371,7 +373,7 @@ def test_poisoned_future_leaves_segment_0_bit_identical(full_run, cfg, market, t
         values = poisoned.loc[tail, col].to_numpy()
         poisoned.loc[tail, col] = values * rng.lognormal(0.0, 0.5, len(values))[::-1]
     run_dir = tmp_path / "tiny"
-    pipeline.run(load_config(None, [*TINY_WFO, "wfo.segments=[0]"]), run_dir, market=poisoned)
+    driver.run(load_config(None, [*TINY_WFO, "wfo.segments=[0]"]), run_dir, market=poisoned)
     a, b = workdir / "segment_0", run_dir / "segment_0"
     for name in ("scaler.json", "regime_model.json", "transforms.json", "train_history.json",
                  "baselines.json"):
@@ -413,7 +415,7 @@ def test_segments_in_one_batch_equal_the_sequential_run(full_run, cfg, market, t
     batched_cfg = with_overrides(cfg, ["wfo.segments_per_batch=3"])
     stages._TRAINERS.clear()
     out = tmp_path / "tiny"
-    result = pipeline.run(batched_cfg, out, market=market)
+    result = driver.run(batched_cfg, out, market=market)
     assert result.segments_run == [0, 1, 2]
     (trainer, _), = stages._TRAINERS.values()
     assert trainer.segments == 3 and trainer.trace_counts["train_chunk"] == 1
@@ -433,15 +435,15 @@ def test_a_batch_killed_in_training_resumes(cfg, market, tmp_path, caplog):
     caplog.set_level("INFO", logger="cryptorl_jax.training")
     batched_cfg = with_overrides(cfg, ["wfo.segments_per_batch=2"])
     straight = tmp_path / "straight"
-    pipeline.run(batched_cfg, straight, market=market)
+    driver.run(batched_cfg, straight, market=market)
     resumed = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        pipeline.run(batched_cfg, resumed, market=market, hooks=Hooks(kill_at=(1, 2)))
+        driver.run(batched_cfg, resumed, market=market, hooks=Hooks(kill_at=(1, 2)))
     assert not any((resumed / f"segment_{k}" / "DONE").exists() for k in range(3))
     ckpt = resumed / "batch_0-1" / "train" / "checkpoints" / "2"
     assert ckpt.is_dir()
     written = ckpt.stat().st_mtime_ns
-    result = pipeline.run(batched_cfg, resumed, market=market, resume=True)
+    result = driver.run(batched_cfg, resumed, market=market, resume=True)
     assert result.segments_run == [0, 1, 2]
     # training went on from the checkpoint (it was not written again)
     assert not ckpt.exists() or ckpt.stat().st_mtime_ns == written
@@ -452,13 +454,13 @@ def test_a_batch_killed_in_training_resumes(cfg, market, tmp_path, caplog):
     # segment 0's files as they were; then the next batch runs
     again = tmp_path / "again"
     with pytest.raises(KeyboardInterrupt):
-        pipeline.run(batched_cfg, again, market=market,
-                     hooks=Hooks(stop_at=lambda seg, stage: (seg, stage) == (1, "report")))
+        driver.run(batched_cfg, again, market=market,
+                   hooks=Hooks(stop_at=lambda seg, stage: (seg, stage) == (1, "report")))
     assert (again / "segment_0" / "DONE").is_file()
     assert not (again / "segment_1" / "DONE").exists()
     done0 = (again / "segment_0" / "DONE").read_text()
     mtime0 = (again / "segment_0" / "oos.parquet").stat().st_mtime_ns
-    result = pipeline.run(batched_cfg, again, market=market, resume=True)
+    result = driver.run(batched_cfg, again, market=market, resume=True)
     assert result.segments_skipped == [0] and result.segments_run == [1, 2]
     assert (again / "segment_0" / "DONE").read_text() == done0
     assert (again / "segment_0" / "oos.parquet").stat().st_mtime_ns == mtime0

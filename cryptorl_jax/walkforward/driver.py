@@ -1,0 +1,277 @@
+"""The walk-forward driver: `run(cfg, workdir)`, what `cryptorl wfo` (scripts/wfo.py) calls.
+
+For the segments of `data.prepare_run` (features built once for the run: they are causal) it
+  1. checks the run directory's config (`config.identity`: a finished segment of another
+     config is refused) and records the invocation in run_info.json;
+  2. skips the segments finished before (--resume) or clears them;
+  3. cuts the pending segments into batches of wfo.segments_per_batch (`segment_batches`) and
+     hands each batch to the executor (walkforward.executor) as `run_batch`: the runner
+     computes the batch (`runner.run_segments`: transforms, encoder, baselines, TQC, the OOS
+     and in-sample backtests), then the writer writes each segment's files and its DONE
+     record (`writer.write_segment_files`). Where the executor's calls do not see this run
+     directory, `run_batch_in_scratch` does the same in a scratch directory and returns the
+     segments as archives, which are installed here (`writer.install_segment`);
+  4. rebuilds the run's report (report.write) from all finished segments.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from cryptorl_jax import provenance
+from cryptorl_jax.config import Config, ConfigError, identity
+from cryptorl_jax.hooks import NO_HOOKS, Hooks
+from cryptorl_jax.io import write_atomic, write_json
+from cryptorl_jax.layout import RunDir
+from cryptorl_jax.report.write import write_report
+from cryptorl_jax.training.logging import ScalarLogger
+from cryptorl_jax.walkforward.data import RunData, prepare_run
+from cryptorl_jax.walkforward.executor import Executor, LocalExecutor
+from cryptorl_jax.walkforward.runner import SegmentControls, run_segments
+from cryptorl_jax.walkforward.segments import Segment
+from cryptorl_jax.walkforward.writer import install_segment, pack_segment, write_segment_files
+
+log = logging.getLogger("cryptorl_jax.walkforward")
+
+
+@dataclass
+class RunResult:
+    workdir: Path
+    segments_run: list[int]
+    segments_skipped: list[int]
+    seconds: float
+    report: dict[str, Any]
+
+
+def run(cfg: Config, workdir: str | Path, *, resume: bool = False, report_only: bool = False,
+        progress: bool | None = None, market: pd.DataFrame | None = None,
+        hooks: Hooks = NO_HOOKS, executor: Executor | None = None) -> RunResult:
+    """Run (or resume) the walk-forward study in `workdir` and write the report.
+
+    `executor` runs the pending batches of segments: None is `LocalExecutor` (one after the
+    other in this process); a `cluster.RayExecutor` runs them as Ray tasks. `hooks` (tests)
+    interrupt the run as a kill would: see cryptorl_jax.hooks.
+    """
+    t0 = time.perf_counter()
+    workdir = Path(workdir)
+    progress = cfg.output.progress if progress is None else progress
+    run_data = None
+    if not report_only:  # bad data or a bad --segments fails here, before the run dir exists
+        run_data = prepare_run(cfg, market)
+    workdir.mkdir(parents=True, exist_ok=True)
+    rd = RunDir(workdir)
+    _check_run_config(cfg, rd)
+    ex = executor if executor is not None else LocalExecutor()
+    info = _start_run_info(rd, report_only, ex.name)
+    ran: list[int] = []
+    skipped: list[int] = []
+    if run_data is not None:
+        log.info("walk-forward: %d segments over %d rows (offset %d), run dir %s",
+                 len(run_data.segments), len(run_data.market), run_data.offset, workdir)
+        pending = []
+        for seg in run_data.segments:
+            out = rd.segment(seg.index)
+            if resume and out.is_done():
+                skipped.append(seg.index)
+                log.info("segment %d: finished before, skipped (--resume)", seg.index)
+                continue
+            if not resume and out.path.exists():
+                shutil.rmtree(out.path)
+            pending.append(seg)
+        if not resume:  # the batches' training checkpoints belong to the run started over
+            for stale in rd.batch_dirs():
+                shutil.rmtree(stale)
+        ran = _run_pending(cfg, run_data, pending, rd, ex, progress=progress, resume=resume,
+                           hooks=hooks)
+    report = write_report(cfg, workdir)
+    _finish_run_info(rd, info, ran, skipped, time.perf_counter() - t0)
+    return RunResult(workdir=workdir, segments_run=ran, segments_skipped=skipped,
+                     seconds=time.perf_counter() - t0, report=report)
+
+
+def _check_run_config(cfg: Config, rd: RunDir) -> None:
+    """Write config.yaml (the run's `config.identity`), or refuse a run directory whose
+    finished segments came from a different config. A directory with no finished segment (a
+    run that stopped on bad input, or was killed in its first segment) holds nothing worth
+    keeping: its partial segments are removed and the new config replaces the old one."""
+    ident = identity(cfg)
+    digest = ident.digest()
+    held = rd.config_digest.read_text().strip() if rd.config_digest.exists() else None
+    if held is not None and held != digest:
+        if rd.finished_segments():
+            raise ConfigError(
+                "run_name", f"{rd.path} holds a run with a different config (digest {held} != "
+                f"{digest}); use another run_name or --out, or delete the directory",
+                cfg.source)
+        log.warning("%s: no finished segment from its earlier config %s; starting over with "
+                    "config %s", rd.path, held, digest)
+        for stale in [*(d.path for d in rd.segment_dirs()), *rd.batch_dirs()]:
+            shutil.rmtree(stale)
+    write_atomic(rd.config, ident.to_yaml())
+    write_atomic(rd.config_digest, digest + "\n")
+
+
+def _start_run_info(rd: RunDir, report_only: bool, executor_name: str) -> dict[str, Any]:
+    """Record this invocation in run_info.json (earlier invocations are kept in `history`)."""
+    history: list[dict[str, Any]] = []
+    if rd.run_info.is_file():
+        try:
+            old = json.loads(rd.run_info.read_text())
+            history = [*old.pop("history", []), old]
+        except (json.JSONDecodeError, AttributeError):
+            log.warning("%s: unreadable, replaced", rd.run_info)
+    info = {**provenance.run_info(), "report_only": report_only, "executor": executor_name,
+            "history": history}
+    write_json(rd.run_info, info)
+    return info
+
+
+def _finish_run_info(rd: RunDir, info: dict[str, Any], ran: list[int], skipped: list[int],
+                     seconds: float) -> None:
+    segs = {}
+    for k in ran:
+        if rd.segment(k).is_done():
+            t = rd.segment(k).done_meta().get("timings", {})
+            segs[str(k)] = {key: t.get(key) for key in ("segment_s", "rss_mb", "peak_rss_mb")}
+    write_json(rd.run_info, {**info, "finished": provenance.now(), "seconds": seconds,
+                             "loadavg_end": provenance.loadavg(), "segments_run": ran,
+                             "segments_skipped": skipped, "segment_memory": segs,
+                             "peak_rss_mb": provenance.peak_rss_mb()})
+
+
+# --------------------------------------------------------------------------------------------
+# Batches of segments, through the executor
+# --------------------------------------------------------------------------------------------
+
+
+def segment_batches(cfg: Config, segments: Sequence[Segment], pending: Sequence[Segment]
+                    ) -> list[tuple[list[Segment], list[Segment]]]:
+    """(batch, its pending segments) for the pending segments: the run's `segments` (all of
+    them, finished or not) cut into batches of wfo.segments_per_batch in order (fixed, so a
+    resumed batch is the batch its checkpoints were written by); batches with nothing pending
+    are left out."""
+    k = cfg.wfo.segments_per_batch
+    if k == "all":
+        k = max(len(segments), 1)
+    wanted = {s.index for s in pending}
+    out = []
+    for i in range(0, len(segments), int(k)):
+        batch = list(segments[i:i + int(k)])
+        todo = [s for s in batch if s.index in wanted]
+        if todo:
+            out.append((batch, todo))
+    return out
+
+
+def _run_pending(cfg: Config, run: RunData, pending: list[Segment], rd: RunDir, ex: Executor,
+                 *, progress: bool, resume: bool, hooks: Hooks) -> list[int]:
+    """Every batch with a pending segment through the executor (`run_batch` where its calls
+    see this run directory, else `run_batch_in_scratch` and the archives installed here, each
+    as it arrives). Returns the segments run, in the order they finished."""
+    batches = segment_batches(cfg, run.segments, pending)
+    if not batches:
+        return []
+    task_progress = progress and not ex.remote
+    run_ref = ex.put(run)
+    submitted: list[tuple[Any, list[Segment]]] = []
+    for batch, todo in batches:
+        if ex.shared_fs:
+            handle = ex.submit(run_batch, cfg, run_ref, batch, RunDir(rd.path.absolute()),
+                               progress=task_progress, resume=resume, hooks=hooks)
+        else:
+            handle = ex.submit(run_batch_in_scratch, cfg, run_ref, batch,
+                               [s.index for s in todo], hooks)
+        submitted.append((handle, todo))
+    if ex.remote:
+        log.info("%s: %d task(s) for %d segment(s) submitted (%s filesystem)", ex.name,
+                 len(submitted), len(pending), "shared" if ex.shared_fs else "no shared")
+    ran: list[int] = []
+    bar = tqdm(total=len(pending), desc="segments", disable=not task_progress, leave=True)
+    try:
+        while submitted:
+            handle = ex.wait([h for h, _ in submitted])
+            i = next(i for i, (h, _) in enumerate(submitted) if h is handle)
+            _, todo = submitted.pop(i)
+            bar.set_postfix(segment=",".join(str(s.index) for s in todo))
+            what = ", ".join(str(s.index) for s in todo)
+            out = ex.result(handle, f"segment{'s' if len(todo) > 1 else ''} {what}")
+            if ex.shared_fs:  # the call wrote the run directory: its DONE records
+                ran += [done["segment"] for done in out]
+            else:
+                for index, archive in out:
+                    install_segment(rd, index, archive)
+                    ran.append(index)
+            if ex.remote:
+                for s in todo:
+                    done = rd.segment(s.index).done_meta()
+                    log.info("%s: segment %d finished on %s (OOS sharpe %.2f)", ex.name,
+                             s.index, done.get("host"), done.get("sharpe", float("nan")))
+            bar.update(len(todo))
+    finally:
+        bar.close()
+        ex.cancel([h for h, _ in submitted])
+    return ran
+
+
+def run_batch(cfg: Config, run: RunData, segs: Sequence[Segment], rd: RunDir, *,
+              progress: bool = False, resume: bool = False,
+              hooks: Hooks = NO_HOOKS) -> list[dict[str, Any]]:
+    """One batch of walk-forward segments into rd: computed together (`runner.run_segments`:
+    the agents of K segments train in one compiled step), then each written into its own
+    segment directory with its own DONE record, in order (`writer.write_segment_files`).
+    Returns the DONE records written. A segment of the batch already DONE (a resumed batch) is
+    trained again with the others but not rewritten. The batch's training checkpoints live in
+    rd.batch(first, last) (K > 1) or the segment's own directory (K = 1)."""
+    t_seg = time.perf_counter()
+    k = len(segs)
+    for seg in segs:
+        rd.segment(seg.index).path.mkdir(parents=True, exist_ok=True)
+    train_dir = rd.segment(segs[0].index).path if k == 1 else rd.batch(segs[0].index,
+                                                                          segs[-1].index)
+    tb_dir = None
+    if cfg.output.tensorboard:
+        tb_dir = (rd.tensorboard_segment(segs[0].index) if k == 1
+                  else rd.tensorboard / train_dir.name)
+    logger = ScalarLogger(tb_dir)
+    dones = []
+    try:
+        controls = SegmentControls(logger=logger, tensorboard_dir=tb_dir, progress=progress,
+                                   resume=resume, hooks=hooks)
+        outcomes = run_segments(cfg, run, segs, [rd.segment(s.index).path for s in segs],
+                                train_dir, eval_rows=[(s.test_start, s.test_end) for s in segs],
+                                controls=controls, with_baselines=True, with_insample=True)
+        for seg, outcome in zip(segs, outcomes, strict=True):
+            if k > 1 and rd.segment(seg.index).is_done():
+                log.info("segment %d: finished before; its batch was trained again for the "
+                         "others, its files are kept", seg.index)
+                continue
+            dones.append(write_segment_files(cfg, run, seg, rd, outcome, hooks, t_seg))
+    finally:
+        logger.close()
+    return dones
+
+
+def run_batch_in_scratch(cfg: Config, run: RunData, segs: Sequence[Segment],
+                         pending: Sequence[int], hooks: Hooks) -> list[tuple[int, bytes]]:
+    """`run_batch` into a scratch run directory of the machine it runs on (an executor's call
+    that does not see the run directory); returns (index, `writer.pack_segment` archive) of
+    each pending segment, for `writer.install_segment`."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"cryptorl-batch{segs[0].index}-"))
+    try:
+        rd = RunDir(tmp)
+        dones = run_batch(cfg, run, segs, rd, progress=False, resume=False, hooks=hooks)
+        return [(d["segment"], pack_segment(rd, d["segment"])) for d in dones
+                if d["segment"] in pending]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,1 +1,0 @@
-"""The parts of a tuning study (`walkforward.tune` is its driver)."""
