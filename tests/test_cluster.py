@@ -16,8 +16,8 @@ import pytest
 
 from cryptorl_jax.cluster import ClusterError, RayExecutor
 from cryptorl_jax.config import load_config
-from cryptorl_jax.hooks import Hooks
-from cryptorl_jax.layout import RunDir
+from cryptorl_jax.core.hooks import Hooks
+from cryptorl_jax.core.rundir import RunDir
 from cryptorl_jax.market.synthetic import make_market
 from cryptorl_jax.tuning.driver import run_study
 from cryptorl_jax.walkforward import driver

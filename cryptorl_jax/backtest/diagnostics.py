@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from cryptorl_jax.backtest.metrics import sharpe
+from cryptorl_jax.core.units import HOURS_PER_YEAR
 
 
 def turnover_attribution(action, leverage, weight, turnover) -> tuple[np.ndarray, np.ndarray]:
@@ -55,7 +56,6 @@ def turnover_attribution(action, leverage, weight, turnover) -> tuple[np.ndarray
 # Per-segment diagnostics and plain flags (docs/architecture.md, "Diagnostics and flags")
 # --------------------------------------------------------------------------------------------
 
-PERIODS = 8760
 # A flag's threshold; docs/architecture.md gives the reasons.
 MEMORISED_MIN_INSAMPLE = 2.0  # in-sample Sharpe above this ...
 MEMORISED_GAP = 2.0  # ... and above the OOS Sharpe by more than this: memorised
@@ -78,7 +78,7 @@ DIAGNOSTIC_COLUMNS = ("oos_sharpe", "insample_sharpe", "insample_seed_sharpe", "
 
 
 def _sharpe(r) -> float:
-    return float(sharpe(np.asarray(r, np.float64), PERIODS))
+    return float(sharpe(np.asarray(r, np.float64), HOURS_PER_YEAR))
 
 
 def seed_columns(frame, prefix: str) -> list[str]:
@@ -101,7 +101,7 @@ def frame_diagnostics(oos, insample=None) -> dict[str, float]:
     else:
         out["insample_sharpe"] = out["insample_seed_sharpe"] = nan
     out["sharpe_gap"] = out["insample_sharpe"] - out["oos_sharpe"]
-    years = len(oos) / PERIODS
+    years = len(oos) / HOURS_PER_YEAR
     e = np.abs(oos["exposure"].to_numpy(np.float64)) if "exposure" in oos else None
     u = oos["turnover"].to_numpy(np.float64) if "turnover" in oos else None
     out["turnover"] = nan if u is None else float(u.sum() / years)

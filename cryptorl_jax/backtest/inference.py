@@ -21,8 +21,9 @@ import numpy as np
 import pandas as pd
 import scipy.stats as sps
 
+from cryptorl_jax.core.units import HOURS_PER_YEAR
+
 EULER_GAMMA = 0.5772156649015329
-PERIODS = 8760
 MIN_BLOCK_HOURS = 24
 
 
@@ -56,7 +57,7 @@ def variance_inflation(r, lags: int | None = None) -> float:
 
 
 def min_detectable_sharpe(n_obs: int, *, alpha: float = 0.05, power: float = 0.8,
-                          periods: float = PERIODS, vif: float = 1.0) -> float:
+                          periods: float = HOURS_PER_YEAR, vif: float = 1.0) -> float:
     """The smallest annual Sharpe that a one-sided test of SR > 0 at level `alpha` detects with
     probability `power` over n_obs periods.
 

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from cryptorl_jax.core.units import HOURS_PER_YEAR
+
 EULER_GAMMA = 0.5772156649015329
 
 
@@ -97,7 +99,7 @@ def deflated_sharpe(r, n_trials: int, sr_variance: float) -> float:
     return probabilistic_sharpe(r, expected_max_sharpe(n_trials, sr_variance))
 
 
-def compute_metrics(returns, benchmark=None, periods_per_year: float = 8760, *,
+def compute_metrics(returns, benchmark=None, periods_per_year: float = HOURS_PER_YEAR, *,
                     exposure=None, turnover=None) -> dict[str, float]:
     """Metrics of simple per-period returns; keys as docs/reference.md, "Metrics" (sharpe,
     sortino, ...).
@@ -143,7 +145,7 @@ def compute_metrics(returns, benchmark=None, periods_per_year: float = 8760, *,
     return out
 
 
-def regime_metrics(returns, regimes, benchmark=None, periods_per_year: float = 8760, *,
+def regime_metrics(returns, regimes, benchmark=None, periods_per_year: float = HOURS_PER_YEAR, *,
                    exposure=None, turnover=None) -> pd.DataFrame:
     """compute_metrics on the hours of each most-likely filtered regime (one row per regime)."""
     r = _clean(returns)

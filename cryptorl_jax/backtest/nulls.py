@@ -46,6 +46,7 @@ import numpy as np
 
 from cryptorl_jax.backtest import portfolio
 from cryptorl_jax.config import EnvConfig
+from cryptorl_jax.core.units import HOURS_PER_YEAR
 
 DEFAULT_NULLS = 1000
 MIN_SHIFT_HOURS = 24
@@ -140,7 +141,7 @@ def _block_stats(actions, leverage, log_returns, tradable, lags, env_config: Env
 def action_timing_null(actions, leverage, market_return, tradable, segments,
                        env_config: EnvConfig, *, n_null: int = DEFAULT_NULLS, seed: int = 0,
                        min_shift: int = MIN_SHIFT_HOURS,
-                       periods_per_year: float = 8760) -> TimingNull:
+                       periods_per_year: float = HOURS_PER_YEAR) -> TimingNull:
     """The action-rotation timing null of an ensemble (see the module docstring).
 
     actions [S, n] (one row per seed; [n]: one seed): each seed's action a_t on its own book,

@@ -27,8 +27,8 @@ from cryptorl_jax.backtest.metrics import compute_metrics
 from cryptorl_jax.backtest.replay import simulate
 from cryptorl_jax.backtest.strategies import Fitted
 from cryptorl_jax.config import EnvConfig
+from cryptorl_jax.core.units import HOURS_PER_YEAR
 
-PERIODS = 8760
 COST_STRESS = (("", 1.0), ("_2x_cost", 2.0), ("_zero_cost", 0.0))
 # per-hour columns of the fund (NAV-weighted over the seeds' books) in a backtest frame
 FUND_COLUMNS = ("exposure", "turnover", "cost", "financing", "turnover_chosen",
@@ -153,7 +153,7 @@ def series_table(frame: pd.DataFrame) -> pd.DataFrame:
     """compute_metrics of every return series of a backtest frame (rows: series). A segment's
     series_metrics.csv and a run's comparison.csv (the stitched frame) are this table."""
     bench = frame["benchmark"].to_numpy(np.float64)
-    rows = {n: compute_metrics(frame[n].to_numpy(np.float64), bench, PERIODS,
+    rows = {n: compute_metrics(frame[n].to_numpy(np.float64), bench, HOURS_PER_YEAR,
                                **_position_columns(frame, n))
             for n in series_names(frame)}
     out = pd.DataFrame.from_dict(rows, orient="index")
@@ -164,5 +164,5 @@ def series_table(frame: pd.DataFrame) -> pd.DataFrame:
 def strategy_metrics(frame: pd.DataFrame) -> dict[str, float]:
     """compute_metrics of the ensemble (`strategy`) with its exposure and turnover."""
     return compute_metrics(frame["strategy"].to_numpy(np.float64),
-                           frame["benchmark"].to_numpy(np.float64), PERIODS,
+                           frame["benchmark"].to_numpy(np.float64), HOURS_PER_YEAR,
                            **_position_columns(frame, "strategy"))

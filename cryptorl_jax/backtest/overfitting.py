@@ -58,6 +58,8 @@ from typing import Any
 
 import numpy as np
 
+from cryptorl_jax.core.units import HOURS_PER_YEAR
+
 HIST_EDGES = np.arange(-4.0, 4.0 + 0.25, 0.5)  # logit histogram bins; tails go to the end bins
 RAW_LOGITS_MAX = 20000  # to_dict lists the raw logits only up to this many combinations
 MAX_COMBINATIONS = 3_000_000  # n_blocks <= 24
@@ -85,7 +87,7 @@ class PBOResult:
     is_best_mean: float
     oos_best_mean: float
     metric_name: str = "sharpe"
-    periods_per_year: float = 8760.0
+    periods_per_year: float = HOURS_PER_YEAR
     n_degradation_points: int = 0
     best_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     is_best: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -249,7 +251,7 @@ def _ols(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 def pbo_cscv(returns: np.ndarray, n_blocks: int = 16, metric: Callable | None = None,
-             periods_per_year: float = 8760) -> PBOResult:
+             periods_per_year: float = HOURS_PER_YEAR) -> PBOResult:
     """Probability of Backtest Overfitting of N trials by CSCV (Bailey et al. 2014).
 
     returns: [T, N] simple per-period returns, rows in time order, one column per trial.
@@ -348,7 +350,7 @@ def selection_overfitting(series: Mapping[int, np.ndarray], best: int | None, n_
             var = float(np.var(sharpes, ddof=1))
             emax = expected_max_sharpe(n_tried, var)
             out.update({"sr_variance": var, "expected_max_sharpe": emax,
-                        "expected_max_sharpe_annualised": emax * math.sqrt(8760),
+                        "expected_max_sharpe_annualised": emax * math.sqrt(HOURS_PER_YEAR),
                         "best_trial_dsr": _finite(probabilistic_sharpe(r, emax))})
         else:
             notes.append(f"the best trial's DSR is undefined: {len(sharpes)} completed trial(s) "

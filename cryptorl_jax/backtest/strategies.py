@@ -59,6 +59,7 @@ import numpy as np
 from cryptorl_jax.backtest.metrics import sharpe
 from cryptorl_jax.backtest.replay import simulate
 from cryptorl_jax.config import BaselinesConfig, EnvConfig
+from cryptorl_jax.core.units import HOURS_PER_YEAR
 
 STRATEGIES = ("momentum", "momentum_scaled", "crossover", "ridge", "lightgbm")
 MIN_SIGMA_HOURS = 168
@@ -210,7 +211,7 @@ def _rule_fit(name: str, grid: list[Any], signal: Callable[[Any], np.ndarray],
 
 
 def _annual(per_period: float) -> float | None:
-    v = per_period * math.sqrt(8760)
+    v = per_period * math.sqrt(HOURS_PER_YEAR)
     return float(v) if math.isfinite(v) else None
 
 

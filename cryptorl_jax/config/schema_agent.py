@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from cryptorl_jax.config.dynamic import hyper
+from cryptorl_jax.core.units import HOURS_PER_YEAR
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class EnvConfig:
     vol_halflife_hours: float | None = 96.0
     """Half-life of the vol estimate's exponential weights (96: 4 days); null: the plain
     rolling std."""
-    vol_horizon_hours: int = 8760
+    vol_horizon_hours: int = HOURS_PER_YEAR
     """Horizon H of the vol estimate: s_t is the hourly std times sqrt(H) (8760: a year)."""
     max_leverage: float = 2.0
     """Cap of the leverage L_t."""

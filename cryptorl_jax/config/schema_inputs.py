@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from cryptorl_jax.core.names import BUNDLED_FILES
+
 
 @dataclass(frozen=True)
 class AssetSpec:
@@ -43,10 +45,10 @@ class DataConfig:
     traded_asset: str = "BTC"
     """The asset the agent trades: one of data.assets; the others are context."""
     assets: tuple[AssetSpec, ...] = (
-        AssetSpec("BTC", "BTC_1h.csv.gz", "crypto"),
-        AssetSpec("ETH", "ETH_1h.csv.gz", "crypto"),
-        AssetSpec("SPY", "SPY_1h.csv.gz", "market"),
-        AssetSpec("DXY", "DXY_1h.csv.gz", "market", availability_lag_hours=1),  # MT5 clock
+        AssetSpec("BTC", BUNDLED_FILES["BTC"], "crypto"),
+        AssetSpec("ETH", BUNDLED_FILES["ETH"], "crypto"),
+        AssetSpec("SPY", BUNDLED_FILES["SPY"], "market"),
+        AssetSpec("DXY", BUNDLED_FILES["DXY"], "market", availability_lag_hours=1),  # MT5 clock
     )
     """The input series, the traded asset among them (each entry's keys: data.assets[])."""
     combined_file: str | None = None

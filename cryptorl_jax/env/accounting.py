@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from cryptorl_jax.core.units import HOURS_PER_YEAR
+
 # Floor of the one-step growth factor 1 + gross - cost: a step that would lose everything
 # (only possible when |e_t| * |exp(r_{t+1}) - 1| + cost >= 1) leaves NAV at this fraction
 # instead of <= 0, so pnl = ln(growth) stays finite. The ruin termination fires long before.
@@ -231,7 +233,6 @@ def total_cost_rate(fee_bps: float, slippage_bps: float) -> float:
     return (fee_bps + slippage_bps) / 1e4
 
 
-HOURS_PER_YEAR = 8760
 
 
 def hourly_borrow_rate(borrow_rate_annual: float) -> float:

@@ -25,7 +25,6 @@ import gzip
 import logging
 import os
 import re
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cryptorl_jax.core.io import write_atomic
 from cryptorl_jax.market.loader import FIELDS, DataValidationError, load_ohlcv, validate_ohlcv
 
 log = logging.getLogger(__name__)
@@ -176,14 +176,8 @@ def write_ohlcv_atomic(frame: pd.DataFrame, path: str | Path) -> None:
     if is_gz:
         data = gzip.compress(data, compresslevel=6, mtime=0)
     suffix = ".part.csv.gz" if is_gz else ".part.csv"  # load_ohlcv reads it by its suffix
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-        os.chmod(tmp, mode)
+
+    def verify(tmp: str) -> None:
         try:
             check = load_ohlcv(tmp)
         except DataValidationError as exc:
@@ -192,24 +186,8 @@ def write_ohlcv_atomic(frame: pd.DataFrame, path: str | Path) -> None:
         if not check.index.equals(pd.DatetimeIndex(frame.index)):
             raise DownloadError(f"{tmp}: re-read bars differ from the bars written; "
                                 f"{path} left unchanged")
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # some platforms cannot open a directory; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    write_atomic(path, data, suffix=suffix, verify=verify)
 
 
 def _merge_and_write(path: Path, existing: pd.DataFrame | None, new_raw: pd.DataFrame,

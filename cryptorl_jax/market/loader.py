@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from cryptorl_jax.config import AssetSpec, ConfigError, DataConfig
-from cryptorl_jax.io import write_parquet
+from cryptorl_jax.core.io import write_parquet
 
 log = logging.getLogger(__name__)
 

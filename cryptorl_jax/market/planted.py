@@ -113,16 +113,15 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from cryptorl_jax.io import write_atomic, write_parquet
+from cryptorl_jax.core.io import write_atomic, write_parquet
+from cryptorl_jax.core.names import BUNDLED_FILES
+from cryptorl_jax.core.units import HOURS_PER_YEAR
 
 GENERATOR_VERSION = "1"
 FAMILIES = ("trend", "lead", "regime", "none")
 DEFAULT_STRENGTH = 4.0  # the power study's default: the sign oracle earns ~3-5 after costs
-HOURS_PER_YEAR = 8760
 TRADED = "BTC"
 CARRIER = "ETH"  # the lead family's signal asset
-FILES = {"BTC": "BTC_1h.csv.gz", "ETH": "ETH_1h.csv.gz", "SPY": "SPY_1h.csv.gz",
-         "DXY": "DXY_1h.csv.gz"}
 ORACLE_FILE = "oracle.parquet"
 META_FILE = "planted.json"
 N_SUB = 6  # intrabar sub-steps drawn for high / low
@@ -441,24 +440,24 @@ def write_planted_files(out_dir, family: str, strength: float, seed: int, *,
     params = params or PlantedParams()
     t0, t1 = utc_timestamp(start, "start"), utc_timestamp(end, "end")
     template = Path(template_dir)
-    for name in FILES.values():
+    for name in BUNDLED_FILES.values():
         if not (template / name).is_file():
             raise FileNotFoundError(f"template_dir: {template / name} not found (a template "
-                                    f"needs {sorted(FILES.values())})")
+                                    f"needs {sorted(BUNDLED_FILES.values())})")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    btc = _cut(_read_template(template / FILES[TRADED]), t0, t1)
-    eth = _cut(_read_template(template / FILES[CARRIER]), t0, t1)
+    btc = _cut(_read_template(template / BUNDLED_FILES[TRADED]), t0, t1)
+    eth = _cut(_read_template(template / BUNDLED_FILES[CARRIER]), t0, t1)
     if len(btc) < 2:
-        raise ValueError(f"start/end: fewer than 2 {FILES[TRADED]} bars between {start} and "
-                         f"{end}")
+        raise ValueError(f"start/end: fewer than 2 {BUNDLED_FILES[TRADED]} bars between {start} "
+                         f"and {end}")
     first = btc["ts"].iloc[0]
     n = int((btc["ts"].iloc[-1] - first) / pd.Timedelta(hours=1)) + 1
     grid = pd.date_range(first, periods=n, freq="h", tz="UTC")
     pos = ((btc["ts"] - first) / pd.Timedelta(hours=1)).to_numpy()
     if not np.all(pos == np.round(pos)):
-        raise ValueError(f"template_dir: {FILES[TRADED]} has bars off the full hour")
+        raise ValueError(f"template_dir: {BUNDLED_FILES[TRADED]} has bars off the full hour")
     pos = pos.astype(np.int64)
     real = np.full(n, np.nan)
     real[pos] = np.log(btc["close"].astype(float).to_numpy() / btc["open"].astype(float)
@@ -471,7 +470,7 @@ def write_planted_files(out_dir, family: str, strength: float, seed: int, *,
     log_close = math.log(float(btc["open"].iloc[0])) + np.cumsum(lat["r"])
     bars = _ohlc(log_close, lat["r"], lat["sigma"], shocks.intrabar_btc, params.intrabar_scale)
     files = {}
-    path = out / FILES[TRADED]
+    path = out / BUNDLED_FILES[TRADED]
     write_atomic(path, _csv_gz(btc["timestamp"], {f: v[pos] for f, v in bars.items()},
                                btc["volume"]))
     files[TRADED] = path
@@ -489,14 +488,14 @@ def write_planted_files(out_dir, family: str, strength: float, seed: int, *,
         eth_log_close = eth0 + np.cumsum(eth_ret)
         eth_vol = math.hypot(params.eth_beta, params.eth_idio) * lat["sigma"]
     ebars = _ohlc(eth_log_close, eth_ret, eth_vol, shocks.intrabar_eth, params.intrabar_scale)
-    path = out / FILES[CARRIER]
+    path = out / BUNDLED_FILES[CARRIER]
     write_atomic(path, _csv_gz(eth["timestamp"], {f: v[epos] for f, v in ebars.items()},
                                eth["volume"]))
     files[CARRIER] = path
 
     for name in ("SPY", "DXY"):
-        path = out / FILES[name]
-        _copy_context(template / FILES[name], path, t0, t1)
+        path = out / BUNDLED_FILES[name]
+        _copy_context(template / BUNDLED_FILES[name], path, t0, t1)
         files[name] = path
 
     # the oracle on bar-close rows
@@ -520,7 +519,7 @@ def write_planted_files(out_dir, family: str, strength: float, seed: int, *,
         "signal_asset": CARRIER if family == "lead" else TRADED,
         "template_dir": str(template), "start": None if t0 is None else t0.isoformat(),
         "end": None if t1 is None else t1.isoformat(),
-        "files": {FILES[a]: _sha256(p) for a, p in files.items()},
+        "files": {BUNDLED_FILES[a]: _sha256(p) for a, p in files.items()},
         "oracle_file": ORACLE_FILE,
     }
     return PlantedFiles(out_dir=out, family=family, strength=strength, seed=int(seed),

@@ -40,9 +40,9 @@ from cryptorl_jax.backtest import portfolio
 from cryptorl_jax.backtest.diagnostics import turnover_attribution
 from cryptorl_jax.backtest.oos import FUND_COLUMNS
 from cryptorl_jax.config import Config, load_config, with_overrides
+from cryptorl_jax.core.io import write_json, write_parquet
+from cryptorl_jax.core.rundir import RunDir
 from cryptorl_jax.env import accounting
-from cryptorl_jax.io import write_json, write_parquet
-from cryptorl_jax.layout import RunDir
 from cryptorl_jax.paper.book import BookState, PaperBook, PaperBookError, SeedBooks
 from cryptorl_jax.walkforward.data import (
     RunData,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from cryptorl_jax.config import load_config
-from cryptorl_jax.layout import RunDir
+from cryptorl_jax.core.rundir import RunDir
 from cryptorl_jax.market import DataValidationError, load_market
 from cryptorl_jax.paper.book import PaperBook
 from cryptorl_jax.paper.engine import PaperTrader, SegmentAgent, ledger_frame

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cryptorl_jax.backtest.oos import PERIODS
 from cryptorl_jax.config import load_config, with_overrides
-from cryptorl_jax.io import write_json
-from cryptorl_jax.layout import RunDir
+from cryptorl_jax.core.io import write_json
+from cryptorl_jax.core.rundir import RunDir
+from cryptorl_jax.core.units import HOURS_PER_YEAR
 from cryptorl_jax.market import load_market
 from cryptorl_jax.paper.book import PaperBook
 from cryptorl_jax.paper.engine import ledger_frame
@@ -90,7 +90,7 @@ def _tracking(run_dir: Path, book: PaperBook, meta: dict[str, Any], ledger: pd.D
             "nav_difference": float(paper["nav"].iloc[-1] - bt_nav[-1]) if len(bt_nav) else None,
             "max_exposure_difference": float(np.max(np.abs(
                 paper["exposure"].to_numpy() - ref["exposure"].to_numpy()), initial=0.0)),
-            "tracking_error_annual": float(np.std(diff) * np.sqrt(PERIODS)) if len(diff) > 1
+            "tracking_error_annual": float(np.std(diff) * np.sqrt(HOURS_PER_YEAR)) if len(diff) > 1
             else 0.0,
             "backtest_dir": str(res.out_dir)}
 

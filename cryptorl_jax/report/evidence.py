@@ -26,8 +26,8 @@ from cryptorl_jax.backtest import inference, nulls
 from cryptorl_jax.backtest import oos as oos_lib
 from cryptorl_jax.backtest.metrics import expected_max_sharpe, probabilistic_sharpe, sharpe
 from cryptorl_jax.config import Config, EnvConfig
-from cryptorl_jax.io import write_atomic
-from cryptorl_jax.layout import RunDir
+from cryptorl_jax.core.io import write_atomic
+from cryptorl_jax.core.rundir import RunDir
 from cryptorl_jax.report.registry import OOSDeflation
 from cryptorl_jax.report.trials import read_trial_log
 

@@ -16,8 +16,8 @@ import json
 import re
 from pathlib import Path
 
-from cryptorl_jax.io import write_atomic
-from cryptorl_jax.layout import RunDir
+from cryptorl_jax.core.io import write_atomic
+from cryptorl_jax.core.rundir import RunDir
 from cryptorl_jax.report.paper import read_paper_status
 
 CSS = """

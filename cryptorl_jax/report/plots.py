@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cryptorl_jax.io import write_atomic
+from cryptorl_jax.core.io import write_atomic
 
 
 def nav_axes(figsize: tuple[float, float] = (12, 6)) -> Any:

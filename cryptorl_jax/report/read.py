@@ -1,4 +1,4 @@
-"""Reading a run's finished segments (`layout.RunDir`): the stitched OOS frame, the tables the
+"""Reading a run's finished segments (`core.rundir.RunDir`): the stitched OOS frame, the tables the
 summary shows from the segments' own files, and the diagnostics of their frames."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from cryptorl_jax.backtest.diagnostics import diagnostics_table
-from cryptorl_jax.layout import RunDir
+from cryptorl_jax.core.rundir import RunDir
 
 
 def stitch(workdir: Path, segments: list[int]) -> pd.DataFrame:

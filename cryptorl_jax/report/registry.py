@@ -36,10 +36,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cryptorl_jax.backtest.inference import PERIODS
 from cryptorl_jax.backtest.metrics import expected_max_sharpe, sharpe
-from cryptorl_jax.io import write_atomic
-from cryptorl_jax.layout import RunDir
+from cryptorl_jax.core.io import write_atomic
+from cryptorl_jax.core.rundir import RunDir
+from cryptorl_jax.core.units import HOURS_PER_YEAR
 
 
 @contextlib.contextmanager
@@ -142,7 +142,7 @@ def oos_record(oos: pd.DataFrame, digest: str, run_name: str, workdir: Path,
     return {"config_digest": digest, "run_name": run_name,
             "run_dir": str(Path(workdir).absolute()), "market": market,
             "oos_start": str(oos.index[0]), "oos_end": str(oos.index[-1]), "n_hours": len(oos),
-            "sharpe": sr * math.sqrt(PERIODS) if math.isfinite(sr) else None,
+            "sharpe": sr * math.sqrt(HOURS_PER_YEAR) if math.isfinite(sr) else None,
             "sharpe_per_period": sr if math.isfinite(sr) else None, "segments": segments}
 
 

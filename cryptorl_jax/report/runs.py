@@ -9,7 +9,7 @@
     cmp = compare_runs(["results/study-none", "results/study-pretrained"])
     cmp.table              # one row per run: stitched-OOS metrics, PSR, DSR over the runs
 
-Reading a run touches only its files (layout.RunDir): nothing here imports JAX, so loading a
+Reading a run touches only its files (core.rundir.RunDir): nothing here imports JAX, so loading a
 finished run compiles nothing. The comparison requires the runs to cover the same OOS hours;
 its Deflated Sharpe counts exactly the runs compared (N = len(paths)), which is the honest N
 when these runs are the candidates a researcher picks the best of. The output directory's run
@@ -31,7 +31,6 @@ import pandas as pd
 
 from cryptorl_jax.backtest.columns import fitted_baselines
 from cryptorl_jax.backtest.diagnostics import flags_in
-from cryptorl_jax.backtest.inference import PERIODS
 from cryptorl_jax.backtest.metrics import (
     compute_metrics,
     expected_max_sharpe,
@@ -39,15 +38,16 @@ from cryptorl_jax.backtest.metrics import (
     sharpe,
 )
 from cryptorl_jax.config import Config, load_config
-from cryptorl_jax.io import write_atomic
-from cryptorl_jax.layout import RunDir
+from cryptorl_jax.core.io import write_atomic
+from cryptorl_jax.core.names import PERFORMANCE_METRICS, POSITION_METRICS
+from cryptorl_jax.core.rundir import RunDir
+from cryptorl_jax.core.units import HOURS_PER_YEAR
 from cryptorl_jax.report.markdown import markdown_table
 from cryptorl_jax.report.plots import naive_utc, nav_axes, save_nav_plot
 from cryptorl_jax.report.read import segment_diagnostics
 from cryptorl_jax.report.tearsheet import write_returns_tearsheet, write_tearsheet
 
-TABLE_COLUMNS = ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar",
-                 "volatility", "turnover", "exposure", "cost_per_year", "financing_per_year",
+TABLE_COLUMNS = (*PERFORMANCE_METRICS, *POSITION_METRICS, "cost_per_year", "financing_per_year",
                  "psr", "dsr_compared", "timing_p_value", "seed_sharpe_mean", "seed_sharpe_std",
                  "n_seeds", "n_segments", "oos_hours")
 
@@ -299,14 +299,14 @@ def compare_runs(paths: list[str | Path], labels: list[str] | None = None) -> Co
                              "vol_targeted_buy_and_hold", "flat", "random", "benchmark")
                  if c in oos.columns]
     baselines = pd.DataFrame.from_dict(
-        {c: compute_metrics(oos[c], oos["benchmark"], PERIODS,
+        {c: compute_metrics(oos[c], oos["benchmark"], HOURS_PER_YEAR,
                             **({"exposure": oos[f"{c}_exposure"], "turnover": oos[f"{c}_turnover"]}
                                if f"{c}_turnover" in oos.columns else {}))
          for c in base_cols}, orient="index")
     baselines.index.name = "baseline"
     return Comparison(table=table, baselines=baselines, returns=returns,
                       runs=dict(zip(names, runs)), n_runs=n, sr_variance=var,
-                      expected_max_sharpe=emax * math.sqrt(PERIODS))
+                      expected_max_sharpe=emax * math.sqrt(HOURS_PER_YEAR))
 
 
 def plot_compared(cmp: Comparison, path: Path, title: str) -> None:

@@ -10,9 +10,10 @@ from typing import Any
 import pandas as pd
 
 from cryptorl_jax.backtest import diagnostics, inference, nulls
-from cryptorl_jax.backtest.inference import PERIODS
 from cryptorl_jax.config import Config
-from cryptorl_jax.layout import REGISTRY
+from cryptorl_jax.core.names import PERFORMANCE_METRICS
+from cryptorl_jax.core.rundir import REGISTRY
+from cryptorl_jax.core.units import HOURS_PER_YEAR
 from cryptorl_jax.report.evidence import UNDERPOWERED_SHARPE, Sceptic, TrialCount
 from cryptorl_jax.report.markdown import fmt, markdown_table
 from cryptorl_jax.report.read import SegmentTables
@@ -24,8 +25,7 @@ BASELINE_LABELS = {"buy_and_hold": "buy & hold (exposure 1)",
                    "vol_targeted_buy_and_hold": "vol-targeted buy & hold (a = 1)",
                    "flat": "flat", "random": "random: i.i.d. U[-1, 1] actions (not a timing null)",
                    "benchmark": "BTC buy & hold, no costs (benchmark)"}
-HEADLINE = ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar",
-            "volatility", "hit_rate")
+HEADLINE = (*PERFORMANCE_METRICS, "hit_rate")
 
 
 @dataclass
@@ -66,7 +66,7 @@ def _statistics_lines(agg: pd.Series, deflation: OOSDeflation,
                      f"configurations registered over this OOS window (variance of their "
                      f"per-period Sharpes {fmt(deflation.sr_variance, '.3g')}; expected "
                      f"maximum of N unskilled Sharpes "
-                     f"{fmt(deflation.expected_max_sharpe * math.sqrt(PERIODS), '.2f')} "
+                     f"{fmt(deflation.expected_max_sharpe * math.sqrt(HOURS_PER_YEAR), '.2f')} "
                      f"annualised). Runs counted: {deflation.counted}")
     p = agg.get("timing_p_value", math.nan)
     lines.append(f"- Timing null: p = **{fmt(p)}** that the seeds' own action paths, rotated "
@@ -181,7 +181,7 @@ def render_summary(d: ReportData) -> str:
              "", *_statistics_lines(agg, d.deflation, d.tuning),
              *trial_lines(sceptic.count, sceptic.dsr, sceptic.dsr_effective),
              *rl_vs_baselines_lines(sceptic.baselines, sceptic.tests),
-             *power_lines(sceptic.power, sceptic.count, len(oos) / PERIODS),
+             *power_lines(sceptic.power, sceptic.count, len(oos) / HOURS_PER_YEAR),
              *_diagnostic_lines(d.diag),
              "## Headline (stitched OOS, annualised at 8,760 hours)", "",
              markdown_table(headline), "", *_cost_lines(comparison, agg, cfg),

@@ -11,9 +11,9 @@ import pandas as pd
 from cryptorl_jax.backtest import nulls
 from cryptorl_jax.backtest import oos as oos_lib
 from cryptorl_jax.backtest.diagnostics import seed_columns
-from cryptorl_jax.backtest.inference import PERIODS
 from cryptorl_jax.backtest.metrics import compute_metrics, probabilistic_sharpe
 from cryptorl_jax.config import EnvConfig
+from cryptorl_jax.core.units import HOURS_PER_YEAR
 from cryptorl_jax.report.registry import OOSDeflation
 
 N_TIMING_NULLS = 1000
@@ -37,12 +37,13 @@ def timing_test(part: pd.DataFrame, env_config: EnvConfig, seed: int,
 
 
 def _strategy_row(part: pd.DataFrame, env_config: EnvConfig, seed: int) -> dict[str, float]:
-    m = compute_metrics(part["strategy"], part["benchmark"], PERIODS,
+    m = compute_metrics(part["strategy"], part["benchmark"], HOURS_PER_YEAR,
                         exposure=part["exposure"], turnover=part["turnover"])
     m["psr"] = probabilistic_sharpe(part["strategy"])
     n = max(len(part), 1)
     for col in ("cost", "financing"):  # paid per year, as a fraction of NAV (simple sums)
-        m[f"{col}_per_year"] = float(part[col].sum() * PERIODS / n) if col in part else math.nan
+        m[f"{col}_per_year"] = (float(part[col].sum() * HOURS_PER_YEAR / n) if col in part
+                                else math.nan)
     null = timing_test(part, env_config, seed)
     m["timing_p_value"] = math.nan if null is None else null.p_value
     return m

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cryptorl_jax.backtest.inference import PERIODS
+from cryptorl_jax.core.units import HOURS_PER_YEAR
 from cryptorl_jax.report.plots import naive_utc
 
 log = logging.getLogger("cryptorl_jax.report")
@@ -29,7 +29,7 @@ def write_returns_tearsheet(returns: pd.Series | pd.DataFrame, benchmark: pd.Ser
         tmp = path.with_name(f".{path.name}.tmp")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            qs.reports.html(returns, bench, periods_per_year=PERIODS, output=str(tmp),
+            qs.reports.html(returns, bench, periods_per_year=HOURS_PER_YEAR, output=str(tmp),
                             title=title, download_filename=path.name)
         tmp.replace(path)
         return None

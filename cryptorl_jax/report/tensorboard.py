@@ -9,7 +9,7 @@ import shutil
 from typing import Any
 
 from cryptorl_jax.config import Config
-from cryptorl_jax.layout import RunDir
+from cryptorl_jax.core.rundir import RunDir
 
 log = logging.getLogger("cryptorl_jax.report")
 

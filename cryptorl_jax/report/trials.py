@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from cryptorl_jax.backtest.inference import PERIODS
+from cryptorl_jax.core.units import HOURS_PER_YEAR
 
 
 def read_trial_log(path: str | None, workdir: Path) -> tuple[int, float, str]:
@@ -35,7 +35,7 @@ def read_trial_log(path: str | None, workdir: Path) -> tuple[int, float, str]:
         # tuning writes "sharpe" (annualised) whatever tune.metric the value is
         v = rec["sharpe"] if "sharpe" in rec else rec.get("value")
         if v is not None and rec.get("state", "COMPLETE") == "COMPLETE" and math.isfinite(v):
-            values.append(float(v) / math.sqrt(PERIODS))  # annualised -> per period
+            values.append(float(v) / math.sqrt(HOURS_PER_YEAR))  # annualised -> per period
     var = float(np.var(values, ddof=1)) if len(values) > 1 else 0.0
     return max(n, 1), var, str(p)
 

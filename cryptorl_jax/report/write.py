@@ -1,4 +1,4 @@
-"""The walk-forward report under results/<run_name>/ (the files: cryptorl_jax/layout.py).
+"""The walk-forward report under results/<run_name>/ (the files: cryptorl_jax/core/rundir.py).
 
 Built only from the finished segments (those with a DONE marker), so it can be rebuilt at any
 time (`cryptorl wfo --report-only`) and by concurrent processes: every file is written to a
@@ -16,8 +16,8 @@ from typing import Any
 
 from cryptorl_jax.backtest.diagnostics import flags_in
 from cryptorl_jax.config import Config
-from cryptorl_jax.io import write_atomic, write_parquet
-from cryptorl_jax.layout import RunDir
+from cryptorl_jax.core.io import write_atomic, write_parquet
+from cryptorl_jax.core.rundir import RunDir
 from cryptorl_jax.report.evidence import sceptic_evidence, write_sceptic
 from cryptorl_jax.report.html import write_report_html
 from cryptorl_jax.report.plots import plot_equity

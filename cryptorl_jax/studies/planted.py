@@ -25,13 +25,13 @@ import pandas as pd
 from cryptorl_jax.backtest.metrics import sharpe
 from cryptorl_jax.backtest.replay import simulate
 from cryptorl_jax.config import AssetSpec, DataConfig, EnvConfig
-from cryptorl_jax.io import write_atomic
+from cryptorl_jax.core.io import write_atomic
+from cryptorl_jax.core.names import BUNDLED_FILES
+from cryptorl_jax.core.units import HOURS_PER_YEAR
 from cryptorl_jax.market.loader import load_market
 from cryptorl_jax.market.planted import (
     DEFAULT_STRENGTH,
     FAMILIES,
-    FILES,
-    HOURS_PER_YEAR,
     META_FILE,
     ORACLE_FILE,
     TRADED,
@@ -65,7 +65,7 @@ class PlantedMarket:
 
 def _load_traded(out_dir: Path) -> pd.DataFrame:
     cfg = DataConfig(data_dir=str(out_dir), traded_asset=TRADED,
-                     assets=(AssetSpec(TRADED, FILES[TRADED], "crypto"),), cache_dir=None,
+                     assets=(AssetSpec(TRADED, BUNDLED_FILES[TRADED], "crypto"),), cache_dir=None,
                      max_fill_hours=10**6)  # the template's early gaps (34 h in 2018) too
     return load_market(cfg)
 

@@ -41,12 +41,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cryptorl_jax import provenance
 from cryptorl_jax.backtest.columns import fitted_baselines
 from cryptorl_jax.backtest.diagnostics import seed_columns
 from cryptorl_jax.backtest.metrics import sharpe
 from cryptorl_jax.config import Config, ConfigError, with_overrides
-from cryptorl_jax.io import write_atomic
+from cryptorl_jax.core import provenance
+from cryptorl_jax.core.io import write_atomic
+from cryptorl_jax.core.units import HOURS_PER_YEAR
 from cryptorl_jax.market import load_market
 from cryptorl_jax.market.planted import FAMILIES, META_FILE, ORACLE_FILE
 from cryptorl_jax.report import Run
@@ -56,7 +57,6 @@ from cryptorl_jax.walkforward.executor import Executor
 
 log = logging.getLogger("cryptorl_jax.power")
 
-PERIODS = 8760
 DETECTION_PSR = 0.95
 # where a page's ablation section starts (scripts/power_ablation.py writes it; --doc keeps it)
 ABLATION_MARKER = "<!-- ablation: scripts/power_ablation.py -->"
@@ -194,7 +194,7 @@ def drift_captured(frames: Sequence[pd.DataFrame], drift: pd.Series) -> float:
 
 
 def _sharpe(r) -> float:
-    return float(sharpe(np.asarray(r, np.float64), PERIODS))
+    return float(sharpe(np.asarray(r, np.float64), HOURS_PER_YEAR))
 
 
 def cell_row(cfg: Config, cell: Cell, data_dir: Path, run_dir: Path) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from cryptorl_jax.config import Config
-from cryptorl_jax.io import write_atomic
+from cryptorl_jax.core.io import write_atomic
 from cryptorl_jax.report import Comparison, Run
 from cryptorl_jax.report.markdown import fmt, markdown_table
 

@@ -15,7 +15,7 @@ import numpy as np
 from flax import nnx
 
 from cryptorl_jax.config import Config
-from cryptorl_jax.hooks import NO_HOOKS, Hooks
+from cryptorl_jax.core.hooks import NO_HOOKS, Hooks
 from cryptorl_jax.training.checkpoint import Checkpointer
 from cryptorl_jax.training.data import TrainData, check_train_data, take
 from cryptorl_jax.training.logging import Progress, ScalarLogger

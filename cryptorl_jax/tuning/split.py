@@ -18,6 +18,7 @@ from cryptorl_jax.config import (
     Config,
     ConfigError,
 )
+from cryptorl_jax.core.names import PERFORMANCE_METRICS, POSITION_METRICS
 from cryptorl_jax.walkforward.data import RunData, lookback_rows, prepare_run
 from cryptorl_jax.walkforward.runner import (
     SegmentControls,
@@ -28,8 +29,7 @@ from cryptorl_jax.walkforward.runner import (
 )
 from cryptorl_jax.walkforward.segments import Segment
 
-SCORE_KEYS = ("sharpe", "sortino", "total_return", "calmar", "max_drawdown", "cagr",
-              "volatility", "turnover", "exposure")
+SCORE_KEYS = (*PERFORMANCE_METRICS, *POSITION_METRICS)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from cryptorl_jax.config import (
     load_config,
     with_overrides,
 )
-from cryptorl_jax.io import write_atomic, write_json
+from cryptorl_jax.core.io import write_atomic, write_json
 from cryptorl_jax.tuning.space import override_text
 
 TRIAL_LOG = "trials.jsonl"

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from cryptorl_jax.config import Config, check_rows
+from cryptorl_jax.core.rundir import SegmentDir
 from cryptorl_jax.env.trading import MarketData, StartRange
 from cryptorl_jax.features import (
     RobustScaler,
@@ -24,7 +25,6 @@ from cryptorl_jax.features import (
     select_ffd_d,
     warmup_rows,
 )
-from cryptorl_jax.layout import SegmentDir
 from cryptorl_jax.market import load_market
 from cryptorl_jax.regimes import RegimeModel, regime_frame
 from cryptorl_jax.training.data import TrainData

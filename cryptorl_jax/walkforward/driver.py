@@ -29,11 +29,11 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from cryptorl_jax import provenance
 from cryptorl_jax.config import Config, ConfigError, identity
-from cryptorl_jax.hooks import NO_HOOKS, Hooks
-from cryptorl_jax.io import write_atomic, write_json
-from cryptorl_jax.layout import RunDir
+from cryptorl_jax.core import provenance
+from cryptorl_jax.core.hooks import NO_HOOKS, Hooks
+from cryptorl_jax.core.io import write_atomic, write_json
+from cryptorl_jax.core.rundir import RunDir
 from cryptorl_jax.report.write import write_report
 from cryptorl_jax.training.logging import ScalarLogger
 from cryptorl_jax.walkforward.data import RunData, prepare_run
@@ -61,7 +61,7 @@ def run(cfg: Config, workdir: str | Path, *, resume: bool = False, report_only: 
 
     `executor` runs the pending batches of segments: None is `LocalExecutor` (one after the
     other in this process); a `cluster.RayExecutor` runs them as Ray tasks. `hooks` (tests)
-    interrupt the run as a kill would: see cryptorl_jax.hooks.
+    interrupt the run as a kill would: see cryptorl_jax.core.hooks.
     """
     t0 = time.perf_counter()
     workdir = Path(workdir)

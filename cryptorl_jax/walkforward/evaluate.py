@@ -18,8 +18,8 @@ import pandas as pd
 
 from cryptorl_jax.backtest import oos as oos_lib
 from cryptorl_jax.config import load_config, with_overrides
-from cryptorl_jax.io import write_atomic, write_json, write_parquet
-from cryptorl_jax.layout import RunDir
+from cryptorl_jax.core.io import write_atomic, write_json, write_parquet
+from cryptorl_jax.core.rundir import RunDir
 from cryptorl_jax.market import load_market
 from cryptorl_jax.report.plots import plot_equity
 from cryptorl_jax.report.tearsheet import write_tearsheet

@@ -38,7 +38,7 @@ import pandas as pd
 from cryptorl_jax.backtest import oos as oos_lib
 from cryptorl_jax.backtest import strategies
 from cryptorl_jax.config import Config
-from cryptorl_jax.hooks import NO_HOOKS, Hooks
+from cryptorl_jax.core.hooks import NO_HOOKS, Hooks
 from cryptorl_jax.training.data import TrainData, stack_segments
 from cryptorl_jax.training.logging import ScalarLogger
 from cryptorl_jax.training.loop import TrainControls, train

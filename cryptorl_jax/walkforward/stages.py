@@ -14,6 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from cryptorl_jax.config import Config
+from cryptorl_jax.core.rundir import SegmentDir
 from cryptorl_jax.encoder.pretrain import (
     load_encoder,
     make_encoder,
@@ -22,7 +23,6 @@ from cryptorl_jax.encoder.pretrain import (
     pretrain_many,
     save_encoder,
 )
-from cryptorl_jax.layout import SegmentDir
 from cryptorl_jax.training.logging import ScalarLogger
 from cryptorl_jax.training.rollout import make_rollout
 from cryptorl_jax.training.spec import TrainerSpec

@@ -21,15 +21,15 @@ from typing import Any
 
 import jax
 
-from cryptorl_jax import provenance
 from cryptorl_jax.backtest import oos as oos_lib
 from cryptorl_jax.backtest import strategies
 from cryptorl_jax.backtest.metrics import regime_metrics
 from cryptorl_jax.config import Config
+from cryptorl_jax.core import provenance
+from cryptorl_jax.core.hooks import Hooks
+from cryptorl_jax.core.io import write_atomic, write_json, write_parquet
+from cryptorl_jax.core.rundir import DONE, RunDir, SegmentDir
 from cryptorl_jax.features import adf_table
-from cryptorl_jax.hooks import Hooks
-from cryptorl_jax.io import write_atomic, write_json, write_parquet
-from cryptorl_jax.layout import DONE, RunDir, SegmentDir
 from cryptorl_jax.regimes import plot_regimes
 from cryptorl_jax.walkforward.data import RunData
 from cryptorl_jax.walkforward.runner import SegmentOutcome

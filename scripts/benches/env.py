@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cryptorl_jax.machine import Load, wait_for_quiet
+from cryptorl_jax.core.machine import Load, wait_for_quiet
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -43,7 +43,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from cryptorl_jax.machine import Load, wait_for_quiet
+from cryptorl_jax.core.machine import Load, wait_for_quiet
 
 ZOO_STEPS = 20_000
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cryptorl_jax.core.names import BUNDLED_FILES
 from cryptorl_jax.market import planted as P
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,7 +18,7 @@ SPAN = ("2021-01-01", "2023-12-31")  # three years of the template: Sharpe SE ~0
 
 def template_returns() -> tuple[np.ndarray, pd.DatetimeIndex]:
     """(log returns per grid bar, NaN where the template has none; the bars' close times)."""
-    btc = P._cut(P._read_template(DATA / P.FILES["BTC"]), pd.Timestamp(SPAN[0], tz="UTC"),
+    btc = P._cut(P._read_template(DATA / BUNDLED_FILES["BTC"]), pd.Timestamp(SPAN[0], tz="UTC"),
                  pd.Timestamp(SPAN[1], tz="UTC"))
     first = btc["ts"].iloc[0]
     n = int((btc["ts"].iloc[-1] - first) / pd.Timedelta(hours=1)) + 1

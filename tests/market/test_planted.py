@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from cryptorl_jax.config import load_config
+from cryptorl_jax.core.units import HOURS_PER_YEAR
 from cryptorl_jax.market import planted as P
 from cryptorl_jax.market.loader import load_market
 from tests.market.planted_template import DATA, ROOT, template_returns
@@ -33,7 +34,7 @@ def test_none_is_trend_at_zero_and_keeps_the_real_vol(template, tmp_path):
     a = (r - r.mean()).abs()
     acf = np.array([a.autocorr(lag) for lag in range(1, 25)])
     assert acf.min() > 0.05 and acf.mean() > 0.1  # vol clustering
-    assert abs(r.mean() * P.HOURS_PER_YEAR) < 0.5  # a martingale up to noise
+    assert abs(r.mean() * HOURS_PER_YEAR) < 0.5  # a martingale up to noise
     # the written BTC is the same for none and trend at strength 0
     kw = dict(template_dir=DATA, start="2024-01-01", end="2024-02-15")
     a_ = P.write_planted_files(tmp_path / "none", "none", 0, 5, **kw)

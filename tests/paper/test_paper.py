@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 
 from cryptorl_jax.config import load_config, with_overrides
+from cryptorl_jax.core.names import BUNDLED_FILES
 from cryptorl_jax.market import load_market, planted
 from cryptorl_jax.paper.book import PaperBook, PaperBookError
 from cryptorl_jax.paper.feeds import CcxtFeed, FeedError, feeds_for, parse_sources
@@ -348,7 +349,7 @@ def test_live_bars_extend_copies_of_the_runs_data(paper_run, tmp_path):
     run_dir, data, _, _ = paper_run
     d = live_data_dir(run_dir, tmp_path / "book")
     assert d == tmp_path / "book" / "data"
-    assert sorted(p.name for p in d.iterdir()) == sorted(planted.FILES.values())
+    assert sorted(p.name for p in d.iterdir()) == sorted(BUNDLED_FILES.values())
     assert (d / "BTC_1h.csv.gz").read_bytes() == (data / "BTC_1h.csv.gz").read_bytes()
     (d / "BTC_1h.csv.gz").write_bytes(b"extended")  # a later call keeps the extended copy
     assert live_data_dir(run_dir, tmp_path / "book") == d

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cryptorl_jax.layout import RunDir
+from cryptorl_jax.core.rundir import RunDir
 from cryptorl_jax.report import read
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from cryptorl_jax.backtest.metrics import expected_max_sharpe
-from cryptorl_jax.layout import REGISTRY
+from cryptorl_jax.core.rundir import REGISTRY
 from cryptorl_jax.report import registry
 
 

@@ -26,7 +26,7 @@ from cryptorl_jax.backtest.metrics import (
     sharpe,
 )
 from cryptorl_jax.config import ConfigError, identity, load_config
-from cryptorl_jax.hooks import Hooks
+from cryptorl_jax.core.hooks import Hooks
 from cryptorl_jax.market.synthetic import make_market
 from cryptorl_jax.report import NotARunError, Run, compare_runs
 from cryptorl_jax.studies.study import run_study

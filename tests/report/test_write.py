@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from cryptorl_jax.config import load_config
-from cryptorl_jax.layout import RunDir
+from cryptorl_jax.core.rundir import RunDir
 from cryptorl_jax.market.synthetic import make_market
 from cryptorl_jax.report import read, registry, summary, write
 from cryptorl_jax.walkforward import driver

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from cryptorl_jax.config import load_config
+from cryptorl_jax.core.names import BUNDLED_FILES
 from cryptorl_jax.market import planted as P
 from cryptorl_jax.market.loader import load_market, load_ohlcv
 from cryptorl_jax.studies import planted as O
@@ -84,7 +85,7 @@ def test_written_files_are_causal_and_deterministic(tmp_path):
     long = O.write_planted_market(tmp_path / "long", "lead", 4.0, 2, end="2023-03-01", **kw)
     again = O.write_planted_market(tmp_path / "again", "lead", 4.0, 2, end="2023-03-01", **kw)
     other = O.write_planted_market(tmp_path / "other", "lead", 4.0, 3, end="2023-03-01", **kw)
-    for name in P.FILES.values():
+    for name in BUNDLED_FILES.values():
         assert (long.out_dir / name).read_bytes() == (again.out_dir / name).read_bytes()
     assert long.oracle_path.read_bytes() == again.oracle_path.read_bytes()
     assert long.meta_path.read_bytes() == again.meta_path.read_bytes()

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from cryptorl_jax.hooks import Hooks
+from cryptorl_jax.core.hooks import Hooks
 from cryptorl_jax.training.loop import (
     TrainControls,
     TrainingDivergedError,

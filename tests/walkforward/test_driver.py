@@ -16,7 +16,7 @@ import pytest
 
 from cryptorl_jax.backtest.metrics import compute_metrics
 from cryptorl_jax.config import identity, load_config, with_overrides
-from cryptorl_jax.hooks import Hooks
+from cryptorl_jax.core.hooks import Hooks
 from cryptorl_jax.market.synthetic import make_market
 from cryptorl_jax.walkforward import driver, stages
 from cryptorl_jax.walkforward.data import prepare_run
