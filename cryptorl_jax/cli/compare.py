@@ -11,8 +11,9 @@ curves overlaid) and tearsheet.html (one quantstats tearsheet, every run a strat
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from cryptorl_jax.cli.common import run_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,21 +25,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="a name per run, in order (default: each run's run_name)")
     p.add_argument("--no-tearsheet", action="store_true")
     args = p.parse_args(argv)
-    from cryptorl_jax.training.logging import configure_cli_logging
+    return run_command("compare", lambda: _run(args))
 
-    configure_cli_logging()
-    from cryptorl_jax.config import ConfigError
+
+def _run(args: argparse.Namespace) -> int:
     from cryptorl_jax.report.markdown import markdown_table
     from cryptorl_jax.report.runs import write_comparison
 
     out = Path(args.out) if args.out else (
         Path(args.runs[0]).parent / ("compare-" + "-".join(Path(r).name for r in args.runs)))
-    try:
-        cmp = write_comparison(args.runs, out, labels=args.label,
-                               tearsheet=not args.no_tearsheet)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        print(f"compare: error: {exc}", file=sys.stderr)
-        return 2
+    cmp = write_comparison(args.runs, out, labels=args.label, tearsheet=not args.no_tearsheet)
     print(markdown_table(cmp.table[["total_return", "sharpe", "max_drawdown", "psr",
                                     "dsr_compared", "timing_p_value"]], ".3g"))
     print(f"compare: {cmp.n_runs} runs; outputs in {out}")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cryptorl_jax.cli.common import run_command
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
@@ -25,20 +27,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="keep the run's data.end instead of reading up to the newest bar")
     p.add_argument("--no-tearsheet", action="store_true")
     args = p.parse_args(argv)
-    from cryptorl_jax.training.logging import configure_cli_logging
+    return run_command("evaluate", lambda: _run(args))
 
-    configure_cli_logging()
-    from cryptorl_jax.config import ConfigError
-    from cryptorl_jax.market import DataValidationError
+
+def _run(args: argparse.Namespace) -> int:
     from cryptorl_jax.walkforward.evaluate import evaluate_window
 
-    try:
-        res = evaluate_window(args.run, args.segment, args.start, args.end, out_dir=args.out,
-                              keep_data_end=args.keep_data_end,
-                              tearsheet=not args.no_tearsheet)
-    except (ConfigError, DataValidationError, FileNotFoundError, ValueError) as exc:
-        print(f"evaluate: error: {exc}", file=sys.stderr)
-        return 2
+    res = evaluate_window(args.run, args.segment, args.start, args.end, out_dir=args.out,
+                          keep_data_end=args.keep_data_end, tearsheet=not args.no_tearsheet)
     m = res.metrics
     print(f"evaluate: {res.oos.index[0]} .. {res.oos.index[-1]} ({len(res.oos)} h, "
           f"{res.in_sample_hours} in-sample): sharpe {m['sharpe']:.2f}, total return "

@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cryptorl_jax.cli.common import run_command
+
 
 def _every_seconds(text: str) -> float:
     from cryptorl_jax.market.download import DownloadError, timeframe_ms
@@ -65,43 +67,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from cryptorl_jax.training.logging import configure_cli_logging
-
-    configure_cli_logging()
-    from cryptorl_jax.config import ConfigError
-    from cryptorl_jax.market import DataValidationError
     from cryptorl_jax.paper.book import PaperBookError
-    from cryptorl_jax.paper.feeds import FeedError, feeds_for, parse_sources
+    from cryptorl_jax.paper.feeds import FeedError
+
+    return run_command("paper", lambda: _run(args), errors=(FeedError, PaperBookError),
+                       interrupted="the book holds every hour booked so far")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cryptorl_jax.paper.feeds import feeds_for, parse_sources
     from cryptorl_jax.paper.session import live, replay
     from cryptorl_jax.paper.status import format_status, paper_status
 
     overrides = () if args.data_dir is None else (f"data.data_dir={args.data_dir}",)
-    try:
-        if args.status:
-            print(format_status(paper_status(args.run, args.book,
-                                             backtest=not args.no_backtest)))
-            return 0
-        if args.replay is not None:
-            res = replay(args.run, *args.replay, segment=args.segment, book_dir=args.book,
-                         overrides=overrides)
-        else:
-            from cryptorl_jax.paper.engine import SegmentAgent
-            from cryptorl_jax.paper.session import live_data_dir
+    if args.status:
+        print(format_status(paper_status(args.run, args.book, backtest=not args.no_backtest)))
+        return 0
+    if args.replay is not None:
+        res = replay(args.run, *args.replay, segment=args.segment, book_dir=args.book,
+                     overrides=overrides)
+    else:
+        from cryptorl_jax.paper.engine import SegmentAgent
+        from cryptorl_jax.paper.session import live_data_dir
 
-            data_dir = live_data_dir(args.run, args.book, args.data_dir)
-            overrides = (f"data.data_dir={data_dir}",)
-            agent = SegmentAgent(args.run, args.segment, overrides)
-            feeds = feeds_for(agent.cfg, exchange=args.exchange, symbol=args.symbol,
-                              sources=parse_sources(args.source))
-            res = live(args.run, feeds, segment=args.segment, book_dir=args.book,
-                       overrides=overrides, every_s=args.every, delay_s=args.delay)
-    except KeyboardInterrupt:
-        print("paper: interrupted; the book holds every hour booked so far", file=sys.stderr)
-        return 130
-    except (ConfigError, DataValidationError, FeedError, PaperBookError, FileNotFoundError,
-            ValueError) as exc:
-        print(f"paper: error: {exc}", file=sys.stderr)
-        return 2
+        data_dir = live_data_dir(args.run, args.book, args.data_dir)
+        overrides = (f"data.data_dir={data_dir}",)
+        agent = SegmentAgent(args.run, args.segment, overrides)
+        feeds = feeds_for(agent.cfg, exchange=args.exchange, symbol=args.symbol,
+                          sources=parse_sources(args.source))
+        res = live(args.run, feeds, segment=args.segment, book_dir=args.book,
+                   overrides=overrides, every_s=args.every, delay_s=args.delay)
     print(f"paper: {res.booked} hour(s) booked into {res.book.dir}; "
           f"{len(res.ledger)} in the book")
     if len(res.ledger):

@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from cryptorl_jax.cli.common import add_config_arguments, load_cli_config, run_command
 from cryptorl_jax.cli.executor_args import add_executor_arguments, executor_kwargs
 
 
@@ -27,9 +28,8 @@ def _floats(text: str) -> list[float]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="the walk-forward config (configs/power.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="KEY=VALUE", help="dotted override applied to every run")
+    add_config_arguments(p, config_help="the walk-forward config (configs/power.yaml)",
+                         set_help="dotted override applied to every run")
     p.add_argument("--edge", default="trend,none",
                    help="comma list of families: trend, lead, regime, none (default trend,none)")
     p.add_argument("--strength", type=_floats, default=None,
@@ -37,37 +37,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", default="3",
                    help="markets (seeds) per cell: a count (3) or per family, e.g. "
                         "trend=3,none=3,lead=1")
-    p.add_argument("--out", default=None, help="results directory (default: output.dir)")
     p.add_argument("--doc", default=None, help="also write the page here (e.g. docs/power.md)")
     p.add_argument("--resume", action="store_true", help="keep finished segments")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     add_executor_arguments(p)
     args = p.parse_args(argv)
-    from cryptorl_jax.training.logging import configure_cli_logging
+    command = "cryptorl power " + " ".join(argv if argv is not None else sys.argv[1:])
+    return run_command("power", lambda: _run(args, command))
 
-    configure_cli_logging()
+
+def _run(args: argparse.Namespace, command: str) -> int:
     from cryptorl_jax.cluster import maybe_executor
-    from cryptorl_jax.config import ConfigError, load_config
-    from cryptorl_jax.market import DataValidationError, planted
+    from cryptorl_jax.market import planted
     from cryptorl_jax.studies.power import parse_repeats, run_power
 
-    try:
-        overrides = list(args.overrides) + (["output.progress=false"] if args.quiet else [])
-        cfg = load_config(args.config, overrides)
-        strengths = args.strength or [planted.DEFAULT_STRENGTH]
-        families = [f.strip() for f in args.edge.split(",") if f.strip()]
-        repeats = parse_repeats(args.repeats)
-        command = "cryptorl power " + " ".join(argv if argv is not None else sys.argv[1:])
-        with maybe_executor(args.executor, **executor_kwargs(args)) as executor:
-            res = run_power(cfg, Path(args.out or cfg.output.dir), families, strengths,
-                            repeats, resume=args.resume, executor=executor,
-                            doc=args.doc, command=command)
-    except (ConfigError, DataValidationError, FileNotFoundError, ValueError) as exc:
-        print(f"power: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("power: interrupted; run again with --resume to continue", file=sys.stderr)
-        return 130
+    cfg = load_cli_config(args)
+    strengths = args.strength or [planted.DEFAULT_STRENGTH]
+    families = [f.strip() for f in args.edge.split(",") if f.strip()]
+    repeats = parse_repeats(args.repeats)
+    with maybe_executor(args.executor, **executor_kwargs(args)) as executor:
+        res = run_power(cfg, Path(args.out or cfg.output.dir), families, strengths,
+                        repeats, resume=args.resume, executor=executor,
+                        doc=args.doc, command=command)
     cols = ["family", "strength", "oracle_sharpe_mean", "sharpe_mean", "recovered_mean",
             "detection_rate"]
     print(res.summary[cols].to_string(index=False))

@@ -13,31 +13,27 @@ import argparse
 import sys
 from pathlib import Path
 
+from cryptorl_jax.cli.common import add_config_arguments, load_cli_config, run_command
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True)
+    add_config_arguments(p, out_help="results directory (default: output.dir); the run goes "
+                                     "to <out>/<run_name>-demo/")
     p.add_argument("--segment", type=int, default=0)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    from cryptorl_jax.training.logging import configure_cli_logging
+    return run_command("train", lambda: _run(args))
 
-    configure_cli_logging()
-    from cryptorl_jax.config import ConfigError, load_config, with_overrides
-    from cryptorl_jax.market import DataValidationError
+
+def _run(args: argparse.Namespace) -> int:
     from cryptorl_jax.walkforward import driver
 
-    try:
-        cfg = load_config(args.config, args.overrides)
-        cfg = with_overrides(cfg, [f"wfo.segments=[{args.segment}]", "wfo.max_segments=null",
-                                   f"run_name={cfg.run_name}-demo"])
-        workdir = Path(args.out or cfg.output.dir) / cfg.run_name
-        result = driver.run(cfg, workdir)
-    except (ConfigError, DataValidationError, FileNotFoundError, ValueError) as exc:
-        print(f"train: error: {exc}", file=sys.stderr)
-        return 2
+    base = load_cli_config(args)
+    cfg = load_cli_config(args, [f"wfo.segments=[{args.segment}]", "wfo.max_segments=null",
+                                 f"run_name={base.run_name}-demo"])
+    workdir = Path(args.out or cfg.output.dir) / cfg.run_name
+    result = driver.run(cfg, workdir)
     rep = result.report
     print(f"train: segment {args.segment} in {result.seconds:.0f} s: OOS sharpe "
           f"{rep['sharpe']:.2f}, total return {100 * rep['total_return']:.2f}%; "

@@ -12,20 +12,19 @@ import argparse
 import sys
 from pathlib import Path
 
+from cryptorl_jax.cli.common import add_config_arguments, load_cli_config, run_command
 from cryptorl_jax.cli.executor_args import add_executor_arguments, executor_kwargs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--config", required=True, help="YAML config with a tune: section")
+    add_config_arguments(p, config_help="YAML config with a tune: section",
+                         set_help="dotted override, e.g. tune.segments=[0,1]",
+                         out_help="directory for <run_name>-tune/ (default: output.dir)")
     p.add_argument("--trials", type=int, required=True, help="trials to run in this process")
     p.add_argument("--study-db", default=None,
                    help="Optuna storage URL (default: sqlite:///<out>/study.db)")
     p.add_argument("--study-name", default=None, help="default: <run_name>-tune")
-    p.add_argument("--out", default=None,
-                   help="directory for <run_name>-tune/ (default: output.dir)")
-    p.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="KEY=VALUE", help="dotted override, e.g. tune.segments=[0,1]")
     p.add_argument("--worker", type=int, default=0,
                    help="distinct number per process sharing one storage (sampler seed)")
     p.add_argument("--population", type=int, default=None, metavar="P",
@@ -33,7 +32,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "compilation for the study; the space may hold only the dynamic "
                         "hyperparameters: learning rates, gamma, tau, entropy, grad norm, "
                         "reward scale, curriculum churn/smooth)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     add_executor_arguments(p, tuning=True)
     return p.parse_args(argv)
 
@@ -66,9 +64,6 @@ def overfitting_text(stats: dict, path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from cryptorl_jax.training.logging import configure_cli_logging
-
-    configure_cli_logging()
     if args.trials < 1:
         print(f"tune: error: --trials must be >= 1, got {args.trials}", file=sys.stderr)
         return 2
@@ -76,31 +71,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tune: error: --population must be >= 1, got {args.population}", file=sys.stderr)
         return 2
     from cryptorl_jax.cluster import ClusterError
-    from cryptorl_jax.config import ConfigError, load_config
-    from cryptorl_jax.market import DataValidationError
+
+    return run_command("tune", lambda: _run(args), errors=(ClusterError,),
+                       interrupted="run the same command again to continue the study")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cryptorl_jax.cluster import maybe_executor
     from cryptorl_jax.tuning.driver import run_study
 
-    try:
-        overrides = list(args.overrides) + (["output.progress=false"] if args.quiet else [])
-        cfg = load_config(args.config, overrides)
-        workdir = Path(args.out or cfg.output.dir) / f"{cfg.run_name}-tune"
-        from cryptorl_jax.cluster import maybe_executor
-
-        if args.executor == "ray" and args.population is None:
-            raise ValueError("--executor ray sends population batches to the tasks: give "
-                             "--population P")
-        with maybe_executor(args.executor, **executor_kwargs(args)) as executor:
-            result = run_study(cfg, args.trials, storage=args.study_db,
-                               study_name=args.study_name, workdir=workdir, worker=args.worker,
-                               population=args.population, executor=executor)
-    except (ConfigError, DataValidationError, FileNotFoundError, ValueError,
-            ClusterError) as exc:
-        print(f"tune: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("tune: interrupted; run the same command again to continue the study",
-              file=sys.stderr)
-        return 130
+    cfg = load_cli_config(args)
+    workdir = Path(args.out or cfg.output.dir) / f"{cfg.run_name}-tune"
+    if args.executor == "ray" and args.population is None:
+        raise ValueError("--executor ray sends population batches to the tasks: give "
+                         "--population P")
+    with maybe_executor(args.executor, **executor_kwargs(args)) as executor:
+        result = run_study(cfg, args.trials, storage=args.study_db,
+                           study_name=args.study_name, workdir=workdir, worker=args.worker,
+                           population=args.population, executor=executor)
     print(f"tune: study '{result.study_name}': ran trials {result.trials_run} in "
           f"{result.seconds:.0f} s; {result.n_trials} finished trials in {result.storage}; "
           f"trial log {result.trial_log}")

@@ -9,57 +9,40 @@ import argparse
 import sys
 from pathlib import Path
 
+from cryptorl_jax.cli.common import add_config_arguments, load_cli_config, run_command
 from cryptorl_jax.cli.executor_args import add_executor_arguments, executor_kwargs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--config", required=True, help="YAML config (e.g. configs/quick.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="KEY=VALUE", help="dotted override, e.g. tqc.learning_rate=3e-4")
-    p.add_argument("--out", default=None, help="results directory (default: output.dir)")
+    add_config_arguments(p)
     p.add_argument("--resume", action="store_true",
                    help="skip finished segments; resume an unfinished one from its checkpoint")
     p.add_argument("--segments", default=None, help="comma-separated segment numbers, e.g. 0,3")
     p.add_argument("--report-only", action="store_true",
                    help="rebuild the aggregate report from the finished segments")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     add_executor_arguments(p)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from cryptorl_jax.training.logging import configure_cli_logging
-
-    configure_cli_logging()
     from cryptorl_jax.cluster import ClusterError
-    from cryptorl_jax.config import ConfigError, load_config
-    from cryptorl_jax.market import DataValidationError
-    from cryptorl_jax.walkforward import driver
     from cryptorl_jax.walkforward.writer import SegmentArchiveError
 
-    try:
-        overrides = list(args.overrides)
-        if args.segments:
-            overrides.append(f"wfo.segments=[{args.segments}]")
-        if args.quiet:
-            overrides.append("output.progress=false")
-        cfg = load_config(args.config, overrides)
-        workdir = Path(args.out or cfg.output.dir) / cfg.run_name
-        from cryptorl_jax.cluster import maybe_executor
+    return run_command("wfo", lambda: _run(args), errors=(ClusterError, SegmentArchiveError))
 
-        with maybe_executor(args.executor if not args.report_only else "local",
-                            **executor_kwargs(args)) as executor:
-            result = driver.run(cfg, workdir, resume=args.resume,
-                                report_only=args.report_only, executor=executor)
-    except (ConfigError, DataValidationError, FileNotFoundError, ValueError, ClusterError,
-            SegmentArchiveError) as exc:
-        print(f"wfo: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("wfo: interrupted; run again with --resume to continue", file=sys.stderr)
-        return 130
+
+def _run(args: argparse.Namespace) -> int:
+    from cryptorl_jax.cluster import maybe_executor
+    from cryptorl_jax.walkforward import driver
+
+    cfg = load_cli_config(args, [f"wfo.segments=[{args.segments}]"] if args.segments else [])
+    workdir = Path(args.out or cfg.output.dir) / cfg.run_name
+    with maybe_executor(args.executor if not args.report_only else "local",
+                        **executor_kwargs(args)) as executor:
+        result = driver.run(cfg, workdir, resume=args.resume, report_only=args.report_only,
+                            executor=executor)
     print(f"wfo: {len(result.segments_run)} segment(s) run, {len(result.segments_skipped)} "
           f"skipped, {result.seconds:.0f} s; report in {result.workdir}")
     rep = result.report

@@ -1,0 +1,57 @@
+"""What the subcommands share: the config arguments (--config, --set, --out, -q), loading the
+config they name, and the one rule that turns an outcome into an exit code: 0 done, 2 the
+user's input was refused (bad config, data, file or value: one line naming it), 130
+interrupted. The project's modules are imported on first use, so `--help` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+RESUME_HINT = "run again with --resume to continue"
+
+
+def add_config_arguments(p: argparse.ArgumentParser, *,
+                         config_help: str = "YAML config (e.g. configs/quick.yaml)",
+                         set_help: str = "dotted override, e.g. tqc.learning_rate=3e-4",
+                         out_help: str = "results directory (default: output.dir)",
+                         quiet: bool = True) -> None:
+    """--config FILE, repeatable --set KEY=VALUE (args.overrides), --out DIR and -q/--quiet."""
+    p.add_argument("--config", required=True, help=config_help)
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="KEY=VALUE", help=set_help)
+    p.add_argument("--out", default=None, help=out_help)
+    if quiet:
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def load_cli_config(args: argparse.Namespace, extra: Sequence[str] = ()) -> Any:
+    """The config of --config with the --set overrides, then `extra`, then -q's."""
+    from cryptorl_jax.config import load_config
+
+    quiet = ["output.progress=false"] if getattr(args, "quiet", False) else []
+    return load_config(args.config, [*args.overrides, *extra, *quiet])
+
+
+def run_command(name: str, body: Callable[[], int | None], *,
+                errors: tuple[type[BaseException], ...] = (),
+                interrupted: str = RESUME_HINT) -> int:
+    """Run a subcommand's body with CLI logging; an input error (ConfigError,
+    DataValidationError, FileNotFoundError, ValueError and `errors`) prints `NAME: error: ...`
+    and gives 2, Ctrl-C prints `NAME: interrupted; <interrupted>` and gives 130."""
+    from cryptorl_jax.config import ConfigError
+    from cryptorl_jax.market import DataValidationError
+    from cryptorl_jax.training.logging import configure_cli_logging
+
+    configure_cli_logging()
+    try:
+        rc = body()
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; {interrupted}", file=sys.stderr)
+        return 130
+    except (ConfigError, DataValidationError, FileNotFoundError, ValueError, *errors) as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0 if rc is None else int(rc)
