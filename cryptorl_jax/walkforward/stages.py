@@ -15,14 +15,10 @@ import orbax.checkpoint as ocp
 
 from cryptorl_jax.config import Config
 from cryptorl_jax.core.rundir import SegmentDir
-from cryptorl_jax.encoder.pretrain import (
-    load_encoder,
-    make_encoder,
-    precompute_embeddings,
-    pretrain,
-    pretrain_many,
-    save_encoder,
-)
+from cryptorl_jax.encoder.checkpoint import load_encoder, save_encoder
+from cryptorl_jax.encoder.embed import precompute_embeddings
+from cryptorl_jax.encoder.factory import make_encoder
+from cryptorl_jax.encoder.pretrain import pretrain, pretrain_many
 from cryptorl_jax.training.logging import ScalarLogger
 from cryptorl_jax.training.rollout import make_rollout
 from cryptorl_jax.training.spec import TrainerSpec

@@ -30,7 +30,7 @@ def _windows(batch: int, seed: int = 0, window: int = W) -> jax.Array:
 
 
 def _baselines_numpy(windows, ids_visible, ids_masked, patch_size):
-    """Plain loop reference of the two baselines (see pretrain.baseline_errors)."""
+    """Plain loop reference of the two baselines (see encoder.baselines.baseline_errors)."""
     windows = np.asarray(windows, np.float64)
     batch, window, n_features = windows.shape
     n_tokens = window // patch_size

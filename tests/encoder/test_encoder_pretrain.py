@@ -25,6 +25,8 @@ from cryptorl_jax.encoder import (
     save_encoder,
     window_ranges,
 )
+from cryptorl_jax.encoder.epoch import _decay_mask, _epoch_ends
+from cryptorl_jax.encoder.tracing import TRACE_COUNTS
 
 W = 16
 ENC = EncoderConfig(d_model=32, depth=1, n_heads=2, mlp_ratio=2, decoder_dim=16,
@@ -81,7 +83,7 @@ def test_window_ranges_errors_name_the_numbers():
 
 
 def test_epoch_ends_are_shuffled_permutations_in_range():
-    ends = np.asarray(pt._epoch_ends(jax.random.key(0), jnp.int32(40), 50, 3, 32))
+    ends = np.asarray(_epoch_ends(jax.random.key(0), jnp.int32(40), 50, 3, 32))
     assert ends.shape == (3, 32)
     flat = ends.reshape(-1)
     assert flat.min() >= 40 and flat.max() <= 89
@@ -118,14 +120,14 @@ def runs(tmp_path_factory):
     shift = 100  # the same segment, 100 rows later in a matrix of the same shape
     shifted = np.concatenate([np.full((shift, F), np.nan, np.float32), clean[:-shift]])
     logged: list[tuple[int, dict]] = []
-    before = dict(pt.TRACE_COUNTS)
+    before = dict(TRACE_COUNTS)
     workdir = tmp_path_factory.mktemp("segment_0")
     key = jax.random.key(42)
     res_clean = pt.pretrain(clean, TRAIN_START, TRAIN_END, CFG, key, workdir=workdir,
                             log_fn=lambda s, d: logged.append((s, d)), progress=True)
     res_garbage = pt.pretrain(garbage, TRAIN_START, TRAIN_END, CFG, key)
     res_shifted = pt.pretrain(shifted, TRAIN_START + shift, TRAIN_END + shift, CFG, key)
-    traces = {k: pt.TRACE_COUNTS[k] - before.get(k, 0)
+    traces = {k: TRACE_COUNTS[k] - before.get(k, 0)
               for k in ("train_epoch", "evaluate", "optimizer_init")}
     return dict(clean=clean, res=res_clean, garbage=res_garbage, shifted=res_shifted,
                 logged=logged, traces=traces, workdir=workdir)
@@ -160,7 +162,7 @@ def test_history_best_epoch_and_early_stopping(runs):
 
 
 def test_weight_decay_applies_to_kernels_only(runs):
-    mask = pt._decay_mask(runs["res"].mae_state)
+    mask = _decay_mask(runs["res"].mae_state)
     flags = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(mask)}
     assert flags and all(v == ("['kernel']" in k) for k, v in flags.items())
     assert any(flags.values())
@@ -308,7 +310,7 @@ def test_segments_pretrained_as_one_vmapped_step_match_one_at_a_time(runs, caplo
     shift = 100
     shifted = np.concatenate([np.full((shift, F), np.nan, np.float32), clean[:-shift]])
     key = jax.random.key(42)
-    before = dict(pt.TRACE_COUNTS)
+    before = dict(TRACE_COUNTS)
     batch = pt.pretrain_many([clean, garbage, shifted],
                              [(TRAIN_START, TRAIN_END), (TRAIN_START, TRAIN_END),
                               (TRAIN_START + shift, TRAIN_END + shift)], CFG, [key] * 3)
@@ -322,7 +324,7 @@ def test_segments_pretrained_as_one_vmapped_step_match_one_at_a_time(runs, caplo
                         strict=True):
             x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
             assert np.linalg.norm(x - y) <= 2e-2 * max(np.linalg.norm(y), 1e-6)
-    assert pt.TRACE_COUNTS["train_epoch"] == before.get("train_epoch", 0)  # no retrace
+    assert TRACE_COUNTS["train_epoch"] == before.get("train_epoch", 0)  # no retrace
     # a second batch of the same shapes compiles nothing (the MAE stage compiles once per run),
     # and another key per segment gives other encoders: the batch does not share one
     jax.config.update("jax_log_compiles", True)

@@ -391,7 +391,7 @@ def test_poisoned_future_leaves_segment_0_bit_identical(full_run, cfg, market, t
     left, right = load_agents(a / "agents", trainer), load_agents(b / "agents", trainer)
     for x, y in zip(jax.tree.leaves(left), jax.tree.leaves(right), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    from cryptorl_jax.encoder.pretrain import load_encoder
+    from cryptorl_jax.encoder.checkpoint import load_encoder
 
     n_features = len(json.loads((a / "transforms.json").read_text())["columns"])
     enc = [jax.tree.leaves(load_encoder(d / "encoder", n_features, cfg.env.window,
