@@ -5,7 +5,8 @@
 Modules: `write` (write_report: every aggregate output of a run), `read` (its segments),
 `trials` (a tuning study's trial log), `registry` (the runs over an OOS window: the N of the
 Deflated Sharpe), `tables` (metrics.csv, comparison.csv), `evidence` (the sceptic's tables),
-`verdict`, `summary` (summary.md, no file access), `markdown`, `plots`, `tearsheet`,
+`verdict`, `calibration` (the verdict's rule, size, power and minimum detectable Sharpe),
+`summary` (summary.md, no file access), `markdown`, `plots`, `tearsheet`,
 `tensorboard` (hparams), `html` (report.html), `paper` (a paper book's status.json) and `runs`
 (finished runs as objects). Loading a finished run imports no JAX.
 """
