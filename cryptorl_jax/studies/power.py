@@ -12,11 +12,18 @@ the agent and the oracle are measured alike. Outputs in `<out>/<run_name>-power/
 
 - `power.csv`: one row per run: the oracle's stitched-OOS Sharpe after costs, the ensemble's
   and each seed's OOS Sharpe, the in-sample Sharpe (its agents over their own train rows),
-  PSR, turnover, exposure, the flags, and `recovered` = ensemble Sharpe / oracle Sharpe;
+  PSR, turnover, exposure, the flags, `recovered` = ensemble Sharpe / oracle Sharpe, and the
+  detections: `detected` = the verdict the run's report prints (`report.verdict.edge`: PSR >=
+  0.95^(1/N) with no vetoing flag; docs/methods.md), `detected_psr` = PSR >= 0.95 alone,
+  `oracle_detected` and `best_baseline_detected` = the same rule on the oracle's OOS path (N =
+  1) and on the best fitted baseline's (N = the fitted baselines it was picked from), and `mds`
+  = the Sharpe the rule detects with 80 % probability over the run's OOS hours;
 - `power_summary.csv` / `power.md`: per family and strength, the mean and sd over repeats of
   the oracle's, the ensemble's and the seeds' Sharpe, the fraction of the oracle recovered
-  (ensemble, and the worst seed), the in-sample/OOS gap, the detection rate (PSR > 0.95) and,
-  at strength 0, the false-positive rate;
+  (ensemble, and the worst seed), the in-sample/OOS gap, each detection rate with its Wilson
+  95 % interval, at strength 0 the false-positive rate (the verdict's, with its interval), and
+  the OOS hours the rule would need to detect the oracle's and the agents' mean Sharpe with
+  80 % probability (`report.calibration.hours_to_detect`);
 - `power.png`: the power curve (ensemble Sharpe against the oracle's, per family, with the
   lines y = x and y = x / 2).
 
@@ -43,21 +50,24 @@ import pandas as pd
 
 from cryptorl_jax.backtest.columns import fitted_baselines
 from cryptorl_jax.backtest.diagnostics import seed_columns
-from cryptorl_jax.backtest.metrics import sharpe
+from cryptorl_jax.backtest.metrics import probabilistic_sharpe, sharpe
 from cryptorl_jax.config import Config, ConfigError, with_overrides
 from cryptorl_jax.core import provenance
 from cryptorl_jax.core.io import write_atomic
 from cryptorl_jax.core.units import HOURS_PER_YEAR
 from cryptorl_jax.market import load_market
 from cryptorl_jax.market.planted import FAMILIES, META_FILE, ORACLE_FILE
-from cryptorl_jax.report import Run
+from cryptorl_jax.report import Run, calibration
 from cryptorl_jax.report.markdown import markdown_table
+from cryptorl_jax.report.verdict import edge
 from cryptorl_jax.studies.planted import write_planted_market
 from cryptorl_jax.walkforward.executor import Executor
 
 log = logging.getLogger("cryptorl_jax.power")
 
-DETECTION_PSR = 0.95
+DETECTION_PSR = calibration.LEVEL  # the PSR-only detection shown beside the verdict's
+DETECTIONS = {"detected": "verdict", "detected_psr": "PSR only", "oracle_detected": "oracle",
+              "best_baseline_detected": "best baseline"}
 # where a page's ablation section starts (scripts/power_ablation.py writes it; --doc keeps it)
 ABLATION_MARKER = "<!-- ablation: scripts/power_ablation.py -->"
 
@@ -228,12 +238,43 @@ def cell_row(cfg: Config, cell: Cell, data_dir: Path, run_dir: Path) -> dict[str
     positive = oracle_sr > 0 and cell.strength > 0  # at strength 0 there is nothing to recover
     row["recovered"] = ens / oracle_sr if positive else math.nan
     row["seed_recovered_min"] = row["seed_sharpe_min"] / oracle_sr if positive else math.nan
-    row["detected"] = bool(row["psr"] > DETECTION_PSR)
+    row.update(detections(head, run.flags, oracle, run.oos))
     for name in fitted_baselines(run.oos):  # the baselines that read the market, same hours
         sr = _sharpe(run.oos[name])
         row[f"{name}_sharpe"] = sr
         row[f"{name}_recovered"] = sr / oracle_sr if positive else math.nan
     return row
+
+
+def detections(head: Mapping[str, Any], flags: list[str], oracle: pd.Series,
+               oos: pd.DataFrame) -> dict[str, Any]:
+    """A run's detections: `detected` = the verdict its report prints (`report.verdict.edge`
+    on metrics.csv's `all` row and the run's flags), `detected_psr` = PSR >= 0.95 alone, and the
+    verdict's rule on the oracle's OOS path (N = 1, no flag) and on the best fitted baseline's
+    (by OOS Sharpe; N = the fitted baselines, as it was picked from them); `mds` = the true
+    Sharpe the rule detects with 80 % probability over these OOS hours at the run's N."""
+    psr = float(head.get("psr", math.nan))
+    n_trials = float(head.get("n_trials", 1.0))
+    n_trials = n_trials if math.isfinite(n_trials) and n_trials >= 1 else 1.0
+    o = oracle.to_numpy(np.float64)
+    out: dict[str, Any] = {
+        "detected": edge(head, flags), "detected_psr": bool(psr >= DETECTION_PSR),
+        "oracle_psr": probabilistic_sharpe(o),
+        "mds": calibration.min_detectable_sharpe(len(oos), n_trials)}
+    out["oracle_detected"] = bool(calibration.passes(_sharpe(o), out["oracle_psr"], 1))
+    names = list(fitted_baselines(oos))
+    srs = {n: _sharpe(oos[n]) for n in names}
+    srs = {n: v for n, v in srs.items() if math.isfinite(v)}
+    if srs:
+        best = max(srs, key=srs.get)
+        out["best_baseline"] = best
+        out["best_baseline_psr"] = probabilistic_sharpe(oos[best].to_numpy(np.float64))
+        out["best_baseline_detected"] = bool(
+            calibration.passes(srs[best], out["best_baseline_psr"], len(names)))
+    else:
+        out["best_baseline"], out["best_baseline_psr"] = "", math.nan
+        out["best_baseline_detected"] = math.nan
+    return out
 
 
 def baseline_names(rows: pd.DataFrame) -> list[str]:
@@ -269,13 +310,46 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
         r["seed_recovered_min"] = float(g["seed_recovered_min"].min())
         r["seed_recovered_mean_min"] = seed_recovered_mean_min(g)
         r["gap_mean"] = float((g["insample_sharpe"] - g["sharpe"]).mean())
-        r["detection_rate"] = float(g["detected"].mean())
-        r["false_positive_rate"] = float(g["detected"].mean()) if strength == 0 else math.nan
+        for col in DETECTIONS:
+            r.update(rate_with_interval(g[col] if col in g else pd.Series(dtype=float),
+                                        _rate_name(col)))
+        nothing = strength == 0
+        r["false_positive_rate"] = r["detection_rate"] if nothing else math.nan
+        r["false_positive_lo"] = r["detection_lo"] if nothing else math.nan
+        r["false_positive_hi"] = r["detection_hi"] if nothing else math.nan
+        r["oos_hours"] = float(g["oos_hours"].mean()) if "oos_hours" in g else math.nan
+        r["mds"] = float(g["mds"].mean()) if "mds" in g else math.nan
+        r["hours_to_detect_oracle"] = calibration.hours_to_detect(r["oracle_sharpe_mean"])
+        r["hours_to_detect_agents"] = calibration.hours_to_detect(r["sharpe_mean"])
         for name in baseline_names(rows):
             r[f"{name}_sharpe_mean"] = float(g[f"{name}_sharpe"].mean())
             r[f"{name}_recovered_mean"] = float(g[f"{name}_recovered"].mean())
         out.append(r)
     return pd.DataFrame(out)
+
+
+def _rate_name(col: str) -> str:
+    return {"detected": "detection", "detected_psr": "detection_psr"}.get(
+        col, col.replace("_detected", "_detection"))
+
+
+def rate_with_interval(flags: pd.Series, name: str) -> dict[str, float]:
+    """`<name>_rate`, `<name>_n` and the Wilson 95 % interval `<name>_lo` / `<name>_hi` of a
+    column of detections (NaN entries, e.g. no baseline, left out)."""
+    x = pd.to_numeric(flags, errors="coerce").dropna().astype(float)
+    n, k = len(x), float(x.sum())
+    lo, hi = calibration.wilson(k, n)
+    return {f"{name}_rate": k / n if n else math.nan, f"{name}_n": float(n),
+            f"{name}_lo": lo, f"{name}_hi": hi}
+
+
+def detection_text(summary_row: Mapping[str, Any], name: str) -> str:
+    """'k/n (lo-hi)': a detection rate's count and its Wilson 95 % interval."""
+    n = summary_row.get(f"{name}_n", math.nan)
+    if not (isinstance(n, (int, float)) and math.isfinite(n) and n > 0):
+        return ""
+    k = round(summary_row[f"{name}_rate"] * n)
+    return f"{k}/{int(n)} ({summary_row[f'{name}_lo']:.2f}-{summary_row[f'{name}_hi']:.2f})"
 
 
 def plot_power(summary: pd.DataFrame, path: Path) -> None:
@@ -322,7 +396,10 @@ def _md(summary: pd.DataFrame, rows: pd.DataFrame, command: str, seconds: float,
                     "sharpe_sd", "seed_sharpe_mean_mean", "recovered_mean",
                     "seed_recovered_min", "seed_recovered_mean_min", "drift_captured_mean",
                     "insample_drift_captured_mean", "insample_sharpe_mean", "gap_mean",
-                    "turnover_mean", "detection_rate", "false_positive_rate"]]
+                    "turnover_mean"]].copy()
+    for col, label in DETECTIONS.items():
+        show[f"detected: {label}"] = [detection_text(r, _rate_name(col))
+                                      for r in summary.to_dict("records")]
     info = provenance.run_info()
     git = (info.get("git") or {}).get("sha")
     lines = ["# Power: does the method find a planted edge?", "",
@@ -338,16 +415,51 @@ def _md(summary: pd.DataFrame, rows: pd.DataFrame, command: str, seconds: float,
              "same backtest over the same OOS hours as the agents; `recovered` = ensemble "
              "Sharpe / oracle Sharpe; `seed_recovered_min` = the worst seed of the worst repeat; "
              "`seed_recovered_mean_min` = the worst seed's recovery averaged over the repeats; "
-             "detected = PSR > 0.95; `drift_captured` = the planted "
+             "`drift_captured` = the planted "
              "next-hour drift the ensemble's exposure earns as a share of what the sign "
              "oracle's earns at the same leverage (no return noise in it: 1 = the oracle, 0 = "
-             "nothing; OOS, and `insample_` over the agents' own train rows)", "",
+             "nothing; OOS, and `insample_` over the agents' own train rows)",
+             *_detection_lines(summary), "",
              markdown_table(show.set_index("family"), ".3g"), "",
              *_baseline_lines(summary, rows),
              "![power curve](power.png)", "",
              "## Runs", "",
              markdown_table(rows.drop(columns=["run_dir"]).set_index("family"), ".3g"), ""]
     return "\n".join(lines)
+
+
+def _detection_lines(summary: pd.DataFrame) -> list[str]:
+    """What 'detected' means on the page, the false positives on `none`, and the OOS length
+    the rule would need."""
+    lines = ["- detected: **verdict** = the verdict the run's report prints (\"Evidence of an "
+             "edge\": stitched OOS Sharpe > 0, PSR >= 0.95^(1/N) with N the configurations run "
+             "over the window, and no memorised / collapsed / flat flag; "
+             "`report.verdict.edge`, docs/methods.md); **PSR only** = PSR >= 0.95, beside it; "
+             "**oracle** and **best baseline** = the verdict's rule on the oracle's OOS path "
+             "(N = 1) and on the fitted baseline with the best OOS Sharpe (N = the baselines it "
+             "was picked from): the rule's power apart from the learner's. Each cell: "
+             "detections / runs (Wilson 95 % interval)"]
+    for r in summary.to_dict("records"):
+        if r["strength"] == 0 and r.get("detection_n", 0) > 0:
+            lines.append(f"- false positives on `{r['family']}` (nothing planted): the verdict "
+                         f"said edge in {detection_text(r, 'detection')} runs")
+    for r in summary.to_dict("records"):
+        if r["strength"] > 0 and math.isfinite(r.get("mds", math.nan)):
+            lines.append(
+                f"- {r['family']} s{r['strength']:g}: with {r['oos_hours']:,.0f} OOS hours the "
+                f"rule detects a true Sharpe of {r['mds']:.2f} with "
+                f"{100 * calibration.POWER:.0f} % "
+                f"probability (`report.calibration`); the oracle's mean Sharpe here, "
+                f"{r['oracle_sharpe_mean']:.2f}, needs {_hours(r['hours_to_detect_oracle'])}, "
+                f"the agents' mean, {r['sharpe_mean']:.2f}, "
+                f"{_hours(r['hours_to_detect_agents'])}")
+    return lines
+
+
+def _hours(h: float) -> str:
+    if not math.isfinite(h):
+        return "more than 50 years of hours (or a Sharpe <= 0: never)"
+    return f"{h:,.0f} OOS hours ({h / 720:.1f} months of 720 h)"
 
 
 def _baseline_lines(summary: pd.DataFrame, rows: pd.DataFrame) -> list[str]:

@@ -9,12 +9,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from statsmodels.stats.proportion import proportion_confint
 
+from cryptorl_jax.backtest.metrics import probabilistic_sharpe
 from cryptorl_jax.backtest.replay import simulate
 from cryptorl_jax.config import load_config
 from cryptorl_jax.market import load_market
 from cryptorl_jax.market.planted import META_FILE, ORACLE_FILE
-from cryptorl_jax.report import Run
+from cryptorl_jax.report import Run, calibration
+from cryptorl_jax.report.verdict import edge
 from cryptorl_jax.studies import power
 from cryptorl_jax.studies.planted import write_planted_market
 from cryptorl_jax.walkforward.data import lookback_rows
@@ -81,6 +84,23 @@ def test_outputs_and_the_oracle_over_the_runs_oos_hours(study):
         np.abs(run.oos["leverage"].to_numpy() * mu))
     assert row["drift_captured"] == pytest.approx(want, rel=1e-9)
     assert np.isfinite(row["insample_drift_captured"])
+    # detected = the verdict the run's report printed; PSR-only, oracle and baseline beside
+    printed = (run_dir / "summary.md").read_text()
+    assert bool(row["detected"]) == ("**Evidence of an edge.**" in printed)
+    assert bool(row["detected"]) == edge(run.headline, run.flags)
+    assert bool(row["detected_psr"]) == (row["psr"] >= 0.95)
+    assert row["oracle_psr"] == pytest.approx(probabilistic_sharpe(got.to_numpy()), rel=1e-12)
+    assert row["mds"] == pytest.approx(calibration.min_detectable_sharpe(
+        len(run.oos), run.headline["n_trials"]))
+    assert f"With {len(run.oos):,} OOS hours this rule detects a true Sharpe of " \
+           f"{row['mds']:.2f}" in printed
+    summary = pd.read_csv(out / "pw-power" / "power_summary.csv").iloc[0]
+    for name in ("detection", "detection_psr", "oracle_detection", "best_baseline_detection"):
+        for part in ("rate", "n", "lo", "hi"):
+            assert f"{name}_{part}" in summary.index, (name, part)
+    page = (out / "docs" / "power.md").read_text()
+    assert "detected: verdict" in page and "PSR >= 0.95^(1/N)" in page
+    assert "detected = PSR > 0.95" not in page
 
 
 def test_drift_captured_is_the_oracles_share():
@@ -135,7 +155,10 @@ def test_summary_rates():
         "insample_drift_captured": [0.7, 0.5, np.nan, np.nan],
         "recovered": [0.5, 0.25, np.nan, np.nan], "seed_recovered_min": [0.2, 0.1, np.nan,
                                                                            np.nan],
-        "detected": [True, False, True, False],
+        "detected": [True, False, True, False], "detected_psr": [True, True, True, False],
+        "oracle_detected": [True, True, False, False],
+        "best_baseline_detected": [True, np.nan, False, False],
+        "oos_hours": [4320] * 4, "mds": [3.54] * 4,
         "seed_0_sharpe": [3.0, 0.2, 0.0, 0.0], "seed_1_sharpe": [0.8, 0.8, 0.0, 0.0]})
     s = power.summarise(rows).set_index("family")
     # seed 0 recovers 0.75 and 0.1 (mean 0.425), seed 1 0.2 and 0.4 (mean 0.3): the worst seed
@@ -155,6 +178,18 @@ def test_summary_rates():
     assert s.loc["trend", "detection_rate"] == 0.5 and np.isnan(s.loc["trend",
                                                                        "false_positive_rate"])
     assert s.loc["none", "false_positive_rate"] == 0.5
+    # Wilson 95 % intervals, as statsmodels gives them; a NaN detection (no baseline) left out
+    for family, name, k, n in (("trend", "detection", 1, 2), ("trend", "detection_psr", 2, 2),
+                               ("trend", "oracle_detection", 2, 2),
+                               ("trend", "best_baseline_detection", 1, 1),
+                               ("none", "detection", 1, 2)):
+        lo, hi = proportion_confint(k, n, alpha=0.05, method="wilson")
+        assert s.loc[family, f"{name}_n"] == n and s.loc[family, f"{name}_rate"] == k / n
+        assert s.loc[family, f"{name}_lo"] == pytest.approx(lo)
+        assert s.loc[family, f"{name}_hi"] == pytest.approx(hi)
+    assert s.loc["none", "false_positive_lo"] == s.loc["none", "detection_lo"]
+    assert np.isnan(s.loc["trend", "false_positive_hi"])
+    assert s.loc["trend", "hours_to_detect_oracle"] == calibration.hours_to_detect(3.0)
     assert s.loc["none", "gap_mean"] == pytest.approx(4.75)
 
 
@@ -252,3 +287,27 @@ def test_ablation_rows_carry_over_and_the_widest_variants_are_paired(tmp_path):
     pd.DataFrame({"variant": ["a"]}).to_csv(bad, index=False)
     with pytest.raises(SystemExit, match="bad.csv.*no column settings"):
         ablation.read_rows(bad)
+
+
+def test_detections_apply_the_verdicts_rule():
+    """`detected` is report.verdict.edge on the run's row and flags; the oracle's path is judged
+    at N = 1, the best fitted baseline's at N = the baselines it was picked from."""
+    rng = np.random.default_rng(0)
+    idx = pd.date_range("2024-01-01", periods=4320, freq="h", tz="UTC")
+    noise = rng.standard_normal((3, 4320)) * 0.005
+    oos = pd.DataFrame({"strategy": noise[0], "momentum": noise[1] + 0.0004,
+                        "ridge": noise[2] - 0.0004, "momentum_action": 0.0,
+                        "ridge_action": 0.0}, index=idx)
+    oracle = pd.Series(noise[2] + 0.001, index=idx)
+    head = {"sharpe": 2.0, "psr": 0.97, "n_trials": 1.0}
+    got = power.detections(head, [], oracle, oos)
+    assert got["detected"] and got["detected_psr"] and got["oracle_detected"]
+    assert got["best_baseline"] == "momentum"
+    psr = probabilistic_sharpe(oos["momentum"].to_numpy())
+    assert got["best_baseline_psr"] == pytest.approx(psr)
+    assert got["best_baseline_detected"] == (psr >= 0.95 ** (1 / 2))
+    assert not power.detections(head, ["collapsed to buy & hold"], oracle, oos)["detected"]
+    assert not power.detections({**head, "n_trials": 3.0}, [], oracle, oos)["detected"]
+    assert power.detections({**head, "psr": 0.9}, [], oracle, oos)["detected_psr"] is False
+    flat = power.detections(head, [], oracle * 0.0 - 0.001, oos)
+    assert not flat["oracle_detected"]
