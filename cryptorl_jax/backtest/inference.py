@@ -11,7 +11,10 @@
   strategy vol-scaled to the benchmark's volatility, Modigliani and Modigliani 1997's M^2).
 
 Written here (not taken from a library) only where none fits: the minimum detectable Sharpe
-and MinBTL are closed forms, and no maintained package computes them for a return series.
+and MinBTL are closed forms, and no maintained package computes them for a return series;
+arch's SPA is studentised here (`spa_stepm`: arch 8.0 leaves its statistic unstudentised)
+and StepM's stepdown runs over its draws (arch 8.0's StepM fails when the last models fall
+in a later round).
 """
 
 from __future__ import annotations
@@ -211,7 +214,7 @@ class MultipleTest:
     best: str  # the strategy with the highest mean differential on this footing
     footing: str = MEAN_RETURN  # what is compared: "mean return" or "risk-adjusted (...)"
     vol_scaled_to: float | None = None  # annual vol every series is scaled to (risk-adjusted)
-    excluded: tuple[str, ...] = ()  # strategies left out (nothing to scale, or = benchmark)
+    excluded: tuple[str, ...] = ()  # left out: no volatility, or a constant differential
 
     def row(self) -> dict[str, object]:
         return {"benchmark": self.benchmark, "footing": self.footing,
@@ -231,7 +234,8 @@ def multiple_test(returns: pd.DataFrame, benchmark: pd.Series | np.ndarray, name
     strategies in `returns` (columns, simple returns per hour) against `benchmark`'s returns,
     studentised, with `arch`'s stationary bootstrap (`spa_stepm`). Losses are negative
     returns, so a strategy is superior when its mean return exceeds the benchmark's. Rows
-    with a NaN are dropped; a strategy equal to the benchmark on every row is `excluded`."""
+    with a NaN are dropped; a strategy whose differential is constant (the benchmark, up to
+    a constant: no variance to studentise by) is `excluded`."""
     bench = pd.Series(np.asarray(benchmark, np.float64), index=returns.index, name=name)
     data = pd.concat([returns.astype(np.float64), bench], axis=1).dropna()
     diff = data[returns.columns].sub(data[name], axis=0)
