@@ -6,16 +6,21 @@
   Length for N tries (Bailey, Borwein, Lopez de Prado and Zhu 2014).
 - The effective number of tries from the correlation of their return series.
 - Hansen's (2005) test of Superior Predictive Ability and Romano and Wolf's (2005) StepM over
-  a set of strategies against a benchmark, from `arch.bootstrap` (stationary bootstrap).
+  a set of strategies against a benchmark, from `arch.bootstrap` (stationary bootstrap), on
+  two footings: mean return (`multiple_test`) and risk-adjusted (`risk_adjusted_test`: each
+  strategy vol-scaled to the benchmark's volatility, Modigliani and Modigliani 1997's M^2).
 
 Written here (not taken from a library) only where none fits: the minimum detectable Sharpe
-and MinBTL are closed forms, and no maintained package computes them for a return series.
+and MinBTL are closed forms, and no maintained package computes them for a return series;
+arch's SPA is studentised here (`spa_stepm`: arch 8.0 leaves its statistic unstudentised)
+and StepM's stepdown runs over its draws (arch 8.0's StepM fails when the last models fall
+in a later round).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -25,6 +30,7 @@ from cryptorl_jax.core.units import HOURS_PER_YEAR
 
 EULER_GAMMA = 0.5772156649015329
 MIN_BLOCK_HOURS = 24
+MEAN_RETURN = "mean return"
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,6 +137,67 @@ def block_length(differentials: pd.DataFrame) -> int:
     return int(max(MIN_BLOCK_HOURS, math.ceil(float(np.median(b))) if len(b) else 0))
 
 
+def stationary_bootstrap_variance(x: np.ndarray, block: float) -> np.ndarray:
+    """n times the variance of the mean of each column of x [n, k] under the stationary
+    bootstrap with mean block `block` (Politis and Romano 1994, eq. 5, the estimator of
+    `arch`'s SPA without nesting): g_0 + 2 sum_{i=1}^{n-1} kappa_i g_i, g_i = sum_t x_t x_{t+i} / n
+    of the demeaned x, kappa_i = (1 - i/n) q^i + (i/n) q^(n-i), q = 1 - 1/block. The
+    autocovariances by FFT."""
+    x = np.asarray(x, np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    n = x.shape[0]
+    d = x - x.mean(axis=0)
+    size = 1 << int(2 * n - 1).bit_length()
+    f = np.fft.rfft(d, size, axis=0)
+    g = np.fft.irfft(f * np.conj(f), size, axis=0)[:n] / n
+    i = np.arange(1, n, dtype=np.float64)
+    q = 1.0 - 1.0 / float(block)
+    kappa = (1.0 - i / n) * q**i + (i / n) * q ** (n - i)
+    return g[0] + 2.0 * (kappa[:, None] * g[1:]).sum(axis=0)
+
+
+def spa_stepm(differentials: pd.DataFrame, block: int, reps: int, seed: int,
+              size: float) -> tuple[dict[str, float], tuple[str, ...]]:
+    """Hansen's (2005) studentised SPA p-values (lower, consistent, upper) and Romano and
+    Wolf's (2005) studentised StepM at `size` for the loss differentials d_k (benchmark loss
+    minus model loss, > 0 where the model is better), one `arch` SPA's stationary bootstrap.
+
+    `arch.bootstrap.SPA` (8.0) compares max_k mean(d_k) with the bootstrap max of the recentred
+    means, unstudentised whatever `studentize` says (it only sets the recentring threshold),
+    so a model with a volatile differential would dominate the max and hide a steady one.
+    Each d_k is therefore divided by its own omega_k = sqrt(`stationary_bootstrap_variance`)
+    first: arch's statistic becomes max_k mean(d_k) / omega_k, Hansen's T^SPA with omega_k
+    held fixed over the draws, and his threshold -sqrt(2 log log n) on sqrt(n) mean / omega.
+    StepM is Romano-Wolf's Algorithm 4.1 over the same draws: reject the models above the
+    consistent critical value of the models not yet rejected, repeat until a round rejects
+    none or all are rejected (arch 8.0's StepM stops on the count of the last round only and
+    fails when the last models fall in a later round)."""
+    from arch.bootstrap import SPA
+
+    d = differentials.to_numpy(np.float64)
+    omega = np.sqrt(stationary_bootstrap_variance(d, block))
+    z = pd.DataFrame(d / omega, index=differentials.index, columns=differentials.columns)
+    spa = SPA(np.zeros(len(z)), -z, block_size=block, reps=reps, bootstrap="stationary",
+              studentize=True, nested=False, seed=np.random.default_rng(seed))
+    spa.compute()
+    pvalues = {k: float(v) for k, v in spa.pvalues.items()}
+    k = z.shape[1]
+    rejected: list[int] = []
+    while len(rejected) < k:
+        keep = np.ones(k, dtype=bool)
+        keep[rejected] = False
+        spa.subset(keep)
+        spa.compute()
+        new = [int(i) for i in spa.better_models(size, "consistent") if keep[int(i)]]
+        if not new:
+            break
+        rejected += new
+    spa.subset(np.ones(k, dtype=bool))
+    superior = tuple(str(c) for i, c in enumerate(z.columns) if i in set(rejected))
+    return pvalues, superior
+
+
 @dataclass(frozen=True)
 class MultipleTest:
     """SPA and StepM of a set of strategies against one benchmark (returns, not losses)."""
@@ -144,44 +211,83 @@ class MultipleTest:
     spa_p_upper: float
     superior: tuple[str, ...]  # StepM at `size`: the strategies that beat the benchmark
     size: float
-    best: str  # the strategy with the highest mean return over the benchmark
+    best: str  # the strategy with the highest mean differential on this footing
+    footing: str = MEAN_RETURN  # what is compared: "mean return" or "risk-adjusted (...)"
+    vol_scaled_to: float | None = None  # annual vol every series is scaled to (risk-adjusted)
+    excluded: tuple[str, ...] = ()  # left out: no volatility, or a constant differential
 
     def row(self) -> dict[str, object]:
-        return {"benchmark": self.benchmark, "n_strategies": len(self.strategies),
+        return {"benchmark": self.benchmark, "footing": self.footing,
+                "vol_scaled_to": math.nan if self.vol_scaled_to is None else self.vol_scaled_to,
+                "n_strategies": len(self.strategies),
                 "block_hours": self.block_hours, "reps": self.reps,
                 "spa_p_consistent": self.spa_p_consistent, "spa_p_lower": self.spa_p_lower,
                 "spa_p_upper": self.spa_p_upper, "best": self.best,
-                "stepm_superior": ", ".join(self.superior) or "none"}
+                "stepm_superior": ", ".join(self.superior) or "none",
+                "excluded": ", ".join(self.excluded)}
 
 
 def multiple_test(returns: pd.DataFrame, benchmark: pd.Series | np.ndarray, name: str, *,
                   reps: int = 1000, seed: int = 0, size: float = 0.05,
-                  block_hours: int | None = None) -> MultipleTest:
+                  block_hours: int | None = None, footing: str = MEAN_RETURN) -> MultipleTest:
     """Hansen's SPA (p-values: lower, consistent, upper) and Romano-Wolf StepM at `size` of the
     strategies in `returns` (columns, simple returns per hour) against `benchmark`'s returns,
-    with `arch`'s stationary bootstrap. Losses are negative returns, so a strategy is
-    superior when its mean return exceeds the benchmark's. Rows with a NaN are dropped."""
-    from arch.bootstrap import SPA, StepM
-
+    studentised, with `arch`'s stationary bootstrap (`spa_stepm`). Losses are negative
+    returns, so a strategy is superior when its mean return exceeds the benchmark's. Rows
+    with a NaN are dropped; a strategy whose differential is constant (the benchmark, up to
+    a constant: no variance to studentise by) is `excluded`."""
     bench = pd.Series(np.asarray(benchmark, np.float64), index=returns.index, name=name)
     data = pd.concat([returns.astype(np.float64), bench], axis=1).dropna()
-    models = -data[returns.columns]
-    base = -data[name]
-    block = block_hours or block_length(data[returns.columns].sub(data[name], axis=0))
-    rng = np.random.default_rng(seed)
-    spa = SPA(base, models, block_size=block, reps=reps, bootstrap="stationary",
-              studentize=True, nested=False, seed=rng)
-    spa.compute()
-    pv = spa.pvalues
-    stepm = StepM(base, models, size=size, block_size=block, reps=reps,
-                  bootstrap="stationary", studentize=True, nested=False,
-                  seed=np.random.default_rng(seed + 1))
-    stepm.compute()
-    superior = tuple(str(c) for c in returns.columns if c in set(stepm.superior_models))
-    best = str((data[returns.columns].mean() - data[name].mean()).idxmax())
-    return MultipleTest(benchmark=name, strategies=tuple(str(c) for c in returns.columns),
-                        block_hours=int(block), reps=reps,
-                        spa_p_lower=float(pv["lower"]),
-                        spa_p_consistent=float(pv["consistent"]),
-                        spa_p_upper=float(pv["upper"]), superior=superior, size=size,
-                        best=best)
+    diff = data[returns.columns].sub(data[name], axis=0)
+    cols = [c for c in returns.columns if (diff[c] != diff[c].iloc[0]).any()]
+    if not cols:
+        raise ValueError(f"no strategy differs from {name!r}")
+    diff = diff[cols]
+    block = block_hours or block_length(diff)
+    pv, superior = spa_stepm(diff, int(block), reps, seed, size)
+    return MultipleTest(benchmark=name, strategies=tuple(str(c) for c in cols),
+                        block_hours=int(block), reps=reps, spa_p_lower=pv["lower"],
+                        spa_p_consistent=pv["consistent"], spa_p_upper=pv["upper"],
+                        superior=superior, size=size, best=str(diff.mean().idxmax()),
+                        footing=footing,
+                        excluded=tuple(str(c) for c in returns.columns if c not in cols))
+
+
+def vol_scale(returns: pd.DataFrame, target: float) -> pd.DataFrame:
+    """Each column times target / its sample sd (ddof = 1, as `metrics.sharpe`), so that its
+    mean is target x its per-period Sharpe (M^2, Modigliani and Modigliani 1997)."""
+    sd = returns.std(ddof=1)
+    if not (sd > 0).all():
+        raise ValueError(f"columns without volatility cannot be scaled: "
+                         f"{list(sd.index[~(sd > 0)])}")
+    return returns * (float(target) / sd)
+
+
+def risk_adjusted_label(annual_vol: float, name: str) -> str:
+    """The footing's words, e.g. 'risk-adjusted (vol-scaled to buy_and_hold's 58 % a year)'."""
+    return f"risk-adjusted (vol-scaled to {name}'s {100 * annual_vol:.0f} % a year)"
+
+
+def risk_adjusted_test(returns: pd.DataFrame, benchmark: pd.Series | np.ndarray, name: str, *,
+                       reps: int = 1000, seed: int = 0, size: float = 0.05,
+                       block_hours: int | None = None,
+                       periods: float = HOURS_PER_YEAR) -> MultipleTest:
+    """SPA and StepM (`multiple_test`) after each strategy is vol-scaled to the benchmark's
+    sample sd over the tested rows (`vol_scale`): the differential's mean is sd_b (SR_i - SR_b)
+    per period, so a strategy is superior when its Sharpe exceeds the benchmark's, whatever
+    its exposure. Strategies with zero sd are left out (`excluded`); the benchmark must move."""
+    bench = pd.Series(np.asarray(benchmark, np.float64), index=returns.index, name=name)
+    data = pd.concat([returns.astype(np.float64), bench], axis=1).dropna()
+    sd_b = float(data[name].std(ddof=1))
+    if not sd_b > 0:
+        raise ValueError(f"benchmark {name!r} has no volatility to scale to")
+    sd = data[returns.columns].std(ddof=1)
+    keep = [c for c in returns.columns if sd[c] > 0]
+    if not keep:
+        raise ValueError("no strategy with volatility to scale")
+    scaled = vol_scale(data[keep], sd_b)
+    vol = sd_b * math.sqrt(periods)
+    res = multiple_test(scaled, data[name].to_numpy(), name, reps=reps, seed=seed, size=size,
+                        block_hours=block_hours, footing=risk_adjusted_label(vol, name))
+    return replace(res, vol_scaled_to=vol,
+                   excluded=tuple(str(c) for c in returns.columns if c not in res.strategies))

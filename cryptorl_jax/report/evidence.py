@@ -4,8 +4,9 @@
 - does the agent beat the baselines that read the same market (`backtest.strategies`), each
   with the agent's PSR, timing null and cost stress;
 - after the comparison itself is deflated: Hansen's SPA and Romano-Wolf's StepM over {the
-  ensemble, each seed, each baseline} against buy & hold and against flat
-  (`backtest.inference.multiple_test`);
+  ensemble, each seed, each baseline} against buy & hold and against flat on mean return
+  (`backtest.inference.multiple_test`), and against buy & hold risk-adjusted
+  (`backtest.inference.risk_adjusted_test`: vol-scaled to buy & hold's sd);
 - could the OOS window have detected an edge at all: the minimum detectable Sharpe of each
   segment and of the stitched series, and the MinBTL for the N tried;
 - how many tries a sceptic counts (runs over the window, tuning trials, seeds, the baselines'
@@ -110,7 +111,10 @@ def tested_strategies(oos: pd.DataFrame) -> list[str]:
 
 
 def multiple_tests(oos: pd.DataFrame, reps: int, seed: int = 0) -> list[inference.MultipleTest]:
-    """SPA and StepM of `tested_strategies` against buy & hold and against flat."""
+    """SPA and StepM of `tested_strategies` on mean return against buy & hold and against
+    flat, and risk-adjusted (each strategy vol-scaled to buy & hold's sd) against buy & hold:
+    in that order. Against flat the risk-adjusted test would be the mean-return one again
+    (a constant scale leaves a studentised differential of a zero benchmark unchanged)."""
     names = tested_strategies(oos)
     out = []
     for i, bench in enumerate(("buy_and_hold", "flat")):
@@ -119,9 +123,29 @@ def multiple_tests(oos: pd.DataFrame, reps: int, seed: int = 0) -> list[inferenc
         cols = [n for n in names if n != bench]
         if bench == "flat" and "buy_and_hold" in oos.columns:
             cols.append("buy_and_hold")
-        out.append(inference.multiple_test(oos[cols], oos[bench].to_numpy(np.float64), bench,
-                                           reps=reps, seed=seed + i))
+        b = oos[bench].to_numpy(np.float64)
+        if not _any_differs(oos[cols], b):
+            continue
+        out.append(inference.multiple_test(oos[cols], b, bench, reps=reps, seed=seed + i))
+        if bench == "buy_and_hold" and _scalable(oos[cols], b):
+            out.append(inference.risk_adjusted_test(oos[cols], b, bench, reps=reps,
+                                                    seed=seed + 2))
     return out
+
+
+def _any_differs(returns: pd.DataFrame, bench: np.ndarray) -> bool:
+    """Whether some strategy differs from the benchmark on the rows without a NaN."""
+    data = returns.assign(_bench=bench).dropna()
+    return bool(len(data) > 1 and (data[returns.columns].sub(data["_bench"], axis=0)
+                                   .nunique() > 1).any())
+
+
+def _scalable(returns: pd.DataFrame, bench: np.ndarray) -> bool:
+    """Whether the benchmark and some strategy move on the rows without a NaN (what
+    `inference.risk_adjusted_test` needs)."""
+    data = returns.assign(_bench=bench).dropna()
+    sd = data.std(ddof=1)
+    return bool(len(data) > 2 and sd["_bench"] > 0 and (sd[returns.columns] > 0).any())
 
 
 # --------------------------------------------------------------------------------------------

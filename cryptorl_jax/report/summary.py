@@ -246,22 +246,34 @@ def rl_vs_baselines_lines(table: pd.DataFrame, tests: list[inference.MultipleTes
         lines += ["### Multiple testing across strategies (SPA, StepM)", "",
                   "Hansen's SPA (H0: no strategy beats the benchmark; p-values lower / "
                   "consistent / upper) and Romano-Wolf StepM at 5 % (the strategies that beat "
-                  "it, family-wise) over the ensemble, each seed, each fitted baseline and "
-                  "vol-targeted buy & hold (against flat, buy & hold too), from `arch`'s "
-                  "stationary bootstrap on hourly returns at 1x costs. The mean block length "
-                  "is Politis and White's automatic choice on the return differentials, at "
-                  f"least {inference.MIN_BLOCK_HOURS} h so that a block keeps the daily cycle "
-                  "of hourly volatility.", "",
+                  "it, family-wise), both studentised, over the ensemble, each seed, each "
+                  "fitted baseline and vol-targeted buy & hold (against flat, buy & hold too), "
+                  "from `arch`'s stationary bootstrap on hourly returns at 1x costs. The mean "
+                  "block length is Politis and White's automatic choice on the differentials, "
+                  f"at least {inference.MIN_BLOCK_HOURS} h so that a block keeps the daily "
+                  "cycle of hourly volatility. Two footings (the `footing` column):", "",
+                  f"- **{inference.MEAN_RETURN}**: the differential is the strategy's hourly "
+                  "return minus the benchmark's, so superior means a higher mean return. "
+                  "In a rising market a strategy with less exposure than buy & hold cannot "
+                  "beat it on this footing, whatever its Sharpe.",
+                  "- **risk-adjusted (vol-scaled to buy & hold's volatility)**: each "
+                  "strategy's hourly returns are first multiplied by buy & hold's sd over its "
+                  "own (both over these OOS hours, as in the Sharpe column), so the "
+                  "differential's mean is buy & hold's sd times the difference of the Sharpes "
+                  "(M^2, Modigliani and Modigliani 1997): superior means a higher Sharpe than "
+                  "buy & hold, at any exposure. Not repeated against flat: there a constant "
+                  "scale leaves the studentised test unchanged, so beating flat on mean "
+                  "return already means a positive Sharpe.", "",
                   markdown_table(pd.DataFrame([t.row() for t in tests]).set_index("benchmark"),
                                  ".3g"), ""]
         for t in tests:
+            where = f"Against {t.benchmark}, {t.footing}"
             if "strategy" in t.superior:
-                lines.append(f"- Against {t.benchmark}: the ensemble is among the strategies "
-                             "StepM finds superior at 5 %.")
+                lines.append(f"- {where}: the ensemble is among the strategies StepM finds "
+                             "superior at 5 %.")
             else:
-                lines.append(f"- Against {t.benchmark}: the ensemble is not among the "
-                             f"strategies StepM finds superior at 5 % ("
-                             f"{', '.join(t.superior) or 'none is'}"
+                lines.append(f"- {where}: the ensemble is not among the strategies StepM "
+                             f"finds superior at 5 % ({', '.join(t.superior) or 'none is'}"
                              f"{' are' if len(t.superior) > 1 else ''}).")
         lines.append("")
     return lines

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptorl_jax.backtest.diagnostics import flags_in
+from cryptorl_jax.backtest.inference import MEAN_RETURN
 from cryptorl_jax.config import Config
 from cryptorl_jax.core.io import write_atomic, write_parquet
 from cryptorl_jax.core.rundir import RunDir
@@ -93,6 +94,10 @@ def write_report(cfg: Config, workdir: str | Path) -> dict[str, Any]:
             "dsr_sceptic": agg.get("dsr_sceptic"), "n_trials_sceptic": agg.get("n_trials_sceptic"),
             "n_trials_effective": agg.get("n_trials_effective"),
             "mde_sharpe": agg.get("mde_sharpe"),
-            "stepm_superior": {t.benchmark: list(t.superior) for t in sceptic.tests},
+            "stepm_superior": {t.benchmark: list(t.superior) for t in sceptic.tests
+                               if t.footing == MEAN_RETURN},
+            "stepm_superior_risk_adjusted": {t.benchmark: list(t.superior)
+                                             for t in sceptic.tests
+                                             if t.footing != MEAN_RETURN},
             "verdict": verdict_text, "flags": run_flags,
             "insample_sharpe": float(diag.loc["all", "insample_sharpe"])}

@@ -139,6 +139,7 @@ def _rl_lines(cmp: Comparison) -> list[str]:
         for bench, r in mt.iterrows():
             sup = str(r.get("stepm_superior", "none"))
             rows.append({"run": name, "benchmark": bench,
+                         "footing": r.get("footing", "mean return"),
                          "spa_p_consistent": r.get("spa_p_consistent"),
                          "block_hours": r.get("block_hours"), "best": r.get("best"),
                          "stepm_superior": sup,
@@ -155,7 +156,9 @@ def _rl_lines(cmp: Comparison) -> list[str]:
            + (f"the runs above it: {', '.join(beat)}." if beat else "no run is above it."), ""]
     if rows:
         out += ["SPA (p, consistent) and StepM at 5 % over each run's ensemble, seeds, the fitted "
-                "baselines and vol-targeted buy & hold (`arch`, stationary bootstrap):", "",
+                "baselines and vol-targeted buy & hold (`arch`, stationary bootstrap), on mean "
+                "return and, against buy & hold, risk-adjusted (each strategy vol-scaled to buy "
+                "& hold's sd: a higher Sharpe, not a higher mean, is superior):", "",
                 markdown_table(pd.DataFrame(rows).set_index("run"), ".3g"), ""]
     return out
 

@@ -81,7 +81,7 @@ def test_spa_and_stepm_find_the_real_edge():
     rng = np.random.default_rng(4)
     n = 4000
     frame = _strategies(rng, n, 6, edge=0.001)  # per-hour t-stat 0.1 * sqrt(4000) = 6.3
-    res = inf.multiple_test(frame, rng.normal(0.0, 0.01, n), "bench", reps=300, seed=0)
+    res = inf.multiple_test(frame, rng.normal(0.0, 0.01, n), "bench", reps=1000, seed=0)
     assert res.spa_p_consistent < 0.05
     assert res.superior == ("edge",)
     assert res.best == "edge"

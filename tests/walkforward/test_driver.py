@@ -343,7 +343,9 @@ def test_baselines_that_read_the_market_are_backtested_and_tested(full_run, cfg)
         got = oos.loc[oos["segment"] == seg.index, "momentum_action"].to_numpy()
         np.testing.assert_array_equal(got, np.clip(want, -1, 1))
     mt = run.multiple_testing
-    assert list(mt.index) == ["buy_and_hold", "flat"]
+    assert list(mt.index) == ["buy_and_hold", "buy_and_hold", "flat"]
+    assert list(mt["footing"].str.split(" [(]", regex=True).str[0]) == [
+        "mean return", "risk-adjusted", "mean return"]
     assert (mt["block_hours"] >= 24).all() and mt["spa_p_consistent"].between(0, 1).all()
     assert list(run.power.index) == ["0", "1", "2", "all"]
     assert run.power.loc["0", "underpowered"]  # 100 OOS hours detect nothing
