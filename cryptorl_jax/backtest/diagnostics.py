@@ -18,9 +18,14 @@ share a sign and a fair apportionment otherwise.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
+from cryptorl_jax.backtest.columns import fitted_baselines
+from cryptorl_jax.backtest.inference import variance_inflation
 from cryptorl_jax.backtest.metrics import sharpe
 from cryptorl_jax.core.units import HOURS_PER_YEAR
 
@@ -53,25 +58,30 @@ def turnover_attribution(action, leverage, weight, turnover) -> tuple[np.ndarray
 
 
 # --------------------------------------------------------------------------------------------
-# Per-segment diagnostics and plain flags (docs/architecture.md, "Diagnostics and flags")
+# Per-segment diagnostics and flags (docs/methods.md, "Diagnostics and flags")
 # --------------------------------------------------------------------------------------------
 
-# A flag's threshold; docs/architecture.md gives the reasons.
-MEMORISED_MIN_INSAMPLE = 2.0  # in-sample Sharpe above this ...
-MEMORISED_GAP = 2.0  # ... and above the OOS Sharpe by more than this: memorised
+# A flag's threshold; docs/methods.md ("Diagnostics and flags") gives the reasons.
+MEMORISED_LEVEL = 0.01  # one-sided level of the test: in-sample Sharpe > OOS Sharpe ...
+MEMORISED_MIN_INSAMPLE = 2.0  # ... and, with no baseline on the same rows, in-sample above this
 COLLAPSED_CORR = 0.9  # returns correlated with buy & hold's above this ...
 COLLAPSED_LONG_SHARE = 0.95  # ... while long in more than this share of hours: buy & hold
 FLAT_EXPOSURE = 0.05  # mean |exposure| below this (units of NAV): flat
 CHURN_TURNOVER = 50.0  # turnover above this many x NAV a year: churning (>= 3.5 % at 7 bps)
+# the simple baselines whose in-sample Sharpe says what the train rows give without learning
+# (beside the fitted ones, `backtest.columns.fitted_baselines`)
+SIMPLE_BASELINES = ("buy_and_hold", "vol_targeted_buy_and_hold")
 
 FLAGS = {
-    "memorised": "in-sample Sharpe far above OOS",
+    "memorised": "in-sample Sharpe above OOS by more than the two windows' noise explains, "
+                 "and above what the best simple baseline earns on the same train rows",
     "collapsed to buy & hold": "long nearly always, returns track buy & hold's",
     "flat": "hardly any position",
     "churning": "turnover that costs more than any plausible edge",
 }
 
-DIAGNOSTIC_COLUMNS = ("oos_sharpe", "insample_sharpe", "insample_seed_sharpe", "sharpe_gap",
+DIAGNOSTIC_COLUMNS = ("oos_sharpe", "insample_sharpe", "insample_seed_sharpe",
+                      "insample_baseline_sharpe", "sharpe_gap", "sharpe_gap_se", "sharpe_gap_z",
                       "turnover", "exposure", "turnover_per_exposure", "mechanical_share",
                       "action_dispersion", "action_std", "corr_buy_and_hold", "long_share",
                       "flags")
@@ -79,6 +89,35 @@ DIAGNOSTIC_COLUMNS = ("oos_sharpe", "insample_sharpe", "insample_seed_sharpe", "
 
 def _sharpe(r) -> float:
     return float(sharpe(np.asarray(r, np.float64), HOURS_PER_YEAR))
+
+
+def sharpe_se(r, periods: float = HOURS_PER_YEAR) -> float:
+    """The annualised standard error of the Sharpe ratio of r: sqrt(v (1 + SR^2 / 2) / T) per
+    period (Lo 2002, i.i.d. returns; SR the per-period Sharpe, T the periods), v = the
+    returns' Newey-West variance inflation floored at 1 (`inference.variance_inflation`:
+    autocorrelation widens the error, never narrows it), times sqrt(periods)."""
+    r = np.asarray(r, np.float64)
+    r = r[np.isfinite(r)]
+    n = len(r)
+    sd = r.std(ddof=1) if n > 1 else 0.0
+    if n < 3 or not sd > 0:
+        return math.nan
+    sr = r.mean() / sd
+    v = max(1.0, variance_inflation(r))
+    return float(math.sqrt(v * (1.0 + 0.5 * sr * sr) / n) * math.sqrt(periods))
+
+
+def best_baseline_sharpe(frame: pd.DataFrame) -> float:
+    """The highest Sharpe among the simple baselines of a backtest frame (buy & hold, its vol-
+    targeted version, and the baselines fitted on the train rows); NaN if it holds none."""
+    names = [c for c in SIMPLE_BASELINES if c in frame] + fitted_baselines(frame)
+    values = [v for v in (_sharpe(frame[c]) for c in names) if np.isfinite(v)]
+    return max(values) if values else math.nan
+
+
+def memorised_z() -> float:
+    """The one-sided critical value of the memorised flag's test, z_{1 - MEMORISED_LEVEL}."""
+    return float(sps.norm.ppf(1.0 - MEMORISED_LEVEL))
 
 
 def seed_columns(frame, prefix: str) -> list[str]:
@@ -92,15 +131,19 @@ def frame_diagnostics(oos, insample=None) -> dict[str, float]:
     same agents' frame over their own train rows when given. NaN where a column is missing
     (frames written before these columns existed)."""
     nan = float("nan")
-    out: dict[str, float] = {"oos_sharpe": _sharpe(oos["strategy"])}
+    out: dict[str, float] = {"oos_sharpe": _sharpe(oos["strategy"]),
+                             "oos_sharpe_se": sharpe_se(oos["strategy"])}
     if insample is not None and len(insample):
         out["insample_sharpe"] = _sharpe(insample["strategy"])
+        out["insample_sharpe_se"] = sharpe_se(insample["strategy"])
         seeds = seed_columns(insample, "seed_")
         out["insample_seed_sharpe"] = (float(np.mean([_sharpe(insample[c]) for c in seeds]))
                                        if seeds else nan)
+        out["insample_baseline_sharpe"] = best_baseline_sharpe(insample)
     else:
         out["insample_sharpe"] = out["insample_seed_sharpe"] = nan
-    out["sharpe_gap"] = out["insample_sharpe"] - out["oos_sharpe"]
+        out["insample_sharpe_se"] = out["insample_baseline_sharpe"] = nan
+    _gap(out)
     years = len(oos) / HOURS_PER_YEAR
     e = np.abs(oos["exposure"].to_numpy(np.float64)) if "exposure" in oos else None
     u = oos["turnover"].to_numpy(np.float64) if "turnover" in oos else None
@@ -136,11 +179,33 @@ def flags_in(table: pd.DataFrame, row: str = "all") -> list[str]:
     return [f for f in text.split(", ") if f and f != "nan"]
 
 
+def _gap(d: dict[str, float]) -> None:
+    """The gap in-sample minus OOS Sharpe, its standard error from the two windows (taken as
+    independent: sqrt(se_in^2 + se_oos^2)) and gap / se, into d."""
+    d["sharpe_gap"] = d["insample_sharpe"] - d["oos_sharpe"]
+    d["sharpe_gap_se"] = math.hypot(d["insample_sharpe_se"], d["oos_sharpe_se"])
+    d["sharpe_gap_z"] = (d["sharpe_gap"] / d["sharpe_gap_se"]
+                         if d["sharpe_gap_se"] > 0 else math.nan)
+
+
+def memorised(d: dict[str, float]) -> bool:
+    """The memorised flag: the in-sample Sharpe exceeds the OOS Sharpe by more than the noise of
+    the two windows explains (gap / se > z_{1 - MEMORISED_LEVEL}, one-sided) AND it is more
+    than the train rows give without learning: above the best simple baseline's in-sample
+    Sharpe on the same rows (and above 0), or, where no baseline was run there, above
+    MEMORISED_MIN_INSAMPLE."""
+    z, ins = d.get("sharpe_gap_z", np.nan), d.get("insample_sharpe", np.nan)
+    if not (np.isfinite(z) and np.isfinite(ins)):
+        return False
+    base = d.get("insample_baseline_sharpe", np.nan)
+    bar = max(float(base), 0.0) if np.isfinite(base) else MEMORISED_MIN_INSAMPLE
+    return bool(z > memorised_z() and ins > bar)
+
+
 def flags_of(d: dict[str, float]) -> list[str]:
     """The plain flags a diagnostics row raises (thresholds: the module constants)."""
     out = []
-    ins, gap = d.get("insample_sharpe", np.nan), d.get("sharpe_gap", np.nan)
-    if np.isfinite(ins) and ins > MEMORISED_MIN_INSAMPLE and gap > MEMORISED_GAP:
+    if memorised(d):
         out.append("memorised")
     flat = d.get("exposure", np.nan) < FLAT_EXPOSURE
     if d.get("corr_buy_and_hold", np.nan) > COLLAPSED_CORR and \
@@ -157,7 +222,9 @@ def diagnostics_table(oos_by_segment: dict, insample_by_segment: dict,
                       stitched: pd.DataFrame) -> pd.DataFrame:
     """One row per segment and `all` (pandas DataFrame indexed by segment label): the
     diagnostics and their flags. The `all` row's OOS figures are the stitched series'; its
-    in-sample Sharpe is the mean of the segments' (each agent on its own train rows)."""
+    in-sample Sharpe, its baseline's and the in-sample standard error are the means of the
+    segments' (each agent on its own train rows; the mean of the errors bounds the error of
+    the mean from above whatever the overlapping windows' correlation)."""
     rows = {}
     for k, frame in oos_by_segment.items():
         d = frame_diagnostics(frame, insample_by_segment.get(k))
@@ -165,12 +232,11 @@ def diagnostics_table(oos_by_segment: dict, insample_by_segment: dict,
         rows[str(k)] = d
     if rows:
         d = frame_diagnostics(stitched)
-        ins = [r["insample_sharpe"] for r in rows.values() if np.isfinite(r["insample_sharpe"])]
-        seeds = [r["insample_seed_sharpe"] for r in rows.values()
-                 if np.isfinite(r["insample_seed_sharpe"])]
-        d["insample_sharpe"] = float(np.mean(ins)) if ins else np.nan
-        d["insample_seed_sharpe"] = float(np.mean(seeds)) if seeds else np.nan
-        d["sharpe_gap"] = d["insample_sharpe"] - d["oos_sharpe"]
+        for key in ("insample_sharpe", "insample_seed_sharpe", "insample_baseline_sharpe",
+                    "insample_sharpe_se"):
+            values = [r[key] for r in rows.values() if np.isfinite(r[key])]
+            d[key] = float(np.mean(values)) if values else np.nan
+        _gap(d)
         d["flags"] = ", ".join(flags_of(d))
         rows["all"] = d
     table = pd.DataFrame.from_dict(rows, orient="index")

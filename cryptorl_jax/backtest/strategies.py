@@ -41,7 +41,11 @@ What each fits, on the segment's train rows only:
   fit on the first (1 - validation_fraction) of them with the last h rows before the
   validation rows purged (no label reaches into them), score the policy's backtest Sharpe on
   the validation rows, then refit the chosen setting on all train rows (labels end at the last
-  train row's close).
+  train row's close). The inner split reads the features through transforms fitted on its
+  inner train rows only (`Market.refit`: the runner refits the scaler, the HMM and the FFD
+  order there), so neither the inner fit nor the validation rows' inputs are scaled or
+  regime-filtered with statistics of the validation rows; the final refit reads the segment's
+  features (transforms fitted on all its train rows), as the agent does.
 
 Every grid point tried counts in the multiple-testing N (`n_tried`). The fitted parameters are
 plain numbers (`params`), written to the segment's baselines.json.
@@ -49,6 +53,7 @@ plain numbers (`params`), written to the segment's baselines.json.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -173,6 +178,19 @@ class Market:
     tradable: np.ndarray  # [T] bool
     features: np.ndarray  # [T, F] the segment's scaled observation features (NaN in warm-up)
     lookback: int  # rows before a backtest's first row that its vol estimate reads
+    # refit(lo, hi): the same feature matrix with its fitted transforms (scaler, regime model,
+    # FFD order) fitted on rows [lo, hi) only; None: `features` has no transform fitted on the
+    # train rows, and the inner split reads it as it is
+    refit: Callable[[int, int], np.ndarray] | None = field(default=None, repr=False,
+                                                           compare=False)
+
+
+def inner_market(market: Market, start: int, end: int) -> Market:
+    """The market a forecaster's inner split [start, end) reads: the features through
+    transforms fitted on those rows only (`Market.refit`; the market itself without one)."""
+    if market.refit is None:
+        return market
+    return dataclasses.replace(market, features=np.asarray(market.refit(start, end)))
 
 
 def backtest_sharpe(market: Market, env: EnvConfig, actions_by_row: np.ndarray,
@@ -306,10 +324,11 @@ def _forecaster_fit(kind: str, market: Market, env: EnvConfig, train: tuple[int,
     alphas = list(cfg.ridge_alphas) if kind == "ridge" else [0.0]
     smoothings = list(cfg.forecast_smoothing_hours)
     grid = [(h, a, m) for h in cfg.forecast_horizons for a in alphas for m in smoothings]
+    inner = inner_market(market, start, v0)  # transforms fitted on the inner train rows only
     scores: dict[Any, float] = {}
     for h in cfg.forecast_horizons:
         for a in alphas:
-            fit = _train_forecaster(kind, market, h, a, start, v0, seed)
+            fit = _train_forecaster(kind, inner, h, a, start, v0, seed)
             for m in smoothings:
                 if fit is None:
                     scores[(h, a, m)] = -math.inf
@@ -318,7 +337,7 @@ def _forecaster_fit(kind: str, market: Market, env: EnvConfig, train: tuple[int,
                 by_row = np.zeros(len(market.close))
                 rows = np.arange(v0 - 1, end - 1)
                 by_row[rows] = act(rows)
-                scores[(h, a, m)] = backtest_sharpe(market, env, by_row, v0, end)
+                scores[(h, a, m)] = backtest_sharpe(inner, env, by_row, v0, end)
     h, a, m = _pick({g: scores[g] for g in grid})
     final = _train_forecaster(kind, market, h, a, start, end, seed)
     if final is None:

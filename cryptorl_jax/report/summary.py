@@ -137,7 +137,9 @@ def _diagnostic_lines(diag: pd.DataFrame) -> list[str]:
     """The diagnostics table and what its flags mean."""
     shown = diag.rename(columns={
         "oos_sharpe": "OOS Sharpe", "insample_sharpe": "in-sample Sharpe",
-        "insample_seed_sharpe": "in-sample Sharpe (seeds' mean)", "sharpe_gap": "gap",
+        "insample_seed_sharpe": "in-sample Sharpe (seeds' mean)",
+        "insample_baseline_sharpe": "best baseline in-sample", "sharpe_gap": "gap",
+        "sharpe_gap_se": "gap s.e.", "sharpe_gap_z": "gap / s.e.",
         "turnover": "turnover (x NAV/yr)", "exposure": "mean abs. exposure",
         "turnover_per_exposure": "turnover per unit exposure",
         "mechanical_share": "mechanical share of turnover",
@@ -149,8 +151,11 @@ def _diagnostic_lines(diag: pd.DataFrame) -> list[str]:
             "In-sample: the same agents, through the same backtest, over their own segment's "
             "train rows (the `all` row averages the segments'). Mechanical turnover is the part "
             "that the vol targeting's leverage changes and the price drift made, not a change "
-            "of the action. Flags: **memorised** (in-sample Sharpe > "
-            f"{d.MEMORISED_MIN_INSAMPLE:g} and above OOS by > {d.MEMORISED_GAP:g}), "
+            "of the action. Flags: **memorised** (the gap in-sample minus OOS Sharpe over its "
+            "standard error, from the hours of both windows, above "
+            f"{d.memorised_z():.2f}: significant at {d.MEMORISED_LEVEL:g} one-sided; and the "
+            "in-sample Sharpe above the best simple baseline's on the same train rows, or "
+            f"above {d.MEMORISED_MIN_INSAMPLE:g} where none ran), "
             f"**collapsed to buy & hold** (correlation with buy & hold > {d.COLLAPSED_CORR:g} "
             f"and long in > {100 * d.COLLAPSED_LONG_SHARE:g} % of hours), **flat** (mean "
             f"|exposure| < {d.FLAT_EXPOSURE:g}), **churning** (turnover > "

@@ -186,15 +186,18 @@ def oracle_oos_returns(cfg: Config, data_dir: Path, run: Any) -> pd.Series:
 
 
 def drift_captured(frames: Sequence[pd.DataFrame], drift: pd.Series) -> float:
-    """sum_t e_t mu_t / sum_t |L_t mu_t| over the frames' hours: the planted next-hour drift
-    mu_t that the held exposure e_t earns, as a share of what the sign oracle earns at the same
-    leverage L_t (1: every hour on the drift's side at full vol-targeted size; 0: none of it;
-    < 0: against it). It reads the drift, not the realised returns, so it carries none of the
-    returns' noise: over six one-month segments it separates policies whose Sharpe ratios
-    (standard error ~1.4) cannot. NaN where the market has no drift (family none)."""
+    """sum_t e_t mu_t / sum_t |L_t mu_t| over the frames' hours: the planted drift mu_t of the
+    hour's return that the held exposure e_t earns, as a share of what the sign oracle earns at
+    the same leverage L_t (1: every hour on the drift's side at full vol-targeted size; 0: none
+    of it; < 0: against it). A frame's row t holds the return of bar t and the exposure and
+    leverage chosen at the close of row t - 1, so its drift is `drift` (oracle.parquet's
+    `next_drift`, indexed by the close that chooses the action) one hour earlier. It reads the
+    drift, not the realised returns, so it carries none of the returns' noise: over six
+    one-month segments it separates policies whose Sharpe ratios (standard error ~1.4) cannot.
+    NaN where the market has no drift (family none)."""
     num = den = 0.0
     for f in frames:
-        mu = drift.reindex(f.index).to_numpy(np.float64)
+        mu = drift.reindex(f.index - pd.Timedelta(hours=1)).to_numpy(np.float64)
         e = f["exposure"].to_numpy(np.float64)
         lev = f["leverage"].to_numpy(np.float64)
         ok = np.isfinite(mu) & np.isfinite(e) & np.isfinite(lev)

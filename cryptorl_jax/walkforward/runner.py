@@ -25,6 +25,7 @@ test_start - 1 .. test_end - 2, so the OOS returns are exactly the test rows' re
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -78,14 +79,25 @@ def replay_rows(cfg: Config, close: np.ndarray, tradable: np.ndarray, test_start
     return oos_lib.replay_rows(cfg.env, rows, test_start, test_end, actions, cost_multiplier)
 
 
+def baseline_market(cfg: Config, run: RunData, sm: SegmentMatrix,
+                    seg: Segment) -> strategies.Market:
+    """What the baselines of seg read: the same observation features as the agent (the
+    segment's scaled matrix), and for the forecasters' inner split the matrix with its
+    transforms refitted on the inner train rows only (`strategies.Market.refit`)."""
+    def refit(lo: int, hi: int) -> np.ndarray:
+        inner = dataclasses.replace(seg, train_start=lo, train_end=hi)
+        return fit_segment_transforms(cfg, run, inner).matrix
+
+    return strategies.Market(close=run.close, tradable=run.tradable, features=sm.matrix,
+                             lookback=lookback_rows(cfg), refit=refit)
+
+
 def fit_baselines(cfg: Config, run: RunData, sm: SegmentMatrix,
                   seg: Segment) -> list[strategies.Fitted]:
     """The baselines that read the market (`backtest.strategies`), fitted on seg's train rows
-    only: the same observation features the agent reads (the segment's scaled matrix)."""
-    market = strategies.Market(close=run.close, tradable=run.tradable, features=sm.matrix,
-                               lookback=lookback_rows(cfg))
-    return strategies.fit_all(cfg.baselines, cfg.env, market, (seg.train_start, seg.train_end),
-                              seed=cfg.seed * 1000 + seg.index)
+    only (`baseline_market`)."""
+    return strategies.fit_all(cfg.baselines, cfg.env, baseline_market(cfg, run, sm, seg),
+                              (seg.train_start, seg.train_end), seed=cfg.seed * 1000 + seg.index)
 
 
 def backtest_rows(cfg: Config, run: RunData, sm: SegmentMatrix, enc: EncoderStage,

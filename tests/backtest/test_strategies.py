@@ -157,3 +157,64 @@ def test_forecaster_inner_fit_does_not_read_the_validation_rows():
 
 def test_disabled_baselines_fit_nothing():
     assert st.fit_all(BaselinesConfig(enabled=False), ENV, _market(T=1500), (500, 1200)) == []
+
+
+def _scaled_market(raw: np.ndarray, close: np.ndarray, train: tuple[int, int]) -> st.Market:
+    """A market whose features are raw standardised by the mean and sd of the train rows, and
+    whose refit(lo, hi) standardises by those of rows [lo, hi) (the runner's scaler, in
+    small): the segment's matrix, as `walkforward.runner.baseline_market` builds it."""
+    def refit(lo: int, hi: int) -> np.ndarray:
+        part = raw[lo:hi]
+        mu, sd = np.nanmean(part, axis=0), np.nanstd(part, axis=0)
+        return ((raw - mu) / sd).astype(np.float32)
+
+    return st.Market(close=close, tradable=np.ones(len(close), bool), features=refit(*train),
+                     lookback=400, refit=refit)
+
+
+def _shifted_raw(m: st.Market, v0: int, end: int) -> np.ndarray:
+    """m's features with the validation rows [v0, end) shifted in level (a regime change)."""
+    raw = m.features.astype(np.float64).copy()
+    raw[v0:end, 0] += 3.0
+    raw[v0:end, 1] *= 4.0
+    return raw
+
+
+def test_forecasters_inner_split_reads_transforms_fitted_on_its_own_rows():
+    """The inner fit and its validation rows read the features through transforms fitted on
+    the inner train rows only: changing the validation rows' raw values leaves the inner
+    train rows' inputs and the inner fit bit-identical (the segment's own transform, fitted
+    on all train rows, moves with them: the leak this closes)."""
+    m = _market(T=3000, seed=7, trend=3.0)
+    train, v0 = (500, 2500), 2000  # validation_fraction 0.25
+    raw = _shifted_raw(m, v0, train[1])
+    clean = _scaled_market(raw, m.close, train)
+    poisoned_raw = raw.copy()
+    poisoned_raw[v0:train[1]] = np.random.default_rng(3).normal(0, 40, (train[1] - v0, 4))
+    poisoned = _scaled_market(poisoned_raw, m.close, train)
+    assert not np.allclose(clean.features[500:v0], poisoned.features[500:v0])  # the leak
+    a, b = st.inner_market(clean, train[0], v0), st.inner_market(poisoned, train[0], v0)
+    np.testing.assert_array_equal(a.features[:v0], b.features[:v0])
+    fit_a = st._train_forecaster("ridge", a, 24, 10.0, train[0], v0, 0)
+    fit_b = st._train_forecaster("ridge", b, 24, 10.0, train[0], v0, 0)
+    assert fit_a[1] == fit_b[1]
+
+
+def test_forecasters_selection_is_that_of_inner_train_transforms():
+    """fit_all's validation scores are those of features transformed on the inner train rows
+    only, not those of the segment's transform (which differ when the validation rows shift)."""
+    m = _market(T=3000, seed=7, trend=3.0)
+    train, v0 = (500, 2500), 2000
+    cfg = BaselinesConfig(forecast_horizons=(1, 24), ridge_alphas=(10.0, 1000.0))
+    market = _scaled_market(_shifted_raw(m, v0, train[1]), m.close, train)
+
+    def scores(mk):
+        ridge = {f.name: f for f in st.fit_all(cfg, ENV, mk, train)}["ridge"]
+        return [g["validation_sharpe"] for g in ridge.params["grid"]]
+
+    got = scores(market)
+    inner_only = st.Market(market.close, market.tradable, market.refit(train[0], v0),
+                           market.lookback)
+    full_train = st.Market(market.close, market.tradable, market.features, market.lookback)
+    assert got == scores(inner_only)
+    assert got != scores(full_train)

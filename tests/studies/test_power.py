@@ -3,6 +3,7 @@ OOS hours (cryptorl power)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,14 +13,15 @@ import pytest
 from statsmodels.stats.proportion import proportion_confint
 
 from cryptorl_jax.backtest.metrics import probabilistic_sharpe
+from cryptorl_jax.backtest.oos import Rows, replay_rows
 from cryptorl_jax.backtest.replay import simulate
-from cryptorl_jax.config import load_config
+from cryptorl_jax.config import Config, load_config
 from cryptorl_jax.market import load_market
-from cryptorl_jax.market.planted import META_FILE, ORACLE_FILE
+from cryptorl_jax.market.planted import META_FILE, ORACLE_FILE, write_planted_files
 from cryptorl_jax.report import Run, calibration
 from cryptorl_jax.report.verdict import edge
 from cryptorl_jax.studies import power
-from cryptorl_jax.studies.planted import write_planted_market
+from cryptorl_jax.studies.planted import _oracle_frame, write_planted_market
 from cryptorl_jax.walkforward.data import lookback_rows
 from tests.walkforward.test_driver import TINY_WFO
 
@@ -77,9 +79,10 @@ def test_outputs_and_the_oracle_over_the_runs_oos_hours(study):
                    tradable=market["BTC_fresh"].to_numpy()[lo:t1] > 0)
     got = power.oracle_oos_returns(run_cfg, out / "pw-markets" / "trend-s4-r0", Run.load(run_dir))
     np.testing.assert_allclose(got.loc[oos.index].to_numpy(), sim["returns"], rtol=1e-12)
-    # the drift captured: the ensemble's exposure against the planted drift, by hand
+    # the drift captured: the ensemble's exposure against the planted drift, by hand (row t's
+    # exposure, chosen at the close of row t - 1, earns the drift of bar t: next_drift[t - 1])
     run = Run.load(run_dir)
-    mu = oracle["next_drift"].reindex(run.oos.index).to_numpy()
+    mu = oracle["next_drift"].reindex(run.oos.index - pd.Timedelta(hours=1)).to_numpy()
     want = np.sum(run.oos["exposure"].to_numpy() * mu) / np.sum(
         np.abs(run.oos["leverage"].to_numpy() * mu))
     assert row["drift_captured"] == pytest.approx(want, rel=1e-9)
@@ -105,11 +108,13 @@ def test_outputs_and_the_oracle_over_the_runs_oos_hours(study):
 
 def test_drift_captured_is_the_oracles_share():
     """1 for the sign oracle at full leverage, -1 against it, 0 flat, and hours weighted by
-    their drift (a frame split in two gives the same share as whole)."""
+    their drift (a frame split in two gives the same share as whole). `next_drift` is indexed
+    by the close that chooses the action; a frame's row is the next hour's."""
     idx = pd.date_range("2024-01-01", periods=6, freq="h", tz="UTC")
     mu = pd.Series([0.002, -0.001, 0.0005, -0.003, 0.001, 0.0], index=idx)
     lev = np.array([1.0, 1.5, 2.0, 0.5, 1.0, 1.0])
-    oracle = pd.DataFrame({"exposure": np.sign(mu.to_numpy()) * lev, "leverage": lev}, idx)
+    rows = idx + pd.Timedelta(hours=1)  # the bars whose returns those actions realise
+    oracle = pd.DataFrame({"exposure": np.sign(mu.to_numpy()) * lev, "leverage": lev}, rows)
     assert power.drift_captured([oracle], mu) == pytest.approx(1.0)
     against = oracle.assign(exposure=-oracle["exposure"])
     assert power.drift_captured([against], mu) == pytest.approx(-1.0)
@@ -121,6 +126,27 @@ def test_drift_captured_is_the_oracles_share():
     den = 0.002 * 1.0 + 0.001 * 1.5 + 0.0005 * 2.0 + 0.003 * 0.5 + 0.001
     assert power.drift_captured([long_only], mu) == pytest.approx(num / den)
     assert np.isnan(power.drift_captured([oracle], mu * 0.0))
+
+
+def test_drift_captured_of_the_planted_oracles_own_path_is_one(tmp_path):
+    """The sign oracle of a planted trend replayed through the backtest (no-trade band 0, so
+    every hour's exposure is a_t L_t) captures all of the drift: 1 to float precision (the
+    drift one hour out of line gave 0.99992)."""
+    planted = write_planted_files(tmp_path, "trend", 4.0, 0, start="2024-01-01",
+                                  end="2024-03-01")
+    frame = _oracle_frame(tmp_path)
+    assert frame["tradable"].all()
+    cfg = Config()
+    env = dataclasses.replace(cfg.env, no_trade_band=0.0)
+    rows = Rows(frame["close"].to_numpy(), frame["tradable"].to_numpy(), frame.index,
+                lookback_rows(cfg))
+    start, end = rows.lookback + 1, len(frame) - 1
+    sim = replay_rows(env, rows, start, end, frame["action"].to_numpy()[start - 1:end - 1])
+    path = pd.DataFrame({"exposure": sim["exposure"], "leverage": sim["leverage"]},
+                        index=frame.index[start:end])
+    assert (path["leverage"] > 0).all()
+    got = power.drift_captured([path], planted.oracle["next_drift"])
+    assert got == pytest.approx(1.0, abs=1e-12)
 
 
 def test_cells_and_their_errors():
