@@ -93,7 +93,11 @@ def _run(args: argparse.Namespace) -> int:
           f"{result.seconds:.0f} s; {result.n_trials} finished trials in {result.storage}; "
           f"trial log {result.trial_log}")
     if result.best_config is None:
-        print("tune: no trial completed, so no best config was written", file=sys.stderr)
+        from cryptorl_jax.tuning.driver import no_completed_trial_text
+
+        print(f"tune: no trial completed, so no best config was written: "
+              f"{no_completed_trial_text(result.study)} (trial log {result.trial_log})",
+              file=sys.stderr)
         return 1
     print(f"tune: best trial {result.best_trial}: {cfg.tune.metric} {result.best_value:.4g} "
           f"with {result.best_params}")

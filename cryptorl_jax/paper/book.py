@@ -19,6 +19,7 @@ book is stored as float64 values of float32 numbers, also exact.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +29,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+log = logging.getLogger("cryptorl_jax.paper")
 
 SCHEMA_VERSION = 1
 BOOK_FILE = "book.sqlite"
@@ -131,7 +134,12 @@ class PaperBook:
         if not self.exists():
             return {}
         with self._connect() as conn:
-            return {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
+            rows = conn.execute("SELECT key, value FROM meta").fetchall()
+        try:
+            return {k: json.loads(v) for k, v in rows}
+        except ValueError as exc:
+            raise PaperBookError(
+                f"{self.path}: the book's meta table is unreadable ({exc})") from None
 
     def create(self, meta: dict[str, Any]) -> dict[str, Any]:
         """Fix the book's identity at its first use; later uses must agree on `meta`'s keys
@@ -160,7 +168,13 @@ class PaperBook:
             return None
         with self._connect() as conn:
             row = conn.execute("SELECT value FROM state WHERE id = 0").fetchone()
-        return None if row is None else BookState.from_json(row[0])
+        if row is None:
+            return None
+        try:
+            return BookState.from_json(row[0])
+        except (ValueError, TypeError, KeyError) as exc:
+            raise PaperBookError(f"{self.path}: the book's state is unreadable ({exc}); the book "
+                                 "cannot continue from it") from None
 
     def commit_hour(self, state: BookState, hour: dict[str, Any] | None,
                     bar: dict[str, float] | None, expect_previous: pd.Timestamp | None) -> None:
@@ -204,8 +218,14 @@ class PaperBook:
         for time, close, prev_close, tradable, seeds in rows:
             rec: dict[str, Any] = {"time": pd.Timestamp(time), "close": close,
                                    "prev_close": prev_close, "tradable": bool(tradable)}
-            for key, values in json.loads(seeds).items():
-                rec.update({f"{key}_{s}": float(v) for s, v in enumerate(values)})
+            try:
+                for key, values in json.loads(seeds).items():
+                    rec.update({f"{key}_{s}": float(v) for s, v in enumerate(values)})
+            except (ValueError, TypeError, AttributeError) as exc:
+                log.warning("%s, table hours, hour %s: the seeds' record is unreadable (%s); "
+                            "skipped: the ledger read from the book misses this hour", self.path,
+                            time, exc)
+                continue
             records.append(rec)
         if not records:
             return pd.DataFrame()

@@ -4,6 +4,7 @@ summary shows from the segments' own files, and the diagnostics of their frames.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,13 +14,38 @@ import pandas as pd
 from cryptorl_jax.backtest.diagnostics import diagnostics_table
 from cryptorl_jax.core.rundir import RunDir
 
+log = logging.getLogger("cryptorl_jax.report")
+
+
+def read_frame(path: Path) -> pd.DataFrame:
+    """A segment's backtest frame (oos.parquet, insample.parquet), refused with the file, the
+    column and the first hour named when a number in it is NaN or infinite: the backtest never
+    writes one, so the frame is damaged and no figure of the report could be trusted."""
+    frame = pd.read_parquet(path)
+    for col in frame.columns:
+        if frame[col].dtype.kind not in "fc":
+            continue
+        bad = ~np.isfinite(frame[col].to_numpy())
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"{path}: column '{col}' holds {int(bad.sum())} non-finite value(s) (the first "
+                f"{frame[col].iloc[i]} at {frame.index[i]}); the report reads only finite "
+                f"numbers: recompute the segment (delete {Path(path).parent} and run again "
+                "with --resume)")
+    return frame
+
 
 def stitch(workdir: Path, segments: list[int]) -> pd.DataFrame:
-    """The per-segment OOS frames in order, with a `segment` column."""
+    """The per-segment OOS frames in order, with a `segment` column (`read_frame`: a
+    non-finite number is refused, naming the file)."""
     rd = RunDir(workdir)
     frames = []
     for k in segments:
-        f = pd.read_parquet(rd.segment(k).oos)
+        f = read_frame(rd.segment(k).oos)
+        if "tradable" in f and len(f) and not f["tradable"].to_numpy(bool).any():
+            log.warning("segment %d: no tradable hour in its test window (%s .. %s): its book "
+                        "stayed flat and its Sharpe is undefined", k, f.index[0], f.index[-1])
         f["segment"] = k
         frames.append(f)
     if not frames:
@@ -42,7 +68,7 @@ def segment_diagnostics(rd: RunDir, oos: pd.DataFrame, segments: list[int]) -> p
     in-sample frame (their own train rows through the same backtest), and the stitched `all`
     row (`backtest.diagnostics.diagnostics_table`)."""
     parts = {k: oos[oos["segment"] == k] for k in segments}
-    insample = {k: pd.read_parquet(rd.segment(k).insample) for k in segments
+    insample = {k: read_frame(rd.segment(k).insample) for k in segments
                 if rd.segment(k).insample.is_file()}
     return diagnostics_table(parts, insample, oos)
 

@@ -20,6 +20,13 @@ Sharpe (Bailey & Lopez de Prado 2014). A run that is still partial covers anothe
 is not counted against a finished one (`OOSDeflation`: the N and the expected maximum of N
 unskilled Sharpes). Writes take an exclusive lock next to the file (concurrent reports of
 several runs) and replace the file atomically.
+
+A run whose stitched Sharpe is undefined (no variance: a flat book that never left the no-trade
+band) is still a configuration tried on the window: it is recorded with Sharpe 0 and
+`"flat": true`, counts in N and enters the variance as 0 (`registry_sharpe`); a record written
+with a null Sharpe (before this rule) reads the same way. A line that is not a readable record
+(a truncated last line) is reported with its file and line, skipped, and kept as it is when the
+file is rewritten.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +49,8 @@ from cryptorl_jax.core.io import write_atomic
 from cryptorl_jax.core.rundir import RunDir
 from cryptorl_jax.core.units import HOURS_PER_YEAR
 
+log = logging.getLogger("cryptorl_jax.report")
+REQUIRED = ("config_digest", "oos_start", "oos_end", "sharpe_per_period")
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
@@ -59,24 +69,35 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def read_registry(path: Path) -> list[dict[str, Any]]:
-    """The records of a registry file ([] if it does not exist); names a malformed line."""
+    """The records of a registry file ([] if it does not exist); a line that is not a
+    readable record is reported (file and line) and skipped (`read_registry_lines`)."""
+    return read_registry_lines(path)[0]
+
+
+def read_registry_lines(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """(records, unreadable lines as they are in the file): a line that is not JSON or lacks a
+    key the deflation needs is logged as a warning naming the file and line, and skipped."""
     path = Path(path)
     if not path.is_file():
-        return []
-    out = []
+        return [], []
+    out, bad = [], []
     for i, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}, line {i}: not a JSON record ({exc.msg})") from None
-        missing = [k for k in ("config_digest", "oos_start", "oos_end", "sharpe_per_period")
-                   if k not in rec]
-        if missing:
-            raise ValueError(f"{path}, line {i}: the record lacks {missing}")
-        out.append(rec)
-    return out
+            problem = f"not a JSON record ({exc.msg}; a truncated write?)"
+        else:
+            missing = [k for k in REQUIRED if not isinstance(rec, dict) or k not in rec]
+            if not missing:
+                out.append(rec)
+                continue
+            problem = f"the record lacks {missing}"
+        log.warning("%s, line %d: %s; skipped (not counted in N; the line is kept in the file)",
+                    path, i, problem)
+        bad.append(line)
+    return out, bad
 
 
 def register_run(path: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -84,11 +105,12 @@ def register_run(path: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
     path = Path(path)
     record = {**record, "updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     with _locked(path):
-        records = [r for r in read_registry(path)
-                   if r["config_digest"] != record["config_digest"]]
+        held, bad = read_registry_lines(path)
+        records = [r for r in held if r["config_digest"] != record["config_digest"]]
         records.append(record)
         records.sort(key=lambda r: (r["oos_start"], r["oos_end"], r["config_digest"]))
-        write_atomic(path, "".join(json.dumps(r, allow_nan=True) + "\n" for r in records))
+        write_atomic(path, "".join(json.dumps(r, allow_nan=True) + "\n" for r in records)
+                     + "".join(line + "\n" for line in bad))  # nothing written is dropped
     return records
 
 
@@ -101,9 +123,29 @@ class RunsOverWindow:
     runs: list[dict[str, Any]]
 
     def describe(self) -> str:
-        names = ", ".join(f"{r.get('run_name', '?')} ({r['config_digest']}, Sharpe "
-                          f"{r.get('sharpe', float('nan')):.2f})" for r in self.runs)
-        return names or "none"
+        return ", ".join(f"{r.get('run_name', '?')} ({r['config_digest']}, Sharpe "
+                         f"{_sharpe_text(r)})" for r in self.runs) or "none"
+
+
+def _sharpe_text(record: dict[str, Any]) -> str:
+    if record.get("flat"):
+        return "undefined, flat book: counted as 0"
+    value = record.get("sharpe")
+    if value is None and record.get("sharpe_per_period") is not None:
+        value = float(record["sharpe_per_period"]) * math.sqrt(HOURS_PER_YEAR)
+    if value is None or not math.isfinite(float(value)):
+        return "undefined: counted as 0"
+    return f"{float(value):.2f}"
+
+
+def registry_sharpe(record: dict[str, Any]) -> float:
+    """The per-period Sharpe a record enters the deflation with: its own, or 0 where it is
+    undefined (null: a flat book, or a record written before flat books were recorded as 0)."""
+    value = record.get("sharpe_per_period")
+    if value is None:
+        return 0.0
+    value = float(value)
+    return value if math.isfinite(value) else 0.0
 
 
 def market_key(data_config: Any) -> str:
@@ -119,8 +161,7 @@ def runs_over_window(records: list[dict[str, Any]], oos_start: str, oos_end: str
     without a market counts on every market)."""
     same = [r for r in records if r["oos_start"] == oos_start and r["oos_end"] == oos_end
             and (market is None or r.get("market") in (None, market))]
-    values = [float(r["sharpe_per_period"]) for r in same
-              if r["sharpe_per_period"] is not None and math.isfinite(r["sharpe_per_period"])]
+    values = [registry_sharpe(r) for r in same]
     var = float(np.var(values, ddof=1)) if len(values) > 1 else float("nan")
     return RunsOverWindow(n_runs=len(same), sr_variance=var, runs=same)
 
@@ -137,13 +178,17 @@ class OOSDeflation:
 
 def oos_record(oos: pd.DataFrame, digest: str, run_name: str, workdir: Path,
                segments: list[int], market: str | None = None) -> dict[str, Any]:
-    """This run's record for the output directory's registry."""
-    sr = sharpe(oos["strategy"].to_numpy(np.float64), 1.0)  # per period
+    """This run's record for the output directory's registry; a series without a defined
+    Sharpe is recorded with Sharpe 0 (`flat` true when it has no variance: a flat book)."""
+    r = oos["strategy"].to_numpy(np.float64)
+    sr = sharpe(r, 1.0)  # per period
+    flat = bool(len(r) > 0 and np.all(r == r[0]))  # no variance: no position ever held
+    sr = sr if math.isfinite(sr) else 0.0
     return {"config_digest": digest, "run_name": run_name,
             "run_dir": str(Path(workdir).absolute()), "market": market,
             "oos_start": str(oos.index[0]), "oos_end": str(oos.index[-1]), "n_hours": len(oos),
-            "sharpe": sr * math.sqrt(HOURS_PER_YEAR) if math.isfinite(sr) else None,
-            "sharpe_per_period": sr if math.isfinite(sr) else None, "segments": segments}
+            "sharpe": sr * math.sqrt(HOURS_PER_YEAR), "sharpe_per_period": sr, "flat": flat,
+            "segments": segments}
 
 
 def deflation_of(records: list[dict[str, Any]], record: dict[str, Any]) -> OOSDeflation:

@@ -272,9 +272,9 @@ def compare_runs(paths: list[str | Path], labels: list[str] | None = None) -> Co
     returns = pd.DataFrame({n: r.oos["strategy"].to_numpy(np.float64)
                             for n, r in zip(names, runs)}, index=runs[0].oos.index)
     per_period = np.array([sharpe(returns[n].to_numpy(), 1.0) for n in names])
-    finite = per_period[np.isfinite(per_period)]
+    per_period[~np.isfinite(per_period)] = 0.0  # a flat book counts as 0 (report.registry)
     n = len(names)
-    var = float(np.var(finite, ddof=1)) if len(finite) > 1 else 0.0
+    var = float(np.var(per_period, ddof=1)) if n > 1 else 0.0
     emax = 0.0 if n <= 1 else expected_max_sharpe(n, var)
     rows = {}
     for name, run in zip(names, runs):

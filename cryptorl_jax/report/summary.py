@@ -125,11 +125,11 @@ def _seed_lines(comparison: pd.DataFrame) -> list[str]:
     table = comparison.loc[seeds + ["strategy"], ["total_return", "sharpe", "max_drawdown"]]
     table = table.rename(index={"strategy": "ensemble (equal-weight fund of the seeds' books)"})
     return ["## Seeds (each seed's agent alone, and the ensemble)", "",
-            f"Per-seed OOS Sharpe: mean {seed_sharpe.mean():.2f}, std "
-            f"{seed_sharpe.std(ddof=1):.2f}, range {seed_sharpe.min():.2f} .. "
-            f"{seed_sharpe.max():.2f} over {len(seeds)} seeds; the "
-            f"ensemble's {ens:.2f} is above {beaten} of them. A spread as wide as the Sharpe "
-            "itself says the seed, not the method, decides the figure.", "",
+            f"Per-seed OOS Sharpe: mean {fmt(seed_sharpe.mean(), '.2f')}, std "
+            f"{fmt(seed_sharpe.std(ddof=1), '.2f')}, range {fmt(seed_sharpe.min(), '.2f')} .. "
+            f"{fmt(seed_sharpe.max(), '.2f')} over {len(seeds)} seeds; the "
+            f"ensemble's {fmt(ens, '.2f')} is above {beaten} of them. A spread as wide as the "
+            "Sharpe itself says the seed, not the method, decides the figure.", "",
             markdown_table(table), ""]
 
 

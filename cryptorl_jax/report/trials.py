@@ -4,6 +4,7 @@ wfo.trial_log) and the overfitting.json beside it (`tuning` writes both)."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,12 @@ import numpy as np
 
 from cryptorl_jax.core.units import HOURS_PER_YEAR
 
+log = logging.getLogger("cryptorl_jax.report")
+
 
 def read_trial_log(path: str | None, workdir: Path) -> tuple[int, float, str]:
-    """(n_trials, variance of per-period trial Sharpes, source) of a tuning trial log.
+    """(n_trials, variance of per-period trial Sharpes, source) of a tuning trial log; a line
+    that is not a trial record is reported (file and line) and skipped.
 
     The WFO report no longer deflates the OOS Sharpe with these (the trials were scored on
     short validation windows, not on the OOS series; see `report.registry`); it cites the
@@ -25,10 +29,19 @@ def read_trial_log(path: str | None, workdir: Path) -> tuple[int, float, str]:
     p = _trial_log_path(path, workdir)
     values = []
     n = 0
-    for line in p.read_text().splitlines():
+    for i, line in enumerate(p.read_text().splitlines(), start=1):
         if not line.strip():
             continue
-        rec = json.loads(line)
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            rec = None
+            problem = f"not a JSON record ({exc.msg}; a truncated write?)"
+        else:
+            problem = "not a trial record (a JSON object)"
+        if not isinstance(rec, dict):
+            log.warning("%s, line %d: %s; skipped (not counted)", p, i, problem)
+            continue
         if rec.get("state", "COMPLETE") not in ("COMPLETE", "PRUNED"):
             continue
         n += 1

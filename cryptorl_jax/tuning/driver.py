@@ -207,6 +207,22 @@ def _ask(study: Any, n: int) -> list[Any]:
         return [study.ask() for _ in range(n)]
 
 
+def no_completed_trial_text(study: Any) -> str:
+    """Why a study has no best trial: its trials by state and each distinct error with the
+    trials it failed."""
+    trials = study.get_trials(deepcopy=False)
+    states = collections.Counter(t.state.name for t in trials)
+    errors: dict[str, list[int]] = {}
+    for t in trials:
+        if t.state.name == "FAIL":
+            errors.setdefault(t.user_attrs.get("error") or t.user_attrs.get("executor_error")
+                              or "no error recorded (the process died?)", []).append(t.number)
+    words = {"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "failed"}
+    text = ", ".join(f"{n} {words.get(state, state.lower())}"
+                     for state, n in sorted(states.items())) or "no trial"
+    return text + "".join(f"; trial(s) {nums} failed: {err}" for err, nums in errors.items())
+
+
 def run_study(cfg: Config, n_trials: int, storage: str | None = None,
               study_name: str | None = None, workdir: str | Path = "results/tune",
               market: pd.DataFrame | None = None, *, worker: int = 0, pruner: Any = None,
@@ -306,7 +322,8 @@ def run_study(cfg: Config, n_trials: int, storage: str | None = None,
     try:
         best = study.best_trial
     except ValueError:
-        log.warning("study '%s': no trial completed; %s not written", study_name, BEST_CONFIG)
+        log.warning("study '%s': no trial completed; %s not written (%s)", study_name,
+                    BEST_CONFIG, no_completed_trial_text(study))
     if best is not None:
         best_path = workdir / BEST_CONFIG
         export_best(cfg, best, best_path, trial_log, study_name, note)

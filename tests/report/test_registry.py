@@ -56,16 +56,22 @@ def test_runs_on_another_market_are_not_trials(tmp_path):
     assert registry.runs_over_window(records, start, end, real).n_runs == 2
 
 
-def test_a_malformed_registry_names_the_file_and_line(tmp_path):
+def test_a_malformed_registry_line_is_named_skipped_and_kept(tmp_path, caplog):
+    """A line that is not a record is reported (file and line) and skipped, never dropped: the
+    next registration keeps it in the file as it was (tests/faults/test_torn_lines.py)."""
     path = tmp_path / REGISTRY
-    path.write_text('{"config_digest": "a", "oos_start": "x", "oos_end": "y", '
-                    '"sharpe_per_period": 0.1}\nnot json\n')
-    with pytest.raises(ValueError, match=r"runs.jsonl, line 2: not a JSON record"):
-        registry.read_registry(path)
+    good = ('{"config_digest": "a", "oos_start": "x", "oos_end": "y", '
+            '"sharpe_per_period": 0.1}\n')
+    path.write_text(good + "not json\n")
+    with caplog.at_level("WARNING", logger="cryptorl_jax.report"):
+        assert [r["config_digest"] for r in registry.read_registry(path)] == ["a"]
+    assert "runs.jsonl, line 2: not a JSON record" in caplog.text
     path.write_text('{"config_digest": "a"}\n')
-    with pytest.raises(ValueError, match=r"line 1: the record lacks \['oos_start'"):
-        registry.register_run(path, _rec("b", 0.1))
-    assert path.read_text() == '{"config_digest": "a"}\n'  # nothing lost
+    with caplog.at_level("WARNING", logger="cryptorl_jax.report"):
+        records = registry.register_run(path, _rec("b", 0.1))
+    assert "line 1: the record lacks ['oos_start'" in caplog.text
+    assert [r["config_digest"] for r in records] == ["b"]
+    assert path.read_text().endswith('{"config_digest": "a"}\n')  # nothing lost
 
 
 def _record(name, start, end, sr, market="m", digest=None):
@@ -96,3 +102,22 @@ def test_oos_record_holds_the_per_period_and_annual_sharpe(tmp_path):
     assert rec["sharpe_per_period"] == pytest.approx(per)
     assert rec["sharpe"] == pytest.approx(per * math.sqrt(8760))
     assert (rec["oos_start"], rec["n_hours"], rec["segments"]) == (str(idx[0]), 50, [0, 1])
+    assert rec["flat"] is False
+    flat = registry.oos_record(pd.DataFrame({"strategy": np.zeros(50)}, index=idx), "f", "x",
+                               tmp_path, [0], market="m")
+    assert (flat["sharpe"], flat["sharpe_per_period"], flat["flat"]) == (0.0, 0.0, True)
+
+
+def test_a_flat_run_counts_in_n_with_sharpe_0():
+    """A flat book (no variance; or a record written with a null Sharpe) is a configuration
+    tried on the window: it counts in N and enters the variance as 0 (docs/methods.md)."""
+    a = _record("a", "2024-01-01", "2024-02-01", 0.02)
+    flat = {**_record("f", "2024-01-01", "2024-02-01", 0.0), "flat": True, "sharpe": 0.0}
+    legacy = {**_record("n", "2024-01-01", "2024-02-01", None), "sharpe": None}
+    window = registry.runs_over_window([a, flat, legacy], "2024-01-01", "2024-02-01", "m")
+    assert window.n_runs == 3
+    assert window.sr_variance == pytest.approx(np.var([0.02, 0.0, 0.0], ddof=1))
+    text = window.describe()
+    assert "f (f, Sharpe undefined, flat book: counted as 0)" in text
+    assert "n (n, Sharpe undefined: counted as 0)" in text
+    assert f"a (a, Sharpe {0.02 * math.sqrt(8760):.2f})" in text
