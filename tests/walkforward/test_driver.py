@@ -52,6 +52,9 @@ def cfg():
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory, cfg, market):
     workdir = tmp_path_factory.mktemp("wfo") / "tiny"
+    # a trainer cached by an earlier test module may have been traced for other market shapes:
+    # this run's trace count starts from a fresh trainer
+    stages._TRAINERS.clear()
     result = driver.run(cfg, workdir, market=market)
     return workdir, result
 
