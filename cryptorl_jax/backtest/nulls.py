@@ -1,25 +1,47 @@
-"""The timing null: the seeds' own ACTION paths, rotated within each segment and re-simulated.
+"""The timing null: the seeds' own ACTION paths, rotated over the stitched OOS by lags longer
+than the policy's memory, and re-simulated.
 
 The i.i.d. random baseline trades at every close and mostly loses its costs, so beating it
 proves nothing. This null keeps everything about the strategy except WHEN it asks for what.
-For each of `n_null` draws and each walk-forward segment (a block of n rows), one lag
-k ~ U[m, n - m] (m = min(min_shift, n // 4)) is drawn, the same for every seed; each seed's
-action path is rotated within the block,
+For each of `n_null` draws one lag k is drawn uniformly from [m, N - m], the same for every
+seed, where N is the stitched OOS length, M the policy's declared memory in hours (the returns
+r_{t-M+1} .. r_t its action at t can read: `backtest.memory`; 0 for a market-blind path) and
+m = max(M + 1, min(min_shift, N // 4)); each seed's whole stitched action path is rotated,
 
-    a'_t = a_{(t + k) mod n},
+    a'_t = a_{(t + k) mod N},
 
-and its book is re-simulated from flat (weight 0, NAV 1) at the block's first row through the
-one accounting update (`env.accounting.advance`, via `backtest.replay.simulate_paths`) with the
-MARKET's own leverage L_t, tradable mask, returns R_{t+1}, the config's trading costs,
-financing and no-trade band: the target exposure is a'_t L_t, traded only when it leaves the
-band around the drifted weight. The seeds' books are combined as the equal-weight fund
-(`portfolio.equal_weight_returns`, per block), the blocks stitched, and the annualised Sharpe
-is one sample of what the same actions earn with their alignment to the market broken. The
-strategy's own Sharpe is that of the UNROTATED paths re-simulated the same way (so the actual
-and the null are computed identically). The p-value is (1 + #{null >= actual}) / (1 + n_null),
-the one-sided permutation p-value (never 0). A strategy without timing skill gives p-values
-near uniform; a small p-value says the alignment of its actions with the returns, not their
-average level, earned its Sharpe.
+cut at the segments (the contiguous runs of `segments`), and each segment's book re-simulated
+from flat (weight 0, NAV 1) at its first row through the one accounting update
+(`env.accounting.advance`, via `backtest.replay.simulate_paths`) with the MARKET's own leverage
+L_t, tradable mask, returns R_{t+1}, the config's trading costs, financing and no-trade band:
+the target exposure is a'_t L_t, traded only when it leaves the band around the drifted
+weight. The seeds' books are combined as the equal-weight fund (`portfolio.equal_weight_returns`,
+per segment), the segments stitched, and the annualised Sharpe is one sample of what the same
+actions earn with their alignment to the market broken. When [m, N - m] holds no more lags than
+n_null, every lag in it is used once instead (the exact test over the range: drawing with
+replacement from a few lags would give p-values below 1 / (1 + lags)). The strategy's own
+Sharpe is that of the UNROTATED paths re-simulated the same way (so the actual and the null are
+computed identically). The p-value is (1 + #{null >= actual}) / (1 + n_null), the one-sided
+permutation p-value (never 0). A strategy without timing skill gives p-values near uniform; a
+small p-value says the alignment of its actions with the returns, not their average level,
+earned its Sharpe.
+
+Why k > M (issue 39). An action that reads its last M hours of returns is a function of
+r_{t+k-M+1} .. r_{t+k} at hour t + k: with k <= M the rotated a'_t = a_{t+k} reads r_{t+1}, the
+return it is scored on, and the null is biased (issue 39 measured the previous null, which
+rotated by 24 h .. n - 24 h within each segment: a 720-h contrarian rejected at 5 % in 34 % of
+no-edge paths, a 720-h momentum in none). With k > M, an unwrapped a_{t+k} reads only returns
+after r_{t+1}, and a wrapped one a_{t+k-N} was decided at t + k - N <= t - M - 1, before r_{t+1}
+existed: without predictability a'_t is independent of r_{t+1}. (The range is symmetric, so a
+rotation and its inverse are equally likely.) Why stitched: within one segment of n hours
+k > M needs n > 2M + 2, and the defaults (M = 481 h) leave no lag in a 720-h segment. When
+N <= 2M + 2 (min_shift aside) the null is undefined: p NaN, and `TimingNull.reason` says so.
+
+`scheme="segments"` rotates each segment by its own lag in [m_b, n_b - m_b] instead (m_b as m
+for the segment's n_b hours): with M = 0 it is the null before issue 39 (kept for the
+comparison in tests/backtest/test_null_size.py); with M > 0 it is size-correct too, needs every
+segment longer than 2M + 2 hours, and never pairs a return with the action of a LATER segment,
+whose agent trained on that return (docs/methods.md: what M does not bound).
 
 A constant action path (vol-targeted buy & hold: a_t = 1) equals each of its rotations, so its
 null is its own Sharpe and p = 1: it has no timing to test. That is not evidence against it.
@@ -31,10 +53,11 @@ strategy that loses its costs without any timing turns that loss into a more neg
 than its rotations: p near 1. Issue 23 measured vol-targeted buy & hold (no timing at all) at
 p = 0.996 and 60 market-blind persistent action paths at a mean p of 0.74, none below 0.05; on
 the default env and the last 34,560 hours of BTC, market-blind i.i.d. actions (which trade
-every hour) got a mean p of 0.91 under it (0.43 under this null), an AR(1) path with a 24-hour
-half-life 0.63, while slow two-week sign switches, which pay little, were not visibly biased
-(tests/backtest/test_null_size.py). Rotating the actions and re-applying the current leverage
-and costs keeps the vol targeting, which is the env's and not the agent's, out of the test.
+every hour) got a mean p of 0.91 under it (0.43 under the action rotation), an AR(1) path with
+a 24-hour half-life 0.63, while slow two-week sign switches, which pay little, were not visibly
+biased (tests/backtest/test_null_size.py). Rotating the actions and re-applying the current
+leverage and costs keeps the vol targeting, which is the env's and not the agent's, out of the
+test.
 """
 
 from __future__ import annotations
@@ -50,6 +73,7 @@ from cryptorl_jax.core.units import HOURS_PER_YEAR
 
 DEFAULT_NULLS = 1000
 MIN_SHIFT_HOURS = 24
+SCHEMES = ("stitched", "segments")
 # Books simulated per call (draws x seeds), every call of a block the same shape: at 512, a
 # 1,000-null, 3-seed null of 16 blocks of 2,160 hours peaks ~120 MB above the JAX import and
 # runs in ~3 s on 2 cores (larger batches were no faster and used more memory).
@@ -59,10 +83,13 @@ LANES_PER_BATCH = 512
 @dataclass(frozen=True)
 class TimingNull:
     sharpe: float  # the strategy's annualised Sharpe (its unrotated actions re-simulated)
-    null_sharpes: np.ndarray  # [n_null] annualised
+    null_sharpes: np.ndarray  # [n_null] annualised (empty when undefined)
     p_value: float
     min_shift: int
     n_seeds: int = 1
+    memory_hours: int = 0  # M: the policy's declared memory; every lag exceeds it
+    scheme: str = "stitched"
+    reason: str | None = None  # why the null is undefined (p NaN), e.g. the OOS is too short
 
     @property
     def n_null(self) -> int:
@@ -89,16 +116,45 @@ def block_bounds(segments, n: int) -> list[tuple[int, int]]:
     return list(zip(np.r_[0, cuts].tolist(), np.r_[cuts, n].tolist()))
 
 
+def lag_floor(n: int, memory_hours: int = 0, min_shift: int = MIN_SHIFT_HOURS) -> int:
+    """m, the shortest lag of a rotation of n hours: max(M + 1, min(min_shift, n // 4))."""
+    return max(int(memory_hours) + 1, min(int(min_shift), n // 4))
+
+
+def too_short(n: int, memory_hours: int = 0, min_shift: int = MIN_SHIFT_HOURS) -> str | None:
+    """Why a rotation of n hours is undefined (fewer than two lags in [m, n - m]; at
+    min_shift <= M + 1: n <= 2M + 2), or None."""
+    m = lag_floor(n, memory_hours, min_shift)
+    if n - m >= m + 1:
+        return None
+    return (f"OOS too short for the timing null at memory M = {int(memory_hours)} h: "
+            f"{n} h, it needs at least {2 * m + 1} h (lags from {m} h to N - {m} h)")
+
+
+def stitched_lags(n: int, n_null: int, seed: int = 0, min_shift: int = MIN_SHIFT_HOURS,
+                  memory_hours: int = 0) -> np.ndarray:
+    """The lags of a rotation of n hours: k ~ U[m, n - m] (inclusive, m = `lag_floor`),
+    n_null of them from numpy default_rng(seed); every lag once, in order, when the range
+    holds at most n_null. Empty when `too_short`."""
+    if too_short(n, memory_hours, min_shift):
+        return np.zeros(0, np.int64)
+    m = lag_floor(n, memory_hours, min_shift)
+    if n - 2 * m + 1 <= n_null:
+        return np.arange(m, n - m + 1, dtype=np.int64)
+    return np.random.default_rng(seed).integers(m, n - m + 1, size=n_null).astype(np.int64)
+
+
 def draw_lags(bounds: list[tuple[int, int]], n_null: int, seed: int = 0,
-              min_shift: int = MIN_SHIFT_HOURS) -> np.ndarray:
-    """[n_null, n_blocks] lags: block b of draw j is rotated by k ~ U[m, n_b - m] (inclusive),
-    m = min(min_shift, n_b // 4); numpy default_rng(seed), one block after the other."""
+              min_shift: int = MIN_SHIFT_HOURS, memory_hours: int = 0) -> np.ndarray:
+    """[n_null, n_blocks] lags of the `segments` scheme: block b of draw j is rotated by
+    k ~ U[m_b, n_b - m_b] (inclusive, m_b = `lag_floor` of its n_b hours; 0 for a block
+    `too_short` to rotate); numpy default_rng(seed), one block after the other."""
     rng = np.random.default_rng(seed)
     lags = np.zeros((n_null, len(bounds)), dtype=np.int64)
     for b, (lo, hi) in enumerate(bounds):
         n = hi - lo
-        m = min(min_shift, n // 4)
-        if n > 1:
+        m = lag_floor(n, memory_hours, min_shift)
+        if n > 1 and not too_short(n, memory_hours, min_shift):
             lags[:, b] = rng.integers(m, n - m + 1, size=n_null)
     return lags
 
@@ -111,45 +167,56 @@ def _finite(name: str, x: np.ndarray, ok: np.ndarray, what: str) -> None:
                          f"{float(x[pos])!r}")
 
 
-def _block_stats(actions, leverage, log_returns, tradable, lags, env_config: EnvConfig):
-    """Per draw (lags [D]) of one block: (mean, sum of squared deviations) of the fund's
-    hourly returns, [D] each. Books in lane batches of <= LANES_PER_BATCH (draws x seeds),
-    all batches of a block the same shape (the last padded), so one compile per block length."""
+def _block_stats(actions, lo: int, hi: int, leverage, log_returns, tradable, lags,
+                 env_config: EnvConfig, stitched: bool):
+    """Per draw (lags [D]) of the block [lo, hi): (mean, sum of squared deviations) of the
+    fund's hourly returns, [D] each. The block's rows of draw j are actions[:, (t + k_j) mod N]
+    (stitched) or actions[:, lo + (t - lo + k_j) mod n] (segments), t in [lo, hi). Books in lane
+    batches of <= LANES_PER_BATCH (draws x seeds), all batches of a block the same shape (the
+    last padded), so one compile per block length."""
     from cryptorl_jax.backtest.replay import simulate_paths
 
-    s, n = actions.shape
+    s, total = actions.shape
+    n = hi - lo
     d = len(lags)
     n_batches = max(1, math.ceil(d * s / LANES_PER_BATCH))
     per = math.ceil(d / n_batches)
     mean, m2 = np.empty(d), np.empty(d)
     t = np.arange(n)
-    for lo in range(0, d, per):
-        k = lags[lo:lo + per]
+    for first in range(0, d, per):
+        k = lags[first:first + per]
         k = np.concatenate([k, np.zeros(per - len(k), k.dtype)])  # pad: one shape
-        idx = (t[None, :] + k[:, None]) % n  # [per, n]
+        if stitched:
+            idx = (lo + t[None, :] + k[:, None]) % total  # [per, n]
+        else:
+            idx = lo + (t[None, :] + k[:, None]) % n
         lanes = actions[:, idx].transpose(1, 0, 2).reshape(per * s, n)  # draw-major
         ret = simulate_paths(lanes, leverage, log_returns, tradable, env_config,
                              keys=("returns",))["returns"]
         fund = portfolio.equal_weight_returns(ret.reshape(per, s, n))  # [per, n]
-        keep = min(per, d - lo)
+        keep = min(per, d - first)
         mu = fund[:keep].mean(axis=-1)
-        mean[lo:lo + keep] = mu
-        m2[lo:lo + keep] = ((fund[:keep] - mu[:, None]) ** 2).sum(axis=-1)
+        mean[first:first + keep] = mu
+        m2[first:first + keep] = ((fund[:keep] - mu[:, None]) ** 2).sum(axis=-1)
     return mean, m2
 
 
 def action_timing_null(actions, leverage, market_return, tradable, segments,
                        env_config: EnvConfig, *, n_null: int = DEFAULT_NULLS, seed: int = 0,
                        min_shift: int = MIN_SHIFT_HOURS,
-                       periods_per_year: float = HOURS_PER_YEAR) -> TimingNull:
+                       periods_per_year: float = HOURS_PER_YEAR, memory_hours: int = 0,
+                       scheme: str = "stitched") -> TimingNull:
     """The action-rotation timing null of an ensemble (see the module docstring).
 
     actions [S, n] (one row per seed; [n]: one seed): each seed's action a_t on its own book,
     in [-1, 1]; leverage [n]: the market's L_t at the decision row (>= 0, 0 where undefined);
     market_return [n]: R_{t+1}, the traded asset's simple return over the hour held (> -1);
-    tradable [n]: row t's bar traded; segments [n]: labels of the contiguous blocks rotated
-    separately, each starting flat (None: one block). Costs, financing and the no-trade band
-    come from env_config (1x costs).
+    tradable [n]: row t's bar traded; segments [n]: labels of the contiguous blocks, each
+    re-simulated from flat (None: one block). Costs, financing and the no-trade band come from
+    env_config (1x costs). memory_hours: M, the hours of past returns an action can read
+    (`backtest.memory.policy_memory_hours`; 0: a market-blind path); every lag exceeds it.
+    scheme: "stitched" (one rotation of the whole path) or "segments" (each block by its own
+    lag). Undefined (p NaN, `reason`) when the path, or under "segments" a block, is too short.
     """
     from cryptorl_jax.backtest.replay import path_arrays
 
@@ -165,16 +232,31 @@ def action_timing_null(actions, leverage, market_return, tradable, segments,
         ok = okf != 0
     if n_null < 1:
         raise ValueError(f"n_null must be >= 1, got {n_null}")
+    if isinstance(memory_hours, bool) or int(memory_hours) != memory_hours or memory_hours < 0:
+        raise ValueError(f"memory_hours must be an integer >= 0, got {memory_hours!r}")
+    memory_hours = int(memory_hours)
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
     bounds = block_bounds(segments, n)
-    lags = draw_lags(bounds, n_null, seed, min_shift)
+    if scheme == "stitched":
+        reason = too_short(n, memory_hours, min_shift)
+        lags = stitched_lags(n, n_null, seed, min_shift, memory_hours)[:, None]
+        lags = np.repeat(lags, len(bounds), axis=1)  # [D, blocks]: one lag for the whole path
+    else:
+        reason = next((f"segment {b} ({lo}..{hi}): {why}" for b, (lo, hi) in enumerate(bounds)
+                       if hi - lo > 1 and (why := too_short(hi - lo, memory_hours, min_shift))),
+                      None)
+        lags = draw_lags(bounds, n_null, seed, min_shift, memory_hours)
+    if reason:
+        lags = lags[:0]  # the strategy's own Sharpe only
     log_r = np.log1p(r)
     a = np.clip(a, -1.0, 1.0)
     # draw 0 is the strategy itself (lag 0): actual and null go through the same code
     means, m2s, sizes = [], [], []
     for b, (lo, hi) in enumerate(bounds):
-        k = np.concatenate([[0], lags[:, b]])
-        mean, m2 = _block_stats(a[:, lo:hi], lev[lo:hi], log_r[lo:hi], ok[lo:hi], k,
-                                env_config)
+        k = np.concatenate([[0], lags[:, b]]).astype(np.int64)
+        mean, m2 = _block_stats(a, lo, hi, lev[lo:hi], log_r[lo:hi], ok[lo:hi], k, env_config,
+                                stitched=scheme == "stitched")
         means.append(mean)
         m2s.append(m2)
         sizes.append(hi - lo)
@@ -182,7 +264,8 @@ def action_timing_null(actions, leverage, market_return, tradable, segments,
                        periods_per_year)
     actual, null = float(sharpes[0]), sharpes[1:]
     return TimingNull(sharpe=actual, null_sharpes=null, p_value=p_value(actual, null),
-                      min_shift=min_shift, n_seeds=a.shape[0])
+                      min_shift=min_shift, n_seeds=a.shape[0], memory_hours=memory_hours,
+                      scheme=scheme, reason=reason)
 
 
 def _combine(means: np.ndarray, m2s: np.ndarray, sizes: np.ndarray,

@@ -25,8 +25,9 @@ import pandas as pd
 
 from cryptorl_jax.backtest import inference, nulls
 from cryptorl_jax.backtest import oos as oos_lib
+from cryptorl_jax.backtest.memory import baseline_memory_hours
 from cryptorl_jax.backtest.metrics import expected_max_sharpe, probabilistic_sharpe, sharpe
-from cryptorl_jax.config import Config, EnvConfig
+from cryptorl_jax.config import Config
 from cryptorl_jax.core.io import write_atomic
 from cryptorl_jax.core.rundir import RunDir
 from cryptorl_jax.report.registry import OOSDeflation
@@ -41,7 +42,9 @@ N_BASELINE_NULLS = 1000
 # --------------------------------------------------------------------------------------------
 
 
-def _timing_p(frame: pd.DataFrame, name: str, env: EnvConfig, seed: int) -> float:
+def _timing_p(frame: pd.DataFrame, name: str, cfg: Config, seed: int) -> float:
+    """The timing null of one baseline's action path, its lags beyond the baseline's own
+    declared memory (`backtest.memory.baseline_memory_hours`)."""
     need = (f"{name}_action", "leverage", "tradable", "benchmark")
     if any(c not in frame for c in need):
         return math.nan
@@ -49,8 +52,9 @@ def _timing_p(frame: pd.DataFrame, name: str, env: EnvConfig, seed: int) -> floa
     null = nulls.action_timing_null(frame[f"{name}_action"].to_numpy(np.float64)[None],
                                     frame["leverage"].to_numpy(np.float64),
                                     frame["benchmark"].to_numpy(np.float64),
-                                    frame["tradable"].to_numpy(bool), seg, env,
-                                    n_null=N_BASELINE_NULLS, seed=seed)
+                                    frame["tradable"].to_numpy(bool), seg, cfg.env,
+                                    n_null=N_BASELINE_NULLS, seed=seed,
+                                    memory_hours=baseline_memory_hours(cfg, name))
     return null.p_value
 
 
@@ -68,11 +72,12 @@ def chosen_parameters(workdir: Path, segments: list[int]) -> dict[str, list[str]
     return out
 
 
-def baseline_table(oos: pd.DataFrame, comparison: pd.DataFrame, env: EnvConfig,
+def baseline_table(oos: pd.DataFrame, comparison: pd.DataFrame, cfg: Config,
                    workdir: Path, segments: list[int], seed: int = 0) -> pd.DataFrame:
     """The ensemble and each fitted baseline over the stitched OOS hours: Sharpe at 1x / 0x /
     2x costs, PSR, the timing null's p, turnover, exposure and the settings each segment
-    chose (empty without fitted baselines)."""
+    chose (empty without fitted baselines); each baseline's timing null lags beyond its own
+    declared memory (`backtest.memory.baseline_memory_hours`)."""
     names = oos_lib.fitted_baselines(oos)
     if not names:
         return pd.DataFrame()
@@ -89,7 +94,7 @@ def baseline_table(oos: pd.DataFrame, comparison: pd.DataFrame, env: EnvConfig,
                "psr": probabilistic_sharpe(oos[name]),
                "turnover": c.get("turnover", math.nan), "exposure": c.get("exposure", math.nan)}
         if name != "strategy":
-            row["timing_p_value"] = _timing_p(oos, name, env, seed + 7919 * (i + 1))
+            row["timing_p_value"] = _timing_p(oos, name, cfg, seed + 7919 * (i + 1))
             row["chosen_per_segment"] = ", ".join(chosen.get(name, []))
         rows[name] = row
     frame = pd.DataFrame.from_dict(rows, orient="index")
@@ -251,7 +256,7 @@ def sceptic_evidence(cfg: Config, workdir: Path, oos: pd.DataFrame, segments: li
     """Baselines, SPA/StepM, power and the sceptic's N (it reads the segments'
     baselines.json); adds their columns to metrics.csv's rows (`table`, in place).
     `write_sceptic` writes them."""
-    bl = baseline_table(oos, comparison, cfg.env, workdir, segments, cfg.seed)
+    bl = baseline_table(oos, comparison, cfg, workdir, segments, cfg.seed)
     tests = multiple_tests(oos, cfg.baselines.bootstrap_reps, cfg.seed)
     power = power_table(oos, segments)
     n_tuning = read_trial_log(cfg.wfo.trial_log, workdir)[0] if cfg.wfo.trial_log else 0

@@ -69,14 +69,20 @@ def _statistics_lines(agg: pd.Series, deflation: OOSDeflation,
                      f"{fmt(deflation.expected_max_sharpe * math.sqrt(HOURS_PER_YEAR), '.2f')} "
                      f"annualised). Runs counted: {deflation.counted}")
     p = agg.get("timing_p_value", math.nan)
+    mem, hours = agg.get("timing_memory_hours", math.nan), agg.get("n_periods", math.nan)
+    short = (nulls.too_short(int(hours), int(mem))
+             if math.isfinite(mem) and math.isfinite(hours) else None)
     lines.append(f"- Timing null: p = **{fmt(p)}** that the seeds' own action paths, rotated "
-                 "within each segment (one lag per segment and draw, the same for every seed; "
-                 f"{N_TIMING_NULLS} draws of at least {nulls.MIN_SHIFT_HOURS} h) and "
-                 "re-simulated with the market's own leverage, costs and financing, earn a "
+                 "over the stitched OOS by one lag per draw (the same for every seed; "
+                 f"{N_TIMING_NULLS} draws) longer than the agents' declared memory "
+                 f"M = {fmt(mem, '.0f')} h (the longest lookback of their inputs, so that no "
+                 "rotated action reads the return it is scored on) and re-simulated per "
+                 "segment with the market's own leverage, costs and financing, earn a "
                  "Sharpe at least as high. Small p: the timing of the actions, not their "
                  "average level, earned the Sharpe; a constant action (vol-targeted buy & "
                  "hold) has no timing to test (p = 1)."
-                 if math.isfinite(p) else "- Timing null: undefined (no per-seed actions and "
+                 if math.isfinite(p) else f"- Timing null: undefined ({short})" if short
+                 else "- Timing null: undefined (no per-seed actions and "
                  "leverage in these segments' frames, or a constant series)")
     if tuning is not None:
         if "n_trials" not in tuning:

@@ -20,11 +20,12 @@ N_TIMING_NULLS = 1000
 
 
 def timing_test(part: pd.DataFrame, env_config: EnvConfig, seed: int,
-                n_null: int = N_TIMING_NULLS) -> nulls.TimingNull | None:
+                n_null: int = N_TIMING_NULLS, *, memory_hours: int) -> nulls.TimingNull | None:
     """The action-rotation timing null of the ensemble over these rows (`backtest.nulls`):
-    the seeds' `action_<s>` paths rotated within each `segment` and re-simulated with the
-    frame's `leverage`, `tradable` and `benchmark` (R_{t+1}) under env_config's costs. None for
-    frames written before those columns were."""
+    the seeds' `action_<s>` paths rotated over the rows by lags beyond the policy's memory
+    (`backtest.memory.policy_memory_hours`) and re-simulated per `segment` with the frame's
+    `leverage`, `tradable` and `benchmark` (R_{t+1}) under env_config's costs. None for frames
+    written before those columns were."""
     cols = seed_columns(part, "action_")
     if not cols or any(c not in part for c in ("leverage", "tradable", "benchmark")):
         return None
@@ -33,10 +34,11 @@ def timing_test(part: pd.DataFrame, env_config: EnvConfig, seed: int,
                                     part["leverage"].to_numpy(np.float64),
                                     part["benchmark"].to_numpy(np.float64),
                                     part["tradable"].to_numpy(bool), seg, env_config,
-                                    n_null=n_null, seed=seed)
+                                    n_null=n_null, seed=seed, memory_hours=memory_hours)
 
 
-def _strategy_row(part: pd.DataFrame, env_config: EnvConfig, seed: int) -> dict[str, float]:
+def _strategy_row(part: pd.DataFrame, env_config: EnvConfig, seed: int,
+                  memory_hours: int) -> dict[str, float]:
     m = compute_metrics(part["strategy"], part["benchmark"], HOURS_PER_YEAR,
                         exposure=part["exposure"], turnover=part["turnover"])
     m["psr"] = probabilistic_sharpe(part["strategy"])
@@ -44,26 +46,29 @@ def _strategy_row(part: pd.DataFrame, env_config: EnvConfig, seed: int) -> dict[
     for col in ("cost", "financing"):  # paid per year, as a fraction of NAV (simple sums)
         m[f"{col}_per_year"] = (float(part[col].sum() * HOURS_PER_YEAR / n) if col in part
                                 else math.nan)
-    null = timing_test(part, env_config, seed)
+    null = timing_test(part, env_config, seed, memory_hours=memory_hours)
     m["timing_p_value"] = math.nan if null is None else null.p_value
+    m["timing_memory_hours"] = float(memory_hours)
     return m
 
 
 def metrics_table(oos: pd.DataFrame, segments: list[int], deflation: OOSDeflation,
-                  env_config: EnvConfig, seed: int = 0) -> pd.DataFrame:
+                  env_config: EnvConfig, seed: int = 0, *, memory_hours: int) -> pd.DataFrame:
     """One row per segment plus `all` (the stitched series), compute_metrics' columns.
 
-    Every row adds psr, cost_per_year, financing_per_year and timing_p_value; the `all` row adds
-    dsr (deflated by the registered runs over the same OOS window) and n_trials (their N).
+    Every row adds psr, cost_per_year, financing_per_year, timing_p_value and
+    timing_memory_hours (M, the lags' floor: the agents' declared memory, `memory_hours`; the
+    null is undefined, p NaN, in a segment of at most 2M + 2 hours); the `all` row adds dsr
+    (deflated by the registered runs over the same OOS window) and n_trials (their N).
     """
     rows = []
     for k in segments:
         part = oos[oos["segment"] == k]
         rows.append({"segment": str(k), "start": str(part.index[0]),
                      "end": str(part.index[-1]),
-                     **_strategy_row(part, env_config, seed + 1 + k)})
+                     **_strategy_row(part, env_config, seed + 1 + k, memory_hours)})
     if segments:
-        m = _strategy_row(oos, env_config, seed)
+        m = _strategy_row(oos, env_config, seed, memory_hours)
         m["dsr"] = (probabilistic_sharpe(oos["strategy"], deflation.expected_max_sharpe)
                     if math.isfinite(deflation.expected_max_sharpe) else math.nan)
         m["n_trials"] = float(deflation.n_runs)

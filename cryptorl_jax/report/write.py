@@ -16,6 +16,7 @@ from typing import Any
 
 from cryptorl_jax.backtest.diagnostics import flags_in
 from cryptorl_jax.backtest.inference import MEAN_RETURN
+from cryptorl_jax.backtest.memory import policy_memory_hours
 from cryptorl_jax.config import Config
 from cryptorl_jax.core.io import write_atomic, write_parquet
 from cryptorl_jax.core.rundir import RunDir
@@ -59,7 +60,8 @@ def write_report(cfg: Config, workdir: str | Path) -> dict[str, Any]:
     deflation = oos_deflation(workdir, oos, digest, cfg.run_name, segments,
                               market_key(cfg.data))
     # compute
-    table = metrics_table(oos, segments, deflation, cfg.env, seed=cfg.seed)
+    table = metrics_table(oos, segments, deflation, cfg.env, seed=cfg.seed,
+                          memory_hours=policy_memory_hours(cfg))
     comparison = comparison_table(oos)
     sceptic = sceptic_evidence(cfg, workdir, oos, segments, comparison, table, deflation)
     agg = table[table["segment"] == "all"].iloc[0].to_dict()

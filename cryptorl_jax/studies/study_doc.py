@@ -92,8 +92,9 @@ def _reading(cmp: Comparison, costs: pd.DataFrame, varied: str) -> list[str]:
                   "runs is not evidence of skill."))
     p = t["timing_p_value"].astype(float)
     timed = [str(n) for n in t.index if p[n] < TIMING_ALPHA]
-    out.append("- **Timing null** (the run's own action paths rotated within each segment and "
-               "re-simulated with the market's leverage and costs): "
+    out.append("- **Timing null** (the run's own action paths rotated over the stitched OOS by "
+               "lags beyond the agents' declared memory and re-simulated with the market's "
+               "leverage and costs): "
                + (f"{', '.join(timed)} beat their rotated actions at p < {TIMING_ALPHA}."
                   if timed else f"no run beats its own rotated actions at p < "
                   f"{TIMING_ALPHA} (p from {_fmt(p.min(), '.3f')} to {_fmt(p.max(), '.3f')}): "

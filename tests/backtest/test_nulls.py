@@ -91,26 +91,10 @@ def test_actual_sharpe_is_the_simulated_fund():
     assert res.sharpe == pytest.approx(_sharpe(np.concatenate(fund)), rel=1e-9)
 
 
-def test_every_rotation_reapplies_the_markets_leverage():
-    """One null draw rebuilt by hand: the actions rotated within each segment (one lag per
-    segment, the same for every seed), re-simulated from flat per segment. With no band the
-    exposure is the rotated action times the UNROTATED leverage wherever the bar traded."""
-    cfg = dataclasses.replace(CFG, no_trade_band=0.0)
-    close = _close(1500, 6)
-    first = cfg.vol_window + 1
-    lev, ret = _market(close, first, cfg)
-    n = len(lev)
-    actions = _blind(n, 7, s=2)
-    tradable = np.random.default_rng(8).random(n) > 0.05
-    seg = np.repeat([4, 9], [600, n - 600])
-    bounds = nulls.block_bounds(seg, n)
-    assert bounds == [(0, 600), (600, n)]
-    lags = nulls.draw_lags(bounds, 30, seed=11, min_shift=10)
-    assert lags.shape == (30, 2) and (lags >= 10).all()
-    assert (lags[:, 0] <= 590).all() and (lags[:, 1] <= n - 600 - 10).all()
-    k0, k1 = lags[0]  # the first draw, rebuilt by hand: a'_t = a_{lo + (t - lo + k) mod n_b}
-    rotated = np.concatenate([np.roll(actions[:, :600], -k0, axis=1),
-                              np.roll(actions[:, 600:], -k1, axis=1)], axis=1)
+def _rebuilt_null_draw(rotated, lev, ret, tradable, bounds, cfg):
+    """One null draw's Sharpe rebuilt by hand: each segment's rows of the rotated paths
+    re-simulated from flat; with no band the exposure is the rotated action times the
+    UNROTATED leverage wherever the bar traded."""
     fund = []
     for lo, hi in bounds:
         sim = simulate_paths(rotated[:, lo:hi], lev[lo:hi], np.log1p(ret[lo:hi]),
@@ -119,15 +103,100 @@ def test_every_rotation_reapplies_the_markets_leverage():
         np.testing.assert_allclose(sim["exposure"][:, traded],
                                    (rotated[:, lo:hi] * lev[lo:hi])[:, traded], rtol=1e-12)
         fund.append(portfolio.equal_weight_returns(sim["returns"]))
+    return _sharpe(np.concatenate(fund))
+
+
+def _two_segment_market(cfg):
+    close = _close(1500, 6)
+    lev, ret = _market(close, cfg.vol_window + 1, cfg)
+    n = len(lev)
+    actions = _blind(n, 7, s=2)
+    tradable = np.random.default_rng(8).random(n) > 0.05
+    seg = np.repeat([4, 9], [600, n - 600])
+    return actions, lev, ret, tradable, seg
+
+
+def test_every_rotation_reapplies_the_markets_leverage():
+    """One null draw rebuilt by hand: the seeds' whole stitched action paths rotated by one lag
+    k in [M + 1, N - M - 1] (the same for every seed), cut at the segments, each re-simulated
+    from flat with the market's own leverage."""
+    cfg = dataclasses.replace(CFG, no_trade_band=0.0)
+    actions, lev, ret, tradable, seg = _two_segment_market(cfg)
+    n = len(lev)
+    bounds = nulls.block_bounds(seg, n)
+    assert bounds == [(0, 600), (600, n)]
+    lags = nulls.stitched_lags(n, 30, seed=11, min_shift=10, memory_hours=100)
+    assert lags.shape == (30,) and (lags >= 101).all() and (lags <= n - 101).all()
+    rotated = np.roll(actions, -lags[0], axis=1)  # a'_t = a_{(t + k) mod N}
     res = nulls.action_timing_null(actions, lev, ret, tradable, seg, cfg, n_null=30, seed=11,
-                                   min_shift=10)
-    assert res.null_sharpes[0] == pytest.approx(_sharpe(np.concatenate(fund)), rel=1e-9)
+                                   min_shift=10, memory_hours=100)
+    assert res.memory_hours == 100 and res.scheme == "stitched" and res.reason is None
+    assert res.null_sharpes[0] == pytest.approx(
+        _rebuilt_null_draw(rotated, lev, ret, tradable, bounds, cfg), rel=1e-9)
     # the same lag for every seed: two copies of one seed are that seed's book
     one = nulls.action_timing_null(actions[0], lev, ret, tradable, seg, cfg, n_null=30,
-                                   seed=11, min_shift=10)
+                                   seed=11, memory_hours=100)
     two = nulls.action_timing_null(np.stack([actions[0]] * 2), lev, ret, tradable, seg, cfg,
-                                   n_null=30, seed=11, min_shift=10)
+                                   n_null=30, seed=11, memory_hours=100)
     np.testing.assert_allclose(two.null_sharpes, one.null_sharpes, rtol=1e-9)
+
+
+def test_the_segments_scheme_rotates_within_each_segment():
+    """scheme="segments" (the null before issue 39 at M = 0): one lag per segment and draw,
+    a'_t = a_{lo + (t - lo + k) mod n_b}."""
+    cfg = dataclasses.replace(CFG, no_trade_band=0.0)
+    actions, lev, ret, tradable, seg = _two_segment_market(cfg)
+    n = len(lev)
+    bounds = nulls.block_bounds(seg, n)
+    lags = nulls.draw_lags(bounds, 30, seed=11, min_shift=10)
+    assert lags.shape == (30, 2) and (lags >= 10).all()
+    assert (lags[:, 0] <= 590).all() and (lags[:, 1] <= n - 600 - 10).all()
+    k0, k1 = lags[0]
+    rotated = np.concatenate([np.roll(actions[:, :600], -k0, axis=1),
+                              np.roll(actions[:, 600:], -k1, axis=1)], axis=1)
+    res = nulls.action_timing_null(actions, lev, ret, tradable, seg, cfg, n_null=30, seed=11,
+                                   min_shift=10, scheme="segments")
+    assert res.null_sharpes[0] == pytest.approx(
+        _rebuilt_null_draw(rotated, lev, ret, tradable, bounds, cfg), rel=1e-9)
+    # with a memory, every segment's lags exceed it; a segment too short for it: undefined
+    deep = nulls.draw_lags(bounds, 50, seed=3, memory_hours=200)
+    assert (deep >= 201).all() and (deep[:, 0] <= 399).all()
+    short = nulls.action_timing_null(actions, lev, ret, tradable, seg, cfg, n_null=30,
+                                     memory_hours=299, scheme="segments")
+    assert math.isnan(short.p_value) and "segment 0" in short.reason
+
+
+def test_every_lag_exceeds_the_memory_and_short_paths_are_undefined():
+    """Lags lie in [M + 1, N - M - 1] (min_shift below M + 1); when that range holds at most
+    n_null lags each is used once; N <= 2M + 2 leaves none: p NaN with the reason, the
+    strategy's own Sharpe still computed."""
+    for n, mem in ((1000, 0), (1000, 300), (5000, 481), (965, 481)):
+        lags = nulls.stitched_lags(n, 200, seed=1, memory_hours=mem)
+        lo = max(mem + 1, min(nulls.MIN_SHIFT_HOURS, n // 4))
+        assert len(lags) > 0 and lags.min() >= lo and lags.max() <= n - lo, (n, mem)
+    every = nulls.stitched_lags(1000, 500, memory_hours=300)
+    np.testing.assert_array_equal(every, np.arange(301, 700))  # 399 lags <= 500: each once
+    assert nulls.too_short(965, 481) is None and len(nulls.stitched_lags(965, 9, 0, 24, 481)) == 2
+    for n in (964, 963, 100):  # N <= 2M + 2
+        assert len(nulls.stitched_lags(n, 100, memory_hours=481)) == 0
+    assert nulls.too_short(962, 481) == ("OOS too short for the timing null at memory "
+                                         "M = 481 h: 962 h, it needs at least 965 h (lags from "
+                                         "482 h to N - 482 h)")
+    close = _close(1300, 2)
+    lev, ret = _market(close, CFG.vol_window + 1)
+    n = len(lev)
+    a = _blind(n, 3, s=2)
+    res = nulls.action_timing_null(a, lev, ret, np.ones(n, bool), None, CFG, n_null=50,
+                                   memory_hours=(n - 2) // 2)
+    assert math.isnan(res.p_value) and res.n_null == 0 and math.isfinite(res.sharpe)
+    assert res.reason == nulls.too_short(n, (n - 2) // 2)
+    full = nulls.action_timing_null(a, lev, ret, np.ones(n, bool), None, CFG, n_null=50)
+    assert res.sharpe == full.sharpe and full.reason is None
+    # N = 2M + 4: the three lags M + 1 .. M + 3, each once
+    assert n % 2 == 0
+    few = nulls.action_timing_null(a, lev, ret, np.ones(n, bool), None, CFG, n_null=50,
+                                   memory_hours=(n - 4) // 2)
+    assert few.n_null == 3 and few.reason is None and math.isfinite(few.p_value)
 
 
 def test_a_constant_path_has_no_timing_to_test():

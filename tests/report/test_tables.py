@@ -20,11 +20,13 @@ def test_report_builds_the_null_from_the_frame():
     frame = pd.DataFrame({"benchmark": ret, "leverage": lev, "tradable": np.ones(n, bool),
                           "segment": np.repeat([3, 4], [200, n - 200]),
                           **{f"action_{s}": actions[s] for s in range(11)}})
-    got = tables.timing_test(frame, CFG, seed=5, n_null=40)
+    got = tables.timing_test(frame, CFG, seed=5, n_null=40, memory_hours=90)
     want = nulls.action_timing_null(actions, lev, ret, np.ones(n, bool),
-                                    frame["segment"].to_numpy(), CFG, n_null=40, seed=5)
-    assert got.n_seeds == 11 and got.sharpe == want.sharpe
+                                    frame["segment"].to_numpy(), CFG, n_null=40, seed=5,
+                                    memory_hours=90)
+    assert got.n_seeds == 11 and got.sharpe == want.sharpe and got.memory_hours == 90
     np.testing.assert_array_equal(got.null_sharpes, want.null_sharpes)
-    assert tables.timing_test(frame.drop(columns="leverage"), CFG, seed=5) is None
+    assert tables.timing_test(frame.drop(columns="leverage"), CFG, seed=5,
+                              memory_hours=90) is None
     assert tables.timing_test(frame[["benchmark", "leverage", "tradable", "segment"]], CFG,
-                              seed=5) is None
+                              seed=5, memory_hours=90) is None
