@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from cryptorl_jax.backtest import diagnostics, inference, nulls
+from cryptorl_jax.backtest import diagnostics, inference
 from cryptorl_jax.config import Config
 from cryptorl_jax.core.names import PERFORMANCE_METRICS
 from cryptorl_jax.core.rundir import REGISTRY
@@ -19,6 +19,7 @@ from cryptorl_jax.report.markdown import fmt, markdown_table
 from cryptorl_jax.report.read import SegmentTables
 from cryptorl_jax.report.registry import OOSDeflation
 from cryptorl_jax.report.tables import N_TIMING_NULLS
+from cryptorl_jax.report.verdict import timing_undefined_reason
 
 COST_COLUMNS = (("strategy_zero_cost", "0x"), ("strategy", "1x"), ("strategy_2x_cost", "2x"))
 BASELINE_LABELS = {"buy_and_hold": "buy & hold (exposure 1)",
@@ -69,9 +70,7 @@ def _statistics_lines(agg: pd.Series, deflation: OOSDeflation,
                      f"{fmt(deflation.expected_max_sharpe * math.sqrt(HOURS_PER_YEAR), '.2f')} "
                      f"annualised). Runs counted: {deflation.counted}")
     p = agg.get("timing_p_value", math.nan)
-    mem, hours = agg.get("timing_memory_hours", math.nan), agg.get("n_periods", math.nan)
-    short = (nulls.too_short(int(hours), int(mem))
-             if math.isfinite(mem) and math.isfinite(hours) else None)
+    mem = agg.get("timing_memory_hours", math.nan)
     lines.append(f"- Timing null: p = **{fmt(p)}** that the seeds' own action paths, rotated "
                  "over the stitched OOS by one lag per draw (the same for every seed; "
                  f"{N_TIMING_NULLS} draws) longer than the agents' declared memory "
@@ -81,9 +80,8 @@ def _statistics_lines(agg: pd.Series, deflation: OOSDeflation,
                  "Sharpe at least as high. Small p: the timing of the actions, not their "
                  "average level, earned the Sharpe; a constant action (vol-targeted buy & "
                  "hold) has no timing to test (p = 1)."
-                 if math.isfinite(p) else f"- Timing null: undefined ({short})" if short
-                 else "- Timing null: undefined (no per-seed actions and "
-                 "leverage in these segments' frames, or a constant series)")
+                 if math.isfinite(p) else
+                 f"- Timing null: undefined ({timing_undefined_reason(agg)})")
     if tuning is not None:
         if "n_trials" not in tuning:
             lines.append(f"- Tuning study: {tuning.get('note', 'no overfitting statistics')}")

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from cryptorl_jax.backtest import nulls
 from cryptorl_jax.backtest.diagnostics import FLAGS
 from cryptorl_jax.report.calibration import LEVEL, POWER, min_detectable_sharpe, passes, psr_level
 
@@ -56,11 +57,23 @@ def detection_sentence(hours: float, n_trials: float, level: float = LEVEL) -> s
             "without autocorrelation, docs/methods.md).")
 
 
-def timing_sentence(p: float, p_level: float = 0.05) -> str:
-    """The timing null, beside the verdict."""
+def timing_undefined_reason(agg: Mapping) -> str:
+    """Why the `all` row's timing p is undefined: the OOS too short for the agents' declared
+    memory (`nulls.too_short` on n_periods and timing_memory_hours), or, failing that, no
+    per-seed actions and leverage in the segments' frames or a constant series."""
+    mem, hours = _num(agg, "timing_memory_hours"), _num(agg, "n_periods")
+    short = (nulls.too_short(int(hours), int(mem))
+             if math.isfinite(mem) and math.isfinite(hours) else None)
+    return short or ("no per-seed actions and leverage in these segments' frames, or a "
+                     "constant series")
+
+
+def timing_sentence(p: float, p_level: float = 0.05, undefined_reason: str | None = None) -> str:
+    """The timing null, beside the verdict (`undefined_reason` says why when p is NaN)."""
     head = "Beside the verdict, not part of its rule: "
     if not math.isfinite(p):
-        return head + "the timing null is undefined for this run."
+        why = f" ({undefined_reason})" if undefined_reason else ""
+        return head + f"the timing null is undefined for this run{why}."
     if p < p_level:
         return (head + f"the timing null rejects (p = {_fmt(p)}): the timing of the actions, "
                 "not only their average level, earned the Sharpe.")
@@ -92,7 +105,7 @@ def verdict(agg: Mapping, flags: Sequence[str], n_runs: int, level: float = LEVE
             reasons.append(f"flag: {f} ({FLAGS.get(f, 'see the diagnostics')})")
     yes = edge(agg, flags, n, level)
     power = detection_sentence(_num(agg, "n_periods"), n, level)
-    timing = timing_sentence(_num(agg, "timing_p_value"), p_level)
+    timing = timing_sentence(_num(agg, "timing_p_value"), p_level, timing_undefined_reason(agg))
     warnings = [f for f in flags if f not in VETO_FLAGS]
     if yes:
         text = (f"**Evidence of an edge.** The stitched OOS Sharpe is {_fmt(sr, '.2f')} with "

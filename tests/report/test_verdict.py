@@ -89,3 +89,15 @@ def test_edge_is_the_verdicts_yes():
 def test_the_timing_null_is_reported_beside(p, word):
     yes, text = verdict(_agg(p=p), [], 1)
     assert yes and word in text
+
+
+def test_an_undefined_timing_null_says_why():
+    """A p left undefined because the OOS is too short for the agents' memory (the tiny run's
+    100-h segments against M = 481 h) says so with the hours it would need, never a sentence
+    about rotations that were not drawn; without the memory, the other reason."""
+    agg = dict(_agg(p=NAN, hours=300), timing_memory_hours=481.0)
+    text = verdict(agg, [], 1)[1]
+    assert ("the timing null is undefined for this run (OOS too short for the timing null at "
+            "memory M = 481 h: 300 h, it needs at least 965 h") in text
+    assert "earn as much" not in text and "rejects" not in text
+    assert "no per-seed actions" in verdict(_agg(p=NAN), [], 1)[1]
