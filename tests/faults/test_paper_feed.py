@@ -335,7 +335,8 @@ def test_a_clock_that_jumps_backwards_books_no_hour_twice(feed, tmp_path):
 
 def test_empty_pages_for_hours_book_nothing_then_every_hour_in_order(feed, tmp_path):
     """The exchange answers empty pages for three hours: nothing is booked (no bar is
-    invented), a warning counts the hours without a bar from the second one on; when it answers
+    invented), a warning counts the hours whose bar is overdue (closed more than the delay
+    before the clock, which stands on the hour here: from the second one on); when it answers
     again every missing hour is booked in order, traded as the backtest trades it. When only a
     context asset's feed stays empty, the traded asset's hours are booked with it forward-filled
     and a warning names the feed: the book then equals the backtest on the data as they stood."""
