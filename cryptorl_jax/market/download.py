@@ -314,6 +314,8 @@ def iter_ohlcv_pages(exchange: Any, symbol: str, timeframe: str, since_ms: int,
 
     Pagination: fetch_ohlcv(symbol, timeframe, since, limit), then since = last open + one bar,
     until an empty page, the end, or the still-forming bar (open + bar > exchange.milliseconds()).
+    A bar opening after that clock (from the future) is dropped with a warning naming it and the
+    clock; the still-forming bar is dropped silently.
     Between calls it sleeps exchange.rateLimit ms unless ccxt's own limiter (enableRateLimit)
     is on. ccxt.NetworkError (RequestTimeout, ExchangeNotAvailable, DDoSProtection, ...) is
     retried with exponential backoff; other ccxt errors fail at once with DownloadError.
@@ -353,6 +355,12 @@ def iter_ohlcv_pages(exchange: Any, symbol: str, timeframe: str, since_ms: int,
                 raise DownloadError(f"{what}: malformed bar {row!r} (expected "
                                     f"[open_time_ms, open, high, low, close, volume])") from None
         rows = [list(row[:6]) for row, t in zip(page, opens) if since <= t < stop]
+        future = sorted(t for t in opens if t > now_ms)  # the still-forming bar opened <= now
+        if future:
+            log.warning("%s: %d bar(s) stamped after the clock (the first opens at %s, the "
+                        "clock is %s): a bar from the future (the exchange's or this machine's "
+                        "clock is off?); not stored", what, len(future), _iso(future[0]),
+                        _iso(now_ms))
         if rows:
             if calls % 20 == 0:
                 log.info("ccxt %s %s: fetched up to %s", name, symbol, _iso(int(rows[-1][0])))

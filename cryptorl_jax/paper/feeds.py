@@ -12,6 +12,7 @@ data.max_stale_hours and its features then read NaN-filled values as in any gap)
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,11 +50,12 @@ class CcxtFeed:
     exchange: str = "binance"
     client: Any = None  # a ccxt exchange object, or anything with its fetch_ohlcv (tests)
     timeframe: str = "1h"
+    sleep: Callable[[float], None] = time.sleep  # the waits between retries (tests)
 
     def update(self) -> Any:
         try:
             res = download_ccxt(self.path, exchange=self.exchange, symbol=self.symbol,
-                                timeframe=self.timeframe, client=self.client)
+                                timeframe=self.timeframe, client=self.client, sleep=self.sleep)
         except (DownloadError, DataValidationError, OSError) as exc:
             raise FeedError(f"feed {self.name} ({self.exchange} {self.symbol}): {exc}") from exc
         log.info("feed %s: %d new bars, last %s", self.name, res.n_new, res.last)

@@ -21,12 +21,13 @@ from cryptorl_jax.config import load_config
 from cryptorl_jax.core.rundir import RunDir
 from cryptorl_jax.market import DataValidationError, load_market
 from cryptorl_jax.paper.book import PaperBook
-from cryptorl_jax.paper.engine import PaperTrader, SegmentAgent, ledger_frame
-from cryptorl_jax.paper.feeds import Feed, FeedError
+from cryptorl_jax.paper.engine import Booked, PaperTrader, SegmentAgent, ledger_frame
+from cryptorl_jax.paper.feeds import CcxtFeed, Feed, FeedError
 from cryptorl_jax.paper.status import paper_status
 from cryptorl_jax.walkforward.evaluate import to_utc
 
 log = logging.getLogger("cryptorl_jax.paper")
+_HOUR = pd.Timedelta(hours=1)
 
 
 @dataclass
@@ -44,6 +45,68 @@ def _refresh_status(run_dir: Path, book: PaperBook) -> None:
         paper_status(run_dir, book.dir, backtest=False)
     except Exception as exc:  # noqa: BLE001 (reporting only)
         log.warning("paper: status not refreshed: %s", exc)
+
+
+def _utc_clock(seconds: float) -> pd.Timestamp:
+    return pd.Timestamp(float(seconds), unit="s", tz="UTC")
+
+
+def _judge_clock(market: pd.DataFrame, now: pd.Timestamp, last: pd.Timestamp | None,
+                 previous_now: pd.Timestamp | None, delay_s: float, traded: str
+                 ) -> tuple[pd.DataFrame, list[str]]:
+    """The market's rows closed by the clock `now`, and what to warn about: bars that close
+    after the clock (a bar from the future or not yet closed: never booked, held until the clock
+    passes their close), a clock that went back (since the previous cycle, or to before the
+    book's `last` hour: nothing is booked until it passes that hour again), and a traded asset
+    whose newest bar is more than an hour late (an outage: nothing is booked for the hours
+    without a bar; they are booked in order when the feed answers again)."""
+    out: list[str] = []
+    if previous_now is not None and now < previous_now:
+        out.append(f"the clock went back from {previous_now} to {now}: no hour is booked "
+                   f"twice or before its close")
+    if last is not None and now < last:
+        out.append(f"the clock {now} is before the book's last hour {last} (did the clock go "
+                   f"back?): nothing is booked until the clock passes it")
+    index = market.index
+    ahead = index > now
+    if ahead.any():
+        held = index[ahead] if last is None else index[ahead & (index > last)]
+        if len(held):
+            out.append(f"the {traded} bar closing at {held[0]} (opened {held[0] - _HOUR}) is "
+                       f"after the clock {now}: a bar from the future or not yet closed; "
+                       f"{len(held)} such hour(s) not booked until the clock passes their close")
+        market = market.loc[~ahead]
+    due = (now - pd.Timedelta(seconds=delay_s)).floor("h")
+    if len(market) and market.index[-1] < due:
+        late = int((due - market.index[-1]) / _HOUR)
+        out.append(f"no new {traded} bar for {late} hour(s): the newest closes at "
+                   f"{market.index[-1]}, the clock is {now} (an exchange outage or a late "
+                   f"feed?); nothing is booked for the hours without a bar: they are booked in "
+                   f"order when the feed answers again (an hour it never serves is a gap, "
+                   f"filled and not traded)")
+    return market, out
+
+
+def _lagging_feeds(updated: list[tuple[Feed, object]], market: pd.DataFrame,
+                   traded: str) -> list[str]:
+    """A crypto feed (24/7, ccxt) whose newest bar closes before the hour being booked: those
+    hours are booked with its values forward-filled (`<ASSET>_fresh` 0, as the backtest reads
+    any gap), and once its late bars arrive the backtest of those hours differs from the book
+    (--status reports the tracking difference)."""
+    out = []
+    for feed, res in updated:
+        last = getattr(res, "last", None)
+        if not isinstance(feed, CcxtFeed) or last is None or not len(market):
+            continue
+        close = to_utc(last) + _HOUR
+        if close < market.index[-1]:
+            late = int((market.index[-1] - close) / _HOUR)
+            out.append(f"feed {feed.name} ({feed.exchange} {feed.symbol}): its newest bar closes "
+                       f"at {close}, {late} hour(s) before {traded}'s ({market.index[-1]}): "
+                       f"those hours are booked with {feed.name} forward-filled (as the "
+                       f"backtest reads a gap); once its bars arrive, the backtest of them on "
+                       f"the new data differs from the book (--status: tracking)")
+    return out
 
 
 def replay_book_dir(run_dir: Path, segment: int, start: pd.Timestamp,
@@ -134,22 +197,34 @@ def live(run_dir: str | Path, feeds: Sequence[Feed], *, segment: int | None = No
     A feed or validation error books nothing in that cycle: it is raised when running once,
     logged and retried next cycle otherwise. A new live book starts at the hour after the
     newest bar of its first cycle (the first decision is taken at that bar's close).
+    `clock` (UTC seconds) also judges the bars (`_judge_clock`): an hour whose bar closes after
+    it is never booked (held, with a warning, until the clock passes its close); a clock that
+    went back and a traded asset more than an hour late (an outage) are warned about.
     """
     run_dir = Path(run_dir)
     agent = SegmentAgent(run_dir, segment, overrides)
     book = PaperBook(book_dir if book_dir is not None else run_dir / "paper")
     trader: PaperTrader | None = None
     booked, warnings, cycles = 0, [], 0
+    previous_now: pd.Timestamp | None = None
     while True:
         cycles += 1
         try:
-            for feed in feeds:
-                feed.update()
+            updated = [(feed, feed.update()) for feed in feeds]
             market = load_market(agent.cfg.data, end_on="traded")
-            if trader is None:
+            now = _utc_clock(clock())
+            state = book.state()
+            market, said = _judge_clock(market, now, None if state is None else state.time,
+                                        previous_now, delay_s, agent.cfg.data.traded_asset)
+            previous_now = now
+            said += _lagging_feeds(updated, market, agent.cfg.data.traded_asset)
+            for msg in said:
+                log.warning("paper: %s", msg)
+            warnings += [w for w in said if w not in warnings]
+            if trader is None and len(market):
                 start = None if book.meta() else market.index[-1] + pd.Timedelta(hours=1)
                 trader = PaperTrader(agent, book, mode="live", start=start)
-            out = trader.on_market(market)
+            out = trader.on_market(market) if trader is not None and len(market) else Booked()
             booked += len(out.hours)
             warnings += [w for w in out.warnings if w not in warnings]
             if out.hours or out.first_decision is not None:
@@ -162,15 +237,15 @@ def live(run_dir: str | Path, feeds: Sequence[Feed], *, segment: int | None = No
                 log.info("paper: book started; first decision at the close of %s",
                          out.first_decision)
             else:
-                log.info("paper: no new closed bar (last %s)", market.index[-1])
+                log.info("paper: no new closed bar (last %s)",
+                         market.index[-1] if len(market) else None)
         except (FeedError, DataValidationError) as exc:
             if every_s is None:
                 raise
             log.error("paper: nothing booked this cycle: %s", exc)
         if every_s is None or (max_cycles is not None and cycles >= max_cycles):
             break
-        now = clock()
-        wait = every_s - now % every_s + delay_s
+        wait = every_s - clock() % every_s + delay_s
         log.info("paper: next cycle in %.0f s", wait)
         sleep(wait)
     return SessionResult(book=book, ledger=ledger_frame(book), booked=booked,
