@@ -183,13 +183,13 @@ def test_killed_between_training_chunks_resumes_from_the_checkpoint(wfo, referen
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("point", "where"), [
+@pytest.mark.parametrize(("point", "where"), [pytest.param(p, w, id=p) for p, w in [
     ("encoder", "segment 1: fitted, its encoder stage starting"),
     ("mae", "segment 1: MAE pre-training, epoch 2 starting"),
     ("checkpoint", "segment 1: training, chunk 3's checkpoint written, not renamed"),
     ("backtest", "segment 1: backtest, OOS done, in-sample not"),
     ("files", "segment 1: files, oos.parquet written, no DONE"),
-])
+]])
 def test_killed_inside_segment_1_resumes_to_the_same_results(wfo, reference, tmp_path, point,
                                                              where):
     run, resumed, left = kill_and_resume(wfo, reference, tmp_path, point, where)
