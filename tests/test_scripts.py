@@ -72,3 +72,25 @@ def test_stock_tqc_flop_model_counts_sb3_contrib_update():
     # the peers' settings: the issue's "about 2.7 GFLOP per update"
     peers = stock_tqc_update_flops(1025, 1, (256, 256), 2, 25, 256)
     assert 2.6e9 < peers < 2.75e9
+
+
+def test_the_cli_shows_its_info_lines_after_a_library_configured_logging():
+    """Importing orbax makes absl call a bare logging.basicConfig() (a stderr handler, the root
+    at WARNING); the CLI's logging replaces that handler, so the run's INFO lines (a segment
+    skipped by --resume, training resumed from a checkpoint) reach the user. Before: none did."""
+    import os
+    import subprocess
+
+    code = ("import logging, sys\n"
+            "import orbax.checkpoint\n"
+            "assert logging.getLogger().handlers, 'orbax no longer configures logging'\n"
+            "from cryptorl_jax.cli.common import run_command\n"
+            "log = logging.getLogger('cryptorl_jax.walkforward')\n"
+            "sys.exit(run_command('wfo', lambda: log.info('segment 0: finished before')))\n")
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    line, = [s for s in done.stderr.splitlines() if "segment 0: finished before" in s]
+    assert line.endswith("cryptorl_jax.walkforward: segment 0: finished before")  # our format

@@ -72,7 +72,17 @@ class Progress:
 
 
 def configure_cli_logging(level: int = logging.INFO) -> None:
-    """Log lines with a time stamp for the entry scripts; quiet the libraries' INFO chatter."""
+    """Log lines with a time stamp for the entry scripts; quiet the libraries' INFO chatter.
+
+    A library that logs before this runs may have called a bare `logging.basicConfig()`
+    (absl does, when orbax is imported: a stderr handler, the root at WARNING), which would
+    make this one a no-op and hide every INFO line of the run. Such a default handler is
+    replaced; a handler configured otherwise (an application's, pytest's) is left alone."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if (type(handler) is logging.StreamHandler and handler.formatter is not None
+                and handler.formatter._fmt == logging.BASIC_FORMAT):
+            root.removeHandler(handler)
     logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     for noisy in ("absl", "jax", "orbax", "matplotlib"):  # orbax logs every save at INFO
