@@ -16,7 +16,7 @@ import argparse
 import sys
 
 from cryptorl_jax.cli.common import add_verbose_argument, apply_verbose, run_command
-from cryptorl_jax.cli.style import command_parser
+from cryptorl_jax.cli.style import command_parser, needs
 
 EXAMPLES = (
     "cryptorl paper --run results/quick --once                  # book the new closed bars once",
@@ -36,7 +36,9 @@ def _every_seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = command_parser("paper", __doc__, EXAMPLES)
+    p = command_parser("paper", __doc__, EXAMPLES,
+                       (needs("ccxt", "live bars of the crypto assets"),
+                        needs("yfinance", "live bars of the context assets (SPY, DXY)")))
     p.add_argument("--run", required=True, help="a finished walk-forward run directory")
     p.add_argument("--segment", type=int, default=None,
                    help="the segment whose agent trades (default: the latest finished)")

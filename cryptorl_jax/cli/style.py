@@ -13,9 +13,9 @@ BASE_ONLY = "the base install (pip install -e .) runs it"
 
 
 def needs(module: str, what: str) -> str:
-    """'WHAT needs MODULE (the 'EXTRA' extra):' and, on the next line, how to install it."""
+    """'MODULE (the 'EXTRA' extra), for WHAT:' and, on the next line, how to install it."""
     extra = f" (the '{EXTRAS[module]}' extra)" if module in EXTRAS else " (the base install)"
-    return f"{what} needs {module}{extra}:\n    {install_hint(module)}"
+    return f"{module}{extra}, for {what}:\n    {install_hint(module)}"
 
 
 def epilog(examples: Sequence[str], packages: Sequence[str] = ()) -> str:
@@ -45,5 +45,5 @@ def subcommand_parser(sub: argparse._SubParsersAction, name: str, help_text: str
 
 RAY = needs("ray", "--executor ray")
 LIGHTGBM = needs("lightgbm", "baselines.lightgbm=true")
-TENSORBOARD = needs("tensorboard", "viewing the logs (tensorboard --logdir RUN/tensorboard)")
+TENSORBOARD = needs("tensorboard", "tensorboard --logdir RUN/tensorboard")
 OPTUNA = needs("optuna", "cryptorl tune")
