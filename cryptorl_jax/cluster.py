@@ -34,6 +34,10 @@ from typing import Any
 log = logging.getLogger("cryptorl_jax.cluster")
 
 INSTALL_HINT = 'pip install -e ".[cluster]"'
+# core.extras.missing_text("ray", "--executor ray"), spelled out: this module imports nothing
+# from cryptorl_jax (tests/cli/test_extras.py checks that the two agree)
+MISSING_RAY = ("ray is not installed (--executor ray needs it; the 'cluster' extra): "
+               f"{INSTALL_HINT} in a checkout, or pip install \"cryptorl_jax[cluster]\"")
 # forwarded to the workers when the driver's environment sets them
 FORWARD_ENV = ("JAX_PLATFORMS", "XLA_FLAGS", "JAX_ENABLE_X64", "RAY_USAGE_STATS_ENABLED",
                "JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
@@ -48,8 +52,7 @@ def require_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise ClusterError(f"--executor ray needs Ray, which is not installed: {INSTALL_HINT} "
-                           "(the 'cluster' extra)") from None
+        raise ClusterError(MISSING_RAY) from None
     return ray
 
 

@@ -14,6 +14,8 @@ SUBCOMMANDS = {
     "tune": "Optuna tuning nested inside the walk-forward train windows",
     "evaluate": "backtest a saved segment's agent on any window of the data",
     "compare": "compare finished runs over the same OOS window (table, equity, tearsheet, DSR)",
+    "runs": "list the runs of an output directory: window, Sharpe, DSR, flags, verdict (read only)",
+    "show": "one finished run: its verdict paragraph and headline figures (read only)",
     "study": "run the runs of a config's study: section, then compare them and write its doc",
     "power": "the power study: walk-forward runs on planted-edge markets against their oracle",
     "paper": "paper trading: a finished run's agent on live hourly bars, booked like the backtest",
@@ -26,6 +28,7 @@ SUBCOMMANDS = {
 def usage() -> str:
     width = max(map(len, SUBCOMMANDS))
     lines = ["usage: cryptorl SUBCOMMAND [ARGS ...]   (cryptorl SUBCOMMAND --help for its options)",
+             "       cryptorl --version               (version, git commit, JAX backend, devices)",
              "", "subcommands:"]
     lines += [f"  {name.ljust(width)}  {text}" for name, text in SUBCOMMANDS.items()]
     return "\n".join(lines)
@@ -36,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else 2
+    if argv[0] in ("--version", "-V"):
+        from cryptorl_jax.cli.version import version_text
+
+        print(version_text())
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
         print(f"cryptorl: error: unknown subcommand '{name}'\n\n{usage()}", file=sys.stderr)

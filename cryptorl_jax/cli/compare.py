@@ -1,11 +1,8 @@
-"""Compare finished walk-forward runs over the same OOS window:
-
-    cryptorl compare results/study-none results/study-pretrained [--out DIR] [--label NAME ...]
-
-Writes DIR (default: <output dir of the first run>/compare-<names>/) with comparison.csv and
-comparison.md (one row per run: stitched-OOS metrics, PSR, the Deflated Sharpe over the runs
-compared, timing-null p-value, seed dispersion), baselines.csv, equity.png (the runs' equity
-curves overlaid) and tearsheet.html (one quantstats tearsheet, every run a strategy column).
+"""Compare finished walk-forward runs over the same OOS window. Writes <out> (default: <output
+dir of the first run>/compare-<names>/) with comparison.csv and comparison.md (one row per run:
+stitched-OOS metrics, PSR, the Deflated Sharpe over the runs compared, timing-null p-value,
+seed dispersion), baselines.csv, equity.png (the runs' equity curves overlaid) and
+tearsheet.html (one quantstats tearsheet, every run a strategy column).
 """
 
 from __future__ import annotations
@@ -14,16 +11,21 @@ import argparse
 from pathlib import Path
 
 from cryptorl_jax.cli.common import run_command
+from cryptorl_jax.cli.style import command_parser
+
+EXAMPLES = ("cryptorl compare results/study-none results/study-pretrained",
+            "cryptorl compare results/a results/b --label A --label B --out /tmp/a-vs-b "
+            "--no-tearsheet")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser("compare", __doc__, EXAMPLES)
     p.add_argument("runs", nargs="+", help="finished run directories")
     p.add_argument("--out", default=None, help="output directory")
     p.add_argument("--label", action="append", default=None,
                    help="a name per run, in order (default: each run's run_name)")
-    p.add_argument("--no-tearsheet", action="store_true")
+    p.add_argument("--no-tearsheet", action="store_true",
+                   help="skip the multi-strategy quantstats tearsheet")
     args = p.parse_args(argv)
     return run_command("compare", lambda: _run(args))
 

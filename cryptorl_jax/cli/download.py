@@ -2,12 +2,6 @@
 
 An existing output file is resumed from its last bar: new bars are appended, stored bars are
 never changed, and the file is replaced atomically only after the merged data validates.
-
-  cryptorl download ccxt --out data/BTC_1h.csv.gz        # update the bundled BTC
-  cryptorl download ccxt --exchange kraken --symbol ETH/USD \\
-      --start 2020-01-01 --out data/ETH_kraken_1h.csv.gz
-  cryptorl download yfinance --out-dir data              # ^GSPC, DX-Y.NYB, ^IXIC
-
 Optional ccxt API keys come only from $CRYPTORL_CCXT_API_KEY / $CRYPTORL_CCXT_SECRET
 (/ $CRYPTORL_CCXT_PASSWORD); public OHLCV needs none.
 """
@@ -20,8 +14,21 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from cryptorl_jax.cli.style import command_parser, needs, subcommand_parser
 from cryptorl_jax.market import download
 from cryptorl_jax.market.loader import DataValidationError
+
+CCXT_EXAMPLES = (
+    "cryptorl download ccxt --out data/BTC_1h.csv.gz        # update the bundled BTC",
+    "cryptorl download ccxt --exchange kraken --symbol ETH/USD \\",
+    "    --start 2020-01-01 --out data/ETH_kraken_1h.csv.gz",
+)
+YF_EXAMPLES = (
+    "cryptorl download yfinance --out-dir data              # ^GSPC, DX-Y.NYB, ^IXIC",
+    "cryptorl download yfinance --ticker ^GSPC --ticker DX-Y.NYB   # into data/",
+)
+CCXT = needs("ccxt", "cryptorl download ccxt")
+YFINANCE = needs("yfinance", "cryptorl download yfinance")
 
 YAHOO_NOTE = (
     f"Yahoo serves hourly (intraday) bars for only about the last {download.YAHOO_INTRADAY_DAYS}"
@@ -32,13 +39,13 @@ YAHOO_NOTE = (
 
 def build_parser() -> argparse.ArgumentParser:
     """The CLI: subcommands `ccxt` and `yfinance`."""
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="source", required=True)
+    parser = command_parser("download", __doc__, CCXT_EXAMPLES + YF_EXAMPLES, (CCXT, YFINANCE))
+    sub = parser.add_subparsers(dest="source", required=True, metavar="{ccxt,yfinance}",
+                                help="the source: ccxt (crypto exchanges) or yfinance (Yahoo)")
 
-    cx = sub.add_parser("ccxt", help="crypto bars from an exchange via ccxt",
-                        description="Paginated, rate-limited ccxt fetch_ohlcv with retries; "
-                                    "closed bars only.")
+    cx = subcommand_parser(sub, "ccxt", "crypto bars from an exchange via ccxt",
+                           "Paginated, rate-limited ccxt fetch_ohlcv with retries; closed bars "
+                           "only.", CCXT_EXAMPLES, (CCXT,))
     cx.add_argument("--out", required=True, type=Path, help="output .csv or .csv.gz (resumed)")
     cx.add_argument("--exchange", default="binance", help="ccxt exchange id (default: binance)")
     cx.add_argument("--symbol", default="BTC/USDT", help="market symbol (default: BTC/USDT)")
@@ -48,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     cx.add_argument("--end", help="exclusive end, UTC (default: now)")
     cx.add_argument("--limit", type=int, default=1000, help="bars per request (default: 1000)")
 
-    yf = sub.add_parser("yfinance", help="index / FX bars from Yahoo via yfinance",
-                        description=f"Hourly bars from Yahoo Finance. {YAHOO_NOTE}")
+    yf = subcommand_parser(sub, "yfinance", "index / FX bars from Yahoo via yfinance",
+                           f"Hourly bars from Yahoo Finance. {YAHOO_NOTE}", YF_EXAMPLES,
+                           (YFINANCE,))
     yf.add_argument("--ticker", action="append", default=None,
                     help="Yahoo ticker; repeat for several (default: "
                          f"{' '.join(download.YFINANCE_TICKERS)})")
@@ -66,6 +74,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; 0 on success, 1 when any download failed, 2 on bad usage."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from cryptorl_jax.core.extras import require
+
+    try:
+        require(args.source, f"cryptorl download {args.source}")  # before any file is touched
+    except ModuleNotFoundError as exc:
+        print(f"download: error: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("yfinance").setLevel(logging.WARNING)
     jobs = []

@@ -1,9 +1,6 @@
-"""Backtest a saved walk-forward agent on any window of the data, e.g. the newest bars:
-
-    cryptorl evaluate --run results/quick [--segment K] [--start DATE --end DATE]
-
-Loads the segment's scaler, regime model, encoder and agents (default: the latest finished
-segment) and writes metrics, an equity PNG and a tearsheet under the run directory.
+"""Backtest a saved walk-forward agent on any window of the data, e.g. the newest bars: loads the
+segment's scaler, regime model, encoder and agents (default: the latest finished segment) and
+writes metrics, an equity PNG and a tearsheet under the run directory (or --out).
 """
 
 from __future__ import annotations
@@ -11,12 +8,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cryptorl_jax.cli.common import run_command
+from cryptorl_jax.cli.common import add_verbose_argument, apply_verbose, run_command
+from cryptorl_jax.cli.style import command_parser
+
+EXAMPLES = ("cryptorl evaluate --run results/quick                  # latest segment, up to the "
+            "newest bar",
+            "cryptorl evaluate --run results/quick --segment 1 --start 2025-04-01 --end "
+            "2025-05-01")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser("evaluate", __doc__, EXAMPLES)
     p.add_argument("--run", required=True, help="a run directory, e.g. results/quick")
     p.add_argument("--segment", type=int, default=None, help="segment (default: latest)")
     p.add_argument("--start", default=None,
@@ -25,8 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="output directory (default: inside --run)")
     p.add_argument("--keep-data-end", action="store_true",
                    help="keep the run's data.end instead of reading up to the newest bar")
-    p.add_argument("--no-tearsheet", action="store_true")
+    p.add_argument("--no-tearsheet", action="store_true",
+                   help="skip the quantstats tearsheet (the slowest output)")
+    add_verbose_argument(p)
     args = p.parse_args(argv)
+    apply_verbose(args)
     return run_command("evaluate", lambda: _run(args))
 
 

@@ -1,18 +1,13 @@
 """Paper trading: a finished run's agent on live hourly bars, through the backtest's own code.
 
-    cryptorl paper --run results/quick --once                  # book the new closed bars once
-    cryptorl paper --run results/quick --every 1h              # ... every hour until Ctrl-C
-    cryptorl paper --run results/quick --replay 2025-07-01 2025-07-10   # recorded bars
-    cryptorl paper --run results/quick --status                # position, NAV, P&L, tracking
-
 Each cycle extends the data files (copies of the run's in <book>/data/, or --data-dir in place;
 ccxt for the crypto assets, yfinance for the context assets; --source changes an asset's
-source), rebuilds the causal features with the segment's
-fitted transforms and encoder, lets the agents act at the newest close, and books the hour
-through the accounting's one state update (exposure, fill at the close, costs, financing, NAV).
-No order is sent and no exchange key is needed: <book>/target.json (written atomically every
-hour) is the hook for an executor of your own. The book (<run>/paper/ by default) is a SQLite
-file: a restart, kill -9 included, continues where it stopped and catches up missed hours.
+source), rebuilds the causal features with the segment's fitted transforms and encoder, lets
+the agents act at the newest close, and books the hour through the accounting's one state
+update (exposure, fill at the close, costs, financing, NAV). No order is sent and no exchange
+key is needed: <book>/target.json (written atomically every hour) is the hook for an executor
+of your own. The book (<run>/paper/ by default) is a SQLite file: a restart, kill -9 included,
+continues where it stopped and catches up missed hours.
 """
 
 from __future__ import annotations
@@ -20,7 +15,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cryptorl_jax.cli.common import run_command
+from cryptorl_jax.cli.common import add_verbose_argument, apply_verbose, run_command
+from cryptorl_jax.cli.style import command_parser, needs
+
+EXAMPLES = (
+    "cryptorl paper --run results/quick --once                  # book the new closed bars once",
+    "cryptorl paper --run results/quick --every 1h              # ... every hour until Ctrl-C",
+    "cryptorl paper --run results/quick --replay 2025-07-01 2025-07-10   # recorded bars",
+    "cryptorl paper --run results/quick --status                # position, NAV, P&L, tracking",
+)
 
 
 def _every_seconds(text: str) -> float:
@@ -33,8 +36,9 @@ def _every_seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser("paper", __doc__, EXAMPLES,
+                       (needs("ccxt", "live bars of the crypto assets"),
+                        needs("yfinance", "live bars of the context assets (SPY, DXY)")))
     p.add_argument("--run", required=True, help="a finished walk-forward run directory")
     p.add_argument("--segment", type=int, default=None,
                    help="the segment whose agent trades (default: the latest finished)")
@@ -62,11 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds after the hour before a cycle with --every (default 60)")
     p.add_argument("--no-backtest", action="store_true",
                    help="--status without the backtest of the same hours")
+    add_verbose_argument(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    apply_verbose(args)
     from cryptorl_jax.paper.book import PaperBookError
     from cryptorl_jax.paper.feeds import FeedError
 

@@ -1,11 +1,7 @@
-"""The power study on planted-edge markets (cryptorl_jax/studies/power.py):
-
-    cryptorl power --config configs/power.yaml --edge trend,none --strength 2,4 --repeats 3 \
-        [--out DIR] [--resume] [--doc docs/power.md] [--executor ray ...]
-
-For every family, strength and repeat: a planted market (seed = the repeat), the walk-forward
-on it exactly as `cryptorl wfo` runs it, and the oracle replayed over the same OOS hours; then
-power.csv, power_summary.csv, power.md and power.png in DIR/<run_name>-power/.
+"""The power study on planted-edge markets (cryptorl_jax/studies/power.py): for every family,
+strength and repeat, a planted market (seed = the repeat), the walk-forward on it exactly as
+`cryptorl wfo` runs it, and the oracle replayed over the same OOS hours; then power.csv,
+power_summary.csv, power.md and power.png in <out>/<run_name>-power/.
 """
 
 from __future__ import annotations
@@ -16,6 +12,14 @@ from pathlib import Path
 
 from cryptorl_jax.cli.common import add_config_arguments, load_cli_config, run_command
 from cryptorl_jax.cli.executor_args import add_executor_arguments, executor_kwargs
+from cryptorl_jax.cli.style import LIGHTGBM, RAY, command_parser
+
+EXAMPLES = (
+    "cryptorl power --config configs/power.yaml --edge trend,none --strength 2,4 --repeats 3",
+    "cryptorl power --config configs/power.yaml --edge trend,lead,regime,none \\",
+    "    --repeats trend=3,none=3,lead=1 --doc docs/power.md --resume",
+    "cryptorl power --config configs/power.yaml --executor ray --address HEAD_IP:6379",
+)
 
 
 def _floats(text: str) -> list[float]:
@@ -26,8 +30,7 @@ def _floats(text: str) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser("power", __doc__, EXAMPLES, (RAY, LIGHTGBM))
     add_config_arguments(p, config_help="the walk-forward config (configs/power.yaml)",
                          set_help="dotted override applied to every run")
     p.add_argument("--edge", default="trend,none",

@@ -1,11 +1,8 @@
-"""Run a study (the `study:` section of a config), compare its runs and write its doc:
-
-    cryptorl study --config configs/study.yaml [--resume] [--out DIR] [--doc PATH]
-
-Run i is the config with study.runs[i].set applied, named <run_name>-<study.runs[i].name>,
-written to DIR/<that name>/ (default DIR: output.dir), exactly as `cryptorl wfo --config FILE
---set ... --set run_name=...` would write it. The comparison goes to DIR/<run_name>-compare/
-and the doc to --doc (default: study.doc). With --resume, finished segments are kept.
+"""Run a study (the `study:` section of a config), compare its runs and write its doc. Run i is
+the config with study.runs[i].set applied, named <run_name>-<study.runs[i].name>, written to
+<out>/<that name>/ (default out: output.dir), exactly as `cryptorl wfo --config FILE --set ...
+--set run_name=...` would write it. The comparison goes to <out>/<run_name>-compare/ and the
+doc to --doc (default: study.doc). With --resume, finished segments are kept.
 """
 
 from __future__ import annotations
@@ -14,11 +11,14 @@ import argparse
 from pathlib import Path
 
 from cryptorl_jax.cli.common import add_config_arguments, load_cli_config, run_command
+from cryptorl_jax.cli.style import LIGHTGBM, command_parser
+
+EXAMPLES = ("cryptorl study --config configs/study.yaml --resume         # about 69 min on 2 cores",
+            "cryptorl study --config configs/study.yaml --out /tmp/study --doc /tmp/study.md")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser("study", __doc__, EXAMPLES, (LIGHTGBM,))
     add_config_arguments(p, config_help="a config with a study: section",
                          set_help="dotted override applied to every run")
     p.add_argument("--doc", default=None, help="the study's Markdown page (default: study.doc)")

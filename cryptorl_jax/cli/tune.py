@@ -1,9 +1,9 @@
-"""Optuna tuning, nested inside the walk-forward train windows: cryptorl tune
---config FILE --trials N [--study-db sqlite:///...] [--study-name NAME] [--out DIR]
-[--set key=value ...] [--worker K] [--population P]. Writes DIR/<run_name>-tune/ (study.db,
-trials.jsonl, best.yaml, overfitting.json); run the best config with cryptorl wfo
---config .../best.yaml.
-Several processes may share one --study-db: give each a distinct --worker.
+"""Optuna tuning nested inside the walk-forward train windows: each trial trains on the first
+rows of the configured segments' train windows and is scored on their last rows, so no test
+row is seen. Writes <out>/<run_name>-tune/ (study.db, trials.jsonl, best.yaml,
+overfitting.json with the best trial's DSR and the study's PBO); run the best config with
+`cryptorl wfo --config <out>/<run_name>-tune/best.yaml`. Several processes may share one
+--study-db: give each a distinct --worker.
 """
 
 from __future__ import annotations
@@ -14,10 +14,19 @@ from pathlib import Path
 
 from cryptorl_jax.cli.common import add_config_arguments, load_cli_config, run_command
 from cryptorl_jax.cli.executor_args import add_executor_arguments, executor_kwargs
+from cryptorl_jax.cli.style import OPTUNA, RAY, command_parser
+
+EXAMPLES = (
+    "cryptorl tune --config configs/tune_quick.yaml --trials 8",
+    "cryptorl tune --config configs/tune_quick.yaml --trials 8 --population 4   # 4 at a time",
+    "cryptorl tune --config configs/tune_quick.yaml --trials 4 --worker 1 \\",
+    "    --study-db sqlite:///results/quick-tune/study.db       # a second process",
+    "cryptorl wfo --config results/quick-tune/best.yaml         # then the best config",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = command_parser("tune", __doc__, EXAMPLES, (OPTUNA, RAY))
     add_config_arguments(p, config_help="YAML config with a tune: section",
                          set_help="dotted override, e.g. tune.segments=[0,1]",
                          out_help="directory for <run_name>-tune/ (default: output.dir)")
@@ -77,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from cryptorl_jax.core.extras import require
+
+    require("optuna", "cryptorl tune")  # before any data is read
     from cryptorl_jax.cluster import maybe_executor
     from cryptorl_jax.tuning.driver import run_study
 

@@ -1,6 +1,9 @@
-"""Walk-forward study: cryptorl wfo --config FILE [--set key=value ...] [--out DIR]
-[--resume] [--segments 0,3] [--report-only] [--executor ray [--address HOST:PORT]
-[--gpus-per-task N] [--shared-fs]]. Results go to DIR/<run_name>/ (default: results).
+"""Walk-forward study of one config: for each segment, fit the features' transforms, the regime
+model, the encoder and the agents on its train rows only, then backtest its test rows out of
+sample; the test windows are stitched into one OOS series and reported against baselines, a
+timing null and the runs tried over the same window. Results go to <out>/<run_name>/ (default
+out: the config's output.dir, results/); the last lines printed are the verdict and where
+report.html is.
 """
 
 from __future__ import annotations
@@ -11,10 +14,21 @@ from pathlib import Path
 
 from cryptorl_jax.cli.common import add_config_arguments, load_cli_config, run_command
 from cryptorl_jax.cli.executor_args import add_executor_arguments, executor_kwargs
+from cryptorl_jax.cli.style import LIGHTGBM, RAY, TENSORBOARD, command_parser
+
+EXAMPLES = (
+    "cryptorl wfo --config configs/quick.yaml                     # minutes on a 2-core CPU",
+    "cryptorl wfo --config configs/quick.yaml --resume            # continue where it stopped",
+    "cryptorl wfo --config configs/quick.yaml --set seed=1 --set run_name=quick-s1",
+    "cryptorl wfo --config configs/quick.yaml --segments 0,1      # two processes may split",
+    "cryptorl wfo --config configs/quick.yaml --segments 2 --resume   # ... the segments",
+    "cryptorl wfo --config configs/quick.yaml --report-only       # rebuild the report",
+    "cryptorl wfo --config configs/full.yaml --executor ray --address HEAD_IP:6379",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = command_parser("wfo", __doc__, EXAMPLES, (RAY, LIGHTGBM, TENSORBOARD))
     add_config_arguments(p)
     p.add_argument("--resume", action="store_true",
                    help="skip finished segments; resume an unfinished one from its checkpoint")
@@ -43,13 +57,34 @@ def _run(args: argparse.Namespace) -> int:
                         **executor_kwargs(args)) as executor:
         result = driver.run(cfg, workdir, resume=args.resume, report_only=args.report_only,
                             executor=executor)
-    print(f"wfo: {len(result.segments_run)} segment(s) run, {len(result.segments_skipped)} "
-          f"skipped, {result.seconds:.0f} s; report in {result.workdir}")
-    rep = result.report
-    if rep.get("segments"):
-        print(f"wfo: OOS sharpe {rep['sharpe']:.2f}, total return "
-              f"{100 * rep['total_return']:.2f}%, deflated sharpe {rep['dsr']:.3f}")
+    print("\n".join(result_lines(result)))
     return 0
+
+
+def result_lines(result) -> list[str]:
+    """What wfo prints at the end: segments run, the stitched figures ('flat' where no position
+    was held and the Sharpe is undefined), then the verdict's first sentence (recomputed from
+    the written metrics.csv and diagnostics.csv) and where report.html is."""
+    import math
+
+    from cryptorl_jax.report import Run
+    from cryptorl_jax.report.browse import verdict_sentence, written_verdict
+
+    lines = [f"wfo: {len(result.segments_run)} segment(s) run, {len(result.segments_skipped)} "
+             f"skipped, {result.seconds:.0f} s"]
+    rep = result.report
+    if not rep.get("segments"):
+        return [*lines, f"wfo: no finished segment in {result.workdir}, so no report"]
+    sr = float(rep["sharpe"])
+    dsr = math.nan if rep.get("dsr") is None else float(rep["dsr"])
+    ret = f"total return {100 * rep['total_return']:.2f}%"
+    lines.append(f"wfo: OOS sharpe {sr:.2f}, {ret}, deflated sharpe {dsr:.3f}"
+                 if math.isfinite(sr) else
+                 f"wfo: OOS flat: no position held, so the Sharpe and DSR are undefined; {ret}")
+    run = Run(result.workdir)
+    lines.append(f"wfo: {verdict_sentence(written_verdict(run)[1])}")
+    lines.append(f"wfo: report {run.dir.report}")
+    return lines
 
 
 if __name__ == "__main__":

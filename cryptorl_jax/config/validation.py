@@ -15,6 +15,7 @@ from cryptorl_jax.config.schema_runs import (
     TuneConfig,
     WFOConfig,
 )
+from cryptorl_jax.core.extras import missing_text
 
 
 def _require(cond: bool, key: str, message: str, source: str | None) -> None:
@@ -252,8 +253,8 @@ def _validate_baselines(b: BaselinesConfig, s: str | None) -> None:
         try:
             import lightgbm  # noqa: F401
         except ImportError:
-            raise ConfigError("baselines.lightgbm", "needs the lightgbm package: pip install "
-                              "-e '.[baselines]' (or set it to false)", s) from None
+            raise ConfigError("baselines.lightgbm",
+                              missing_text("lightgbm", "baselines.lightgbm=true"), s) from None
 
 
 def _validate_tune(tu: TuneConfig, s: str | None) -> None:

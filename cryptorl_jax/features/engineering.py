@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from cryptorl_jax.config import FeaturesConfig
+from cryptorl_jax.core.notices import notice
 from cryptorl_jax.features.stationarity import blas_single_thread
 
 log = logging.getLogger(__name__)
@@ -523,8 +524,9 @@ def build_features(market: pd.DataFrame, features_config: FeaturesConfig, *,
     _check_finite_after_warmup(frame)
     for asset, b in bars.items():
         if b.n_carried:
-            log.info("features: %s has %d stale/missing rows carried forward as flat bars",
-                     asset, b.n_carried)
+            notice(log, "carried", asset,
+                   "features: %s has %d stale/missing rows carried forward as flat bars",
+                   asset, b.n_carried)
     return frame
 
 

@@ -26,6 +26,7 @@ import pandas as pd
 
 from cryptorl_jax.config import AssetSpec, ConfigError, DataConfig
 from cryptorl_jax.core.io import write_parquet
+from cryptorl_jax.core.notices import notice
 
 log = logging.getLogger(__name__)
 
@@ -237,8 +238,9 @@ def _place_on_rows(frame: pd.DataFrame, spec: AssetSpec, source: str) -> pd.Data
     placed = frame.set_axis(pd.DatetimeIndex(rows, name="timestamp"))
     dup = placed.index.duplicated(keep="last")
     if dup.any():  # two bars closing inside the same hour: the later one is the current value
-        log.info("%s: %d bars close inside an hour already holding a later bar; kept the later",
-                 source, int(dup.sum()))
+        notice(log, "same hour", source,
+               "%s: %d bars close inside an hour already holding a later bar; kept the later",
+               source, int(dup.sum()))
         placed = placed[~dup]
     return placed
 
@@ -311,8 +313,9 @@ def align_assets(raw: Mapping[str, pd.DataFrame], data_config: DataConfig,
         before = int((p.index < start).sum())
         after = int((p.index > end).sum())
         if before or after:
-            log.info("%s: dropped %d bars before %s and %d after %s (common window)",
-                     sources.get(name, name), before, start.isoformat(), after, end.isoformat())
+            notice(log, "dropped", sources.get(name, name),
+                   "%s: dropped %d bars before %s and %d after %s (common window)",
+                   sources.get(name, name), before, start.isoformat(), after, end.isoformat())
 
     trad = placed[traded]
     # the traded asset's own bars decide the grid; gaps inside the window are checked first
@@ -332,8 +335,9 @@ def align_assets(raw: Mapping[str, pd.DataFrame], data_config: DataConfig,
             aligned = _fill_flat(window, grid, limit=None)
             n_filled = int((aligned["fresh"] == 0).sum())
             if n_filled:
-                log.info("%s: forward-filled %d missing hourly bars (flagged %s_fresh=0)",
-                         sources.get(name, name), n_filled, name)
+                notice(log, "filled", sources.get(name, name),
+                       "%s: forward-filled %d missing hourly bars (flagged %s_fresh=0)",
+                       sources.get(name, name), n_filled, name)
         else:
             first = min(window.index[0], start) if len(window) else start
             full_grid = pd.date_range(first, end, freq="h", tz="UTC", name="timestamp")
@@ -341,8 +345,9 @@ def align_assets(raw: Mapping[str, pd.DataFrame], data_config: DataConfig,
             aligned = aligned.reindex(grid)
             n_stale = int(aligned["close"].isna().sum())
             if n_stale:
-                log.info("%s: %d rows older than max_stale_hours=%d are NaN",
-                         sources.get(name, name), n_stale, data_config.max_stale_hours)
+                notice(log, "stale", sources.get(name, name),
+                       "%s: %d rows older than max_stale_hours=%d are NaN",
+                       sources.get(name, name), n_stale, data_config.max_stale_hours)
         for f in (*FIELDS, "fresh"):
             columns[f"{name}_{f}"] = aligned[f].to_numpy(dtype="float64")
     frame = pd.DataFrame(columns, index=grid)
@@ -390,8 +395,9 @@ def _read_combined(path: Path, data_config: DataConfig) -> dict[str, pd.DataFram
         as_text = sub[list(FIELDS)].astype(str).apply(lambda s: s.str.strip().str.lower())
         empty = as_text.isin(["", "nan", "none", "null"]).all(axis=1)
         if empty.any():  # the asset has no bar at those timestamps (e.g. market closed)
-            log.info("%s: asset %s has no bar on %d of %d rows", path, spec.name,
-                     int(empty.sum()), len(sub))
+            notice(log, "no bar", f"{path} [{spec.name}]",
+                   "%s: asset %s has no bar on %d of %d rows", path, spec.name,
+                   int(empty.sum()), len(sub))
         sub = sub[~empty.to_numpy()]
         out[spec.name] = validate_ohlcv(sub, f"{path} [{spec.name}]")
     return out

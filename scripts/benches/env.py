@@ -24,20 +24,26 @@ from cryptorl_jax.core.machine import Load, wait_for_quiet
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--n-envs", type=int, default=512)
+    parser.add_argument("--n-envs", type=int, default=512,
+                        help="envs stepped in parallel by the JAX side (default 512)")
     parser.add_argument("--extra-n-envs", type=str, default="",
                         help="comma-separated extra env counts timed for JAX only (e.g. 8192)")
-    parser.add_argument("--window", type=int, default=64)
-    parser.add_argument("--n-features", type=int, default=16)
+    parser.add_argument("--window", type=int, default=64,
+                        help="observation window in hours (default 64)")
+    parser.add_argument("--n-features", type=int, default=16,
+                        help="features per row of the synthetic market (default 16)")
     parser.add_argument("--rows", type=int, default=13_000,
                         help="synthetic market rows (default: one full-config train segment, "
                              "18 x 720 = 12,960 rows, plus lookback)")
     parser.add_argument("--chunk", type=int, default=1000, help="vectorised steps per jit call")
-    parser.add_argument("--numpy-steps", type=int, default=200_000)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--numpy-steps", type=int, default=200_000,
+                        help="steps of the numpy reference loop (default 200,000)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed repeats; the best and the median are reported (default 5)")
     parser.add_argument("--max-quiet-wait", type=float, default=60.0,
                         help="seconds to wait for other processes to go quiet (0: no wait)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the market and the actions (default 0)")
 
 
 

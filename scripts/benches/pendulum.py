@@ -50,12 +50,14 @@ ZOO_STEPS = 20_000
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
-    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="the first seed's number (default 0)")
     parser.add_argument("--steps", type=int, default=ZOO_STEPS, help="env steps per seed")
     parser.add_argument("--chunk", type=int, default=1990,
                         help="training steps per jitted chunk (must divide steps - "
                              "learning_starts)")
-    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--eval-episodes", type=int, default=10,
+                        help="evaluation episodes per seed (default 10)")
     parser.add_argument("--extra-eval-episodes", type=int, default=100,
                         help="also report a low-noise evaluation over this many episodes of "
                              "the same gymnasium stream (0: off)")
@@ -64,8 +66,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--buffer-size", type=int, default=ZOO_STEPS,
                         help="replay capacity; rl-zoo's 1e6 never wraps within 20k steps, so "
                              "20k holds exactly the same transitions")
-    parser.add_argument("--net-arch", type=str, default="256,256")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--net-arch", type=str, default="256,256",
+                        help="hidden layer sizes, a comma list (default 256,256)")
+    parser.add_argument("--batch-size", type=int, default=256,
+                        help="minibatch size (default 256)")
     parser.add_argument("--max-quiet-wait", type=float, default=30.0,
                         help="seconds to wait for other processes to go quiet before timing")
 

@@ -5,11 +5,11 @@ after a first, separately timed call that includes compilation. Reports env step
 updates/s, the compile time, the update's FLOPs (XLA's cost analysis) and the achieved GFLOP/s
 next to a jitted float32 matmul peak measured in the same run.
 
-    python scripts/bench.py train --match-peers          # the peers' stock-TQC settings
-    python scripts/bench.py train --compare-finetune     # frozen embeddings vs fine-tuning
-    python scripts/bench.py train --segments 4           # 4 segments in one step vs one
-    python scripts/bench.py train --match-peers --peers-python /tmp/peers-venv/bin/python \
-        --peers-dir ../shared/peers                      # sb3-contrib and sbx side by side
+    cryptorl bench train --match-peers          # the peers' stock-TQC settings
+    cryptorl bench train --compare-finetune     # frozen embeddings vs fine-tuning
+    cryptorl bench train --segments 4           # 4 segments in one step vs one
+    cryptorl bench train --match-peers --peers-python /tmp/peers-venv/bin/python \\
+        --peers-dir ../shared/peers             # sb3-contrib and sbx side by side
 
 --match-peers: a 64 x 16 feature window flattened plus the agent state (1,027 inputs: the
 peers' 1,025 plus previous exposure and drawdown), no encoder, [256, 256], 25 quantiles x 2
@@ -46,8 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="base config (default: built-in)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="dotted config overrides")
-    parser.add_argument("--n-features", type=int, default=16)
-    parser.add_argument("--rows", type=int, default=13_000)
+    parser.add_argument("--n-features", type=int, default=16,
+                        help="features per row of the synthetic market (default 16)")
+    parser.add_argument("--rows", type=int, default=13_000,
+                        help="rows of the synthetic market (default 13,000)")
     parser.add_argument("--chunk", type=int, default=250, help="iterations per train_chunk")
     parser.add_argument("--chunks", type=int, default=4, help="timed chunks")
     parser.add_argument("--population", default=None, metavar="P[,P...]",

@@ -1,6 +1,6 @@
 """tune: an 8-trial study one trial at a time, then as populations, in the same process.
 
-    python scripts/bench.py tune [--config configs/tune_quick.yaml] [--trials 8] [--population 8]
+    cryptorl bench tune [--config configs/tune_quick.yaml] [--trials 8] [--population 8]
 
 Both studies search the config's dynamic-hyperparameter keys only (population mode refuses
 the others; the same space is used for both, so the comparison is fair), on the same market,
@@ -21,8 +21,10 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default="configs/tune_quick.yaml")
-    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--config", default="configs/tune_quick.yaml",
+                        help="the tuning config (default configs/tune_quick.yaml)")
+    parser.add_argument("--trials", type=int, default=8,
+                        help="trials in each of the two studies (default 8)")
     parser.add_argument("--population", type=int, default=8,
                         help="trials per population batch")
     parser.add_argument("--set", dest="overrides", action="append", default=[],

@@ -312,3 +312,128 @@ def test_bad_input_writes_no_config_and_an_unfinished_dir_does_not_lock_it(marke
     assert (work / "config.digest").read_text().strip() == \
         identity(second).digest()
     assert not (work / "segment_0" / "partial").exists()  # the old partial segment
+
+
+# --------------------------------------------------------------------------------------------
+# Browsing finished runs: cryptorl runs, cryptorl show, wfo's last lines (issue 42)
+# --------------------------------------------------------------------------------------------
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    """Every path under root and a hash of every file's bytes."""
+    import hashlib
+
+    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest()
+                                       if p.is_file() else "dir")
+            for p in sorted(root.rglob("*"))}
+
+
+def _summary_verdict(run_dir: Path) -> str:
+    text = (run_dir / "summary.md").read_text()
+    return text.split("## Verdict\n\n", 1)[1].split("\n\n", 1)[0]
+
+
+def test_runs_and_show_list_the_runs_and_write_nothing(runs, capsys):
+    from cryptorl_jax.cli import main
+    from cryptorl_jax.report import browse, summary
+    from cryptorl_jax.report.browse import COLUMNS, verdict_sentence, written_verdict
+
+    out = runs[0].parent
+    before = _snapshot(out)
+    assert main(["runs", str(out), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert main(["runs", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert main(["show", str(runs[0])]) == 0
+    shown = capsys.readouterr().out
+    assert _snapshot(out) == before  # read only: no file written, touched or added
+
+    assert [r["name"] for r in rows] == ["tiny-s0", "tiny-s1"]  # not tiny-compare
+    for row, path in zip(rows, runs):
+        run = Run.load(path)
+        assert row["registered"] and row["status"] == "reported"
+        assert row["sharpe"] == pytest.approx(run.headline["sharpe"], rel=1e-12)
+        assert row["dsr"] == pytest.approx(run.headline["dsr"], rel=1e-12)
+        assert (row["oos_start"], row["oos_end"]) == (run.headline["start"], run.headline["end"])
+        assert row["flags"] == run.flags and row["n_runs_now"] == 2
+        assert row["n_runs_over_window"] == run.headline["n_trials"]  # N when it was reported
+        assert row["config_digest"] == (path / "config.digest").read_text().strip()
+        # the verdict recomputed from the written files is summary.md's paragraph
+        assert written_verdict(run)[1] == _summary_verdict(path)
+        assert row["verdict"] == verdict_sentence(_summary_verdict(path))
+        assert row["verdict"] in ("Evidence of an edge.", "No evidence of an edge.")
+    lines = table.splitlines()
+    assert lines[0].split()[:3] == ["run", "OOS", "window"] and all(c in lines[0] for c in COLUMNS)
+    assert lines[1].startswith("tiny-s0 ") and lines[2].startswith("tiny-s1 ")
+    assert rows[0]["verdict"] in lines[1] and f"{rows[0]['sharpe']:.2f}" in lines[1]
+
+    assert shown.startswith(f"tiny-s0  ({runs[0]})")
+    assert "Verdict: " + verdict_sentence(_summary_verdict(runs[0])) in shown.replace("\n", " ")
+    assert browse.HEADLINE == summary.HEADLINE
+    for metric in summary.HEADLINE:
+        assert f"\n  {metric}" in shown, metric
+    assert shown.rstrip().endswith(f"report: {runs[0] / 'report.html'}")
+
+
+def test_runs_and_show_import_no_jax(runs):
+    code = ("import sys\nfrom cryptorl_jax.cli import main\n"
+            f"assert main(['runs', {str(runs[0].parent)!r}]) == 0\n"
+            f"assert main(['show', {str(runs[0])!r}]) == 0\n"
+            "assert 'jax' not in sys.modules, sorted(m for m in sys.modules if 'jax' in m)\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def test_runs_says_what_a_row_lacks(runs, tmp_path, capsys):
+    """A copied output directory with an unfinished run, a flat run and a registered run whose
+    folder is gone; `show` of a folder that is not a run is one line and exit 2."""
+    from cryptorl_jax.cli import main
+
+    out = tmp_path / "results"
+    shutil.copytree(runs[0].parent, out)
+    shutil.rmtree(out / "tiny-s1")
+    (out / "half").mkdir()
+    shutil.copy(runs[0] / "config.yaml", out / "half" / "config.yaml")
+    metrics = pd.read_csv(out / "tiny-s0" / "metrics.csv")
+    metrics.loc[metrics["segment"] == "all", ["sharpe", "dsr"]] = math.nan  # a flat book's
+    metrics.to_csv(out / "tiny-s0" / "metrics.csv", index=False)
+    assert main(["runs", str(out), "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["half"]["status"] == "unfinished: no segment done"
+    assert not rows["half"]["registered"]
+    assert rows["tiny-s1"]["status"] == "registered; its directory is not here"
+    assert rows["tiny-s0"]["registered"] and rows["tiny-s0"]["sharpe"] is None
+    assert main(["runs", str(out)]) == 0
+    table = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines()[1:]}
+    assert " flat " in table["tiny-s0"] and "nan" not in table["tiny-s0"]
+    assert "unfinished: no segment done" in table["half"]
+    assert main(["show", str(out / "half")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("show: error: ") and "metrics.csv" in err[0]
+    assert main(["runs", str(tmp_path / "nowhere")]) == 2
+
+
+def test_wfo_ends_with_the_verdict_and_the_report(runs, tmp_path, capsys):
+    """`cryptorl wfo --report-only` on a copy of a finished run: its last lines are the verdict
+    sentence and where report.html is; a flat run says 'flat', not 'nan'."""
+    from types import SimpleNamespace
+
+    from cryptorl_jax.cli import main
+    from cryptorl_jax.cli.wfo import result_lines
+    from cryptorl_jax.report.browse import verdict_sentence
+
+    out = tmp_path / "out"
+    shutil.copytree(runs[0], out / "tiny-s0")
+    assert main(["wfo", "--config", str(out / "tiny-s0" / "config.yaml"), "--out", str(out),
+                 "--report-only"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()
+    assert last[-2] == f"wfo: {verdict_sentence(_summary_verdict(out / 'tiny-s0'))}"
+    assert last[-1] == f"wfo: report {out / 'tiny-s0' / 'report.html'}"
+    assert (out / "tiny-s0" / "report.html").is_file() and "OOS sharpe" in last[-3]
+    flat = SimpleNamespace(segments_run=[], segments_skipped=[0, 1], seconds=1.0,
+                           workdir=out / "tiny-s0",
+                           report={"segments": [0, 1], "sharpe": math.nan, "dsr": math.nan,
+                                   "total_return": 0.0})
+    lines = result_lines(flat)
+    assert "nan" not in "\n".join(lines)
+    assert lines[1] == ("wfo: OOS flat: no position held, so the Sharpe and DSR are undefined; "
+                        "total return 0.00%")
