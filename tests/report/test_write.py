@@ -32,7 +32,7 @@ def test_the_summary_is_rendered_from_the_data_alone(run, tmp_path):
         assert summary.render_summary(data) == text
     finally:
         shutil.copytree(moved, workdir)
-    assert "## Verdict" in text and "## Timings (seconds)" in text
+    assert "## Verdict" in text and "## Timings and memory" in text
     assert data.tables.regimes is not None and data.tables.stationarity is not None
     assert list(data.tables.timings.index) == data.segments == [0]
 
