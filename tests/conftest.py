@@ -47,3 +47,27 @@ def repo_root():
     from pathlib import Path
 
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One finished segment of the tiny walk-forward config on a synthetic market, run through
+    the public `cryptorl_jax.run_walkforward` (one session-wide run shared by the report's and
+    the public API's tests), with the data its summary.md was rendered from:
+    (cfg, workdir, ReportData, Run)."""
+    from cryptorl_jax import load_config, run_walkforward
+    from cryptorl_jax.market.synthetic import make_market
+    from cryptorl_jax.report import summary, write
+    from tests.walkforward.test_driver import TINY_WFO
+
+    cfg = load_config(None, [*TINY_WFO, "wfo.max_segments=1", "run_name=rep"])
+    out = tmp_path_factory.mktemp("report")
+    seen = []
+    render = summary.render_summary
+    mp = pytest.MonkeyPatch()
+    mp.setattr(write, "render_summary", lambda d: seen.append(d) or render(d))
+    try:
+        run = run_walkforward(cfg, out, market=make_market(1100, seed=5))
+    finally:
+        mp.undo()
+    return cfg, out / "rep", seen[-1], run

@@ -9,6 +9,11 @@ cagr = total_growth ** (P / n) - 1; calmar = cagr / |max_drawdown|; volatility =
 hit_rate = share of positive returns among non-zero ones; beta = cov(r, b) / var(b);
 alpha = (mean(r) - beta * mean(b)) * P.
 The Probabilistic and Deflated Sharpe ratios follow Bailey & Lopez de Prado (2012, 2014).
+
+One departure from quantstats: CAGR and Calmar are NaN for a window shorter than
+`core.units.MIN_ANNUALISED_DAYS` (90 days: n < P * 90 / 365, 2,160 hours), where annualising
+compound growth multiplies the noise of a few weeks' return; `total_return` is the figure of such
+a window. `n_periods` is an integer. Each column's unit: `core.dictionary`.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from cryptorl_jax.core.units import HOURS_PER_YEAR
+from cryptorl_jax.core.units import HOURS_PER_YEAR, min_annualised_periods
 
 EULER_GAMMA = 0.5772156649015329
 
@@ -59,7 +64,9 @@ def max_drawdown(r: np.ndarray) -> float:
 
 
 def cagr(r: np.ndarray, periods: float) -> float:
-    if len(r) == 0:
+    """Compound annual growth; NaN for fewer than `min_annualised_periods(periods)` returns
+    (a window shorter than 90 days is not annualised) or a negative growth."""
+    if len(r) == 0 or len(r) < min_annualised_periods(periods):
         return float("nan")
     growth = float(np.prod(1.0 + r))
     if growth < 0:
@@ -106,12 +113,13 @@ def compute_metrics(returns, benchmark=None, periods_per_year: float = HOURS_PER
 
     exposure / turnover (per period, aligned with returns) add `exposure` (mean |exposure|) and
     `turnover` (annualised sum of |change in exposure|). benchmark adds excess_return, beta and
-    alpha against it over the same periods.
+    alpha against it over the same periods. cagr and calmar are NaN for a window shorter than
+    90 days (`cagr`); n_periods is an int.
     """
     r = _clean(returns)
     p = float(periods_per_year)
     out: dict[str, float] = {
-        "n_periods": float(len(r)),
+        "n_periods": len(r),
         "total_return": float(np.prod(1.0 + r) - 1.0) if len(r) else 0.0,
         "cagr": cagr(r, p),
         "volatility": float(r.std(ddof=1) * math.sqrt(p)) if len(r) > 1 else float("nan"),
@@ -120,7 +128,7 @@ def compute_metrics(returns, benchmark=None, periods_per_year: float = HOURS_PER
         "max_drawdown": max_drawdown(r),
     }
     mdd = out["max_drawdown"]
-    out["calmar"] = out["cagr"] / abs(mdd) if mdd < 0 else float("nan")
+    out["calmar"] = out["cagr"] / abs(mdd) if mdd < 0 else float("nan")  # NaN where cagr is
     nonzero = r[r != 0]
     out["hit_rate"] = float((nonzero > 0).mean()) if len(nonzero) else float("nan")
     if exposure is not None:

@@ -108,7 +108,8 @@ class TuneConfig:
     segments: tuple[int, ...] = (0,)
     """Walk-forward segments whose train rows every trial trains and scores on."""
     metric: Literal["sharpe", "sortino", "total_return", "calmar"] = "sharpe"
-    """Validation score a trial maximises (the mean over tune.segments)."""
+    """Validation score a trial maximises (the mean over tune.segments); calmar needs >= 90 days
+    of validation rows (shorter windows are not annualised)."""
     space: tuple[SearchParam, ...] = ()
     """The search space: one entry per searched key (each entry's keys: tune.space[])."""
     pbo_blocks: int = 16

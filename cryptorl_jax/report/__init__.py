@@ -12,5 +12,6 @@ Deflated Sharpe), `tables` (metrics.csv, comparison.csv), `evidence` (the scepti
 """
 
 from cryptorl_jax.report.runs import Comparison, NotARunError, Run, compare_runs
+from cryptorl_jax.report.verdict import Verdict
 
-__all__ = ["Comparison", "NotARunError", "Run", "compare_runs"]
+__all__ = ["Comparison", "NotARunError", "Run", "Verdict", "compare_runs"]

@@ -16,6 +16,7 @@ import json
 import re
 from pathlib import Path
 
+from cryptorl_jax.core.dictionary import UNITS_HEADING
 from cryptorl_jax.core.io import write_atomic
 from cryptorl_jax.core.rundir import RunDir
 from cryptorl_jax.report.paper import read_paper_status
@@ -36,7 +37,8 @@ nav a { margin-right: 1.2em; }
 """
 
 _INLINE = [(re.compile(r"`([^`]+)`"), r"<code>\1</code>"),
-           (re.compile(r"\*\*([^*]+)\*\*"), r"<strong>\1</strong>")]
+           (re.compile(r"\*\*([^*]+)\*\*"), r"<strong>\1</strong>"),
+           (re.compile(r"\[([^\]]+)\]\(([^)\s\"]+)\)"), r'<a href="\2">\1</a>')]
 
 
 def _inline(text: str) -> str:
@@ -49,10 +51,17 @@ def _inline(text: str) -> str:
 _IMAGE = re.compile(r"^!\[([^\]]*)\]\(([^)\s]+)\)\s*$")
 
 
+def anchor(heading: str) -> str:
+    """A heading's anchor as GitHub makes it: lower case, punctuation dropped, spaces as '-'
+    ('Units' -> 'units'), so `[Units](#units)` links in summary.md and in report.html alike."""
+    return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+
+
 def markdown_to_html(md: str, base: Path | None = None) -> str:
-    """The subset of Markdown the reports write: #/## headings, '- ' lists (two-space nested
-    items), pipe tables, paragraphs, `code`, **bold** and image lines `![alt](file.png)`, which
-    are embedded as base64 from `base` (a link to the file when it is not there)."""
+    """The subset of Markdown the reports write: #/## headings (with GitHub's anchors as ids),
+    '- ' lists (two-space nested items), pipe tables, paragraphs, `code`, **bold**, links
+    `[text](href)` and image lines `![alt](file.png)`, which are embedded as base64 from `base`
+    (a link to the file when it is not there)."""
     lines = md.splitlines()
     out: list[str] = []
     i = 0
@@ -70,7 +79,8 @@ def markdown_to_html(md: str, base: Path | None = None) -> str:
             i += 1
         elif line.startswith("#"):
             level = min(len(line) - len(line.lstrip("#")), 6)
-            out.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
+            text = line[level:].strip()
+            out.append(f"<h{level} id=\"{anchor(text)}\">{_inline(text)}</h{level}>")
             i += 1
         elif line.startswith("|"):
             rows = []
@@ -148,6 +158,7 @@ def write_report_html(rd: RunDir, summary_md: str, title: str) -> Path:
                                        "diagnostics.csv",
                                        "comparison.csv", "oos_returns.parquet", "config.yaml",
                                        "run_info.json") if (rd.path / name).is_file()]
+    links.append(("units", f"#{anchor(UNITS_HEADING)}"))
     nav = "<nav>" + "".join(f'<a href="{html.escape(href)}">{html.escape(text)}</a>'
                             for text, href in links) + "</nav>"
     images = []

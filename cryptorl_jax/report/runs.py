@@ -2,19 +2,23 @@
 
     from cryptorl_jax.report import Run, compare_runs
     run = Run.load("results/quick")
-    run.metrics            # per segment + "all" (the stitched OOS series)
+    run.metrics            # per segment (0, 1, ...) + "all" (the stitched OOS series)
+    run.metrics.loc[0], run.metrics.loc["all"]
+    run.verdict            # Verdict(edge=False, text="**No evidence of an edge.** ...")
     run.oos                # the stitched hourly OOS frame (strategy, seeds, baselines, ...)
     run.diagnostics        # in-sample vs OOS Sharpe, turnover split, flags per segment
     run.plot_equity()
     cmp = compare_runs(["results/study-none", "results/study-pretrained"])
     cmp.table              # one row per run: stitched-OOS metrics, PSR, DSR over the runs
 
-Reading a run touches only its files (core.rundir.RunDir): nothing here imports JAX, so loading a
-finished run compiles nothing. The comparison requires the runs to cover the same OOS hours;
-its Deflated Sharpe counts exactly the runs compared (N = len(paths)), which is the honest N
-when these runs are the candidates a researcher picks the best of. The output directory's run
-registry (report.registry) may know of more runs over the window: `Run.metrics`' own DSR
-counts those.
+Every per-segment table of a run is keyed by the segment's integer (metrics, diagnostics, power,
+segments, insample, history), and metrics, diagnostics and power have an `"all"` row, the
+stitched OOS series; the CSV files keep their text labels. Reading a run touches only its files
+(core.rundir.RunDir): nothing here imports JAX, so loading a finished run compiles nothing. The
+comparison requires the runs to cover the same OOS hours; its Deflated Sharpe counts exactly the
+runs compared (N = len(paths)), which is the honest N when these runs are the candidates a
+researcher picks the best of. The output directory's run registry (report.registry) may know of
+more runs over the window: `Run.metrics`' own DSR counts those.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ from cryptorl_jax.report.markdown import markdown_table
 from cryptorl_jax.report.plots import naive_utc, nav_axes, save_nav_plot
 from cryptorl_jax.report.read import segment_diagnostics
 from cryptorl_jax.report.tearsheet import write_returns_tearsheet, write_tearsheet
+from cryptorl_jax.report.verdict import Verdict
+from cryptorl_jax.report.verdict import verdict as verdict_of
 
 TABLE_COLUMNS = (*PERFORMANCE_METRICS, *POSITION_METRICS, "cost_per_year", "financing_per_year",
                  "psr", "dsr_compared", "timing_p_value", "seed_sharpe_mean", "seed_sharpe_std",
@@ -54,6 +60,34 @@ TABLE_COLUMNS = (*PERFORMANCE_METRICS, *POSITION_METRICS, "cost_per_year", "fina
 
 class NotARunError(FileNotFoundError):
     """The folder is not a finished walk-forward run (the message names what is missing)."""
+
+
+STITCHED = "all"
+"""The label of the stitched OOS row in a run's per-segment tables."""
+
+
+def segment_label(label: Any) -> int | str:
+    """A per-segment table's row label as `Run` keys it: the segment's int, or 'all'."""
+    text = str(label).strip()
+    if text == STITCHED:
+        return STITCHED
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"a segment label must be an integer or '{STITCHED}', got "
+                         f"{label!r}") from None
+
+
+def by_segment(frame: pd.DataFrame, source: Path | str) -> pd.DataFrame:
+    """`frame` (indexed by the CSV's text labels '0', '1', ..., 'all') re-indexed by
+    `segment_label`; a ValueError naming `source` for a label that is neither."""
+    try:
+        labels = [segment_label(k) for k in frame.index]
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from None
+    out = frame.copy()
+    out.index = pd.Index(labels, dtype=object, name=frame.index.name or "segment")
+    return out
 
 
 class Run:
@@ -96,13 +130,28 @@ class Run:
 
     @functools.cached_property
     def metrics(self) -> pd.DataFrame:
-        """metrics.csv indexed by segment ('0', '1', ..., 'all')."""
-        return pd.read_csv(self.dir.metrics, dtype={"segment": str}).set_index("segment")
+        """metrics.csv indexed by segment: 0, 1, ... and 'all' (the stitched OOS series);
+        `run.metrics.loc[0]`, `run.metrics.loc['all']`. Units: `core.dictionary`."""
+        frame = pd.read_csv(self.dir.metrics, dtype={"segment": str}).set_index("segment")
+        return by_segment(frame, self.dir.metrics)
 
     @property
     def headline(self) -> dict[str, Any]:
         """The `all` row of `metrics`: the stitched OOS series' figures."""
-        return self.metrics.loc["all"].to_dict()
+        return self.metrics.loc[STITCHED].to_dict()
+
+    @functools.cached_property
+    def verdict(self) -> Verdict:
+        """The verdict summary.md opens with (`report.verdict.verdict`), from metrics.csv's
+        `all` row (N = its n_trials) and diagnostics.csv's flags: `.edge` and `.text`."""
+        head = self.headline
+        n = head.get("n_trials")
+        try:
+            n_runs = int(n) if n is not None and math.isfinite(float(n)) else 1
+        except (TypeError, ValueError):
+            n_runs = 1
+        yes, text = verdict_of(head, self.flags, n_runs)
+        return Verdict(edge=yes, text=text)
 
     @functools.cached_property
     def comparison(self) -> pd.DataFrame:
@@ -124,13 +173,16 @@ class Run:
 
     @property
     def power(self) -> pd.DataFrame:
-        """power.csv: the minimum detectable Sharpe per segment and stitched."""
+        """power.csv: the minimum detectable Sharpe per segment (0, 1, ...) and stitched
+        ('all')."""
         p = self.dir.power
-        return pd.read_csv(p, index_col=0) if p.is_file() else pd.DataFrame()
+        if not p.is_file():
+            return pd.DataFrame()
+        return by_segment(pd.read_csv(p, dtype={"segment": str}).set_index("segment"), p)
 
     @functools.cached_property
     def diagnostics(self) -> pd.DataFrame:
-        """diagnostics.csv indexed by segment ('0', ..., 'all'): OOS and in-sample Sharpe (the
+        """diagnostics.csv indexed by segment (0, 1, ..., 'all'): OOS and in-sample Sharpe (the
         agents over their own train rows) and their gap, turnover per year and per unit of
         exposure, the mechanical share of turnover, action dispersion, correlation with buy &
         hold, long share and the flags (backtest.diagnostics). Rebuilt from the segments'
@@ -139,8 +191,9 @@ class Run:
             frame = pd.read_csv(self.dir.diagnostics, dtype={"segment": str},
                                 keep_default_na=False, na_values=[""])
             frame["flags"] = frame["flags"].fillna("").astype(str)
-            return frame.set_index("segment")
-        return segment_diagnostics(self.dir, self.oos, self.segment_numbers)
+            return by_segment(frame.set_index("segment"), self.dir.diagnostics)
+        return by_segment(segment_diagnostics(self.dir, self.oos, self.segment_numbers),
+                          self.dir.path)
 
     @property
     def flags(self) -> list[str]:

@@ -11,9 +11,10 @@ import pandas as pd
 
 from cryptorl_jax.backtest import diagnostics, inference
 from cryptorl_jax.config import Config
+from cryptorl_jax.core.dictionary import UNITS_HEADING, unit_of, units_markdown
 from cryptorl_jax.core.names import PERFORMANCE_METRICS
 from cryptorl_jax.core.rundir import REGISTRY
-from cryptorl_jax.core.units import HOURS_PER_YEAR
+from cryptorl_jax.core.units import HOURS_PER_YEAR, MIN_ANNUALISED_DAYS, min_annualised_periods
 from cryptorl_jax.report.evidence import UNDERPOWERED_SHARPE, Sceptic, TrialCount
 from cryptorl_jax.report.markdown import fmt, markdown_table
 from cryptorl_jax.report.read import SegmentTables
@@ -27,6 +28,23 @@ BASELINE_LABELS = {"buy_and_hold": "buy & hold (exposure 1)",
                    "flat": "flat", "random": "random: i.i.d. U[-1, 1] actions (not a timing null)",
                    "benchmark": "BTC buy & hold, no costs (benchmark)"}
 HEADLINE = (*PERFORMANCE_METRICS, "hit_rate")
+PER_SEGMENT = ("start", "end", "total_return", "sharpe", "max_drawdown", "excess_return", "beta",
+               "alpha", "turnover", "exposure", "cost_per_year", "financing_per_year", "psr",
+               "timing_p_value")
+UNITS_LINK = (f"[{UNITS_HEADING}](#{UNITS_HEADING.lower()})")
+
+
+def units(columns) -> dict[str, str]:
+    """The unit row of a table of these metric columns (`core.dictionary`)."""
+    return {c: unit_of(c) for c in columns}
+
+
+def timings_table(timings: pd.DataFrame) -> str:
+    """The DONE records' timings: seconds with one decimal, memory in whole MiB."""
+    formats = {c: ".0f" if c.endswith("_mb") else ".1f" for c in timings.columns}
+    unit_row = {c: "MiB" if c.endswith("_mb") else "s" if c.endswith("_s") else ""
+                for c in timings.columns}
+    return markdown_table(timings, units=unit_row, formats=formats)
 
 
 @dataclass
@@ -115,7 +133,7 @@ def _cost_lines(comparison: pd.DataFrame, agg: pd.Series, cfg: Config) -> list[s
             f"financing is {100 * cfg.env.borrow_rate_annual:g} % a year on the borrowed "
             "notional (leverage above 1 and shorts), not scaled by the stress. "
             + (f"Paid per year at 1x, as a share of NAV: {', '.join(paid)}." if paid else ""),
-            "", markdown_table(frame), ""]
+            "", markdown_table(frame, units=units(frame.columns)), ""]
 
 
 def _seed_lines(comparison: pd.DataFrame) -> list[str]:
@@ -176,8 +194,10 @@ def render_summary(d: ReportData) -> str:
         index=lambda n: BASELINE_LABELS.get(n, n))
     equity = ([f"![equity curve (stitched OOS)]({d.equity_plot})", ""]
               if d.equity_plot else [])
+    short = len(oos) < min_annualised_periods(HOURS_PER_YEAR)
     lines = [f"# Walk-forward report: {cfg.run_name}", "", "## Verdict", "", d.verdict, "",
              *equity,
+             f"- every column's unit and definition: {UNITS_LINK} at the end",
              f"- segments finished: {d.segments}; OOS hours: {len(oos)} "
              f"({oos.index[0]} .. {oos.index[-1]})",
              f"- the OOS series is {contiguity}",
@@ -193,14 +213,17 @@ def render_summary(d: ReportData) -> str:
              *power_lines(sceptic.power, sceptic.count, len(oos) / HOURS_PER_YEAR),
              *_diagnostic_lines(d.diag),
              "## Headline (stitched OOS, annualised at 8,760 hours)", "",
-             markdown_table(headline), "", *_cost_lines(comparison, agg, cfg),
+             markdown_table(headline, units=units(headline.columns)), "",
+             *([f"CAGR and Calmar are NaN: the stitched OOS has {len(oos):,} hours, fewer than "
+                f"{MIN_ANNUALISED_DAYS} days, and a shorter window's growth is not annualised; "
+                "its total return is the figure.", ""] if short else []),
+             *_cost_lines(comparison, agg, cfg),
              *_seed_lines(comparison),
              "## Per segment (strategy)", "",
-             markdown_table(table.set_index("segment")[["start", "end", "total_return", "sharpe",
-                                                    "max_drawdown", "excess_return", "beta",
-                                                    "alpha", "turnover", "exposure",
-                                                    "cost_per_year", "financing_per_year",
-                                                    "psr", "timing_p_value"]]),
+             "Fractions are shares of 1 (0.05 = 5 %); `total_return` and `excess_return` are "
+             "over the segment's hours, not annualised.", "",
+             markdown_table(table.set_index("segment")[list(PER_SEGMENT)],
+                            units=units(PER_SEGMENT)),
              ""]
     t = d.tables
     if t.regimes is not None:
@@ -216,7 +239,7 @@ def render_summary(d: ReportData) -> str:
     if t.stationarity is not None:
         lines += ["## Stationarity of the features (ADF, train rows of each segment)", "",
                   markdown_table(t.stationarity), ""]
-    lines += ["## Timings (seconds)", "", markdown_table(t.timings, ".3g"), ""]
+    lines += ["## Timings and memory", "", timings_table(t.timings), ""]
     files = ["config.yaml", "run_info.json", "metrics.csv", "comparison.csv",
              "diagnostics.csv", "power.csv", "oos_returns.parquet", "report.html"]
     if not sceptic.baselines.empty:
@@ -228,7 +251,11 @@ def render_summary(d: ReportData) -> str:
     if cfg.output.tearsheet:
         files.append("tearsheet.html" if d.tearsheet_error is None else
                      f"tearsheet.html NOT written ({d.tearsheet_error})")
-    lines += ["## Files", "", *[f"- {f}" for f in files], ""]
+    lines += ["## Files", "", *[f"- {f}" for f in files], "",
+              f"## {UNITS_HEADING}", "",
+              "The columns of metrics.csv (comparison.csv holds the same metrics per series); "
+              "formulas: docs/reference.md, \"Metrics\"; declared in "
+              "`cryptorl_jax/core/dictionary.py`.", "", units_markdown(), ""]
     return "\n".join(lines)
 
 

@@ -13,6 +13,7 @@ from cryptorl_jax.backtest import oos as oos_lib
 from cryptorl_jax.backtest.diagnostics import seed_columns
 from cryptorl_jax.backtest.metrics import compute_metrics, probabilistic_sharpe
 from cryptorl_jax.config import EnvConfig
+from cryptorl_jax.core.dictionary import INTEGER_COLUMNS
 from cryptorl_jax.core.units import HOURS_PER_YEAR
 from cryptorl_jax.report.registry import OOSDeflation
 
@@ -48,7 +49,7 @@ def _strategy_row(part: pd.DataFrame, env_config: EnvConfig, seed: int,
                                 else math.nan)
     null = timing_test(part, env_config, seed, memory_hours=memory_hours)
     m["timing_p_value"] = math.nan if null is None else null.p_value
-    m["timing_memory_hours"] = float(memory_hours)
+    m["timing_memory_hours"] = int(memory_hours)
     return m
 
 
@@ -71,10 +72,21 @@ def metrics_table(oos: pd.DataFrame, segments: list[int], deflation: OOSDeflatio
         m = _strategy_row(oos, env_config, seed, memory_hours)
         m["dsr"] = (probabilistic_sharpe(oos["strategy"], deflation.expected_max_sharpe)
                     if math.isfinite(deflation.expected_max_sharpe) else math.nan)
-        m["n_trials"] = float(deflation.n_runs)
+        m["n_trials"] = int(deflation.n_runs)
         rows.append({"segment": "all", "start": str(oos.index[0]), "end": str(oos.index[-1]),
                      **m})
     return pd.DataFrame(rows)
+
+
+def as_written(table: pd.DataFrame) -> pd.DataFrame:
+    """metrics.csv as it is written: the dictionary's counts (`core.dictionary.INTEGER_COLUMNS`:
+    n_periods, timing_memory_hours, n_trials, n_trials_sceptic) as integers, blank where a
+    row has none (pandas' nullable Int64), every other column as computed."""
+    out = table.copy()
+    for col in INTEGER_COLUMNS:
+        if col in out.columns:
+            out[col] = out[col].round().astype("Int64")
+    return out
 
 
 def comparison_table(oos: pd.DataFrame) -> pd.DataFrame:

@@ -12,12 +12,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from cryptorl_jax.backtest import nulls
 from cryptorl_jax.backtest.diagnostics import FLAGS
 from cryptorl_jax.report.calibration import LEVEL, POWER, min_detectable_sharpe, passes, psr_level
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The verdict of a run: `edge` (the rule's yes / no) and `text`, the paragraph summary.md
+    and report.html open with (`report.Run.verdict` rebuilds it from the run's files)."""
+
+    edge: bool
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
 
 VETO_FLAGS = ("memorised", "collapsed to buy & hold", "flat")
 """Flags that say the figure is made by something other than a skill that generalises; any other

@@ -26,7 +26,7 @@ from cryptorl_jax.report.plots import plot_equity
 from cryptorl_jax.report.read import gaps, read_segment_tables, segment_diagnostics, stitch
 from cryptorl_jax.report.registry import market_key, oos_deflation
 from cryptorl_jax.report.summary import ReportData, render_summary
-from cryptorl_jax.report.tables import comparison_table, metrics_table
+from cryptorl_jax.report.tables import as_written, comparison_table, metrics_table
 from cryptorl_jax.report.tearsheet import write_tearsheet
 from cryptorl_jax.report.tensorboard import log_hparams
 from cryptorl_jax.report.trials import tuning_overfitting
@@ -71,7 +71,7 @@ def write_report(cfg: Config, workdir: str | Path) -> dict[str, Any]:
     write_parquet(rd.oos, oos)
     write_atomic(rd.comparison, comparison.to_csv())
     write_sceptic(rd, sceptic)
-    write_atomic(rd.metrics, table.to_csv(index=False))
+    write_atomic(rd.metrics, as_written(table).to_csv(index=False))
     write_atomic(rd.diagnostics, diag.to_csv())
     title = f"{cfg.run_name}: walk-forward OOS, {len(segments)} segments"
     tearsheet_error = None

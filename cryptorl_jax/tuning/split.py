@@ -19,6 +19,7 @@ from cryptorl_jax.config import (
     ConfigError,
 )
 from cryptorl_jax.core.names import PERFORMANCE_METRICS, POSITION_METRICS
+from cryptorl_jax.core.units import HOURS_PER_YEAR, MIN_ANNUALISED_DAYS, min_annualised_periods
 from cryptorl_jax.walkforward.data import RunData, lookback_rows, prepare_run
 from cryptorl_jax.walkforward.runner import (
     SegmentControls,
@@ -69,6 +70,13 @@ def nested_split(cfg: Config, seg: Segment, offset: int = 0) -> NestedSplit:
         raise ConfigError("tune.val_fraction", f"segment {seg.index}: {cfg.tune.val_fraction:g}"
                           f" of {n_rows} train rows leaves {n_val} validation rows (need >= 2)",
                           cfg.source)
+    if cfg.tune.metric == "calmar" and n_val < min_annualised_periods(HOURS_PER_YEAR):
+        raise ConfigError(
+            "tune.metric", f"segment {seg.index}: 'calmar' annualises the validation rows' "
+            f"growth, but their {n_val} hours are fewer than {MIN_ANNUALISED_DAYS} days, where "
+            "CAGR and Calmar are not annualised (NaN, backtest.metrics): use sharpe, sortino or "
+            "total_return, or more validation rows (tune.val_fraction, wfo.train_months)",
+            cfg.source)
     if inner_end - fit_start < min_inner:
         raise ConfigError(
             "tune.val_fraction",

@@ -21,6 +21,7 @@ from cryptorl_jax.config import load_config, with_overrides
 from cryptorl_jax.core.io import write_atomic, write_json, write_parquet
 from cryptorl_jax.core.rundir import RunDir
 from cryptorl_jax.market import load_market
+from cryptorl_jax.report import Run
 from cryptorl_jax.report.plots import plot_equity
 from cryptorl_jax.report.tearsheet import write_tearsheet
 from cryptorl_jax.walkforward.data import RunData, load_segment_transforms
@@ -57,12 +58,21 @@ def to_utc(when: Any) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
-def evaluate_window(run_dir: str | Path, segment: int | None = None, start: str | None = None,
-                    end: str | None = None, *, out_dir: str | Path | None = None,
+def evaluate_window(run: Run | str | Path, segment: int | None = None, start: Any = None,
+                    end: Any = None, *, out_dir: str | Path | None = None,
                     keep_data_end: bool = False, market: pd.DataFrame | None = None,
                     tearsheet: bool = True) -> EvalResult:
-    """Backtest segment `segment` (default: the latest finished) over [start, end] (UTC)."""
-    run_dir = Path(run_dir)
+    """Backtest segment `segment` of a finished run (default: its latest finished segment)
+    over [start, end] (UTC; a naive time is read as UTC): what `cryptorl evaluate` does.
+
+    `run` is a `report.Run` or its directory. `start` defaults to the hour after the segment's
+    train end, `end` to the newest bar (the run's `data.end` is lifted unless `keep_data_end`).
+    The outputs (oos_returns.parquet, metrics.json, comparison.csv, equity_curve.png,
+    tearsheet.html) go to `out_dir`, default `<run>/eval_segment<k>_<start>_<end>/`.
+    `market` is a frame to use instead of reading the config's data files. Hours that overlap
+    the segment's train rows are in-sample for its agents: `EvalResult.in_sample_hours`.
+    Imports JAX (the agents act)."""
+    run_dir = Path(run.path) if isinstance(run, Run) else Path(run)
     rd = RunDir(run_dir)
     if not rd.config.is_file():
         raise FileNotFoundError(f"{run_dir}: not a walk-forward run directory (no config.yaml)")
@@ -73,8 +83,8 @@ def evaluate_window(run_dir: str | Path, segment: int | None = None, start: str 
     seg_dir = rd.segment(segment)
     if market is None:
         market = load_market(cfg.data)
-    run = RunData.build(cfg, market, with_segments=False)
-    offset = run.offset
+    data = RunData.build(cfg, market, with_segments=False)
+    offset = data.offset
     index = market.index
     train_end_time = pd.Timestamp(meta["train_period"][1])
     default_start = int(index.searchsorted(train_end_time, side="right"))
@@ -89,12 +99,12 @@ def evaluate_window(run_dir: str | Path, segment: int | None = None, start: str 
                          f"{offset} rows of warm-up and lookback)")
     if end_row <= start_row:
         raise ValueError(f"the window {index[start_row]} .. {index[end_row]} holds no return")
-    sm = load_segment_transforms(cfg, run, seg_dir)
+    sm = load_segment_transforms(cfg, data, seg_dir)
     enc = load_encoder_stage(cfg, sm, seg_dir)
     emb_dim = None if enc.embeddings is None else enc.embeddings.shape[1]
     trainer, rollout = get_trainer(cfg, sm.matrix.shape[1], emb_dim)
     agents = load_agents(seg_dir.agents, trainer)
-    oos = backtest_rows(cfg, run, sm, enc, trainer, agents, start_row, end_row + 1, rollout,
+    oos = backtest_rows(cfg, data, sm, enc, trainer, agents, start_row, end_row + 1, rollout,
                         baseline_seed=cfg.seed)
     train_times = pd.date_range(meta["train_period"][0], meta["train_period"][1], freq="h")
     in_sample = int(oos.index.isin(train_times).sum())

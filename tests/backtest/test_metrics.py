@@ -64,6 +64,26 @@ def test_hand_formulas():
         compute_metrics([0.0, float("nan")])
 
 
+def test_cagr_and_calmar_are_not_annualised_under_90_days():
+    """A window shorter than 90 days (2,160 hourly bars) has no CAGR or Calmar (NaN; its
+    total_return stands); from 2,160 bars on they are quantstats' annualised figures. Counts
+    are integers."""
+    rng = np.random.default_rng(3)
+    r = rng.normal(3e-4, 4e-3, 2160)
+    month = compute_metrics(r[:720], periods_per_year=P)
+    assert math.isnan(month["cagr"]) and math.isnan(month["calmar"])
+    assert month["total_return"] == pytest.approx(np.prod(1 + r[:720]) - 1, rel=1e-12)
+    assert math.isnan(compute_metrics(r[:2159], periods_per_year=P)["cagr"])
+    quarter = compute_metrics(r, periods_per_year=P)
+    growth = np.prod(1 + r)
+    assert quarter["cagr"] == pytest.approx(growth ** (P / 2160) - 1, rel=1e-12)
+    assert quarter["calmar"] == pytest.approx(quarter["cagr"] / abs(quarter["max_drawdown"]))
+    assert quarter["n_periods"] == 2160 and isinstance(quarter["n_periods"], int)
+    # the rule scales with the periods per year: 90 days of daily bars
+    assert math.isnan(compute_metrics(r[:89], periods_per_year=365)["cagr"])
+    assert math.isfinite(compute_metrics(r[:90], periods_per_year=365)["cagr"])
+
+
 def test_psr_dsr():
     rng = np.random.default_rng(1)
     good = rng.normal(0.001, 0.01, 5000)

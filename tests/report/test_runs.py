@@ -80,7 +80,10 @@ def test_run_load_reads_every_part(runs):
                                   np.concatenate([f["strategy"].to_numpy() for f in seg_frames]))
     m = compute_metrics(run.oos["strategy"].to_numpy(), run.oos["benchmark"].to_numpy())
     assert math.isclose(run.headline["sharpe"], m["sharpe"], rel_tol=1e-9)
-    assert list(run.metrics.index) == ["0", "1", "all"]
+    assert list(run.metrics.index) == [0, 1, "all"]  # the segment's int; metrics.csv: '0'
+    assert run.metrics.loc[1, "sharpe"] == pytest.approx(
+        compute_metrics(seg_frames[1]["strategy"].to_numpy())["sharpe"], rel=1e-9)
+    assert run.verdict.text in (runs[0] / "summary.md").read_text()
     assert {"strategy", "seed_0", "seed_1", "buy_and_hold"} <= set(run.comparison.index)
     assert list(run.segments.index) == [0, 1]
     assert {"test_period_start", "segment_s", "rss_mb", "env_steps", "final_alpha",
@@ -113,6 +116,7 @@ def test_run_info_records_provenance(runs):
 def test_loading_a_run_imports_no_jax(runs):
     code = ("import sys\nfrom cryptorl_jax.report import Run, compare_runs\n"
             f"r = Run.load({str(runs[0])!r}); r.oos; r.metrics; r.comparison; r.segments\n"
+            "r.verdict; r.power; r.diagnostics\n"
             f"r.history; r.info; compare_runs([{str(runs[0])!r}, {str(runs[1])!r}])\n"
             "assert 'jax' not in sys.modules, sorted(m for m in sys.modules if 'jax' in m)\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
@@ -281,8 +285,10 @@ def test_report_page_opens_offline_in_a_headless_browser(runs, tmp_path):
     assert result["tables"] >= 5
     assert {"tearsheet.html", "metrics.csv", "comparison.csv", "run_info.json"} <= \
         set(result["links"])
-    for href in result["links"]:
-        assert (runs[0] / href).is_file(), href
+    assert "#units" in result["links"]  # the units table, linked from the nav and the top
+    for href in result["links"]:  # a file of the run, or an anchor of the page
+        assert (f'id="{href[1:]}"' in text if href.startswith("#")
+                else (runs[0] / href).is_file()), href
 
 
 # --------------------------------------------------------------------------------------------

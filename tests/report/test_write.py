@@ -8,28 +8,16 @@ import shutil
 
 import pytest
 
-from cryptorl_jax.config import load_config
 from cryptorl_jax.core.rundir import RunDir
-from cryptorl_jax.market.synthetic import make_market
 from cryptorl_jax.report import read, registry, summary, write
-from cryptorl_jax.walkforward import driver
-from tests.walkforward.test_driver import TINY_WFO
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """One finished segment of a tiny walk-forward run, and the data its report rendered."""
-    cfg = load_config(None, [*TINY_WFO, "wfo.max_segments=1", "run_name=rep"])
-    workdir = tmp_path_factory.mktemp("report") / "rep"
-    seen = []
-    render = summary.render_summary
-    mp = pytest.MonkeyPatch()
-    mp.setattr(write, "render_summary", lambda d: seen.append(d) or render(d))
-    try:
-        driver.run(cfg, workdir, market=make_market(1100, seed=5))
-    finally:
-        mp.undo()
-    return cfg, workdir, seen[-1]
+def run(tiny_run):
+    """One finished segment of a tiny walk-forward run, and the data its report rendered (the
+    session's `tiny_run`, tests/conftest.py)."""
+    cfg, workdir, data, _ = tiny_run
+    return cfg, workdir, data
 
 
 def test_the_summary_is_rendered_from_the_data_alone(run, tmp_path):
@@ -44,7 +32,7 @@ def test_the_summary_is_rendered_from_the_data_alone(run, tmp_path):
         assert summary.render_summary(data) == text
     finally:
         shutil.copytree(moved, workdir)
-    assert "## Verdict" in text and "## Timings (seconds)" in text
+    assert "## Verdict" in text and "## Timings and memory" in text
     assert data.tables.regimes is not None and data.tables.stationarity is not None
     assert list(data.tables.timings.index) == data.segments == [0]
 

@@ -303,6 +303,15 @@ def test_nested_split_rows(cfg):
                      Segment(0, 100, 200, 200, 300))
 
 
+def test_calmar_needs_90_days_of_validation_rows(cfg):
+    """tune.metric=calmar on validation rows shorter than 90 days (where Calmar is NaN, not
+    annualised) is refused before any trial, naming the key; 2,160 rows are enough."""
+    calmar = with_overrides(cfg, ["tune.metric=calmar"])
+    with pytest.raises(ConfigError, match=r"tune\.metric.*60 hours are fewer than 90 days"):
+        nested_split(calmar, Segment(0, 100, 400, 400, 500))
+    assert nested_split(calmar, Segment(0, 0, 10800, 10800, 11000)).val_start == 10800 - 2160
+
+
 def test_cut_run_holds_only_rows_before_the_end(cfg, market):
     run = cut_run(cfg, market, 500)
     assert len(run.market) == len(run.features) == len(run.close) == 500
