@@ -13,6 +13,9 @@ through the accounting's one state update (exposure, fill at the close, costs, f
 No order is sent and no exchange key is needed: <book>/target.json (written atomically every
 hour) is the hook for an executor of your own. The book (<run>/paper/ by default) is a SQLite
 file: a restart, kill -9 included, continues where it stopped and catches up missed hours.
+--status only reads the run and its book: its status.json, equity.png and backtest go to --out
+(default <run>-eval/paper-status/); --update-report writes them into the book instead and
+re-renders the run's report.html with its paper section.
 """
 
 from __future__ import annotations
@@ -62,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds after the hour before a cycle with --every (default 60)")
     p.add_argument("--no-backtest", action="store_true",
                    help="--status without the backtest of the same hours")
+    p.add_argument("--out", default=None,
+                   help="--status: where its status.json, equity.png and backtest go (default "
+                        "<run>-eval/paper-status/; the run is not changed)")
+    p.add_argument("--update-report", action="store_true",
+                   help="--status: write them into the book and re-render the run's "
+                        "report.html with the paper section")
     return p
 
 
@@ -81,8 +90,14 @@ def _run(args: argparse.Namespace) -> int:
 
     overrides = () if args.data_dir is None else (f"data.data_dir={args.data_dir}",)
     if args.status:
-        print(format_status(paper_status(args.run, args.book, backtest=not args.no_backtest)))
+        status = paper_status(args.run, args.book, backtest=not args.no_backtest,
+                              out_dir=args.out, update_report=args.update_report)
+        print(format_status(status))
+        print(f"paper: status written to {status['written_to']}"
+              + ("; report.html updated" if args.update_report else ""))
         return 0
+    if args.out is not None or args.update_report:
+        raise ValueError("--out and --update-report go with --status")
     if args.replay is not None:
         res = replay(args.run, *args.replay, segment=args.segment, book_dir=args.book,
                      overrides=overrides)

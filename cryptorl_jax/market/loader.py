@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from cryptorl_jax.config import AssetSpec, ConfigError, DataConfig
+from cryptorl_jax.core.cache import market_cache_dir
 from cryptorl_jax.core.io import write_parquet
 
 log = logging.getLogger(__name__)
@@ -435,9 +436,10 @@ def load_market(data_config: DataConfig, *,
             raise DataValidationError(f"{f}: file not found (data.data_dir={data_config.data_dir}, "
                                       f"cwd={Path.cwd()})")
     cache_path = None
-    if data_config.cache_dir:
+    cache_dir = market_cache_dir(data_config.cache_dir)
+    if cache_dir is not None:
         key = _cache_key(data_config, files, end_on)
-        cache_path = Path(data_config.cache_dir) / f"market_{key}.parquet"
+        cache_path = cache_dir / f"market_{key}.parquet"
         if cache_path.is_file():
             try:
                 frame = pd.read_parquet(cache_path)
