@@ -1,6 +1,6 @@
 """Run a study (the `study:` section of a config), compare its runs and write its doc:
 
-    cryptorl study --config configs/study.yaml [--resume] [--out DIR] [--doc PATH]
+    cryptorl study --config configs/study.yaml [--resume] [--out DIR] [--doc PATH] [--dry-run]
 
 Run i is the config with study.runs[i].set applied, named <run_name>-<study.runs[i].name>,
 written to DIR/<that name>/ (default DIR: output.dir), exactly as `cryptorl wfo --config FILE
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cryptorl_jax.cli import dry_run
 from cryptorl_jax.cli.common import add_config_arguments, load_cli_config, run_command
 
 
@@ -23,7 +24,10 @@ def main(argv: list[str] | None = None) -> int:
                          set_help="dotted override applied to every run")
     p.add_argument("--doc", default=None, help="the study's Markdown page (default: study.doc)")
     p.add_argument("--resume", action="store_true", help="keep finished segments")
+    p.add_argument("--dry-run", action="store_true", help=dry_run.HELP)
     args = p.parse_args(argv)
+    if args.dry_run:
+        return run_command("study", lambda: dry_run.study(args))
     return run_command("study", lambda: _run(args))
 
 

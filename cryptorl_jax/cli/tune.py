@@ -1,8 +1,8 @@
 """Optuna tuning, nested inside the walk-forward train windows: cryptorl tune
 --config FILE --trials N [--study-db sqlite:///...] [--study-name NAME] [--out DIR]
-[--set key=value ...] [--worker K] [--population P]. Writes DIR/<run_name>-tune/ (study.db,
-trials.jsonl, best.yaml, overfitting.json); run the best config with cryptorl wfo
---config .../best.yaml.
+[--set key=value ...] [--worker K] [--population P] [--dry-run]. Writes
+DIR/<run_name>-tune/ (study.db, trials.jsonl, best.yaml, overfitting.json); run the best
+config with cryptorl wfo --config .../best.yaml.
 Several processes may share one --study-db: give each a distinct --worker.
 """
 
@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from cryptorl_jax.cli import dry_run
 from cryptorl_jax.cli.common import add_config_arguments, load_cli_config, run_command
 from cryptorl_jax.cli.executor_args import add_executor_arguments, executor_kwargs
 
@@ -32,6 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "compilation for the study; the space may hold only the dynamic "
                         "hyperparameters: learning rates, gamma, tau, entropy, grad norm, "
                         "reward scale, curriculum churn/smooth)")
+    p.add_argument("--dry-run", action="store_true", help=dry_run.HELP)
     add_executor_arguments(p, tuning=True)
     return p.parse_args(argv)
 
@@ -70,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.population is not None and args.population < 1:
         print(f"tune: error: --population must be >= 1, got {args.population}", file=sys.stderr)
         return 2
+    if args.dry_run:
+        return run_command("tune", lambda: dry_run.tune(args))
     from cryptorl_jax.cluster import ClusterError
 
     return run_command("tune", lambda: _run(args), errors=(ClusterError,),

@@ -419,13 +419,15 @@ def _cache_key(data_config: DataConfig, files: list[Path], end_on: str = "common
 
 
 def load_market(data_config: DataConfig, *,
-                end_on: Literal["common", "traded"] = "common") -> pd.DataFrame:
+                end_on: Literal["common", "traded"] = "common",
+                write_cache: bool = True) -> pd.DataFrame:
     """Read, validate and align the configured assets; the result is cached as Parquet.
 
     Columns `<ASSET>_<field>` for field in open, high, low, close, volume, fresh; a UTC hourly
     DatetimeIndex of bar close times (see the module docstring for the time convention).
     `end_on` "traded" ends the grid at the traded asset's last bar (`align_assets`; paper
-    trading's live bars).
+    trading's live bars). `write_cache` False: a cached frame is read, none is written (the
+    dry runs write nothing).
     """
     if data_config.combined_file is not None:
         files = [_resolve(data_config, data_config.combined_file)]
@@ -462,7 +464,7 @@ def load_market(data_config: DataConfig, *,
     log.info("market: %d hourly rows %s .. %s, assets %s", len(frame),
              frame.index[0].isoformat(), frame.index[-1].isoformat(),
              [a.name for a in data_config.assets])
-    if cache_path is not None:
+    if cache_path is not None and write_cache:
         try:
             write_parquet(cache_path, frame)
         except OSError as exc:
