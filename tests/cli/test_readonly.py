@@ -9,13 +9,14 @@ replayed into it (<run>/paper/, where `cryptorl paper` keeps a live book)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 
 from cryptorl_jax.cli import main
-from cryptorl_jax.config import AssetSpec, DataConfig
+from cryptorl_jax.config import AssetSpec, DataConfig, identity, load_config
 from cryptorl_jax.market import load_market
 from cryptorl_jax.paper.session import replay
 from cryptorl_jax.report import Run
@@ -128,3 +129,17 @@ def test_evaluate_and_status_write_where_out_says(run_copy, tmp_path):
     assert (tmp_path / "st" / "status.json").is_file()
     assert tree_hashes(run_dir) == before and list(cwd.iterdir()) == []
     assert not (run_dir.parent / "tiny-eval").exists()
+
+
+def test_where_the_cache_lives_is_not_part_of_a_runs_identity():
+    """data.cache_dir is a local key, and a digest reads it as its old default: every config
+    keeps the digest it had when the cache lived in ./.cache/market (run directories and tuning
+    studies made then still resume)."""
+    cfgs = [load_config(None, extra) for extra in
+            ([], ["data.cache_dir=null"], ["data.cache_dir=/elsewhere"])]
+    assert len({identity(c) for c in cfgs}) == 1 and len({c.digest() for c in cfgs}) == 1
+    assert identity(cfgs[1]).data.cache_dir == "auto"  # what config.yaml records
+    raw = cfgs[0].to_dict()
+    raw["data"]["cache_dir"] = ".cache/market"
+    old = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert cfgs[0].digest() == old
