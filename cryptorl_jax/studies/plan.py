@@ -112,7 +112,9 @@ def format_study_plan(plan: StudyPlan, *, with_config: bool = True) -> str:
         lines += [f"# resolved config ({cfg.source or 'defaults'})", cfg.to_yaml().rstrip(), ""]
     what = ("families x strengths x repeats of planted markets" if plan.kind == "power"
             else "study.runs")
-    lines += [f"{plan.kind}: {len(plan.plans)} walk-forward runs ({what}) in {plan.out_dir}; "
+    n = len(plan.plans)
+    lines += [f"{plan.kind}: {n} walk-forward run{'s' if n != 1 else ''} ({what}) in "
+              f"{plan.out_dir}; "
               + "; ".join(plan.outputs), text_table(plan.runs)]
     source = (" (laid out on the template data, config's data.data_dir: a planted market "
               "keeps its timestamps)" if plan.kind == "power" else "")

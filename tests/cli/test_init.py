@@ -86,7 +86,8 @@ def test_the_package_build_carries_the_configs(repo_root, tmp_path):
 
 def test_init_then_dry_run_in_a_fresh_process(tmp_path, repo_root):
     """A researcher's first commands, in a new process from an empty directory: init, then the
-    starter's dry run. The dry run imports no JAX and writes nothing (not even the cache)."""
+    dry runs of the starter, the power study and the study. They import no JAX and write
+    nothing (not even the market cache)."""
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     code = textwrap.dedent(f"""
@@ -96,6 +97,9 @@ def test_init_then_dry_run_in_a_fresh_process(tmp_path, repo_root):
         assert main(["init", "proj"]) == 0
         before = sorted(str(p) for p in Path(".").rglob("*"))
         assert main(["wfo", "--config", "proj/quick.yaml", "--dry-run"]) == 0
+        assert main(["power", "--config", "proj/power.yaml", "--edge", "none", "--repeats", "1",
+                     "--dry-run"]) == 0
+        assert main(["study", "--config", "proj/study.yaml", "--dry-run"]) == 0
         assert sorted(str(p) for p in Path(".").rglob("*")) == before, "the dry run wrote"
         assert not Path({str(tmp_path / 'xdg')!r}).exists(), "the dry run cached the market"
         assert "jax" not in sys.modules, sorted(m for m in sys.modules if "jax" in m)[:5]
@@ -108,3 +112,5 @@ def test_init_then_dry_run_in_a_fresh_process(tmp_path, repo_root):
     assert "run directory: " + str(cwd / "proj" / "results" / "quick") in res.stdout
     assert "segments: 3 of the 6 the data holds" in res.stdout
     assert "no recorded step rate on this machine" in res.stdout
+    assert "power: 1 walk-forward run (families" in res.stdout
+    assert "study: 3 walk-forward runs" in res.stdout
