@@ -170,8 +170,9 @@ class RunDir:
     def reading_dir(self) -> Path:
         """<run>-eval/ beside the run: the default home of what reading commands write
         (`cryptorl evaluate`, `cryptorl paper --status`), so that reading a run never changes
-        its files."""
-        return self.path.parent / f"{self.path.name}-eval"
+        its files (`--run .` included)."""
+        path = self.path.resolve()
+        return path.parent / f"{path.name}-eval"
 
     @property
     def config(self) -> Path:

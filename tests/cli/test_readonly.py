@@ -85,6 +85,19 @@ def test_reading_a_run_changes_none_of_its_files(run_copy, command, capsys):
         assert (run_dir.parent / "tiny-eval" / "paper-status" / "backtest").is_dir()
 
 
+def test_reading_from_inside_the_run_writes_beside_it(run_copy, monkeypatch, capsys):
+    """`--run .` and `compare .` from inside the run directory: the outputs still go beside
+    it."""
+    run_dir, _ = run_copy
+    before = tree_hashes(run_dir)
+    monkeypatch.chdir(run_dir)
+    assert main(["paper", "--run", ".", "--status", "--no-backtest"]) == 0
+    assert main(["compare", ".", "--no-tearsheet"]) == 0
+    assert tree_hashes(run_dir) == before, capsys.readouterr().out
+    assert (run_dir.parent / "tiny-eval" / "paper-status" / "status.json").is_file()
+    assert (run_dir.parent / "compare-tiny" / "comparison.csv").is_file()
+
+
 def test_update_report_opts_in_to_rewriting_the_report(run_copy, capsys):
     run_dir, cwd = run_copy
     page = (run_dir / "report.html").read_bytes()
