@@ -42,6 +42,15 @@ def _no_network(monkeypatch):
     yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _user_cache(tmp_path_factory):
+    """The market cache (data.cache_dir: auto) in a folder of this test session, not the user's
+    ~/.cache: XDG_CACHE_HOME points there for the tests and their subprocesses."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def repo_root():
     from pathlib import Path
@@ -71,3 +80,29 @@ def tiny_run(tmp_path_factory):
     finally:
         mp.undo()
     return cfg, out / "rep", seen[-1], run
+
+
+@pytest.fixture(scope="session")
+def tiny_planted_run(tmp_path_factory, repo_root):
+    """One finished tiny walk-forward run (one segment, two seeds) on a planted-trend market
+    read from files (~20 s): (run_dir, data_dir, market, the OOS hours). Tests that write into
+    the run (a paper book, a report) work on a copy of it or only add their own files."""
+    import pandas as pd
+
+    from cryptorl_jax.config import load_config, with_overrides
+    from cryptorl_jax.market import load_market, planted
+    from cryptorl_jax.walkforward import driver
+    from tests.walkforward.test_driver import TINY_WFO
+
+    base = tmp_path_factory.mktemp("planted-run")
+    data = base / "data"
+    planted.write_planted_files(data, "trend", 4.0, 0, template_dir=repo_root / "data",
+                                start="2023-12-01", end="2024-02-20")
+    cfg = load_config(None, [*TINY_WFO, "run_name=paper", "wfo.max_segments=1",
+                             f"data.data_dir={data}", "data.cache_dir=null",
+                             "output.plots=false"])
+    run_dir = base / "run"
+    driver.run(cfg, run_dir)
+    market = load_market(with_overrides(cfg, ["data.end=null"]).data)
+    test = pd.read_parquet(run_dir / "segment_0" / "oos.parquet").index
+    return run_dir, data, market, test

@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "download": "download hourly OHLCV (ccxt, yfinance) in the loader's format",
     "bench": "benchmarks as ratios against a baseline measured in the same run (checkout)",
     "train": "one segment end to end (the quick single-split demo)",
+    "init": "start a project folder: the bundled configs with absolute paths, and the data",
 }
 
 

@@ -34,8 +34,9 @@ def _run(args: argparse.Namespace) -> int:
     from cryptorl_jax.report.markdown import markdown_table
     from cryptorl_jax.report.runs import write_comparison
 
+    runs = [Path(r).resolve() for r in args.runs]  # `compare .` too: beside the runs
     out = Path(args.out) if args.out else (
-        Path(args.runs[0]).parent / ("compare-" + "-".join(Path(r).name for r in args.runs)))
+        runs[0].parent / ("compare-" + "-".join(r.name for r in runs)))
     cmp = write_comparison(args.runs, out, labels=args.label, tearsheet=not args.no_tearsheet)
     print(markdown_table(cmp.table[["total_return", "sharpe", "max_drawdown", "psr",
                                     "dsr_compared", "timing_p_value"]], ".3g"))

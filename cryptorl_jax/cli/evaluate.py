@@ -1,6 +1,7 @@
 """Backtest a saved walk-forward agent on any window of the data, e.g. the newest bars: loads the
 segment's scaler, regime model, encoder and agents (default: the latest finished segment) and
-writes metrics, an equity PNG and a tearsheet under the run directory (or --out).
+writes metrics, an equity PNG and a tearsheet to --out (default:
+<run>-eval/segment<K>_<start>_<end>/ beside the run; the run's own files are only read).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start", default=None,
                    help="first hour (UTC; default: the hour after the segment's train end)")
     p.add_argument("--end", default=None, help="last hour (UTC; default: the newest bar)")
-    p.add_argument("--out", default=None, help="output directory (default: inside --run)")
+    p.add_argument("--out", default=None,
+                   help="output directory (default: <run>-eval/segment<K>_<start>_<end>/ "
+                        "beside the run)")
     p.add_argument("--keep-data-end", action="store_true",
                    help="keep the run's data.end instead of reading up to the newest bar")
     p.add_argument("--no-tearsheet", action="store_true",

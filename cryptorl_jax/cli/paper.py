@@ -8,6 +8,9 @@ update (exposure, fill at the close, costs, financing, NAV). No order is sent an
 key is needed: <book>/target.json (written atomically every hour) is the hook for an executor
 of your own. The book (<run>/paper/ by default) is a SQLite file: a restart, kill -9 included,
 continues where it stopped and catches up missed hours.
+--status only reads the run and its book: its status.json, equity.png and backtest go to --out
+(default <run>-eval/paper-status/); --update-report writes them into the book instead and
+re-renders the run's report.html with its paper section.
 """
 
 from __future__ import annotations
@@ -67,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-backtest", action="store_true",
                    help="--status without the backtest of the same hours")
     add_verbose_argument(p)
+    p.add_argument("--out", default=None,
+                   help="--status: where its status.json, equity.png and backtest go (default "
+                        "<run>-eval/paper-status/; the run is not changed)")
+    p.add_argument("--update-report", action="store_true",
+                   help="--status: write them into the book and re-render the run's "
+                        "report.html with the paper section")
     return p
 
 
@@ -87,8 +96,14 @@ def _run(args: argparse.Namespace) -> int:
 
     overrides = () if args.data_dir is None else (f"data.data_dir={args.data_dir}",)
     if args.status:
-        print(format_status(paper_status(args.run, args.book, backtest=not args.no_backtest)))
+        status = paper_status(args.run, args.book, backtest=not args.no_backtest,
+                              out_dir=args.out, update_report=args.update_report)
+        print(format_status(status))
+        print(f"paper: status written to {status['written_to']}"
+              + ("; report.html updated" if args.update_report else ""))
         return 0
+    if args.out is not None or args.update_report:
+        raise ValueError("--out and --update-report go with --status")
     if args.replay is not None:
         res = replay(args.run, *args.replay, segment=args.segment, book_dir=args.book,
                      overrides=overrides)

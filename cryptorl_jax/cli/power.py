@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from cryptorl_jax.cli import dry_run
 from cryptorl_jax.cli.common import add_config_arguments, load_cli_config, run_command
 from cryptorl_jax.cli.executor_args import add_executor_arguments, executor_kwargs
 from cryptorl_jax.cli.style import LIGHTGBM, RAY, command_parser
@@ -19,6 +20,7 @@ EXAMPLES = (
     "cryptorl power --config configs/power.yaml --edge trend,lead,regime,none \\",
     "    --repeats trend=3,none=3,lead=1 --doc docs/power.md --resume",
     "cryptorl power --config configs/power.yaml --executor ray --address HEAD_IP:6379",
+    "cryptorl power --config configs/power.yaml --repeats 3 --dry-run   # the plan only",
 )
 
 
@@ -42,21 +44,31 @@ def main(argv: list[str] | None = None) -> int:
                         "trend=3,none=3,lead=1")
     p.add_argument("--doc", default=None, help="also write the page here (e.g. docs/power.md)")
     p.add_argument("--resume", action="store_true", help="keep finished segments")
+    p.add_argument("--dry-run", action="store_true", help=dry_run.HELP)
     add_executor_arguments(p)
     args = p.parse_args(argv)
+    if args.dry_run:
+        return run_command("power", lambda: dry_run.power(args, *_cells(args)))
     command = "cryptorl power " + " ".join(argv if argv is not None else sys.argv[1:])
     return run_command("power", lambda: _run(args, command))
 
 
-def _run(args: argparse.Namespace, command: str) -> int:
-    from cryptorl_jax.cluster import maybe_executor
+def _cells(args: argparse.Namespace) -> tuple[list[str], list[float], int | dict[str, int]]:
+    """(families, strengths, repeats) of --edge, --strength and --repeats."""
     from cryptorl_jax.market import planted
-    from cryptorl_jax.studies.power import parse_repeats, run_power
+    from cryptorl_jax.studies.cells import parse_repeats
 
-    cfg = load_cli_config(args)
     strengths = args.strength or [planted.DEFAULT_STRENGTH]
     families = [f.strip() for f in args.edge.split(",") if f.strip()]
-    repeats = parse_repeats(args.repeats)
+    return families, strengths, parse_repeats(args.repeats)
+
+
+def _run(args: argparse.Namespace, command: str) -> int:
+    from cryptorl_jax.cluster import maybe_executor
+    from cryptorl_jax.studies.power import run_power
+
+    cfg = load_cli_config(args)
+    families, strengths, repeats = _cells(args)
     with maybe_executor(args.executor, **executor_kwargs(args)) as executor:
         res = run_power(cfg, Path(args.out or cfg.output.dir), families, strengths,
                         repeats, resume=args.resume, executor=executor,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cryptorl_jax.cli import dry_run
 from cryptorl_jax.cli.common import add_config_arguments, load_cli_config, run_command
 from cryptorl_jax.cli.style import LIGHTGBM, command_parser
 
@@ -23,7 +24,10 @@ def main(argv: list[str] | None = None) -> int:
                          set_help="dotted override applied to every run")
     p.add_argument("--doc", default=None, help="the study's Markdown page (default: study.doc)")
     p.add_argument("--resume", action="store_true", help="keep finished segments")
+    p.add_argument("--dry-run", action="store_true", help=dry_run.HELP)
     args = p.parse_args(argv)
+    if args.dry_run:
+        return run_command("study", lambda: dry_run.study(args))
     return run_command("study", lambda: _run(args))
 
 

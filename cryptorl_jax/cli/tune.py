@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from cryptorl_jax.cli import dry_run
 from cryptorl_jax.cli.common import add_config_arguments, load_cli_config, run_command
 from cryptorl_jax.cli.executor_args import add_executor_arguments, executor_kwargs
 from cryptorl_jax.cli.style import OPTUNA, RAY, command_parser
@@ -22,6 +23,7 @@ EXAMPLES = (
     "cryptorl tune --config configs/tune_quick.yaml --trials 4 --worker 1 \\",
     "    --study-db sqlite:///results/quick-tune/study.db       # a second process",
     "cryptorl wfo --config results/quick-tune/best.yaml         # then the best config",
+    "cryptorl tune --config configs/tune_quick.yaml --trials 8 --dry-run   # the plan only",
 )
 
 
@@ -41,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "compilation for the study; the space may hold only the dynamic "
                         "hyperparameters: learning rates, gamma, tau, entropy, grad norm, "
                         "reward scale, curriculum churn/smooth)")
+    p.add_argument("--dry-run", action="store_true", help=dry_run.HELP)
     add_executor_arguments(p, tuning=True)
     return p.parse_args(argv)
 
@@ -79,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.population is not None and args.population < 1:
         print(f"tune: error: --population must be >= 1, got {args.population}", file=sys.stderr)
         return 2
+    if args.dry_run:
+        return run_command("tune", lambda: dry_run.tune(args))
     from cryptorl_jax.cluster import ClusterError
 
     return run_command("tune", lambda: _run(args), errors=(ClusterError,),

@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from cryptorl_jax.cli import dry_run
 from cryptorl_jax.cli.common import add_config_arguments, load_cli_config, run_command
 from cryptorl_jax.cli.executor_args import add_executor_arguments, executor_kwargs
 from cryptorl_jax.cli.style import LIGHTGBM, RAY, TENSORBOARD, command_parser
@@ -24,6 +25,7 @@ EXAMPLES = (
     "cryptorl wfo --config configs/quick.yaml --segments 2 --resume   # ... the segments",
     "cryptorl wfo --config configs/quick.yaml --report-only       # rebuild the report",
     "cryptorl wfo --config configs/full.yaml --executor ray --address HEAD_IP:6379",
+    "cryptorl wfo --config configs/quick.yaml --dry-run           # the plan: segments, steps, resume",
 )
 
 
@@ -35,12 +37,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--segments", default=None, help="comma-separated segment numbers, e.g. 0,3")
     p.add_argument("--report-only", action="store_true",
                    help="rebuild the aggregate report from the finished segments")
+    p.add_argument("--dry-run", action="store_true", help=dry_run.HELP)
     add_executor_arguments(p)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.dry_run:
+        return run_command("wfo", lambda: dry_run.wfo(args))
     from cryptorl_jax.cluster import ClusterError
     from cryptorl_jax.walkforward.writer import SegmentArchiveError
 

@@ -17,7 +17,7 @@ from cryptorl_jax.config.dynamic import hyper, neutralised
 from cryptorl_jax.config.errors import ConfigError
 from cryptorl_jax.config.load import from_dict, load_config, with_overrides
 from cryptorl_jax.config.run_identity import LOCAL_KEYS, STUDY_LOCAL_KEYS, identity
-from cryptorl_jax.config.schema import Config, hyper_keys
+from cryptorl_jax.config.schema import Config, digest_dict, hyper_keys
 from cryptorl_jax.config.schema_agent import (
     CurriculumConfig,
     EncoderConfig,
@@ -64,6 +64,7 @@ __all__ = [
     "TuneConfig",
     "WFOConfig",
     "check_rows",
+    "digest_dict",
     "from_dict",
     "hyper",
     "hyper_keys",

@@ -9,9 +9,10 @@ from typing import Any
 from cryptorl_jax.config.schema import Config
 
 # Keys that say how or where THIS process runs, not what an experiment computes: which segments
-# it runs (processes given disjoint --segments share a run), whether it shows progress bars, and
-# the `study` section (adding a run to a study does not change the runs it already holds).
-LOCAL_KEYS = ("wfo.segments", "output.progress", "study")
+# it runs (processes given disjoint --segments share a run), whether it shows progress bars,
+# where it caches the aligned market (data.cache_dir) and the `study` section (adding a run to a
+# study does not change the runs it already holds).
+LOCAL_KEYS = ("wfo.segments", "output.progress", "data.cache_dir", "study")
 # A tuning study also ignores where and how its base config's runs would report (its trials
 # write no report) and the trial log (best.yaml points its runs at the study's own log).
 STUDY_LOCAL_KEYS = ("output", "wfo.trial_log")

@@ -60,9 +60,25 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def digest(self) -> str:
-        """Stable short hash of the resolved values (not of the source path)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        """Stable short hash of the resolved values (not of the source path nor of where the
+        market cache lives: `digest_dict`)."""
+        blob = json.dumps(digest_dict(self.to_dict()), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# Where the market cache lives cannot change a number (the cache is keyed on the data section
+# and the files' bytes), so a digest reads data.cache_dir as this constant: the default it had
+# before the cache moved to the user's cache directory, so that every digest stays the one its
+# config had then (a run directory or a tuning study made before still resumes).
+DIGEST_CACHE_DIR = ".cache/market"
+
+
+def digest_dict(raw: dict[str, Any]) -> dict[str, Any]:
+    """A config's plain dict as its digest reads it: data.cache_dir set to DIGEST_CACHE_DIR."""
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        return raw
+    return {**raw, "data": {**data, "cache_dir": DIGEST_CACHE_DIR}}
 
 
 def hyper_keys(cls: type | None = None, prefix: str = "") -> tuple[str, ...]:

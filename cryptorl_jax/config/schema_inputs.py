@@ -61,9 +61,10 @@ class DataConfig:
     """Traded asset: the longest run of missing bars forward-filled (a longer gap is an error)."""
     max_stale_hours: int = 96
     """Context assets: forward-fill cap in hours; older values become NaN."""
-    cache_dir: str | None = ".cache/market"
+    cache_dir: str | None = "auto"
     """Folder of the aligned frames cached as Parquet (keyed on the data section and the files'
-    bytes); null: no cache."""
+    bytes); auto: the user's cache directory ($XDG_CACHE_HOME/cryptorl_jax/market, else
+    ~/.cache/cryptorl_jax/market); null: no cache. Not part of a run's identity."""
 
 
 @dataclass(frozen=True)

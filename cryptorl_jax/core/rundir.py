@@ -1,6 +1,8 @@
 """The on-disk layout of a walk-forward run: the one place that knows its file names.
 
     <output dir>/runs.jsonl                 the run registry (report.registry)
+    <output dir>/<run_name>-eval/           what commands that only read the run write
+                                            (evaluate, paper --status): beside it, never in it
     <output dir>/<run_name>/                RunDir
         config.yaml, config.digest          the run's identity (written first)
         run_info.json                       provenance of each invocation (provenance.py)
@@ -163,6 +165,14 @@ class RunDir:
     @property
     def registry(self) -> Path:
         return self.path.parent / REGISTRY
+
+    @property
+    def reading_dir(self) -> Path:
+        """<run>-eval/ beside the run: the default home of what reading commands write
+        (`cryptorl evaluate`, `cryptorl paper --status`), so that reading a run never changes
+        its files (`--run .` included)."""
+        path = self.path.resolve()
+        return path.parent / f"{path.name}-eval"
 
     @property
     def config(self) -> Path:

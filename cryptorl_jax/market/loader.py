@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from cryptorl_jax.config import AssetSpec, ConfigError, DataConfig
+from cryptorl_jax.core.cache import market_cache_dir
 from cryptorl_jax.core.io import write_parquet
 from cryptorl_jax.core.notices import notice
 
@@ -424,13 +425,15 @@ def _cache_key(data_config: DataConfig, files: list[Path], end_on: str = "common
 
 
 def load_market(data_config: DataConfig, *,
-                end_on: Literal["common", "traded"] = "common") -> pd.DataFrame:
+                end_on: Literal["common", "traded"] = "common",
+                write_cache: bool = True) -> pd.DataFrame:
     """Read, validate and align the configured assets; the result is cached as Parquet.
 
     Columns `<ASSET>_<field>` for field in open, high, low, close, volume, fresh; a UTC hourly
     DatetimeIndex of bar close times (see the module docstring for the time convention).
     `end_on` "traded" ends the grid at the traded asset's last bar (`align_assets`; paper
-    trading's live bars).
+    trading's live bars). `write_cache` False: a cached frame is read, none is written (the
+    dry runs write nothing).
     """
     if data_config.combined_file is not None:
         files = [_resolve(data_config, data_config.combined_file)]
@@ -441,9 +444,10 @@ def load_market(data_config: DataConfig, *,
             raise DataValidationError(f"{f}: file not found (data.data_dir={data_config.data_dir}, "
                                       f"cwd={Path.cwd()})")
     cache_path = None
-    if data_config.cache_dir:
+    cache_dir = market_cache_dir(data_config.cache_dir)
+    if cache_dir is not None:
         key = _cache_key(data_config, files, end_on)
-        cache_path = Path(data_config.cache_dir) / f"market_{key}.parquet"
+        cache_path = cache_dir / f"market_{key}.parquet"
         if cache_path.is_file():
             try:
                 frame = pd.read_parquet(cache_path)
@@ -466,7 +470,7 @@ def load_market(data_config: DataConfig, *,
     log.info("market: %d hourly rows %s .. %s, assets %s", len(frame),
              frame.index[0].isoformat(), frame.index[-1].isoformat(),
              [a.name for a in data_config.assets])
-    if cache_path is not None:
+    if cache_path is not None and write_cache:
         try:
             write_parquet(cache_path, frame)
         except OSError as exc:

@@ -42,7 +42,7 @@ def _refresh_status(run_dir: Path, book: PaperBook) -> None:
     """status.json, equity.png and the report page's paper section after a live cycle (the
     backtest of the same hours is left to --status); a failure here never stops trading."""
     try:
-        paper_status(run_dir, book.dir, backtest=False)
+        paper_status(run_dir, book.dir, backtest=False, update_report=True)
     except Exception as exc:  # noqa: BLE001 (reporting only)
         log.warning("paper: status not refreshed: %s", exc)
 

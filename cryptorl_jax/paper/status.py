@@ -1,9 +1,14 @@
 """`cryptorl paper --status`: the paper book at a glance, and its tracking against the backtest.
 
 The backtest of the same hours is `cryptorl evaluate` over [first booked hour, last booked
-hour] on the data as they are now (written to `<book>/backtest/`). Replayed bars track it to
-rounding; live bars differ only where the data changed after an hour was booked (a late or
-revised bar of any asset), which is what the tracking figures measure.
+hour] on the data as they are now. Replayed bars track it to rounding; live bars differ only
+where the data changed after an hour was booked (a late or revised bar of any asset), which is
+what the tracking figures measure.
+
+Reading the status changes nothing in the run or its book: status.json, equity.png and the
+backtest go to `out_dir` (default `<run>-eval/paper-status/`, beside the run). With
+`update_report` they go into the book instead and the run's report.html is re-rendered with
+its paper section (`cryptorl paper --status --update-report`).
 """
 
 from __future__ import annotations
@@ -30,16 +35,26 @@ from cryptorl_jax.walkforward.evaluate import evaluate_window, to_utc
 log = logging.getLogger("cryptorl_jax.paper")
 
 
+STATUS_DIR = "paper-status"  # in <run>-eval/: where --status writes without --update-report
+
+
 def paper_status(run_dir: str | Path, book_dir: str | Path | None = None, *,
                  backtest: bool = True, market: pd.DataFrame | None = None,
-                 now: pd.Timestamp | None = None) -> dict[str, Any]:
+                 now: pd.Timestamp | None = None, out_dir: str | Path | None = None,
+                 update_report: bool = False) -> dict[str, Any]:
     """The book's position, NAV, P&L, costs and (with `backtest`) tracking difference; also
-    written to <book>/status.json, with <book>/equity.png and the run's report page."""
+    written to <out_dir>/status.json with <out_dir>/equity.png and <out_dir>/backtest/
+    (default out_dir: <run>-eval/paper-status/). `update_report`: write them into the book
+    and re-render the run's report.html (its paper section reads the book's files)."""
     run_dir = Path(run_dir)
     book = PaperBook(book_dir if book_dir is not None else run_dir / BOOK_DIR)
     if not book.exists():
         raise FileNotFoundError(f"{book.path}: no paper book (run `cryptorl paper --run "
                                 f"{run_dir} --once` first)")
+    if update_report:
+        dest = book.dir
+    else:
+        dest = Path(out_dir) if out_dir is not None else RunDir(run_dir).reading_dir / STATUS_DIR
     meta, state = book.meta(), book.state()
     ledger = ledger_frame(book)
     out: dict[str, Any] = {"book": str(book.dir), "segment": meta.get("segment"),
@@ -63,14 +78,17 @@ def paper_status(run_dir: str | Path, book_dir: str | Path | None = None, *,
             "turnover": float(ledger["turnover"].sum()),
             "buy_and_hold": float(np.prod(1.0 + ledger["benchmark"].to_numpy()) - 1.0)})
         if backtest:
-            out["tracking"] = _tracking(run_dir, book, meta, ledger, market)
-    write_json(book.dir / STATUS_FILE, out)
-    _plot(book, ledger, out.get("tracking"))
-    _refresh_report(run_dir)
+            out["tracking"] = _tracking(run_dir, dest, meta, ledger, market)
+    out["written_to"] = str(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    write_json(dest / STATUS_FILE, out)
+    _plot(dest, ledger, out.get("tracking"))
+    if update_report:
+        _refresh_report(run_dir)
     return out
 
 
-def _tracking(run_dir: Path, book: PaperBook, meta: dict[str, Any], ledger: pd.DataFrame,
+def _tracking(run_dir: Path, dest: Path, meta: dict[str, Any], ledger: pd.DataFrame,
               market: pd.DataFrame | None) -> dict[str, Any]:
     if market is None:  # the bars the book read: its data directory (live: <book>/data)
         extra = [f"data.data_dir={meta['data_dir']}"] if meta.get("data_dir") else []
@@ -78,7 +96,7 @@ def _tracking(run_dir: Path, book: PaperBook, meta: dict[str, Any], ledger: pd.D
                              ["data.end=null", "data.cache_dir=null", *extra])
         market = load_market(cfg.data, end_on="traded")
     res = evaluate_window(run_dir, int(meta["segment"]), str(ledger.index[0]),
-                          str(ledger.index[-1]), out_dir=book.dir / "backtest", market=market,
+                          str(ledger.index[-1]), out_dir=dest / "backtest", market=market,
                           tearsheet=False)
     bt = res.oos
     common = ledger.index.intersection(bt.index)
@@ -95,20 +113,20 @@ def _tracking(run_dir: Path, book: PaperBook, meta: dict[str, Any], ledger: pd.D
             "backtest_dir": str(res.out_dir)}
 
 
-def _plot(book: PaperBook, ledger: pd.DataFrame, tracking: dict[str, Any] | None) -> None:
+def _plot(dest: Path, ledger: pd.DataFrame, tracking: dict[str, Any] | None) -> None:
     if len(ledger) == 0:
         return
     ax = nav_axes((10, 4.5))
     ax.plot(naive_utc(ledger.index), ledger["nav"].to_numpy(), label="paper (live book)",
             lw=1.6)
-    bt_path = book.dir / "backtest" / "oos_returns.parquet"
+    bt_path = dest / "backtest" / "oos_returns.parquet"
     if tracking is not None and bt_path.is_file():
         bt = pd.read_parquet(bt_path)
         ax.plot(naive_utc(bt.index), np.cumprod(1.0 + bt["strategy"].to_numpy()),
                 label="backtest of the same hours", lw=1.0, ls="--")
         ax.plot(naive_utc(bt.index), np.cumprod(1.0 + bt["benchmark"].to_numpy()),
                 label="buy & hold", lw=0.8, alpha=0.6)
-    save_nav_plot(ax, book.dir / EQUITY_PNG, "paper trading: NAV")
+    save_nav_plot(ax, dest / EQUITY_PNG, "paper trading: NAV")
 
 
 def _refresh_report(run_dir: Path) -> None:

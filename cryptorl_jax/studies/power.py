@@ -51,15 +51,22 @@ import pandas as pd
 from cryptorl_jax.backtest.columns import fitted_baselines
 from cryptorl_jax.backtest.diagnostics import seed_columns
 from cryptorl_jax.backtest.metrics import probabilistic_sharpe, sharpe
-from cryptorl_jax.config import Config, ConfigError, with_overrides
+from cryptorl_jax.config import Config, ConfigError
 from cryptorl_jax.core import provenance
 from cryptorl_jax.core.io import write_atomic
 from cryptorl_jax.core.units import HOURS_PER_YEAR
 from cryptorl_jax.market import load_market
-from cryptorl_jax.market.planted import FAMILIES, META_FILE, ORACLE_FILE
+from cryptorl_jax.market.planted import META_FILE, ORACLE_FILE
 from cryptorl_jax.report import Run, calibration
 from cryptorl_jax.report.markdown import markdown_table
 from cryptorl_jax.report.verdict import edge
+from cryptorl_jax.studies.cells import (  # noqa: F401 (importers read them here)
+    Cell,
+    cells,
+    market_dir,
+    parse_repeats,
+    run_config,
+)
 from cryptorl_jax.studies.planted import write_planted_market
 from cryptorl_jax.walkforward.executor import Executor
 
@@ -72,17 +79,6 @@ DETECTIONS = {"detected": "verdict", "detected_psr": "PSR only", "oracle_detecte
 ABLATION_MARKER = "<!-- ablation: scripts/power_ablation.py -->"
 
 
-@dataclass(frozen=True)
-class Cell:
-    family: str
-    strength: float
-    repeat: int
-
-    @property
-    def tag(self) -> str:
-        return f"{self.family}-s{self.strength:g}-r{self.repeat}"
-
-
 @dataclass
 class PowerResult:
     rows: pd.DataFrame
@@ -90,54 +86,6 @@ class PowerResult:
     out_dir: Path
     doc: Path | None
     seconds: float
-
-
-def parse_repeats(text: str) -> int | dict[str, int]:
-    """--repeats: one count for every family ("3") or one per family ("trend=3,lead=1")."""
-    text = text.strip()
-    if "=" not in text:
-        try:
-            return int(text)
-        except ValueError:
-            raise ValueError(f"--repeats: expected a count or FAMILY=COUNT pairs, got "
-                             f"{text!r}") from None
-    out: dict[str, int] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        family, _, count = part.partition("=")
-        try:
-            out[family.strip()] = int(count)
-        except ValueError:
-            raise ValueError(f"--repeats: {part!r} is not FAMILY=COUNT") from None
-    return out
-
-
-def cells(families: Sequence[str], strengths: Sequence[float],
-          repeats: int | Mapping[str, int]) -> list[Cell]:
-    """The runs of a power study; `none` runs once per repeat at strength 0 whatever the
-    strengths asked for (its edge has no strength). `repeats`: one count for every family, or
-    a count per family (every family asked for needs one)."""
-    out: list[Cell] = []
-    for f in families:
-        if f not in FAMILIES:
-            raise ValueError(f"--edge: unknown family {f!r} (known: {', '.join(FAMILIES)})")
-        if isinstance(repeats, Mapping):
-            if f not in repeats:
-                raise ValueError(f"--repeats names no count for family {f!r}")
-            n = repeats[f]
-        else:
-            n = repeats
-        if n < 1:
-            raise ValueError(f"--repeats must be >= 1, got {n} for {f}")
-        levels = [0.0] if f == "none" else [float(s) for s in strengths]
-        for s in levels:
-            if not s >= 0:
-                raise ValueError(f"--strength must be >= 0, got {s}")
-            out += [Cell(f, s, r) for r in range(n)]
-    return out
-
-
-def _market_dir(out_dir: Path, cfg: Config, cell: Cell) -> Path:
-    return out_dir / f"{cfg.run_name}-markets" / cell.tag
 
 
 def ensure_market(path: Path, cell: Cell) -> Path:
@@ -155,11 +103,6 @@ def ensure_market(path: Path, cell: Cell) -> Path:
 
 # tests replace it with a writer of a shorter span (None: studies.planted.write_planted_market)
 planted_writer = None
-
-
-def run_config(cfg: Config, cell: Cell, data_dir: Path) -> Config:
-    return with_overrides(cfg, [f"data.data_dir={data_dir}",
-                                f"run_name={cfg.run_name}-{cell.tag}"])
 
 
 def oracle_oos_returns(cfg: Config, data_dir: Path, run: Any) -> pd.Series:
@@ -495,7 +438,7 @@ def run_power(cfg: Config, out_dir: str | Path, families: Sequence[str],
                           cfg.source)
     rows = []
     for cell in todo:
-        data_dir = ensure_market(_market_dir(out_dir, cfg, cell), cell)
+        data_dir = ensure_market(market_dir(out_dir, cfg, cell), cell)
         run_cfg = run_config(cfg, cell, data_dir)
         run_dir = out_dir / run_cfg.run_name
         log.info("power %s: %s -> %s", cfg.run_name, cell.tag, run_dir)

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from cryptorl_jax.config import Config, ConfigError, with_overrides
+from cryptorl_jax.config import Config
 from cryptorl_jax.report.runs import write_comparison
+from cryptorl_jax.studies.cells import study_configs
 from cryptorl_jax.studies.study_doc import write_study_doc
 from cryptorl_jax.walkforward import driver
 
@@ -32,17 +33,6 @@ class StudyResult:
     compare_dir: Path
     doc: Path | None
     seconds: dict[str, float]
-
-
-def study_configs(cfg: Config) -> list[tuple[str, Config]]:
-    """(name, config) of every run of the study."""
-    if not cfg.study.runs:
-        raise ConfigError("study.runs", "a study needs at least one run", cfg.source)
-    out = []
-    for r in cfg.study.runs:
-        run_cfg = with_overrides(cfg, [*r.set, f"run_name={cfg.run_name}-{r.name}"])
-        out.append((r.name, run_cfg))
-    return out
 
 
 def run_study(cfg: Config, out_dir: str | Path, *, resume: bool = False,

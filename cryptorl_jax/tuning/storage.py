@@ -17,6 +17,7 @@ import numpy as np
 from cryptorl_jax.backtest.overfitting import selection_overfitting
 from cryptorl_jax.config import (
     Config,
+    digest_dict,
     identity,
     load_config,
     with_overrides,
@@ -81,7 +82,7 @@ def study_digest(cfg: Config) -> str:
 def legacy_study_digest(cfg: Config) -> str:
     """The digest studies recorded before `config.identity` (the output section and
     wfo.trial_log removed from the dict, not reset): accepted when such a study resumes."""
-    raw = cfg.to_dict()
+    raw = digest_dict(cfg.to_dict())
     raw.pop("output", None)
     raw["wfo"].pop("trial_log", None)
     return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -15,20 +15,23 @@ import jax
 import numpy as np
 import pandas as pd
 
-from cryptorl_jax.config import Config, check_rows
+from cryptorl_jax.config import Config
 from cryptorl_jax.core.rundir import SegmentDir
 from cryptorl_jax.env.trading import MarketData, StartRange
 from cryptorl_jax.features import (
     RobustScaler,
-    build_features,
-    ffd_weights,
     select_ffd_d,
-    warmup_rows,
 )
 from cryptorl_jax.market import load_market
 from cryptorl_jax.regimes import RegimeModel, regime_frame
 from cryptorl_jax.training.data import TrainData
-from cryptorl_jax.walkforward.segments import Segment, make_segments
+from cryptorl_jax.walkforward.layout import (  # noqa: F401 (lookback_rows: importers read it here)
+    build_run_features,
+    lookback_rows,
+    run_offset,
+    run_segments,
+)
+from cryptorl_jax.walkforward.segments import Segment
 
 STAGE_MAE, STAGE_TRAIN, STAGE_RANDOM_ENCODER = 1, 2, 3
 
@@ -36,11 +39,6 @@ STAGE_MAE, STAGE_TRAIN, STAGE_RANDOM_ENCODER = 1, 2, 3
 # --------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------
-
-
-def lookback_rows(cfg: Config) -> int:
-    """L: rows before a slice's first decision row (observation window and realised vol)."""
-    return max(cfg.env.window - 1, cfg.env.vol_window) + 1
 
 
 def segment_key(cfg: Config, index: int, stage: int) -> jax.Array:
@@ -73,12 +71,10 @@ class RunData:
         without, no segments (evaluate and a tuning trial choose their own rows)."""
         traded = cfg.data.traded_asset
         features = build_run_features(cfg, market)
-        offset = warmup_rows(features) + lookback_rows(cfg)
+        offset = run_offset(cfg, features)
         segments: list[Segment] = []
         if with_segments:
-            check_rows(cfg, len(market) - offset,
-                       f"the data after its {offset}-row feature warm-up")
-            segments = make_segments(len(market), cfg.wfo, offset=offset, source=cfg.source)
+            segments = run_segments(cfg, len(market), offset)
         close = market[f"{traded}_close"].to_numpy(dtype=np.float64)
         return cls(market=market, features=features, offset=offset, segments=segments,
                    traded=traded, close=close)
@@ -91,26 +87,6 @@ class RunData:
         if col not in self.market.columns:
             return np.ones(len(self.market), bool)
         return self.market[col].to_numpy(dtype=np.float64) > 0
-
-
-def _ffd_for_warmup(cfg: Config) -> float | None:
-    """The d whose FFD window is longest (fixes the warm-up for every segment's d)."""
-    f = cfg.features
-    if not f.ffd:
-        return None
-    if f.ffd_d != "auto":
-        return float(f.ffd_d)
-    return max(f.ffd_d_grid, key=lambda d: len(ffd_weights(d, f.ffd_threshold)))
-
-
-def build_run_features(cfg: Config, market: pd.DataFrame,
-                       ffd_d: float | dict[str, float] | None = None) -> pd.DataFrame:
-    d = ffd_d if ffd_d is not None else _ffd_for_warmup(cfg)
-    # The features' close-to-close vol (read by the HMM) is a daily-unit rolling std over
-    # features.range_vol_window hours, like the range estimators: the env's leverage estimate
-    # (env.vol_*) is a separate, slower quantity.
-    return build_features(market, cfg.features, ffd_d=d,
-                          vol_window=cfg.features.range_vol_window, vol_horizon_hours=24)
 
 
 def prepare_run(cfg: Config, market: pd.DataFrame | None = None) -> RunData:

@@ -4,7 +4,8 @@ Loads the run's resolved config and the segment's fitted scaler, regime model, F
 encoder and agents, rebuilds the causal features on the current data (by default with
 `data.end` lifted, so the newest bars are included), and runs the same OOS backtest as the
 walk-forward driver over [start, end]. Windows that overlap the segment's train rows are
-in-sample for that agent: the output says how many hours are.
+in-sample for that agent: the output says how many hours are. It only reads the run: the
+outputs go to `out_dir`, by default `<run>-eval/segment<k>_<start>_<end>/` beside it.
 """
 
 from __future__ import annotations
@@ -111,7 +112,8 @@ def evaluate_window(run: Run | str | Path, segment: int | None = None, start: An
     metrics = oos_lib.strategy_metrics(oos)
     comparison = oos_lib.series_table(oos)
     out = Path(out_dir) if out_dir is not None else (
-        run_dir / f"eval_segment{segment}_{index[start_row]:%Y%m%d%H}_{index[end_row]:%Y%m%d%H}")
+        rd.reading_dir
+        / f"segment{segment}_{index[start_row]:%Y%m%d%H}_{index[end_row]:%Y%m%d%H}")
     out.mkdir(parents=True, exist_ok=True)
     write_parquet(out / "oos_returns.parquet", oos)
     write_json(out / "metrics.json", {**metrics, "segment": segment,

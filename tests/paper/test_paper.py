@@ -24,7 +24,7 @@ import pytest
 
 from cryptorl_jax.config import load_config, with_overrides
 from cryptorl_jax.core.names import BUNDLED_FILES
-from cryptorl_jax.market import load_market, planted
+from cryptorl_jax.market import load_market
 from cryptorl_jax.paper.book import PaperBook, PaperBookError
 from cryptorl_jax.paper.feeds import CcxtFeed, FeedError, feeds_for, parse_sources
 from cryptorl_jax.paper.session import live, replay
@@ -40,19 +40,9 @@ TOL = 1e-9
 
 
 @pytest.fixture(scope="module")
-def paper_run(tmp_path_factory):
-    base = tmp_path_factory.mktemp("paper")
-    data = base / "data"
-    planted.write_planted_files(data, "trend", 4.0, 0, template_dir=ROOT / "data",
-                                start="2023-12-01", end="2024-02-20")
-    cfg = load_config(None, [*TINY_WFO, "run_name=paper", "wfo.max_segments=1",
-                             f"data.data_dir={data}", "data.cache_dir=null",
-                             "output.plots=false"])
-    run_dir = base / "run"
-    driver.run(cfg, run_dir)
-    market = load_market(with_overrides(cfg, ["data.end=null"]).data)
-    test = pd.read_parquet(run_dir / "segment_0" / "oos.parquet").index
-    return run_dir, data, market, test
+def paper_run(tiny_planted_run):
+    """The session's tiny run on a planted market read from files (tests/conftest.py)."""
+    return tiny_planted_run
 
 
 def _assert_equals_evaluate(run_dir, ledger, market, tmp_path):
@@ -295,9 +285,17 @@ def test_cli_status_and_report_section(paper_run, tmp_path, capsys):
     run_dir, _, market, test = paper_run
     # a live book in <run>/paper, made by replaying into it
     replay(run_dir, str(test[10]), str(test[14]), market=market, book_dir=run_dir / "paper")
+    page = (run_dir / "report.html").read_text()
     assert main(["paper", "--run", str(run_dir), "--status"]) == 0
     out = capsys.readouterr().out
     assert "5 hours booked" in out and "backtest of the same 5 hours" in out
+    # reading the status changes neither the run's report nor its book
+    assert (run_dir / "report.html").read_text() == page
+    assert not (run_dir / "paper" / "status.json").exists()
+    assert (run_dir.parent / "run-eval" / "paper-status" / "status.json").is_file()
+    # --update-report opts in: the book gets the status and the report its paper section
+    assert main(["paper", "--run", str(run_dir), "--status", "--update-report"]) == 0
+    assert (run_dir / "paper" / "status.json").is_file()
     html = (run_dir / "report.html").read_text()
     assert "Paper trading (segment 0" in html
     assert main(["paper", "--run", str(tmp_path / "nope"), "--status"]) == 2
