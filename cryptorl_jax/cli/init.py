@@ -1,8 +1,4 @@
-"""Start a project folder: the package's configs, ready to run from any directory.
-
-    cryptorl init DIR [--data DATA_DIR] [--force]
-
-Writes DIR/quick.yaml (the starter: a small but real walk-forward run, minutes on a 2-core
+"""Start a project folder: the package's configs, ready to run from any directory. Writes DIR/quick.yaml (the starter: a small but real walk-forward run, minutes on a 2-core
 CPU) and the other bundled configs beside it (tune_quick.yaml, study.yaml and power.yaml build
 on quick.yaml with `base: quick.yaml`; full.yaml and long_history.yaml stand alone), with
 data.data_dir pointed at the data (default: the bundled data of a source checkout or editable
@@ -16,11 +12,15 @@ import sys
 from pathlib import Path
 
 from cryptorl_jax.cli.common import run_command
+from cryptorl_jax.cli.style import command_parser
+
+EXAMPLES = ("cryptorl init myproject                  # configs + where the bundled data is",
+            "cryptorl wfo --config myproject/quick.yaml",
+            "cryptorl init myproject --data /data/hourly --force   # other data, overwrite")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="cryptorl init", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser("init", __doc__, EXAMPLES)
     p.add_argument("dir", help="the project folder (created if missing)")
     p.add_argument("--data", default=None,
                    help="folder of the hourly data files (default: the bundled data if this "

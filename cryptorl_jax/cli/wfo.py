@@ -25,7 +25,7 @@ EXAMPLES = (
     "cryptorl wfo --config configs/quick.yaml --segments 2 --resume   # ... the segments",
     "cryptorl wfo --config configs/quick.yaml --report-only       # rebuild the report",
     "cryptorl wfo --config configs/full.yaml --executor ray --address HEAD_IP:6379",
-    "cryptorl wfo --config configs/quick.yaml --dry-run           # the plan: segments, steps, resume",
+    "cryptorl wfo --config configs/quick.yaml --dry-run           # the plan only",
 )
 
 
