@@ -1,4 +1,5 @@
-"""Start a project folder: the package's configs, ready to run from any directory. Writes DIR/quick.yaml (the starter: a small but real walk-forward run, minutes on a 2-core
+"""Start a project folder: the package's configs, ready to run from any directory. Writes
+DIR/quick.yaml (the starter: a small but real walk-forward run, minutes on a 2-core
 CPU) and the other bundled configs beside it (tune_quick.yaml, study.yaml and power.yaml build
 on quick.yaml with `base: quick.yaml`; full.yaml and long_history.yaml stand alone), with
 data.data_dir pointed at the data (default: the bundled data of a source checkout or editable
