@@ -1,17 +1,22 @@
 """What the subcommands share: the config arguments (--config, --set, --out, -q, -v), loading
 the config they name (and applying -v), and the one rule that turns an outcome into an exit
-code: 0 done, 2 the user's input was refused (bad config, data, file or value, a missing
-optional package: one line naming it), 130 interrupted. The project's modules are imported on
-first use, so `--help` stays fast."""
+code: 0 done, 1 a file or folder could not be written (a read-only folder, a full disk: one line
+naming it), 2 the user's input was refused (bad config, data, file or value, a run directory
+another process is writing, a missing optional package: one line naming it), 130 interrupted.
+The project's modules are imported on first use, so `--help` stays fast."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 RESUME_HINT = "run again with --resume to continue"
+# what the machine refuses, not the program: one line, no traceback
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                         errno.EIO, errno.EFBIG})
 
 
 def add_config_arguments(p: argparse.ArgumentParser, *,
@@ -59,12 +64,15 @@ def run_command(name: str, body: Callable[[], int | None], *,
                 errors: tuple[type[BaseException], ...] = (),
                 interrupted: str = RESUME_HINT) -> int:
     """Run a subcommand's body with CLI logging; an input error (ConfigError,
-    DataValidationError, FileNotFoundError, ValueError and `errors`) prints `NAME: error: ...`
-    and gives 2, as does a missing optional package (`core.extras`: one line naming the module
-    and the extra that installs it); Ctrl-C prints `NAME: interrupted; <interrupted>` and
-    gives 130."""
+    DataValidationError, FileNotFoundError, ValueError, RunLockedError and `errors`) prints
+    `NAME: error: ...` and gives 2, as does a missing optional package (`core.extras`: one line
+    naming the module and the extra that installs it); a write the system refused
+    (`core.io.WriteError`, or an OSError of DISK_ERRNOS) prints `NAME: error: ...` naming the
+    file and gives 1; Ctrl-C prints `NAME: interrupted; <interrupted>` and gives 130."""
     from cryptorl_jax.config import ConfigError
     from cryptorl_jax.core.extras import known_missing, missing_text
+    from cryptorl_jax.core.io import WriteError
+    from cryptorl_jax.core.runlock import RunLockedError
     from cryptorl_jax.market import DataValidationError
     from cryptorl_jax.training.logging import configure_cli_logging
 
@@ -74,7 +82,8 @@ def run_command(name: str, body: Callable[[], int | None], *,
     except KeyboardInterrupt:
         print(f"{name}: interrupted; {interrupted}", file=sys.stderr)
         return 130
-    except (ConfigError, DataValidationError, FileNotFoundError, ValueError, *errors) as exc:
+    except (ConfigError, DataValidationError, FileNotFoundError, ValueError, RunLockedError,
+            *errors) as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
     except ImportError as exc:
@@ -85,4 +94,9 @@ def run_command(name: str, body: Callable[[], int | None], *,
             missing_text(module, f"cryptorl {name}")
         print(f"{name}: error: {text}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if not isinstance(exc, WriteError) and exc.errno not in DISK_ERRNOS:
+            raise
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 1
     return 0 if rc is None else int(rc)

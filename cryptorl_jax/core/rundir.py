@@ -11,6 +11,7 @@
         equity_curve.png, tearsheet.html    the aggregate report (report.write)
         segment_<k>_regimes.png             each segment's filtered regimes
         tensorboard/                        scalars per segment and the run's hparams
+        locks/                              who is writing the run (core.runlock)
         batch_<a>-<b>/train/                a batch's training checkpoints (segments_per_batch)
         segment_<k>/                        SegmentDir
             transforms.json, scaler.json, regime_model.json, regime_stats.json

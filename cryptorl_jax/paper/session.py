@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from cryptorl_jax.config import load_config
+from cryptorl_jax.core.io import check_writable
 from cryptorl_jax.core.rundir import RunDir
 from cryptorl_jax.market import DataValidationError, load_market
 from cryptorl_jax.paper.book import PaperBook
@@ -140,6 +141,7 @@ def replay(run_dir: str | Path, start: str, end: str, *, segment: int | None = N
     first, last = index[start_row], index[end_row]
     book = PaperBook(book_dir if book_dir is not None
                      else replay_book_dir(run_dir, agent.index, first, last))
+    check_writable(book.dir, "the paper book's directory")  # before the first hour
     trader = PaperTrader(agent, book, mode="replay", start=first)
     state = book.state()
     booked, warnings = 0, []
@@ -204,6 +206,7 @@ def live(run_dir: str | Path, feeds: Sequence[Feed], *, segment: int | None = No
     run_dir = Path(run_dir)
     agent = SegmentAgent(run_dir, segment, overrides)
     book = PaperBook(book_dir if book_dir is not None else run_dir / "paper")
+    check_writable(book.dir, "the paper book's directory")  # before the first cycle
     trader: PaperTrader | None = None
     booked, warnings, cycles = 0, [], 0
     previous_now: pd.Timestamp | None = None

@@ -69,6 +69,7 @@ import numpy as np
 import pandas as pd
 
 from cryptorl_jax.config import Config, ConfigError
+from cryptorl_jax.core.io import check_writable
 from cryptorl_jax.market import load_market
 from cryptorl_jax.tuning.space import (
     check_population_space,
@@ -258,6 +259,7 @@ def run_study(cfg: Config, n_trials: int, storage: str | None = None,
         raise ValueError("tuning on a Ray executor sends population batches to the tasks: give "
                          "--population P (P trials per task)")
     workdir = Path(workdir)
+    check_writable(workdir, "the study directory")  # before any trial is trained
     workdir.mkdir(parents=True, exist_ok=True)
     storage_url = storage or f"sqlite:///{(workdir / 'study.db').absolute()}"
     study_name = study_name or f"{cfg.run_name}-tune"

@@ -12,12 +12,19 @@ For the segments of `data.prepare_run` (features built once for the run: they ar
      directory, `run_batch_in_scratch` does the same in a scratch directory and returns the
      segments as archives, which are installed here (`writer.install_segment`);
   4. rebuilds the run's report (report.write) from all finished segments.
+Before any of it the run and output directories must be writable (`core.io.check_writable`),
+and the segments it computes are claimed (`core.runlock.SegmentClaim`): a second process whose
+segments overlap is refused naming this one; processes with disjoint --segments share the run,
+taking turns (`runlock.run_files_lock`) at the files they all rewrite: config.yaml,
+run_info.json and the report.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import secrets
 import shutil
 import tempfile
 import time
@@ -32,8 +39,9 @@ from tqdm.auto import tqdm
 from cryptorl_jax.config import Config, ConfigError, identity
 from cryptorl_jax.core import provenance
 from cryptorl_jax.core.hooks import NO_HOOKS, Hooks
-from cryptorl_jax.core.io import write_atomic, write_json
+from cryptorl_jax.core.io import check_writable, write_atomic, write_json
 from cryptorl_jax.core.rundir import RunDir
+from cryptorl_jax.core.runlock import RunLockedError, SegmentClaim, holder_record, run_files_lock
 from cryptorl_jax.report.write import write_report
 from cryptorl_jax.training.logging import ScalarLogger
 from cryptorl_jax.walkforward.data import RunData, prepare_run
@@ -63,17 +71,31 @@ def run(cfg: Config, workdir: str | Path, *, resume: bool = False, report_only: 
     other in this process); a `cluster.RayExecutor` runs them as Ray tasks. `hooks` (tests)
     interrupt the run as a kill would: see cryptorl_jax.core.hooks.
     """
+    with contextlib.ExitStack() as held:  # this run's claim on its segments, released at the end
+        return _run(cfg, Path(workdir), held, resume=resume, report_only=report_only,
+                    progress=progress, market=market, hooks=hooks, executor=executor)
+
+
+def _run(cfg: Config, workdir: Path, held: contextlib.ExitStack, *, resume: bool,
+         report_only: bool, progress: bool | None, market: pd.DataFrame | None, hooks: Hooks,
+         executor: Executor | None) -> RunResult:
     t0 = time.perf_counter()
-    workdir = Path(workdir)
+    # a read-only directory is found before any work (the registry is in the output dir)
+    check_writable(workdir, "the run directory")
+    check_writable(workdir.parent, "the output directory")
     progress = cfg.output.progress if progress is None else progress
     run_data = None
     if not report_only:  # bad data or a bad --segments fails here, before the run dir exists
         run_data = prepare_run(cfg, market)
     workdir.mkdir(parents=True, exist_ok=True)
     rd = RunDir(workdir)
-    _check_run_config(cfg, rd)
+    mine = [s.index for s in run_data.segments] if run_data is not None else []
+    claim = held.enter_context(SegmentClaim(
+        workdir, mine, holder_record(mine, identity(cfg).digest())))
     ex = executor if executor is not None else LocalExecutor()
-    info = _start_run_info(rd, report_only, ex.name)
+    with run_files_lock(workdir):
+        _check_run_config(cfg, rd, claim.others())
+        info = _start_run_info(rd, report_only, ex.name)
     ran: list[int] = []
     skipped: list[int] = []
     if run_data is not None:
@@ -90,23 +112,35 @@ def run(cfg: Config, workdir: str | Path, *, resume: bool = False, report_only: 
                 shutil.rmtree(out.path)
             pending.append(seg)
         if not resume:  # the batches' training checkpoints belong to the run started over
-            for stale in rd.batch_dirs():
+            for stale in _stale_batch_dirs(rd, claim.others()):
                 shutil.rmtree(stale)
         ran = _run_pending(cfg, run_data, pending, rd, ex, progress=progress, resume=resume,
                            hooks=hooks)
-    report = write_report(cfg, workdir)
-    _finish_run_info(rd, info, ran, skipped, time.perf_counter() - t0)
+    with run_files_lock(workdir):  # one report at a time: the last one sees every segment
+        report = write_report(cfg, workdir)
+        _finish_run_info(rd, info, ran, skipped, time.perf_counter() - t0)
     return RunResult(workdir=workdir, segments_run=ran, segments_skipped=skipped,
                      seconds=time.perf_counter() - t0, report=report)
 
 
-def _check_run_config(cfg: Config, rd: RunDir) -> None:
+def _check_run_config(cfg: Config, rd: RunDir, others: Sequence[dict[str, Any]] = ()
+                      ) -> None:
     """Write config.yaml (the run's `config.identity`), or refuse a run directory whose
-    finished segments came from a different config. A directory with no finished segment (a
-    run that stopped on bad input, or was killed in its first segment) holds nothing worth
-    keeping: its partial segments are removed and the new config replaces the old one."""
+    finished segments came from a different config, or that a live process (`others`: their
+    segment claims' records) is computing with a different config. A directory with no
+    finished segment (a run that stopped on bad input, or was killed in its first segment)
+    holds nothing worth keeping: its partial segments are removed and the new config replaces
+    the old one."""
     ident = identity(cfg)
     digest = ident.digest()
+    for rec in others:
+        if rec.get("config_digest") not in (None, digest):
+            raise RunLockedError(
+                f"{rd.path} is being computed with another config (digest "
+                f"{rec['config_digest']} != {digest}) by pid {rec.get('pid')} on "
+                f"{rec.get('host')}, started {rec.get('started')}, segments "
+                f"{rec.get('segments')}, command: {rec.get('command')}; use another run_name "
+                "or --out")
     held = rd.config_digest.read_text().strip() if rd.config_digest.exists() else None
     if held is not None and held != digest:
         if rd.finished_segments():
@@ -132,22 +166,55 @@ def _start_run_info(rd: RunDir, report_only: bool, executor_name: str) -> dict[s
         except (json.JSONDecodeError, AttributeError):
             log.warning("%s: unreadable, replaced", rd.run_info)
     info = {**provenance.run_info(), "report_only": report_only, "executor": executor_name,
-            "history": history}
+            "invocation": secrets.token_hex(8), "history": history}
     write_json(rd.run_info, info)
     return info
 
 
 def _finish_run_info(rd: RunDir, info: dict[str, Any], ran: list[int], skipped: list[int],
                      seconds: float) -> None:
+    """Complete this invocation's record in run_info.json as the file holds it now: a process
+    of the same run (disjoint --segments) may have added its own record since this one began,
+    and keeps it (this record is completed where it is, at the top or in the history)."""
     segs = {}
     for k in ran:
         if rd.segment(k).is_done():
             t = rd.segment(k).done_meta().get("timings", {})
             segs[str(k)] = {key: t.get(key) for key in ("segment_s", "rss_mb", "peak_rss_mb")}
-    write_json(rd.run_info, {**info, "finished": provenance.now(), "seconds": seconds,
-                             "loadavg_end": provenance.loadavg(), "segments_run": ran,
-                             "segments_skipped": skipped, "segment_memory": segs,
-                             "peak_rss_mb": provenance.peak_rss_mb()})
+    done = {key: value for key, value in info.items() if key != "history"}
+    done.update({"finished": provenance.now(), "seconds": seconds,
+                 "loadavg_end": provenance.loadavg(), "segments_run": ran,
+                 "segments_skipped": skipped, "segment_memory": segs,
+                 "peak_rss_mb": provenance.peak_rss_mb()})
+    try:
+        now = json.loads(rd.run_info.read_text())
+    except (OSError, json.JSONDecodeError):
+        now = None
+    if not isinstance(now, dict):  # gone or damaged: this record and its own history
+        now = {"invocation": info.get("invocation"), "history": info.get("history", [])}
+    if now.get("invocation") == info.get("invocation"):
+        write_json(rd.run_info, {**done, "history": now.get("history", [])})
+        return
+    history = now.get("history", [])
+    at = [i for i, rec in enumerate(history) if rec.get("invocation") == info.get("invocation")]
+    if at:
+        history[at[-1]] = done
+    else:
+        history.append(done)
+    write_json(rd.run_info, {**now, "history": history})
+
+
+def _stale_batch_dirs(rd: RunDir, others: Sequence[dict[str, Any]]) -> list[Path]:
+    """The batch_<a>-<b>/ checkpoint folders a fresh (not --resume) run removes: all but those
+    of a live process computing other segments of the run (a batch is named by its first and
+    last segment, both that process's)."""
+    theirs = {int(k) for rec in others for k in rec.get("segments", [])}
+    out = []
+    for path in rd.batch_dirs():
+        first, _, last = path.name.removeprefix("batch_").partition("-")
+        if not (first.isdigit() and last.isdigit() and {int(first), int(last)} & theirs):
+            out.append(path)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
