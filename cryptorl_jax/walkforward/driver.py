@@ -3,7 +3,8 @@
 For the segments of `data.prepare_run` (features built once for the run: they are causal) it
   1. checks the run directory's config (`config.identity`: a finished segment of another
      config is refused) and records the invocation in run_info.json;
-  2. skips the segments finished before (--resume) or clears them;
+  2. skips the segments finished before (--resume; a finished segment whose files do not
+     match its DONE record is moved aside and computed again) or clears them;
   3. cuts the pending segments into batches of wfo.segments_per_batch (`segment_batches`) and
      hands each batch to the executor (walkforward.executor) as `run_batch`: the runner
      computes the batch (`runner.run_segments`: transforms, encoder, baselines, TQC, the OOS
@@ -40,7 +41,12 @@ from cryptorl_jax.walkforward.data import RunData, prepare_run
 from cryptorl_jax.walkforward.executor import Executor, LocalExecutor
 from cryptorl_jax.walkforward.runner import SegmentControls, run_segments
 from cryptorl_jax.walkforward.segments import Segment
-from cryptorl_jax.walkforward.writer import install_segment, pack_segment, write_segment_files
+from cryptorl_jax.walkforward.writer import (
+    install_segment,
+    pack_segment,
+    set_aside,
+    write_segment_files,
+)
 
 log = logging.getLogger("cryptorl_jax.walkforward")
 
@@ -83,9 +89,14 @@ def run(cfg: Config, workdir: str | Path, *, resume: bool = False, report_only: 
         for seg in run_data.segments:
             out = rd.segment(seg.index)
             if resume and out.is_done():
-                skipped.append(seg.index)
-                log.info("segment %d: finished before, skipped (--resume)", seg.index)
-                continue
+                damage = out.damage()  # its files against the checksums in its DONE record
+                if damage is None:
+                    skipped.append(seg.index)
+                    log.info("segment %d: finished before, skipped (--resume)", seg.index)
+                    continue
+                aside = set_aside(rd, seg.index)  # nothing deleted; train/ stays in place
+                log.warning("segment %d is damaged: %s; its folder is moved aside to %s and "
+                            "the segment computed again", seg.index, damage, aside)
             if not resume and out.path.exists():
                 shutil.rmtree(out.path)
             pending.append(seg)
