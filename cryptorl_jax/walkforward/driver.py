@@ -242,7 +242,8 @@ def run_batch(cfg: Config, run: RunData, segs: Sequence[Segment], rd: RunDir, *,
     the agents of K segments train in one compiled step), then each written into its own
     segment directory with its own DONE record, in order (`writer.write_segment_files`).
     Returns the DONE records written. A segment of the batch already DONE (a resumed batch) is
-    trained again with the others but not rewritten. The batch's training checkpoints live in
+    trained again with the others but not rewritten (its encoder is saved into a scratch
+    folder). The batch's training checkpoints live in
     rd.batch(first, last) (K > 1) or the segment's own directory (K = 1)."""
     t_seg = time.perf_counter()
     k = len(segs)
@@ -256,11 +257,16 @@ def run_batch(cfg: Config, run: RunData, segs: Sequence[Segment], rd: RunDir, *,
                   else rd.tensorboard / train_dir.name)
     logger = ScalarLogger(tb_dir)
     dones = []
+    # a finished segment of a resumed batch is computed again into a scratch folder: its own
+    # files (its encoder's among them) stay byte for byte as its DONE record vouches
+    spare = Path(tempfile.mkdtemp(prefix="cryptorl-finished-"))
+    workdirs = [spare / f"segment_{s.index}" if k > 1 and rd.segment(s.index).is_done()
+                else rd.segment(s.index).path for s in segs]
     try:
         controls = SegmentControls(logger=logger, tensorboard_dir=tb_dir, progress=progress,
                                    resume=resume, hooks=hooks)
-        outcomes = run_segments(cfg, run, segs, [rd.segment(s.index).path for s in segs],
-                                train_dir, eval_rows=[(s.test_start, s.test_end) for s in segs],
+        outcomes = run_segments(cfg, run, segs, workdirs, train_dir,
+                                eval_rows=[(s.test_start, s.test_end) for s in segs],
                                 controls=controls, with_baselines=True, with_insample=True)
         for seg, outcome in zip(segs, outcomes, strict=True):
             if k > 1 and rd.segment(seg.index).is_done():
@@ -270,6 +276,7 @@ def run_batch(cfg: Config, run: RunData, segs: Sequence[Segment], rd: RunDir, *,
             dones.append(write_segment_files(cfg, run, seg, rd, outcome, hooks, t_seg))
     finally:
         logger.close()
+        shutil.rmtree(spare, ignore_errors=True)
     return dones
 
 

@@ -135,10 +135,11 @@ def pack_segment(rd: RunDir, index: int) -> bytes:
     """tar.gz of what a segment wrote: segment_<k>/ (without train/ checkpoints),
     tensorboard/segment_<k>/ and segment_<k>_regimes.png."""
     seg = rd.segment(index)
+    train = f"{seg.path.name}/{seg.checkpoints.name}"  # not train_history.json
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         tar.add(seg.path, arcname=seg.path.name,
-                filter=lambda ti: None if ti.name.startswith(f"{seg.path.name}/train")
+                filter=lambda ti: None if ti.name == train or ti.name.startswith(f"{train}/")
                 else ti)
         tb = rd.tensorboard_segment(index)
         if tb.is_dir():
