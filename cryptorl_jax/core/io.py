@@ -155,3 +155,9 @@ def write_json(path: Path, obj: Any) -> None:
 
 def write_parquet(path: Path, frame: pd.DataFrame) -> None:
     _replace_via_temp(path, frame.to_parquet)
+
+
+def plain_json(obj: Any) -> Any:
+    """`obj` as `write_json` writes it and json.loads reads it back (NumPy scalars and arrays
+    as numbers and lists, tuples as lists, other objects as strings)."""
+    return json.loads(json.dumps(obj, default=_json_default))

@@ -21,7 +21,11 @@
             agents/, train_history.json     the trained population and its curves
             oos.parquet, series_metrics.csv, metrics.json, regime_metrics.csv,
             stationarity.csv                the segment's OOS backtest
-            DONE                            written last: the segment is finished
+            DONE                            written last: the segment is finished, with the
+                                            size and sha256 of every file above but train/
+                                            (`SegmentDir.sealed_done`, `SegmentDir.damage`)
+        segment_<k>.damaged-<time>/         a finished segment found damaged by --resume,
+                                            moved aside (walkforward.writer.set_aside)
 
 Nothing here imports JAX: a finished run is read (cryptorl_jax.report.runs) without it.
 """
@@ -33,8 +37,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptorl_jax.core.integrity import (
+    FILES,
+    is_sealed,
+    manifest,
+    manifest_problem,
+    read_record,
+    seal,
+    seal_problem,
+)
+from cryptorl_jax.core.io import plain_json
+
 DONE = "DONE"
 REGISTRY = "runs.jsonl"
+RECOVER = "run again with --resume"
+
+
+class SegmentDamagedError(ValueError):
+    """A finished segment whose DONE record is unreadable or whose files do not match it."""
 
 
 @dataclass(frozen=True)
@@ -128,8 +148,66 @@ class SegmentDir:
 
     def done_meta(self) -> dict[str, Any]:
         """The DONE marker's record: rows, periods, timings, OOS Sharpe, env steps, the final
-        entropy coefficient and policy entropy ("entropy")."""
-        return json.loads(self.done.read_text())
+        entropy coefficient and policy entropy ("entropy"), the files it vouches for
+        ("files"). An unreadable record raises `SegmentDamagedError`, naming the file."""
+        record, problem = read_record(self.done)
+        if problem is not None:
+            raise SegmentDamagedError(self.damaged_message(f"{self.done}: {problem}"))
+        return record
+
+    def sealed_done(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The DONE record to write once every other file of the segment is written: `record`
+        with the size and sha256 of each of them (its training checkpoints, train/, left
+        out: they are scratch state, checked when restored) and the record's own sha256."""
+        return seal(plain_json(record), manifest(self.path, skip=(DONE, "train")))
+
+    def damage(self) -> str | None:
+        """None when this finished segment is whole; else what is wrong, naming the file: its
+        DONE record unreadable, or a file it vouches for missing, of another size or of other
+        contents. A DONE record written before the checksums (no "files") is checked by
+        loading: its JSON files parse and its Parquet files' footers read."""
+        record, problem = read_record(self.done)
+        if problem is None and is_sealed(record):
+            problem = seal_problem(record)
+            if problem is None:
+                return manifest_problem(self.path, record[FILES])
+        if problem is not None:
+            return f"{self.done}: {problem}"
+        return self._load_problem()
+
+    def _load_problem(self) -> str | None:
+        import pyarrow.parquet as pq
+
+        for p in [*sorted(self.path.glob("*.json")), self.encoder / "meta.json"]:
+            try:
+                if p.is_file():
+                    json.loads(p.read_bytes().decode())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                return f"{p} does not load ({type(exc).__name__}: {exc})"
+        for p in sorted(self.path.glob("*.parquet")):
+            try:
+                pq.read_metadata(p)
+            except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+                return f"{p} does not load ({type(exc).__name__}: {exc})"
+        return None
+
+    def damaged_message(self, problem: str) -> str:
+        """What a reader of a damaged finished segment says: the problem and how to recover."""
+        return (f"segment {self.index} is damaged: {problem}; none of its numbers is read. "
+                f"Recompute it: {RECOVER} (the folder is moved aside to "
+                f"{self.path.name}.damaged-<time> and the segment computed again), or delete "
+                f"{self.path} and {RECOVER}")
+
+    def check(self) -> None:
+        """Raise `SegmentDamagedError` (naming the file and the recovery) unless whole."""
+        problem = self.damage()
+        if problem is not None:
+            raise SegmentDamagedError(self.damaged_message(problem))
+
+    def damaged_path(self, stamp: str) -> Path:
+        """segment_<k>.damaged-<stamp>/: where a damaged finished segment is moved aside (not a
+        segment folder for `RunDir`: never read, never removed)."""
+        return self.path.with_name(f"{self.path.name}.damaged-{stamp}")
 
 
 @dataclass(frozen=True)

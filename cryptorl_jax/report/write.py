@@ -1,6 +1,7 @@
 """The walk-forward report under results/<run_name>/ (the files: cryptorl_jax/core/rundir.py).
 
-Built only from the finished segments (those with a DONE marker), so it can be rebuilt at any
+Built only from the finished segments (those with a DONE marker whose files match it: a
+damaged one is refused, `core.rundir.SegmentDamagedError`), so it can be rebuilt at any
 time (`cryptorl wfo --report-only`) and by concurrent processes: every file is written to a
 temp file and renamed into place. `write_report` reads (`report.read`, `report.trials`),
 registers (`report.registry`), computes (`report.tables`, `report.evidence`,
@@ -38,10 +39,12 @@ log = logging.getLogger("cryptorl_jax.report")
 def write_report(cfg: Config, workdir: str | Path) -> dict[str, Any]:
     """Rebuild every aggregate output from the finished segments; returns a small summary.
 
-    Steps: read the finished segments (`stitch`, `read_segment_tables`, their diagnostics),
-    register the run and count the runs over its OOS window (`oos_deflation`), compute the
-    tables and the evidence (`metrics_table`, `comparison_table`, `sceptic_evidence`), write
-    them, then render summary.md (`render_summary`, no file access) and report.html.
+    Steps: check the finished segments against their DONE records (a damaged one raises
+    `SegmentDamagedError` naming the file, before anything is read or written), read them
+    (`stitch`, `read_segment_tables`, their diagnostics), register the run and count the runs
+    over its OOS window (`oos_deflation`), compute the tables and the evidence
+    (`metrics_table`, `comparison_table`, `sceptic_evidence`), write them, then render
+    summary.md (`render_summary`, no file access) and report.html.
     """
     workdir = Path(workdir)
     rd = RunDir(workdir)
@@ -49,6 +52,8 @@ def write_report(cfg: Config, workdir: str | Path) -> dict[str, Any]:
     if not segments:
         log.warning("report: no finished segment in %s", workdir)
         return {"segments": []}
+    for k in segments:  # a damaged finished segment is refused, named, before anything is read
+        rd.segment(k).check()
     # read
     oos = stitch(workdir, segments)
     tables = read_segment_tables(rd, segments)

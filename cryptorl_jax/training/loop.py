@@ -36,7 +36,9 @@ class TrainControls:
     equals an uninterrupted one).
 
     resume: restore the last checkpoint in workdir/checkpoints and continue from it (False:
-    such a checkpoint is an error). progress: the progress bar (None: output.progress).
+    such a checkpoint is an error); a damaged one is moved aside with a warning and the one
+    before it restored, or, none left, training starts again (`Checkpointer.
+    restore_latest_good`). progress: the progress bar (None: output.progress).
     tensorboard_dir: where the chunk's scalars go (None: nowhere). hooks: tests' interruptions
     (`hooks.stop_after_chunk` ends the loop early, as a kill would). desc: the bar's label.
     check_inputs: check on the host that every row training reads is finite.
@@ -123,12 +125,18 @@ def train(cfg: Config, data: TrainData, workdir: str | Path, *, key: jax.Array |
         raise FileExistsError(f"{ckpt.directory} already holds training checkpoints (step "
                               f"{latest}); resume (TrainControls(resume=True)) to continue "
                               "them, or use an empty directory (nothing was overwritten)")
-    if latest is not None:
-        state, meta = ckpt.restore(latest, state)
-        start_chunk = int(meta["chunk"])
-        history = list(meta.get("history", []))
-        log.info("resumed training from %s (chunk %d)", ckpt.directory / str(latest),
-                 start_chunk)
+    if latest is not None:  # a damaged checkpoint is set aside for the one before it
+        good = ckpt.restore_latest_good(state)
+        if good is None:
+            latest = None
+            log.warning("%s: no good training checkpoint is left; training starts again from "
+                        "its first chunk", ckpt.directory)
+        else:
+            latest, state, meta = good
+            start_chunk = int(meta["chunk"])
+            history = list(meta.get("history", []))
+            log.info("resumed training from %s (chunk %d)", ckpt.directory / str(latest),
+                     start_chunk)
     n_chunks = trainer.n_chunks
     logger = ScalarLogger(controls.tensorboard_dir)
     bar = Progress(n_chunks * trainer.env_steps_per_chunk,

@@ -3,7 +3,8 @@
 For the segments of `data.prepare_run` (features built once for the run: they are causal) it
   1. checks the run directory's config (`config.identity`: a finished segment of another
      config is refused) and records the invocation in run_info.json;
-  2. skips the segments finished before (--resume) or clears them;
+  2. skips the segments finished before (--resume; a finished segment whose files do not
+     match its DONE record is moved aside and computed again) or clears them;
   3. cuts the pending segments into batches of wfo.segments_per_batch (`segment_batches`) and
      hands each batch to the executor (walkforward.executor) as `run_batch`: the runner
      computes the batch (`runner.run_segments`: transforms, encoder, baselines, TQC, the OOS
@@ -48,7 +49,12 @@ from cryptorl_jax.walkforward.data import RunData, prepare_run
 from cryptorl_jax.walkforward.executor import Executor, LocalExecutor
 from cryptorl_jax.walkforward.runner import SegmentControls, run_segments
 from cryptorl_jax.walkforward.segments import Segment
-from cryptorl_jax.walkforward.writer import install_segment, pack_segment, write_segment_files
+from cryptorl_jax.walkforward.writer import (
+    install_segment,
+    pack_segment,
+    set_aside,
+    write_segment_files,
+)
 
 log = logging.getLogger("cryptorl_jax.walkforward")
 
@@ -105,9 +111,14 @@ def _run(cfg: Config, workdir: Path, held: contextlib.ExitStack, *, resume: bool
         for seg in run_data.segments:
             out = rd.segment(seg.index)
             if resume and out.is_done():
-                skipped.append(seg.index)
-                log.info("segment %d: finished before, skipped (--resume)", seg.index)
-                continue
+                damage = out.damage()  # its files against the checksums in its DONE record
+                if damage is None:
+                    skipped.append(seg.index)
+                    log.info("segment %d: finished before, skipped (--resume)", seg.index)
+                    continue
+                aside = set_aside(rd, seg.index)  # nothing deleted; train/ stays in place
+                log.warning("segment %d is damaged: %s; its folder is moved aside to %s and "
+                            "the segment computed again", seg.index, damage, aside)
             if not resume and out.path.exists():
                 shutil.rmtree(out.path)
             pending.append(seg)
@@ -298,7 +309,8 @@ def run_batch(cfg: Config, run: RunData, segs: Sequence[Segment], rd: RunDir, *,
     the agents of K segments train in one compiled step), then each written into its own
     segment directory with its own DONE record, in order (`writer.write_segment_files`).
     Returns the DONE records written. A segment of the batch already DONE (a resumed batch) is
-    trained again with the others but not rewritten. The batch's training checkpoints live in
+    trained again with the others but not rewritten (its encoder is saved into a scratch
+    folder). The batch's training checkpoints live in
     rd.batch(first, last) (K > 1) or the segment's own directory (K = 1)."""
     t_seg = time.perf_counter()
     k = len(segs)
@@ -312,11 +324,16 @@ def run_batch(cfg: Config, run: RunData, segs: Sequence[Segment], rd: RunDir, *,
                   else rd.tensorboard / train_dir.name)
     logger = ScalarLogger(tb_dir)
     dones = []
+    # a finished segment of a resumed batch is computed again into a scratch folder: its own
+    # files (its encoder's among them) stay byte for byte as its DONE record vouches
+    spare = Path(tempfile.mkdtemp(prefix="cryptorl-finished-"))
+    workdirs = [spare / f"segment_{s.index}" if k > 1 and rd.segment(s.index).is_done()
+                else rd.segment(s.index).path for s in segs]
     try:
         controls = SegmentControls(logger=logger, tensorboard_dir=tb_dir, progress=progress,
                                    resume=resume, hooks=hooks)
-        outcomes = run_segments(cfg, run, segs, [rd.segment(s.index).path for s in segs],
-                                train_dir, eval_rows=[(s.test_start, s.test_end) for s in segs],
+        outcomes = run_segments(cfg, run, segs, workdirs, train_dir,
+                                eval_rows=[(s.test_start, s.test_end) for s in segs],
                                 controls=controls, with_baselines=True, with_insample=True)
         for seg, outcome in zip(segs, outcomes, strict=True):
             if k > 1 and rd.segment(seg.index).is_done():
@@ -326,6 +343,7 @@ def run_batch(cfg: Config, run: RunData, segs: Sequence[Segment], rd: RunDir, *,
             dones.append(write_segment_files(cfg, run, seg, rd, outcome, hooks, t_seg))
     finally:
         logger.close()
+        shutil.rmtree(spare, ignore_errors=True)
     return dones
 
 

@@ -50,6 +50,7 @@ def segment_meta(rd: RunDir, segment: int | None) -> tuple[int, dict[str, Any]]:
     elif segment not in done:
         raise FileNotFoundError(f"{rd.path}: segment {segment} is not finished; finished: "
                                 f"{done}")
+    rd.segment(segment).check()  # its files as its DONE record vouches (SegmentDamagedError)
     return segment, rd.segment(segment).done_meta()
 
 

@@ -3,9 +3,11 @@ module writes).
 
 `write_segment_files(cfg, run, seg, rd, outcome, ...)` writes everything of segment k into
 rd.segment(k) (its fitted state `write_fitted_state`, the OOS and in-sample backtests, the
-metrics, the stationarity table, the regime plot) and the `DONE` record last: --resume trusts
-it. `pack_segment` / `install_segment` move a finished segment's files from one run directory
-to another as one archive (a segment computed where the run directory is not: a Ray task).
+metrics, the stationarity table, the regime plot) and the `DONE` record last, holding the size
+and sha256 of every file it vouches for: --resume trusts a segment whose files match it and
+moves a damaged one aside (`set_aside`) to compute it again. `pack_segment` /
+`install_segment` move a finished segment's files from one run directory to another as one
+archive (a segment computed where the run directory is not: a Ray task).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import platform
 import shutil
 import tarfile
 import time
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -116,7 +119,8 @@ def write_segment_files(cfg: Config, run: RunData, seg: Segment, rd: RunDir,
             # (training.result.entropy_summary), per member under "members" for P > 1
             "entropy": outcome.train.entropy,
             "host": platform.node(), "devices": provenance.devices()}
-    write_json(out.done, done)  # written last: --resume trusts it
+    done = out.sealed_done(done)  # the size and sha256 of every file written above
+    write_json(out.done, done)  # written last: --resume trusts it (after `out.damage()`)
     log.info("segment %d done in %.0f s: OOS sharpe %.2f, total return %.2f%%", seg.index,
              timings["segment_s"], metrics["sharpe"], 100 * metrics["total_return"])
     return done
@@ -131,10 +135,11 @@ def pack_segment(rd: RunDir, index: int) -> bytes:
     """tar.gz of what a segment wrote: segment_<k>/ (without train/ checkpoints),
     tensorboard/segment_<k>/ and segment_<k>_regimes.png."""
     seg = rd.segment(index)
+    train = f"{seg.path.name}/{seg.checkpoints.name}"  # not train_history.json
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         tar.add(seg.path, arcname=seg.path.name,
-                filter=lambda ti: None if ti.name.startswith(f"{seg.path.name}/train")
+                filter=lambda ti: None if ti.name == train or ti.name.startswith(f"{train}/")
                 else ti)
         tb = rd.tensorboard_segment(index)
         if tb.is_dir():
@@ -179,3 +184,21 @@ def install_segment(rd: RunDir, index: int, archive: bytes) -> None:
         write_atomic(target / DONE, done)  # last: the segment is finished
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def set_aside(rd: RunDir, index: int) -> Path:
+    """Move a damaged finished segment's folder aside to segment_<k>.damaged-<time>/ (nothing
+    is deleted), except its training checkpoints (train/: scratch state, checked when
+    restored), which go back to a new segment_<k>/ so that computing the segment again
+    resumes its training from them. Returns where the folder went."""
+    seg = rd.segment(index)
+    aside = seg.damaged_path(time.strftime("%Y%m%dT%H%M%S"))
+    n = 1
+    while aside.exists():
+        aside = seg.damaged_path(f"{time.strftime('%Y%m%dT%H%M%S')}-{n}")
+        n += 1
+    os.replace(seg.path, aside)
+    if (aside / "train").is_dir():
+        seg.path.mkdir()
+        os.replace(aside / "train", seg.checkpoints)
+    return aside

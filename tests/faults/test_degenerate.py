@@ -26,6 +26,8 @@ from cryptorl_jax.backtest import oos as oos_lib
 from cryptorl_jax.backtest.memory import policy_memory_hours
 from cryptorl_jax.backtest.metrics import expected_max_sharpe, probabilistic_sharpe
 from cryptorl_jax.config import identity, load_config
+from cryptorl_jax.core.integrity import FILES, SEAL
+from cryptorl_jax.core.io import write_json
 from cryptorl_jax.core.rundir import RunDir
 from cryptorl_jax.market.synthetic import make_market
 from cryptorl_jax.report import registry
@@ -79,7 +81,13 @@ def _rebuilt(f: Finished, actions: np.ndarray, tradable: np.ndarray | None = Non
 
 
 def _put(workdir: Path, frame: pd.DataFrame) -> None:
-    frame.to_parquet(RunDir(workdir).segment(0).oos)
+    """Segment 0's OOS frame replaced and its DONE record sealed again over it: the segment as
+    the writer would have written it with this frame (a frame changed behind DONE's back is
+    refused as damaged: tests/faults/test_corrupt.py)."""
+    seg = RunDir(workdir).segment(0)
+    frame.to_parquet(seg.oos)
+    record = {k: v for k, v in seg.done_meta().items() if k not in (FILES, SEAL)}
+    write_json(seg.done, seg.sealed_done(record))
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:

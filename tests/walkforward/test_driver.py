@@ -478,10 +478,13 @@ def test_a_batch_killed_in_training_resumes(cfg, market, tmp_path, caplog):
     assert not (again / "segment_1" / "DONE").exists()
     done0 = (again / "segment_0" / "DONE").read_text()
     mtime0 = (again / "segment_0" / "oos.parquet").stat().st_mtime_ns
+    files0 = {p: p.read_bytes() for p in (again / "segment_0").rglob("*") if p.is_file()}
     result = driver.run(batched_cfg, again, market=market, resume=True)
     assert result.segments_skipped == [0] and result.segments_run == [1, 2]
     assert (again / "segment_0" / "DONE").read_text() == done0
     assert (again / "segment_0" / "oos.parquet").stat().st_mtime_ns == mtime0
+    # every file as DONE vouches for it (before: the resumed batch saved its encoder again)
+    assert {p: p.read_bytes() for p in (again / "segment_0").rglob("*") if p.is_file()} == files0
     assert (again / "metrics.csv").read_text() == (straight / "metrics.csv").read_text()
 
 
