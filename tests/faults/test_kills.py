@@ -59,8 +59,9 @@ features:
 # files that record wall times, memory or the host (or render them): not compared
 TIMED = {"DONE", "run_info.json", "encoder_report.json", "meta.json", "summary.md",
          "report.html"}
-# orbax checkpoints (their metadata holds time stamps) and TensorBoard's event files
-UNCOMPARED_DIRS = {"agents", "params", "train", "tensorboard"}
+# orbax checkpoints (their metadata holds time stamps), TensorBoard's event files and the run
+# lock's holder records (core/runlock.py: pid, host, start time; informative only)
+UNCOMPARED_DIRS = {"agents", "params", "train", "tensorboard", "locks"}
 # a file renamed into place by core.io leaves its temp file `.<name>.<random>.tmp` when the
 # process dies between the write and the rename; orbax leaves `<step>.orbax-checkpoint-tmp`
 LEFT_BEHIND = re.compile(r"(^|/)(\.[^/]+\.tmp|[^/]+\.orbax-checkpoint-tmp[^/]*)(/|$)")
