@@ -33,6 +33,7 @@ import pandas as pd
 from cryptorl_jax.report import Run
 from cryptorl_jax.report.markdown import markdown_table
 from cryptorl_jax.studies import power
+from cryptorl_jax.studies.cells import Cell
 
 TAG = re.compile(r"^(?P<variant>.+)-(?P<family>trend|lead|regime|none)-s(?P<strength>[0-9.]+)"
                  r"-r(?P<repeat>\d+)$")
@@ -60,7 +61,7 @@ def ablation_rows(run_dirs: list[Path], markets: Path) -> pd.DataFrame:
         m = TAG.match(run_dir.name)
         if m is None:
             raise SystemExit(f"{run_dir}: not named <variant>-<family>-s<strength>-r<repeat>")
-        cell = power.Cell(m["family"], float(m["strength"]), int(m["repeat"]))
+        cell = Cell(m["family"], float(m["strength"]), int(m["repeat"]))
         data_dir = markets / cell.tag
         if not data_dir.is_dir():
             raise SystemExit(f"{run_dir}: its market {data_dir} does not exist")

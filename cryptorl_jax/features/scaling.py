@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cryptorl_jax.core.io import write_atomic
+
 PASSTHROUGH = ("hour_sin", "hour_cos", "dow_sin", "dow_cos", "us_market_open", "*_fresh",
                "Prob_*")
 _IQR_PER_STD = 1.349  # IQR of a standard normal
@@ -107,7 +109,7 @@ class RobustScaler:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1))
+        write_atomic(path, json.dumps(self.to_dict(), indent=1))  # whole or not at all (core.io)
         return path
 
     @classmethod

@@ -48,10 +48,10 @@ from cryptorl_jax.walkforward.data import (
     RunData,
     SegmentMatrix,
     load_segment_transforms,
-    lookback_rows,
     slice_data,
 )
 from cryptorl_jax.walkforward.evaluate import segment_meta, to_utc
+from cryptorl_jax.walkforward.layout import lookback_rows
 from cryptorl_jax.walkforward.stages import (
     EncoderStage,
     encoder_stage,

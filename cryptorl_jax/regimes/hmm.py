@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cryptorl_jax.core.io import write_atomic
 from cryptorl_jax.features.stationarity import blas_single_thread
 
 log = logging.getLogger(__name__)
@@ -347,7 +348,7 @@ class RegimeModel:
         """Write the fitted model as JSON (floats round-trip exactly)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict()))
+        write_atomic(path, json.dumps(self.to_dict()))  # whole or not at all (core.io)
         return path
 
     @classmethod

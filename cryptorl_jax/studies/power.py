@@ -60,13 +60,7 @@ from cryptorl_jax.market.planted import META_FILE, ORACLE_FILE
 from cryptorl_jax.report import Run, calibration
 from cryptorl_jax.report.markdown import markdown_table
 from cryptorl_jax.report.verdict import edge
-from cryptorl_jax.studies.cells import (  # noqa: F401 (importers read them here)
-    Cell,
-    cells,
-    market_dir,
-    parse_repeats,
-    run_config,
-)
+from cryptorl_jax.studies.cells import Cell, cells, market_dir, run_config
 from cryptorl_jax.studies.planted import write_planted_market
 from cryptorl_jax.walkforward.executor import Executor
 

@@ -20,7 +20,8 @@ from cryptorl_jax.config import (
 )
 from cryptorl_jax.core.names import PERFORMANCE_METRICS, POSITION_METRICS
 from cryptorl_jax.core.units import HOURS_PER_YEAR, MIN_ANNUALISED_DAYS, min_annualised_periods
-from cryptorl_jax.walkforward.data import RunData, lookback_rows, prepare_run
+from cryptorl_jax.walkforward.data import RunData, prepare_run
+from cryptorl_jax.walkforward.layout import lookback_rows
 from cryptorl_jax.walkforward.runner import (
     SegmentControls,
     SegmentInputs,

@@ -25,12 +25,7 @@ from cryptorl_jax.features import (
 from cryptorl_jax.market import load_market
 from cryptorl_jax.regimes import RegimeModel, regime_frame
 from cryptorl_jax.training.data import TrainData
-from cryptorl_jax.walkforward.layout import (  # noqa: F401 (lookback_rows: importers read it here)
-    build_run_features,
-    lookback_rows,
-    run_offset,
-    run_segments,
-)
+from cryptorl_jax.walkforward.layout import build_run_features, run_offset, run_segments
 from cryptorl_jax.walkforward.segments import Segment
 
 STAGE_MAE, STAGE_TRAIN, STAGE_RANDOM_ENCODER = 1, 2, 3

@@ -52,10 +52,10 @@ from cryptorl_jax.walkforward.data import (
     RunData,
     SegmentMatrix,
     fit_segment_transforms,
-    lookback_rows,
     segment_key,
     slice_data,
 )
+from cryptorl_jax.walkforward.layout import lookback_rows
 from cryptorl_jax.walkforward.segments import Segment
 from cryptorl_jax.walkforward.stages import EncoderStage, get_trainer, run_encoder_stages
 

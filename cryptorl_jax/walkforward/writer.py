@@ -80,22 +80,23 @@ def write_segment_files(cfg: Config, run: RunData, seg: Segment, rd: RunDir,
     write_fitted_state(out, outcome)
     write_parquet(out.oos, oos)
     write_parquet(out.insample, insample)
-    oos_lib.series_table(oos).to_csv(out.series_metrics)
+    write_atomic(out.series_metrics, oos_lib.series_table(oos).to_csv())
     metrics = oos_lib.strategy_metrics(oos)
     in_metrics = oos_lib.strategy_metrics(insample)
     metrics.update({f"insample_{k}": in_metrics[k] for k in
                     ("sharpe", "total_return", "turnover", "exposure")})
     write_json(out.metrics, metrics)
     if "regime" in oos:
-        regime_metrics(oos["strategy"].to_numpy(), oos["regime"].to_numpy(),
-                       oos["benchmark"].to_numpy()).to_csv(out.regime_metrics)
+        write_atomic(out.regime_metrics,
+                     regime_metrics(oos["strategy"].to_numpy(), oos["regime"].to_numpy(),
+                                    oos["benchmark"].to_numpy()).to_csv())
     timings["backtest_s"] = timings.get("backtest_s", 0.0) + time.perf_counter() - t
 
     hooks.stage(seg.index, "report")
     sm = outcome.inputs.sm
     rows = slice(seg.train_start, seg.train_end)
     # a fixed lag (one day) instead of an AIC search (docs/benchmarks.md)
-    adf_table(sm.features, rows, autolag=None, maxlag=24).to_csv(out.stationarity)
+    write_atomic(out.stationarity, adf_table(sm.features, rows, autolag=None, maxlag=24).to_csv())
     if cfg.output.plots and sm.proba is not None:
         span = slice(seg.train_start, seg.test_end)
         plot_regimes(run.market[f"{run.traded}_close"].iloc[span], sm.proba[span],

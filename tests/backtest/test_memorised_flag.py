@@ -22,7 +22,7 @@ from cryptorl_jax.backtest.oos import Rows, replay_rows
 from cryptorl_jax.config import load_config
 from cryptorl_jax.market.planted import write_planted_files
 from cryptorl_jax.studies.planted import _oracle_frame
-from cryptorl_jax.walkforward.data import lookback_rows
+from cryptorl_jax.walkforward.layout import lookback_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 HOURS = 8760

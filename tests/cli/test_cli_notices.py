@@ -44,7 +44,7 @@ def _wfo(repo_root, data_dir, tmp_path, monkeypatch, caplog,
     from cryptorl_jax.cli import main
     from cryptorl_jax.market import load_market
     from cryptorl_jax.walkforward import driver
-    from cryptorl_jax.walkforward.data import build_run_features
+    from cryptorl_jax.walkforward.layout import build_run_features
 
     def twice(cfg, workdir, **kwargs):
         for _ in range(2):

@@ -364,3 +364,25 @@ def test_a_full_disk_at_a_paper_export_names_it_and_the_book_keeps_the_hour(fini
     enospc_at(monkeypatch, lambda path, n: False)
     again = replay(run, str(test[2]), str(test[5]), market=market, book_dir=book)
     assert again.booked == 0 and len(again.ledger) == len(first.ledger) + 1
+
+
+def test_a_full_disk_at_a_segments_scaler_or_csv_names_the_file_and_keeps_the_old_one(
+        tmp_path, monkeypatch):
+    """The fitted scaler (and the segment's CSVs, written the same way by walkforward.writer)
+    go through the atomic writer: ENOSPC names the file, leaves no temp file and keeps the
+    earlier file byte for byte. Before: `Path.write_text`, a bare OSError without a file and a
+    half-written scaler.json in place."""
+    import numpy as np
+    import pandas as pd
+
+    from cryptorl_jax.features.scaling import RobustScaler
+
+    frame = pd.DataFrame({"a": np.arange(50.0), "b": np.linspace(-1, 1, 50)})
+    path = tmp_path / "segment_0" / "scaler.json"
+    RobustScaler().fit(frame).save(path)
+    before = path.read_bytes()
+    enospc_at(monkeypatch, lambda p, n: p.name == "scaler.json")
+    with pytest.raises(WriteError, match=rf"could not write {path}: .*ENOSPC"):
+        RobustScaler().fit(frame * 2).save(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["scaler.json"]

@@ -20,9 +20,10 @@ from cryptorl_jax.market import load_market
 from cryptorl_jax.market.planted import META_FILE, ORACLE_FILE, write_planted_files
 from cryptorl_jax.report import Run, calibration
 from cryptorl_jax.report.verdict import edge
+from cryptorl_jax.studies import cells as study_cells
 from cryptorl_jax.studies import power
 from cryptorl_jax.studies.planted import _oracle_frame, write_planted_market
-from cryptorl_jax.walkforward.data import lookback_rows
+from cryptorl_jax.walkforward.layout import lookback_rows
 from tests.walkforward.test_driver import TINY_WFO
 
 SPAN = ("2024-01-01", "2024-03-10")
@@ -64,7 +65,7 @@ def test_outputs_and_the_oracle_over_the_runs_oos_hours(study):
     meta = json.loads((out / "pw-markets" / "trend-s4-r0" / META_FILE).read_text())
     assert (meta["family"], meta["strength"], meta["seed"]) == ("trend", 4.0, 0)
     # the oracle replayed by hand over segment 0's OOS rows: its sign action, a flat book
-    run_cfg = power.run_config(cfg, power.Cell("trend", 4.0, 0), out / "pw-markets" /
+    run_cfg = study_cells.run_config(cfg, study_cells.Cell("trend", 4.0, 0), out / "pw-markets" /
                                "trend-s4-r0")
     market = load_market(run_cfg.data)
     oos = pd.read_parquet(run_dir / "segment_0" / "oos.parquet")
@@ -150,25 +151,25 @@ def test_drift_captured_of_the_planted_oracles_own_path_is_one(tmp_path):
 
 
 def test_cells_and_their_errors():
-    got = power.cells(["trend", "none"], [2.0, 4.0], 2)
+    got = study_cells.cells(["trend", "none"], [2.0, 4.0], 2)
     assert [c.tag for c in got] == ["trend-s2-r0", "trend-s2-r1", "trend-s4-r0", "trend-s4-r1",
                                     "none-s0-r0", "none-s0-r1"]
     with pytest.raises(ValueError, match="unknown family 'trnd'"):
-        power.cells(["trnd"], [1.0], 1)
+        study_cells.cells(["trnd"], [1.0], 1)
     with pytest.raises(ValueError, match="--repeats"):
-        power.cells(["trend"], [1.0], 0)
+        study_cells.cells(["trend"], [1.0], 0)
     with pytest.raises(ValueError, match="--strength"):
-        power.cells(["trend"], [-1.0], 1)
+        study_cells.cells(["trend"], [-1.0], 1)
     # a count per family
-    repeats = power.parse_repeats("trend=2, none=1,lead=1")
-    assert repeats == {"trend": 2, "none": 1, "lead": 1} and power.parse_repeats(" 3") == 3
-    got = power.cells(["trend", "lead", "none"], [4.0], repeats)
+    repeats = study_cells.parse_repeats("trend=2, none=1,lead=1")
+    assert repeats == {"trend": 2, "none": 1, "lead": 1} and study_cells.parse_repeats(" 3") == 3
+    got = study_cells.cells(["trend", "lead", "none"], [4.0], repeats)
     assert [c.tag for c in got] == ["trend-s4-r0", "trend-s4-r1", "lead-s4-r0", "none-s0-r0"]
     with pytest.raises(ValueError, match="no count for family 'regime'"):
-        power.cells(["regime"], [4.0], repeats)
+        study_cells.cells(["regime"], [4.0], repeats)
     for bad in ("three", "trend=x"):
         with pytest.raises(ValueError, match="--repeats"):
-            power.parse_repeats(bad)
+            study_cells.parse_repeats(bad)
 
 
 def test_summary_rates():

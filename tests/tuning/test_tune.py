@@ -43,7 +43,7 @@ from cryptorl_jax.tuning.storage import (
     study_overfitting,
 )
 from cryptorl_jax.tuning.trials import score
-from cryptorl_jax.walkforward import data, runner, stages
+from cryptorl_jax.walkforward import data, layout, runner, stages
 from cryptorl_jax.walkforward.segments import Segment
 from tests.tuning import golden
 from tests.walkforward.test_driver import TINY_WFO
@@ -161,7 +161,7 @@ def test_scores_do_not_depend_on_rows_after_train_end(study, cfg, market, segmen
     assert split["val_end"] == segment.train_end
     assert split["val_end"] - split["val_start"] == round(0.2 * (segment.train_end
                                                                  - segment.train_start))
-    assert split["gap"] >= max(cfg.env.window, data.lookback_rows(cfg))
+    assert split["gap"] >= max(cfg.env.window, layout.lookback_rows(cfg))
 
 
 def test_trial_log_and_exported_config(study, cfg):
@@ -290,7 +290,7 @@ def test_nested_split_rows(cfg):
     seg = Segment(0, 100, 400, 400, 500)
     s = nested_split(cfg, seg, offset=90)
     assert s.val_end == 400 and s.val_start == 400 - 60
-    assert s.gap == data.lookback_rows(cfg) >= cfg.env.window
+    assert s.gap == layout.lookback_rows(cfg) >= cfg.env.window
     assert s.inner_train_end == s.val_start - s.gap and s.fit_start == 100
     assert nested_split(cfg, seg, offset=130).fit_start == 130  # longer warm-up
     embargo = with_overrides(cfg, ["wfo.embargo_hours=80"])  # longer than the lookback
@@ -316,7 +316,7 @@ def test_cut_run_holds_only_rows_before_the_end(cfg, market):
     run = cut_run(cfg, market, 500)
     assert len(run.market) == len(run.features) == len(run.close) == 500
     assert run.market.index[-1] == market.index[499]
-    full = data.build_run_features(cfg, market)
+    full = layout.build_run_features(cfg, market)
     np.testing.assert_array_equal(run.features.to_numpy(), full.iloc[:500].to_numpy())
 
 
