@@ -12,3 +12,7 @@ every table shows them (annualised with `core.units.HOURS_PER_YEAR`)."""
 
 POSITION_METRICS = ("turnover", "exposure")
 """compute_metrics' figures of the position path: turnover and mean |exposure| per year/hour."""
+
+HEADLINE_METRICS = (*PERFORMANCE_METRICS, "hit_rate")
+"""The headline table of a run (summary.md's, `cryptorl show`'s): the performance figures and
+the hit rate."""

@@ -17,14 +17,12 @@ from typing import Any
 
 import pandas as pd
 
-from cryptorl_jax.core.names import PERFORMANCE_METRICS
+from cryptorl_jax.core.names import HEADLINE_METRICS
 from cryptorl_jax.core.rundir import REGISTRY, RunDir
 from cryptorl_jax.report.registry import read_registry, runs_over_window
 from cryptorl_jax.report.runs import Run
 from cryptorl_jax.report.verdict import verdict
 
-HEADLINE = (*PERFORMANCE_METRICS, "hit_rate")
-"""report.summary's HEADLINE (not imported from there: the summary's evidence imports JAX)."""
 COLUMNS = ("run", "OOS window", "Sharpe", "DSR", "flags", "verdict", "config", "date")
 
 
@@ -52,9 +50,10 @@ def plain(paragraph: str) -> str:
 
 
 def headline(run: Run) -> pd.Series:
-    """The summary's HEADLINE metrics of the stitched OOS series (metrics.csv's `all` row)."""
+    """The HEADLINE_METRICS of the stitched OOS series (metrics.csv's `all` row)."""
     agg = run.headline
-    return pd.Series({k: _float(agg.get(k)) for k in HEADLINE if k in agg}, name=run.path.name)
+    return pd.Series({k: _float(agg.get(k)) for k in HEADLINE_METRICS if k in agg},
+                     name=run.path.name)
 
 
 def sharpe_text(value: Any) -> str:
@@ -229,8 +228,8 @@ def runs_json(rows: list[dict[str, Any]]) -> str:
 
 def show_text(run: Run, width: int = 100) -> str:
     """One finished run for the terminal: where and what it covers, the verdict paragraph,
-    the headline table (HEADLINE of metrics.csv's `all` row), PSR / DSR / timing p, the flags
-    and where report.html is."""
+    the headline table (HEADLINE_METRICS of metrics.csv's `all` row), PSR / DSR / timing p,
+    the flags and where report.html is."""
     import textwrap
 
     agg = run.headline

@@ -12,7 +12,7 @@ import pandas as pd
 from cryptorl_jax.backtest import diagnostics, inference
 from cryptorl_jax.config import Config
 from cryptorl_jax.core.dictionary import UNITS_HEADING, unit_of, units_markdown
-from cryptorl_jax.core.names import PERFORMANCE_METRICS
+from cryptorl_jax.core.names import HEADLINE_METRICS
 from cryptorl_jax.core.rundir import REGISTRY
 from cryptorl_jax.core.units import HOURS_PER_YEAR, MIN_ANNUALISED_DAYS, min_annualised_periods
 from cryptorl_jax.report.evidence import UNDERPOWERED_SHARPE, Sceptic, TrialCount
@@ -27,7 +27,6 @@ BASELINE_LABELS = {"buy_and_hold": "buy & hold (exposure 1)",
                    "vol_targeted_buy_and_hold": "vol-targeted buy & hold (a = 1)",
                    "flat": "flat", "random": "random: i.i.d. U[-1, 1] actions (not a timing null)",
                    "benchmark": "BTC buy & hold, no costs (benchmark)"}
-HEADLINE = (*PERFORMANCE_METRICS, "hit_rate")
 PER_SEGMENT = ("start", "end", "total_return", "sharpe", "max_drawdown", "excess_return", "beta",
                "alpha", "turnover", "exposure", "cost_per_year", "financing_per_year", "psr",
                "timing_p_value")
@@ -190,7 +189,7 @@ def render_summary(d: ReportData) -> str:
     cfg, oos, table, comparison, sceptic = d.cfg, d.oos, d.table, d.comparison, d.sceptic
     agg = table[table["segment"] == "all"].iloc[0]
     contiguity = "contiguous" if not d.gaps else "NOT contiguous: " + "; ".join(d.gaps)
-    headline = comparison[[c for c in HEADLINE if c in comparison.columns]].rename(
+    headline = comparison[[c for c in HEADLINE_METRICS if c in comparison.columns]].rename(
         index=lambda n: BASELINE_LABELS.get(n, n))
     equity = ([f"![equity curve (stitched OOS)]({d.equity_plot})", ""]
               if d.equity_plot else [])

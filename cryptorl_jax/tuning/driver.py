@@ -71,10 +71,7 @@ import pandas as pd
 from cryptorl_jax.config import Config, ConfigError
 from cryptorl_jax.core.io import check_writable
 from cryptorl_jax.market import load_market
-from cryptorl_jax.tuning.space import (
-    check_population_space,
-    check_space,
-)
+from cryptorl_jax.tuning.space import check_study
 from cryptorl_jax.tuning.split import (
     all_wfo_segments,
     nested_split,
@@ -248,13 +245,7 @@ def run_study(cfg: Config, n_trials: int, storage: str | None = None,
     import optuna
 
     t0 = time.perf_counter()
-    if n_trials < 1:
-        raise ValueError(f"n_trials must be >= 1, got {n_trials}")
-    check_space(cfg)
-    if population is not None:
-        if population < 1:
-            raise ValueError(f"population must be >= 1, got {population}")
-        check_population_space(cfg)
+    check_study(cfg, n_trials, population)
     if executor is not None and population is None:
         raise ValueError("tuning on a Ray executor sends population batches to the tasks: give "
                          "--population P (P trials per task)")

@@ -14,7 +14,7 @@ import pandas as pd
 
 from cryptorl_jax.config import Config
 from cryptorl_jax.market import load_market
-from cryptorl_jax.tuning.space import check_population_space, check_space
+from cryptorl_jax.tuning.space import check_study
 from cryptorl_jax.tuning.split import nested_split, outer_segments, seen_by_tuning
 from cryptorl_jax.tuning.storage import TRIAL_LOG
 from cryptorl_jax.walkforward.layout import run_layout
@@ -70,13 +70,7 @@ def plan_tune(cfg: Config, workdir: str | Path, trials: int, *, population: int 
               market: pd.DataFrame | None = None,
               rate_roots: list[Path] | None = None) -> TunePlan:
     """The dry run of `tuning.driver.run_study` with the same arguments."""
-    if trials < 1:
-        raise ValueError(f"--trials must be >= 1, got {trials}")
-    check_space(cfg)
-    if population is not None:
-        if population < 1:
-            raise ValueError(f"--population must be >= 1, got {population}")
-        check_population_space(cfg)
+    check_study(cfg, trials, population)
     workdir = Path(workdir)
     market = load_market(cfg.data, write_cache=False) if market is None else market
     layout = run_layout(cfg, market)

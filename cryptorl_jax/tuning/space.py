@@ -108,3 +108,16 @@ def check_population_space(cfg: Config) -> None:
                               f"{', '.join(HYPER_KEYS)}. Search it one trial at a time.",
                               cfg.source)
 
+
+
+def check_study(cfg: Config, n_trials: int, population: int | None) -> None:
+    """What a study (`tuning.driver.run_study`) and its dry run (`tuning.plan.plan_tune`) check
+    before anything else: a positive trial count and population, a valid search space, and in
+    population mode only dynamic keys."""
+    if n_trials < 1:
+        raise ValueError(f"n_trials (--trials) must be >= 1, got {n_trials}")
+    check_space(cfg)
+    if population is not None:
+        if population < 1:
+            raise ValueError(f"population (--population) must be >= 1, got {population}")
+        check_population_space(cfg)
