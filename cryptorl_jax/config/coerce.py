@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import difflib
 import types
+from collections.abc import Iterable
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from cryptorl_jax.config.errors import ConfigError
@@ -125,6 +127,14 @@ def _coerce_inner(value: Any, tp: Any, key: str, source: str | None) -> Any:
     raise _Mismatch
 
 
+def close_name_hint(key: str, names: Iterable[str]) -> str:
+    """" (did you mean 'name'?)" for the name closest to an unknown key, "" when none is close.
+    The standard library's fuzzy match over the sorted names: deterministic (ties break on the
+    name, never on a set's order) and silent when nothing is close."""
+    close = difflib.get_close_matches(key, sorted(names), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
 def build(cls: type, raw: dict, prefix: str, source: str | None) -> Any:
     """An instance of the dataclass `cls` from a mapping; keys are named `prefix`.key in errors."""
     hints = get_type_hints(cls)
@@ -133,22 +143,11 @@ def build(cls: type, raw: dict, prefix: str, source: str | None) -> Any:
     for k, v in raw.items():
         key = f"{prefix}.{k}" if prefix else str(k)
         if k not in names:
-            close = sorted(names, key=lambda n: _distance(str(k), n))[:1]
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(key, f"unknown key{hint}", source)
+            raise ConfigError(key, f"unknown key{close_name_hint(str(k), names)}", source)
         kwargs[k] = _coerce(v, hints[k], key, source)
     try:
         return cls(**kwargs)
     except TypeError as exc:  # a required field is missing
         raise ConfigError(prefix or "<root>", str(exc), source) from None
 
-
-def _distance(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
 

@@ -7,6 +7,7 @@ from typing import Any, get_args, get_type_hints
 
 import yaml
 
+from cryptorl_jax.config.coerce import close_name_hint
 from cryptorl_jax.config.errors import ConfigError
 from cryptorl_jax.config.schema import Config
 
@@ -47,7 +48,9 @@ def check_override_key(dotted: str, source: str) -> None:
     for i, p in enumerate(parts):
         hints = get_type_hints(cls)
         if p not in hints or p == "source":
-            raise ConfigError(".".join(parts[: i + 1]), "unknown key", source)
+            names = [n for n in hints if n != "source"]
+            raise ConfigError(".".join(parts[: i + 1]),
+                              f"unknown key{close_name_hint(p, names)}", source)
         tp = hints[p]
         inner = [a for a in get_args(tp) if dataclasses.is_dataclass(a)] or [tp]
         cls = inner[0]

@@ -46,6 +46,7 @@ import pandas as pd
 
 from cryptorl_jax.backtest.metrics import expected_max_sharpe, sharpe
 from cryptorl_jax.core.io import write_atomic
+from cryptorl_jax.core.jsonlines import read_json_lines
 from cryptorl_jax.core.rundir import RunDir
 from cryptorl_jax.core.units import HOURS_PER_YEAR
 
@@ -80,24 +81,14 @@ def read_registry_lines(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     path = Path(path)
     if not path.is_file():
         return [], []
-    out, bad = [], []
-    for i, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problem = f"not a JSON record ({exc.msg}; a truncated write?)"
-        else:
-            missing = [k for k in REQUIRED if not isinstance(rec, dict) or k not in rec]
-            if not missing:
-                out.append(rec)
-                continue
-            problem = f"the record lacks {missing}"
-        log.warning("%s, line %d: %s; skipped (not counted in N; the line is kept in the file)",
-                    path, i, problem)
-        bad.append(line)
-    return out, bad
+
+    def check(rec: dict[str, Any]) -> str | None:
+        missing = [k for k in REQUIRED if k not in rec]
+        return f"the record lacks {missing}" if missing else None
+
+    return read_json_lines(path, check,
+                           skipped="skipped (not counted in N; the line is kept in the file)",
+                           logger=log)
 
 
 def register_run(path: Path, record: dict[str, Any]) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from cryptorl_jax.core.jsonlines import read_json_lines
 from cryptorl_jax.core.units import HOURS_PER_YEAR
 
 log = logging.getLogger("cryptorl_jax.report")
@@ -29,19 +30,8 @@ def read_trial_log(path: str | None, workdir: Path) -> tuple[int, float, str]:
     p = _trial_log_path(path, workdir)
     values = []
     n = 0
-    for i, line in enumerate(p.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            rec = None
-            problem = f"not a JSON record ({exc.msg}; a truncated write?)"
-        else:
-            problem = "not a trial record (a JSON object)"
-        if not isinstance(rec, dict):
-            log.warning("%s, line %d: %s; skipped (not counted)", p, i, problem)
-            continue
+    records, _ = read_json_lines(p, skipped="skipped (not counted)", logger=log)
+    for rec in records:
         if rec.get("state", "COMPLETE") not in ("COMPLETE", "PRUNED"):
             continue
         n += 1

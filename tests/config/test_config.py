@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 
@@ -272,3 +273,39 @@ def test_one_identity_for_runs_registry_and_studies():
         moved = with_overrides(cfg, [key])
         assert identity(moved).digest() != identity(cfg).digest(), key
         assert identity(moved, study=True).digest() != identity(cfg, study=True).digest(), key
+
+
+def test_an_unknown_key_gets_the_same_close_name_whatever_the_hash_seed(tmp_path):
+    """The hint used to come from sorting a set of names by edit distance, so two equally close
+    names came out in set order, which changes with PYTHONHASHSEED; it is now the standard
+    library's match over the sorted names, and no hint when nothing is close."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from cryptorl_jax.config import ConfigError, load_config\n"
+            "for key in ('tqc.n_critic', 'tqc.qqqqqqqqqqqq', 'tqc.ab', 'train.n_seed'):\n"
+            "    section, name = key.split('.')\n"
+            "    with open(sys.argv[1], 'w') as f:\n"
+            "        f.write(f'{section}:\\n  {name}: 2\\n')\n"
+            "    for args in ((None, [f'{key}=2']), (sys.argv[1], [])):\n"
+            "        try:\n"
+            "            load_config(*args)\n"
+            "        except ConfigError as exc:\n"
+            "            print(exc)\n")
+    outs = set()
+    for seed in ("0", "1", "2", "3", "4", "5"):
+        res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "c.yaml")],
+                             capture_output=True, text=True, check=True,
+                             env={**os.environ, "PYTHONHASHSEED": seed, "JAX_PLATFORMS": "cpu"})
+        outs.add(res.stdout)
+    assert len(outs) == 1, outs
+    out, = outs
+    lines = out.splitlines()
+    assert len(lines) == 8
+    for line in lines[0:2]:
+        assert "tqc.n_critic" in line and "did you mean 'n_critics'" in line
+    for line in lines[2:4]:
+        assert "tqc.qqqqqqqqqqqq" in line and "did you mean" not in line
+    for line in lines[6:8]:
+        assert "train.n_seed" in line and "did you mean 'n_seeds'" in line

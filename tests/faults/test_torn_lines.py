@@ -65,7 +65,7 @@ def test_a_registry_record_without_its_keys_is_reported_and_skipped(tmp_path, ca
     assert [r["config_digest"] for r in records] == ["a"]
     first, second = _warnings(caplog)
     assert "line 2: the record lacks ['oos_start', 'oos_end', 'sharpe_per_period']" in first
-    assert "line 3: the record lacks" in second
+    assert "line 3: not a record (a JSON object)" in second
 
 
 # --------------------------------------------------------------------------------------------
