@@ -7,7 +7,8 @@ leaves either the hour booked completely or not at all; a restart reads the stat
 with the next hour. Parquet or JSON files would need a hand-written two-phase commit for that.
 
 Tables (`<run>/paper/book.sqlite`, or the book directory given):
-    meta(key, value)   run directory, segment, first hour, mode; fixed when the book is created
+    meta(key, value)   run directory, segment, first hour, mode, start state (flat or the run's
+                       book: then also the seeds' start_navs); fixed when the book is created
     hours(time, ...)   one row per booked hour: the return realised over it (JSON per seed)
     bars(time, ...)    the traded asset's bar each booked hour used (audit)
     state(id = 0, ...) the book after the last booked hour and the actions chosen at its close
