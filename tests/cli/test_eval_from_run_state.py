@@ -174,3 +174,25 @@ def test_the_start_rule():
     assert s.mode == FLAT and "after segment 3's OOS hours" in s.reason
     s = resolve_start(3, train, test, after, True)
     assert s.mode == RUN_STATE and s.rollout_from == test[0] and "continued past" in s.reason
+
+
+def test_before_the_test_window_the_book_starts_flat_and_the_runs_is_refused(
+        tiny_planted_run, tmp_path, capsys):
+    run_dir, _, _, test = tiny_planted_run
+    hour = pd.Timedelta(hours=1)
+    start, end = str(test[0] - 30 * hour), str(test[0] - 7 * hour)  # 24 train hours
+    args = ["evaluate", "--run", str(run_dir), "--segment", "0", "--start", start, "--end", end,
+            "--out", str(tmp_path / "ev"), "--no-tearsheet"]
+    assert main([*args, "--from-run-state"]) == 2
+    err = capsys.readouterr().err
+    assert "--from-run-state" in err and "before segment 0's OOS hours" in err
+    assert "Traceback" not in err
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert ("evaluate: start: a flat book (NAV 1, no position)" in out
+            and "in its train rows (in-sample for this agent)" in out)
+    assert "(24 h, 24 in-sample)" in out
+    assert "evaluate: the run's own OOS rows hold none of these hours" in out
+    # --flat and --from-run-state choose how a replay starts: refused elsewhere
+    assert main(["paper", "--run", str(run_dir), "--once", "--flat"]) == 2
+    assert "go with --replay" in capsys.readouterr().err
