@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="feed the recorded bars of [START, END] (UTC) one hour at a time")
     mode.add_argument("--status", action="store_true",
                       help="print the book's position, NAV, P&L, costs and tracking")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--from-run-state", dest="from_run_state", action="store_true",
+                       default=None,
+                       help="--replay: start from the run's own book at START (the default "
+                            "inside the segment's test hours: the hours then equal the run's)")
+    start.add_argument("--flat", dest="from_run_state", action="store_false",
+                       help="--replay: start from a flat book (NAV 1, no position)")
     p.add_argument("--exchange", default="binance", help="ccxt exchange id (default binance)")
     p.add_argument("--symbol", default=None,
                    help="the traded asset's ccxt symbol (default <ASSET>/USDT)")
@@ -104,9 +111,11 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.out is not None or args.update_report:
         raise ValueError("--out and --update-report go with --status")
+    if args.from_run_state is not None and args.replay is None:
+        raise ValueError("--from-run-state and --flat go with --replay")
     if args.replay is not None:
         res = replay(args.run, *args.replay, segment=args.segment, book_dir=args.book,
-                     overrides=overrides)
+                     overrides=overrides, from_run_state=args.from_run_state)
     else:
         from cryptorl_jax.paper.engine import SegmentAgent
         from cryptorl_jax.paper.session import live_data_dir
@@ -118,8 +127,20 @@ def _run(args: argparse.Namespace) -> int:
                           sources=parse_sources(args.source))
         res = live(args.run, feeds, segment=args.segment, book_dir=args.book,
                    overrides=overrides, every_s=args.every, delay_s=args.delay)
+    if res.start is not None:
+        print(f"paper: start: {res.start.reason}")
     print(f"paper: {res.booked} hour(s) booked into {res.book.dir}; "
           f"{len(res.ledger)} in the book")
+    if res.figures:
+        from cryptorl_jax.walkforward.window import format_figures
+
+        print(f"paper: the book's {res.figures['hours']} h: {format_figures(res.figures)}")
+        own = res.run_figures
+        print(f"paper: the run's own OOS rows of these hours ({own['hours']} h): "
+              f"{format_figures(own)}" if own is not None
+              else "paper: the run's own OOS rows hold none of these hours")
+    for note in res.notes:
+        print(f"paper: {note}")
     if len(res.ledger):
         last = res.ledger.iloc[-1]
         print(f"paper: last hour {res.ledger.index[-1]}: NAV {last['nav']:.6f}, exposure "

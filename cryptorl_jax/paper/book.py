@@ -7,7 +7,8 @@ leaves either the hour booked completely or not at all; a restart reads the stat
 with the next hour. Parquet or JSON files would need a hand-written two-phase commit for that.
 
 Tables (`<run>/paper/book.sqlite`, or the book directory given):
-    meta(key, value)   run directory, segment, first hour, mode; fixed when the book is created
+    meta(key, value)   run directory, segment, first hour, mode, start state (flat or the run's
+                       book: then also the seeds' start_navs); fixed when the book is created
     hours(time, ...)   one row per booked hour: the return realised over it (JSON per seed)
     bars(time, ...)    the traded asset's bar each booked hour used (audit)
     state(id = 0, ...) the book after the last booked hour and the actions chosen at its close
@@ -44,6 +45,10 @@ CREATE TABLE IF NOT EXISTS bars (
     fresh REAL);
 CREATE TABLE IF NOT EXISTS state (id INTEGER PRIMARY KEY CHECK (id = 0), value TEXT NOT NULL);
 """
+
+# the meta keys that identify a book, with the value a book written before the key had
+IDENTITY: dict[str, Any] = {"run_digest": None, "segment": None, "start": None, "mode": None,
+                            "start_state": "flat"}
 
 
 class PaperBookError(RuntimeError):
@@ -143,11 +148,11 @@ class PaperBook:
 
     def create(self, meta: dict[str, Any]) -> dict[str, Any]:
         """Fix the book's identity at its first use; later uses must agree on `meta`'s keys
-        that identify the book (run, segment, first hour, mode)."""
+        that identify the book (`IDENTITY`: run, segment, first hour, mode, start state)."""
         held = self.meta()
         if held:
             diff = {k: (held.get(k), v) for k, v in meta.items()
-                    if k in ("run_digest", "segment", "start", "mode") and held.get(k) != v}
+                    if k in IDENTITY and held.get(k, IDENTITY[k]) != v}
             if diff:
                 what = ", ".join(f"{k}: {a!r} there, {b!r} asked" for k, (a, b) in diff.items())
                 raise PaperBookError(f"{self.path} is the book of another paper session "
@@ -177,10 +182,12 @@ class PaperBook:
                                  "cannot continue from it") from None
 
     def commit_hour(self, state: BookState, hour: dict[str, Any] | None,
-                    bar: dict[str, float] | None, expect_previous: pd.Timestamp | None) -> None:
-        """One transaction: the hour's ledger row and bar (None at the first decision) and the
-        new state. Refuses (and writes nothing) when the stored state is no longer the one the
-        hour was computed from: a second process booking the same book, or a repeated hour."""
+                    bar: dict[str, float] | None, expect_previous: pd.Timestamp | None,
+                    meta: dict[str, Any] | None = None) -> None:
+        """One transaction: the hour's ledger row and bar (None at the first decision), the
+        new state and `meta` keys to add (the first decision's start NAVs). Refuses (and
+        writes nothing) when the stored state is no longer the one the hour was computed
+        from: a second process booking the same book, or a repeated hour."""
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -200,6 +207,8 @@ class PaperBook:
                                  (bar["time"], bar["open"], bar["high"], bar["low"],
                                   bar["close"], bar["volume"], bar["fresh"]))
                 conn.execute("INSERT OR REPLACE INTO state VALUES (0, ?)", (state.to_json(),))
+                conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                 [(k, json.dumps(v)) for k, v in (meta or {}).items()])
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")

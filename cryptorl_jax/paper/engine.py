@@ -20,11 +20,16 @@ evaluate`'s exposures and NAV over the same window (tests/paper).
 The first decision is taken at the close of the hour before the book's first hour, from flat
 books with NAV 1, as the backtest of a window [start, end] does; the position is then held
 exactly as the backtest holds it (a bar the loader filled, `<ASSET>_fresh` == 0, trades
-nothing).
+nothing). With `from_run_state` (a replay inside the segment's test hours, by default) the
+books at that close are instead the run's own: every hour from the segment's first test hour
+is stepped through the same code without being booked (`walkforward.window`), so the booked
+hours equal the run's OOS rows; the seeds' NAVs at the start are kept in the book's meta
+(`start_navs`) and the ledger's `nav` starts at 1 all the same.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,6 +64,7 @@ from cryptorl_jax.walkforward.stages import (
     load_agents,
     load_encoder_model,
 )
+from cryptorl_jax.walkforward.window import FLAT, RUN_STATE
 
 log = logging.getLogger("cryptorl_jax.paper")
 
@@ -160,6 +166,9 @@ def _agent_books(books: SeedBooks, t: int) -> accounting.Book:
                            peak_nav=jnp.asarray(books.agent_peak_nav, jnp.float32))
 
 
+_HOUR = pd.Timedelta(hours=1)
+
+
 def _flat_books(s: int) -> SeedBooks:
     zero, one = np.zeros(s), np.ones(s)
     return SeedBooks(zero.astype(np.float32), zero.astype(np.float32), one.astype(np.float32),
@@ -179,7 +188,9 @@ class PaperTrader:
     """Books the hours of market snapshots into a `PaperBook` with a `SegmentAgent`."""
 
     def __init__(self, agent: SegmentAgent, book: PaperBook, *, mode: str,
-                 start: pd.Timestamp | None = None):
+                 start: pd.Timestamp | None = None, from_run_state: bool = False):
+        """`from_run_state`: the first decision from the run's own books at that close (the
+        segment's OOS roll-out stepped from its first test hour), not from flat books."""
         self.agent = agent
         self.book = book
         held = book.meta()
@@ -188,9 +199,12 @@ class PaperTrader:
         meta = {"run_dir": str(agent.run_dir.resolve()), "run_digest": agent.run_digest,
                 "segment": agent.index, "mode": mode,
                 "data_dir": str(Path(agent.cfg.data.data_dir).resolve()),
-                "start": held["start"] if start is None else to_utc(start).isoformat()}
+                "start": held["start"] if start is None else to_utc(start).isoformat(),
+                "start_state": (held.get("start_state", FLAT) if start is None
+                                else RUN_STATE if from_run_state else FLAT)}
         self.meta = book.create(meta)  # refuses a book of another run, segment, start or mode
         self.start = to_utc(self.meta["start"])
+        self.from_run_state = self.meta.get("start_state", FLAT) == RUN_STATE
         self.cfg = agent.cfg
         env = self.cfg.env
         self._cost = accounting.total_cost_rate(env.fee_bps, env.slippage_bps)
@@ -228,22 +242,52 @@ class PaperTrader:
                 "units_per_unit_nav": float(np.sum(v * e) / close),
                 "segment": self.agent.index, "note": "paper trading: no order was sent"}
 
-    def _decide_first(self, snap: Snapshot, n: int) -> None:
+    def _first_state(self, snap: Snapshot, n: int, books: SeedBooks) -> BookState:
+        """The decision at the close of row n from `books` (no hour realised yet)."""
         agent = self.agent
         data = agent.window(snap, n)
         L = agent.lookback
-        books = _flat_books(agent.n_seeds)
         actions = agent.decide(data, _agent_books(books, L))
         close = snap.run.close[n - L:n + 1]
         lev = self._leverage64(close)[L]
         time = snap.market.index[n]
         target = self._target(books, actions, lev, bool(snap.run.tradable[n]), time,
                               float(close[-1]))
-        state = BookState(time=time, close=float(close[-1]), books=books, actions=actions,
-                          target=target, hours=0)
-        self.book.commit_hour(state, None, None, expect_previous=None)
+        return BookState(time=time, close=float(close[-1]), books=books, actions=actions,
+                         target=target, hours=0)
 
-    def _book_hour(self, snap: Snapshot, n: int, state: BookState) -> BookState:
+    def _run_state(self, snap: Snapshot, n: int) -> BookState:
+        """The decision at the close of row n from the run's own books there: the segment's OOS
+        roll-out, flat at the close before its first test hour, stepped hour by hour to n
+        through `_advance` (the booked hour's code; nothing is booked)."""
+        index = snap.market.index
+        t0 = self.agent.test_period[0]
+        m = int(index.searchsorted(t0 - _HOUR))
+        if m >= len(index) or index[m] != t0 - _HOUR or m > n:
+            raise PaperBookError(f"the run's book: the hour before segment {self.agent.index}'s "
+                                 f"first test hour {t0} is not in the data before "
+                                 f"{index[n]}: start flat")
+        state = self._first_state(snap, m, _flat_books(self.agent.n_seeds))
+        for k in range(m + 1, n + 1):
+            state = self._advance(snap, k, state)[0]
+        log.info("paper: the run's book at the close of %s: %d hour(s) of segment %d's roll-out "
+                 "from its first test hour %s", index[n], n - m, self.agent.index, t0)
+        return dataclasses.replace(state, hours=0)
+
+    def _decide_first(self, snap: Snapshot, n: int) -> None:
+        if self.from_run_state:
+            state = self._run_state(snap, n)
+            start_navs = [float(x) for x in np.asarray(state.books.ledger_nav, np.float64)]
+            self.book.commit_hour(state, None, None, expect_previous=None,
+                                  meta={"start_navs": start_navs})
+        else:
+            state = self._first_state(snap, n, _flat_books(self.agent.n_seeds))
+            self.book.commit_hour(state, None, None, expect_previous=None)
+
+    def _advance(self, snap: Snapshot, n: int, state: BookState
+                 ) -> tuple[BookState, dict[str, Any], dict[str, float]]:
+        """The hour ending at the close of row n from `state`: the books realised over it, the
+        decision at its close, and the hour's ledger row and bar (not booked here)."""
         agent = self.agent
         L = agent.lookback
         data = agent.window(snap, n)
@@ -291,6 +335,10 @@ class PaperTrader:
         hour = {"time": time.isoformat(), "close": float(close[L]),
                 "prev_close": float(close[L - 1]), "tradable": bool(tradable[L - 1]),
                 "seeds": seeds}
+        return new, hour, bar
+
+    def _book_hour(self, snap: Snapshot, n: int, state: BookState) -> BookState:
+        new, hour, bar = self._advance(snap, n, state)
         self.book.commit_hour(new, hour, bar, expect_previous=state.time)
         return new
 
@@ -375,22 +423,25 @@ class PaperTrader:
 
 
 def ledger_frame(book: PaperBook) -> pd.DataFrame:
-    """The booked hours as the backtest's frame: the fund's `strategy` return, `nav`,
+    """The booked hours as the backtest's frame: the fund's `strategy` return, `nav` (from 1
+    before the first booked hour),
     exposure, turnover (chosen / mechanical), cost and financing; each seed's `seed_<s>` and
     `action_<s>`; leverage, tradable and the `benchmark` (the traded asset's return)."""
     hours = book.hours()
     if len(hours) == 0:
         return hours
     n_seeds = sum(1 for c in hours.columns if c.startswith("nav_"))
+    # each seed's NAV before the first booked hour: 1, or the run's (a book from its state)
+    start_navs = book.meta().get("start_navs") or [1.0] * n_seeds
     sims = []
     for s in range(n_seeds):
         sim = {k: hours[f"{k}_{s}"].to_numpy(np.float64) for k in LEDGER_KEYS}
-        sim["nav"] = np.concatenate([[1.0], sim["nav"]])
+        sim["nav"] = np.concatenate([[float(start_navs[s])], sim["nav"]])
         sim["turnover_chosen"], sim["turnover_mechanical"] = turnover_attribution(
             sim["action"], sim["leverage"], sim["weight"], sim["turnover"])
         sims.append(sim)
     fund = portfolio.equal_weight(sims, keys=("returns", *FUND_COLUMNS))
-    out = {"strategy": fund["returns"], "nav": fund["nav"][1:]}
+    out = {"strategy": fund["returns"], "nav": fund["nav"][1:] / fund["nav"][0]}
     out.update({f"seed_{s}": sims[s]["returns"] for s in range(n_seeds)})
     out.update({k: fund[k] for k in FUND_COLUMNS})
     out["leverage"] = sims[0]["leverage"]

@@ -12,7 +12,7 @@ import logging
 import shutil
 import time as _time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +26,14 @@ from cryptorl_jax.paper.engine import Booked, PaperTrader, SegmentAgent, ledger_
 from cryptorl_jax.paper.feeds import CcxtFeed, Feed, FeedError
 from cryptorl_jax.paper.status import paper_status
 from cryptorl_jax.walkforward.evaluate import to_utc
+from cryptorl_jax.walkforward.window import (
+    WindowStart,
+    nothing_traded_reason,
+    resolve_start,
+    run_figures,
+    traded,
+    window_figures,
+)
 
 log = logging.getLogger("cryptorl_jax.paper")
 _HOUR = pd.Timedelta(hours=1)
@@ -37,6 +45,10 @@ class SessionResult:
     ledger: pd.DataFrame
     booked: int  # hours booked by this call
     warnings: list[str]
+    start: WindowStart | None = None  # a replay: how its book started (the run's or flat), why
+    figures: dict[str, float] = field(default_factory=dict)  # a replay: its ledger's figures
+    run_figures: dict[str, float] | None = None  # the run's own OOS rows of the same hours
+    notes: list[str] = field(default_factory=list)  # a replay: why nothing traded
 
 
 def _refresh_status(run_dir: Path, book: PaperBook) -> None:
@@ -118,13 +130,19 @@ def replay_book_dir(run_dir: Path, segment: int, start: pd.Timestamp,
 def replay(run_dir: str | Path, start: str, end: str, *, segment: int | None = None,
            book_dir: str | Path | None = None, market: pd.DataFrame | None = None,
            overrides: tuple[str, ...] = (),
-           after_hour: Callable[[pd.Timestamp], None] | None = None) -> SessionResult:
+           after_hour: Callable[[pd.Timestamp], None] | None = None,
+           from_run_state: bool | None = None) -> SessionResult:
     """Feed the recorded bars of [start, end] (UTC) one hour at a time through paper trading.
 
     The market is read as `cryptorl evaluate` reads it (the run's data files, `data.end`
     lifted) unless given; for every hour h from the one before `start` to `end`, the snapshot
     of rows up to h goes through `PaperTrader.on_market`, which rebuilds the features of that
     snapshot only: nothing after h is seen at h. An existing book continues where it stopped.
+    The book starts as `cryptorl evaluate`'s window does (`walkforward.window.resolve_start`;
+    `from_run_state` as there): by default from the run's own books when `start` lies in the
+    segment's test hours, so the booked hours equal the run's OOS rows. The result gives the
+    start, the ledger's figures beside the run's own for the same hours, and why nothing
+    traded.
     """
     run_dir = Path(run_dir)
     agent = SegmentAgent(run_dir, segment, overrides)
@@ -139,10 +157,13 @@ def replay(run_dir: str | Path, start: str, end: str, *, segment: int | None = N
     if end_row <= start_row - 1:
         raise ValueError(f"--replay {start} .. {end} holds no hour of the data")
     first, last = index[start_row], index[end_row]
+    begin = resolve_start(agent.index, agent.train_period, agent.test_period, first,
+                          from_run_state)
     book = PaperBook(book_dir if book_dir is not None
                      else replay_book_dir(run_dir, agent.index, first, last))
     check_writable(book.dir, "the paper book's directory")  # before the first hour
-    trader = PaperTrader(agent, book, mode="replay", start=first)
+    trader = PaperTrader(agent, book, mode="replay", start=first,
+                         from_run_state=begin.from_run_state)
     state = book.state()
     booked, warnings = 0, []
     for h in range(start_row - 1, end_row + 1):
@@ -154,8 +175,15 @@ def replay(run_dir: str | Path, start: str, end: str, *, segment: int | None = N
         state = None
     log.info("paper replay: %s .. %s booked into %s (%d hours this call)", first, last,
              book.dir, booked)
-    return SessionResult(book=book, ledger=ledger_frame(book), booked=booked,
-                         warnings=warnings)
+    ledger = ledger_frame(book)
+    res = SessionResult(book=book, ledger=ledger, booked=booked, warnings=warnings,
+                        start=begin)
+    if len(ledger):
+        res.figures = window_figures(ledger)
+        res.run_figures = run_figures(RunDir(run_dir), agent.index, ledger.index)
+        if not traded(ledger):
+            res.notes.append(nothing_traded_reason(ledger, agent.cfg.env.no_trade_band))
+    return res
 
 
 def live_data_dir(run_dir: str | Path, book_dir: str | Path | None = None,

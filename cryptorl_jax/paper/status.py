@@ -1,9 +1,9 @@
 """`cryptorl paper --status`: the paper book at a glance, and its tracking against the backtest.
 
 The backtest of the same hours is `cryptorl evaluate` over [first booked hour, last booked
-hour] on the data as they are now. Replayed bars track it to rounding; live bars differ only
-where the data changed after an hour was booked (a late or revised bar of any asset), which is
-what the tracking figures measure.
+hour] on the data as they are now, from the book's own start (the run's book or flat).
+Replayed bars track it to rounding; live bars differ only where the data changed after an hour
+was booked (a late or revised bar of any asset), which is what the tracking figures measure.
 
 Reading the status changes nothing in the run or its book: status.json, equity.png and the
 backtest go to `out_dir` (default `<run>-eval/paper-status/`, beside the run). With
@@ -31,6 +31,7 @@ from cryptorl_jax.report.html import write_report_html
 from cryptorl_jax.report.paper import BOOK_DIR, EQUITY_PNG, STATUS_FILE
 from cryptorl_jax.report.plots import naive_utc, nav_axes, save_nav_plot
 from cryptorl_jax.walkforward.evaluate import evaluate_window, to_utc
+from cryptorl_jax.walkforward.window import RUN_STATE
 
 log = logging.getLogger("cryptorl_jax.paper")
 
@@ -97,7 +98,8 @@ def _tracking(run_dir: Path, dest: Path, meta: dict[str, Any], ledger: pd.DataFr
         market = load_market(cfg.data, end_on="traded")
     res = evaluate_window(run_dir, int(meta["segment"]), str(ledger.index[0]),
                           str(ledger.index[-1]), out_dir=dest / "backtest", market=market,
-                          tearsheet=False)
+                          tearsheet=False,
+                          from_run_state=meta.get("start_state") == RUN_STATE)
     bt = res.oos
     common = ledger.index.intersection(bt.index)
     paper, ref = ledger.loc[common], bt.loc[common]

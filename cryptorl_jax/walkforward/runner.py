@@ -100,6 +100,12 @@ def fit_baselines(cfg: Config, run: RunData, sm: SegmentMatrix,
                               (seg.train_start, seg.train_end), seed=cfg.seed * 1000 + seg.index)
 
 
+def segment_baseline_seed(cfg: Config, segment: int) -> int:
+    """The seed of segment `segment`'s random baseline (the run's; `cryptorl evaluate` of its
+    agent uses the same, so the baselines of the same hours agree)."""
+    return cfg.seed * 1000 + segment
+
+
 def backtest_rows(cfg: Config, run: RunData, sm: SegmentMatrix, enc: EncoderStage,
                   trainer: Trainer, agents: Any, test_start: int, test_end: int,
                   rollout: Callable | None = None, baseline_seed: int = 0,
@@ -277,7 +283,7 @@ def run_segments(cfg: Config, run: RunData, segs: Sequence[Segment], workdirs: S
         if k > 1:
             t_seg["train_batch"] = k
         oos = insample = None
-        baseline_seed = cfg.seed * 1000 + seg.index
+        baseline_seed = segment_baseline_seed(cfg, seg.index)
         if rows is not None:
             hooks.stage(seg.index, "backtest")
             t = time.perf_counter()

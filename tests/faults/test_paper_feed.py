@@ -143,7 +143,8 @@ def _check_book(setup, book, hours, before, tmp_path):
     assert booked.index.is_monotonic_increasing and booked.index.is_unique
     pd.testing.assert_frame_equal(booked.loc[before.index], before)
     ledger = ledger_frame(PaperBook(book))
-    _assert_equals_evaluate(run_dir, ledger, _market(run_dir, live_dir), tmp_path)
+    _assert_equals_evaluate(run_dir, ledger, _market(run_dir, live_dir), tmp_path,
+                            from_run_state=False)
     return ledger
 
 
@@ -385,5 +386,5 @@ def test_empty_pages_for_hours_book_nothing_then_every_hour_in_order(feed, tmp_p
     pd.testing.assert_frame_equal(PaperBook(book).hours().loc[seen["before"].index],
                                   seen["before"])
     _assert_equals_evaluate(run_dir, seen["ledger"], _market(run_dir, seen["stood"]),
-                            tmp_path / "stood_eval")
+                            tmp_path / "stood_eval", from_run_state=False)
     assert list(ledger.index) == [cut + k * HOUR for k in range(1, 8)]

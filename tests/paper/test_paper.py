@@ -45,9 +45,13 @@ def paper_run(tiny_planted_run):
     return tiny_planted_run
 
 
-def _assert_equals_evaluate(run_dir, ledger, market, tmp_path):
+def _assert_equals_evaluate(run_dir, ledger, market, tmp_path, from_run_state=None):
+    """The book's hours equal evaluate's over the same hours from the same start: a replay's
+    (by default, inside the test window, the run's own book) or flat (a live book:
+    `from_run_state=False`)."""
     ev = evaluate_window(run_dir, 0, str(ledger.index[0]), str(ledger.index[-1]),
-                         market=market, out_dir=tmp_path / "eval", tearsheet=False)
+                         market=market, out_dir=tmp_path / "eval", tearsheet=False,
+                         from_run_state=from_run_state)
     oos = ev.oos
     np.testing.assert_array_equal(ledger.index, oos.index)
     for col in ("exposure", "strategy", "seed_0", "seed_1", "action_0", "action_1", "turnover",
@@ -246,7 +250,7 @@ def test_live_bars_with_a_gap_a_duplicate_and_a_malformed_bar(live_setup, tmp_pa
     market = load_market(with_overrides(load_config(run_dir / "config.yaml"),
                                         [f"data.data_dir={live_dir}", "data.end=null",
                                          "data.cache_dir=null"]).data, end_on="traded")
-    _assert_equals_evaluate(run_dir, ledger, market, tmp_path)
+    _assert_equals_evaluate(run_dir, ledger, market, tmp_path, from_run_state=False)
     # each live cycle refreshed status.json (without the backtest, left to --status)
     cycle = json.loads((book / "status.json").read_text())
     assert cycle["hours"] == 5 and "tracking" not in cycle
@@ -283,6 +287,10 @@ def test_cli_status_and_report_section(paper_run, tmp_path, capsys):
     from cryptorl_jax.cli import main
 
     run_dir, _, market, test = paper_run
+    # a copy of the run (the session's run is shared: its report.html stays as written)
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("paper*"))
+    run_dir = copy
     # a live book in <run>/paper, made by replaying into it
     replay(run_dir, str(test[10]), str(test[14]), market=market, book_dir=run_dir / "paper")
     page = (run_dir / "report.html").read_text()
