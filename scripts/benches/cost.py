@@ -167,10 +167,10 @@ def _print(res: dict, top: int) -> None:
           f" MB ({res['op_bytes_nested_loops_once'] / 1e6:.1f} with nested loops once; in-place "
           "updates at the update's size)")
     print(f"per iteration (all {p} members, one loop body):")
+    k, c = res["kernel_instructions_per_iteration"], res["copy_instructions_per_iteration"]
     print(f"  kernels launched                 {res['kernels_per_iteration']:10.0f} "
-          f"({res['kernel_instructions_per_iteration']:.0f} instructions with nested loops once, "
-          f"{res['copy_instructions_per_iteration']:.0f} of them copies; "
-          f"{res['nested_loops']:.0f} nested loops)")
+          f"({res['kernel_instructions_per_iteration']:.0f} instructions with nested loops once: "
+          f"{k - c:.0f} fusions and ops + {c:.0f} copies; {res['nested_loops']:.0f} nested loops)")
     print(f"  conditionals                     {res['conditionals_per_iteration']:10.0f}")
     print(f"  host transfers                   {res['host_transfers_per_iteration']:10.0f}")
     print("roofline per member-iteration (bound = the larger; env steps/s per device at it):")
