@@ -185,7 +185,7 @@ class Cost:
     copies: float = 0.0  # of those instructions, copies (XLA's copy insertion, layouts)
     conditionals: float = 0.0
     host_transfers: float = 0.0
-    whiles: float = 0.0
+    whiles: float = 0.0  # nested loops in the body (instructions)
     unknown_trip_counts: int = 0
     trip_count: int | None = None  # the training loop's own trip count
     # (bytes, name, opcode, op_name) of each kernel
@@ -199,7 +199,7 @@ class Cost:
         self.copies += other.copies
         self.conditionals += times * other.conditionals
         self.host_transfers += times * other.host_transfers
-        self.whiles += times * other.whiles
+        self.whiles += other.whiles
         self.unknown_trip_counts += other.unknown_trip_counts
         self.items += [(times * b, n, o, p) for b, n, o, p in other.items]
 
@@ -336,18 +336,17 @@ def loop_cost(hlo_text: str, trip_count: int | None = None) -> Cost:
     """One iteration's counts of the module's training loop (see the module doc).
 
     The loop is the outermost `while` with XLA's known trip count `trip_count` (any outermost
-    `while` if None); of several, the one with the most instructions in its body.
+    `while` if None or if no loop is annotated with it); of several, the one with the most
+    instructions in its body.
     """
     comps = parse_module(hlo_text)
     entry = next(c for c in comps.values() if c.entry)
     whiles = _reachable_whiles(comps, entry.name, set())
-    if trip_count is not None:
+    if trip_count is not None:  # where XLA annotates none with it, any outermost while
         whiles = [w for w in whiles if (m := _TRIP.search(w.attrs))
-                  and int(m.group(1)) == trip_count]
+                  and int(m.group(1)) == trip_count] or whiles
     if not whiles:
-        raise HloParseError("no outermost while loop"
-                            + (f" with trip count {trip_count}" if trip_count else "")
-                            + " in the module: is it a compiled lax.scan?")
+        raise HloParseError("no while loop in the module: is it a compiled lax.scan?")
     loop = max(whiles, key=lambda w: len(comps[w.called()["body"][0]].instrs))
     reader = _Reader(comps)
     out = reader.cost(loop.called()["body"][0])

@@ -71,3 +71,23 @@ def test_conditional_and_host_transfer_in_a_loop():
         return jax.lax.scan(body, x, None, length=3)[0]
 
     assert loop_cost(_compiled(g, jnp.ones(4)), trip_count=3).host_transfers == 1
+
+
+def test_slicing_read_counted_at_the_slice_size():
+    """A loop reading a [4, 8] dynamic slice of the 3.2 MB buffer counts the slice, not the
+    buffer; a module without a loop is refused with a clear error."""
+    buf = jnp.arange(ROWS * COLS, dtype=jnp.float32).reshape(ROWS, COLS)
+
+    def f(b):
+        def body(acc, i):
+            return acc + jax.lax.dynamic_slice(b, (i * UPD, 0), (UPD, COLS)) * 2.0, None
+        return jax.lax.scan(body, jnp.zeros((UPD, COLS)), jnp.arange(8))[0]
+
+    cost = loop_cost(_compiled(f, buf), trip_count=8)
+    assert 0 < cost.bytes < 2_000, cost.items
+    try:
+        loop_cost(_compiled(lambda x: x * 2.0, buf))
+    except ValueError as exc:
+        assert "no while loop" in str(exc)
+    else:
+        raise AssertionError("a module without a loop was not refused")
