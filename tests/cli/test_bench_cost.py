@@ -78,3 +78,8 @@ def test_text_output(cost, batch32, capsys):
     for text in ("GFLOP", "bytes counted op by op", "kernels launched", "conditionals",
                  "H200 SXM", "bandwidth", "the 3 kernels that move the most bytes"):
         assert text in out, out
+
+
+def test_bad_input_names_the_key(capsys):
+    assert cli_main(["bench", "cost", "--set", "tqc.batch_siz=64", "--no-peak"]) == 2
+    assert "tqc.batch_siz" in capsys.readouterr().err
