@@ -16,13 +16,14 @@ from cryptorl_jax.cli.style import command_parser, epilog
 BENCH_PACKAGES = ("the peers (sb3-contrib, sbx, gymnax, ...) need the 'bench' extra:\n"
                   '    pip install -e ".[bench]" in the checkout')
 
-BENCHES = ("env", "pendulum", "train", "tune")
+BENCHES = ("env", "pendulum", "train", "tune", "cost")
 EXAMPLES = (
     "cryptorl bench env        # jitted vmapped env vs a lean numpy env loop",
     "cryptorl bench pendulum   # TQC learning quality and speed on Pendulum-v1",
     "cryptorl bench train      # the fused training step (env + replay + TQC [+ MAE])",
     "cryptorl bench train --population 4   # P members in one step vs P = 1",
     "cryptorl bench tune       # an 8-trial study: one trial at a time vs populations",
+    "cryptorl bench cost --config configs/full.yaml --population 32   # XLA's counts, no run",
 )
 
 

@@ -8,6 +8,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from cryptorl_jax.cli.common import run_command
+
 
 def main(argv: list[str] | None = None) -> int:
     script = Path(__file__).resolve().parents[2] / "scripts" / "bench.py"
@@ -18,5 +20,5 @@ def main(argv: list[str] | None = None) -> int:
     spec = importlib.util.spec_from_file_location("cryptorl_bench_script", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.main(argv)
-    return 0
+    # a bad --config or --set prints one line naming the key and gives 2, as every command does
+    return run_command("bench", lambda: module.main(argv), interrupted="nothing was written")

@@ -38,11 +38,10 @@ PEERS_SETTINGS = [
 ]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_step_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that say which step is built (shared with `bench cost`)."""
     parser.add_argument("--match-peers", action="store_true",
-                        help="exactly the peers' stock-TQC settings (see the module doc)")
-    parser.add_argument("--compare-finetune", action="store_true",
-                        help="time pretrained-frozen against pretrained-finetune")
+                        help="exactly the peers' stock-TQC settings (see bench train's doc)")
     parser.add_argument("--config", default=None, help="base config (default: built-in)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="dotted config overrides")
@@ -51,6 +50,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", type=int, default=13_000,
                         help="rows of the synthetic market (default 13,000)")
     parser.add_argument("--chunk", type=int, default=250, help="iterations per train_chunk")
+
+
+def base_settings(args: argparse.Namespace) -> list[str]:
+    """The overrides every step of this bench is built with, before the user's --set."""
+    base = list(PEERS_SETTINGS) if args.match_peers else []
+    return base + [f"train.steps_per_chunk={args.chunk}", "output.progress=false",
+                   "train.total_env_steps=1000000000"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_step_arguments(parser)
+    parser.add_argument("--compare-finetune", action="store_true",
+                        help="time pretrained-frozen against pretrained-finetune")
     parser.add_argument("--chunks", type=int, default=4, help="timed chunks")
     parser.add_argument("--population", default=None, metavar="P[,P...]",
                         help="P members in one compiled step, against P = 1 in the same run "
@@ -150,10 +162,11 @@ def _synthetic(cfg, rows: int, n_features: int, embedding_dim: int | None, seed:
                      embeddings=emb)
 
 
-def measure(cfg, n_features: int, rows: int, chunks: int, flops: bool = True,
-            segments: int = 1) -> dict:
-    """Compile, then time `chunks` calls of train_chunk; learning is on from the first step.
-    `segments` K > 1: K synthetic segments (other markets, same shapes) in one step."""
+def build_step(cfg, n_features: int, rows: int, segments: int = 1):
+    """The step `bench train` times and `bench cost` compiles: the config's trainer, its
+    synthetic data (host arrays; K > 1 `segments`: K markets, same shapes, stacked), the init
+    key, the fine-tuned encoders' parameters (pretrained-finetune only) and the members'
+    Hyper and seeds. Returns (trainer, data, key, enc_params, hyper, seeds)."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -167,10 +180,10 @@ def measure(cfg, n_features: int, rows: int, chunks: int, flops: bool = True,
     trainer = trainer_for(cfg, n_features, emb_dim, segments=segments)
     key = jax.random.key(0)
     if segments == 1:
-        data = trainer.put_data(_synthetic(cfg, rows, n_features, emb_dim))
+        data = _synthetic(cfg, rows, n_features, emb_dim)
     else:
-        data = trainer.put_data(stack_segments(
-            [_synthetic(cfg, rows, n_features, emb_dim, seed=k) for k in range(segments)]))
+        data = stack_segments(
+            [_synthetic(cfg, rows, n_features, emb_dim, seed=k) for k in range(segments)])
         key = jnp.stack([jax.random.key(k) for k in range(segments)])
     enc_params = None
     if mode == "pretrained-finetune":
@@ -178,9 +191,19 @@ def measure(cfg, n_features: int, rows: int, chunks: int, flops: bool = True,
         enc_params = nnx.split(enc, nnx.Param, ...)[1]
         if segments > 1:
             enc_params = jax.tree.map(lambda x: jnp.stack([x] * segments), enc_params)
-    hyper = trainer.default_hyper
-    state = trainer.init(key, data, enc_params, hyper=hyper,
-                         seeds=[m.seed for m in trainer.default_members])
+    return (trainer, data, key, enc_params, trainer.default_hyper,
+            [m.seed for m in trainer.default_members])
+
+
+def measure(cfg, n_features: int, rows: int, chunks: int, flops: bool = True,
+            segments: int = 1) -> dict:
+    """Compile, then time `chunks` calls of train_chunk; learning is on from the first step.
+    `segments` K > 1: K synthetic segments (other markets, same shapes) in one step."""
+    import jax
+
+    trainer, data, key, enc_params, hyper, seeds = build_step(cfg, n_features, rows, segments)
+    data = trainer.put_data(data)
+    state = trainer.init(key, data, enc_params, hyper=hyper, seeds=seeds)
     # fill the buffer past learning_starts with one untimed chunk, then compile-time the next
     t0 = time.perf_counter()
     state, metrics = trainer.train_chunk(state, data, hyper)
@@ -301,9 +324,7 @@ def main(args: argparse.Namespace) -> None:
 
     from cryptorl_jax.config import load_config
 
-    base = list(PEERS_SETTINGS) if args.match_peers else []
-    base += [f"train.steps_per_chunk={args.chunk}", "output.progress=false",
-             "train.total_env_steps=1000000000"]
+    base = base_settings(args)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"jax {jax.__version__} on {jax.devices()[0].platform}")
     peak = _matmul_peak()
