@@ -28,6 +28,7 @@ from cryptorl_jax.config import AssetSpec, DataConfig, EnvConfig
 from cryptorl_jax.core.io import write_atomic
 from cryptorl_jax.core.names import BUNDLED_FILES
 from cryptorl_jax.core.units import HOURS_PER_YEAR
+from cryptorl_jax.market.heldout import check_set, write_heldout_files
 from cryptorl_jax.market.loader import load_market
 from cryptorl_jax.market.planted import (
     DEFAULT_STRENGTH,
@@ -161,24 +162,22 @@ def oracle_figures(source, env_config: EnvConfig | None = None, *, start=None, e
 # --------------------------------------------------------------------------------------------
 
 
-# --------------------------------------------------------------------------------------------
-# The writer
-# --------------------------------------------------------------------------------------------
-
-
 def write_planted_market(out_dir, family: str, strength: float, seed: int, *,
                          template_dir="data", start=None, end=None,
                          params: PlantedParams | None = None,
-                         env_config: EnvConfig | None = None) -> PlantedMarket:
-    """Write a planted-edge market directory (`market.planted.write_planted_files`) and
-    measure its oracle into planted.json.
+                         env_config: EnvConfig | None = None,
+                         market_set: str = "selection") -> PlantedMarket:
+    """Write a planted-edge market directory (`market.planted.write_planted_files`, or
+    `market.heldout.write_heldout_files` for market_set "heldout": seed >= its offset) and
+    measure its oracle into planted.json (which records the set).
 
     start / end (optional, UTC): keep only the template bars opening in [start, end] (short
     markets for tests). params: the generator's parameters (defaults: `PlantedParams`).
     env_config: the accounting of the oracle's figures (default EnvConfig()).
     """
-    written = write_planted_files(out_dir, family, strength, seed, template_dir=template_dir,
-                                  start=start, end=end, params=params)
+    writer = write_heldout_files if check_set(market_set) == "heldout" else write_planted_files
+    written = writer(out_dir, family, strength, seed, template_dir=template_dir,
+                     start=start, end=end, params=params)
     out = written.out_dir
     cfg = env_config or EnvConfig()
     whole = oracle_figures(out, cfg)
