@@ -27,6 +27,12 @@ the agent and the oracle are measured alike. Outputs in `<out>/<run_name>-power/
 - `power.png`: the power curve (ensemble Sharpe against the oracle's, per family, with the
   lines y = x and y = x / 2).
 
+`sets` (`cryptorl power --market-set`): the selection set (above; the default) and / or the
+held-out set (market/heldout.py: every family from other processes and parameters, seed =
+1,000,000 + the repeat, market and run tagged `heldout-<f>-s<s>-r<r>`), on which no setting
+is chosen (`studies.protocol`); the summary is per set, and the page shows each set in its own
+table (`studies.power_page`).
+
 `--doc PATH` also writes the Markdown page (e.g. docs/power.md) with the command, the wall
 time and the machine.
 """

@@ -35,7 +35,7 @@ DECISIONS: tuple[Decision, ...] = (
     Decision("the ridge's grid (baselines.ridge_alphas, forecast_horizons, "
              "forecast_smoothing_hours)", "alphas 1e3, 1e4, 1e5; horizons 1, 24, 72 h; "
              "smoothing 24 h", "selection",
-             "issue 28's notes: chosen on the selection markets' lead and trend runs"),
+             "b9ef277 (issue 28): chosen on docs/power.md's planted trend and lead markets"),
     Decision("the held-out variants themselves (market/heldout.py)", "VARIANTS", "none",
              "fixed before any held-out run; no run result was read to choose them"),
 )

@@ -434,7 +434,6 @@ def test_decisions_name_the_selection_set_and_the_ablation_refuses_heldout_runs(
         ablation.ablation_rows([tmp_path / "power-heldout-trend-s4-r0"], tmp_path / "markets")
 
 
-@pytest.mark.slow
 def test_a_heldout_cell_runs_end_to_end(study, tmp_path):
     """One tiny held-out cell through run_power (the smoke test of the set): its market is
     the held-out variant with a held-out seed, and its row and page say so."""
