@@ -8,6 +8,8 @@ no-trade band) over the whole span and over the four files' common window, and w
 planted.json: the generator's fields, the env and the oracle's figures.
 
     python -m cryptorl_jax.studies.planted --family trend --strength 4 --seed 0 --out DIR
+    python -m cryptorl_jax.studies.planted --family lead --market-set heldout \
+        --seed 1000000 --out DIR   # a held-out market (market/heldout.py)
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from cryptorl_jax.config import AssetSpec, DataConfig, EnvConfig
 from cryptorl_jax.core.io import write_atomic
 from cryptorl_jax.core.names import BUNDLED_FILES
 from cryptorl_jax.core.units import HOURS_PER_YEAR
-from cryptorl_jax.market.heldout import check_set, write_heldout_files
+from cryptorl_jax.market.heldout import SETS, check_set, write_heldout_files
 from cryptorl_jax.market.loader import load_market
 from cryptorl_jax.market.planted import (
     DEFAULT_STRENGTH,
@@ -215,15 +217,21 @@ def main(argv: list[str] | None = None) -> int:
                                  description="Write a planted-edge market directory.")
     ap.add_argument("--family", required=True, choices=FAMILIES)
     ap.add_argument("--strength", type=float, default=DEFAULT_STRENGTH)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0,
+                    help="the market's seed (held-out seeds start at 1,000,000)")
+    ap.add_argument("--market-set", choices=SETS, default="selection",
+                    help="selection (market/planted.py) or heldout (market/heldout.py)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--template-dir", default="data")
     ap.add_argument("--start", default=None)
     ap.add_argument("--end", default=None)
     a = ap.parse_args(argv)
     strength = 0.0 if a.family == "none" else a.strength
-    m = write_planted_market(a.out, a.family, strength, a.seed, template_dir=a.template_dir,
-                             start=a.start, end=a.end)
+    try:
+        m = write_planted_market(a.out, a.family, strength, a.seed, template_dir=a.template_dir,
+                                 start=a.start, end=a.end, market_set=a.market_set)
+    except (ValueError, FileNotFoundError) as exc:
+        ap.error(str(exc))
     meta = json.loads(m.meta_path.read_text())
     for name, f in meta["oracle"].items():
         if isinstance(f, dict):

@@ -474,3 +474,21 @@ def test_the_dry_runs_target_line_counts_the_repeats_that_fit():
     assert "3 repeats of each of its 4 (set, family, strength) cells fit in the hour" in text
     plan.plans[0] = SimpleNamespace(seconds=None)
     assert "no estimate to compare" in target_line(plan)
+
+
+def test_ensure_market_keeps_a_market_of_the_same_set_only(tmp_path):
+    """A market written before issue 40 (planted.json without `set`) is the selection set's:
+    kept for the selection cell, rewritten for the held-out cell of the same family, strength
+    and repeat (its seed differs too)."""
+    path = tmp_path / "m"
+    path.mkdir()
+    (path / META_FILE).write_text(json.dumps({"family": "trend", "strength": 4.0, "seed": 0}))
+    calls = []
+    power.planted_writer = lambda *a, **k: calls.append((a[1:], k))
+    try:
+        power.ensure_market(path, study_cells.Cell("trend", 4.0, 0))
+        assert calls == []
+        power.ensure_market(path, study_cells.Cell("trend", 4.0, 0, "heldout"))
+    finally:
+        power.planted_writer = write_planted_market
+    assert calls == [(("trend", 4.0, H.HELDOUT_SEED_OFFSET), {"market_set": "heldout"})]
