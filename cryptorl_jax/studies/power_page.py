@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,9 @@ def baseline_names(rows: pd.DataFrame) -> list[str]:
             if c.endswith("_recovered") and c not in ("recovered", "seed_recovered")]
 
 
-
 def rate_name(col: str) -> str:
     return {"detected": "detection", "detected_psr": "detection_psr"}.get(
         col, col.replace("_detected", "_detection"))
-
 
 
 def detection_text(summary_row: Mapping[str, Any], name: str) -> str:
@@ -109,14 +108,14 @@ def page_markdown(summary: pd.DataFrame, rows: pd.DataFrame, command: str, secon
              f"{(info.get('devices') or {}).get('backend')}); wall time of this invocation "
              f"{seconds / 60:.1f} min; the runs' own wall time, every invocation summed "
              f"(run_info.json): {run_minutes(rows):.1f} min",
-             "- oracle: each market's sign policy (market/planted.py), replayed through the "
-             "same backtest over the same OOS hours as the agents; `recovered` = ensemble "
-             "Sharpe / oracle Sharpe; `seed_recovered_min` = the worst seed of the worst repeat; "
-             "`seed_recovered_mean_min` = the worst seed's recovery averaged over the repeats; "
-             "`drift_captured` = the planted "
-             "next-hour drift the ensemble's exposure earns as a share of what the sign "
-             "oracle's earns at the same leverage (no return noise in it: 1 = the oracle, 0 = "
-             "nothing; OOS, and `insample_` over the agents' own train rows)",
+             "- oracle: each market's sign policy (market/planted.py, market/heldout.py), "
+             "replayed through the same backtest over the same OOS hours as the agents; "
+             "`recovered` = ensemble Sharpe / oracle Sharpe; `seed_recovered_min` = the worst "
+             "seed of the worst repeat; `seed_recovered_mean_min` = the worst seed's recovery "
+             "averaged over the repeats; `drift_captured` = the planted next-hour drift the "
+             "ensemble's exposure earns as a share of what the sign oracle's earns at the same "
+             "leverage (no return noise in it: 1 = the oracle, 0 = nothing; OOS, and "
+             "`insample_` over the agents' own train rows)",
              *protocol_lines(), *_DETECTED]
     headed = present != ["selection"]
     for market_set in present:
@@ -124,7 +123,7 @@ def page_markdown(summary: pd.DataFrame, rows: pd.DataFrame, command: str, secon
                            rows[rows["set"] == market_set], market_set, headed)
     lines += ["![power curve](power.png)", "", "## Runs", "",
               markdown_table(rows.drop(columns=["run_dir"]).set_index("family"), ".3g"), ""]
-    return "\n".join(lines)
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines))
 
 
 SET_HEADINGS = {
@@ -147,13 +146,14 @@ def set_lines(summary: pd.DataFrame, rows: pd.DataFrame, market_set: str,
     for col, label in DETECTIONS.items():
         show[f"detected: {label}"] = [detection_text(r, rate_name(col))
                                       for r in summary.to_dict("records")]
-    lines = [""]
+    lines = []
     if headed:
         chosen = ("No setting was chosen on this set: every default was chosen on the "
                   "selection set (`studies.protocol.DECISIONS`) before these runs were read."
                   if market_set == "heldout" else
-                  "The defaults were chosen on this set (`studies.protocol.DECISIONS`).")
-        lines += [SET_HEADINGS[market_set], "", chosen, ""]
+                  "Settings may be chosen on this set; today's defaults were "
+                  "(`studies.protocol.DECISIONS`).")
+        lines += ["", SET_HEADINGS[market_set], "", chosen, ""]
     counts = ", ".join(f"{r['family']} s{r['strength']:g}: {int(r['repeats'])}"
                        for r in summary.to_dict("records"))
     lines += [f"- repeats per family and strength ({market_set} set): {counts}",
