@@ -17,6 +17,11 @@ keeps that section when it rewrites the page), so both parts of the page come fr
 after the runs behind its older rows are gone; a run given again replaces its older row (same
 variant, family and repeat); --csv writes every row, old and new (docs/power_ablation.csv is
 the page's).
+
+The ablation screens settings, so it reads the selection set only (issue 40's protocol): a run
+on a held-out market (its variant ends in `heldout`, as `cryptorl power --market-set heldout`
+names them, or its market's planted.json says set heldout) is refused. The section also prints
+`studies.protocol.DECISIONS`: which set each of today's defaults was chosen on.
 """
 
 from __future__ import annotations
@@ -30,10 +35,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from cryptorl_jax.market.planted import META_FILE
 from cryptorl_jax.report import Run
 from cryptorl_jax.report.markdown import markdown_table
 from cryptorl_jax.studies import power
 from cryptorl_jax.studies.cells import Cell
+from cryptorl_jax.studies.protocol import decisions_table
 
 TAG = re.compile(r"^(?P<variant>.+)-(?P<family>trend|lead|regime|none)-s(?P<strength>[0-9.]+)"
                  r"-r(?P<repeat>\d+)$")
@@ -65,6 +72,12 @@ def ablation_rows(run_dirs: list[Path], markets: Path) -> pd.DataFrame:
         data_dir = markets / cell.tag
         if not data_dir.is_dir():
             raise SystemExit(f"{run_dir}: its market {data_dir} does not exist")
+        market_set = json.loads((data_dir / META_FILE).read_text()).get("set", "selection") \
+            if (data_dir / META_FILE).is_file() else "selection"
+        if m["variant"].split("-")[-1] == "heldout" or market_set != "selection":
+            raise SystemExit(f"{run_dir}: a run on a held-out market; the ablation screens "
+                             f"settings, and no setting may be chosen on the held-out set "
+                             f"(studies/protocol.py)")
         cfg = Run.load(run_dir).config
         row = power.cell_row(cfg, cell, data_dir, run_dir)
         rows.append({"variant": m["variant"], "settings": " ".join(run_sets(run_dir)),
@@ -138,7 +151,10 @@ def section(rows: pd.DataFrame, command: str) -> str:
         "earlier invocation). `settings` are the run's --set overrides over configs/power.yaml "
         "as it stood at the run's commit. Read `sharpe` with its standard error of ~1.4 "
         "over six one-month segments; `drift_captured` (OOS), `insample_drift_captured` and "
-        "`insample_sharpe` are the low-noise columns.", "",
+        "`insample_sharpe` are the low-noise columns. Every run here is on the selection "
+        "set (market/planted.py); runs on held-out markets are refused.", "",
+        "### Which set each decision was chosen on (`studies.protocol.DECISIONS`)", "",
+        *decisions_table(), "",
         f"### Paired: the variants on the same markets ({where}{out})", "",
         markdown_table(table.set_index("variant"), ".3g"), ""]
     wide = widest(rows)

@@ -48,12 +48,12 @@ def tune(args: argparse.Namespace) -> int:
 
 
 def power(args: argparse.Namespace, families: list[str], strengths: list[float],
-          repeats: int | dict[str, int]) -> int:
+          repeats: int | dict[str, int], sets: tuple[str, ...] = ("selection",)) -> int:
     from cryptorl_jax.studies.plan import format_study_plan, plan_power
 
     cfg = load_cli_config(args)
     plan = plan_power(cfg, Path(args.out or cfg.output.dir), families, strengths, repeats,
-                      resume=args.resume)
+                      resume=args.resume, sets=sets)
     _header("power")
     print(format_study_plan(plan))
     return 0

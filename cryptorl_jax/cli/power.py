@@ -1,7 +1,10 @@
-"""The power study on planted-edge markets (cryptorl_jax/studies/power.py): for every family,
-strength and repeat, a planted market (seed = the repeat), the walk-forward on it exactly as
+"""The power study on planted-edge markets (cryptorl_jax/studies/power.py): for every market
+set, family, strength and repeat, a planted market, the walk-forward on it exactly as
 `cryptorl wfo` runs it, and the oracle replayed over the same OOS hours; then power.csv,
-power_summary.csv, power.md and power.png in <out>/<run_name>-power/.
+power_summary.csv, power.md and power.png in <out>/<run_name>-power/. --market-set: the
+selection set (market/planted.py, seed = the repeat; settings may be chosen on it), the
+held-out set (market/heldout.py: other processes and parameters, seeds from 1,000,000; no
+setting is chosen on it) or both, each in its own table.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ EXAMPLES = (
     "cryptorl power --config configs/power.yaml --edge trend,lead,regime,none \\",
     "    --repeats trend=3,none=3,lead=1 --doc docs/power.md --resume",
     "cryptorl power --config configs/power.yaml --executor ray --address HEAD_IP:6379",
+    "cryptorl power --config configs/power.yaml --market-set both --edge trend,lead,regime,none \\",
+    "    --strength 2,4 --repeats 3 --doc docs/power.md   # selection and held-out tables",
     "cryptorl power --config configs/power.yaml --repeats 3 --dry-run   # the plan only",
 )
 
@@ -42,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", default="3",
                    help="markets (seeds) per cell: a count (3) or per family, e.g. "
                         "trend=3,none=3,lead=1")
+    p.add_argument("--market-set", choices=("selection", "heldout", "both"),
+                   default="selection",
+                   help="which planted markets: selection (market/planted.py, where settings "
+                        "may be chosen; the default), heldout (market/heldout.py, never used to "
+                        "choose a setting) or both, each in its own table")
     p.add_argument("--doc", default=None, help="also write the page here (e.g. docs/power.md)")
     p.add_argument("--resume", action="store_true", help="keep finished segments")
     p.add_argument("--dry-run", action="store_true", help=dry_run.HELP)
@@ -53,14 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     return run_command("power", lambda: _run(args, command))
 
 
-def _cells(args: argparse.Namespace) -> tuple[list[str], list[float], int | dict[str, int]]:
-    """(families, strengths, repeats) of --edge, --strength and --repeats."""
+def _cells(args: argparse.Namespace
+           ) -> tuple[list[str], list[float], int | dict[str, int], tuple[str, ...]]:
+    """(families, strengths, repeats, sets) of --edge, --strength, --repeats, --market-set."""
     from cryptorl_jax.market import planted
-    from cryptorl_jax.studies.cells import parse_repeats
+    from cryptorl_jax.studies.cells import parse_repeats, parse_sets
 
     strengths = args.strength or [planted.DEFAULT_STRENGTH]
     families = [f.strip() for f in args.edge.split(",") if f.strip()]
-    return families, strengths, parse_repeats(args.repeats)
+    return families, strengths, parse_repeats(args.repeats), parse_sets(args.market_set)
 
 
 def _run(args: argparse.Namespace, command: str) -> int:
@@ -68,12 +79,12 @@ def _run(args: argparse.Namespace, command: str) -> int:
     from cryptorl_jax.studies.power import run_power
 
     cfg = load_cli_config(args)
-    families, strengths, repeats = _cells(args)
+    families, strengths, repeats, sets = _cells(args)
     with maybe_executor(args.executor, **executor_kwargs(args)) as executor:
         res = run_power(cfg, Path(args.out or cfg.output.dir), families, strengths,
                         repeats, resume=args.resume, executor=executor,
-                        doc=args.doc, command=command)
-    cols = ["family", "strength", "oracle_sharpe_mean", "sharpe_mean", "recovered_mean",
+                        doc=args.doc, command=command, sets=sets)
+    cols = ["set", "family", "strength", "oracle_sharpe_mean", "sharpe_mean", "recovered_mean",
             "detection_rate"]
     print(res.summary[cols].to_string(index=False))
     print(f"power: {res.seconds / 60:.1f} min; outputs in {res.out_dir}"

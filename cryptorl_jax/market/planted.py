@@ -256,6 +256,15 @@ def _forward_filter(r: np.ndarray, base: np.ndarray, k: float, m: np.ndarray,
     return out
 
 
+def signal_drift(sigma: np.ndarray, signal: np.ndarray, eps: np.ndarray, k: float
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, r): mu_{i+1} = k sigma_{i+1} s_i (mu_0 = 0), r_i = mu_i - sigma_i^2 / 2 +
+    sigma_i eps_i (the trend / lead families' returns)."""
+    mu = np.zeros(len(sigma))
+    mu[1:] = k * sigma[1:] * signal[:-1]
+    return mu, mu - 0.5 * sigma**2 + sigma * eps
+
+
 @dataclass(frozen=True)
 class Shocks:
     """The random inputs of one market, one independent stream each (length n, the grid)."""
@@ -268,9 +277,10 @@ class Shocks:
     intrabar_eth: np.ndarray
 
     @classmethod
-    def draw(cls, seed: int, n: int, t_dof: float) -> Shocks:
+    def draw(cls, seed: int, n: int, t_dof: float, key: int = 28) -> Shocks:
+        """key: the stream's second entropy word (28 here; market/heldout.py uses its own)."""
         streams = [np.random.default_rng(s)
-                   for s in np.random.SeedSequence([int(seed), 28]).spawn(6)]
+                   for s in np.random.SeedSequence([int(seed), int(key)]).spawn(6)]
         eps = streams[0].standard_t(t_dof, n) / math.sqrt(t_dof / (t_dof - 2.0))
         return cls(eps=eps, lead=streams[1].standard_normal(n), state_u=streams[2].random(n),
                    eth=streams[3].standard_normal(n),
@@ -315,9 +325,7 @@ def generate(family: str, strength: float, real_returns: np.ndarray, shocks: Sho
             signal = slow_signal(shocks.lead[:n], p.lead_halflife_hours)
         else:  # trend, none
             signal = slow_signal(eps, p.trend_halflife_hours)
-        mu = np.zeros(n)
-        mu[1:] = k * sigma[1:] * signal[:-1]
-        r = mu - 0.5 * sigma**2 + sigma * eps
+        mu, r = signal_drift(sigma, signal, eps, k)
     next_drift = np.append(mu[1:], np.nan)
     out.update(r=r, sigma=sigma, mu=mu, signal=signal, action=np.sign(signal),
                next_drift=next_drift)
@@ -427,11 +435,13 @@ def _sha256(path: Path) -> str:
 
 def write_planted_files(out_dir, family: str, strength: float, seed: int, *,
                         template_dir="data", start=None, end=None,
-                        params: PlantedParams | None = None) -> PlantedFiles:
+                        params: PlantedParams | None = None, variant=None) -> PlantedFiles:
     """Write a planted-edge market's data files and its oracle.parquet (module docstring).
 
     start / end (optional, UTC): keep only the template bars opening in [start, end] (short
     markets for tests). params: the generator's parameters (defaults documented above).
+    variant: another generator over the same files and oracle (`market.heldout.Variant`: its
+    `generate`, stream `key` and planted.json fields); None = this module's (the selection set).
     """
     family = _check_family(family)
     strength = _check_strength(family, strength)
@@ -463,8 +473,12 @@ def write_planted_files(out_dir, family: str, strength: float, seed: int, *,
     real[pos] = np.log(btc["close"].astype(float).to_numpy() / btc["open"].astype(float)
                        .to_numpy())
 
-    shocks = Shocks.draw(int(seed), n, params.t_dof)
-    lat = generate(family, strength, real, shocks, params)
+    if variant is None:
+        shocks = Shocks.draw(int(seed), n, params.t_dof)
+        lat = generate(family, strength, real, shocks, params)
+    else:
+        shocks = Shocks.draw(int(seed), n, params.t_dof, variant.key)
+        lat = variant.generate(family, strength, real, shocks, params)
 
     # BTC: a path from the real first open
     log_close = math.log(float(btc["open"].iloc[0])) + np.cumsum(lat["r"])
@@ -520,8 +534,10 @@ def write_planted_files(out_dir, family: str, strength: float, seed: int, *,
         "template_dir": str(template), "start": None if t0 is None else t0.isoformat(),
         "end": None if t1 is None else t1.isoformat(),
         "files": {BUNDLED_FILES[a]: _sha256(p) for a, p in files.items()},
-        "oracle_file": ORACLE_FILE,
+        "oracle_file": ORACLE_FILE, "set": "selection",
     }
+    if variant is not None:
+        meta.update(variant.meta())
     return PlantedFiles(out_dir=out, family=family, strength=strength, seed=int(seed),
                         files=files, oracle=oracle, oracle_path=oracle_path, meta=meta)
 

@@ -1,15 +1,17 @@
 """Which walk-forward runs a study makes, named and configured, without running anything (and
-without JAX): the power study's cells (`cells`, `parse_repeats`, `Cell`, `run_config`,
-`market_dir`) and a study's runs (`study_configs`). `studies.power` and `studies.study` run
-them; the dry runs (`studies.plan`) list them."""
+without JAX): the power study's cells (`cells`, `parse_repeats`, `parse_sets`, `Cell`,
+`run_config`, `market_dir`) and a study's runs (`study_configs`). `studies.power` and
+`studies.study` run them; the dry runs (`studies.plan`) list them."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptorl_jax.config import Config, ConfigError, with_overrides
+from cryptorl_jax.market.heldout import SETS, check_set, market_seed
 from cryptorl_jax.market.planted import FAMILIES
 
 
@@ -18,10 +20,27 @@ class Cell:
     family: str
     strength: float
     repeat: int
+    set: str = "selection"  # the market set (market/heldout.py): selection or heldout
 
     @property
     def tag(self) -> str:
-        return f"{self.family}-s{self.strength:g}-r{self.repeat}"
+        """`trend-s4-r0` (selection, the names before issue 40), `heldout-trend-s4-r0`."""
+        prefix = "" if self.set == "selection" else f"{self.set}-"
+        return f"{prefix}{self.family}-s{self.strength:g}-r{self.repeat}"
+
+    @property
+    def seed(self) -> int:
+        """The market's seed: the repeat (selection) or the held-out seed of the repeat."""
+        return market_seed(self.set, self.repeat)
+
+
+def parse_sets(text: str) -> tuple[str, ...]:
+    """--market-set: selection, heldout or both."""
+    if text == "both":
+        return SETS
+    if text not in SETS:
+        raise ValueError(f"--market-set: expected selection, heldout or both, got {text!r}")
+    return (text,)
 
 
 def parse_repeats(text: str) -> int | dict[str, int]:
@@ -44,10 +63,22 @@ def parse_repeats(text: str) -> int | dict[str, int]:
 
 
 def cells(families: Sequence[str], strengths: Sequence[float],
-          repeats: int | Mapping[str, int]) -> list[Cell]:
-    """The runs of a power study; `none` runs once per repeat at strength 0 whatever the
-    strengths asked for (its edge has no strength). `repeats`: one count for every family, or
-    a count per family (every family asked for needs one)."""
+          repeats: int | Mapping[str, int], sets: Sequence[str] = ("selection",)) -> list[Cell]:
+    """The runs of a power study, set by set; `none` runs once per repeat at strength 0
+    whatever the strengths asked for (its edge has no strength). `repeats`: one count for
+    every family, or a count per family (every family asked for needs one), in each set."""
+    out: list[Cell] = []
+    for market_set in sets:
+        check_set(market_set)
+        out += [dataclasses.replace(c, set=market_set)
+                for c in _cells(families, strengths, repeats)]
+    for c in out:  # refuses a selection repeat in the held-out seed range
+        market_seed(c.set, c.repeat)
+    return out
+
+
+def _cells(families: Sequence[str], strengths: Sequence[float],
+           repeats: int | Mapping[str, int]) -> list[Cell]:
     out: list[Cell] = []
     for f in families:
         if f not in FAMILIES:

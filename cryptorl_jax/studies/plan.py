@@ -52,12 +52,13 @@ def _run_row(plan: RunPlan) -> dict[str, object]:
 def plan_power(cfg: Config, out_dir: str | Path, families: Sequence[str],
                strengths: Sequence[float], repeats: int | Mapping[str, int], *,
                resume: bool = False, market: pd.DataFrame | None = None,
-               rate_roots: list[Path] | None = None) -> StudyPlan:
-    """The dry run of `studies.power.run_power`: every cell's market and run. The segments are
-    laid out on the template data (config's data.data_dir): a planted market keeps its
-    timestamps, so every run has the same segments."""
+               rate_roots: list[Path] | None = None,
+               sets: Sequence[str] = ("selection",)) -> StudyPlan:
+    """The dry run of `studies.power.run_power`: every cell's market and run, set by set. The
+    segments are laid out on the template data (config's data.data_dir): a planted market
+    keeps its timestamps, so every run has the same segments."""
     out_dir = Path(out_dir)
-    todo = cells(families, strengths, repeats)
+    todo = cells(families, strengths, repeats, sets)
     if cfg.data.data_dir is None:
         raise ConfigError("data.data_dir", "the power study needs a template data directory",
                           cfg.source)
@@ -70,7 +71,8 @@ def plan_power(cfg: Config, out_dir: str | Path, families: Sequence[str],
         plan = plan_run(run_cfg, out_dir / run_cfg.run_name, resume=resume, layout=layout,
                         rate_roots=rate_roots if rate_roots is not None else [out_dir])
         plans.append(plan)
-        rows.append({"family": cell.family, "strength": cell.strength, "repeat": cell.repeat,
+        rows.append({"set": cell.set, "family": cell.family, "strength": cell.strength,
+                     "repeat": cell.repeat, "seed": cell.seed,
                      "market": "written" if (data_dir / META_FILE).is_file() else "to write",
                      **_run_row(plan)})
     outputs = [f"markets in {out_dir / (cfg.run_name + '-markets')}/",
@@ -134,7 +136,33 @@ def format_study_plan(plan: StudyPlan, *, with_config: bool = True) -> str:
         if p.resume.exists:
             lines += [f"{name}: {line}" for line in resume_lines(p)]
     lines.append(study_estimate(plan.plans))
+    if plan.kind == "power":
+        lines.append(target_line(plan))
     return "\n".join(lines)
+
+
+TARGET_SECONDS = 3600.0  # the power page's target: about an hour on the 2-core CPU (issue 40)
+
+
+def target_line(plan: StudyPlan) -> str:
+    """How the plan compares with the page's ~1-hour target: per set the runs and their
+    estimate, and how many repeats of every (set, family, strength) cell fit in the hour."""
+    plans = plan.plans
+    if not plans or any(p.seconds is None for p in plans):
+        return (f"target: about {duration_text(TARGET_SECONDS)} for the page; no estimate to "
+                "compare (no rate recorded here)")
+    runs = plan.runs.assign(seconds=[p.seconds for p in plans])
+    per_set = "; ".join(f"{s}: {len(g)} runs, about {duration_text(float(g['seconds'].sum()))}"
+                        for s, g in runs.groupby("set", sort=False))
+    n_cells = len(runs.groupby(["set", "family", "strength"]))
+    per_run = float(runs["seconds"].mean())
+    fit = int(TARGET_SECONDS // (per_run * n_cells))
+    total = float(runs["seconds"].sum())
+    return (f"target: about {duration_text(TARGET_SECONDS)} for the page on this machine; "
+            f"this plan {duration_text(total)} ({total / TARGET_SECONDS:.1f}x; {per_set}); "
+            f"at about {duration_text(per_run)} a run, {fit} repeat{'s' if fit != 1 else ''} "
+            f"of each of its {n_cells} (set, family, strength) cells fit in the hour (one "
+            f"repeat of each: about {duration_text(per_run * n_cells)})")
 
 
 def _who(plan: StudyPlan, members: list[int]) -> str:

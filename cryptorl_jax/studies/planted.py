@@ -8,6 +8,8 @@ no-trade band) over the whole span and over the four files' common window, and w
 planted.json: the generator's fields, the env and the oracle's figures.
 
     python -m cryptorl_jax.studies.planted --family trend --strength 4 --seed 0 --out DIR
+    python -m cryptorl_jax.studies.planted --family lead --market-set heldout \
+        --seed 1000000 --out DIR   # a held-out market (market/heldout.py)
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from cryptorl_jax.config import AssetSpec, DataConfig, EnvConfig
 from cryptorl_jax.core.io import write_atomic
 from cryptorl_jax.core.names import BUNDLED_FILES
 from cryptorl_jax.core.units import HOURS_PER_YEAR
+from cryptorl_jax.market.heldout import SETS, check_set, write_heldout_files
 from cryptorl_jax.market.loader import load_market
 from cryptorl_jax.market.planted import (
     DEFAULT_STRENGTH,
@@ -161,24 +164,22 @@ def oracle_figures(source, env_config: EnvConfig | None = None, *, start=None, e
 # --------------------------------------------------------------------------------------------
 
 
-# --------------------------------------------------------------------------------------------
-# The writer
-# --------------------------------------------------------------------------------------------
-
-
 def write_planted_market(out_dir, family: str, strength: float, seed: int, *,
                          template_dir="data", start=None, end=None,
                          params: PlantedParams | None = None,
-                         env_config: EnvConfig | None = None) -> PlantedMarket:
-    """Write a planted-edge market directory (`market.planted.write_planted_files`) and
-    measure its oracle into planted.json.
+                         env_config: EnvConfig | None = None,
+                         market_set: str = "selection") -> PlantedMarket:
+    """Write a planted-edge market directory (`market.planted.write_planted_files`, or
+    `market.heldout.write_heldout_files` for market_set "heldout": seed >= its offset) and
+    measure its oracle into planted.json (which records the set).
 
     start / end (optional, UTC): keep only the template bars opening in [start, end] (short
     markets for tests). params: the generator's parameters (defaults: `PlantedParams`).
     env_config: the accounting of the oracle's figures (default EnvConfig()).
     """
-    written = write_planted_files(out_dir, family, strength, seed, template_dir=template_dir,
-                                  start=start, end=end, params=params)
+    writer = write_heldout_files if check_set(market_set) == "heldout" else write_planted_files
+    written = writer(out_dir, family, strength, seed, template_dir=template_dir,
+                     start=start, end=end, params=params)
     out = written.out_dir
     cfg = env_config or EnvConfig()
     whole = oracle_figures(out, cfg)
@@ -216,15 +217,21 @@ def main(argv: list[str] | None = None) -> int:
                                  description="Write a planted-edge market directory.")
     ap.add_argument("--family", required=True, choices=FAMILIES)
     ap.add_argument("--strength", type=float, default=DEFAULT_STRENGTH)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0,
+                    help="the market's seed (held-out seeds start at 1,000,000)")
+    ap.add_argument("--market-set", choices=SETS, default="selection",
+                    help="selection (market/planted.py) or heldout (market/heldout.py)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--template-dir", default="data")
     ap.add_argument("--start", default=None)
     ap.add_argument("--end", default=None)
     a = ap.parse_args(argv)
     strength = 0.0 if a.family == "none" else a.strength
-    m = write_planted_market(a.out, a.family, strength, a.seed, template_dir=a.template_dir,
-                             start=a.start, end=a.end)
+    try:
+        m = write_planted_market(a.out, a.family, strength, a.seed, template_dir=a.template_dir,
+                                 start=a.start, end=a.end, market_set=a.market_set)
+    except (ValueError, FileNotFoundError) as exc:
+        ap.error(str(exc))
     meta = json.loads(m.meta_path.read_text())
     for name, f in meta["oracle"].items():
         if isinstance(f, dict):

@@ -27,6 +27,12 @@ the agent and the oracle are measured alike. Outputs in `<out>/<run_name>-power/
 - `power.png`: the power curve (ensemble Sharpe against the oracle's, per family, with the
   lines y = x and y = x / 2).
 
+`sets` (`cryptorl power --market-set`): the selection set (above; the default) and / or the
+held-out set (market/heldout.py: every family from other processes and parameters, seed =
+1,000,000 + the repeat, market and run tagged `heldout-<f>-s<s>-r<r>`), on which no setting
+is chosen (`studies.protocol`); the summary is per set, and the page shows each set in its own
+table (`studies.power_page`).
+
 `--doc PATH` also writes the Markdown page (e.g. docs/power.md) with the command, the wall
 time and the machine.
 """
@@ -36,7 +42,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import platform
 import re
 import shutil
 import time
@@ -52,23 +57,27 @@ from cryptorl_jax.backtest.columns import fitted_baselines
 from cryptorl_jax.backtest.diagnostics import seed_columns
 from cryptorl_jax.backtest.metrics import probabilistic_sharpe, sharpe
 from cryptorl_jax.config import Config, ConfigError
-from cryptorl_jax.core import provenance
 from cryptorl_jax.core.io import write_atomic
 from cryptorl_jax.core.units import HOURS_PER_YEAR
 from cryptorl_jax.market import load_market
 from cryptorl_jax.market.planted import META_FILE, ORACLE_FILE
 from cryptorl_jax.report import Run, calibration
-from cryptorl_jax.report.markdown import markdown_table
 from cryptorl_jax.report.verdict import edge
 from cryptorl_jax.studies.cells import Cell, cells, market_dir, run_config
 from cryptorl_jax.studies.planted import write_planted_market
+from cryptorl_jax.studies.power_page import (
+    DETECTIONS,
+    baseline_names,
+    page_markdown,
+    plot_power,
+    rate_name,
+    with_set,
+)
 from cryptorl_jax.walkforward.executor import Executor
 
 log = logging.getLogger("cryptorl_jax.power")
 
 DETECTION_PSR = calibration.LEVEL  # the PSR-only detection shown beside the verdict's
-DETECTIONS = {"detected": "verdict", "detected_psr": "PSR only", "oracle_detected": "oracle",
-              "best_baseline_detected": "best baseline"}
 # where a page's ablation section starts (scripts/power_ablation.py writes it; --doc keeps it)
 ABLATION_MARKER = "<!-- ablation: scripts/power_ablation.py -->"
 
@@ -84,14 +93,16 @@ class PowerResult:
 
 def ensure_market(path: Path, cell: Cell) -> Path:
     """Write the planted data directory of `cell` unless it is already there with the same
-    family, strength and seed (planted.json)."""
+    set, family, strength and seed (planted.json; one written before issue 40 names no set:
+    the selection set's)."""
     meta = path / META_FILE
     if meta.is_file():
         held = json.loads(meta.read_text())
-        if (held.get("family"), float(held.get("strength", -1)), held.get("seed")) == \
-                (cell.family, cell.strength, cell.repeat):
+        if (held.get("set", "selection"), held.get("family"), float(held.get("strength", -1)),
+                held.get("seed")) == (cell.set, cell.family, cell.strength, cell.seed):
             return path
-    (planted_writer or write_planted_market)(path, cell.family, cell.strength, cell.repeat)
+    (planted_writer or write_planted_market)(path, cell.family, cell.strength, cell.seed,
+                                             market_set=cell.set)
     return path
 
 
@@ -160,7 +171,8 @@ def cell_row(cfg: Config, cell: Cell, data_dir: Path, run_dir: Path) -> dict[str
     oracle_sr = _sharpe(oracle)
     ens = float(head["sharpe"])
     drift = pd.read_parquet(data_dir / ORACLE_FILE)["next_drift"]
-    row = {"family": cell.family, "strength": cell.strength, "repeat": cell.repeat,
+    row = {"set": cell.set, "family": cell.family, "strength": cell.strength,
+           "repeat": cell.repeat, "seed": cell.seed,
            "oracle_sharpe": oracle_sr, "sharpe": ens,
            "drift_captured": drift_captured([run.oos], drift),
            "insample_drift_captured": drift_captured(list(run.insample.values()), drift),
@@ -217,12 +229,6 @@ def detections(head: Mapping[str, Any], flags: list[str], oracle: pd.Series,
     return out
 
 
-def baseline_names(rows: pd.DataFrame) -> list[str]:
-    """The fitted baselines present in the rows (columns `<name>_recovered`)."""
-    return [c[:-len("_recovered")] for c in rows.columns
-            if c.endswith("_recovered") and c not in ("recovered", "seed_recovered")]
-
-
 def seed_recovered_mean_min(g: pd.DataFrame) -> float:
     """The worst seed's recovery averaged over the repeats: for each seed index k, the mean over
     repeats of seed k's Sharpe / the oracle's, then the minimum over k (NaN where nothing is to
@@ -238,10 +244,13 @@ def seed_recovered_mean_min(g: pd.DataFrame) -> float:
 
 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per family and strength: means and sds over repeats, detection and false positives."""
+    """Per market set, family and strength: means and sds over repeats, detection and false
+    positives (rows without a `set` column are the selection set's)."""
     out = []
-    for (family, strength), g in rows.groupby(["family", "strength"], sort=False):
-        r = {"family": family, "strength": strength, "repeats": len(g)}
+    rows = with_set(rows)
+    for (market_set, family, strength), g in rows.groupby(["set", "family", "strength"],
+                                                          sort=False):
+        r = {"set": market_set, "family": family, "strength": strength, "repeats": len(g)}
         for col in ("oracle_sharpe", "sharpe", "seed_sharpe_mean", "insample_sharpe",
                     "drift_captured", "insample_drift_captured", "turnover"):
             r[f"{col}_mean"] = float(g[col].mean())
@@ -252,7 +261,7 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
         r["gap_mean"] = float((g["insample_sharpe"] - g["sharpe"]).mean())
         for col in DETECTIONS:
             r.update(rate_with_interval(g[col] if col in g else pd.Series(dtype=float),
-                                        _rate_name(col)))
+                                        rate_name(col)))
         nothing = strength == 0
         r["false_positive_rate"] = r["detection_rate"] if nothing else math.nan
         r["false_positive_lo"] = r["detection_lo"] if nothing else math.nan
@@ -268,11 +277,6 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _rate_name(col: str) -> str:
-    return {"detected": "detection", "detected_psr": "detection_psr"}.get(
-        col, col.replace("_detected", "_detection"))
-
-
 def rate_with_interval(flags: pd.Series, name: str) -> dict[str, float]:
     """`<name>_rate`, `<name>_n` and the Wilson 95 % interval `<name>_lo` / `<name>_hi` of a
     column of detections (NaN entries, e.g. no baseline, left out)."""
@@ -283,150 +287,18 @@ def rate_with_interval(flags: pd.Series, name: str) -> dict[str, float]:
             f"{name}_lo": lo, f"{name}_hi": hi}
 
 
-def detection_text(summary_row: Mapping[str, Any], name: str) -> str:
-    """'k/n (lo-hi)': a detection rate's count and its Wilson 95 % interval."""
-    n = summary_row.get(f"{name}_n", math.nan)
-    if not (isinstance(n, (int, float)) and math.isfinite(n) and n > 0):
-        return ""
-    k = round(summary_row[f"{name}_rate"] * n)
-    return f"{k}/{int(n)} ({summary_row[f'{name}_lo']:.2f}-{summary_row[f'{name}_hi']:.2f})"
-
-
-def plot_power(summary: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for family, g in summary.groupby("family", sort=False):
-        g = g.sort_values("oracle_sharpe_mean")
-        ax.errorbar(g["oracle_sharpe_mean"], g["sharpe_mean"],
-                    yerr=g["sharpe_sd"].fillna(0.0), marker="o", capsize=3, label=family)
-    hi = max(1.0, float(np.nanmax(summary["oracle_sharpe_mean"].to_numpy())))
-    xs = np.linspace(0.0, hi, 10)
-    ax.plot(xs, xs, color="grey", lw=0.8, ls="--", label="the oracle (y = x)")
-    ax.plot(xs, xs / 2, color="grey", lw=0.8, ls=":", label="half the oracle")
-    ax.axhline(0.0, color="black", lw=0.6)
-    ax.set_xlabel("oracle's stitched-OOS Sharpe after costs")
-    ax.set_ylabel("ensemble OOS Sharpe (mean, sd over repeats)")
-    ax.set_title("power curve: planted edges")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def run_minutes(rows: pd.DataFrame) -> float:
-    """The runs' wall time in minutes, every invocation of each run summed (a run finished in
-    an earlier invocation and skipped with --resume keeps its time)."""
-    total = 0.0
-    for d in rows["run_dir"]:
-        path = Path(d) / "run_info.json"
-        if path.is_file():
-            info = json.loads(path.read_text())
-            total += sum(float(x.get("seconds") or 0.0)
-                         for x in [info, *info.get("history", [])])
-    return total / 60.0
-
-
-def _md(summary: pd.DataFrame, rows: pd.DataFrame, command: str, seconds: float,
-        cfg: Config) -> str:
-    show = summary[["family", "strength", "repeats", "oracle_sharpe_mean", "sharpe_mean",
-                    "sharpe_sd", "seed_sharpe_mean_mean", "recovered_mean",
-                    "seed_recovered_min", "seed_recovered_mean_min", "drift_captured_mean",
-                    "insample_drift_captured_mean", "insample_sharpe_mean", "gap_mean",
-                    "turnover_mean"]].copy()
-    for col, label in DETECTIONS.items():
-        show[f"detected: {label}"] = [detection_text(r, _rate_name(col))
-                                      for r in summary.to_dict("records")]
-    info = provenance.run_info()
-    git = (info.get("git") or {}).get("sha")
-    lines = ["# Power: does the method find a planted edge?", "",
-             "Written by `cryptorl power` (cryptorl_jax/studies/power.py); do not edit by "
-             "hand.", "",
-             f"- command: `{command}`",
-             f"- config: `{cfg.source}`; commit {git}; machine {platform.node()} "
-             f"({platform.processor() or platform.machine()}, "
-             f"{(info.get('devices') or {}).get('backend')}); wall time of this invocation "
-             f"{seconds / 60:.1f} min; the runs' own wall time, every invocation summed "
-             f"(run_info.json): {run_minutes(rows):.1f} min",
-             "- oracle: each market's sign policy (market/planted.py), replayed through the "
-             "same backtest over the same OOS hours as the agents; `recovered` = ensemble "
-             "Sharpe / oracle Sharpe; `seed_recovered_min` = the worst seed of the worst repeat; "
-             "`seed_recovered_mean_min` = the worst seed's recovery averaged over the repeats; "
-             "`drift_captured` = the planted "
-             "next-hour drift the ensemble's exposure earns as a share of what the sign "
-             "oracle's earns at the same leverage (no return noise in it: 1 = the oracle, 0 = "
-             "nothing; OOS, and `insample_` over the agents' own train rows)",
-             *_detection_lines(summary), "",
-             markdown_table(show.set_index("family"), ".3g"), "",
-             *_baseline_lines(summary, rows),
-             "![power curve](power.png)", "",
-             "## Runs", "",
-             markdown_table(rows.drop(columns=["run_dir"]).set_index("family"), ".3g"), ""]
-    return "\n".join(lines)
-
-
-def _detection_lines(summary: pd.DataFrame) -> list[str]:
-    """What 'detected' means on the page, the false positives on `none`, and the OOS length
-    the rule would need."""
-    lines = ["- detected: **verdict** = the verdict the run's report prints (\"Evidence of an "
-             "edge\": stitched OOS Sharpe > 0, PSR >= 0.95^(1/N) with N the configurations run "
-             "over the window, and no memorised / collapsed / flat flag; "
-             "`report.verdict.edge`, docs/methods.md); **PSR only** = PSR >= 0.95, beside it; "
-             "**oracle** and **best baseline** = the verdict's rule on the oracle's OOS path "
-             "(N = 1) and on the fitted baseline with the best OOS Sharpe (N = the baselines it "
-             "was picked from): the rule's power apart from the learner's. Each cell: "
-             "detections / runs (Wilson 95 % interval)"]
-    for r in summary.to_dict("records"):
-        if r["strength"] == 0 and r.get("detection_n", 0) > 0:
-            lines.append(f"- false positives on `{r['family']}` (nothing planted): the verdict "
-                         f"said edge in {detection_text(r, 'detection')} runs")
-    for r in summary.to_dict("records"):
-        if r["strength"] > 0 and math.isfinite(r.get("mds", math.nan)):
-            lines.append(
-                f"- {r['family']} s{r['strength']:g}: with {r['oos_hours']:,.0f} OOS hours the "
-                f"rule detects a true Sharpe of {r['mds']:.2f} with "
-                f"{100 * calibration.POWER:.0f} % "
-                f"probability (`report.calibration`); the oracle's mean Sharpe here, "
-                f"{r['oracle_sharpe_mean']:.2f}, needs {_hours(r['hours_to_detect_oracle'])}, "
-                f"the agents' mean, {r['sharpe_mean']:.2f}, "
-                f"{_hours(r['hours_to_detect_agents'])}")
-    return lines
-
-
-def _hours(h: float) -> str:
-    if not math.isfinite(h):
-        return "more than 50 years of hours (or a Sharpe <= 0: never)"
-    return f"{h:,.0f} OOS hours ({h / 720:.1f} months of 720 h)"
-
-
-def _baseline_lines(summary: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
-    names = baseline_names(rows)
-    if not names:
-        return []
-    cols = ["family", "strength", "oracle_sharpe_mean", "sharpe_mean", "recovered_mean"]
-    for n in names:
-        cols += [f"{n}_sharpe_mean", f"{n}_recovered_mean"]
-    return ["## Baselines that read the market, on the same planted markets", "",
-            "Fitted on each segment's train rows and traded like the agent "
-            "(`backtest.strategies`): on a planted trend momentum should find it, on a planted "
-            "lead the ridge forecaster (it reads the context asset's features).", "",
-            markdown_table(summary[[c for c in cols if c in summary.columns]]
-                           .set_index("family"), ".3g"), ""]
-
-
 def run_power(cfg: Config, out_dir: str | Path, families: Sequence[str],
               strengths: Sequence[float], repeats: int | Mapping[str, int], *, resume: bool = False,
               progress: bool | None = None, executor: Executor | None = None,
-              doc: str | Path | None = None, command: str = "") -> PowerResult:
-    """Run (or resume) the power study and write its outputs (module docstring)."""
+              doc: str | Path | None = None, command: str = "",
+              sets: Sequence[str] = ("selection",)) -> PowerResult:
+    """Run (or resume) the power study and write its outputs (module docstring); `sets`: the
+    market sets (market/heldout.py), each with every family, strength and repeat."""
     from cryptorl_jax.walkforward import driver
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    todo = cells(families, strengths, repeats)
+    todo = cells(families, strengths, repeats, sets)
     if cfg.data.data_dir is None:
         raise ConfigError("data.data_dir", "the power study needs a template data directory",
                           cfg.source)
@@ -446,7 +318,7 @@ def run_power(cfg: Config, out_dir: str | Path, families: Sequence[str],
     write_atomic(dest / "power_summary.csv", summary.to_csv(index=False))
     plot_power(summary, dest / "power.png")
     seconds = time.perf_counter() - t0
-    md = _md(summary, frame, command, seconds, cfg)
+    md = page_markdown(summary, frame, command, seconds, cfg)
     write_atomic(dest / "power.md", md)
     doc_path = None
     if doc is not None:  # the page and its figure side by side (docs/power.md, docs/power.png)

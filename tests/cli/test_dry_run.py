@@ -161,6 +161,19 @@ def test_power_and_study_dry_runs(place, capsys):
     assert "training of run a:" in text and "training of run b:" in text
 
 
+def test_power_dry_run_of_both_market_sets(place, capsys):
+    """--market-set both lists the selection set's runs (named as before) and the held-out
+    set's (heldout- tags, seeds from the offset), and the ~1-hour target line."""
+    cfg_file, out, cwd = place
+    text = _run(["power", "--config", str(cfg_file), *_sets([*TINY_WFO, *WINDOW]),
+                 "--edge", "trend,none", "--repeats", "1", "--market-set", "both",
+                 "--out", str(out), "--dry-run"], capsys, cwd, out.parent)
+    assert "power: 4 walk-forward runs" in text and not out.exists()
+    for tag in ("trend-s4-r0", "none-s0-r0", "heldout-trend-s4-r0", "heldout-none-s0-r0"):
+        assert str(out / f"tiny-{tag}") in text
+    assert "1000000" in text and "target: about 60 min for the page" in text
+
+
 def test_a_planted_market_keeps_the_templates_segments(repo_root, tmp_path):
     """The power dry run lays the segments out on the template data: a planted market written
     from the whole template has the same hourly grid, warm-up and segments."""

@@ -16,6 +16,7 @@ from cryptorl_jax.backtest.metrics import probabilistic_sharpe
 from cryptorl_jax.backtest.oos import Rows, replay_rows
 from cryptorl_jax.backtest.replay import simulate
 from cryptorl_jax.config import Config, load_config
+from cryptorl_jax.market import heldout as H
 from cryptorl_jax.market import load_market
 from cryptorl_jax.market.planted import META_FILE, ORACLE_FILE, write_planted_files
 from cryptorl_jax.report import Run, calibration
@@ -172,8 +173,10 @@ def test_cells_and_their_errors():
             study_cells.parse_repeats(bad)
 
 
-def test_summary_rates():
-    rows = pd.DataFrame({
+def _fake_rows() -> pd.DataFrame:
+    """power.csv's rows of two trend and two none runs, without training (the summary's and
+    the page's inputs)."""
+    return pd.DataFrame({
         "family": ["trend"] * 2 + ["none"] * 2, "strength": [4.0, 4.0, 0.0, 0.0],
         "oracle_sharpe": [4.0, 2.0, 0.1, -0.2], "sharpe": [2.0, 0.5, 1.0, -0.5],
         "seed_sharpe_mean": [1.0, 0.5, 0.0, 0.0], "seed_sharpe_min": [0.8, 0.2, 0.0, 0.0],
@@ -187,6 +190,10 @@ def test_summary_rates():
         "best_baseline_detected": [True, np.nan, False, False],
         "oos_hours": [4320] * 4, "mds": [3.54] * 4,
         "seed_0_sharpe": [3.0, 0.2, 0.0, 0.0], "seed_1_sharpe": [0.8, 0.8, 0.0, 0.0]})
+
+
+def test_summary_rates():
+    rows = _fake_rows()
     s = power.summarise(rows).set_index("family")
     # seed 0 recovers 0.75 and 0.1 (mean 0.425), seed 1 0.2 and 0.4 (mean 0.3): the worst seed
     # on average is seed 1, not the worst seed of the worst repeat (seed 0 on repeat 1)
@@ -338,3 +345,150 @@ def test_detections_apply_the_verdicts_rule():
     assert power.detections({**head, "psr": 0.9}, [], oracle, oos)["detected_psr"] is False
     flat = power.detections(head, [], oracle * 0.0 - 0.001, oos)
     assert not flat["oracle_detected"]
+
+
+def test_cells_of_both_sets_and_the_set_flag():
+    got = study_cells.cells(["trend", "none"], [4.0], 2, ("selection", "heldout"))
+    assert [c.tag for c in got] == ["trend-s4-r0", "trend-s4-r1", "none-s0-r0", "none-s0-r1",
+                                    "heldout-trend-s4-r0", "heldout-trend-s4-r1",
+                                    "heldout-none-s0-r0", "heldout-none-s0-r1"]
+    assert [c.seed for c in got] == [0, 1, 0, 1, *(H.HELDOUT_SEED_OFFSET + r
+                                                  for r in (0, 1, 0, 1))]
+    assert study_cells.parse_sets("both") == H.SETS
+    assert study_cells.parse_sets("heldout") == ("heldout",)
+    with pytest.raises(ValueError, match="--market-set: expected selection, heldout or both"):
+        study_cells.parse_sets("test")
+    with pytest.raises(ValueError, match="unknown set 'test'"):
+        study_cells.cells(["trend"], [4.0], 1, ("test",))
+
+
+def test_the_cli_refuses_a_bad_market_set_naming_the_flag(capsys):
+    from cryptorl_jax.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["power", "--market-set", "tests", "--dry-run"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--market-set" in err and "'tests'" in err and "both" in err
+
+
+def test_the_page_renders_each_set_in_its_own_table(tmp_path):
+    """From fake rows (no training): the selection set's and the held-out set's parts, each
+    with its table, its repeats per family and strength, and the line that no setting was
+    chosen on the held-out set; one set alone renders as before, without the parts' headings."""
+    from cryptorl_jax.studies import power_page, protocol
+
+    sel = _fake_rows().assign(set="selection", repeat=[0, 1, 0, 1],
+                              run_dir=str(tmp_path / "none"))
+    held = sel.assign(set="heldout", sharpe=[-1.0, -2.0, 0.5, 0.5], momentum_sharpe=1.0)
+    rows = pd.concat([sel.assign(momentum_sharpe=2.0), held], ignore_index=True)
+    rows["momentum_recovered"] = rows["momentum_sharpe"] / rows["oracle_sharpe"]
+    summary = power.summarise(rows)
+    assert summary[["set", "family", "repeats"]].values.tolist() == [
+        ["selection", "trend", 2], ["selection", "none", 2], ["heldout", "trend", 2],
+        ["heldout", "none", 2]]
+    cfg = load_config(None, [])
+    page = power_page.page_markdown(summary, rows, "cmd", 60.0, cfg)
+    sel_head, held_head = power_page.SET_HEADINGS["selection"], power_page.SET_HEADINGS["heldout"]
+    assert page.index(sel_head) < page.index(held_head) < page.index("## Runs")
+    selection_part = page[page.index(sel_head):page.index(held_head)]
+    heldout_part = page[page.index(held_head):page.index("## Runs")]
+    assert "No setting was chosen on this set" in heldout_part
+    assert "No setting was chosen" not in selection_part
+    assert "- repeats per family and strength (heldout set): trend s4: 2, none s0: 2" in \
+        heldout_part
+    assert "- repeats per family and strength (selection set): trend s4: 2, none s0: 2" in \
+        selection_part
+    for part, sharpe in ((selection_part, "1.25"), (heldout_part, "-1.5")):  # its own means
+        table = [ln for ln in part.splitlines() if ln.startswith("| trend | 4 | 2 |")]
+        assert len(table) == 1 and f"| {sharpe} |" in table[0]
+        assert part.count("### Baselines that read the market") == 1
+    assert "studies.protocol.DECISIONS" in page and protocol.protocol_lines()[0] in page
+    alone = power_page.page_markdown(power.summarise(sel), sel, "cmd", 60.0, cfg)
+    assert sel_head not in alone and "## Baselines" not in alone
+    assert "- repeats per family and strength (selection set)" in alone
+
+
+def test_decisions_name_the_selection_set_and_the_ablation_refuses_heldout_runs(tmp_path):
+    from cryptorl_jax.studies import protocol
+
+    assert {d.chosen_on for d in protocol.DECISIONS} <= {"selection", "none"}
+    for key in ("train.total_env_steps", "train.obs_noise", "env.no_trade_band",
+                "ridge_alphas", "wfo.train_months"):
+        assert any(key in d.decision for d in protocol.DECISIONS), key
+    bad = protocol.Decision("tqc.gamma", "0.9", "heldout", "a held-out look")
+    with pytest.raises(ValueError, match="'tqc.gamma' names the held-out set"):
+        protocol.check_decisions([*protocol.DECISIONS, bad])
+    with pytest.raises(ValueError, match="unknown set 'validation'"):
+        protocol.check_decisions([dataclasses.replace(bad, chosen_on="validation")])
+    ablation = _ablation_module()
+    text = ablation.section(pd.DataFrame([{
+        "variant": "a", "settings": "", "family": "trend", "repeat": 0, "oracle_sharpe": 4.0,
+        "sharpe": 1.0, "seed_sharpe_min": 1.0, "drift_captured": 0.5,
+        "insample_drift_captured": 0.5, "insample_sharpe": 1.0, "turnover": 30.0,
+        "exposure": 0.5}]), "cmd")
+    assert "| no-trade band (env.no_trade_band) | 0.2 | selection |" in text
+    # a run named as `cryptorl power --market-set heldout` names it: refused before it is read
+    (tmp_path / "markets" / "trend-s4-r0").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="held-out market"):
+        ablation.ablation_rows([tmp_path / "power-heldout-trend-s4-r0"], tmp_path / "markets")
+
+
+def test_a_heldout_cell_runs_end_to_end(study, tmp_path):
+    """One tiny held-out cell through run_power (the smoke test of the set): its market is
+    the held-out variant with a held-out seed, and its row and page say so."""
+    cfg, _, _ = study
+    out = tmp_path  # the study's own outputs stay as the other tests read them
+
+    def short(path, family, strength, seed, **kw):
+        return write_planted_market(path, family, strength, seed, start="2023-12-01",
+                                    end="2024-03-15", **kw)
+
+    power.planted_writer = short
+    try:
+        res = power.run_power(cfg, out, ["trend"], [4.0], 1, progress=False,
+                              sets=("heldout",), command="held")
+    finally:
+        power.planted_writer = write_planted_market
+    meta = json.loads((out / "pw-markets" / "heldout-trend-s4-r0" / META_FILE).read_text())
+    assert (meta["set"], meta["seed"]) == ("heldout", H.HELDOUT_SEED_OFFSET)
+    assert meta["heldout"]["vol"] == "garch"
+    row = res.rows.iloc[0]
+    assert (row["set"], row["seed"]) == ("heldout", H.HELDOUT_SEED_OFFSET)
+    assert np.isfinite(row["oracle_sharpe"]) and np.isfinite(row["sharpe"])
+    assert (out / "pw-heldout-trend-s4-r0" / "run_info.json").is_file()
+    assert "No setting was chosen on this set" in (out / "pw-power" / "power.md").read_text()
+
+
+def test_the_dry_runs_target_line_counts_the_repeats_that_fit():
+    from types import SimpleNamespace
+
+    from cryptorl_jax.studies.plan import StudyPlan, target_line
+
+    runs = pd.DataFrame({"set": ["selection", "selection", "heldout", "heldout"],
+                         "family": ["trend", "none"] * 2, "strength": [4.0, 0.0] * 2})
+    plan = StudyPlan("power", load_config(None, []), Path("."), [], runs,
+                     [SimpleNamespace(seconds=300.0)] * 4, ["a", "b", "c", "d"])
+    text = target_line(plan)
+    assert "this plan 20 min (0.3x; selection: 2 runs, about 10 min; heldout: 2 runs" in text
+    assert "3 repeats of each of its 4 (set, family, strength) cells fit in the hour" in text
+    plan.plans[0] = SimpleNamespace(seconds=None)
+    assert "no estimate to compare" in target_line(plan)
+
+
+def test_ensure_market_keeps_a_market_of_the_same_set_only(tmp_path):
+    """A market written before issue 40 (planted.json without `set`) is the selection set's:
+    kept for the selection cell, rewritten for the held-out cell of the same family, strength
+    and repeat (its seed differs too)."""
+    path = tmp_path / "m"
+    path.mkdir()
+    (path / META_FILE).write_text(json.dumps({"family": "trend", "strength": 4.0, "seed": 0}))
+    calls = []
+    power.planted_writer = lambda *a, **k: calls.append((a[1:], k))
+    try:
+        power.ensure_market(path, study_cells.Cell("trend", 4.0, 0))
+        assert calls == []
+        power.ensure_market(path, study_cells.Cell("trend", 4.0, 0, "heldout"))
+    finally:
+        power.planted_writer = write_planted_market
+    assert calls == [(("trend", 4.0, H.HELDOUT_SEED_OFFSET), {"market_set": "heldout"})]
