@@ -32,16 +32,18 @@ from cryptorl_jax.training.placement import Placement
 from cryptorl_jax.training.spec import Hyper, TrainerSpec
 from cryptorl_jax.training.state import LocalState
 
-ChunkFn = Callable[[TQCState, LocalState, jnp.ndarray, TrainData, Hyper],
-                   tuple[TQCState, LocalState, jnp.ndarray, dict[str, jnp.ndarray]]]
+ChunkFn = Callable[..., tuple[TQCState, LocalState, jnp.ndarray, dict[str, jnp.ndarray]]]
 
 
 @dataclass(frozen=True)
 class MemberStep:
     """The step of ONE member on ONE device: no member axis, no mesh (testable alone).
 
-    `chunk(agent, local, iteration, data, hyper)` runs train.steps_per_chunk iterations of
-    collect + learn and returns the chunk's metrics; `init_member(key, seed, hyper,
+    `chunk(agent, local, iteration, data, hyper, noisy=True)` runs train.steps_per_chunk
+    iterations of collect + learn and returns the chunk's metrics; `noisy` (static) False
+    builds the step without observation noise, for members whose `obs_noise` are all 0 (the
+    same numbers as the noisy step at sd 0: the noise's keys are folded off the others, so no
+    other draw moves); `init_member(key, seed, hyper,
     encoder_params)` a fresh learner and the member's env key; `init_local(key, data)` its
     envs and empty replay buffer. `Placement` says how many of these a device runs.
     """
@@ -68,6 +70,12 @@ def _replace_encoder(params: nnx.State, encoder_params: nnx.State) -> nnx.State:
     out["encoder"] = jax.tree.map(lambda _, new: jnp.asarray(new, jnp.float32), old,
                                   encoder_params)
     return out
+
+
+def _noised(obs: Observation, key: jax.Array, noise) -> Observation:
+    """obs with the observation noise (sd, column scale) added; noise None: obs itself (no
+    random numbers drawn)."""
+    return obs if noise is None else add_obs_noise(obs, key, *noise)
 
 
 def make_member_step(spec: TrainerSpec, placement: Placement, tqc: TQC, env_params: EnvParams,
@@ -114,7 +122,7 @@ def make_member_step(spec: TrainerSpec, placement: Placement, tqc: TQC, env_para
         k_random, k_policy, k_env = keys
         env = local.env
         obs = batched_observe(data, env.t, trading.book_agent_state(env.book))
-        obs = add_obs_noise(obs, jax.random.fold_in(k_policy, 1), *noise)
+        obs = _noised(obs, jax.random.fold_in(k_policy, 1), noise)
         actions = jax.lax.cond(
             learning,
             lambda: tqc.act(agent, obs, k_policy),
@@ -132,9 +140,11 @@ def make_member_step(spec: TrainerSpec, placement: Placement, tqc: TQC, env_para
 
         def sample_fn(k):
             batch = rebuild(data, replay.sample(buffer, k, batch_local), coeffs, params)
+            if noise is None:
+                return batch
             k_obs, k_next = jax.random.split(jax.random.fold_in(k, 1))
-            return batch._replace(obs=add_obs_noise(batch.obs, k_obs, *noise),
-                                  next_obs=add_obs_noise(batch.next_obs, k_next, *noise))
+            return batch._replace(obs=_noised(batch.obs, k_obs, noise),
+                                  next_obs=_noised(batch.next_obs, k_next, noise))
 
         def do_updates(a):
             return tqc.update_many(a, sample_fn, key, n_updates, hyper.tqc)
@@ -146,10 +156,12 @@ def make_member_step(spec: TrainerSpec, placement: Placement, tqc: TQC, env_para
 
         return jax.lax.cond(learning, do_updates, no_updates, agent)
 
-    def chunk(agent: TQCState, local: LocalState, iteration, data: TrainData, hyper: Hyper):
-        """steps_per_chunk iterations for one member on one device."""
+    def chunk(agent: TQCState, local: LocalState, iteration, data: TrainData, hyper: Hyper,
+              noisy: bool = True):
+        """steps_per_chunk iterations for one member on one device (`noisy`: see MemberStep)."""
         params = env_params.replace(reward_scale=hyper.reward_scale)
-        noise = (hyper.obs_noise, column_scale(data, uses_embeddings, window))
+        noise = (hyper.obs_noise, column_scale(data, uses_embeddings, window)) if noisy \
+            else None
 
         def body(carry, _):
             agent, local, iteration, sums = carry
