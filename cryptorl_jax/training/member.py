@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import jax
@@ -78,6 +79,14 @@ def _noised(obs: Observation, key: jax.Array, noise) -> Observation:
     return obs if noise is None else add_obs_noise(obs, key, *noise)
 
 
+def _branch(learning, if_learning: Callable, if_not: Callable):
+    """if_learning() or if_not(): by Python when `learning` is a static bool, else a
+    `lax.cond` on the traced one."""
+    if isinstance(learning, bool):
+        return if_learning() if learning else if_not()
+    return jax.lax.cond(learning, if_learning, if_not)
+
+
 def make_member_step(spec: TrainerSpec, placement: Placement, tqc: TQC, env_params: EnvParams,
                      uses_embeddings: bool) -> MemberStep:
     """The one-member step of a spec (see `MemberStep`); the member's envs, batch and buffer
@@ -117,13 +126,14 @@ def make_member_step(spec: TrainerSpec, placement: Placement, tqc: TQC, env_para
     def collect(agent: TQCState, local: LocalState, data: TrainData, params: EnvParams,
                 coeffs, learning, keys, noise):
         """One vectorised env step of every env: act, step, store the compact transitions.
-        Returns the envs after the step, the buffer and the step's (reward, terminated, done,
-        info) for the metrics."""
+        `learning` True / False (static) or a traced bool: the policy's actions or uniform
+        random ones (warm-up). Returns the envs after the step, the buffer and the step's
+        (reward, terminated, done, info) for the metrics."""
         k_random, k_policy, k_env = keys
         env = local.env
         obs = batched_observe(data, env.t, trading.book_agent_state(env.book))
         obs = _noised(obs, jax.random.fold_in(k_policy, 1), noise)
-        actions = jax.lax.cond(
+        actions = _branch(
             learning,
             lambda: tqc.act(agent, obs, k_policy),
             lambda: jax.random.uniform(k_random, (n_local, 1), jnp.float32, -1.0, 1.0))
@@ -136,7 +146,8 @@ def make_member_step(spec: TrainerSpec, placement: Placement, tqc: TQC, env_para
 
     def learn(agent: TQCState, buffer, data: TrainData, params: EnvParams, coeffs,
               hyper: Hyper, learning, key, noise):
-        """G updates on batches rebuilt from the buffer (none before learning starts)."""
+        """G updates on batches rebuilt from the buffer (none before learning starts;
+        `learning` as in `collect`)."""
 
         def sample_fn(k):
             batch = rebuild(data, replay.sample(buffer, k, batch_local), coeffs, params)
@@ -146,15 +157,14 @@ def make_member_step(spec: TrainerSpec, placement: Placement, tqc: TQC, env_para
             return batch._replace(obs=_noised(batch.obs, k_obs, noise),
                                   next_obs=_noised(batch.next_obs, k_next, noise))
 
-        def do_updates(a):
-            return tqc.update_many(a, sample_fn, key, n_updates, hyper.tqc)
+        def do_updates():
+            return tqc.update_many(agent, sample_fn, key, n_updates, hyper.tqc)
 
-        metric_shapes = jax.eval_shape(do_updates, agent)[1]
+        def no_updates():
+            return agent, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                       jax.eval_shape(do_updates)[1])
 
-        def no_updates(a):
-            return a, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes)
-
-        return jax.lax.cond(learning, do_updates, no_updates, agent)
+        return _branch(learning, do_updates, no_updates)
 
     def chunk(agent: TQCState, local: LocalState, iteration, data: TrainData, hyper: Hyper,
               noisy: bool = True):
@@ -163,15 +173,15 @@ def make_member_step(spec: TrainerSpec, placement: Placement, tqc: TQC, env_para
         noise = (hyper.obs_noise, column_scale(data, uses_embeddings, window)) if noisy \
             else None
 
-        def body(carry, _):
+        def body(carry, _, phase: bool | None):
             agent, local, iteration, sums = carry
             key, k_random, k_policy, k_env, k_update = jax.random.split(local.key, 5)
             coeffs = coefficients(iteration, hyper)
             learning = iteration * spec.n_envs >= q.learning_starts
+            gate = learning if phase is None else phase  # static in a warm-up/learning loop
             env_next, buffer, (reward, terminated, done, info) = collect(
-                agent, local, data, params, coeffs, learning, (k_random, k_policy, k_env),
-                noise)
-            agent, upd = learn(agent, buffer, data, params, coeffs, hyper, learning, k_update,
+                agent, local, data, params, coeffs, gate, (k_random, k_policy, k_env), noise)
+            agent, upd = learn(agent, buffer, data, params, coeffs, hyper, gate, k_update,
                                noise)
             step = StepMetrics.of(StepRecord(reward=reward, info=info, terminated=terminated,
                                              done=done, learning=learning, updates=upd))
@@ -179,9 +189,19 @@ def make_member_step(spec: TrainerSpec, placement: Placement, tqc: TQC, env_para
             local = LocalState(env=env_next, buffer=buffer, key=key)
             return (agent, local, iteration + 1, sums), None
 
-        (agent, local, iteration, sums), _ = jax.lax.scan(
-            body, (agent, local, iteration, StepMetrics.zeros()), None,
-            length=spec.steps_per_chunk)
+        def run(phase: bool | None, carry):
+            return jax.lax.scan(partial(body, phase=phase), carry, None,
+                                length=spec.steps_per_chunk)[0]
+
+        # The phase is decided once per chunk, outside the loops: a chunk before learning
+        # starts runs the warm-up loop (random actions, no updates), a chunk after it the
+        # learning loop (the policy's actions, G updates), and neither has a conditional;
+        # only the chunk that straddles learning_starts decides in every iteration.
+        steps, first = spec.steps_per_chunk, -(-q.learning_starts // spec.n_envs)
+        phase = jnp.where(iteration >= first, 1, jnp.where(iteration + steps <= first, 0, 2))
+        agent, local, iteration, sums = jax.lax.switch(
+            phase, [partial(run, False), partial(run, True), partial(run, None)],
+            (agent, local, iteration, StepMetrics.zeros()))
         metrics = chunk_metrics(sums, spec.steps_per_chunk, local.env.nav, agent.log_alpha,
                                 coefficients(iteration, hyper), n_updates)
         return agent, local, iteration, metrics

@@ -8,6 +8,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from cryptorl_jax.env.trading import Observation, StartRange
 from cryptorl_jax.training.noise import add_obs_noise, column_scale
@@ -54,15 +55,21 @@ def test_noise_has_the_requested_sd_and_leaves_the_agent_state_exact():
     np.testing.assert_array_equal(zero.window, obs.window)
 
 
-def test_noise_is_dynamic_and_changes_training_only_when_on():
+@pytest.fixture(scope="module")
+def noise_trainer():
+    """One trainer for the two tests below (its two steps compile once)."""
+    cfg = tiny_config()
+    trainer = trainer_for(cfg, 4)
+    return cfg, trainer, trainer.put_data(synthetic_data(cfg))
+
+
+def test_noise_is_dynamic_and_changes_training_only_when_on(noise_trainer):
     """obs_noise is a Hyper leaf (one compilation for any non-zero values, one for all zero);
     0 trains exactly as before the key existed; > 0 trains differently."""
-    cfg = tiny_config()
+    cfg, trainer, data = noise_trainer
     noisy_cfg = tiny_config("train.obs_noise=0.5")
     other_cfg = tiny_config("train.obs_noise=0.25")
     assert TrainerSpec.from_config(noisy_cfg, 4) == TrainerSpec.from_config(cfg, 4)
-    trainer = trainer_for(cfg, 4)
-    data = trainer.put_data(synthetic_data(cfg))
     seeds = [m.seed for m in trainer.default_members]
 
     def run(hyper_cfg, noisy=None):
@@ -83,14 +90,12 @@ def test_noise_is_dynamic_and_changes_training_only_when_on():
     assert dataclasses.replace(noisy_cfg.train, obs_noise=0.0) == cfg.train
 
 
-def test_the_noise_free_step_trains_as_the_noisy_step_at_zero():
+def test_the_noise_free_step_trains_as_the_noisy_step_at_zero(noise_trainer):
     """With every obs_noise 0 the step draws no noise (needs_obs_noise False), and its numbers
     are bit-identical to the noisy step's at sd 0: every leaf of the learner, the envs and the
     replay buffer after three chunks (the noise's keys are folded off the others, so skipping
     it moves no other draw). The step without noise has no normal draws of a batch's shape."""
-    cfg = tiny_config("train.n_seeds=2")
-    trainer = trainer_for(cfg, 4)
-    data = trainer.put_data(synthetic_data(cfg))
+    _, trainer, data = noise_trainer
     hyper = trainer.default_hyper
     assert not needs_obs_noise(hyper)
     assert needs_obs_noise(hyper.replace(obs_noise=hyper.obs_noise.at[1].set(0.1)))
