@@ -400,8 +400,11 @@ def make_tqc(
     def act_deterministic(state: TQCState, obs: Observation) -> jax.Array:
         return deterministic_action(actor_module(state)(obs)[0])
 
-    def update(state: TQCState, batch: Batch, key: jax.Array,
-               hyper: TQCHyper | None = None) -> tuple[TQCState, dict]:
+    def update(state: TQCState, batch: Batch, key: jax.Array, hyper: TQCHyper | None = None,
+               run_actor: bool | None = None) -> tuple[TQCState, dict]:
+        """One update; `run_actor` (static) True / False says whether this is a
+        policy_delay-th update when the caller knows it (no conditional), None decides from
+        state.step (a `lax.cond` when policy_delay > 1)."""
         h = default_hyper if hyper is None else hyper
         actor_tx, critic_tx, alpha_tx = optimisers(h)
         key_next, key_pi = jax.random.split(key)
@@ -458,8 +461,10 @@ def make_tqc(
 
         operand = (state.actor_params, state.actor_opt_state, state.log_alpha,
                    state.alpha_opt_state)
-        if cfg.policy_delay == 1:
+        if cfg.policy_delay == 1 or run_actor is True:
             new_actor, actor_metrics = actor_step(operand)
+        elif run_actor is False:
+            new_actor, actor_metrics = skip_actor(operand)
         else:
             do_actor = (state.step + 1) % cfg.policy_delay == 0
             new_actor, actor_metrics = jax.lax.cond(do_actor, actor_step, skip_actor, operand)
@@ -498,15 +503,36 @@ def make_tqc(
         key: jax.Array,
         n: int,
         hyper: TQCHyper | None = None,
+        aligned: bool = False,
     ) -> tuple[TQCState, dict]:
-        """n updates as one lax.scan; sample_fn(key) -> Batch is called inside the scan body."""
+        """n updates as one lax.scan; sample_fn(key) -> Batch is called inside the scan body.
 
-        def body(carry: TQCState, step_key: jax.Array):
+        `aligned`: the caller guarantees state.step % policy_delay == 0 (e.g. every call makes
+        the same n updates, a multiple of policy_delay). With n a multiple of policy_delay the
+        scan then runs groups of policy_delay updates whose last one runs the actor, with no
+        conditional: the same updates as the per-update decision.
+        """
+        k = cfg.policy_delay
+
+        def one(carry: TQCState, step_key: jax.Array, run_actor: bool | None):
             sample_key, update_key = jax.random.split(step_key)
-            return update(carry, sample_fn(sample_key), update_key, hyper)
+            return update(carry, sample_fn(sample_key), update_key, hyper, run_actor)
 
-        state, per_update = jax.lax.scan(body, state, jax.random.split(key, n))
-        return state, mean_metrics(per_update)
+        keys = jax.random.split(key, n)
+        if k == 1 or not aligned or n % k:
+            state, per_update = jax.lax.scan(lambda c, sk: one(c, sk, None), state, keys)
+            return state, mean_metrics(per_update)
+
+        def group(carry: TQCState, group_keys: jax.Array):
+            metrics = []
+            for j in range(k):
+                carry, m = one(carry, group_keys[j], j == k - 1)
+                metrics.append(m)
+            return carry, jax.tree.map(lambda *x: jnp.stack(x), *metrics)
+
+        state, per_group = jax.lax.scan(group, state, keys.reshape(n // k, k))
+        return state, mean_metrics(jax.tree.map(lambda x: x.reshape(n, *x.shape[2:]),
+                                                per_group))
 
     return TQC(
         cfg=cfg,

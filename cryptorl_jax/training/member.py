@@ -158,7 +158,10 @@ def make_member_step(spec: TrainerSpec, placement: Placement, tqc: TQC, env_para
                                   next_obs=_noised(batch.next_obs, k_next, noise))
 
         def do_updates():
-            return tqc.update_many(agent, sample_fn, key, n_updates, hyper.tqc)
+            # aligned: every learning iteration makes the same G updates, so the learner's
+            # update count is a multiple of G here (the actor's turns need no conditional
+            # when G is a multiple of tqc.policy_delay)
+            return tqc.update_many(agent, sample_fn, key, n_updates, hyper.tqc, aligned=True)
 
         def no_updates():
             return agent, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),

@@ -3,6 +3,7 @@ numbers to float tolerance) and, where it is about memory, against the compiled 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import jax
@@ -10,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cryptorl_jax.agent import tqc as T
+from cryptorl_jax.config import TQCConfig
 from tests.reference import numpy_tqc as ref
 
 
@@ -65,3 +67,36 @@ def test_the_fused_huber_loss_writes_no_batch_by_atoms_by_targets_tensor():
     fused = _written_shapes(jax.value_and_grad(T.quantile_huber_loss), current, target, mask)
     assert cube not in fused, fused
     assert cube in _written_shapes(_two_sums, current, target, mask)
+
+
+def test_aligned_policy_delay_runs_the_same_updates_without_a_conditional():
+    """policy_delay 2, 4 updates from update count 0: the aligned scan (groups of two updates,
+    the actor in the second, statically) makes the same updates as the per-update decision,
+    with no conditional in the compiled program (the per-update form's control has one)."""
+    cfg = dataclasses.replace(TQCConfig(), net_arch=(16, 16), n_quantiles=5, n_critics=2,
+                              top_quantiles_to_drop_per_net=1, batch_size=32,
+                              learning_rate=1e-3, max_grad_norm=None, policy_delay=2)
+    tqc = T.make_tqc(cfg, jnp.zeros(3), 1)
+    state = tqc.init(jax.random.key(0))
+    rng = np.random.default_rng(0)
+    batch = T.Batch(obs=jnp.asarray(rng.normal(size=(32, 3)), jnp.float32),
+                    action=jnp.asarray(rng.uniform(-1, 1, (32, 1)), jnp.float32),
+                    reward=jnp.asarray(rng.normal(size=32), jnp.float32),
+                    next_obs=jnp.asarray(rng.normal(size=(32, 3)), jnp.float32),
+                    terminated=jnp.zeros(32, bool))
+
+    def run(aligned):
+        def sample_fn(k):  # a batch that depends on the update's key
+            return batch._replace(reward=batch.reward + jax.random.normal(k, (32,)))
+
+        return jax.jit(lambda s, k: tqc.update_many(s, sample_fn, k, 4, aligned=aligned))
+
+    key = jax.random.key(7)
+    compiled = {aligned: run(aligned).lower(state, key).compile() for aligned in (True, False)}
+    (got, got_m), (want, want_m) = compiled[True](state, key), compiled[False](state, key)
+    assert float(got_m["actor_updates"]) == float(want_m["actor_updates"]) == 2.0
+    for a, b in zip(jax.tree.leaves((got, got_m)), jax.tree.leaves((want, want_m)),
+                    strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    assert " conditional(" not in compiled[True].as_text()
+    assert " conditional(" in compiled[False].as_text()
