@@ -263,9 +263,14 @@ def make_train(spec: TrainerSpec, *, devices: list | None = None) -> Trainer:
         m // S) says which of the K segments' arrays member m reads when K > 1. `noisy`
         (default: whether any member's obs_noise is not 0, `needs_obs_noise`) picks the step
         with observation noise or the one without (no random numbers for it): two
-        compilations at most, the same numbers when every obs_noise is 0."""
+        compilations at most, the same numbers when every obs_noise is 0. False with a
+        member's obs_noise not 0 is refused (it would train without the noise asked for)."""
         if noisy is None:
             noisy = needs_obs_noise(hyper)
+        elif not noisy and needs_obs_noise(hyper) \
+                and not isinstance(hyper.obs_noise, jax.core.Tracer):
+            raise ValueError("train_chunk(noisy=False) with a member's train.obs_noise not 0: "
+                             "the step without noise would ignore it (leave noisy unset)")
         return chunk_jit(state, data, hyper, segment_array(segment), noisy=bool(noisy))
 
     def init(key, data: TrainData, encoder_params: nnx.State | None = None, *,

@@ -98,7 +98,8 @@ def test_the_noise_free_step_trains_as_the_noisy_step_at_zero(noise_trainer):
     _, trainer, data = noise_trainer
     hyper = trainer.default_hyper
     assert not needs_obs_noise(hyper)
-    assert needs_obs_noise(hyper.replace(obs_noise=hyper.obs_noise.at[1].set(0.1)))
+    one_noisy = hyper.replace(obs_noise=hyper.obs_noise.at[1].set(0.1))
+    assert needs_obs_noise(one_noisy)
     seeds = [m.seed for m in trainer.default_members]
 
     def run(noisy):
@@ -110,6 +111,9 @@ def test_the_noise_free_step_trains_as_the_noisy_step_at_zero(noise_trainer):
         return jax.device_get((state, metrics))
 
     fast, traced = run(None), run(True)
+    state = trainer.init(jax.random.key(3), data, hyper=one_noisy, seeds=seeds)
+    with pytest.raises(ValueError, match="obs_noise not 0"):
+        trainer.train_chunk(state, data, one_noisy, noisy=False)
     leaves_fast, leaves_traced = jax.tree.leaves(fast), jax.tree.leaves(traced)
     assert len(leaves_fast) == len(leaves_traced)
     for a, b in zip(leaves_fast, leaves_traced, strict=True):
