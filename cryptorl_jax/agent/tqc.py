@@ -186,7 +186,10 @@ def truncation_mask(pooled_quantiles: jax.Array, n_drop: int) -> jax.Array:
 
 
 def _huber_parts(current, target, target_mask):
-    """Sum of the elementwise loss and its gradient w.r.t. current, both [B, N*M]-shaped."""
+    """The loss and its gradient w.r.t. current ([B, N, M]), from ONE variadic reduction over
+    the target axis: both sums read the same elementwise terms, and as one reduce XLA fuses
+    them into it, so no [B, N*M, T] tensor is written to memory (two separate sums made XLA
+    materialise the shared terms: three [B, N*M, T] buffers per update)."""
     batch, n_critics, n_quantiles = current.shape
     tau = (jnp.arange(n_quantiles, dtype=jnp.float32) + 0.5) / n_quantiles  # [M]
     tau = jnp.tile(tau, n_critics)[:, None]  # [N*M, 1], critic-major as current.reshape
@@ -195,11 +198,13 @@ def _huber_parts(current, target, target_mask):
     weight = jnp.where(delta < 0, 1.0 - tau, tau) * target_mask[:, None, :]  # [B, NM, T]
     abs_delta = jnp.abs(delta)
     huber = jnp.where(abs_delta > 1.0, abs_delta - 0.5, 0.5 * delta * delta)
-    loss_rows = jnp.sum(weight * huber, axis=2)  # [B, NM]
     # d loss / d current = -|tau - 1{delta < 0}| * clip(delta, -1, 1)   (Huber_1' = clip)
-    grad_sum = -jnp.sum(weight * jnp.clip(delta, -1.0, 1.0), axis=2)  # [B, NM]
+    zero = jnp.zeros((), jnp.float32)
+    loss_rows, clip_sum = jax.lax.reduce(  # [B, NM] each
+        (weight * huber, weight * jnp.clip(delta, -1.0, 1.0)), (zero, zero),
+        lambda a, b: (a[0] + b[0], a[1] + b[1]), (2,))
     count = jnp.sum(target_mask) * (n_critics * n_quantiles)
-    return jnp.sum(loss_rows) / count, grad_sum.reshape(current.shape) / count
+    return jnp.sum(loss_rows) / count, -clip_sum.reshape(current.shape) / count
 
 
 @jax.custom_vjp
@@ -395,8 +400,11 @@ def make_tqc(
     def act_deterministic(state: TQCState, obs: Observation) -> jax.Array:
         return deterministic_action(actor_module(state)(obs)[0])
 
-    def update(state: TQCState, batch: Batch, key: jax.Array,
-               hyper: TQCHyper | None = None) -> tuple[TQCState, dict]:
+    def update(state: TQCState, batch: Batch, key: jax.Array, hyper: TQCHyper | None = None,
+               run_actor: bool | None = None) -> tuple[TQCState, dict]:
+        """One update; `run_actor` (static) True / False says whether this is a
+        policy_delay-th update when the caller knows it (no conditional), None decides from
+        state.step (a `lax.cond` when policy_delay > 1)."""
         h = default_hyper if hyper is None else hyper
         actor_tx, critic_tx, alpha_tx = optimisers(h)
         key_next, key_pi = jax.random.split(key)
@@ -453,8 +461,10 @@ def make_tqc(
 
         operand = (state.actor_params, state.actor_opt_state, state.log_alpha,
                    state.alpha_opt_state)
-        if cfg.policy_delay == 1:
+        if cfg.policy_delay == 1 or run_actor is True:
             new_actor, actor_metrics = actor_step(operand)
+        elif run_actor is False:
+            new_actor, actor_metrics = skip_actor(operand)
         else:
             do_actor = (state.step + 1) % cfg.policy_delay == 0
             new_actor, actor_metrics = jax.lax.cond(do_actor, actor_step, skip_actor, operand)
@@ -493,15 +503,36 @@ def make_tqc(
         key: jax.Array,
         n: int,
         hyper: TQCHyper | None = None,
+        aligned: bool = False,
     ) -> tuple[TQCState, dict]:
-        """n updates as one lax.scan; sample_fn(key) -> Batch is called inside the scan body."""
+        """n updates as one lax.scan; sample_fn(key) -> Batch is called inside the scan body.
 
-        def body(carry: TQCState, step_key: jax.Array):
+        `aligned`: the caller guarantees state.step % policy_delay == 0 (e.g. every call makes
+        the same n updates, a multiple of policy_delay). With n a multiple of policy_delay the
+        scan then runs groups of policy_delay updates whose last one runs the actor, with no
+        conditional: the same updates as the per-update decision.
+        """
+        k = cfg.policy_delay
+
+        def one(carry: TQCState, step_key: jax.Array, run_actor: bool | None):
             sample_key, update_key = jax.random.split(step_key)
-            return update(carry, sample_fn(sample_key), update_key, hyper)
+            return update(carry, sample_fn(sample_key), update_key, hyper, run_actor)
 
-        state, per_update = jax.lax.scan(body, state, jax.random.split(key, n))
-        return state, mean_metrics(per_update)
+        keys = jax.random.split(key, n)
+        if k == 1 or not aligned or n % k:
+            state, per_update = jax.lax.scan(lambda c, sk: one(c, sk, None), state, keys)
+            return state, mean_metrics(per_update)
+
+        def group(carry: TQCState, group_keys: jax.Array):
+            metrics = []
+            for j in range(k):
+                carry, m = one(carry, group_keys[j], j == k - 1)
+                metrics.append(m)
+            return carry, jax.tree.map(lambda *x: jnp.stack(x), *metrics)
+
+        state, per_group = jax.lax.scan(group, state, keys.reshape(n // k, k))
+        return state, mean_metrics(jax.tree.map(lambda x: x.reshape(n, *x.shape[2:]),
+                                                per_group))
 
     return TQC(
         cfg=cfg,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import jax
@@ -32,16 +33,18 @@ from cryptorl_jax.training.placement import Placement
 from cryptorl_jax.training.spec import Hyper, TrainerSpec
 from cryptorl_jax.training.state import LocalState
 
-ChunkFn = Callable[[TQCState, LocalState, jnp.ndarray, TrainData, Hyper],
-                   tuple[TQCState, LocalState, jnp.ndarray, dict[str, jnp.ndarray]]]
+ChunkFn = Callable[..., tuple[TQCState, LocalState, jnp.ndarray, dict[str, jnp.ndarray]]]
 
 
 @dataclass(frozen=True)
 class MemberStep:
     """The step of ONE member on ONE device: no member axis, no mesh (testable alone).
 
-    `chunk(agent, local, iteration, data, hyper)` runs train.steps_per_chunk iterations of
-    collect + learn and returns the chunk's metrics; `init_member(key, seed, hyper,
+    `chunk(agent, local, iteration, data, hyper, noisy=True)` runs train.steps_per_chunk
+    iterations of collect + learn and returns the chunk's metrics; `noisy` (static) False
+    builds the step without observation noise, for members whose `obs_noise` are all 0 (the
+    same numbers as the noisy step at sd 0: the noise's keys are folded off the others, so no
+    other draw moves); `init_member(key, seed, hyper,
     encoder_params)` a fresh learner and the member's env key; `init_local(key, data)` its
     envs and empty replay buffer. `Placement` says how many of these a device runs.
     """
@@ -68,6 +71,20 @@ def _replace_encoder(params: nnx.State, encoder_params: nnx.State) -> nnx.State:
     out["encoder"] = jax.tree.map(lambda _, new: jnp.asarray(new, jnp.float32), old,
                                   encoder_params)
     return out
+
+
+def _noised(obs: Observation, key: jax.Array, noise) -> Observation:
+    """obs with the observation noise (sd, column scale) added; noise None: obs itself (no
+    random numbers drawn)."""
+    return obs if noise is None else add_obs_noise(obs, key, *noise)
+
+
+def _branch(learning, if_learning: Callable, if_not: Callable):
+    """if_learning() or if_not(): by Python when `learning` is a static bool, else a
+    `lax.cond` on the traced one."""
+    if isinstance(learning, bool):
+        return if_learning() if learning else if_not()
+    return jax.lax.cond(learning, if_learning, if_not)
 
 
 def make_member_step(spec: TrainerSpec, placement: Placement, tqc: TQC, env_params: EnvParams,
@@ -109,13 +126,14 @@ def make_member_step(spec: TrainerSpec, placement: Placement, tqc: TQC, env_para
     def collect(agent: TQCState, local: LocalState, data: TrainData, params: EnvParams,
                 coeffs, learning, keys, noise):
         """One vectorised env step of every env: act, step, store the compact transitions.
-        Returns the envs after the step, the buffer and the step's (reward, terminated, done,
-        info) for the metrics."""
+        `learning` True / False (static) or a traced bool: the policy's actions or uniform
+        random ones (warm-up). Returns the envs after the step, the buffer and the step's
+        (reward, terminated, done, info) for the metrics."""
         k_random, k_policy, k_env = keys
         env = local.env
         obs = batched_observe(data, env.t, trading.book_agent_state(env.book))
-        obs = add_obs_noise(obs, jax.random.fold_in(k_policy, 1), *noise)
-        actions = jax.lax.cond(
+        obs = _noised(obs, jax.random.fold_in(k_policy, 1), noise)
+        actions = _branch(
             learning,
             lambda: tqc.act(agent, obs, k_policy),
             lambda: jax.random.uniform(k_random, (n_local, 1), jnp.float32, -1.0, 1.0))
@@ -128,38 +146,45 @@ def make_member_step(spec: TrainerSpec, placement: Placement, tqc: TQC, env_para
 
     def learn(agent: TQCState, buffer, data: TrainData, params: EnvParams, coeffs,
               hyper: Hyper, learning, key, noise):
-        """G updates on batches rebuilt from the buffer (none before learning starts)."""
+        """G updates on batches rebuilt from the buffer (none before learning starts;
+        `learning` as in `collect`)."""
 
         def sample_fn(k):
             batch = rebuild(data, replay.sample(buffer, k, batch_local), coeffs, params)
+            if noise is None:
+                return batch
             k_obs, k_next = jax.random.split(jax.random.fold_in(k, 1))
-            return batch._replace(obs=add_obs_noise(batch.obs, k_obs, *noise),
-                                  next_obs=add_obs_noise(batch.next_obs, k_next, *noise))
+            return batch._replace(obs=_noised(batch.obs, k_obs, noise),
+                                  next_obs=_noised(batch.next_obs, k_next, noise))
 
-        def do_updates(a):
-            return tqc.update_many(a, sample_fn, key, n_updates, hyper.tqc)
+        def do_updates():
+            # aligned: every learning iteration makes the same G updates, so the learner's
+            # update count is a multiple of G here (the actor's turns need no conditional
+            # when G is a multiple of tqc.policy_delay)
+            return tqc.update_many(agent, sample_fn, key, n_updates, hyper.tqc, aligned=True)
 
-        metric_shapes = jax.eval_shape(do_updates, agent)[1]
+        def no_updates():
+            return agent, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                       jax.eval_shape(do_updates)[1])
 
-        def no_updates(a):
-            return a, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes)
+        return _branch(learning, do_updates, no_updates)
 
-        return jax.lax.cond(learning, do_updates, no_updates, agent)
-
-    def chunk(agent: TQCState, local: LocalState, iteration, data: TrainData, hyper: Hyper):
-        """steps_per_chunk iterations for one member on one device."""
+    def chunk(agent: TQCState, local: LocalState, iteration, data: TrainData, hyper: Hyper,
+              noisy: bool = True):
+        """steps_per_chunk iterations for one member on one device (`noisy`: see MemberStep)."""
         params = env_params.replace(reward_scale=hyper.reward_scale)
-        noise = (hyper.obs_noise, column_scale(data, uses_embeddings, window))
+        noise = (hyper.obs_noise, column_scale(data, uses_embeddings, window)) if noisy \
+            else None
 
-        def body(carry, _):
+        def body(carry, _, phase: bool | None):
             agent, local, iteration, sums = carry
             key, k_random, k_policy, k_env, k_update = jax.random.split(local.key, 5)
             coeffs = coefficients(iteration, hyper)
             learning = iteration * spec.n_envs >= q.learning_starts
+            gate = learning if phase is None else phase  # static in a warm-up/learning loop
             env_next, buffer, (reward, terminated, done, info) = collect(
-                agent, local, data, params, coeffs, learning, (k_random, k_policy, k_env),
-                noise)
-            agent, upd = learn(agent, buffer, data, params, coeffs, hyper, learning, k_update,
+                agent, local, data, params, coeffs, gate, (k_random, k_policy, k_env), noise)
+            agent, upd = learn(agent, buffer, data, params, coeffs, hyper, gate, k_update,
                                noise)
             step = StepMetrics.of(StepRecord(reward=reward, info=info, terminated=terminated,
                                              done=done, learning=learning, updates=upd))
@@ -167,9 +192,19 @@ def make_member_step(spec: TrainerSpec, placement: Placement, tqc: TQC, env_para
             local = LocalState(env=env_next, buffer=buffer, key=key)
             return (agent, local, iteration + 1, sums), None
 
-        (agent, local, iteration, sums), _ = jax.lax.scan(
-            body, (agent, local, iteration, StepMetrics.zeros()), None,
-            length=spec.steps_per_chunk)
+        def run(phase: bool | None, carry):
+            return jax.lax.scan(partial(body, phase=phase), carry, None,
+                                length=spec.steps_per_chunk)[0]
+
+        # The phase is decided once per chunk, outside the loops: a chunk before learning
+        # starts runs the warm-up loop (random actions, no updates), a chunk after it the
+        # learning loop (the policy's actions, G updates), and neither has a conditional;
+        # only the chunk that straddles learning_starts decides in every iteration.
+        steps, first = spec.steps_per_chunk, -(-q.learning_starts // spec.n_envs)
+        phase = jnp.where(iteration >= first, 1, jnp.where(iteration + steps <= first, 0, 2))
+        agent, local, iteration, sums = jax.lax.switch(
+            phase, [partial(run, False), partial(run, True), partial(run, None)],
+            (agent, local, iteration, StepMetrics.zeros()))
         metrics = chunk_metrics(sums, spec.steps_per_chunk, local.env.nav, agent.log_alpha,
                                 coefficients(iteration, hyper), n_updates)
         return agent, local, iteration, metrics

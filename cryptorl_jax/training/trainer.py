@@ -47,8 +47,8 @@ class InitFn(Protocol):
 
 
 class TrainChunkFn(Protocol):
-    def __call__(self, state: TrainState, data: TrainData, hyper: Hyper, segment: Any = None
-                 ) -> tuple[TrainState, dict[str, jnp.ndarray]]: ...
+    def __call__(self, state: TrainState, data: TrainData, hyper: Hyper, segment: Any = None,
+                 *, noisy: bool | None = None) -> tuple[TrainState, dict[str, jnp.ndarray]]: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,6 +126,15 @@ def trainer_for(cfg: Config, n_features: int, embedding_dim: int | None = None, 
     return dataclasses.replace(trainer, default_members=tuple(per_segment * spec.segments))
 
 
+def needs_obs_noise(hyper: Hyper) -> bool:
+    """Whether any member of `hyper` has a non-zero `obs_noise` (so the step must draw it);
+    True when the values are not known here (traced)."""
+    values = hyper.obs_noise
+    if isinstance(values, jax.core.Tracer):
+        return True
+    return bool(np.any(np.asarray(jax.device_get(values)) != 0))
+
+
 def make_train(spec: TrainerSpec, *, devices: list | None = None) -> Trainer:
     """Build the trainer of a spec: one compiled step for its population of members.
 
@@ -171,44 +180,45 @@ def make_train(spec: TrainerSpec, *, devices: list | None = None) -> Trainer:
     # a batched dot, and it changes floats: measured on CPU); P members of one segment share
     # the arrays (a gather per member would batch `column_scale`'s reductions, whose float
     # order on GPU was not checked).
-    def members_chunk(agent, local, iteration, data, hyper, segment):
+    def members_chunk(agent, local, iteration, data, hyper, segment, noisy):
         """All members of this device: vmap over the member axis (none when P = 1)."""
+        chunk = partial(step.chunk, noisy=noisy)
         if segmented:  # member m reads its segment's arrays
             def one(a, lo, h, s):
-                return step.chunk(a, lo, iteration, take(data, s), h)
+                return chunk(a, lo, iteration, take(data, s), h)
 
             return jax.vmap(one, out_axes=(0, 0, None, 0))(agent, local, hyper, segment)
         if placement.members_local == 1:
             squeeze = partial(jax.tree.map, lambda x: x[0])
             expand = partial(jax.tree.map, lambda x: x[None])
-            agent, local, iteration_out, metrics = step.chunk(
+            agent, local, iteration_out, metrics = chunk(
                 squeeze(agent), squeeze(local), iteration, data, squeeze(hyper))
             return expand(agent), expand(local), iteration_out, expand(metrics)
-        return jax.vmap(step.chunk, in_axes=(0, 0, None, None, 0), out_axes=(0, 0, None, 0))(
+        return jax.vmap(chunk, in_axes=(0, 0, None, None, 0), out_axes=(0, 0, None, 0))(
             agent, local, iteration, data, hyper)
 
-    def sharded_chunk(agent, local, iteration, data, hyper, segment):
+    def sharded_chunk(agent, local, iteration, data, hyper, segment, noisy):
         local = jax.tree.map(lambda x: x[0], local)  # this device's [P_local, ...] slice
         agent, local, iteration_out, metrics = members_chunk(agent, local, iteration, data,
-                                                             hyper, segment)
+                                                             hyper, segment, noisy)
         if not by_member:
             metrics = jax.lax.pmean(metrics, parallel.DEVICE_AXIS)
         return agent, jax.tree.map(lambda x: x[None], local), iteration_out, metrics
 
     rep_spec, shard_spec = parallel.REPLICATED, parallel.SHARDED
     member_spec = shard_spec if by_member else rep_spec  # agents, hyper, segment, metrics [P]
-    chunk_sharded = parallel.data_parallel(
-        sharded_chunk, mesh,
+    chunk_sharded = {noisy: parallel.data_parallel(
+        partial(sharded_chunk, noisy=noisy), mesh,
         in_specs=(member_spec, shard_spec, rep_spec, rep_spec, member_spec, member_spec),
-        out_specs=(member_spec, shard_spec, rep_spec, member_spec))
+        out_specs=(member_spec, shard_spec, rep_spec, member_spec)) for noisy in (False, True)}
 
-    def train_chunk_impl(state: TrainState, data: TrainData, hyper: Hyper, segment):
+    def train_chunk_impl(state: TrainState, data: TrainData, hyper: Hyper, segment, noisy):
         trace_counts["train_chunk"] += 1  # Python side effect: runs only when (re)traced
-        agent, local, iteration, metrics = chunk_sharded(state.agent, state.local,
-                                                         state.iteration, data, hyper, segment)
+        agent, local, iteration, metrics = chunk_sharded[noisy](
+            state.agent, state.local, state.iteration, data, hyper, segment)
         return TrainState(agent=agent, local=local, iteration=iteration), metrics
 
-    chunk_jit = jax.jit(train_chunk_impl, donate_argnums=(0,))
+    chunk_jit = jax.jit(train_chunk_impl, donate_argnums=(0,), static_argnames=("noisy",))
 
     def init_impl(key, data: TrainData, hyper: Hyper, seeds, encoder_params, segment):
         trace_counts["init"] += 1
@@ -247,11 +257,21 @@ def make_train(spec: TrainerSpec, *, devices: list | None = None) -> Trainer:
             raise ValueError(f"segment must be [{placement.population}], got {segment.shape}")
         return segment
 
-    def train_chunk(state: TrainState, data: TrainData, hyper: Hyper,
-                    segment=None) -> tuple[TrainState, dict[str, jnp.ndarray]]:
+    def train_chunk(state: TrainState, data: TrainData, hyper: Hyper, segment=None, *,
+                    noisy: bool | None = None) -> tuple[TrainState, dict[str, jnp.ndarray]]:
         """steps_per_chunk iterations of every member (metrics [P]); `segment` [P] (default
-        m // S) says which of the K segments' arrays member m reads when K > 1."""
-        return chunk_jit(state, data, hyper, segment_array(segment))
+        m // S) says which of the K segments' arrays member m reads when K > 1. `noisy`
+        (default: whether any member's obs_noise is not 0, `needs_obs_noise`) picks the step
+        with observation noise or the one without (no random numbers for it): two
+        compilations at most, the same numbers when every obs_noise is 0. False with a
+        member's obs_noise not 0 is refused (it would train without the noise asked for)."""
+        if noisy is None:
+            noisy = needs_obs_noise(hyper)
+        elif not noisy and needs_obs_noise(hyper) \
+                and not isinstance(hyper.obs_noise, jax.core.Tracer):
+            raise ValueError("train_chunk(noisy=False) with a member's train.obs_noise not 0: "
+                             "the step without noise would ignore it (leave noisy unset)")
+        return chunk_jit(state, data, hyper, segment_array(segment), noisy=bool(noisy))
 
     def init(key, data: TrainData, encoder_params: nnx.State | None = None, *,
              hyper: Hyper, seeds, segment=None) -> TrainState:

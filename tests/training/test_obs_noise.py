@@ -8,11 +8,12 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from cryptorl_jax.env.trading import Observation, StartRange
 from cryptorl_jax.training.noise import add_obs_noise, column_scale
 from cryptorl_jax.training.spec import Hyper, TrainerSpec
-from cryptorl_jax.training.trainer import trainer_for
+from cryptorl_jax.training.trainer import needs_obs_noise, trainer_for
 from tests.training.helpers import synthetic_data, tiny_config
 
 
@@ -54,26 +55,69 @@ def test_noise_has_the_requested_sd_and_leaves_the_agent_state_exact():
     np.testing.assert_array_equal(zero.window, obs.window)
 
 
-def test_noise_is_dynamic_and_changes_training_only_when_on():
-    """obs_noise is a Hyper leaf (one compilation for any value); 0 trains exactly as before the
-    key existed; > 0 trains differently."""
+@pytest.fixture(scope="module")
+def noise_trainer():
+    """One trainer for the two tests below (its two steps compile once)."""
     cfg = tiny_config()
-    noisy_cfg = tiny_config("train.obs_noise=0.5")
-    assert TrainerSpec.from_config(noisy_cfg, 4) == TrainerSpec.from_config(cfg, 4)
     trainer = trainer_for(cfg, 4)
-    data = trainer.put_data(synthetic_data(cfg))
+    return cfg, trainer, trainer.put_data(synthetic_data(cfg))
+
+
+def test_noise_is_dynamic_and_changes_training_only_when_on(noise_trainer):
+    """obs_noise is a Hyper leaf (one compilation for any non-zero values, one for all zero);
+    0 trains exactly as before the key existed; > 0 trains differently."""
+    cfg, trainer, data = noise_trainer
+    noisy_cfg = tiny_config("train.obs_noise=0.5")
+    other_cfg = tiny_config("train.obs_noise=0.25")
+    assert TrainerSpec.from_config(noisy_cfg, 4) == TrainerSpec.from_config(cfg, 4)
     seeds = [m.seed for m in trainer.default_members]
 
-    def run(hyper_cfg):
+    def run(hyper_cfg, noisy=None):
         hyper = jax.tree.map(lambda x: jnp.stack([x] * len(seeds)), Hyper.from_config(hyper_cfg))
         state = trainer.init(jax.random.key(0), data, hyper=hyper, seeds=seeds)
         for _ in range(3):
-            state, _ = trainer.train_chunk(state, data, hyper)
-        return [np.asarray(x) for x in jax.tree.leaves(state.agent.actor_params)]
+            state, _ = trainer.train_chunk(state, data, hyper, noisy=noisy)
+        return [np.asarray(x) for x in jax.tree.leaves(state.agent)]
 
-    clean, again, noisy = run(cfg), run(cfg), run(noisy_cfg)
+    clean, again = run(cfg), run(cfg)
     assert trainer.trace_counts["train_chunk"] == 1
+    noisy, other = run(noisy_cfg), run(other_cfg)
+    assert trainer.trace_counts["train_chunk"] == 2  # any non-zero values: one more step
     for a, b in zip(clean, again):
         np.testing.assert_array_equal(a, b)
     assert max(float(np.max(np.abs(a - b))) for a, b in zip(clean, noisy)) > 1e-4
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(noisy, other)) > 1e-6
     assert dataclasses.replace(noisy_cfg.train, obs_noise=0.0) == cfg.train
+
+
+def test_the_noise_free_step_trains_as_the_noisy_step_at_zero(noise_trainer):
+    """With every obs_noise 0 the step draws no noise (needs_obs_noise False), and its numbers
+    are bit-identical to the noisy step's at sd 0: every leaf of the learner, the envs and the
+    replay buffer after three chunks (the noise's keys are folded off the others, so skipping
+    it moves no other draw). The step without noise has no normal draws of a batch's shape."""
+    _, trainer, data = noise_trainer
+    hyper = trainer.default_hyper
+    assert not needs_obs_noise(hyper)
+    one_noisy = hyper.replace(obs_noise=hyper.obs_noise.at[1].set(0.1))
+    assert needs_obs_noise(one_noisy)
+    seeds = [m.seed for m in trainer.default_members]
+
+    def run(noisy):
+        state = trainer.init(jax.random.key(3), data, hyper=hyper, seeds=seeds)
+        metrics = []
+        for _ in range(3):
+            state, m = trainer.train_chunk(state, data, hyper, noisy=noisy)
+            metrics.append(m)
+        return jax.device_get((state, metrics))
+
+    fast, traced = run(None), run(True)
+    state = trainer.init(jax.random.key(3), data, hyper=one_noisy, seeds=seeds)
+    with pytest.raises(ValueError, match="obs_noise not 0"):
+        trainer.train_chunk(state, data, one_noisy, noisy=False)
+    leaves_fast, leaves_traced = jax.tree.leaves(fast), jax.tree.leaves(traced)
+    assert len(leaves_fast) == len(leaves_traced)
+    for a, b in zip(leaves_fast, leaves_traced, strict=True):
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_array_equal(a, b)
+    assert float(np.sum(fast[1][-1]["updates"])) > 0  # learning ran
