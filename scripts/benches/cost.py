@@ -41,6 +41,7 @@ import json
 import platform
 import re
 import time
+from functools import partial
 
 DEVICES = {  # name: (TF32 dense FLOP/s, BF16 dense FLOP/s, HBM bytes/s); sources in the doc
     "H100 SXM": (494.7e12, 989.4e12, 3.35e12),
@@ -77,12 +78,17 @@ def compile_step(cfg, n_features: int, rows: int):
     import jax
 
     from benches.train import build_step
+    from cryptorl_jax.training.trainer import needs_obs_noise
 
     trainer, data, key, enc_params, hyper, seeds = build_step(cfg, n_features, rows)
     abstract = jax.eval_shape(lambda *x: x, data, hyper)
     state = jax.eval_shape(lambda k, d, e, h: trainer.init(k, d, e, hyper=h, seeds=seeds),
                            key, data, enc_params, hyper)
-    chunk = jax.jit(trainer.train_chunk, donate_argnums=(0,))  # donated as train_chunk's own
+    # the step a run of this config compiles: with observation noise only if a member has any
+    # (decided from the concrete values; traced, train_chunk would assume noise)
+    noisy = needs_obs_noise(hyper)
+    chunk = jax.jit(partial(trainer.train_chunk, noisy=noisy),
+                    donate_argnums=(0,))  # donated as train_chunk's own
     return chunk.lower(state, *abstract).compile(), trainer, data
 
 
