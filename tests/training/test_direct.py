@@ -1,0 +1,95 @@
+"""The direct learner (agent.kind direct): the gradient flows through the ledger, training
+resumes exactly, and the rollout acts with its deterministic policy."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from cryptorl_jax.core.hooks import Hooks
+from cryptorl_jax.env.trading import MarketData, make_start_range
+from cryptorl_jax.training.data import TrainData
+from cryptorl_jax.training.loop import TrainControls, train
+from cryptorl_jax.training.rollout import make_rollout
+from cryptorl_jax.training.trainer import trainer_for
+from tests.training.helpers import synthetic_data, tiny_config
+
+DIRECT = ["agent.kind=direct", "agent.direct.horizon=32", "agent.direct.learning_rate=3e-3"]
+
+
+def drift_data(cfg, drift: float, n_rows: int = 600, seed: int = 0) -> TrainData:
+    """A market whose every hourly return has mean `drift` (sd 1 %), features pure noise."""
+    rng = np.random.default_rng(seed)
+    r = rng.normal(drift, 0.01, n_rows)
+    close = 100.0 * np.exp(np.cumsum(r))
+    features = rng.normal(size=(n_rows, 4)).astype(np.float32)
+    market = MarketData.from_arrays(features, close, cfg.env)
+    return TrainData(market=market, start_range=make_start_range(0, n_rows - 1, cfg.env,
+                                                                 n_rows))
+
+
+def leaves(state):
+    return [np.asarray(x) for x in jax.tree.leaves(state.agent)]
+
+
+@pytest.fixture(scope="module")
+def learning():
+    """Config and trainer of the drift test: tiny costs, 200 updates of 4 x 32-hour episodes."""
+    cfg = tiny_config(*DIRECT, "env.fee_bps=0.5", "env.slippage_bps=0", "env.no_trade_band=0.02",
+                      "train.steps_per_chunk=50", "train.total_env_steps=25600",
+                      "train.checkpoint_every_chunks=100", "train.n_seeds=1")
+    return cfg, trainer_for(cfg, 4)
+
+
+@pytest.mark.parametrize("drift", [0.002, -0.002])
+def test_the_gradient_through_the_ledger_follows_the_drift(learning, drift, tmp_path):
+    """On a market with a strong constant drift and tiny costs, a few hundred updates take the
+    policy's mean action to the drift's sign (it starts near 0): only the gradient through
+    the ledger's pnl can move it there, the features being noise."""
+    cfg, trainer = learning
+    data = drift_data(cfg, drift)
+    result = train(cfg, data, tmp_path, trainer=trainer, controls=TrainControls(resume=False))
+    assert result.env_steps == 25600 and result.history[-1]["updates"] == 50
+    first, last = result.history[0]["action"], result.history[-1]["action"]
+    rollout = make_rollout(trainer)
+    start = int(data.start_range.first_start)
+    actions = np.asarray(rollout(result.state.agent, trainer.put_data(data), start, 400))
+    sign = np.sign(drift)
+    assert sign * last > 0.5 and sign * last > sign * first
+    assert sign * actions.mean() > 0.5, actions.mean()
+
+
+@pytest.fixture(scope="module")
+def tiny_direct():
+    # 2 seeds, 3 chunks of 16 updates of 4 x 32-hour episodes
+    cfg = tiny_config(*DIRECT, f"train.total_env_steps={3 * 16 * 4 * 32}")
+    return cfg, trainer_for(cfg, 4)
+
+
+def test_resume_gives_the_uninterrupted_parameters(tmp_path, tiny_direct):
+    cfg, trainer = tiny_direct
+    data = synthetic_data(cfg)
+    full = train(cfg, data, tmp_path / "full", controls=TrainControls(resume=False),
+                 trainer=trainer)
+    assert full.env_steps == cfg.train.total_env_steps and len(full.history) == 3
+    part = train(cfg, data, tmp_path / "part",
+                 controls=TrainControls(hooks=Hooks(stop_after_chunk=2)), trainer=trainer)
+    assert part.env_steps == 2 * 16 * 4 * 32
+    resumed = train(cfg, data, tmp_path / "part", trainer=trainer)
+    assert len(resumed.history) == len(full.history)
+    for x, y in zip(leaves(full.state), leaves(resumed.state), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert resumed.history[-1] == full.history[-1]
+    assert trainer.trace_counts["train_chunk"] == 1
+    # the seeds are independent policies
+    params = [np.asarray(x) for x in jax.tree.leaves(full.state.agent.params)]
+    assert not all(np.allclose(x[0], x[1]) for x in params)
+
+
+def test_a_horizon_longer_than_the_train_rows_is_refused(tiny_direct):
+    cfg, trainer = tiny_direct
+    data = synthetic_data(cfg, n_rows=80)  # starts at row 48, last row 79: 31 hours < 32
+    with pytest.raises(ValueError, match="agent.direct.horizon = 32 hours does not fit"):
+        trainer.init(jax.random.key(0), trainer.put_data(data),
+                     hyper=trainer.default_hyper, seeds=[0, 1])
