@@ -13,6 +13,7 @@ from cryptorl_jax.training.data import TrainData
 from cryptorl_jax.training.loop import TrainControls, train
 from cryptorl_jax.training.rollout import make_rollout
 from cryptorl_jax.training.trainer import trainer_for
+from cryptorl_jax.walkforward.stages import load_agents, save_agents
 from tests.training.helpers import synthetic_data, tiny_config
 
 DIRECT = ["agent.kind=direct", "agent.direct.horizon=32", "agent.direct.learning_rate=3e-3"]
@@ -58,6 +59,27 @@ def test_the_gradient_through_the_ledger_follows_the_drift(learning, drift, tmp_
     sign = np.sign(drift)
     assert sign * last > 0.5 and sign * last > sign * first
     assert sign * actions.mean() > 0.5, actions.mean()
+
+
+def test_training_and_the_rollout_are_deterministic(learning, tmp_path):
+    """Same config, seed and data: the same parameters, history and backtest actions."""
+    cfg, trainer = learning
+    data = drift_data(cfg, 0.002, seed=3)
+    runs = [train(cfg, data, tmp_path / str(i), trainer=trainer,
+                  controls=TrainControls(resume=False)) for i in range(2)]
+    for x, y in zip(leaves(runs[0].state), leaves(runs[1].state), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert runs[0].history == runs[1].history
+    rollout = make_rollout(trainer)
+    start = int(data.start_range.first_start)
+    a, b = (np.asarray(rollout(r.state.agent, trainer.put_data(data), start, 200))
+            for r in runs)
+    np.testing.assert_array_equal(a, b)
+    # the agents' checkpoint (what a segment saves and evaluate / paper load) holds the policy
+    save_agents(tmp_path / "agents", jax.device_get(runs[0].state.agent))
+    loaded = load_agents(tmp_path / "agents", trainer)
+    np.testing.assert_array_equal(
+        np.asarray(rollout(loaded, trainer.put_data(data), start, 200)), a)
 
 
 @pytest.fixture(scope="module")
