@@ -78,3 +78,21 @@ def test_the_direct_settings_enter_the_spec_and_its_learning_rate_the_hyper():
     fast = load_config(None, ["agent.kind=direct", "agent.direct.learning_rate=0.01"])
     assert TrainerSpec.from_config(fast, 4) == TrainerSpec.from_config(direct, 4)
     assert float(Hyper.from_config(fast).direct.learning_rate) == pytest.approx(0.01)
+
+
+def test_the_dry_run_counts_a_direct_budget_in_episodes():
+    """wfo --dry-run: a direct update runs n_envs episodes of `horizon` hours; the step-rate
+    estimate does not mix TQC and direct runs (their step shapes differ)."""
+    from cryptorl_jax.walkforward.plan import budget_lines, training_budget
+    from cryptorl_jax.walkforward.rates import step_shape
+
+    cfg = load_config(None, ["agent.kind=direct", "agent.direct.horizon=100",
+                             "train.n_envs=10", "train.steps_per_chunk=50",
+                             "train.total_env_steps=120000"])
+    b = training_budget(cfg)
+    assert (b.chunks, b.env_steps, b.updates) == (3, 150_000, 150)
+    assert "3 chunks of 50 updates, each on 10 episodes x 100 hours" in budget_lines(cfg, b)[0]
+    tqc = load_config(None, [])
+    old = tqc.to_dict()
+    del old["agent"]  # a run recorded before the agent section: the same TQC shape
+    assert step_shape(old) == step_shape(tqc.to_dict()) != step_shape(cfg.to_dict())
