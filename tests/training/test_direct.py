@@ -3,6 +3,11 @@ resumes exactly, and the rollout acts with its deterministic policy."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import jax
 import numpy as np
 import pytest
@@ -115,3 +120,40 @@ def test_a_horizon_longer_than_the_train_rows_is_refused(tiny_direct):
     with pytest.raises(ValueError, match="agent.direct.horizon = 32 hours does not fit"):
         trainer.init(jax.random.key(0), trainer.put_data(data),
                      hyper=trainer.default_hyper, seeds=[0, 1])
+
+
+TWO_DEVICE_SCRIPT = textwrap.dedent("""
+    import jax, numpy as np
+    from tests.training.helpers import synthetic_data, tiny_config
+    from cryptorl_jax.training.trainer import trainer_for
+    assert jax.device_count() == 2, jax.devices()
+    cfg = tiny_config("agent.kind=direct", "agent.direct.horizon=32", "train.devices=all")
+    trainer = trainer_for(cfg, 4)
+    assert trainer.n_devices == 2 and trainer.n_envs_local == 2
+    data = trainer.put_data(synthetic_data(cfg))
+    state = trainer.init(jax.random.key(0), data, hyper=trainer.default_hyper,
+                         seeds=[m.seed for m in trainer.default_members])
+    for _ in range(2):
+        state, metrics = trainer.train_chunk(state, data, trainer.default_hyper)
+    for leaf in jax.tree.leaves(state.agent):
+        shards = [np.asarray(s.data) for s in leaf.addressable_shards]
+        assert len(shards) == 2
+        np.testing.assert_array_equal(shards[0], shards[1])
+    # each device draws its own episodes, so the replicas agree because of pmean
+    keys = [np.asarray(jax.random.key_data(s.data)) for s in state.local.key.addressable_shards]
+    assert not np.array_equal(keys[0], keys[1])
+    assert float(np.asarray(metrics["updates"]).mean()) == 16
+    print("OK")
+""")
+
+
+@pytest.mark.slow
+def test_two_devices_keep_identical_replicas(repo_root):
+    """Data parallelism: each device rolls its share of the episodes, the gradients are
+    averaged over the devices (~20 s: a fresh process compiles for two devices)."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_PLATFORMS="cpu", PYTHONPATH=str(repo_root))
+    out = subprocess.run([sys.executable, "-c", TWO_DEVICE_SCRIPT], cwd=repo_root, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "OK" in out.stdout
