@@ -157,3 +157,22 @@ def test_two_devices_keep_identical_replicas(repo_root):
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "OK" in out.stdout
+
+
+def test_finetune_mode_starts_from_the_pretrained_encoder():
+    """encoder.mode pretrained-finetune: the policy's encoder starts as the pre-trained one."""
+    from flax import nnx
+
+    from cryptorl_jax.encoder.mae import MAEEncoder
+
+    cfg = tiny_config(*DIRECT, "encoder.mode=pretrained-finetune", "encoder.d_model=8",
+                      "encoder.depth=1", "encoder.n_heads=2", "train.n_seeds=1")
+    trainer = trainer_for(cfg, 4)
+    data = trainer.put_data(synthetic_data(cfg))
+    pretrained = MAEEncoder(4, cfg.env.window, cfg.encoder, rngs=nnx.Rngs(7))
+    enc_params = nnx.split(pretrained, nnx.Param, ...)[1]
+    state = trainer.init(jax.random.key(0), data, enc_params, hyper=trainer.default_hyper,
+                         seeds=[0])
+    got = [np.asarray(x)[0] for x in jax.tree.leaves(state.agent.params["encoder"])]
+    for a, b in zip(got, [np.asarray(x) for x in jax.tree.leaves(enc_params)], strict=True):
+        np.testing.assert_array_equal(a, b)
