@@ -17,10 +17,13 @@ The policy is deterministic: exploration comes only from the sampled starts and 
 observation noise. Episodes do not stop at ruin (an H-hour episode runs whole; the growth
 floor keeps the log finite); `ruined` counts those whose NAV fell below env.ruin_nav. An
 update counts n_envs x H env steps, so the curriculum's progress and train.total_env_steps
-are in the env's own steps.
+are in the env's own steps; a chunk runs train.steps_per_chunk updates, or fewer when the
+whole budget needs fewer (`chunk_updates`).
 """
 
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -50,6 +53,14 @@ class DirectLocal:
     key: jax.Array
 
 
+def chunk_updates(spec: TrainerSpec) -> int:
+    """Updates per chunk: train.steps_per_chunk, or fewer when the whole budget needs fewer
+    (ceil(total_env_steps / (n_envs x horizon))), so a small budget is not rounded up to a
+    whole chunk of steps_per_chunk updates. walkforward.plan's dry run counts the same."""
+    per_update = spec.n_envs * spec.agent.direct.horizon
+    return min(spec.steps_per_chunk, max(1, math.ceil(spec.total_env_steps / per_update)))
+
+
 def check_horizon(data: TrainData, horizon: int) -> None:
     """Host check that an episode of `horizon` hours fits in the train rows (every segment's
     when `data` holds a batch): the starts are drawn in [first_start, last_row - horizon]."""
@@ -67,6 +78,7 @@ def make_direct_member_step(spec: TrainerSpec, placement: Placement, direct: Dir
     no replay)."""
     d = spec.agent.direct
     horizon, window, n_local = d.horizon, spec.env.window, placement.n_envs_local
+    n_updates = chunk_updates(spec)
     total_steps = float(spec.total_env_steps)
     phase_ends = jnp.asarray(spec.phase_ends, jnp.float32)
     observe = make_observe(env_params, uses_embeddings)
@@ -114,7 +126,7 @@ def make_direct_member_step(spec: TrainerSpec, placement: Placement, direct: Dir
 
     def chunk(agent: DirectState, local: DirectLocal, iteration, data: TrainData,
               hyper: Hyper):
-        """steps_per_chunk updates of one member on one device."""
+        """`chunk_updates` updates of one member on one device."""
         params = env_params.replace(reward_scale=hyper.reward_scale)
         noise = (hyper.obs_noise, column_scale(data, uses_embeddings, window))
 
@@ -133,15 +145,15 @@ def make_direct_member_step(spec: TrainerSpec, placement: Placement, direct: Dir
             return (agent, key, iteration + 1), metrics
 
         (agent, key, iteration), per_update = jax.lax.scan(
-            body, (agent, local.key, iteration), None, length=spec.steps_per_chunk)
+            body, (agent, local.key, iteration), None, length=n_updates)
         metrics = {name: jnp.mean(v) for name, v in per_update.items()}
         share = metrics.pop("ruined_share")
-        n_episodes = float(spec.steps_per_chunk * spec.n_envs)
+        n_episodes = float(n_updates * spec.n_envs)
         coeffs = coefficients(iteration, hyper)
         metrics.update({"nav": metrics["episode_nav"], "episodes": jnp.float32(n_episodes),
                         "ruined": share * n_episodes, "churn_coef": coeffs.churn,
                         "smooth_coef": coeffs.smooth,
-                        "updates": jnp.float32(spec.steps_per_chunk)})
+                        "updates": jnp.float32(n_updates)})
         return agent, DirectLocal(key=key), iteration, metrics
 
     def init_member(key, seed, hyper: Hyper, encoder_params):

@@ -33,7 +33,11 @@ from cryptorl_jax.encoder.mae import MAEEncoder
 from cryptorl_jax.env.trading import EnvParams, Observation
 from cryptorl_jax.training import parallel
 from cryptorl_jax.training.data import TrainData, take
-from cryptorl_jax.training.direct_step import check_horizon, make_direct_member_step
+from cryptorl_jax.training.direct_step import (
+    check_horizon,
+    chunk_updates,
+    make_direct_member_step,
+)
 from cryptorl_jax.training.member import make_member_step
 from cryptorl_jax.training.placement import Placement
 from cryptorl_jax.training.spec import Hyper, Member, TrainerSpec, members_from_config, stack
@@ -75,6 +79,7 @@ class Trainer:
     # act_deterministic(state, obs), what the rollout and the agents' checkpoints read
     learner: Any = None
     steps_per_iteration: int = 1  # env steps of each env per chunk iteration (direct: horizon)
+    chunk_iterations: int | None = None  # iterations per chunk; None: train.steps_per_chunk
 
     @property
     def n_devices(self) -> int:
@@ -109,7 +114,9 @@ class Trainer:
 
     @property
     def env_steps_per_chunk(self) -> int:
-        return self.spec.steps_per_chunk * self.spec.n_envs * self.steps_per_iteration
+        iterations = self.spec.steps_per_chunk if self.chunk_iterations is None \
+            else self.chunk_iterations
+        return iterations * self.spec.n_envs * self.steps_per_iteration
 
     @property
     def n_chunks(self) -> int:
@@ -291,4 +298,5 @@ def make_train(spec: TrainerSpec, *, devices: list | None = None) -> Trainer:
                    uses_embeddings=uses_embeddings, init=init, train_chunk=train_chunk,
                    observe=step.observe, rebuild=step.rebuild, trace_counts=trace_counts,
                    learner=learner,
-                   steps_per_iteration=spec.agent.direct.horizon if direct_kind else 1)
+                   steps_per_iteration=spec.agent.direct.horizon if direct_kind else 1,
+                   chunk_iterations=chunk_updates(spec) if direct_kind else None)

@@ -51,9 +51,11 @@ def training_budget(cfg: Config, segments_per_batch: int = 1,
     vectorised step once n_envs x steps >= tqc.learning_starts."""
     t, q, e = cfg.train, cfg.tqc, cfg.encoder
     if cfg.agent.kind == "direct":  # an iteration: one update on n_envs episodes of H hours
-        per_chunk = t.steps_per_chunk * t.n_envs * cfg.agent.direct.horizon
+        per_update = t.n_envs * cfg.agent.direct.horizon  # as training.direct_step.chunk_updates
+        chunk = min(t.steps_per_chunk, max(1, math.ceil(t.total_env_steps / per_update)))
+        per_chunk = chunk * per_update
         chunks = math.ceil(t.total_env_steps / per_chunk)
-        updates = chunks * t.steps_per_chunk
+        updates = chunks * chunk
     else:
         per_chunk = t.steps_per_chunk * t.n_envs
         chunks = math.ceil(t.total_env_steps / per_chunk)
@@ -190,7 +192,7 @@ def budget_lines(cfg: Config, b: Budget, what: str = "segment") -> list[str]:
     t = cfg.train
     if cfg.agent.kind == "direct":
         lines = [f"training per {what} (direct learner): {b.env_steps:,} env steps per agent "
-                 f"({b.chunks} chunks of {t.steps_per_chunk} updates, each on {t.n_envs} "
+                 f"({b.chunks} chunks of {b.updates // b.chunks} updates, each on {t.n_envs} "
                  f"episodes x {cfg.agent.direct.horizon} hours; train.total_env_steps "
                  f"{b.asked:,}), {b.updates:,} updates per agent"]
     else:

@@ -92,6 +92,12 @@ def test_the_dry_run_counts_a_direct_budget_in_episodes():
     b = training_budget(cfg)
     assert (b.chunks, b.env_steps, b.updates) == (3, 150_000, 150)
     assert "3 chunks of 50 updates, each on 10 episodes x 100 hours" in budget_lines(cfg, b)[0]
+    # a budget smaller than a chunk runs the updates it needs, not a whole chunk
+    small = load_config(None, ["agent.kind=direct", "train.n_envs=16",
+                               "train.steps_per_chunk=500", "train.total_env_steps=100000"])
+    b = training_budget(small)
+    assert (b.chunks, b.updates, b.env_steps) == (1, 38, 38 * 16 * 168)
+    assert "1 chunks of 38 updates, each on 16 episodes x 168 hours" in budget_lines(small, b)[0]
     tqc = load_config(None, [])
     old = tqc.to_dict()
     del old["agent"]  # a run recorded before the agent section: the same TQC shape

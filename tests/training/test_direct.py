@@ -176,3 +176,17 @@ def test_finetune_mode_starts_from_the_pretrained_encoder():
     got = [np.asarray(x)[0] for x in jax.tree.leaves(state.agent.params["encoder"])]
     for a, b in zip(got, [np.asarray(x) for x in jax.tree.leaves(enc_params)], strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_trainer_counts_the_budget_as_the_dry_run_does():
+    """An update is n_envs x horizon env steps; a chunk is steps_per_chunk updates, or the
+    fewer a small budget needs (no compilation: the trainer is only built)."""
+    from cryptorl_jax.walkforward.plan import training_budget
+
+    for total, chunk in ((100_000, 16), (1_000, 8), (6_144, 16)):
+        cfg = tiny_config(*DIRECT, f"train.total_env_steps={total}")
+        trainer = trainer_for(cfg, 4)
+        b = training_budget(cfg)
+        assert trainer.env_steps_per_chunk == chunk * 4 * 32, total
+        assert (trainer.n_chunks, trainer.n_chunks * trainer.env_steps_per_chunk) == (
+            b.chunks, b.env_steps), total
