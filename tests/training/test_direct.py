@@ -127,7 +127,8 @@ TWO_DEVICE_SCRIPT = textwrap.dedent("""
     from tests.training.helpers import synthetic_data, tiny_config
     from cryptorl_jax.training.trainer import trainer_for
     assert jax.device_count() == 2, jax.devices()
-    cfg = tiny_config("agent.kind=direct", "agent.direct.horizon=32", "train.devices=all")
+    cfg = tiny_config("agent.kind=direct", "agent.direct.horizon=32", "train.devices=all",
+                      "train.total_env_steps=4096")
     trainer = trainer_for(cfg, 4)
     assert trainer.n_devices == 2 and trainer.n_envs_local == 2
     data = trainer.put_data(synthetic_data(cfg))
