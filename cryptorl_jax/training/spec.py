@@ -3,14 +3,15 @@
 
 `TrainerSpec` is frozen and hashable: every setting that fixes a shape or a code path (network
 sizes, quantiles, critics, batch, envs, buffer, window, episode length, the encoder's mode and
-sizes, the devices, the population size, the curriculum's phase ends). It is the only input of
+sizes, the devices, the population size, the curriculum's phase ends, the learner and the
+direct learner's settings). It is the only input of
 `training.trainer.make_train` and the key of the trainer cache, so a setting read inside the step
 cannot be missing from the key: the step only sees the spec.
 
 `Hyper` holds the dynamic hyperparameters as traced float32 leaves: the actor's, the critics'
 and the entropy coefficient's learning rates, gamma, tau, target entropy, initial entropy
-coefficient, max grad norm, weight decay, reward scale, observation noise and the curriculum's
-churn and smoothness schedules.
+coefficient, max grad norm, weight decay, reward scale, observation noise, the curriculum's
+churn and smoothness schedules, and the direct learner's learning rate (agent.kind direct).
 A population stacks one `Hyper` per member ([P] leaves); two runs that differ only in these
 values share one compilation. The config keys behind them are `HYPER_KEYS`, declared once on
 the config's fields (`config.hyper`); the spec's copy of the config has them neutralised
