@@ -1,4 +1,5 @@
-"""agent: TQC networks (Flax NNX), pure TQC losses/update, device replay buffer."""
+"""agent: TQC networks (Flax NNX), pure TQC losses/update, device replay buffer; the direct
+learner (`agent.direct`, imported from its module)."""
 
 from cryptorl_jax.agent import replay
 from cryptorl_jax.agent.networks import (

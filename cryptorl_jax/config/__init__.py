@@ -19,7 +19,9 @@ from cryptorl_jax.config.load import from_dict, load_config, with_overrides
 from cryptorl_jax.config.run_identity import LOCAL_KEYS, STUDY_LOCAL_KEYS, identity
 from cryptorl_jax.config.schema import Config, digest_dict, hyper_keys
 from cryptorl_jax.config.schema_agent import (
+    AgentConfig,
     CurriculumConfig,
+    DirectConfig,
     EncoderConfig,
     EnvConfig,
     TQCConfig,
@@ -45,12 +47,14 @@ from cryptorl_jax.config.validation import check_rows, validate
 __all__ = [
     "LOCAL_KEYS",
     "STUDY_LOCAL_KEYS",
+    "AgentConfig",
     "AssetSpec",
     "BaselinesConfig",
     "Config",
     "ConfigError",
     "CurriculumConfig",
     "DataConfig",
+    "DirectConfig",
     "EncoderConfig",
     "EnvConfig",
     "FeaturesConfig",

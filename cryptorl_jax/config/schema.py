@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from cryptorl_jax.config.schema_agent import (
+    AgentConfig,
     EncoderConfig,
     EnvConfig,
     TQCConfig,
@@ -42,6 +43,7 @@ class Config:
     regimes: RegimesConfig = field(default_factory=RegimesConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
     tqc: TQCConfig = field(default_factory=TQCConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     wfo: WFOConfig = field(default_factory=WFOConfig)
@@ -74,7 +76,11 @@ DIGEST_CACHE_DIR = ".cache/market"
 
 
 def digest_dict(raw: dict[str, Any]) -> dict[str, Any]:
-    """A config's plain dict as its digest reads it: data.cache_dir set to DIGEST_CACHE_DIR."""
+    """A config's plain dict as its digest reads it: data.cache_dir set to DIGEST_CACHE_DIR,
+    and the `agent` section left out while it is at its defaults (TQC), so that every config
+    keeps the digest it had before the section existed."""
+    if raw.get("agent") == to_plain(AgentConfig()):
+        raw = {k: v for k, v in raw.items() if k != "agent"}
     data = raw.get("data")
     if not isinstance(data, dict):
         return raw

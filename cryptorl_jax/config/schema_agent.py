@@ -167,6 +167,47 @@ class TQCConfig:
 
 
 @dataclass(frozen=True)
+class DirectConfig:
+    """The direct learner (`agent.direct`, agent.kind direct): a deterministic policy trained by
+    gradient ascent on the after-cost objective, backpropagated through the env's ledger over
+    sampled episodes (no critic).
+
+    Each update rolls train.n_envs episodes of `horizon` hours from random start rows of the
+    train window, with the no-trade band relaxed (a sigmoid gate of width
+    `band_temperature`); the backtest acts with the exact band. An update counts n_envs x
+    horizon env steps against train.total_env_steps (docs/architecture.md, "The direct
+    learner")."""
+
+    horizon: int = 168
+    """Hours of each training episode the gradient flows through (168: a week)."""
+    objective: Literal["log_growth", "sharpe"] = "log_growth"
+    """log_growth: the mean reward (reward_scale x log NAV growth minus the curriculum's churn
+    and smoothness penalties), i.e. the env's reward; sharpe: each episode's mean reward over
+    its sd, averaged over the episodes."""
+    learning_rate: float = hyper(1e-3, neutral=0.0)
+    """Adam learning rate of the policy."""
+    max_grad_norm: float | None = 1.0
+    """Global-norm gradient clipping; null: off."""
+    band_temperature: float = 0.02
+    """Width (units of NAV) of the sigmoid that replaces the no-trade band's step in training:
+    the traded share of a target move d is sigmoid((|d| - band) / band_temperature)."""
+    net_arch: tuple[int, ...] | None = None
+    """Hidden layer widths of the policy (TQC's actor network, with tqc.layer_norm); null:
+    tqc.net_arch."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Which learner trains the agents, and the direct learner's settings (TQC's are in the
+    `tqc` section)."""
+
+    kind: Literal["tqc", "direct"] = "tqc"
+    """tqc: the TQC actor-critic (`tqc` section); direct: the policy trained through the
+    differentiable ledger (`agent.direct`), a control without a critic."""
+    direct: DirectConfig = field(default_factory=DirectConfig)
+
+
+@dataclass(frozen=True)
 class CurriculumConfig:
     """Piecewise-linear penalty schedule over training progress (docs/reference.md's three
     phases)."""

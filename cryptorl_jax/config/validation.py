@@ -6,7 +6,13 @@ from __future__ import annotations
 from cryptorl_jax.config.errors import ConfigError
 from cryptorl_jax.config.overrides import check_override_key, parse_override
 from cryptorl_jax.config.schema import Config
-from cryptorl_jax.config.schema_agent import EncoderConfig, EnvConfig, TQCConfig, TrainConfig
+from cryptorl_jax.config.schema_agent import (
+    AgentConfig,
+    EncoderConfig,
+    EnvConfig,
+    TQCConfig,
+    TrainConfig,
+)
 from cryptorl_jax.config.schema_inputs import DataConfig, FeaturesConfig, RegimesConfig
 from cryptorl_jax.config.schema_runs import (
     BaselinesConfig,
@@ -35,6 +41,7 @@ def validate(cfg: Config) -> None:
     _validate_regimes(cfg.regimes, s)
     _validate_env(cfg.env, s)
     _validate_encoder(cfg.encoder, cfg.env, s)
+    _validate_agent(cfg.agent, cfg, s)
     _validate_tqc(cfg.tqc, s)
     _validate_train(cfg.train, s)
     _validate_wfo(cfg.wfo, cfg.env, s)
@@ -189,6 +196,24 @@ def _validate_tqc(q: TQCConfig, s: str | None) -> None:
     _require(q.max_grad_norm is None or q.max_grad_norm > 0, "tqc.max_grad_norm",
              "must be > 0 or null", s)
     _require(q.log_std_min < q.log_std_max, "tqc.log_std_min", "must be < log_std_max", s)
+
+
+def _validate_agent(a: AgentConfig, cfg: Config, s: str | None) -> None:
+    """agent.direct (checked whatever agent.kind is: a config switched to direct later must
+    not meet an impossible value only then)."""
+    d = a.direct
+    _require(d.horizon >= 1, "agent.direct.horizon", f"must be >= 1, got {d.horizon}", s)
+    train_rows = cfg.wfo.train_months * cfg.wfo.hours_per_month
+    _require(a.kind != "direct" or d.horizon < train_rows, "agent.direct.horizon",
+             f"{d.horizon} hours do not fit in the {train_rows} train rows "
+             "(wfo.train_months x wfo.hours_per_month)", s)
+    _require(d.learning_rate > 0, "agent.direct.learning_rate", "must be > 0", s)
+    _require(d.max_grad_norm is None or d.max_grad_norm > 0, "agent.direct.max_grad_norm",
+             "must be > 0 or null", s)
+    _require(d.band_temperature > 0, "agent.direct.band_temperature",
+             f"must be > 0, got {d.band_temperature}", s)
+    _require(d.net_arch is None or (len(d.net_arch) >= 1 and all(h >= 1 for h in d.net_arch)),
+             "agent.direct.net_arch", "must be null or a non-empty list of positive widths", s)
 
 
 def _validate_train(t: TrainConfig, s: str | None) -> None:

@@ -20,6 +20,7 @@ same s_t (a recursive EWMA would depend on where the slice starts).
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
@@ -165,8 +166,20 @@ def traded_exposure(weight, action, leverage, tradable=True, band=0.0) -> jnp.nd
     return jnp.where(trade, target, weight)
 
 
+def relaxed_traded_exposure(weight, action, leverage, tradable=True, band=0.0,
+                            temperature=0.02) -> jnp.ndarray:
+    """A differentiable stand-in for `traded_exposure` (the direct learner's training): of the
+    move d = a_t L_t - w_t the share g = sigmoid((|d| - band) / temperature) is traded,
+    e_t = w_t + g d, where row t can trade (else w_t). As temperature -> 0, g tends to
+    1{|d| > band} and e_t to `traded_exposure` (for |d| != band)."""
+    move = action * leverage - weight
+    gate = jax.nn.sigmoid((jnp.abs(move) - band) / temperature)
+    return jnp.where(tradable, weight + gate * move, weight)
+
+
 def step_accounting(nav, weight, action, leverage, next_log_return, cost_rate,
-                    borrow_rate=0.0, tradable=True, band=0.0) -> StepAccounting:
+                    borrow_rate=0.0, tradable=True, band=0.0,
+                    band_temperature=None) -> StepAccounting:
     """NAV, costs and pnl of trading from w_t to e_t and holding it over hour t+1.
 
     e_t = `traded_exposure`: the target a_t * L_t when it leaves the no-trade band |.| <= band
@@ -174,9 +187,14 @@ def step_accounting(nav, weight, action, leverage, next_log_return, cost_rate,
     asset's bar at t was filled: its price did not trade). cost_rate = (fee_bps +
     slippage_bps) / 1e4 per unit of turnover; borrow_rate is the HOURLY rate
     (borrow_rate_annual / 8760). The growth factor is floored at MIN_GROWTH. Broadcasts
-    elementwise; the dtype follows the inputs.
+    elementwise; the dtype follows the inputs. `band_temperature` (the direct learner's
+    training only) trades through `relaxed_traded_exposure` instead; None: the exact band.
     """
-    exposure = traded_exposure(weight, action, leverage, tradable, band)
+    if band_temperature is None:
+        exposure = traded_exposure(weight, action, leverage, tradable, band)
+    else:
+        exposure = relaxed_traded_exposure(weight, action, leverage, tradable, band,
+                                           band_temperature)
     turnover = jnp.abs(exposure - weight)
     cost = cost_rate * turnover
     financing = borrow_rate * borrowed(exposure)
@@ -191,7 +209,7 @@ def step_accounting(nav, weight, action, leverage, next_log_return, cost_rate,
 
 
 def advance(book: Book, action, leverage, next_log_return, cost_rate, borrow_rate=0.0,
-            tradable=True, band=0.0) -> tuple[StepAccounting, Book]:
+            tradable=True, band=0.0, band_temperature=None) -> tuple[StepAccounting, Book]:
     """The one state update of the accounting: trade at the close of book.t, hold to t + 1.
 
     Returns the step's accounting and the book at t + 1 (row, action, drifted weight, NAV and
@@ -199,7 +217,7 @@ def advance(book: Book, action, leverage, next_log_return, cost_rate, borrow_rat
     `backtest.simulate` all step through this function.
     """
     acc = step_accounting(book.nav, book.weight, action, leverage, next_log_return, cost_rate,
-                          borrow_rate, tradable, band)
+                          borrow_rate, tradable, band, band_temperature)
     nxt = Book(t=book.t + 1, prev_action=jnp.asarray(action, book.weight.dtype),
                weight=acc.next_weight, nav=acc.next_nav,
                peak_nav=jnp.maximum(book.peak_nav, acc.next_nav))

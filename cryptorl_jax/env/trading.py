@@ -280,20 +280,22 @@ class Transition:
 
 
 def market_step(params: EnvParams, market: MarketData, book: accounting.Book, action,
-                cost_rate=None) -> tuple[accounting.StepAccounting, accounting.Book,
-                                          jnp.ndarray]:
+                cost_rate=None, band_temperature=None
+                ) -> tuple[accounting.StepAccounting, accounting.Book, jnp.ndarray]:
     """`accounting.advance` at row book.t of the market arrays: (accounting, next book, L_t).
 
     Gathers L_t from the realised vol at t, r_{t+1} and whether row t can trade. Used by the
     env step, the replay of a compact transition and the OOS rollout. `cost_rate` overrides
-    params.cost_rate (the rollout's cost multiplier).
+    params.cost_rate (the rollout's cost multiplier); `band_temperature` relaxes the no-trade
+    band (`accounting.relaxed_traded_exposure`: the direct learner's training episodes).
     """
     t = book.t
     lev = accounting.leverage(market.realised_vol[t], params.target_volatility, params.vol_floor,
                               params.max_leverage)
     rate = params.cost_rate if cost_rate is None else cost_rate
     acc, nxt = accounting.advance(book, action, lev, market.log_returns[t + 1], rate,
-                                  params.borrow_rate, market.tradable[t], params.no_trade_band)
+                                  params.borrow_rate, market.tradable[t], params.no_trade_band,
+                                  band_temperature)
     return acc, nxt, lev
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from flax import struct
 
 from cryptorl_jax.env import trading
-from cryptorl_jax.env.trading import MarketData, StartRange
+from cryptorl_jax.env.trading import EnvParams, MarketData, Observation, StartRange
 from cryptorl_jax.training.spec import stack
 
 
@@ -62,3 +62,16 @@ def check_train_data(data: TrainData, window: int, vol_window: int = 0) -> None:
             raise ValueError(f"train data: {name} is not finite at row {row}{col} (value "
                              f"{float(part[tuple(idx)])}); rows {lo}..{last} are read by "
                              "training")
+
+
+def make_observe(env_params: EnvParams, uses_embeddings: bool):
+    """The learner's observation at row t (unbatched): the precomputed embedding of row t, or
+    the feature window ending at t, with the agent vector. Every learner and the rollout read
+    this one function."""
+
+    def observe(data: TrainData, t: jnp.ndarray, agent_vector: jnp.ndarray) -> Observation:
+        if uses_embeddings:
+            return Observation(window=data.embeddings[t], agent=agent_vector)
+        return trading.observe(env_params, data.market, t, agent_vector)
+
+    return observe

@@ -26,7 +26,7 @@ from cryptorl_jax.agent.tqc import TQC, Batch, TQCState
 from cryptorl_jax.env import trading
 from cryptorl_jax.env.trading import EnvParams, Observation
 from cryptorl_jax.training.curriculum import penalty_coefficients_arrays
-from cryptorl_jax.training.data import TrainData
+from cryptorl_jax.training.data import TrainData, make_observe
 from cryptorl_jax.training.metrics import StepMetrics, StepRecord, chunk_metrics
 from cryptorl_jax.training.noise import add_obs_noise, column_scale
 from cryptorl_jax.training.placement import Placement
@@ -98,11 +98,7 @@ def make_member_step(spec: TrainerSpec, placement: Placement, tqc: TQC, env_para
     phase_ends = jnp.asarray(spec.phase_ends, jnp.float32)
     example_ct = trading.CompactTransition.example()
 
-    def observe(data: TrainData, t: jnp.ndarray, agent_vector: jnp.ndarray) -> Observation:
-        if uses_embeddings:
-            return Observation(window=data.embeddings[t], agent=agent_vector)
-        return trading.observe(env_params, data.market, t, agent_vector)
-
+    observe = make_observe(env_params, uses_embeddings)
     batched_observe = jax.vmap(observe, in_axes=(None, 0, 0))
 
     def rebuild(data: TrainData, cts: trading.CompactTransition, coeffs,

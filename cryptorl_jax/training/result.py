@@ -54,7 +54,7 @@ def entropy_summary(history: Sequence[dict[str, Any]], target_entropy: float | S
     targets = np.atleast_1d(np.asarray(target_entropy, np.float64)).tolist()
     last = history[-1] if len(history) else None
     members = None if last is None else last.get("members")
-    n = len(targets) if members is None else len(members["entropy"])
+    n = len(targets) if members is None else len(members["updates"])
     if len(targets) == 1:
         targets = targets * n
     if len(targets) != n:

@@ -14,7 +14,6 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from cryptorl_jax.agent.tqc import TQCState
 from cryptorl_jax.env import accounting, trading
 from cryptorl_jax.training.data import TrainData
 from cryptorl_jax.training.trainer import Trainer
@@ -46,9 +45,9 @@ def policy_rollout(policy, observe, params: trading.EnvParams, market: trading.M
 
 
 def _single_policy(trainer: Trainer):
-    act = trainer.tqc.act_deterministic
+    act = trainer.learner.act_deterministic  # TQC's or the direct learner's
 
-    def single(agent: TQCState, obs):
+    def single(agent, obs):
         batched = jax.tree.map(lambda x: x[None], obs)
         return act(agent, batched)[0, 0]
 
@@ -67,7 +66,7 @@ def make_stepper(trainer: Trainer):
     single = _single_policy(trainer)
 
     @jax.jit
-    def decide(agents: TQCState, data: TrainData, books: accounting.Book):
+    def decide(agents, data: TrainData, books: accounting.Book):
         def one(agent, book):
             return policy_action(partial(single, agent), partial(trainer.observe, data), book)
 
@@ -97,7 +96,7 @@ def make_rollout(trainer: Trainer):
     single = _single_policy(trainer)
 
     @partial(jax.jit, static_argnames=("n_steps",))
-    def rollout(agents: TQCState, data: TrainData, first_row, n_steps: int,
+    def rollout(agents, data: TrainData, first_row, n_steps: int,
                 cost_multiplier=1.0):
         cost_rate = params.cost_rate * cost_multiplier
 

@@ -3,14 +3,15 @@
 
 `TrainerSpec` is frozen and hashable: every setting that fixes a shape or a code path (network
 sizes, quantiles, critics, batch, envs, buffer, window, episode length, the encoder's mode and
-sizes, the devices, the population size, the curriculum's phase ends). It is the only input of
+sizes, the devices, the population size, the curriculum's phase ends, the learner and the
+direct learner's settings). It is the only input of
 `training.trainer.make_train` and the key of the trainer cache, so a setting read inside the step
 cannot be missing from the key: the step only sees the spec.
 
 `Hyper` holds the dynamic hyperparameters as traced float32 leaves: the actor's, the critics'
 and the entropy coefficient's learning rates, gamma, tau, target entropy, initial entropy
-coefficient, max grad norm, weight decay, reward scale, observation noise and the curriculum's
-churn and smoothness schedules.
+coefficient, max grad norm, weight decay, reward scale, observation noise, the curriculum's
+churn and smoothness schedules, and the direct learner's learning rate (agent.kind direct).
 A population stacks one `Hyper` per member ([P] leaves); two runs that differ only in these
 values share one compilation. The config keys behind them are `HYPER_KEYS`, declared once on
 the config's fields (`config.hyper`); the spec's copy of the config has them neutralised
@@ -19,6 +20,7 @@ the config's fields (`config.hyper`); the spec's copy of the config has them neu
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,8 +29,10 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from cryptorl_jax.agent.direct import DirectHyper
 from cryptorl_jax.agent.tqc import TQCHyper
 from cryptorl_jax.config import (
+    AgentConfig,
     Config,
     EncoderConfig,
     EnvConfig,
@@ -64,6 +68,7 @@ class Hyper:
     obs_noise: jax.Array  # sd of the training observations' noise, in column sds
     churn: jax.Array  # [n_phases, 2] curriculum churn schedule (start, end per phase)
     smooth: jax.Array  # [n_phases, 2]
+    direct: DirectHyper  # the direct learner's (agent.kind direct; unused by TQC)
 
     @classmethod
     def from_config(cls, cfg: Config, action_dim: int = 1) -> Hyper:
@@ -72,7 +77,8 @@ class Hyper:
                    reward_scale=jnp.asarray(cfg.env.reward_scale, jnp.float32),
                    obs_noise=jnp.asarray(cfg.train.obs_noise, jnp.float32),
                    churn=jnp.asarray(c.churn, jnp.float32),
-                   smooth=jnp.asarray(c.smooth, jnp.float32))
+                   smooth=jnp.asarray(c.smooth, jnp.float32),
+                   direct=DirectHyper.from_config(cfg.agent.direct))
 
 
 def stack(trees: Sequence[Any]) -> Any:
@@ -95,6 +101,14 @@ def members_from_config(cfg: Config, n: int | None = None) -> list[Member]:
     return [Member(seed=i, hyper=hyper) for i in range(cfg.train.n_seeds if n is None else n)]
 
 
+def _spec_agent(agent: AgentConfig) -> AgentConfig:
+    """The spec's copy of the agent section: the default one for TQC, the direct settings with
+    their dynamic keys neutralised for direct."""
+    if agent.kind == "tqc":
+        return AgentConfig()
+    return dataclasses.replace(agent, direct=neutralised(agent.direct))
+
+
 @dataclass(frozen=True)
 class TrainerSpec:
     """Everything the compiled step's shapes and code paths depend on (hashable)."""
@@ -114,6 +128,9 @@ class TrainerSpec:
     n_phases: int
     source: str | None = field(default=None, compare=False, hash=False)
     segments: int = 1  # K: walk-forward segments trained as members, each with its own data
+    # the learner (agent.kind) and, for direct, its settings (learning rate neutralised); a
+    # TQC spec holds the default section, so direct settings never recompile TQC
+    agent: AgentConfig = AgentConfig()
 
     @classmethod
     def from_config(cls, cfg: Config, n_features: int, embedding_dim: int | None = None,
@@ -132,7 +149,7 @@ class TrainerSpec:
                    parallel=t.parallel,
                    phase_ends=tuple(t.curriculum.phase_ends),
                    n_phases=len(t.curriculum.phase_ends), source=cfg.source,
-                   segments=int(segments))
+                   segments=int(segments), agent=_spec_agent(cfg.agent))
 
     @property
     def encoder_mode(self) -> str:

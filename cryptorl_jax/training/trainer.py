@@ -26,12 +26,18 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from cryptorl_jax.agent.direct import make_direct
 from cryptorl_jax.agent.tqc import TQC, Batch, make_tqc
 from cryptorl_jax.config import Config
 from cryptorl_jax.encoder.mae import MAEEncoder
 from cryptorl_jax.env.trading import EnvParams, Observation
 from cryptorl_jax.training import parallel
 from cryptorl_jax.training.data import TrainData, take
+from cryptorl_jax.training.direct_step import (
+    check_horizon,
+    chunk_updates,
+    make_direct_member_step,
+)
 from cryptorl_jax.training.member import make_member_step
 from cryptorl_jax.training.placement import Placement
 from cryptorl_jax.training.spec import Hyper, Member, TrainerSpec, members_from_config, stack
@@ -57,7 +63,7 @@ class Trainer:
     functions."""
 
     spec: TrainerSpec
-    tqc: TQC
+    tqc: TQC | None  # None for agent.kind direct
     env_params: EnvParams
     mesh: Any
     placement: Placement
@@ -69,6 +75,11 @@ class Trainer:
     trace_counts: dict = field(default_factory=dict)
     # the members of the config `trainer_for` was given (None for a bare make_train(spec))
     default_members: tuple[Member, ...] | None = None
+    # the learner that acts (TQC or `agent.direct.Direct`): init(key[, hyper]) and
+    # act_deterministic(state, obs), what the rollout and the agents' checkpoints read
+    learner: Any = None
+    steps_per_iteration: int = 1  # env steps of each env per chunk iteration (direct: horizon)
+    chunk_iterations: int | None = None  # iterations per chunk; None: train.steps_per_chunk
 
     @property
     def n_devices(self) -> int:
@@ -103,7 +114,9 @@ class Trainer:
 
     @property
     def env_steps_per_chunk(self) -> int:
-        return self.spec.steps_per_chunk * self.spec.n_envs
+        iterations = self.spec.steps_per_chunk if self.chunk_iterations is None \
+            else self.chunk_iterations
+        return iterations * self.spec.n_envs * self.steps_per_iteration
 
     @property
     def n_chunks(self) -> int:
@@ -167,9 +180,19 @@ def make_train(spec: TrainerSpec, *, devices: list | None = None) -> Trainer:
             return MAEEncoder(spec.n_features, window, e, rngs=rngs)
 
         encoder_lr = e.finetune_learning_rate
-    tqc = make_tqc(q, obs_example, 1, encoder_factory=encoder_factory, encoder_lr=encoder_lr,
-                   axis_name=placement.axis_name)
-    step = make_member_step(spec, placement, tqc, env_params, uses_embeddings)
+    # the one place the learner is chosen (agent.kind): both give the same MemberStep
+    direct_kind = spec.agent.kind == "direct"
+    if direct_kind:
+        d = spec.agent.direct
+        tqc = None
+        learner = make_direct(d, q.net_arch if d.net_arch is None else d.net_arch, obs_example,
+                              layer_norm=q.layer_norm, encoder_factory=encoder_factory,
+                              encoder_lr=encoder_lr, axis_name=placement.axis_name)
+        step = make_direct_member_step(spec, placement, learner, env_params, uses_embeddings)
+    else:
+        learner = tqc = make_tqc(q, obs_example, 1, encoder_factory=encoder_factory,
+                                 encoder_lr=encoder_lr, axis_name=placement.axis_name)
+        step = make_member_step(spec, placement, tqc, env_params, uses_embeddings)
     trace_counts = {"train_chunk": 0, "init": 0}
     n_dev, by_member = placement.n_devices, placement.by_member
     segmented = placement.segments > 1
@@ -283,6 +306,8 @@ def make_train(spec: TrainerSpec, *, devices: list | None = None) -> Trainer:
         if (encoder_params is None) == (mode == "pretrained-finetune"):
             raise ValueError("encoder_params must be given exactly when encoder.mode is "
                              f"pretrained-finetune (mode: {mode})")
+        if direct_kind:
+            check_horizon(data, spec.agent.direct.horizon)
         seeds = jnp.asarray(seeds, jnp.int32)
         if seeds.shape != (placement.population,):
             raise ValueError(f"the trainer is built for {placement.population} members, got "
@@ -291,4 +316,7 @@ def make_train(spec: TrainerSpec, *, devices: list | None = None) -> Trainer:
 
     return Trainer(spec=spec, tqc=tqc, env_params=env_params, mesh=mesh, placement=placement,
                    uses_embeddings=uses_embeddings, init=init, train_chunk=train_chunk,
-                   observe=step.observe, rebuild=step.rebuild, trace_counts=trace_counts)
+                   observe=step.observe, rebuild=step.rebuild, trace_counts=trace_counts,
+                   learner=learner,
+                   steps_per_iteration=spec.agent.direct.horizon if direct_kind else 1,
+                   chunk_iterations=chunk_updates(spec) if direct_kind else None)

@@ -50,11 +50,18 @@ def training_budget(cfg: Config, segments_per_batch: int = 1,
     steps_per_chunk vectorised steps of n_envs envs; an agent updates gradient_steps times a
     vectorised step once n_envs x steps >= tqc.learning_starts."""
     t, q, e = cfg.train, cfg.tqc, cfg.encoder
-    per_chunk = t.steps_per_chunk * t.n_envs
-    chunks = math.ceil(t.total_env_steps / per_chunk)
-    vec_steps = chunks * t.steps_per_chunk
-    learning_from = math.ceil(q.learning_starts / t.n_envs)
-    updates = max(0, vec_steps - learning_from) * q.gradient_steps
+    if cfg.agent.kind == "direct":  # an iteration: one update on n_envs episodes of H hours
+        per_update = t.n_envs * cfg.agent.direct.horizon  # as training.direct_step.chunk_updates
+        chunk = min(t.steps_per_chunk, max(1, math.ceil(t.total_env_steps / per_update)))
+        per_chunk = chunk * per_update
+        chunks = math.ceil(t.total_env_steps / per_chunk)
+        updates = chunks * chunk
+    else:
+        per_chunk = t.steps_per_chunk * t.n_envs
+        chunks = math.ceil(t.total_env_steps / per_chunk)
+        vec_steps = chunks * t.steps_per_chunk
+        learning_from = math.ceil(q.learning_starts / t.n_envs)
+        updates = max(0, vec_steps - learning_from) * q.gradient_steps
     mae = None
     if e.mode.startswith("pretrained"):
         mae = e.epochs * (e.batches_per_epoch or 0) or None
@@ -183,10 +190,17 @@ def text_table(frame: pd.DataFrame) -> str:
 def budget_lines(cfg: Config, b: Budget, what: str = "segment") -> list[str]:
     """The training budget of one segment (or trial and segment), as the dry runs print it."""
     t = cfg.train
-    lines = [f"training per {what}: {b.env_steps:,} env steps per agent ({b.chunks} chunks of "
-             f"{t.steps_per_chunk} vectorised steps x {t.n_envs} envs; train.total_env_steps "
-             f"{b.asked:,}), {b.updates:,} updates per agent ({cfg.tqc.gradient_steps} per "
-             f"vectorised step from {cfg.tqc.learning_starts:,} env steps on)"]
+    if cfg.agent.kind == "direct":
+        lines = [f"training per {what} (direct learner): {b.env_steps:,} env steps per agent "
+                 f"({b.chunks} chunks of {b.updates // b.chunks} updates, each on {t.n_envs} "
+                 f"episodes x {cfg.agent.direct.horizon} hours; train.total_env_steps "
+                 f"{b.asked:,}), {b.updates:,} updates per agent"]
+    else:
+        lines = [f"training per {what}: {b.env_steps:,} env steps per agent ({b.chunks} chunks "
+                 f"of {t.steps_per_chunk} vectorised steps x {t.n_envs} envs; "
+                 f"train.total_env_steps {b.asked:,}), {b.updates:,} updates per agent "
+                 f"({cfg.tqc.gradient_steps} per vectorised step from "
+                 f"{cfg.tqc.learning_starts:,} env steps on)"]
     who = f"{b.seeds} seeds" + (f" x {b.population} trials" if b.population > 1 else "") + (
         f" x {b.segments_per_batch} segments" if b.segments_per_batch > 1 else "")
     lines.append(f"members per compiled step: {b.members} ({who}), on {t.devices} device(s)")

@@ -46,7 +46,18 @@ def step_shape(raw: dict[str, Any]) -> tuple:
     return (get("env", "window"), get("train", "n_envs"), get("train", "steps_per_chunk"),
             get("tqc", "net_arch"), get("tqc", "batch_size"), get("tqc", "n_quantiles"),
             get("tqc", "n_critics"), get("tqc", "gradient_steps"), get("encoder", "mode"),
-            get("encoder", "d_model"), get("encoder", "depth"), assets, get("train", "devices"))
+            get("encoder", "d_model"), get("encoder", "depth"), assets, get("train", "devices"),
+            *_learner_shape(raw.get("agent") or {}))
+
+
+def _learner_shape(agent: dict[str, Any]) -> tuple:
+    """The learner's part of the shape: TQC (a config from before the agent section too), or
+    the direct learner with its episode length and network."""
+    if agent.get("kind", "tqc") == "tqc":
+        return ()
+    direct = agent.get("direct") or {}
+    arch = direct.get("net_arch")
+    return ("direct", direct.get("horizon"), tuple(arch) if isinstance(arch, list) else arch)
 
 
 @dataclass(frozen=True)

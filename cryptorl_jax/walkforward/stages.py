@@ -175,7 +175,7 @@ def save_agents(path: Path, agents: Any) -> None:
 
 def abstract_agents(trainer: Trainer) -> Any:
     n = trainer.population
-    return jax.eval_shape(lambda k: jax.vmap(trainer.tqc.init)(jax.random.split(k, n)),
+    return jax.eval_shape(lambda k: jax.vmap(trainer.learner.init)(jax.random.split(k, n)),
                           jax.random.key(0))
 
 

@@ -58,7 +58,8 @@ def test_the_entropy_learning_rate_is_dynamic():
 
 
 # a value other than the default for every declared dynamic hyperparameter
-_MOVED = {"env.reward_scale": "30", "tqc.learning_rate": "1e-3",
+_MOVED = {"env.reward_scale": "30", "agent.direct.learning_rate": "1e-2",
+          "tqc.learning_rate": "1e-3",
           "tqc.critic_learning_rate": "2e-3", "tqc.gamma": "0.9", "tqc.tau": "0.01",
           "tqc.ent_coef_init": "0.5", "tqc.ent_coef_learning_rate": "3e-3",
           "tqc.target_entropy": "-2", "tqc.max_grad_norm": "null", "tqc.weight_decay": "0.01",
