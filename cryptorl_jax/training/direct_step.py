@@ -97,14 +97,15 @@ def make_direct_member_step(spec: TrainerSpec, placement: Placement, direct: Dir
         n = jnp.maximum(sr.last_row - horizon - sr.first_start + 1, 1)
         return sr.first_start + jax.random.randint(key, (n_local,), 0, n)
 
-    def episodes(policy, data: TrainData, params: EnvParams, coeffs, t0, keys, noise):
+    def episodes(policy, data: TrainData, params: EnvParams, coeffs, t0, keys, noise, noisy):
         """Roll the policy over the episodes: rewards [n_local, H] and the update's metrics."""
         dtype = data.market.log_returns.dtype
         books = jax.vmap(lambda t: accounting.Book.start(t, dtype))(t0)
 
         def hour(books, key):
             obs = batched_observe(data, books.t, trading.book_agent_state(books))
-            obs = add_obs_noise(obs, key, *noise)
+            if noisy:  # static: the step without noise draws none (MemberStep's `noisy`)
+                obs = add_obs_noise(obs, key, *noise)
             action = deterministic_action(policy(obs)[0])[:, 0]  # [n_local]
             acc, nxt, _ = step_books(params, data.market, books, action, None,
                                      d.band_temperature)
@@ -125,8 +126,9 @@ def make_direct_member_step(spec: TrainerSpec, placement: Placement, direct: Dir
         return rewards, jax.lax.stop_gradient(aux)
 
     def chunk(agent: DirectState, local: DirectLocal, iteration, data: TrainData,
-              hyper: Hyper):
-        """`chunk_updates` updates of one member on one device."""
+              hyper: Hyper, noisy: bool = True):
+        """`chunk_updates` updates of one member on one device; `noisy` as TQC's (static:
+        False draws no observation noise, the same numbers as sd 0; the keys are split alike)."""
         params = env_params.replace(reward_scale=hyper.reward_scale)
         noise = (hyper.obs_noise, column_scale(data, uses_embeddings, window))
 
@@ -138,7 +140,7 @@ def make_direct_member_step(spec: TrainerSpec, placement: Placement, direct: Dir
             keys = jax.random.split(k_noise, horizon)
 
             def objective_fn(policy):
-                rewards, aux = episodes(policy, data, params, coeffs, t0, keys, noise)
+                rewards, aux = episodes(policy, data, params, coeffs, t0, keys, noise, noisy)
                 return episode_objective(rewards, d.objective), aux
 
             agent, metrics = direct.update(agent, objective_fn, hyper.direct)

@@ -17,7 +17,7 @@ from cryptorl_jax.env.trading import MarketData, make_start_range
 from cryptorl_jax.training.data import TrainData
 from cryptorl_jax.training.loop import TrainControls, train
 from cryptorl_jax.training.rollout import make_rollout
-from cryptorl_jax.training.trainer import trainer_for
+from cryptorl_jax.training.trainer import needs_obs_noise, trainer_for
 from cryptorl_jax.walkforward.stages import load_agents, save_agents
 from tests.training.helpers import synthetic_data, tiny_config
 
@@ -191,3 +191,22 @@ def test_the_trainer_counts_the_budget_as_the_dry_run_does():
         assert trainer.env_steps_per_chunk == chunk * 4 * 32, total
         assert (trainer.n_chunks, trainer.n_chunks * trainer.env_steps_per_chunk) == (
             b.chunks, b.env_steps), total
+
+
+def test_the_direct_step_without_noise_trains_as_the_noisy_step_at_zero():
+    """The direct learner's chunk takes MemberStep's static `noisy` too: with every obs_noise 0
+    the trainer runs the step that draws no noise, bit-identical to the noisy step at sd 0."""
+    cfg = tiny_config(*DIRECT, f"train.total_env_steps={2 * 16 * 4 * 32}")
+    trainer = trainer_for(cfg, 4)
+    data = trainer.put_data(synthetic_data(cfg))
+    hyper = trainer.default_hyper
+    assert not needs_obs_noise(hyper)
+    seeds = [m.seed for m in trainer.default_members]
+
+    def run(noisy):
+        state = trainer.init(jax.random.key(5), data, hyper=hyper, seeds=seeds)
+        state, metrics = trainer.train_chunk(state, data, hyper, noisy=noisy)
+        return jax.tree.leaves(jax.device_get((state.agent, metrics)))
+
+    for a, b in zip(run(None), run(True), strict=True):
+        np.testing.assert_array_equal(a, b)
