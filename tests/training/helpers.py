@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 
 from cryptorl_jax.config import load_config
@@ -35,3 +39,16 @@ def synthetic_data(cfg, n_rows: int = 600, n_features: int = 4, seed: int = 0,
     market = MarketData.from_arrays(features, close, cfg.env)
     start_range = make_start_range(0, n_rows - 1, cfg.env, n_rows)
     return TrainData(market=market, start_range=start_range)
+
+
+def run_on_two_cpu_devices(script: str, repo_root) -> str:
+    """Run `script` in a fresh Python process whose CPU backend has two devices (XLA's
+    device-count flag only takes effect before JAX starts); assert it exits 0 and prints OK;
+    return its stdout."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_PLATFORMS="cpu", PYTHONPATH=str(repo_root))
+    out = subprocess.run([sys.executable, "-c", script], cwd=repo_root, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "OK" in out.stdout
+    return out.stdout

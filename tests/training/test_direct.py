@@ -3,9 +3,6 @@ resumes exactly, and the rollout acts with its deterministic policy."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -19,7 +16,7 @@ from cryptorl_jax.training.loop import TrainControls, train
 from cryptorl_jax.training.rollout import make_rollout
 from cryptorl_jax.training.trainer import needs_obs_noise, trainer_for
 from cryptorl_jax.walkforward.stages import load_agents, save_agents
-from tests.training.helpers import synthetic_data, tiny_config
+from tests.training.helpers import run_on_two_cpu_devices, synthetic_data, tiny_config
 
 DIRECT = ["agent.kind=direct", "agent.direct.horizon=32", "agent.direct.learning_rate=3e-3"]
 
@@ -152,12 +149,7 @@ TWO_DEVICE_SCRIPT = textwrap.dedent("""
 def test_two_devices_keep_identical_replicas(repo_root):
     """Data parallelism: each device rolls its share of the episodes, the gradients are
     averaged over the devices (~20 s: a fresh process compiles for two devices)."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               JAX_PLATFORMS="cpu", PYTHONPATH=str(repo_root))
-    out = subprocess.run([sys.executable, "-c", TWO_DEVICE_SCRIPT], cwd=repo_root, env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "OK" in out.stdout
+    run_on_two_cpu_devices(TWO_DEVICE_SCRIPT, repo_root)
 
 
 def test_finetune_mode_starts_from_the_pretrained_encoder():

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -20,7 +17,7 @@ from cryptorl_jax.training.loop import (
 )
 from cryptorl_jax.training.result import ENTROPY_TOLERANCE, entropy_summary
 from cryptorl_jax.training.trainer import trainer_for
-from tests.training.helpers import synthetic_data, tiny_config
+from tests.training.helpers import run_on_two_cpu_devices, synthetic_data, tiny_config
 
 
 def _members(trainer):
@@ -141,12 +138,7 @@ TWO_DEVICE_SCRIPT = textwrap.dedent("""
 
 
 def test_two_devices_keep_identical_replicas(repo_root):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               JAX_PLATFORMS="cpu", PYTHONPATH=str(repo_root))
-    out = subprocess.run([sys.executable, "-c", TWO_DEVICE_SCRIPT], cwd=repo_root, env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "OK" in out.stdout
+    run_on_two_cpu_devices(TWO_DEVICE_SCRIPT, repo_root)
 
 
 def test_finetune_mode_starts_from_the_pretrained_encoder():
@@ -251,12 +243,7 @@ POPULATION_DEVICES_SCRIPT = textwrap.dedent("""
 
 
 def test_population_sharded_over_two_devices_matches_one_device(repo_root):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               JAX_PLATFORMS="cpu", PYTHONPATH=str(repo_root))
-    out = subprocess.run([sys.executable, "-c", POPULATION_DEVICES_SCRIPT], cwd=repo_root,
-                         env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "OK" in out.stdout
+    run_on_two_cpu_devices(POPULATION_DEVICES_SCRIPT, repo_root)
 
 
 def test_a_fresh_run_refuses_a_directory_with_checkpoints(tmp_path, tiny):
