@@ -92,9 +92,11 @@ def regime_memory(r: RegimesConfig, f: FeaturesConfig) -> int:
 
 
 def observation_memory(cfg: Config) -> int:
-    """F: the longest lookback of one row of the observation (features and regimes)."""
-    return max(max(feature_memory(cfg.features).values()),
+    """F: the longest lookback of one row of the observation (features, regimes, and the
+    baselines the agent reads, `agent.baseline_inputs`, at `baseline_memory_hours`)."""
+    rows = max(max(feature_memory(cfg.features).values()),
                regime_memory(cfg.regimes, cfg.features))
+    return max([rows, *(baseline_memory_hours(cfg, n) for n in cfg.agent.baseline_inputs)])
 
 
 def memory_parts(cfg: Config) -> dict[str, int]:
@@ -125,5 +127,7 @@ def baseline_memory_hours(cfg: Config, name: str) -> int:
     if name in ("ridge", "lightgbm"):
         smooth = max((geometric_hours(1.0 - 0.5 ** (1.0 / m), cfg.features.ffd_threshold)
                       for m in b.forecast_smoothing_hours if m > 0), default=0)
-        return observation_memory(cfg) + smooth
+        rows = max(max(feature_memory(cfg.features).values()),
+                   regime_memory(cfg.regimes, cfg.features))
+        return rows + smooth
     return policy_memory_hours(cfg)

@@ -365,28 +365,68 @@ def _forecaster_fit(kind: str, market: Market, env: EnvConfig, train: tuple[int,
 
 
 def fit_all(cfg: BaselinesConfig, env: EnvConfig, market: Market, train: tuple[int, int],
-            seed: int = 0) -> list[Fitted]:
-    """Every enabled baseline fitted on train rows [train[0], train[1]) only."""
-    if not cfg.enabled:
+            seed: int = 0, only: tuple[str, ...] | None = None) -> list[Fitted]:
+    """Every enabled baseline fitted on train rows [train[0], train[1]) only; `only`: just
+    these names (whether or not baselines.enabled: the agent's inputs,
+    `agent.baseline_inputs`), in STRATEGIES' order."""
+    if only is None and not cfg.enabled:
         return []
+    wanted = [n for n in STRATEGIES if (n != "lightgbm" or cfg.lightgbm)] if only is None \
+        else [n for n in STRATEGIES if n in only]
     close = market.close
-    out = [
-        _rule_fit("momentum", list(cfg.momentum_lookbacks),
-                  lambda k: momentum_actions(close, k), market, env, train,
-                  lambda k: {"lookback": k}),
-        _rule_fit("momentum_scaled", list(cfg.momentum_lookbacks),
-                  lambda k: momentum_scaled_actions(close, k), market, env, train,
-                  lambda k: {"lookback": k}),
-        _rule_fit("crossover", [tuple(w) for w in cfg.crossover_windows],
-                  lambda w: crossover_actions(close, *w), market, env, train,
-                  lambda w: {"fast": w[0], "slow": w[1]}),
-    ]
-    kinds = ["ridge"] + (["lightgbm"] if cfg.lightgbm else [])
-    for kind in kinds:
-        f = _forecaster_fit(kind, market, env, train, cfg, seed)
+    rules: dict[str, Callable[[], Fitted]] = {
+        "momentum": lambda: _rule_fit(
+            "momentum", list(cfg.momentum_lookbacks), lambda k: momentum_actions(close, k),
+            market, env, train, lambda k: {"lookback": k}),
+        "momentum_scaled": lambda: _rule_fit(
+            "momentum_scaled", list(cfg.momentum_lookbacks),
+            lambda k: momentum_scaled_actions(close, k), market, env, train,
+            lambda k: {"lookback": k}),
+        "crossover": lambda: _rule_fit(
+            "crossover", [tuple(w) for w in cfg.crossover_windows],
+            lambda w: crossover_actions(close, *w), market, env, train,
+            lambda w: {"fast": w[0], "slow": w[1]}),
+    }
+    out = []
+    for name in wanted:
+        f = rules[name]() if name in rules else _forecaster_fit(name, market, env, train, cfg,
+                                                                 seed)
         if f is not None:
             out.append(f)
     return out
+
+
+def from_params(name: str, params: dict[str, Any], market: Market) -> Fitted:
+    """A fitted baseline rebuilt from its baselines.json record (`params_record`) on `market`:
+    the same actions as the fit's on every row, without refitting (evaluate and paper trading
+    rebuild the agent's `agent.baseline_inputs` this way). Not for lightgbm (its trees are not
+    saved)."""
+    close = market.close
+    try:
+        if name == "momentum":
+            path = momentum_actions(close, int(params["lookback"]))
+        elif name == "momentum_scaled":
+            path = momentum_scaled_actions(close, int(params["lookback"]))
+        elif name == "crossover":
+            path = crossover_actions(close, int(params["fast"]), int(params["slow"]))
+        elif name == "ridge":
+            coef = np.asarray(params["coef"], np.float64)
+            intercept = float(params["intercept"])
+            if coef.shape != (market.features.shape[1],):
+                raise ValueError(f"ridge: {coef.shape[0]} coefficients for "
+                                 f"{market.features.shape[1]} feature columns")
+            forecaster = _Forecaster(lambda z: z @ coef + intercept, market.features,
+                                     np.zeros(0, np.int64))
+            scale = float(params["scale"])
+            raw = ema(forecaster.raw, float(params["smoothing_hours"]))
+            path = (np.clip(raw / scale, -1.0, 1.0) if scale > 0
+                    else np.zeros(len(close)))
+        else:
+            raise ValueError(f"{name}: not rebuildable from its parameters")
+    except KeyError as e:
+        raise ValueError(f"{name}: baselines.json lacks {e.args[0]!r}") from None
+    return Fitted(name, dict(params), int(params.get("n_tried", 1)),
+                  lambda rows: path[rows])
 
 
 def params_record(fitted: list[Fitted]) -> dict[str, Any]:

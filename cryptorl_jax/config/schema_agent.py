@@ -196,6 +196,11 @@ class DirectConfig:
     tqc.net_arch."""
 
 
+BASELINE_INPUTS = ("momentum", "momentum_scaled", "crossover", "ridge")
+"""The fitted baselines an agent can read (`agent.baseline_inputs`): those whose action a run
+rebuilds exactly from baselines.json (`backtest.strategies.from_params`)."""
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     """Which learner trains the agents, and the direct learner's settings (TQC's are in the
@@ -205,6 +210,15 @@ class AgentConfig:
     """tqc: the TQC actor-critic (`tqc` section); direct: the policy trained through the
     differentiable ledger (`agent.direct`), a control without a critic."""
     direct: DirectConfig = field(default_factory=DirectConfig)
+    baseline_inputs: tuple[str, ...] = ()
+    """Fitted baselines whose action at each hour the agents also read (the agent as a
+    correction to the simple methods that see the same information): any of momentum,
+    momentum_scaled, crossover, ridge (`backtest.strategies`), fitted on the segment's train
+    rows only, as the report's baselines are; () = none.
+
+    Each is one more column of the observation's market part (appended to the embedding, or
+    to the feature window with encoder.mode none), so observation noise reaches it too; not
+    with encoder.mode pretrained-finetune (docs/architecture.md, "Baselines as inputs")."""
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from cryptorl_jax.config.errors import ConfigError
 from cryptorl_jax.config.overrides import check_override_key, parse_override
 from cryptorl_jax.config.schema import Config
 from cryptorl_jax.config.schema_agent import (
+    BASELINE_INPUTS,
     AgentConfig,
     EncoderConfig,
     EnvConfig,
@@ -214,6 +215,16 @@ def _validate_agent(a: AgentConfig, cfg: Config, s: str | None) -> None:
              f"must be > 0, got {d.band_temperature}", s)
     _require(d.net_arch is None or (len(d.net_arch) >= 1 and all(h >= 1 for h in d.net_arch)),
              "agent.direct.net_arch", "must be null or a non-empty list of positive widths", s)
+    names = list(a.baseline_inputs)
+    bad = [n for n in names if n not in BASELINE_INPUTS]
+    _require(not bad, "agent.baseline_inputs",
+             f"{bad} are not baselines the agent can read; choose from {list(BASELINE_INPUTS)}",
+             s)
+    _require(len(set(names)) == len(names), "agent.baseline_inputs",
+             f"duplicate names in {names}", s)
+    _require(not names or cfg.encoder.mode != "pretrained-finetune", "agent.baseline_inputs",
+             "needs encoder.mode none, random or pretrained-frozen (a fine-tuned encoder reads "
+             "the feature window only)", s)
 
 
 def _validate_train(t: TrainConfig, s: str | None) -> None:

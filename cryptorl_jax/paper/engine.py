@@ -53,10 +53,12 @@ from cryptorl_jax.walkforward.data import (
     RunData,
     SegmentMatrix,
     load_segment_transforms,
+    observation_dims,
     slice_data,
 )
 from cryptorl_jax.walkforward.evaluate import segment_meta, to_utc
 from cryptorl_jax.walkforward.layout import lookback_rows
+from cryptorl_jax.walkforward.runner import load_baseline_signals
 from cryptorl_jax.walkforward.stages import (
     EncoderStage,
     encoder_stage,
@@ -80,6 +82,7 @@ class Snapshot:
     run: RunData
     sm: SegmentMatrix
     enc: EncoderStage
+    signals: np.ndarray | None = None  # [T, S] the agents' baseline inputs, if they read any
 
 
 class SegmentAgent:
@@ -122,15 +125,16 @@ class SegmentAgent:
         if not self._loaded:
             self._encoder = load_encoder_model(cfg, sm.matrix.shape[1], self.seg_dir)
         enc = encoder_stage(cfg, self._encoder, sm.matrix)
+        signals = load_baseline_signals(cfg, run, sm, self.seg_dir)
         if not self._loaded:
             from cryptorl_jax.training.rollout import make_stepper
 
-            emb = None if enc.embeddings is None else enc.embeddings.shape[1]
-            self.trainer, _ = get_trainer(cfg, sm.matrix.shape[1], emb)
+            self.trainer, _ = get_trainer(cfg, *observation_dims(sm.matrix, enc.embeddings,
+                                                                  signals))
             self.agents = load_agents(self.seg_dir.agents, self.trainer)
             self._steps = make_stepper(self.trainer)
             self._loaded = True
-        return Snapshot(market=market, run=run, sm=sm, enc=enc)
+        return Snapshot(market=market, run=run, sm=sm, enc=enc, signals=signals)
 
     @property
     def n_seeds(self) -> int:
@@ -145,7 +149,7 @@ class SegmentAgent:
                              f"paper trading can start at {snap.market.index[snap.run.offset]} "
                              f"at the earliest")
         data = slice_data(self.cfg, snap.sm.matrix, snap.run.close, lo, n + 1, n - 1,
-                          snap.enc.embeddings, snap.run.tradable)
+                          snap.enc.embeddings, snap.run.tradable, snap.signals)
         return self.trainer.put_data(data)
 
     def decide(self, data, books: accounting.Book) -> np.ndarray:

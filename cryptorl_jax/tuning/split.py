@@ -150,7 +150,7 @@ def score_agents(cfg: Config, trial: TrialInputs, seg: Segment, trainer: Any, ro
     split, inputs = trial.split, trial.inputs
     frame = backtest_rows(cfg, inputs.run, inputs.sm, inputs.enc, trainer, agents,
                           split.val_start, split.val_end, rollout,
-                          baseline_seed=cfg.seed * 1000 + seg.index)
+                          baseline_seed=cfg.seed * 1000 + seg.index, signals=inputs.signals)
     return scores_of(frame, split, chunks)
 
 

@@ -194,10 +194,7 @@ def _train_population(cfg: Config, market: pd.DataFrame, segments: list[Segment]
             trial_inputs = segment_inputs(cfg, market, seg, workdir / f"segment_{seg.index}",
                                           progress)
             inputs = trial_inputs.inputs
-            emb = inputs.enc.embeddings
-            trainer, rollout = get_trainer(cfg, inputs.sm.matrix.shape[1],
-                                           None if emb is None else emb.shape[1],
-                                           population=len(members))
+            trainer, rollout = get_trainer(cfg, *inputs.dims, population=len(members))
 
             def on_chunk(chunk: int, record: dict[str, Any], pos: int = pos) -> None:
                 pnl = record.get("members", {}).get(PRUNE_METRIC, [record[PRUNE_METRIC]])

@@ -146,16 +146,42 @@ def load_segment_transforms(cfg: Config, run: RunData, seg_dir: SegmentDir) -> S
     return out
 
 
+def observation_arrays(matrix: np.ndarray, embeddings: np.ndarray | None,
+                       signals: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(feature matrix, embeddings) as the agent reads them: the baseline signals
+    (`agent.baseline_inputs`, [T, S]) appended to the embeddings when there are embeddings,
+    else to the feature matrix (the window then covers them)."""
+    if signals is None or signals.shape[1] == 0:
+        return matrix, embeddings
+    signals = np.asarray(signals, np.float32)
+    if embeddings is not None:
+        return matrix, np.concatenate([np.asarray(embeddings, np.float32), signals], axis=1)
+    return np.concatenate([np.asarray(matrix, np.float32), signals], axis=1), None
+
+
+def observation_dims(matrix: np.ndarray, embeddings: np.ndarray | None,
+                     signals: np.ndarray | None) -> tuple[int, int | None]:
+    """(n_features, embedding_dim) of the agent's observation (`observation_arrays`): what
+    `stages.get_trainer` compiles for."""
+    s = 0 if signals is None else int(signals.shape[1])
+    if embeddings is not None:
+        return int(matrix.shape[1]), int(embeddings.shape[1]) + s
+    return int(matrix.shape[1]) + s, None
+
+
 def slice_data(cfg: Config, matrix: np.ndarray, close: np.ndarray, lo: int, hi: int,
                first_start: int, embeddings: np.ndarray | None,
-               tradable: np.ndarray | None = None) -> TrainData:
-    """TrainData over rows [lo, hi); episodes start at row first_start (absolute)."""
+               tradable: np.ndarray | None = None,
+               signals: np.ndarray | None = None) -> TrainData:
+    """TrainData over rows [lo, hi); episodes start at row first_start (absolute). `signals`
+    [T, S]: the agent's baseline inputs, appended as `observation_arrays` says."""
     if lo < 0:
         raise ValueError(f"slice starts at row {lo} < 0")
-    market = MarketData.from_arrays(matrix[lo:hi], close[lo:hi], cfg.env,
+    feats, emb = observation_arrays(matrix[lo:hi],
+                                    None if embeddings is None else embeddings[lo:hi],
+                                    None if signals is None else signals[lo:hi])
+    market = MarketData.from_arrays(feats, close[lo:hi], cfg.env,
                                     tradable=None if tradable is None else tradable[lo:hi])
     start_range = StartRange.create(first_start - lo, hi - lo - 2, hi - lo - 1)
-    emb = None if embeddings is None else jax.numpy.asarray(embeddings[lo:hi])
+    emb = None if emb is None else jax.numpy.asarray(emb)
     return TrainData(market=market, start_range=start_range, embeddings=emb)
-
-

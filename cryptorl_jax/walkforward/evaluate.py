@@ -30,8 +30,12 @@ from cryptorl_jax.market import load_market
 from cryptorl_jax.report import Run
 from cryptorl_jax.report.plots import plot_equity
 from cryptorl_jax.report.tearsheet import write_tearsheet
-from cryptorl_jax.walkforward.data import RunData, load_segment_transforms
-from cryptorl_jax.walkforward.runner import backtest_rows, segment_baseline_seed
+from cryptorl_jax.walkforward.data import RunData, load_segment_transforms, observation_dims
+from cryptorl_jax.walkforward.runner import (
+    backtest_rows,
+    load_baseline_signals,
+    segment_baseline_seed,
+)
 from cryptorl_jax.walkforward.stages import get_trainer, load_agents, load_encoder_stage
 from cryptorl_jax.walkforward.window import (
     WindowStart,
@@ -139,11 +143,11 @@ def evaluate_window(run: Run | str | Path, segment: int | None = None, start: An
         hi = min(max(hi, int(index.searchsorted(test_period[1])) + 1), len(index))
     sm = load_segment_transforms(cfg, data, seg_dir)
     enc = load_encoder_stage(cfg, sm, seg_dir)
-    emb_dim = None if enc.embeddings is None else enc.embeddings.shape[1]
-    trainer, rollout = get_trainer(cfg, sm.matrix.shape[1], emb_dim)
+    signals = load_baseline_signals(cfg, data, sm, seg_dir)
+    trainer, rollout = get_trainer(cfg, *observation_dims(sm.matrix, enc.embeddings, signals))
     agents = load_agents(seg_dir.agents, trainer)
     full = backtest_rows(cfg, data, sm, enc, trainer, agents, lo, hi, rollout,
-                         baseline_seed=segment_baseline_seed(cfg, segment))
+                         baseline_seed=segment_baseline_seed(cfg, segment), signals=signals)
     oos = full.iloc[start_row - lo:end_row + 1 - lo].copy()
     train_times = pd.date_range(train_period[0], train_period[1], freq="h")
     in_sample = int(oos.index.isin(train_times).sum())

@@ -7,7 +7,8 @@ segment it
      (`data.fit_segment_transforms`);
   2. fits the encoder (`stages.run_encoder_stages`: the K segments' MAEs pre-train as one
      vmapped step);
-  3. optionally fits the baselines that read the market (`fit_baselines`);
+  3. fits the baselines that read the market (`segment_baselines`): the report's when asked,
+     and those the agent reads as inputs (`agent.baseline_inputs`, `baseline_signals`);
   4. trains TQC: the K segments' agents are the members of ONE compiled step (`train`);
   5. backtests the agents out of sample over the given rows (`backtest_rows`), and optionally
      over their own train rows (in-sample).
@@ -26,6 +27,7 @@ test_start - 1 .. test_end - 2, so the OOS returns are exactly the test rows' re
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ from cryptorl_jax.backtest import oos as oos_lib
 from cryptorl_jax.backtest import strategies
 from cryptorl_jax.config import Config
 from cryptorl_jax.core.hooks import NO_HOOKS, Hooks
+from cryptorl_jax.core.rundir import SegmentDir
 from cryptorl_jax.training.data import TrainData, stack_segments
 from cryptorl_jax.training.logging import ScalarLogger
 from cryptorl_jax.training.loop import TrainControls, train
@@ -52,6 +55,7 @@ from cryptorl_jax.walkforward.data import (
     RunData,
     SegmentMatrix,
     fit_segment_transforms,
+    observation_dims,
     segment_key,
     slice_data,
 )
@@ -92,12 +96,62 @@ def baseline_market(cfg: Config, run: RunData, sm: SegmentMatrix,
                              lookback=lookback_rows(cfg), refit=refit)
 
 
-def fit_baselines(cfg: Config, run: RunData, sm: SegmentMatrix,
-                  seg: Segment) -> list[strategies.Fitted]:
+def fit_baselines(cfg: Config, run: RunData, sm: SegmentMatrix, seg: Segment,
+                  only: tuple[str, ...] | None = None) -> list[strategies.Fitted]:
     """The baselines that read the market (`backtest.strategies`), fitted on seg's train rows
-    only (`baseline_market`)."""
+    only (`baseline_market`); `only`: just these names."""
     return strategies.fit_all(cfg.baselines, cfg.env, baseline_market(cfg, run, sm, seg),
-                              (seg.train_start, seg.train_end), seed=cfg.seed * 1000 + seg.index)
+                              (seg.train_start, seg.train_end), seed=cfg.seed * 1000 + seg.index,
+                              only=only)
+
+
+def segment_baselines(cfg: Config, run: RunData, sm: SegmentMatrix, seg: Segment,
+                      with_baselines: bool) -> list[strategies.Fitted]:
+    """The baselines a segment fits: every enabled one when `with_baselines` (the report's),
+    plus any of `agent.baseline_inputs` not among them (the agent reads them), each once."""
+    fitted = fit_baselines(cfg, run, sm, seg) if with_baselines else []
+    missing = tuple(n for n in cfg.agent.baseline_inputs if n not in {f.name for f in fitted})
+    if missing:
+        fitted += fit_baselines(cfg, run, sm, seg, only=missing)
+    return fitted
+
+
+def baseline_signals(cfg: Config, fitted: Sequence[strategies.Fitted],
+                     n_rows: int) -> np.ndarray | None:
+    """[T, S] float32: the action of each of `agent.baseline_inputs` decided at the close of
+    every row (causal; 0 before a rule's lookback exists), None when the agent reads none. A
+    forecaster that could not be fitted (too few rows) reads as a column of zeros."""
+    names = cfg.agent.baseline_inputs
+    if not names:
+        return None
+    by_name = {f.name: f for f in fitted}
+    rows = np.arange(n_rows)
+    cols = [np.asarray(by_name[n].act(rows), np.float64) if n in by_name else np.zeros(n_rows)
+            for n in names]
+    return np.stack(cols, axis=1).astype(np.float32)
+
+
+def load_baseline_signals(cfg: Config, run: RunData, sm: SegmentMatrix,
+                          seg_dir: SegmentDir) -> np.ndarray | None:
+    """`baseline_signals` of a finished segment, rebuilt from its baselines.json without
+    refitting (`strategies.from_params`): evaluate and paper trading. A baseline the segment
+    could not fit (not in the file) reads as zeros, as it did in the run."""
+    names = cfg.agent.baseline_inputs
+    if not names:
+        return None
+    path = seg_dir.baselines
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: the agents read agent.baseline_inputs {list(names)}, and "
+                         f"their fitted parameters cannot be read ({e})") from None
+    market = strategies.Market(close=run.close, tradable=run.tradable, features=sm.matrix,
+                               lookback=lookback_rows(cfg))
+    try:
+        fitted = [strategies.from_params(n, record[n], market) for n in names if n in record]
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    return baseline_signals(cfg, fitted, len(run.close))
 
 
 def segment_baseline_seed(cfg: Config, segment: int) -> int:
@@ -109,14 +163,16 @@ def segment_baseline_seed(cfg: Config, segment: int) -> int:
 def backtest_rows(cfg: Config, run: RunData, sm: SegmentMatrix, enc: EncoderStage,
                   trainer: Trainer, agents: Any, test_start: int, test_end: int,
                   rollout: Callable | None = None, baseline_seed: int = 0,
-                  fitted: Sequence[strategies.Fitted] = ()) -> pd.DataFrame:
+                  fitted: Sequence[strategies.Fitted] = (),
+                  signals: np.ndarray | None = None) -> pd.DataFrame:
     """The backtest of rows [test_start, test_end) (`backtest.oos.backtest_frame`): each seed
     acts on its own book, rolled out here; the replay, the cost stress, the fund of the seeds'
-    books, the baselines (the naive ones and `fitted`) and the benchmark there."""
+    books, the baselines (the naive ones and `fitted`) and the benchmark there. `signals`:
+    the agent's baseline inputs (`SegmentInputs.signals`)."""
     lookback = lookback_rows(cfg)
     lo = test_start - lookback
     data = trainer.put_data(slice_data(cfg, sm.matrix, run.close, lo, test_end,
-                                       test_start - 1, enc.embeddings, run.tradable))
+                                       test_start - 1, enc.embeddings, run.tradable, signals))
     rollout = rollout or make_rollout(trainer)
     first = lookback - 1  # slice row of test_start - 1: the first decision
     seeds = np.asarray(jax.device_get(rollout(agents, data, first, test_end - test_start, 1.0)))
@@ -157,6 +213,13 @@ class SegmentInputs:
     enc: EncoderStage
     data: TrainData
     timings: dict[str, float] = field(default_factory=dict)
+    baselines: list[strategies.Fitted] = field(default_factory=list)  # fitted on train rows
+    signals: np.ndarray | None = None  # [T, S] the agent's baseline inputs (baseline_signals)
+
+    @property
+    def dims(self) -> tuple[int, int | None]:
+        """(n_features, embedding_dim) of the agent's observation."""
+        return observation_dims(self.sm.matrix, self.enc.embeddings, self.signals)
 
 
 @dataclass
@@ -178,11 +241,13 @@ class SegmentOutcome:
 
 def prepare_segments(cfg: Config, run: RunData, segs: Sequence[Segment],
                      workdirs: Sequence[Path],
-                     controls: SegmentControls = SegmentControls()) -> list[SegmentInputs]:
-    """Steps 1-2 of K segments: every segment's transforms on its own train rows, then their
+                     controls: SegmentControls = SegmentControls(),
+                     with_baselines: bool = False) -> list[SegmentInputs]:
+    """Steps 1-3 of K segments: every segment's transforms on its own train rows, then their
     encoders (`stages.run_encoder_stages`: one after the other, or the MAEs pre-trained as one
-    vmapped step), then the training slices. `workdirs[k]` holds segment k's encoder
-    checkpoint."""
+    vmapped step), then the baselines (`segment_baselines`: the report's with
+    `with_baselines`, and the agent's inputs), then the training slices. `workdirs[k]` holds
+    segment k's encoder checkpoint."""
     hooks = controls.hooks
     sms, timings = [], []
     for seg in segs:
@@ -203,12 +268,23 @@ def prepare_segments(cfg: Config, run: RunData, segs: Sequence[Segment],
             logger.close()
     encoder_s = time.perf_counter() - t  # a batch's, shared by its segments
     lookback = lookback_rows(cfg)
-    return [SegmentInputs(run=run, seg=seg, sm=sm, enc=enc,
-                          data=slice_data(cfg, sm.matrix, run.close, seg.train_start - lookback,
-                                          seg.train_end, seg.train_start, enc.embeddings,
-                                          run.tradable),
-                          timings={**tm, "encoder_s": encoder_s})
-            for seg, sm, enc, tm in zip(segs, sms, encs, timings, strict=True)]
+    out = []
+    for seg, sm, enc, tm in zip(segs, sms, encs, timings, strict=True):
+        tm = {**tm, "encoder_s": encoder_s}
+        fitted: list[strategies.Fitted] = []
+        if with_baselines or cfg.agent.baseline_inputs:
+            hooks.stage(seg.index, "baselines")
+            t = time.perf_counter()
+            fitted = segment_baselines(cfg, run, sm, seg, with_baselines)
+            tm["baselines_s"] = time.perf_counter() - t
+        signals = baseline_signals(cfg, fitted, len(run.close))
+        out.append(SegmentInputs(
+            run=run, seg=seg, sm=sm, enc=enc,
+            data=slice_data(cfg, sm.matrix, run.close, seg.train_start - lookback,
+                            seg.train_end, seg.train_start, enc.embeddings, run.tradable,
+                            signals),
+            timings=tm, baselines=fitted, signals=signals))
+    return out
 
 
 def run_segments(cfg: Config, run: RunData, segs: Sequence[Segment], workdirs: Sequence[Path],
@@ -217,9 +293,9 @@ def run_segments(cfg: Config, run: RunData, segs: Sequence[Segment], workdirs: S
                  with_insample: bool = False) -> list[SegmentOutcome]:
     """Compute K segments (the module's steps); returns their outcomes, in order.
 
-    1-2. `prepare_segments`: the transforms and the encoders (checkpoints in `workdirs`);
-    3. with `with_baselines` (and cfg.baselines.enabled) the baselines that read the market
-       (`fit_baselines`);
+    1-3. `prepare_segments`: the transforms, the encoders (checkpoints in `workdirs`), and
+       the baselines that read the market (`segment_baselines`: the report's with
+       `with_baselines` and cfg.baselines.enabled, and the agent's `agent.baseline_inputs`);
     4. TQC: the K segments' agents train as the members of ONE compiled step (K segments x
        train.n_seeds seeds; each member reads its own segment's market arrays), keyed by
        `segment_key(cfg, seg.index, STAGE_TRAIN)`, its checkpoints in `train_dir / "train"`;
@@ -233,25 +309,13 @@ def run_segments(cfg: Config, run: RunData, segs: Sequence[Segment], workdirs: S
     """
     hooks = controls.hooks
     k = len(segs)
-    inputs, fitted, timings = [], [], []
-    for seg, inp in zip(segs, prepare_segments(cfg, run, segs, workdirs, controls),
-                        strict=True):
-        t_seg = dict(inp.timings)
-        baselines: list[strategies.Fitted] = []
-        if with_baselines:
-            hooks.stage(seg.index, "baselines")
-            t = time.perf_counter()
-            baselines = fit_baselines(cfg, run, inp.sm, seg)
-            t_seg["baselines_s"] = time.perf_counter() - t
-        inputs.append(inp)
-        fitted.append(baselines)
-        timings.append(t_seg)
+    inputs = prepare_segments(cfg, run, segs, workdirs, controls, with_baselines)
+    fitted = [inp.baselines for inp in inputs]
+    timings = [dict(inp.timings) for inp in inputs]
     for seg in segs:
         hooks.stage(seg.index, "train")
     t = time.perf_counter()
-    emb = inputs[0].enc.embeddings
-    trainer, rollout = get_trainer(cfg, inputs[0].sm.matrix.shape[1],
-                                   None if emb is None else emb.shape[1], segments=k)
+    trainer, rollout = get_trainer(cfg, *inputs[0].dims, segments=k)
     if k == 1:
         data, key = inputs[0].data, segment_key(cfg, segs[0].index, STAGE_TRAIN)
         encoder_params = inputs[0].enc.finetune_params
@@ -288,13 +352,15 @@ def run_segments(cfg: Config, run: RunData, segs: Sequence[Segment], workdirs: S
             hooks.stage(seg.index, "backtest")
             t = time.perf_counter()
             oos = backtest_rows(cfg, run, inp.sm, inp.enc, trainer, part.state.agent, *rows,
-                                rollout, baseline_seed=baseline_seed, fitted=baselines)
+                                rollout, baseline_seed=baseline_seed, fitted=baselines,
+                                signals=inp.signals)
             t_seg["backtest_s"] = time.perf_counter() - t
         if with_insample:  # the agents over their own train rows, through the same backtest
             t = time.perf_counter()
             insample = backtest_rows(cfg, run, inp.sm, inp.enc, trainer, part.state.agent,
                                      seg.train_start, seg.train_end, rollout,
-                                     baseline_seed=baseline_seed, fitted=baselines)
+                                     baseline_seed=baseline_seed, fitted=baselines,
+                                     signals=inp.signals)
             t_seg["backtest_s"] = t_seg.get("backtest_s", 0.0) + time.perf_counter() - t
         outcomes.append(SegmentOutcome(inputs=inp, train=part, oos=oos, insample=insample,
                                        timings=t_seg, baselines=baselines))

@@ -1,0 +1,136 @@
+"""`agent.baseline_inputs`: the agents read fitted baselines' actions as observation columns
+(issue 40, point 3: the agent as a correction to the simple methods that see the same
+information).
+
+- the config names a bad choice in one line;
+- the columns are causal and fitted on train rows only (poisoned future rows change no past
+  value);
+- a baseline rebuilt from its baselines.json record (`strategies.from_params`) acts exactly as
+  the fitted one, so evaluate and paper trading read what the run's agents read;
+- a tiny walk-forward whose agents read them: evaluate over its test hours equals its OOS rows.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cryptorl_jax.backtest import strategies
+from cryptorl_jax.config import ConfigError, EnvConfig, load_config
+from cryptorl_jax.config.schema_runs import BaselinesConfig
+from cryptorl_jax.walkforward.data import observation_arrays, observation_dims
+from cryptorl_jax.walkforward.runner import baseline_signals
+
+INPUTS = ("momentum", "momentum_scaled", "crossover", "ridge")
+SMALL = BaselinesConfig(momentum_lookbacks=(12, 48), crossover_windows=((12, 48),),
+                        forecast_horizons=(1, 12), ridge_alphas=(10.0, 1000.0),
+                        forecast_smoothing_hours=(0.0, 12.0))
+
+
+def _market(n: int = 1500, f: int = 4, seed: int = 0, drift: float = 0.0) -> strategies.Market:
+    rng = np.random.default_rng(seed)
+    feats = rng.standard_normal((n, f)).astype(np.float32)
+    # column 0 at row t forecasts r_{t+1}: the ridge has something to find
+    r = 0.004 * (rng.standard_normal(n) + 0.3 * np.concatenate([[0.0], feats[:-1, 0]])) + drift
+    close = 100.0 * np.exp(np.cumsum(r))
+    feats[:30] = np.nan  # a warm-up
+    return strategies.Market(close=close, tradable=np.ones(n, bool), features=feats,
+                             lookback=60)
+
+
+def _cfg(*extra: str):
+    return load_config(None, [f"agent.baseline_inputs=[{','.join(INPUTS)}]", *extra])
+
+
+def test_the_config_names_a_bad_choice():
+    with pytest.raises(ConfigError, match="agent.baseline_inputs") as e:
+        load_config(None, ["agent.baseline_inputs=[momentum, lightgbm]"])
+    assert "lightgbm" in str(e.value)
+    with pytest.raises(ConfigError, match="duplicate"):
+        load_config(None, ["agent.baseline_inputs=[ridge, ridge]"])
+    with pytest.raises(ConfigError, match="fine-tuned encoder"):
+        load_config(None, ["agent.baseline_inputs=[ridge]", "encoder.mode=pretrained-finetune"])
+    assert load_config(None, []).agent.baseline_inputs == ()
+
+
+def test_a_rebuilt_baseline_acts_exactly_as_the_fitted_one():
+    market = _market()
+    env = EnvConfig(vol_window=48, no_trade_band=0.0)
+    fitted = strategies.fit_all(SMALL, env, market, (100, 1000), only=INPUTS)
+    assert [f.name for f in fitted] == list(INPUTS)
+    record = json.loads(json.dumps(strategies.params_record(fitted)))  # through the file
+    rows = np.arange(len(market.close))
+    for f in fitted:
+        rebuilt = strategies.from_params(f.name, record[f.name], market)
+        np.testing.assert_array_equal(rebuilt.act(rows), f.act(rows), err_msg=f.name)
+    assert np.std(fitted[-1].act(rows[1000:])) > 0  # the ridge really forecasts
+    with pytest.raises(ValueError, match="coefficients"):
+        strategies.from_params("ridge", record["ridge"],
+                               strategies.Market(market.close, market.tradable,
+                                                 market.features[:, :3], market.lookback))
+    with pytest.raises(ValueError, match="lacks 'lookback'"):
+        strategies.from_params("momentum", {}, market)
+
+
+def test_the_columns_read_no_future_row_and_are_fitted_on_train_rows_only():
+    cfg = _cfg()
+    env = EnvConfig(vol_window=48, no_trade_band=0.0)
+    market = _market()
+    train, t = (100, 1000), 1200
+    base = baseline_signals(cfg, strategies.fit_all(SMALL, env, market, train, only=INPUTS),
+                            len(market.close))
+    assert base.shape == (len(market.close), len(INPUTS)) and np.isfinite(base).all()
+    rng = np.random.default_rng(9)
+    close, feats = market.close.copy(), market.features.copy()
+    close[t + 1:] *= np.exp(np.cumsum(0.05 * rng.standard_normal(len(close) - t - 1)))
+    feats[t + 1:] = 50.0 * rng.standard_normal(feats[t + 1:].shape)
+    poisoned = strategies.Market(close, market.tradable, feats, market.lookback)
+    after = baseline_signals(cfg, strategies.fit_all(SMALL, env, poisoned, train, only=INPUTS),
+                             len(close))
+    np.testing.assert_array_equal(after[:t + 1], base[:t + 1])
+    assert not np.array_equal(after[t + 1:], base[t + 1:])  # the poison reached the future
+
+
+def test_the_columns_go_where_the_agent_reads_the_market():
+    matrix = np.zeros((10, 3), np.float32)
+    emb = np.ones((10, 5), np.float32)
+    sig = np.full((10, 2), 0.5, np.float32)
+    m, e = observation_arrays(matrix, emb, sig)
+    assert m is matrix and e.shape == (10, 7) and (e[:, 5:] == 0.5).all()
+    assert observation_dims(matrix, emb, sig) == (3, 7)
+    m, e = observation_arrays(matrix, None, sig)
+    assert e is None and m.shape == (10, 5) and (m[:, 3:] == 0.5).all()
+    assert observation_dims(matrix, None, sig) == (5, None)
+    assert observation_arrays(matrix, emb, None) == (matrix, emb)
+
+
+def test_a_run_whose_agents_read_them_evaluates_to_its_own_rows(tmp_path, repo_root):
+    from cryptorl_jax.config import with_overrides
+    from cryptorl_jax.market import load_market, planted
+    from cryptorl_jax.walkforward import driver
+    from cryptorl_jax.walkforward.evaluate import evaluate_window
+    from tests.walkforward.test_driver import TINY_WFO
+
+    data = tmp_path / "data"
+    planted.write_planted_files(data, "trend", 4.0, 0, template_dir=repo_root / "data",
+                                start="2023-12-01", end="2024-02-20")
+    cfg = load_config(None, [*TINY_WFO, "run_name=inputs", "wfo.max_segments=1",
+                             f"data.data_dir={data}", "data.cache_dir=null",
+                             "output.plots=false",
+                             "agent.baseline_inputs=[momentum_scaled, ridge]",
+                             "baselines.momentum_lookbacks=[24, 72]",
+                             "baselines.forecast_horizons=[1, 24]"])
+    run_dir = tmp_path / "run"
+    driver.run(cfg, run_dir)
+    record = json.loads((run_dir / "segment_0" / "baselines.json").read_text())
+    assert {"momentum_scaled", "ridge"} <= set(record)
+    own = pd.read_parquet(run_dir / "segment_0" / "oos.parquet")
+    market = load_market(with_overrides(cfg, ["data.end=null"]).data)
+    got = evaluate_window(run_dir, 0, own.index[0], own.index[-1], out_dir=tmp_path / "ev",
+                          market=market, tearsheet=False).oos
+    for col in ("exposure", "strategy", "action_0", "action_1"):
+        np.testing.assert_allclose(got[col].to_numpy(np.float64), own[col].to_numpy(np.float64),
+                                   rtol=0, atol=1e-9, err_msg=col)
