@@ -163,8 +163,28 @@ def section(rows: pd.DataFrame, command: str) -> str:
         where = ", ".join(f"{f} r{r}" for f, r in wide_cells)
         lines += [f"### Paired over more markets: the variants run on all of {where}", "",
                   markdown_table(wide_table.set_index("variant"), ".3g"), ""]
+    shown = [set(most["variant"])] + ([set(wide["variant"])]
+                                      if len(wide_cells) > len(common) else [])
+    for family, fam_table, fam_cells in by_family(rows):
+        if any(set(fam_table["variant"]) <= s for s in shown):
+            continue  # no variant the tables above leave out
+        where = ", ".join(f"{f} r{r}" for f, r in fam_cells)
+        lines += [f"### Paired within {family}: the variants run on all of {where}", "",
+                  markdown_table(fam_table.set_index("variant"), ".3g"), ""]
     lines += ["### Every run", "", markdown_table(rows.set_index("variant"), ".3g"), ""]
     return "\n".join(lines)
+
+
+def by_family(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame, list[tuple[str, int]]]]:
+    """Per family, `paired` over the variants that ran the most of its repeats (`widest` of
+    its rows): a variant screened on one family only (e.g. trend) is compared there with
+    every variant that ran the same markets."""
+    out = []
+    for family in rows["family"].unique():
+        table, cells = paired(widest(rows[rows["family"] == family]))
+        if table["variant"].nunique() > 1:
+            out.append((str(family), table, cells))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -317,6 +317,23 @@ def test_ablation_rows_carry_over_and_the_widest_variants_are_paired(tmp_path):
     assert set(ablation.shared(ablation.read_rows(csv))["variant"]) == {"a", "b"}
     assert "(trend r0, trend r1, trend r2; not run on all of them: c)" in text
     assert "Paired over more markets" not in text
+    assert "Paired within" not in text  # no variant the first table leaves out
+    # a variant screened on trend only: absent from the paired tables over trend and none,
+    # compared with the others on trend in a table of its own
+    rows = pd.concat([ablation.read_rows(csv), pd.DataFrame(
+        [row(v, "none", r, 0.0) for v in ("a", "b", "e", "f") for r in (0, 1, 2)]
+        + [row(v, "trend", r, 1.0) for v in ("e", "f") for r in (0, 1, 2)]
+        + [row("d", "trend", r, 5.0) for r in (0, 1, 2)])], ignore_index=True)
+    fams = {f: (t, c) for f, t, c in ablation.by_family(rows)}
+    table, cells = fams["trend"]
+    assert cells == [("trend", 0), ("trend", 1), ("trend", 2)]
+    assert table.set_index("variant")["sharpe"].to_dict() == {"a": 2.0, "b": 3.0, "d": 5.0,
+                                                              "e": 1.0, "f": 1.0}
+    text = ablation.section(rows, "cmd")
+    assert "not run on all of them: c, d)" in text
+    assert "### Paired within trend: the variants run on all of trend r0, trend r1, " \
+        "trend r2" in text
+    assert "Paired within none" not in text  # a, b, e, f: the first table has them
     bad = tmp_path / "bad.csv"
     pd.DataFrame({"variant": ["a"]}).to_csv(bad, index=False)
     with pytest.raises(SystemExit, match="bad.csv.*no column settings"):
