@@ -157,14 +157,14 @@ def section(rows: pd.DataFrame, command: str) -> str:
         *decisions_table(), "",
         f"### Paired: the variants on the same markets ({where}{out})", "",
         markdown_table(table.set_index("variant"), ".3g"), ""]
+    shown = [set(most["variant"])]  # the variants of each paired table written
     wide = widest(rows)
     wide_table, wide_cells = paired(wide)
     if len(wide_cells) > len(common):
         where = ", ".join(f"{f} r{r}" for f, r in wide_cells)
         lines += [f"### Paired over more markets: the variants run on all of {where}", "",
                   markdown_table(wide_table.set_index("variant"), ".3g"), ""]
-    shown = [set(most["variant"])] + ([set(wide["variant"])]
-                                      if len(wide_cells) > len(common) else [])
+        shown.append(set(wide["variant"]))
     for family, fam_table, fam_cells in by_family(rows):
         if any(set(fam_table["variant"]) <= s for s in shown):
             continue  # no variant the tables above leave out

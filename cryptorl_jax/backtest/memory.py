@@ -91,12 +91,17 @@ def regime_memory(r: RegimesConfig, f: FeaturesConfig) -> int:
     return inputs + HMM_FILTER_HOURS
 
 
-def observation_memory(cfg: Config) -> int:
-    """F: the longest lookback of one row of the observation (features, regimes, and the
-    baselines the agent reads, `agent.baseline_inputs`, at `baseline_memory_hours`)."""
-    rows = max(max(feature_memory(cfg.features).values()),
+def feature_row_memory(cfg: Config) -> int:
+    """The longest lookback of one row of the feature matrix (features and regimes)."""
+    return max(max(feature_memory(cfg.features).values()),
                regime_memory(cfg.regimes, cfg.features))
-    return max([rows, *(baseline_memory_hours(cfg, n) for n in cfg.agent.baseline_inputs)])
+
+
+def observation_memory(cfg: Config) -> int:
+    """F: the longest lookback of one row of the observation (`feature_row_memory`, and the
+    baselines the agent reads, `agent.baseline_inputs`, at `baseline_memory_hours`)."""
+    return max([feature_row_memory(cfg),
+                *(baseline_memory_hours(cfg, n) for n in cfg.agent.baseline_inputs)])
 
 
 def memory_parts(cfg: Config) -> dict[str, int]:
@@ -127,7 +132,5 @@ def baseline_memory_hours(cfg: Config, name: str) -> int:
     if name in ("ridge", "lightgbm"):
         smooth = max((geometric_hours(1.0 - 0.5 ** (1.0 / m), cfg.features.ffd_threshold)
                       for m in b.forecast_smoothing_hours if m > 0), default=0)
-        rows = max(max(feature_memory(cfg.features).values()),
-                   regime_memory(cfg.regimes, cfg.features))
-        return rows + smooth
+        return feature_row_memory(cfg) + smooth
     return policy_memory_hours(cfg)

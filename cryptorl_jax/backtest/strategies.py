@@ -285,10 +285,19 @@ class _Forecaster:
         one-sd forecast takes the full position)."""
         path = ema(self.raw, smoothing)
         scale = float(np.std(path[self.fit_rows]))
-        if not scale > 0:
-            return (lambda rows: np.zeros(len(rows))), 0.0
-        actions = np.clip(path / scale, -1.0, 1.0)
-        return (lambda rows: actions[rows]), scale
+        actions = _scaled(path, scale)
+        return (lambda rows: actions[rows]), (scale if scale > 0 else 0.0)
+
+    def actions(self, smoothing: float, scale: float) -> np.ndarray:
+        """The action at every row for a given smoothing and scale (a saved fit's)."""
+        return _scaled(ema(self.raw, smoothing), scale)
+
+
+def _scaled(path: np.ndarray, scale: float) -> np.ndarray:
+    """clip(path / scale, -1, 1); 0 everywhere when scale is not > 0."""
+    if not scale > 0:
+        return np.zeros(len(path))
+    return np.clip(path / scale, -1.0, 1.0)
 
 
 def _train_forecaster(kind: str, market: Market, h: int, alpha: float, lo: int, hi: int,
@@ -417,10 +426,7 @@ def from_params(name: str, params: dict[str, Any], market: Market) -> Fitted:
                                  f"{market.features.shape[1]} feature columns")
             forecaster = _Forecaster(lambda z: z @ coef + intercept, market.features,
                                      np.zeros(0, np.int64))
-            scale = float(params["scale"])
-            raw = ema(forecaster.raw, float(params["smoothing_hours"]))
-            path = (np.clip(raw / scale, -1.0, 1.0) if scale > 0
-                    else np.zeros(len(close)))
+            path = forecaster.actions(float(params["smoothing_hours"]), float(params["scale"]))
         else:
             raise ValueError(f"{name}: not rebuildable from its parameters")
     except KeyError as e:

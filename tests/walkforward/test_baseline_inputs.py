@@ -92,6 +92,14 @@ def test_the_columns_read_no_future_row_and_are_fitted_on_train_rows_only():
                              len(close))
     np.testing.assert_array_equal(after[:t + 1], base[:t + 1])
     assert not np.array_equal(after[t + 1:], base[t + 1:])  # the poison reached the future
+    # poisoned from the train end on: the fitted parameters do not move
+    close, feats = market.close.copy(), market.features.copy()
+    close[train[1]:] *= np.exp(np.cumsum(0.05 * rng.standard_normal(len(close) - train[1])))
+    feats[train[1]:] = 50.0 * rng.standard_normal(feats[train[1]:].shape)
+    poisoned = strategies.Market(close, market.tradable, feats, market.lookback)
+    fitted = strategies.fit_all(SMALL, env, market, train, only=INPUTS)
+    refit = strategies.fit_all(SMALL, env, poisoned, train, only=INPUTS)
+    assert strategies.params_record(refit) == strategies.params_record(fitted)
 
 
 def test_the_columns_go_where_the_agent_reads_the_market():
