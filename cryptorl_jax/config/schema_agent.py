@@ -264,4 +264,11 @@ class TrainConfig:
     The market part is the embedding, or the feature window; the learner reads the noisy one
     wherever it reads it in training (acting and every replayed batch). The backtest always
     reads the clean observation."""
+    demean_returns: bool = False
+    """Train on the traded asset's hourly log returns minus their mean over the segment's
+    train rows (the rows whose returns training realises): a book held at one sign all window
+    then earns nothing before costs, so the learner is paid for timing, not for the train
+    window's drift. Only the training ledger's returns change: the observation, the realised
+    vol behind the leverage and every backtest (in-sample included) read the market as it is
+    (docs/architecture.md, "Drift-neutral training")."""
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)

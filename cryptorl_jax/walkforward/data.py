@@ -185,3 +185,22 @@ def slice_data(cfg: Config, matrix: np.ndarray, close: np.ndarray, lo: int, hi: 
     start_range = StartRange.create(first_start - lo, hi - lo - 2, hi - lo - 1)
     emb = None if emb is None else jax.numpy.asarray(emb)
     return TrainData(market=market, start_range=start_range, embeddings=emb)
+
+
+def demean_train_returns(data: TrainData) -> TrainData:
+    """`data` with the traded asset's log returns minus their mean over the returns training
+    realises (rows first_start + 1 .. last_row, tradable ones only; `train.demean_returns`).
+    Other rows, the realised vol, the features and the closes are unchanged. The mean reads
+    only train rows, so nothing after the train end reaches it."""
+    market, sr = data.market, data.start_range
+    if np.ndim(sr.first_start) != 0:
+        raise ValueError("demean_train_returns takes one segment's TrainData, not a batch")
+    r = np.asarray(market.log_returns, np.float64)
+    rows = np.zeros(r.shape, bool)
+    rows[int(sr.first_start) + 1:int(sr.last_row) + 1] = True
+    rows &= np.asarray(market.tradable, bool)
+    if not rows.any():
+        raise ValueError("demean_train_returns: no tradable train row realises a return")
+    shifted = np.where(rows, r - r[rows].mean(), r)
+    market = market.replace(log_returns=jax.numpy.asarray(shifted, market.log_returns.dtype))
+    return data.replace(market=market)

@@ -54,6 +54,7 @@ from cryptorl_jax.walkforward.data import (
     STAGE_TRAIN,
     RunData,
     SegmentMatrix,
+    demean_train_returns,
     fit_segment_transforms,
     observation_dims,
     segment_key,
@@ -278,12 +279,12 @@ def prepare_segments(cfg: Config, run: RunData, segs: Sequence[Segment],
             fitted = segment_baselines(cfg, run, sm, seg, with_baselines)
             tm["baselines_s"] = time.perf_counter() - t
         signals = baseline_signals(cfg, fitted, len(run.close))
-        out.append(SegmentInputs(
-            run=run, seg=seg, sm=sm, enc=enc,
-            data=slice_data(cfg, sm.matrix, run.close, seg.train_start - lookback,
-                            seg.train_end, seg.train_start, enc.embeddings, run.tradable,
-                            signals),
-            timings=tm, baselines=fitted, signals=signals))
+        data = slice_data(cfg, sm.matrix, run.close, seg.train_start - lookback, seg.train_end,
+                          seg.train_start, enc.embeddings, run.tradable, signals)
+        if cfg.train.demean_returns:
+            data = demean_train_returns(data)
+        out.append(SegmentInputs(run=run, seg=seg, sm=sm, enc=enc, data=data, timings=tm,
+                                 baselines=fitted, signals=signals))
     return out
 
 
