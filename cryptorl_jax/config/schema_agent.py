@@ -219,6 +219,12 @@ class AgentConfig:
     Each is one more column of the observation's market part (appended to the embedding, or
     to the feature window with encoder.mode none), so observation noise reaches it too; not
     with encoder.mode pretrained-finetune (docs/architecture.md, "Baselines as inputs")."""
+    observation: Literal["full", "baselines"] = "full"
+    """What the observation's market part holds. full: the embedding or the feature window,
+    with the baseline inputs appended; baselines: the baseline inputs alone (each row's
+    actions of `agent.baseline_inputs`, in place of the embedding, or as the window with
+    encoder.mode none), so the agent can only rescale, combine or gate the fitted baselines
+    (a low-capacity policy, issue 40). The book's state is read either way."""
 
 
 @dataclass(frozen=True)

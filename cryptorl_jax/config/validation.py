@@ -225,6 +225,8 @@ def _validate_agent(a: AgentConfig, cfg: Config, s: str | None) -> None:
     _require(not names or cfg.encoder.mode != "pretrained-finetune", "agent.baseline_inputs",
              "needs encoder.mode none, random or pretrained-frozen (a fine-tuned encoder reads "
              "the feature window only)", s)
+    _require(a.observation != "baselines" or names, "agent.observation",
+             "baselines needs agent.baseline_inputs (the baselines the agent reads)", s)
 
 
 def _validate_train(t: TrainConfig, s: str | None) -> None:

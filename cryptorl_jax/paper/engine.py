@@ -54,6 +54,7 @@ from cryptorl_jax.walkforward.data import (
     SegmentMatrix,
     load_segment_transforms,
     observation_dims,
+    signals_only,
     slice_data,
 )
 from cryptorl_jax.walkforward.evaluate import segment_meta, to_utc
@@ -129,8 +130,8 @@ class SegmentAgent:
         if not self._loaded:
             from cryptorl_jax.training.rollout import make_stepper
 
-            self.trainer, _ = get_trainer(cfg, *observation_dims(sm.matrix, enc.embeddings,
-                                                                  signals))
+            self.trainer, _ = get_trainer(cfg, *observation_dims(
+                sm.matrix, enc.embeddings, signals, only_signals=signals_only(cfg)))
             self.agents = load_agents(self.seg_dir.agents, self.trainer)
             self._steps = make_stepper(self.trainer)
             self._loaded = True

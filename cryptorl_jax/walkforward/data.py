@@ -146,24 +146,38 @@ def load_segment_transforms(cfg: Config, run: RunData, seg_dir: SegmentDir) -> S
     return out
 
 
+def signals_only(cfg: Config) -> bool:
+    """Whether the agent's market part is its baseline inputs alone (agent.observation)."""
+    return cfg.agent.observation == "baselines"
+
+
 def observation_arrays(matrix: np.ndarray, embeddings: np.ndarray | None,
-                       signals: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+                       signals: np.ndarray | None, *, only_signals: bool = False
+                       ) -> tuple[np.ndarray, np.ndarray | None]:
     """(feature matrix, embeddings) as the agent reads them: the baseline signals
     (`agent.baseline_inputs`, [T, S]) appended to the embeddings when there are embeddings,
-    else to the feature matrix (the window then covers them)."""
+    else to the feature matrix (the window then covers them). `only_signals`
+    (agent.observation baselines): the signals replace the embeddings, or the matrix."""
     if signals is None or signals.shape[1] == 0:
+        if only_signals:
+            raise ValueError("agent.observation baselines needs the baseline inputs' signals")
         return matrix, embeddings
     signals = np.asarray(signals, np.float32)
+    if only_signals:
+        return (matrix, signals) if embeddings is not None else (signals, None)
     if embeddings is not None:
         return matrix, np.concatenate([np.asarray(embeddings, np.float32), signals], axis=1)
     return np.concatenate([np.asarray(matrix, np.float32), signals], axis=1), None
 
 
 def observation_dims(matrix: np.ndarray, embeddings: np.ndarray | None,
-                     signals: np.ndarray | None) -> tuple[int, int | None]:
+                     signals: np.ndarray | None, *, only_signals: bool = False
+                     ) -> tuple[int, int | None]:
     """(n_features, embedding_dim) of the agent's observation (`observation_arrays`): what
     `stages.get_trainer` compiles for."""
     s = 0 if signals is None else int(signals.shape[1])
+    if only_signals:
+        return (int(matrix.shape[1]), s) if embeddings is not None else (s, None)
     if embeddings is not None:
         return int(matrix.shape[1]), int(embeddings.shape[1]) + s
     return int(matrix.shape[1]) + s, None
@@ -179,7 +193,8 @@ def slice_data(cfg: Config, matrix: np.ndarray, close: np.ndarray, lo: int, hi: 
         raise ValueError(f"slice starts at row {lo} < 0")
     feats, emb = observation_arrays(matrix[lo:hi],
                                     None if embeddings is None else embeddings[lo:hi],
-                                    None if signals is None else signals[lo:hi])
+                                    None if signals is None else signals[lo:hi],
+                                    only_signals=signals_only(cfg))
     market = MarketData.from_arrays(feats, close[lo:hi], cfg.env,
                                     tradable=None if tradable is None else tradable[lo:hi])
     start_range = StartRange.create(first_start - lo, hi - lo - 2, hi - lo - 1)

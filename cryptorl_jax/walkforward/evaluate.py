@@ -30,7 +30,12 @@ from cryptorl_jax.market import load_market
 from cryptorl_jax.report import Run
 from cryptorl_jax.report.plots import plot_equity
 from cryptorl_jax.report.tearsheet import write_tearsheet
-from cryptorl_jax.walkforward.data import RunData, load_segment_transforms, observation_dims
+from cryptorl_jax.walkforward.data import (
+    RunData,
+    load_segment_transforms,
+    observation_dims,
+    signals_only,
+)
 from cryptorl_jax.walkforward.runner import (
     backtest_rows,
     load_baseline_signals,
@@ -144,7 +149,8 @@ def evaluate_window(run: Run | str | Path, segment: int | None = None, start: An
     sm = load_segment_transforms(cfg, data, seg_dir)
     enc = load_encoder_stage(cfg, sm, seg_dir)
     signals = load_baseline_signals(cfg, data, sm, seg_dir)
-    trainer, rollout = get_trainer(cfg, *observation_dims(sm.matrix, enc.embeddings, signals))
+    trainer, rollout = get_trainer(cfg, *observation_dims(sm.matrix, enc.embeddings, signals,
+                                                             only_signals=signals_only(cfg)))
     agents = load_agents(seg_dir.agents, trainer)
     full = backtest_rows(cfg, data, sm, enc, trainer, agents, lo, hi, rollout,
                          baseline_seed=segment_baseline_seed(cfg, segment), signals=signals)

@@ -56,7 +56,6 @@ from cryptorl_jax.walkforward.data import (
     SegmentMatrix,
     demean_train_returns,
     fit_segment_transforms,
-    observation_dims,
     segment_key,
     slice_data,
 )
@@ -219,8 +218,11 @@ class SegmentInputs:
 
     @property
     def dims(self) -> tuple[int, int | None]:
-        """(n_features, embedding_dim) of the agent's observation."""
-        return observation_dims(self.sm.matrix, self.enc.embeddings, self.signals)
+        """(n_features, embedding_dim) of the agent's observation: the training slice's own
+        widths (`observation_arrays` built it)."""
+        emb = self.data.embeddings
+        return (int(self.data.market.features.shape[1]),
+                None if emb is None else int(emb.shape[1]))
 
 
 @dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import numpy as np
 import pandas as pd
 import pytest
@@ -54,6 +55,10 @@ def test_the_config_names_a_bad_choice():
     with pytest.raises(ConfigError, match="fine-tuned encoder"):
         load_config(None, ["agent.baseline_inputs=[ridge]", "encoder.mode=pretrained-finetune"])
     assert load_config(None, []).agent.baseline_inputs == ()
+    with pytest.raises(ConfigError, match="agent.observation"):
+        load_config(None, ["agent.observation=baselines"])
+    with pytest.raises(ConfigError, match="agent.observation"):
+        load_config(None, ["agent.baseline_inputs=[ridge]", "agent.observation=market"])
 
 
 def test_a_rebuilt_baseline_acts_exactly_as_the_fitted_one():
@@ -113,9 +118,20 @@ def test_the_columns_go_where_the_agent_reads_the_market():
     assert e is None and m.shape == (10, 5) and (m[:, 3:] == 0.5).all()
     assert observation_dims(matrix, None, sig) == (5, None)
     assert observation_arrays(matrix, emb, None) == (matrix, emb)
+    # agent.observation baselines: the signals alone, in place of the embedding or the matrix
+    m, e = observation_arrays(matrix, emb, sig, only_signals=True)
+    assert m is matrix and e.shape == (10, 2) and (e == 0.5).all()
+    assert observation_dims(matrix, emb, sig, only_signals=True) == (3, 2)
+    m, e = observation_arrays(matrix, None, sig, only_signals=True)
+    assert e is None and m.shape == (10, 2) and (m == 0.5).all()
+    assert observation_dims(matrix, None, sig, only_signals=True) == (2, None)
+    with pytest.raises(ValueError, match="agent.observation"):
+        observation_arrays(matrix, emb, None, only_signals=True)
 
 
-def test_a_run_whose_agents_read_them_evaluates_to_its_own_rows(tmp_path, repo_root):
+@pytest.mark.parametrize("observation", ["full", "baselines"])
+def test_a_run_whose_agents_read_them_evaluates_to_its_own_rows(tmp_path, repo_root,
+                                                                  observation):
     from cryptorl_jax.config import with_overrides
     from cryptorl_jax.market import load_market, planted
     from cryptorl_jax.walkforward import driver
@@ -130,11 +146,18 @@ def test_a_run_whose_agents_read_them_evaluates_to_its_own_rows(tmp_path, repo_r
                              "output.plots=false",
                              "agent.baseline_inputs=[momentum_scaled, ridge]",
                              "baselines.momentum_lookbacks=[24, 72]",
-                             "baselines.forecast_horizons=[1, 24]"])
+                             "baselines.forecast_horizons=[1, 24]",
+                             f"agent.observation={observation}"])
     run_dir = tmp_path / "run"
     driver.run(cfg, run_dir)
     record = json.loads((run_dir / "segment_0" / "baselines.json").read_text())
     assert {"momentum_scaled", "ridge"} <= set(record)
+    if observation == "baselines":  # the actor reads the 2 signals and the book's 3 numbers
+        import orbax.checkpoint as ocp
+        saved = ocp.PyTreeCheckpointer().metadata(run_dir / "segment_0" / "agents")
+        widths = {tuple(leaf.shape) for leaf in jax.tree.leaves(saved.item_metadata.tree)
+                  if hasattr(leaf, "shape") and len(leaf.shape) >= 2}
+        assert any(w[-2:] == (2 + 3, 16) for w in widths), widths
     own = pd.read_parquet(run_dir / "segment_0" / "oos.parquet")
     market = load_market(with_overrides(cfg, ["data.end=null"]).data)
     got = evaluate_window(run_dir, 0, own.index[0], own.index[-1], out_dir=tmp_path / "ev",
