@@ -229,9 +229,10 @@ def write_study_doc(cfg: Config, cmp: Comparison, compare_dir: Path, path: str |
         f"`psr`: P[true Sharpe > 0]. `dsr_compared`: the Sharpe deflated by the expected "
         f"maximum of {cmp.n_runs} unskilled Sharpes ({_fmt(cmp.expected_max_sharpe)} "
         "annualised, from the variance of these runs' Sharpes). `timing_p_value`: "
-        "(1 + the number of 1,000 rotations of the seeds' action paths (one lag >= 24 h per "
-        "segment, the same for every seed), re-simulated with the market's own leverage, "
-        "costs and financing, that earn at least the run's Sharpe) / 1,001.", "",
+        "(1 + the number of 1,000 rotations of the seeds' action paths over the stitched OOS "
+        "(one lag beyond the agents' declared memory, the same for every seed), re-simulated "
+        "with the market's own leverage, costs and financing, that earn at least the run's "
+        "Sharpe) / 1,001.", "",
         "## Baselines over the same hours", "",
         markdown_table(cmp.baselines[["total_return", "sharpe", "max_drawdown",
                                       "volatility"]], ".3g"), "",
