@@ -44,10 +44,11 @@ from cryptorl_jax.config import (
 # config keys whose values are dynamic (Hyper leaves), not part of the compiled step: declared
 # once, on the config's fields (`config.hyper`)
 HYPER_KEYS = hyper_keys()
-# keys that do not enter the training step at all (data, seeds, outputs, bookkeeping)
+# keys that do not enter the training step at all (data, seeds, outputs, bookkeeping;
+# train.demean_returns changes the training slice's returns, not the program)
 _OUTSIDE_STEP = ("seed", "run_name", "data.", "features.", "regimes.", "wfo.", "output.",
                  "tune.", "train.checkpoint_every_chunks", "train.keep_checkpoints",
-                 "train.n_seeds")
+                 "train.n_seeds", "train.demean_returns")
 
 
 def is_hyper_key(key: str) -> bool:
