@@ -194,6 +194,11 @@ class DirectConfig:
     net_arch: tuple[int, ...] | None = None
     """Hidden layer widths of the policy (TQC's actor network, with tqc.layer_norm); null:
     tqc.net_arch."""
+    action_penalty: float = 0.0
+    """Penalty on the policy's pre-tanh output m (a_t = tanh(m_t)): J minus action_penalty x
+    the mean of m_t^2 over the episodes' hours, in reward units. It keeps the deterministic
+    policy off tanh's flat tails, where its gradient vanishes and no update can make it follow
+    its inputs again (issue 40, docs/methods.md); 0 = none (the step is then unchanged)."""
 
 
 BASELINE_INPUTS = ("momentum", "momentum_scaled", "crossover", "ridge")

@@ -213,6 +213,8 @@ def _validate_agent(a: AgentConfig, cfg: Config, s: str | None) -> None:
              "must be > 0 or null", s)
     _require(d.band_temperature > 0, "agent.direct.band_temperature",
              f"must be > 0, got {d.band_temperature}", s)
+    _require(d.action_penalty >= 0, "agent.direct.action_penalty",
+             f"must be >= 0, got {d.action_penalty}", s)
     _require(d.net_arch is None or (len(d.net_arch) >= 1 and all(h >= 1 for h in d.net_arch)),
              "agent.direct.net_arch", "must be null or a non-empty list of positive widths", s)
     names = list(a.baseline_inputs)

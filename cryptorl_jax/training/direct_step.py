@@ -12,7 +12,8 @@ One iteration of the chunk is one update (`agent.direct`):
             (`accounting.reward`, the curriculum's current churn and smoothness coefficients);
   update:   one Adam step on -J (`agent.direct.episode_objective`), the gradient taken through
             the whole scan: the ledger's exposure, cost, NAV and drifted weight, and the agent
-            state the policy reads the next hour.
+            state the policy reads the next hour; with agent.direct.action_penalty > 0, J minus
+            that times the mean squared pre-tanh output (metric `pre_tanh_sq`).
 The policy is deterministic: exploration comes only from the sampled starts and the
 observation noise. Episodes do not stop at ruin (an H-hour episode runs whole; the growth
 floor keeps the log finite); `ruined` counts those whose NAV fell below env.ruin_nav. An
@@ -79,6 +80,7 @@ def make_direct_member_step(spec: TrainerSpec, placement: Placement, direct: Dir
     d = spec.agent.direct
     horizon, window, n_local = d.horizon, spec.env.window, placement.n_envs_local
     n_updates = chunk_updates(spec)
+    penalised = d.action_penalty > 0
     total_steps = float(spec.total_env_steps)
     phase_ends = jnp.asarray(spec.phase_ends, jnp.float32)
     observe = make_observe(env_params, uses_embeddings)
@@ -106,7 +108,8 @@ def make_direct_member_step(spec: TrainerSpec, placement: Placement, direct: Dir
             obs = batched_observe(data, books.t, trading.book_agent_state(books))
             if noisy:  # static: the step without noise draws none (MemberStep's `noisy`)
                 obs = add_obs_noise(obs, key, *noise)
-            action = deterministic_action(policy(obs)[0])[:, 0]  # [n_local]
+            mean = policy(obs)[0]
+            action = deterministic_action(mean)[:, 0]  # [n_local]
             acc, nxt, _ = step_books(params, data.market, books, action, None,
                                      d.band_temperature)
             rew = accounting.reward(acc.pnl, acc.turnover, params.reward_scale, coeffs.churn,
@@ -115,6 +118,8 @@ def make_direct_member_step(spec: TrainerSpec, placement: Placement, direct: Dir
                    "financing": acc.financing, "churn_penalty": rew.churn,
                    "smooth_penalty": rew.smooth, "turnover": acc.turnover,
                    "exposure": jnp.abs(acc.exposure), "action": action, "nav": acc.next_nav}
+            if penalised:  # static: without the penalty the step is unchanged
+                out["pre_tanh_sq"] = jnp.square(mean[:, 0])
             return nxt, out
 
         _, path = jax.lax.scan(hour, books, keys)  # each [H, n_local]
@@ -123,7 +128,10 @@ def make_direct_member_step(spec: TrainerSpec, placement: Placement, direct: Dir
         aux["episode_nav"] = jnp.mean(path["nav"][-1])
         aux["ruined_share"] = jnp.mean(
             (jnp.min(path["nav"], axis=0) < params.ruin_nav).astype(jnp.float32))
-        return rewards, jax.lax.stop_gradient(aux)
+        penalty = jnp.mean(path["pre_tanh_sq"]) if penalised else None
+        if penalised:
+            aux["pre_tanh_sq"] = penalty
+        return rewards, jax.lax.stop_gradient(aux), penalty
 
     def chunk(agent: DirectState, local: DirectLocal, iteration, data: TrainData,
               hyper: Hyper, noisy: bool = True):
@@ -140,8 +148,12 @@ def make_direct_member_step(spec: TrainerSpec, placement: Placement, direct: Dir
             keys = jax.random.split(k_noise, horizon)
 
             def objective_fn(policy):
-                rewards, aux = episodes(policy, data, params, coeffs, t0, keys, noise, noisy)
-                return episode_objective(rewards, d.objective), aux
+                rewards, aux, penalty = episodes(policy, data, params, coeffs, t0, keys, noise,
+                                                 noisy)
+                objective = episode_objective(rewards, d.objective)
+                if penalised:
+                    objective = objective - d.action_penalty * penalty
+                return objective, aux
 
             agent, metrics = direct.update(agent, objective_fn, hyper.direct)
             return (agent, key, iteration + 1), metrics

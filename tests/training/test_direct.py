@@ -63,6 +63,22 @@ def test_the_gradient_through_the_ledger_follows_the_drift(learning, drift, tmp_
     assert sign * actions.mean() > 0.5, actions.mean()
 
 
+def test_the_action_penalty_keeps_the_policy_off_tanh_s_tails(tmp_path):
+    """agent.direct.action_penalty: on the strong-drift market the unpenalised policy runs to
+    the bound (the drift test above), a heavily penalised one stays inside it, and the step
+    reports the penalised quantity."""
+    cfg = tiny_config(*DIRECT, "env.fee_bps=0.5", "env.slippage_bps=0", "env.no_trade_band=0.02",
+                      "train.steps_per_chunk=50", "train.total_env_steps=25600",
+                      "train.checkpoint_every_chunks=100", "train.n_seeds=1",
+                      "agent.direct.action_penalty=0.5")
+    data = drift_data(cfg, 0.002)
+    result = train(cfg, data, tmp_path, trainer=trainer_for(cfg, 4),
+                   controls=TrainControls(resume=False))
+    last = result.history[-1]
+    assert 0 < last["pre_tanh_sq"] < 0.25, last["pre_tanh_sq"]
+    assert 0 < last["action"] < 0.5, last["action"]  # the drift's sign, well inside the bound
+
+
 def test_training_and_the_rollout_are_deterministic(learning, tmp_path):
     """Same config, seed and data: the same parameters, history and backtest actions."""
     cfg, trainer = learning
