@@ -128,9 +128,9 @@ def make_direct_member_step(spec: TrainerSpec, placement: Placement, direct: Dir
         aux["episode_nav"] = jnp.mean(path["nav"][-1])
         aux["ruined_share"] = jnp.mean(
             (jnp.min(path["nav"], axis=0) < params.ruin_nav).astype(jnp.float32))
-        penalty = jnp.mean(path["pre_tanh_sq"]) if penalised else None
+        penalty = None
         if penalised:
-            aux["pre_tanh_sq"] = penalty
+            penalty = aux["pre_tanh_sq"] = jnp.mean(path["pre_tanh_sq"])
         return rewards, jax.lax.stop_gradient(aux), penalty
 
     def chunk(agent: DirectState, local: DirectLocal, iteration, data: TrainData,

@@ -173,14 +173,13 @@ def observation_arrays(matrix: np.ndarray, embeddings: np.ndarray | None,
 def observation_dims(matrix: np.ndarray, embeddings: np.ndarray | None,
                      signals: np.ndarray | None, *, only_signals: bool = False
                      ) -> tuple[int, int | None]:
-    """(n_features, embedding_dim) of the agent's observation (`observation_arrays`): what
-    `stages.get_trainer` compiles for."""
-    s = 0 if signals is None else int(signals.shape[1])
-    if only_signals:
-        return (int(matrix.shape[1]), s) if embeddings is not None else (s, None)
-    if embeddings is not None:
-        return int(matrix.shape[1]), int(embeddings.shape[1]) + s
-    return int(matrix.shape[1]) + s, None
+    """(n_features, embedding_dim) of the agent's observation: the widths of
+    `observation_arrays` (built on no rows), what `stages.get_trainer` compiles for."""
+    m, e = observation_arrays(np.asarray(matrix[:0]),
+                              None if embeddings is None else np.asarray(embeddings[:0]),
+                              None if signals is None else np.asarray(signals[:0]),
+                              only_signals=only_signals)
+    return int(m.shape[1]), None if e is None else int(e.shape[1])
 
 
 def slice_data(cfg: Config, matrix: np.ndarray, close: np.ndarray, lo: int, hi: int,

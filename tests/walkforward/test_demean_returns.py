@@ -72,6 +72,15 @@ def test_the_walk_forward_trains_on_them_and_nothing_else_changes(tmp_path):
         np.testing.assert_array_equal(np.asarray(getattr(demeaned.data.market, name)),
                                       np.asarray(getattr(plain.data.market, name)),
                                       err_msg=name)
+    # rows after the train end, poisoned, move no value of the demeaned training slice
+    poisoned = market.copy()
+    end = seg[0].train_end
+    for col in [c for c in poisoned.columns if c.endswith(("_open", "_high", "_low",
+                                                             "_close"))]:
+        poisoned.iloc[end:, poisoned.columns.get_loc(col)] *= 3.0
+    again, = prepare_segments(demeaned_cfg, RunData.build(plain_cfg, poisoned), seg,
+                              [tmp_path / "c"])
+    np.testing.assert_array_equal(np.asarray(again.data.market.log_returns), d)
     # the plain slices are the market as it is
     raw = np.log(run.close[1:] / run.close[:-1])
     lo = seg[0].train_start - (len(r) - (seg[0].train_end - seg[0].train_start))
