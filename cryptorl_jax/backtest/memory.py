@@ -129,7 +129,7 @@ def baseline_memory_hours(cfg: Config, name: str) -> int:
         return max(max(b.momentum_lookbacks), MIN_SIGMA_HOURS)
     if name == "crossover":
         return max(max(w) for w in b.crossover_windows)
-    if name in ("ridge", "lightgbm"):
+    if name in ("ridge", "ridge_oof", "lightgbm"):
         smooth = max((geometric_hours(1.0 - 0.5 ** (1.0 / m), cfg.features.ffd_threshold)
                       for m in b.forecast_smoothing_hours if m > 0), default=0)
         return feature_row_memory(cfg) + smooth

@@ -28,6 +28,13 @@ same information; these are them:
 - `lightgbm` (optional, `baselines.lightgbm: true`): a LightGBM regressor on the same inputs,
   target and mapping.
 
+`ridge_oof` is not a baseline of its own but an agent input (`agent.baseline_inputs`): the
+ridge's action with, on the train rows, out-of-fold coefficients (`ridge_oof_blocks`): an
+expanding-window refit every `OOF_BLOCK_HOURS` on the labels that end before the block, so
+the column the agents learn from on the train rows is as good as it will be on the test rows
+(the in-sample ridge column looks better there than it ever is out of sample, and a learner
+trusts it; issue 40). From the train end on it is the ridge's own action.
+
 Each action goes through the same exposure mapping as the agent's (e_t = a_t L_t, the env's
 vol target and cap, the no-trade band), the same units-and-cash ledger, costs and financing
 (`backtest.replay.simulate`). Through that mapping even the sign rule is vol-scaled in
@@ -68,6 +75,9 @@ from cryptorl_jax.core.units import HOURS_PER_YEAR
 
 STRATEGIES = ("momentum", "momentum_scaled", "crossover", "ridge", "lightgbm")
 MIN_SIGMA_HOURS = 168
+OOF_BLOCK_HOURS = 720
+"""`ridge_oof`'s refit interval on the train rows: a month, the walk-forward's test step in
+the power study (a block's rows read coefficients fitted on labels that end before it)."""
 
 
 @dataclass
@@ -79,6 +89,8 @@ class Fitted:
     n_tried: int
     # actions(rows): the action decided at the close of each row in `rows` (absolute indices)
     act: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    # the ridge's out-of-fold action (`ridge_oof`, same signature); None unless asked for
+    oof: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
 
     def actions(self, first: int, last: int) -> np.ndarray:
         """Actions decided at the closes of rows first .. last - 1."""
@@ -325,8 +337,58 @@ def _train_forecaster(kind: str, market: Market, h: int, alpha: float, lo: int, 
     return _Forecaster(predict, market.features, rows), {**info, "fit_rows": int(len(rows))}
 
 
+def ridge_oof_blocks(market: Market, h: int, alpha: float, smoothing: float, start: int,
+                     end: int, block: int = OOF_BLOCK_HOURS) -> list[dict[str, Any]]:
+    """The out-of-fold refits behind `ridge_oof` on train rows [start, end): for every block
+    boundary b = start + k block < end, the ridge of the chosen horizon h and penalty alpha
+    fitted on decision rows [start, b - h) (their labels end at row b - 1's close, known when
+    row b decides), with its own scale (the sd of its smoothed forecast on those rows, as the
+    final fit's). A boundary with too few rows (< 2 per feature) has no refit: its rows read 0.
+    The setting (h, alpha, smoothing) and the feature transforms are the segment's, chosen on
+    all train rows (three numbers; the coefficients, which carry the fit, are out of fold)."""
+    y = forecast_target(market.close, h)
+    ok = np.isfinite(market.features).all(axis=1)
+    out = []
+    for b in range(start + block, end, block):
+        rows = _fit_rows(market, y, start, b - h)
+        if len(rows) < 2 * market.features.shape[1]:
+            continue
+        coef, intercept = ridge_fit(market.features[rows].astype(np.float64), y[rows], alpha)
+        raw = np.zeros(b - start)
+        seen = ok[start:b]
+        raw[seen] = market.features[start:b][seen].astype(np.float64) @ coef + intercept
+        scale = float(np.std(ema(raw, smoothing)[rows - start]))
+        out.append({"start": int(b), "coef": coef.tolist(), "intercept": intercept,
+                    "scale": scale if scale > 0 else 0.0})
+    return out
+
+
+def ridge_oof_actions(market: Market, final: dict[str, Any], oof: dict[str, Any]) -> np.ndarray:
+    """`ridge_oof`'s action at every row: clip(EMA(g)_t, -1, 1) with g_t the forecast in units
+    of its fit's scale, from the refit of t's block on the train rows (`ridge_oof_blocks`; 0
+    before the first block, and before the train rows), from the final fit (`final`: the
+    ridge's coef, intercept, scale) from the train end on. Causal: row t reads coefficients
+    fitted on labels that end by its close, and rows <= t through the EMA."""
+    feats = market.features
+    ok = np.isfinite(feats).all(axis=1)
+    g = np.zeros(len(feats))
+    end = int(oof["train"][1])
+    bounds = [(int(b["start"]), b) for b in oof["blocks"]] + [(end, final)]
+    for i, (lo, fit) in enumerate(bounds):
+        hi = bounds[i + 1][0] if i + 1 < len(bounds) else len(feats)
+        scale = float(fit["scale"])
+        rows = np.arange(lo, hi)[ok[lo:hi]]
+        if scale > 0 and len(rows):
+            coef = np.asarray(fit["coef"], np.float64)
+            if coef.shape != (feats.shape[1],):
+                raise ValueError(f"ridge_oof: {coef.shape[0]} coefficients for "
+                                 f"{feats.shape[1]} feature columns")
+            g[rows] = (feats[rows].astype(np.float64) @ coef + float(fit["intercept"])) / scale
+    return np.clip(ema(g, float(oof["smoothing_hours"])), -1.0, 1.0)
+
+
 def _forecaster_fit(kind: str, market: Market, env: EnvConfig, train: tuple[int, int],
-                    cfg: BaselinesConfig, seed: int) -> Fitted | None:
+                    cfg: BaselinesConfig, seed: int, oof: bool = False) -> Fitted | None:
     start, end = train
     n_val = int(round((end - start) * cfg.validation_fraction))
     v0 = end - n_val
@@ -365,7 +427,14 @@ def _forecaster_fit(kind: str, market: Market, env: EnvConfig, train: tuple[int,
               "validation_sharpe": _annual(scores[(h, a, m)]),
               "validation_rows": [int(v0), int(end)],
               "grid": [{**label(g), "validation_sharpe": _annual(scores[g])} for g in grid]}
-    return Fitted(kind, params, len(grid), policy)
+    oof_act = None
+    if oof and kind == "ridge":
+        params["oof"] = {"train": [int(start), int(end)], "block_hours": OOF_BLOCK_HOURS,
+                         "smoothing_hours": m,
+                         "blocks": ridge_oof_blocks(market, h, a, m, start, end)}
+        oof_path = ridge_oof_actions(market, params, params["oof"])
+        oof_act = lambda rows: oof_path[rows]  # noqa: E731
+    return Fitted(kind, params, len(grid), policy, oof=oof_act)
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,12 +443,16 @@ def _forecaster_fit(kind: str, market: Market, env: EnvConfig, train: tuple[int,
 
 
 def fit_all(cfg: BaselinesConfig, env: EnvConfig, market: Market, train: tuple[int, int],
-            seed: int = 0, only: tuple[str, ...] | None = None) -> list[Fitted]:
+            seed: int = 0, only: tuple[str, ...] | None = None,
+            oof: bool = False) -> list[Fitted]:
     """Every enabled baseline fitted on train rows [train[0], train[1]) only; `only`: just
     these names (whether or not baselines.enabled: the agent's inputs,
-    `agent.baseline_inputs`), in STRATEGIES' order."""
+    `agent.baseline_inputs`; `ridge_oof` there fits the ridge with `oof`), in STRATEGIES'
+    order. `oof`: the ridge also carries its out-of-fold action (`Fitted.oof`, `ridge_oof`)."""
     if only is None and not cfg.enabled:
         return []
+    if only is not None and "ridge_oof" in only:
+        only, oof = (*only, "ridge"), True
     wanted = [n for n in STRATEGIES if (n != "lightgbm" or cfg.lightgbm)] if only is None \
         else [n for n in STRATEGIES if n in only]
     close = market.close
@@ -399,7 +472,7 @@ def fit_all(cfg: BaselinesConfig, env: EnvConfig, market: Market, train: tuple[i
     out = []
     for name in wanted:
         f = rules[name]() if name in rules else _forecaster_fit(name, market, env, train, cfg,
-                                                                 seed)
+                                                                 seed, oof=oof)
         if f is not None:
             out.append(f)
     return out
@@ -429,10 +502,13 @@ def from_params(name: str, params: dict[str, Any], market: Market) -> Fitted:
             path = forecaster.actions(float(params["smoothing_hours"]), float(params["scale"]))
         else:
             raise ValueError(f"{name}: not rebuildable from its parameters")
+        oof_path = (ridge_oof_actions(market, params, params["oof"])
+                    if name == "ridge" and "oof" in params else None)
     except KeyError as e:
         raise ValueError(f"{name}: baselines.json lacks {e.args[0]!r}") from None
     return Fitted(name, dict(params), int(params.get("n_tried", 1)),
-                  lambda rows: path[rows])
+                  lambda rows: path[rows],
+                  oof=None if oof_path is None else (lambda rows: oof_path[rows]))
 
 
 def params_record(fitted: list[Fitted]) -> dict[str, Any]:

@@ -201,9 +201,10 @@ class DirectConfig:
     its inputs again (issue 40, docs/methods.md); 0 = none (the step is then unchanged)."""
 
 
-BASELINE_INPUTS = ("momentum", "momentum_scaled", "crossover", "ridge")
+BASELINE_INPUTS = ("momentum", "momentum_scaled", "crossover", "ridge", "ridge_oof")
 """The fitted baselines an agent can read (`agent.baseline_inputs`): those whose action a run
-rebuilds exactly from baselines.json (`backtest.strategies.from_params`)."""
+rebuilds exactly from baselines.json (`backtest.strategies.from_params`); `ridge_oof` is the
+ridge with out-of-fold coefficients on the train rows (`strategies.ridge_oof_actions`)."""
 
 
 @dataclass(frozen=True)
@@ -218,8 +219,10 @@ class AgentConfig:
     baseline_inputs: tuple[str, ...] = ()
     """Fitted baselines whose action at each hour the agents also read (the agent as a
     correction to the simple methods that see the same information): any of momentum,
-    momentum_scaled, crossover, ridge (`backtest.strategies`), fitted on the segment's train
-    rows only, as the report's baselines are; () = none.
+    momentum_scaled, crossover, ridge, ridge_oof (`backtest.strategies`), fitted on the
+    segment's train rows only, as the report's baselines are; () = none. ridge reads its
+    in-sample forecast on the train rows; ridge_oof the same ridge refitted every month on
+    the labels before it there (out of fold: as good on the train rows as on the test rows).
 
     Each is one more column of the observation's market part (appended to the embedding, or
     to the feature window with encoder.mode none), so observation noise reaches it too; not

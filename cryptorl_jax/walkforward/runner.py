@@ -102,7 +102,13 @@ def fit_baselines(cfg: Config, run: RunData, sm: SegmentMatrix, seg: Segment,
     only (`baseline_market`); `only`: just these names."""
     return strategies.fit_all(cfg.baselines, cfg.env, baseline_market(cfg, run, sm, seg),
                               (seg.train_start, seg.train_end), seed=cfg.seed * 1000 + seg.index,
-                              only=only)
+                              only=only, oof="ridge_oof" in cfg.agent.baseline_inputs)
+
+
+def _fitted_name(name: str) -> str:
+    """The fitted baseline behind an agent input (`ridge_oof` is the ridge's out-of-fold
+    action, `strategies.Fitted.oof`)."""
+    return "ridge" if name == "ridge_oof" else name
 
 
 def segment_baselines(cfg: Config, run: RunData, sm: SegmentMatrix, seg: Segment,
@@ -110,7 +116,8 @@ def segment_baselines(cfg: Config, run: RunData, sm: SegmentMatrix, seg: Segment
     """The baselines a segment fits: every enabled one when `with_baselines` (the report's),
     plus any of `agent.baseline_inputs` not among them (the agent reads them), each once."""
     fitted = fit_baselines(cfg, run, sm, seg) if with_baselines else []
-    missing = tuple(n for n in cfg.agent.baseline_inputs if n not in {f.name for f in fitted})
+    missing = tuple(dict.fromkeys(_fitted_name(n) for n in cfg.agent.baseline_inputs
+                                  if _fitted_name(n) not in {f.name for f in fitted}))
     if missing:
         fitted += fit_baselines(cfg, run, sm, seg, only=missing)
     return fitted
@@ -126,9 +133,17 @@ def baseline_signals(cfg: Config, fitted: Sequence[strategies.Fitted],
         return None
     by_name = {f.name: f for f in fitted}
     rows = np.arange(n_rows)
-    cols = [np.asarray(by_name[n].act(rows), np.float64) if n in by_name else np.zeros(n_rows)
-            for n in names]
-    return np.stack(cols, axis=1).astype(np.float32)
+
+    def column(name: str) -> np.ndarray:
+        f = by_name.get(_fitted_name(name))
+        if f is None:
+            return np.zeros(n_rows)
+        act = f.act if name != "ridge_oof" else f.oof
+        if act is None:
+            raise ValueError("ridge_oof: the ridge was fitted without its out-of-fold action")
+        return np.asarray(act(rows), np.float64)
+
+    return np.stack([column(n) for n in names], axis=1).astype(np.float32)
 
 
 def load_baseline_signals(cfg: Config, run: RunData, sm: SegmentMatrix,
@@ -148,7 +163,8 @@ def load_baseline_signals(cfg: Config, run: RunData, sm: SegmentMatrix,
     market = strategies.Market(close=run.close, tradable=run.tradable, features=sm.matrix,
                                lookback=lookback_rows(cfg))
     try:
-        fitted = [strategies.from_params(n, record[n], market) for n in names if n in record]
+        fitted = [strategies.from_params(n, record[n], market)
+                  for n in dict.fromkeys(map(_fitted_name, names)) if n in record]
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
     return baseline_signals(cfg, fitted, len(run.close))

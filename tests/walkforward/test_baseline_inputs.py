@@ -71,6 +71,14 @@ def test_a_rebuilt_baseline_acts_exactly_as_the_fitted_one():
     for f in fitted:
         rebuilt = strategies.from_params(f.name, record[f.name], market)
         np.testing.assert_array_equal(rebuilt.act(rows), f.act(rows), err_msg=f.name)
+        assert rebuilt.oof is None and f.oof is None
+    # the ridge with its out-of-fold column (ridge_oof): rebuilt from the record too
+    ridge = strategies.fit_all(SMALL, env, market, (100, 1000), only=("ridge_oof",))
+    assert [f.name for f in ridge] == ["ridge"] and ridge[0].oof is not None
+    record = json.loads(json.dumps(strategies.params_record(ridge)))
+    rebuilt = strategies.from_params("ridge", record["ridge"], market)
+    np.testing.assert_array_equal(rebuilt.oof(rows), ridge[0].oof(rows))
+    np.testing.assert_array_equal(rebuilt.act(rows), ridge[0].act(rows))
     assert np.std(fitted[-1].act(rows[1000:])) > 0  # the ridge really forecasts
     with pytest.raises(ValueError, match="coefficients"):
         strategies.from_params("ridge", record["ridge"],
@@ -144,7 +152,9 @@ def test_a_run_whose_agents_read_them_evaluates_to_its_own_rows(tmp_path, repo_r
     cfg = load_config(None, [*TINY_WFO, "run_name=inputs", "wfo.max_segments=1",
                              f"data.data_dir={data}", "data.cache_dir=null",
                              "output.plots=false",
-                             "agent.baseline_inputs=[momentum_scaled, ridge]",
+                             # baselines: the out-of-fold ridge, rebuilt by evaluate too
+                             "agent.baseline_inputs=[momentum_scaled, "
+                             f"{'ridge' if observation == 'full' else 'ridge_oof'}]",
                              "baselines.momentum_lookbacks=[24, 72]",
                              "baselines.forecast_horizons=[1, 24]",
                              f"agent.observation={observation}"])
@@ -152,6 +162,7 @@ def test_a_run_whose_agents_read_them_evaluates_to_its_own_rows(tmp_path, repo_r
     driver.run(cfg, run_dir)
     record = json.loads((run_dir / "segment_0" / "baselines.json").read_text())
     assert {"momentum_scaled", "ridge"} <= set(record)
+    assert ("oof" in record["ridge"]) == (observation == "baselines")
     if observation == "baselines":  # the actor reads the 2 signals and the book's 3 numbers
         import orbax.checkpoint as ocp
         saved = ocp.PyTreeCheckpointer().metadata(run_dir / "segment_0" / "agents")
@@ -165,3 +176,33 @@ def test_a_run_whose_agents_read_them_evaluates_to_its_own_rows(tmp_path, repo_r
     for col in ("exposure", "strategy", "action_0", "action_1"):
         np.testing.assert_allclose(got[col].to_numpy(np.float64), own[col].to_numpy(np.float64),
                                    rtol=0, atol=1e-9, err_msg=col)
+
+
+def test_ridge_oof_reads_no_later_train_row_and_is_the_ridge_after_the_train_end():
+    """On the train rows the in-sample ridge column reads labels after each row (its
+    coefficients are fitted on all of them); ridge_oof's does not: poisoning every row after
+    t inside the train window moves no ridge_oof value up to t, while the ridge's column
+    moves. From the train end on the two are the same action (up to the EMA's memory of the
+    spliced path). One grid point, so the setting cannot move with the poison."""
+    cfg = load_config(None, ["agent.baseline_inputs=[ridge, ridge_oof]"])
+    one = BaselinesConfig(forecast_horizons=(1,), ridge_alphas=(10.0,),
+                          forecast_smoothing_hours=(12.0,))
+    env = EnvConfig(vol_window=48, no_trade_band=0.0)
+    market = _market(n=3200, seed=3)
+    train, t = (100, 2600), 1800
+    assert strategies.OOF_BLOCK_HOURS == 720  # blocks start at rows 820, 1540, 2260
+    fitted = strategies.fit_all(one, env, market, train, only=("ridge", "ridge_oof"))
+    base = baseline_signals(cfg, fitted, len(market.close))
+    ridge, oof = base[:, 0], base[:, 1]
+    assert (oof[:820] == 0).all() and np.std(oof[820:train[1]]) > 0
+    np.testing.assert_allclose(oof[train[1] + 400:], ridge[train[1] + 400:], atol=1e-6)
+    assert len(fitted[0].params["oof"]["blocks"]) == 3
+    rng = np.random.default_rng(5)
+    close, feats = market.close.copy(), market.features.copy()
+    close[t + 1:] *= np.exp(np.cumsum(0.05 * rng.standard_normal(len(close) - t - 1)))
+    feats[t + 1:] = 50.0 * rng.standard_normal(feats[t + 1:].shape)
+    poisoned = strategies.Market(close, market.tradable, feats, market.lookback)
+    after = baseline_signals(cfg, strategies.fit_all(one, env, poisoned, train,
+                                                     only=("ridge", "ridge_oof")), len(close))
+    np.testing.assert_array_equal(after[:t + 1, 1], oof[:t + 1])
+    assert not np.array_equal(after[:t + 1, 0], ridge[:t + 1])  # the in-sample column moves
