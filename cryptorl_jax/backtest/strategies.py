@@ -29,11 +29,11 @@ same information; these are them:
   target and mapping.
 
 `ridge_oof` is not a baseline of its own but an agent input (`agent.baseline_inputs`): the
-ridge's action with, on the train rows, out-of-fold coefficients (`ridge_oof_blocks`): an
-expanding-window refit every `OOF_BLOCK_HOURS` on the labels that end before the block, so
-the column the agents learn from on the train rows is as good as it will be on the test rows
-(the in-sample ridge column looks better there than it ever is out of sample, and a learner
-trusts it; issue 40). From the train end on it is the ridge's own action.
+ridge's action with, on the train rows, out-of-fold forecasts (`ridge_oof_folds`: purged
+k-fold cross-fitting, each fold forecast by a ridge fitted on the other folds), so the
+column the agents learn from on the train rows is about as good as it will be on the test
+rows (the in-sample ridge column looks better there than it ever is out of sample, and a
+learner trusts it; issue 40). From the train end on it is the ridge's own action.
 
 Each action goes through the same exposure mapping as the agent's (e_t = a_t L_t, the env's
 vol target and cap, the no-trade band), the same units-and-cash ledger, costs and financing
@@ -75,9 +75,8 @@ from cryptorl_jax.core.units import HOURS_PER_YEAR
 
 STRATEGIES = ("momentum", "momentum_scaled", "crossover", "ridge", "lightgbm")
 MIN_SIGMA_HOURS = 168
-OOF_BLOCK_HOURS = 720
-"""`ridge_oof`'s refit interval on the train rows: a month, the walk-forward's test step in
-the power study (a block's rows read coefficients fitted on labels that end before it)."""
+OOF_FOLDS = 6
+"""`ridge_oof`'s folds on the train rows (three months each on an 18-month window)."""
 
 
 @dataclass
@@ -337,45 +336,49 @@ def _train_forecaster(kind: str, market: Market, h: int, alpha: float, lo: int, 
     return _Forecaster(predict, market.features, rows), {**info, "fit_rows": int(len(rows))}
 
 
-def ridge_oof_blocks(market: Market, h: int, alpha: float, smoothing: float, start: int,
-                     end: int, block: int = OOF_BLOCK_HOURS) -> list[dict[str, Any]]:
-    """The out-of-fold refits behind `ridge_oof` on train rows [start, end): for every block
-    boundary b = start + k block < end, the ridge of the chosen horizon h and penalty alpha
-    fitted on decision rows [start, b - h) (their labels end at row b - 1's close, known when
-    row b decides), with its own scale (the sd of its smoothed forecast on those rows, as the
-    final fit's). A boundary with too few rows (< 2 per feature) has no refit: its rows read 0.
-    The setting (h, alpha, smoothing) and the feature transforms are the segment's, chosen on
-    all train rows (three numbers; the coefficients, which carry the fit, are out of fold)."""
+def ridge_oof_folds(market: Market, h: int, alpha: float, smoothing: float, start: int,
+                    end: int, folds: int = OOF_FOLDS) -> list[dict[str, Any]]:
+    """The cross-fits behind `ridge_oof` on train rows [start, end): the rows cut into `folds`
+    contiguous folds, and for each the ridge of the chosen horizon h and penalty alpha fitted
+    on the train rows outside it, purged (de Prado 2018, ch. 7): no decision row whose label
+    reaches into the fold (the h rows before it) and none whose label reads the fold's prices
+    through its vol (the `MIN_SIGMA_HOURS` + h rows after it, the embargo), so a fold's
+    coefficients read nothing of the fold's prices. Each with its own scale (the sd of its
+    smoothed forecast on its fit rows, as the final fit's). A fold whose complement has too few
+    rows (< 2 per feature) has no fit: its rows read 0. The setting (h, alpha, smoothing) and
+    the feature transforms are the segment's, chosen on all train rows."""
     y = forecast_target(market.close, h)
     ok = np.isfinite(market.features).all(axis=1)
+    edges = np.linspace(start, end, folds + 1).round().astype(int)
     out = []
-    for b in range(start + block, end, block):
-        rows = _fit_rows(market, y, start, b - h)
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        rows = np.concatenate([_fit_rows(market, y, start, min(lo - h, end - h)),
+                               _fit_rows(market, y, hi + MIN_SIGMA_HOURS + h, end - h)])
         if len(rows) < 2 * market.features.shape[1]:
             continue
         coef, intercept = ridge_fit(market.features[rows].astype(np.float64), y[rows], alpha)
-        raw = np.zeros(b - start)
-        seen = ok[start:b]
-        raw[seen] = market.features[start:b][seen].astype(np.float64) @ coef + intercept
+        raw = np.zeros(end - start)
+        seen = ok[start:end]
+        raw[seen] = market.features[start:end][seen].astype(np.float64) @ coef + intercept
         scale = float(np.std(ema(raw, smoothing)[rows - start]))
-        out.append({"start": int(b), "coef": coef.tolist(), "intercept": intercept,
-                    "scale": scale if scale > 0 else 0.0})
+        out.append({"start": int(lo), "end": int(hi), "coef": coef.tolist(),
+                    "intercept": intercept, "scale": scale if scale > 0 else 0.0})
     return out
 
 
 def ridge_oof_actions(market: Market, final: dict[str, Any], oof: dict[str, Any]) -> np.ndarray:
     """`ridge_oof`'s action at every row: clip(EMA(g)_t, -1, 1) with g_t the forecast in units
-    of its fit's scale, from the refit of t's block on the train rows (`ridge_oof_blocks`; 0
-    before the first block, and before the train rows), from the final fit (`final`: the
-    ridge's coef, intercept, scale) from the train end on. Causal: row t reads coefficients
-    fitted on labels that end by its close, and rows <= t through the EMA."""
+    of its fit's scale: on a train row from the fit that left its fold out
+    (`ridge_oof_folds`), from the train end on from the final fit (`final`: the ridge's coef,
+    intercept, scale), 0 before the train rows. From the train end on it reads rows <= t
+    only (causal, as every input the agents trade on); on the train rows it is a cross-fit,
+    like every transform fitted on the train rows."""
     feats = market.features
     ok = np.isfinite(feats).all(axis=1)
     g = np.zeros(len(feats))
     end = int(oof["train"][1])
-    bounds = [(int(b["start"]), b) for b in oof["blocks"]] + [(end, final)]
-    for i, (lo, fit) in enumerate(bounds):
-        hi = bounds[i + 1][0] if i + 1 < len(bounds) else len(feats)
+    parts = [(int(f["start"]), int(f["end"]), f) for f in oof["folds"]]
+    for lo, hi, fit in [*parts, (end, len(feats), final)]:
         scale = float(fit["scale"])
         rows = np.arange(lo, hi)[ok[lo:hi]]
         if scale > 0 and len(rows):
@@ -429,9 +432,8 @@ def _forecaster_fit(kind: str, market: Market, env: EnvConfig, train: tuple[int,
               "grid": [{**label(g), "validation_sharpe": _annual(scores[g])} for g in grid]}
     oof_act = None
     if oof and kind == "ridge":
-        params["oof"] = {"train": [int(start), int(end)], "block_hours": OOF_BLOCK_HOURS,
-                         "smoothing_hours": m,
-                         "blocks": ridge_oof_blocks(market, h, a, m, start, end)}
+        params["oof"] = {"train": [int(start), int(end)], "smoothing_hours": m,
+                         "folds": ridge_oof_folds(market, h, a, m, start, end)}
         oof_path = ridge_oof_actions(market, params, params["oof"])
         oof_act = lambda rows: oof_path[rows]  # noqa: E731
     return Fitted(kind, params, len(grid), policy, oof=oof_act)

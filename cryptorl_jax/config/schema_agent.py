@@ -221,8 +221,8 @@ class AgentConfig:
     correction to the simple methods that see the same information): any of momentum,
     momentum_scaled, crossover, ridge, ridge_oof (`backtest.strategies`), fitted on the
     segment's train rows only, as the report's baselines are; () = none. ridge reads its
-    in-sample forecast on the train rows; ridge_oof the same ridge refitted every month on
-    the labels before it there (out of fold: as good on the train rows as on the test rows).
+    in-sample forecast on the train rows; ridge_oof the same ridge cross-fitted there (purged
+    6-fold: each fold forecast by a fit on the others), about as good there as out of sample.
 
     Each is one more column of the observation's market part (appended to the embedding, or
     to the feature window with encoder.mode none), so observation noise reaches it too; not

@@ -178,31 +178,37 @@ def test_a_run_whose_agents_read_them_evaluates_to_its_own_rows(tmp_path, repo_r
                                    rtol=0, atol=1e-9, err_msg=col)
 
 
-def test_ridge_oof_reads_no_later_train_row_and_is_the_ridge_after_the_train_end():
-    """On the train rows the in-sample ridge column reads labels after each row (its
-    coefficients are fitted on all of them); ridge_oof's does not: poisoning every row after
-    t inside the train window moves no ridge_oof value up to t, while the ridge's column
-    moves. From the train end on the two are the same action (up to the EMA's memory of the
-    spliced path). One grid point, so the setting cannot move with the poison."""
+def test_ridge_oof_forecasts_each_fold_without_its_prices_and_is_the_ridge_after_train_end():
+    """On the train rows the in-sample ridge column is fitted on every row's label, its own
+    included; ridge_oof's rows are forecast by a ridge that read nothing of their fold's
+    prices (purged k-fold): poisoning the closes of one fold moves no ridge_oof value in it
+    (no smoothing, so nothing carries in from the neighbouring folds), while the in-sample
+    column moves. From the train end on the two are the same action (up to the EMA's memory
+    of the train rows). One grid point, so the setting cannot move with the poison."""
     cfg = load_config(None, ["agent.baseline_inputs=[ridge, ridge_oof]"])
-    one = BaselinesConfig(forecast_horizons=(1,), ridge_alphas=(10.0,),
-                          forecast_smoothing_hours=(12.0,))
     env = EnvConfig(vol_window=48, no_trade_band=0.0)
     market = _market(n=3200, seed=3)
-    train, t = (100, 2600), 1800
-    assert strategies.OOF_BLOCK_HOURS == 720  # blocks start at rows 820, 1540, 2260
-    fitted = strategies.fit_all(one, env, market, train, only=("ridge", "ridge_oof"))
-    base = baseline_signals(cfg, fitted, len(market.close))
+    train = (100, 2800)  # six folds of 450 rows: fold 2 is rows 1000 .. 1449
+    fold = (1000, 1450)
+    assert strategies.OOF_FOLDS == 6
+
+    def columns(m: strategies.Market, smoothing: float) -> np.ndarray:
+        one = BaselinesConfig(forecast_horizons=(1,), ridge_alphas=(10.0,),
+                              forecast_smoothing_hours=(smoothing,))
+        fitted = strategies.fit_all(one, env, m, train, only=("ridge", "ridge_oof"))
+        assert [f["start"] for f in fitted[0].params["oof"]["folds"]][2] == fold[0]
+        return baseline_signals(cfg, fitted, len(m.close))
+
+    base = columns(market, 12.0)
     ridge, oof = base[:, 0], base[:, 1]
-    assert (oof[:820] == 0).all() and np.std(oof[820:train[1]]) > 0
+    assert (oof[:train[0]] == 0).all() and np.std(oof[train[0]:train[1]]) > 0
     np.testing.assert_allclose(oof[train[1] + 400:], ridge[train[1] + 400:], atol=1e-6)
-    assert len(fitted[0].params["oof"]["blocks"]) == 3
+    base = columns(market, 0.0)
+    close = market.close.copy()
     rng = np.random.default_rng(5)
-    close, feats = market.close.copy(), market.features.copy()
-    close[t + 1:] *= np.exp(np.cumsum(0.05 * rng.standard_normal(len(close) - t - 1)))
-    feats[t + 1:] = 50.0 * rng.standard_normal(feats[t + 1:].shape)
-    poisoned = strategies.Market(close, market.tradable, feats, market.lookback)
-    after = baseline_signals(cfg, strategies.fit_all(one, env, poisoned, train,
-                                                     only=("ridge", "ridge_oof")), len(close))
-    np.testing.assert_array_equal(after[:t + 1, 1], oof[:t + 1])
-    assert not np.array_equal(after[:t + 1, 0], ridge[:t + 1])  # the in-sample column moves
+    close[fold[0]:fold[1]] *= np.exp(0.05 * rng.standard_normal(fold[1] - fold[0]))
+    poisoned = strategies.Market(close, market.tradable, market.features, market.lookback)
+    after = columns(poisoned, 0.0)
+    rows = slice(*fold)
+    np.testing.assert_array_equal(after[rows, 1], base[rows, 1])
+    assert not np.allclose(after[rows, 0], base[rows, 0])  # the in-sample column moves
