@@ -193,7 +193,8 @@ class DirectConfig:
     the traded share of a target move d is sigmoid((|d| - band) / band_temperature)."""
     net_arch: tuple[int, ...] | None = None
     """Hidden layer widths of the policy (TQC's actor network, with tqc.layer_norm); null:
-    tqc.net_arch."""
+    tqc.net_arch; []: no hidden layer, a linear policy a_t = tanh(w . o_t + b) (with
+    agent.observation baselines, a learnt blend of the baselines and the book's state)."""
     action_penalty: float = 0.0
     """Penalty on the policy's pre-tanh output m (a_t = tanh(m_t)): J minus action_penalty x
     the mean of m_t^2 over the episodes' hours, in reward units. It keeps the deterministic

@@ -215,8 +215,9 @@ def _validate_agent(a: AgentConfig, cfg: Config, s: str | None) -> None:
              f"must be > 0, got {d.band_temperature}", s)
     _require(d.action_penalty >= 0, "agent.direct.action_penalty",
              f"must be >= 0, got {d.action_penalty}", s)
-    _require(d.net_arch is None or (len(d.net_arch) >= 1 and all(h >= 1 for h in d.net_arch)),
-             "agent.direct.net_arch", "must be null or a non-empty list of positive widths", s)
+    _require(d.net_arch is None or all(h >= 1 for h in d.net_arch),
+             "agent.direct.net_arch", "must be null or a list of positive widths ([]: linear)",
+             s)
     names = list(a.baseline_inputs)
     bad = [n for n in names if n not in BASELINE_INPUTS]
     _require(not bad, "agent.baseline_inputs",

@@ -42,3 +42,20 @@ def test_an_update_ascends_the_objective_and_acts_deterministically():
     fresh = direct.init(jax.random.key(0))
     np.testing.assert_array_equal(np.asarray(state.params["log_std"]["kernel"][...]),
                                   np.asarray(fresh.params["log_std"]["kernel"][...]))
+
+
+def test_an_empty_net_arch_is_a_linear_policy():
+    """agent.direct.net_arch []: a_t = tanh(w . o_t + b), nothing else learnt."""
+    from cryptorl_jax.config import load_config
+
+    cfg = load_config(None, ["agent.kind=direct", "agent.direct.net_arch=[]"])
+    assert cfg.agent.direct.net_arch == ()
+    direct = make_direct(DirectConfig(), (), (jnp.zeros(5),))
+    state = direct.init(jax.random.key(0))
+    kernels = [x.shape for x in jax.tree.leaves(state.params) if x.ndim == 2]
+    assert sorted(kernels) == [(5, 1), (5, 1)]  # the mean head (and the unread log-std head)
+    obs = (jnp.asarray(np.random.default_rng(1).normal(size=(8, 5)), jnp.float32),)
+    w = np.asarray(state.params["mean"]["kernel"][...])
+    b = np.asarray(state.params["mean"]["bias"][...])
+    np.testing.assert_allclose(np.asarray(direct.act_deterministic(state, obs)),
+                               np.tanh(np.asarray(obs[0]) @ w + b), rtol=1e-5, atol=1e-6)

@@ -27,7 +27,7 @@ def test_an_unknown_kind_names_the_key_and_the_choices(tmp_path):
     ("agent.direct.learning_rate=0", "agent.direct.learning_rate"),
     ("agent.direct.band_temperature=0", "agent.direct.band_temperature"),
     ("agent.direct.max_grad_norm=-1", "agent.direct.max_grad_norm"),
-    ("agent.direct.net_arch=[]", "agent.direct.net_arch"),
+    ("agent.direct.net_arch=[0]", "agent.direct.net_arch"),
 ])
 def test_impossible_direct_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=f"'{key}'"):
