@@ -80,6 +80,9 @@ log = logging.getLogger("cryptorl_jax.power")
 DETECTION_PSR = calibration.LEVEL  # the PSR-only detection shown beside the verdict's
 # where a page's ablation section starts (scripts/power_ablation.py writes it; --doc keeps it)
 ABLATION_MARKER = "<!-- ablation: scripts/power_ablation.py -->"
+LEARNERS_MARKER = "<!-- learners: scripts/power_learners.py -->"
+KEPT_MARKERS = (LEARNERS_MARKER, ABLATION_MARKER)
+"""The sections other commands write into the page, in page order; `--doc` keeps them."""
 
 
 @dataclass
@@ -327,10 +330,10 @@ def run_power(cfg: Config, out_dir: str | Path, families: Sequence[str],
         figure = doc_path.with_suffix(".png")  # beside the page, named after it
         shutil.copyfile(dest / "power.png", figure)
         page = md.replace("](power.png)", f"]({figure.name})")
-        if doc_path.is_file():  # keep the page's ablation section (another command's)
+        if doc_path.is_file():  # keep the sections other commands write (KEPT_MARKERS)
             old = doc_path.read_text()
-            if ABLATION_MARKER in old:
-                page = page.rstrip("\n") + "\n\n" + ABLATION_MARKER + \
-                    old.split(ABLATION_MARKER, 1)[1]
+            at = min((old.index(m) for m in KEPT_MARKERS if m in old), default=None)
+            if at is not None:
+                page = page.rstrip("\n") + "\n\n" + old[at:]
         write_atomic(doc_path, page)
     return PowerResult(rows=frame, summary=summary, out_dir=dest, doc=doc_path, seconds=seconds)

@@ -245,7 +245,17 @@ def test_the_ablation_section_is_measured_like_power_and_kept_by_it(study, tmp_p
     for col in ("sharpe", "oracle_sharpe", "drift_captured", "insample_sharpe"):
         assert got[col] == pytest.approx(want[col], rel=1e-9), col
     section = text.split(power.ABLATION_MARKER, 1)[1]
-    # the power page rewritten (its runs resumed): the ablation section survives unchanged
+    # the learners section (scripts/power_learners.py) goes before it and keeps it
+    learners = _script_module("power_learners")
+    assert learners.main(["--learner", f"tqc={out}", "--doc", str(page)]) == 0
+    text = page.read_text()
+    assert text.index(power.LEARNERS_MARKER) < text.index(power.ABLATION_MARKER)
+    assert text.split(power.ABLATION_MARKER, 1)[1] == section
+    mine = text.split(power.LEARNERS_MARKER, 1)[1].split(power.ABLATION_MARKER)[0]
+    assert "### selection set" in mine and "| trend |" in mine
+    assert learners.main(["--learner", f"tqc={out}", "--doc", str(page)]) == 0
+    assert page.read_text() == text  # rewriting it replaces it, once
+    # the power page rewritten (its runs resumed): both sections survive unchanged
     power.planted_writer = lambda *a, **k: (_ for _ in ()).throw(AssertionError("rewritten"))
     try:
         power.run_power(cfg, out, ["trend"], [4.0], 1, resume=True, progress=False, doc=page,
@@ -254,6 +264,7 @@ def test_the_ablation_section_is_measured_like_power_and_kept_by_it(study, tmp_p
         power.planted_writer = write_planted_market
     again = page.read_text()
     assert "`again`" in again and again.split(power.ABLATION_MARKER, 1)[1] == section
+    assert power.LEARNERS_MARKER + mine in again
     with pytest.raises(SystemExit, match="not named"):
         ablation.main([str(out / "pw-power"), "--markets", str(out / "pw-markets")])
     # the rows of the first invocation (--rows) beside the run measured again: an older row of
@@ -269,14 +280,44 @@ def test_the_ablation_section_is_measured_like_power_and_kept_by_it(study, tmp_p
     assert rows["sharpe"].nunique() == 1  # not -99
 
 
-def _ablation_module():
+def _script_module(name: str):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "power_ablation", Path(__file__).parents[2] / "scripts" / "power_ablation.py")
+        name, Path(__file__).parents[2] / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _ablation_module():
+    return _script_module("power_ablation")
+
+
+def test_the_learners_table_judges_issue_40s_bars():
+    """scripts/power_learners.py: per set and family, each learner's mean and worst repeat
+    against the best baseline's mean over the same repeats, and the done-when bars."""
+    learners = _script_module("power_learners")
+
+    def rows(learner, family, sharpes, **extra):
+        base = {"set": "heldout", "family": family, "strength": 0.0 if family == "none" else 4.0,
+                "oracle_sharpe": 3.0, "drift_captured": 0.6, "insample_sharpe": 1.0,
+                "turnover": 10.0, "momentum_sharpe": 1.0, "momentum_scaled_sharpe": 2.0,
+                "crossover_sharpe": 0.5, "ridge_sharpe": 1.5, "learner": learner, **extra}
+        return [{**base, "repeat": r, "sharpe": x} for r, x in enumerate(sharpes)]
+
+    frame = pd.DataFrame([*rows("a", "trend", [1.9, 1.8, 1.9]),
+                          *rows("b", "trend", [3.0, 2.9, -0.1]),
+                          *rows("a", "lead", [2.0, 2.0], drift_captured=0.1),
+                          *rows("a", "none", [-0.4, -0.7, 0.0], insample_sharpe=1.6)])
+    t = learners.learner_table(frame).set_index(["family", "learner"])
+    a = t.loc[("trend", "a")]
+    assert a["best_baseline"] == "momentum_scaled" and a["vs_best"] == pytest.approx(0.9333, 1e-3)
+    assert a["bars"] == "+ >= 90 % of best, + worst > 0, + drift >= 0.5"
+    assert t.loc[("trend", "b"), "bars"] == "+ >= 90 % of best, - worst > 0, + drift >= 0.5"
+    assert t.loc[("lead", "a"), "bars"] == "+ >= 90 % of best, + worst > 0 (2 repeats: < 3)"
+    assert t.loc[("none", "a"), "bars"] == \
+        "+ mean >= -0.5, - in-sample < 1.5, + turnover <= 20"
 
 
 def test_ablation_rows_carry_over_and_the_widest_variants_are_paired(tmp_path):
