@@ -51,17 +51,34 @@ def read_learner(label: str, out_dirs: list[Path]) -> pd.DataFrame:
         frames += [with_set(pd.read_csv(p)) for p in found]
     rows = pd.concat(frames, ignore_index=True).drop_duplicates(
         ["set", "family", "strength", "repeat"], keep="last", ignore_index=True)
-    return rows.assign(learner=label, settings=_settings(rows))
+    return rows.assign(learner=label, settings=_settings(rows), commits=_commits(rows))
 
 
-def _settings(rows: pd.DataFrame) -> str:
+def _infos(rows: pd.DataFrame) -> list[dict]:
+    out = []
     for run_dir in rows.get("run_dir", pd.Series(dtype=str)).dropna():
         info = Path(run_dir) / "run_info.json"
         if info.is_file():
-            cmd = json.loads(info.read_text()).get("command") or []
-            sets = [cmd[i + 1] for i, a in enumerate(cmd[:-1]) if a == "--set"]
-            return " ".join(s for s in sets if not s.startswith(("data.", "run_name=")))
+            out.append(json.loads(info.read_text()))
+    return out
+
+
+def _settings(rows: pd.DataFrame) -> str:
+    for info in _infos(rows):
+        cmd = info.get("command") or []
+        sets = [cmd[i + 1] for i, a in enumerate(cmd[:-1]) if a == "--set"]
+        return " ".join(s for s in sets if not s.startswith(("data.", "run_name=")))
     return ""
+
+
+def _commits(rows: pd.DataFrame) -> str:
+    """The commits the learner's runs were computed at (run_info.json), short, in order."""
+    seen = {}
+    for info in _infos(rows):
+        git = info.get("git") or {}
+        if git.get("sha"):
+            seen[git["sha"][:7] + (" dirty" if git.get("dirty") else "")] = None
+    return ", ".join(seen) or "unknown"
 
 
 def learner_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -79,7 +96,8 @@ def learner_table(rows: pd.DataFrame) -> pd.DataFrame:
                "turnover": g["turnover"].mean(),
                "best_baseline": best, "best_baseline_sharpe": base.get(best, float("nan"))}
         row["vs_best"] = row["sharpe_mean"] / row["best_baseline_sharpe"] \
-            if best is not None and row["best_baseline_sharpe"] > 0 else float("nan")
+            if best is not None and row["best_baseline_sharpe"] > 0 and family != "none" \
+            else float("nan")  # nothing to recover where nothing is planted
         row["bars"] = bars(row)
         out.append(row)
     return pd.DataFrame(out)
@@ -104,7 +122,8 @@ def bars(row: dict) -> str:
     return text + ("" if row["repeats"] >= 3 else f" ({row['repeats']} repeats: < 3)")
 
 
-def section(table: pd.DataFrame, settings: dict[str, str], command: str) -> str:
+def section(table: pd.DataFrame, settings: dict[str, str], commits: dict[str, str],
+            command: str) -> str:
     lines = [power.LEARNERS_MARKER, "## The learners side by side, on both market sets", "",
              f"Written by `{command}` (scripts/power_learners.py) from the power runs' own "
              "power.csv. `sharpe_mean` / `sharpe_worst`: the ensemble's stitched OOS Sharpe "
@@ -114,6 +133,7 @@ def section(table: pd.DataFrame, settings: dict[str, str], command: str) -> str:
              "- not. The held-out rows confirm settings chosen on the selection set; no "
              "setting was chosen on them.", ""]
     lines += [f"- `{k}`: {v or 'configs/power.yaml as it is'}" for k, v in settings.items()]
+    lines += [f"- `{k}` computed at {v}" for k, v in commits.items()]
     for set_ in ("selection", "heldout"):
         part = table[table["set"] == set_]
         if part.empty:
@@ -155,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python scripts/power_learners.py " + " ".join(
         f"--learner {x}" for x in args.learner) + (f" --doc {args.doc}" if args.doc else "")
     text = section(table, {f["learner"].iloc[0]: f["settings"].iloc[0] for f in learners},
-                   command)
+                   {f["learner"].iloc[0]: f["commits"].iloc[0] for f in learners}, command)
     if args.csv:
         table.to_csv(args.csv, index=False)
     if args.doc:
