@@ -44,17 +44,6 @@ from cryptorl_jax.studies.protocol import decisions_table
 
 TAG = re.compile(r"^(?P<variant>.+)-(?P<family>trend|lead|regime|none)-s(?P<strength>[0-9.]+)"
                  r"-r(?P<repeat>\d+)$")
-IGNORED_SETS = ("data.data_dir=", "run_name=", "output.")
-
-
-def run_sets(run_dir: Path) -> list[str]:
-    """The run's --set overrides (those that change what is learnt), from run_info.json."""
-    info = json.loads((run_dir / "run_info.json").read_text())
-    cmd = info.get("command") or []
-    sets = [cmd[i + 1] for i, a in enumerate(cmd[:-1]) if a == "--set"]
-    return [s for s in sets if not s.startswith(IGNORED_SETS)]
-
-
 # a row of the table: the run's variant and settings, its market, then the measured figures
 ROW_COLUMNS = ("variant", "settings", "family", "repeat", "oracle_sharpe", "sharpe",
                "seed_sharpe_min", "drift_captured", "insample_drift_captured",
@@ -80,7 +69,7 @@ def ablation_rows(run_dirs: list[Path], markets: Path) -> pd.DataFrame:
                              f"(studies/protocol.py)")
         cfg = Run.load(run_dir).config
         row = power.cell_row(cfg, cell, data_dir, run_dir)
-        rows.append({"variant": m["variant"], "settings": " ".join(run_sets(run_dir)),
+        rows.append({"variant": m["variant"], "settings": " ".join(power.run_sets(run_dir)),
                      **{k: row[k] for k in ROW_COLUMNS[2:]}})
     return pd.DataFrame(rows)
 

@@ -64,10 +64,9 @@ def _infos(rows: pd.DataFrame) -> list[dict]:
 
 
 def _settings(rows: pd.DataFrame) -> str:
-    for info in _infos(rows):
-        cmd = info.get("command") or []
-        sets = [cmd[i + 1] for i, a in enumerate(cmd[:-1]) if a == "--set"]
-        return " ".join(s for s in sets if not s.startswith(("data.", "run_name=")))
+    for run_dir in rows.get("run_dir", pd.Series(dtype=str)).dropna():
+        if (Path(run_dir) / "run_info.json").is_file():
+            return " ".join(power.run_sets(Path(run_dir)))
     return ""
 
 

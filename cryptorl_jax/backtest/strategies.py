@@ -449,12 +449,10 @@ def fit_all(cfg: BaselinesConfig, env: EnvConfig, market: Market, train: tuple[i
             oof: bool = False) -> list[Fitted]:
     """Every enabled baseline fitted on train rows [train[0], train[1]) only; `only`: just
     these names (whether or not baselines.enabled: the agent's inputs,
-    `agent.baseline_inputs`; `ridge_oof` there fits the ridge with `oof`), in STRATEGIES'
-    order. `oof`: the ridge also carries its out-of-fold action (`Fitted.oof`, `ridge_oof`)."""
+    `agent.baseline_inputs`), in STRATEGIES' order. `oof`: the ridge also carries its
+    out-of-fold action (`Fitted.oof`: the agent input `ridge_oof`)."""
     if only is None and not cfg.enabled:
         return []
-    if only is not None and "ridge_oof" in only:
-        only, oof = (*only, "ridge"), True
     wanted = [n for n in STRATEGIES if (n != "lightgbm" or cfg.lightgbm)] if only is None \
         else [n for n in STRATEGIES if n in only]
     close = market.close

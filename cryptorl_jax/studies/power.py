@@ -83,6 +83,16 @@ ABLATION_MARKER = "<!-- ablation: scripts/power_ablation.py -->"
 LEARNERS_MARKER = "<!-- learners: scripts/power_learners.py -->"
 KEPT_MARKERS = (LEARNERS_MARKER, ABLATION_MARKER)
 """The sections other commands write into the page, in page order; `--doc` keeps them."""
+IGNORED_SETS = ("data.data_dir=", "run_name=", "output.")
+
+
+def run_sets(run_dir: Path) -> list[str]:
+    """A power run's --set overrides (those that change what is learnt), from its
+    run_info.json: the settings scripts/power_ablation.py and power_learners.py print."""
+    info = json.loads((Path(run_dir) / "run_info.json").read_text())
+    cmd = info.get("command") or []
+    sets = [cmd[i + 1] for i, a in enumerate(cmd[:-1]) if a == "--set"]
+    return [s for s in sets if not s.startswith(IGNORED_SETS)]
 
 
 @dataclass

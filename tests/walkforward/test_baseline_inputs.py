@@ -73,7 +73,7 @@ def test_a_rebuilt_baseline_acts_exactly_as_the_fitted_one():
         np.testing.assert_array_equal(rebuilt.act(rows), f.act(rows), err_msg=f.name)
         assert rebuilt.oof is None and f.oof is None
     # the ridge with its out-of-fold column (ridge_oof): rebuilt from the record too
-    ridge = strategies.fit_all(SMALL, env, market, (100, 1000), only=("ridge_oof",))
+    ridge = strategies.fit_all(SMALL, env, market, (100, 1000), only=("ridge",), oof=True)
     assert [f.name for f in ridge] == ["ridge"] and ridge[0].oof is not None
     record = json.loads(json.dumps(strategies.params_record(ridge)))
     rebuilt = strategies.from_params("ridge", record["ridge"], market)
@@ -110,9 +110,16 @@ def test_the_columns_read_no_future_row_and_are_fitted_on_train_rows_only():
     close[train[1]:] *= np.exp(np.cumsum(0.05 * rng.standard_normal(len(close) - train[1])))
     feats[train[1]:] = 50.0 * rng.standard_normal(feats[train[1]:].shape)
     poisoned = strategies.Market(close, market.tradable, feats, market.lookback)
-    fitted = strategies.fit_all(SMALL, env, market, train, only=INPUTS)
-    refit = strategies.fit_all(SMALL, env, poisoned, train, only=INPUTS)
+    fitted = strategies.fit_all(SMALL, env, market, train, only=INPUTS, oof=True)
+    refit = strategies.fit_all(SMALL, env, poisoned, train, only=INPUTS, oof=True)
     assert strategies.params_record(refit) == strategies.params_record(fitted)
+    assert "folds" in strategies.params_record(fitted)["ridge"]["oof"]
+    # ridge_oof too: rows from the train end on, poisoned, move no train-row value of it
+    oof_cfg = load_config(None, ["agent.baseline_inputs=[ridge_oof]"])
+    before = baseline_signals(oof_cfg, fitted, len(market.close))[:, 0]
+    after = baseline_signals(oof_cfg, refit, len(close))[:, 0]
+    np.testing.assert_array_equal(after[:train[1]], before[:train[1]])
+    assert np.std(before[train[0]:train[1]]) > 0
 
 
 def test_the_columns_go_where_the_agent_reads_the_market():
@@ -195,7 +202,7 @@ def test_ridge_oof_forecasts_each_fold_without_its_prices_and_is_the_ridge_after
     def columns(m: strategies.Market, smoothing: float) -> np.ndarray:
         one = BaselinesConfig(forecast_horizons=(1,), ridge_alphas=(10.0,),
                               forecast_smoothing_hours=(smoothing,))
-        fitted = strategies.fit_all(one, env, m, train, only=("ridge", "ridge_oof"))
+        fitted = strategies.fit_all(one, env, m, train, only=("ridge",), oof=True)
         assert [f["start"] for f in fitted[0].params["oof"]["folds"]][2] == fold[0]
         return baseline_signals(cfg, fitted, len(m.close))
 
