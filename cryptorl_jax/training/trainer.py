@@ -38,7 +38,6 @@ from cryptorl_jax.training.direct_step import (
     chunk_updates,
     make_direct_member_step,
 )
-from cryptorl_jax.training.lowering import unrolled_threefry
 from cryptorl_jax.training.member import make_member_step
 from cryptorl_jax.training.placement import Placement
 from cryptorl_jax.training.spec import Hyper, Member, TrainerSpec, members_from_config, stack
@@ -159,7 +158,6 @@ def make_train(spec: TrainerSpec, *, devices: list | None = None) -> Trainer:
     shard_map over the devices, one jit. Members and segments that differ only in those
     arguments share the compilation.
     """
-    unrolled_threefry()  # the hash without a loop on the CPU too (the same bits; lowering.py)
     q, window, source = spec.tqc, spec.env.window, spec.source
     devices = devices if devices is not None else parallel.select_devices(spec.devices, source)
     mesh = parallel.make_mesh(devices)

@@ -19,6 +19,10 @@ member; the loop body holds all P members, so its figures are divided by P):
   machine's measured float32 matmul peak (the one timed thing; its bandwidth is not measured).
 
 On a GPU host the same code path reports the GPU compiler's counts (jax's default backend).
+On a CPU host the step is lowered with jax's GPU rule for the threefry hash
+(`training.lowering.threefry_as_on_gpu`: the same random bits, without the 5-trip while loop
+per draw that jax emits for XLA:CPU only, 1,023 of full.yaml's 1,369 launches per iteration at
+P = 32), so the counts are of the program a GPU gets; `--native-rng` counts XLA:CPU's own.
 The step is built with train.devices=1: the figures are per device.
 
 Device table (dense peaks; NVIDIA quotes tensor-core figures "with sparsity", twice these):
@@ -37,6 +41,7 @@ opt-in bfloat16 compute dtype could reach.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import re
@@ -60,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="list the N kernels that move the most bytes (default 10)")
     parser.add_argument("--no-peak", action="store_true",
                         help="skip the timed matmul peak of this machine")
+    parser.add_argument("--native-rng", action="store_true",
+                        help="on a CPU host, count XLA:CPU's own threefry loops (default: the "
+                             "random bits lowered as on GPUs, the same bits; see the doc)")
 
 
 def step_config(args: argparse.Namespace):
@@ -117,10 +125,13 @@ def measure(args: argparse.Namespace) -> dict:
 
     from benches.train import _matmul_peak, _update_flops
     from cryptorl_jax.training.cost import loop_cost, xla_counts_loop_body_once, xla_totals
+    from cryptorl_jax.training.lowering import threefry_as_on_gpu
 
     cfg = step_config(args)
+    gpu_rng = jax.default_backend() == "cpu" and not args.native_rng
     t0 = time.perf_counter()
-    compiled, trainer, data = compile_step(cfg, args.n_features, args.rows)
+    with threefry_as_on_gpu() if gpu_rng else contextlib.nullcontext():
+        compiled, trainer, data = compile_step(cfg, args.n_features, args.rows)
     compile_s = time.perf_counter() - t0
     p, iters = trainer.population, cfg.train.steps_per_chunk
     loop = loop_cost(compiled.as_text(), trip_count=iters)
@@ -139,6 +150,7 @@ def measure(args: argparse.Namespace) -> dict:
         "chunk_iterations": iters, "backend": device.platform, "device": device.device_kind,
         "machine": platform.processor() or platform.machine(), "jax": jax.__version__,
         "compile_s": compile_s,
+        "rng_lowering": "gpu" if gpu_rng else "native",
         "flops_per_member_iteration": flops,
         "update_flops": _update_flops(trainer, data) * cfg.tqc.gradient_steps,
         "xla_bytes_per_member_iteration": totals["bytes_accessed"] / per,
@@ -163,6 +175,11 @@ def _print(res: dict, top: int) -> None:
     print(f"step: {res['config'] or 'built-in config'}, P = {p}, {res['n_envs']} envs, batch "
           f"{res['batch']}, {res['chunk_iterations']} iterations a chunk; {res['backend']} "
           f"({res['device']}), jax {res['jax']}; compiled in {res['compile_s']:.1f} s")
+    if res["backend"] == "cpu":
+        print("random bits: " + ("threefry lowered as on GPUs (straight-line; the same bits; "
+                                 "--native-rng: XLA:CPU's own loops)"
+                                 if res["rng_lowering"] == "gpu" else
+                                 "XLA:CPU's own threefry loops (--native-rng)"))
     print(f"per member-iteration ({res['n_envs']} env steps + {res['updates_per_iteration']} "
           "update):")
     print(f"  FLOPs (XLA cost analysis)        {res['flops_per_member_iteration'] / 1e9:10.3f} "

@@ -1,6 +1,7 @@
 """`cryptorl bench cost`: XLA's counts of bench train's step on a tiny config, compiled and not
 run. The counts are positive and the same in two calls (one through `main(argv)`), and a
-doubled batch doubles the update's FLOPs. Three compilations of the tiny step in all."""
+doubled batch doubles the update's FLOPs; the random bits are lowered as on GPUs unless
+--native-rng. Four compilations of the tiny step in all."""
 
 from __future__ import annotations
 
@@ -83,3 +84,16 @@ def test_text_output(cost, batch32, capsys):
 def test_bad_input_names_the_key(capsys):
     assert cli_main(["bench", "cost", "--set", "tqc.batch_siz=64", "--no-peak"]) == 2
     assert "tqc.batch_siz" in capsys.readouterr().err
+
+
+def test_on_a_cpu_host_the_random_bits_are_lowered_as_on_gpus(cost, batch32):
+    """The default counts the step with threefry lowered as jax lowers it for GPUs (no while
+    loop per draw); --native-rng counts XLA:CPU's own loops: more launches, the same FLOPs of
+    the update."""
+    if batch32["backend"] != "cpu":
+        pytest.skip("a CPU host's choice")
+    native = _measure(cost, "--set", "tqc.batch_size=32", "--native-rng")
+    assert (batch32["rng_lowering"], native["rng_lowering"]) == ("gpu", "native")
+    assert batch32["nested_loops"] == 0 < native["nested_loops"]
+    assert native["kernels_per_iteration"] > batch32["kernels_per_iteration"]
+    assert native["update_flops"] == batch32["update_flops"]

@@ -1,21 +1,18 @@
-"""The straight-line threefry lowering on the CPU (training/lowering.py): the step's random
-draws compile without loops, and training gives the same bits as under JAX's CPU loop."""
+"""The threefry hash lowered as on GPUs, on the CPU (training/lowering.py, what `bench cost`
+counts): the random draws compile without loops, and training gives the same bits as under
+JAX's CPU loop, so the counts are of the same computation."""
 
 from __future__ import annotations
-
-import os
 
 import jax
 import numpy as np
 import pytest
 
-from cryptorl_jax.training import lowering
+from cryptorl_jax.training.lowering import threefry_as_on_gpu
 from cryptorl_jax.training.trainer import trainer_for
 from tests.training.helpers import synthetic_data, tiny_config
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("CRYPTORL_ROLLED_THREEFRY", "") not in ("", "0"),
-    reason="CRYPTORL_ROLLED_THREEFRY keeps JAX's CPU loop on purpose")
+pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU's lowering")
 
 
 def _split_has_loop() -> bool:
@@ -34,25 +31,15 @@ def _train(trainer, data, chunks: int):
     return jax.device_get((state, history))
 
 
-@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU's lowering")
-def test_the_step_draws_without_loops_and_the_same_bits():
+def test_training_gives_the_same_bits_under_both_lowerings():
     cfg = tiny_config("train.n_seeds=2", "tqc.learning_starts=16", "train.steps_per_chunk=6")
-    trainer = trainer_for(cfg, 4)  # registers the straight-line rule (once per process)
+    trainer = trainer_for(cfg, 4)
     data = trainer.put_data(synthetic_data(cfg))
-    try:
-        lowering.register_threefry(False)  # JAX's own CPU rule: a loop per hash
-        jax.clear_caches()
-        rolled = _train(trainer, data, 3)
-        assert _split_has_loop()  # still JAX's loop after training
-        traced = trainer.trace_counts["train_chunk"]
-        lowering.register_threefry(True)
-        jax.clear_caches()
+    rolled = _train(trainer, data, 3)  # JAX's CPU rule: a loop per hash
+    traced = trainer.trace_counts["train_chunk"]
+    with threefry_as_on_gpu():
         unrolled = _train(trainer, data, 3)
-        assert not _split_has_loop()
         assert trainer.trace_counts["train_chunk"] > traced  # the step was built again
-    finally:
-        lowering.register_threefry(True)
-        jax.clear_caches()
     assert float(np.sum(unrolled[1][-1]["updates"])) > 0  # the last chunk learned
     leaves_a, tree_a = jax.tree.flatten(rolled)
     leaves_b, tree_b = jax.tree.flatten(unrolled)
@@ -63,9 +50,8 @@ def test_the_step_draws_without_loops_and_the_same_bits():
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_make_train_registers_it():
-    """Building a trainer puts the straight-line rule in force (the step bench cost counts)."""
-    trainer_for(tiny_config("train.n_seeds=1"), 4)
-    assert lowering.unrolled_threefry()
-    jax.clear_caches()
-    assert not _split_has_loop()
+def test_the_draws_compile_without_loops_within_and_with_them_after():
+    assert _split_has_loop()
+    with threefry_as_on_gpu():
+        assert not _split_has_loop()
+    assert _split_has_loop()  # JAX's CPU rule is back
