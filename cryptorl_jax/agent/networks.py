@@ -126,6 +126,13 @@ class StackedLayerNorm(nnx.Module):
             out.append((x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale[n] + bias[n])
         return out
 
+    def batched(self, x: jax.Array) -> jax.Array:
+        """The same on the members' inputs stacked [n, B, width]."""
+        mean = jnp.mean(x, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+        return ((x - mean) * jax.lax.rsqrt(var + self.epsilon) * self.scale[...][:, None]
+                + self.bias[...][:, None])
+
 
 def _member_kernels(rngs: nnx.Rngs, n: int, in_features: int, out_features: int) -> jax.Array:
     """[n, i, o]: nnx.Linear's default init (lecun_normal), drawn independently per member."""
@@ -163,6 +170,13 @@ class StackedLinear(nnx.Module):
         if len(xs) != kernel.shape[0]:
             raise ValueError(f"expected {kernel.shape[0]} member inputs, got {len(xs)}")
         return list(_member_matmuls(tuple(xs), kernel, bias))
+
+    def batched(self, x: jax.Array) -> jax.Array:
+        """[n, B, i] -> [n, B, o] as ONE batched matmul (the form for GPUs: one kernel for
+        all members, and autodiff's batched gradients; `CriticEnsemble(batched=True)`)."""
+        kernel = self.kernel[...]
+        y = jnp.einsum("nbi,nio->nbo", x.astype(kernel.dtype), kernel)
+        return y + self.bias[...][:, None]
 
 
 @jax.custom_vjp
@@ -228,6 +242,7 @@ class SharedInputStackedLinear(nnx.Module):
         return [y[..., n * o:(n + 1) * o] for n in range(self.n)]
 
     def __call__(self, *parts: jax.Array) -> jax.Array:
+        """The members' outputs stacked [n, B, o] (one matmul, then one transpose)."""
         y = self._matmul(*parts)
         return jnp.transpose(y.reshape(y.shape[0], self.n, self.out_features), (1, 0, 2))
 
@@ -331,6 +346,7 @@ class CriticEnsemble(nnx.Module):
         n_critics: int = 2,
         layer_norm: bool = False,
         encoder: nnx.Module | None = None,
+        batched: bool = False,
         rngs: nnx.Rngs,
     ):
         if n_critics < 1 or n_quantiles < 1:
@@ -347,6 +363,20 @@ class CriticEnsemble(nnx.Module):
                               if layer_norm else [])
         self.n_critics = n_critics
         self.n_quantiles = n_quantiles
+        self.batched = batched
+
+    def _batched_before_output(self, obs: Observation, action: jax.Array) -> jax.Array:
+        """`_layers_before_output` stacked [n, B, width]: each layer one batched matmul over
+        the critics (the GPU form, `critic_form`); the same parameters and values."""
+        features = observation_features(obs, self.encoder)
+        x = self.layers[0](features, action)  # [n, B, width]: one matmul, one transpose
+        if len(self.norms):
+            x = self.norms[0].batched(x)
+        for k, layer in enumerate(self.layers[1:-1], start=1):
+            x = layer.batched(jax.nn.relu(x))
+            if k < len(self.norms):
+                x = self.norms[k].batched(x)
+        return x
 
     def _normed(self, k: int, xs: list[jax.Array]) -> list[jax.Array]:
         return self.norms[k].members(xs) if k < len(self.norms) else xs
@@ -369,6 +399,11 @@ class CriticEnsemble(nnx.Module):
 
     def __call__(self, obs: Observation, action: jax.Array) -> jax.Array:
         """Quantiles of every critic, [B, n_critics, n_quantiles]."""
+        if self.batched:
+            x = self._batched_before_output(obs, action)
+            if len(self.layers) > 1:
+                x = self.layers[-1].batched(jax.nn.relu(x))
+            return jnp.transpose(x, (1, 0, 2))  # [B, N, M]
         xs = self._layers_before_output(obs, action)
         if len(self.layers) > 1:
             xs = self.layers[-1].members([jax.nn.relu(x) for x in xs])
@@ -383,10 +418,14 @@ class CriticEnsemble(nnx.Module):
         """
         if len(self.layers) == 1:  # no hidden layer: the output layer is the first one
             return jnp.mean(self(obs, action), axis=(1, 2))
-        hs = self._layers_before_output(obs, action)  # N x [B, H]
         last = self.layers[-1]
         kernel = jnp.mean(last.kernel[...], axis=-1)  # [N, H]
         bias = jnp.mean(last.bias[...], axis=-1)  # [N]
+        if self.batched:
+            h = jax.nn.relu(self._batched_before_output(obs, action))  # [N, B, H]
+            q = jnp.einsum("nbh,nh->nb", h, kernel) + bias[:, None]  # [N, B]
+            return jnp.sum(q, axis=0) / q.shape[0]
+        hs = self._layers_before_output(obs, action)  # N x [B, H]
         q = [jax.nn.relu(h) @ kernel[n] + bias[n] for n, h in enumerate(hs)]  # N x [B]
         return sum(q) / len(q)
 
@@ -402,8 +441,12 @@ def make_networks(
     action_dim: int,
     rngs: nnx.Rngs,
     encoder_factory: EncoderFactory | None = None,
+    batched_critics: bool = False,
 ) -> tuple[Actor, CriticEnsemble]:
     """Build (actor, critic ensemble); `obs_example` is ONE observation without batch axis.
+
+    `batched_critics`: the critics' layers as batched matmuls (`critic_form`); the parameters
+    are the same either way.
 
     `encoder_factory(rngs)` builds a fresh encoder: one for the actor, one shared by the critics
     (sb3's default share_features_extractor=False for SAC/TQC).
@@ -431,6 +474,19 @@ def make_networks(
         n_critics=tqc_cfg.n_critics,
         layer_norm=tqc_cfg.layer_norm,
         encoder=critic_encoder,
+        batched=batched_critics,
         rngs=rngs,
     )
     return actor, critic
+
+
+CRITIC_FORMS = ("per-critic", "batched")
+
+
+def critic_form(platform: str) -> str:
+    """How the critic ensemble's layers multiply on a backend: "per-critic" on the CPU (one
+    plain matmul per critic, `StackedLinear.members`: XLA:CPU runs the critics' independent
+    dots side by side on the cores, measured faster on 2 cores, docs/benchmarks.md), "batched"
+    elsewhere (one batched matmul per layer for all critics: on a GPU a dot of this size fills
+    a fraction of the device, so the critics' kernels are better launched once)."""
+    return "per-critic" if platform == "cpu" else "batched"

@@ -333,8 +333,12 @@ def make_tqc(
     encoder_factory: EncoderFactory | None = None,
     encoder_lr: float | None = None,
     axis_name: str | None = None,
+    batched_critics: bool = False,
 ) -> TQC:
     """Build the TQC learner for one unbatched `obs_example` and `action_dim` actions in [-1, 1].
+
+    `batched_critics`: the critic ensemble's layers as one batched matmul each (the GPU form,
+    `networks.critic_form`); the same parameters and, to float rounding, the same numbers.
 
     With `axis_name`, gradients and metrics are `lax.pmean`-ed over that named axis before the
     optimiser steps (data-parallel training); without it nothing is averaged.
@@ -356,7 +360,8 @@ def make_tqc(
                 optax.chain(optax.scale_by_adam(), optax.scale(-h.alpha_lr)))
 
     def build(key: jax.Array):
-        return make_networks(cfg, obs_example, action_dim, nnx.Rngs(key), encoder_factory)
+        return make_networks(cfg, obs_example, action_dim, nnx.Rngs(key), encoder_factory,
+                             batched_critics=batched_critics)
 
     abstract_actor, abstract_critic = nnx.eval_shape(lambda: build(jax.random.key(0)))
     actor_graphdef = nnx.split(abstract_actor, nnx.Param, ...)[0]

@@ -27,6 +27,7 @@ import numpy as np
 from flax import nnx
 
 from cryptorl_jax.agent.direct import make_direct
+from cryptorl_jax.agent.networks import CRITIC_FORMS, critic_form
 from cryptorl_jax.agent.tqc import TQC, Batch, make_tqc
 from cryptorl_jax.config import Config
 from cryptorl_jax.encoder.mae import MAEEncoder
@@ -78,6 +79,7 @@ class Trainer:
     # the learner that acts (TQC or `agent.direct.Direct`): init(key[, hyper]) and
     # act_deterministic(state, obs), what the rollout and the agents' checkpoints read
     learner: Any = None
+    critic_form: str = "per-critic"  # how the critics' layers multiply (networks.critic_form)
     steps_per_iteration: int = 1  # env steps of each env per chunk iteration (direct: horizon)
     chunk_iterations: int | None = None  # iterations per chunk; None: train.steps_per_chunk
 
@@ -129,12 +131,12 @@ class Trainer:
 
 def trainer_for(cfg: Config, n_features: int, embedding_dim: int | None = None, *,
                 population: int | None = None, devices: list | None = None,
-                segments: int = 1) -> Trainer:
+                segments: int = 1, critics: str | None = None) -> Trainer:
     """make_train of the config's spec (population per segment: default train.n_seeds; K
     `segments`), with the config's members (seeds 0..S-1 in each segment, its
-    hyperparameters) as the trainer's defaults."""
+    hyperparameters) as the trainer's defaults; `critics` as make_train's."""
     spec = TrainerSpec.from_config(cfg, n_features, embedding_dim, population, segments)
-    trainer = make_train(spec, devices=devices)
+    trainer = make_train(spec, devices=devices, critics=critics)
     per_segment = members_from_config(cfg, spec.population // spec.segments)
     return dataclasses.replace(trainer, default_members=tuple(per_segment * spec.segments))
 
@@ -148,7 +150,8 @@ def needs_obs_noise(hyper: Hyper) -> bool:
     return bool(np.any(np.asarray(jax.device_get(values)) != 0))
 
 
-def make_train(spec: TrainerSpec, *, devices: list | None = None) -> Trainer:
+def make_train(spec: TrainerSpec, *, devices: list | None = None,
+               critics: str | None = None) -> Trainer:
     """Build the trainer of a spec: one compiled step for its population of members.
 
     The step of one member on one device (`training.member.make_member_step`: collect, learn
@@ -157,11 +160,18 @@ def make_train(spec: TrainerSpec, *, devices: list | None = None) -> Trainer:
     own `Hyper`, an argument, and with K > 1 segments its own segment's market arrays),
     shard_map over the devices, one jit. Members and segments that differ only in those
     arguments share the compilation.
+
+    `critics` ("per-critic" / "batched"; default: the devices' own, `networks.critic_form`)
+    says how the critic ensemble's layers multiply: the same parameters either way, and the
+    same numbers to float rounding (`bench cost` asks for the GPU's form on a CPU host).
     """
     q, window, source = spec.tqc, spec.env.window, spec.source
     devices = devices if devices is not None else parallel.select_devices(spec.devices, source)
     mesh = parallel.make_mesh(devices)
     placement = Placement.of(spec, len(devices))
+    critics = critic_form(devices[0].platform) if critics is None else critics
+    if critics not in CRITIC_FORMS:
+        raise ValueError(f"critics must be one of {CRITIC_FORMS}, got {critics!r}")
     mode = spec.encoder_mode
     uses_embeddings = mode in EMBEDDING_MODES
     if uses_embeddings and spec.embedding_dim is None:
@@ -191,7 +201,8 @@ def make_train(spec: TrainerSpec, *, devices: list | None = None) -> Trainer:
         step = make_direct_member_step(spec, placement, learner, env_params, uses_embeddings)
     else:
         learner = tqc = make_tqc(q, obs_example, 1, encoder_factory=encoder_factory,
-                                 encoder_lr=encoder_lr, axis_name=placement.axis_name)
+                                 encoder_lr=encoder_lr, axis_name=placement.axis_name,
+                                 batched_critics=critics == "batched")
         step = make_member_step(spec, placement, tqc, env_params, uses_embeddings)
     trace_counts = {"train_chunk": 0, "init": 0}
     n_dev, by_member = placement.n_devices, placement.by_member
@@ -317,6 +328,6 @@ def make_train(spec: TrainerSpec, *, devices: list | None = None) -> Trainer:
     return Trainer(spec=spec, tqc=tqc, env_params=env_params, mesh=mesh, placement=placement,
                    uses_embeddings=uses_embeddings, init=init, train_chunk=train_chunk,
                    observe=step.observe, rebuild=step.rebuild, trace_counts=trace_counts,
-                   learner=learner,
+                   learner=learner, critic_form=critics,
                    steps_per_iteration=spec.agent.direct.horizon if direct_kind else 1,
                    chunk_iterations=chunk_updates(spec) if direct_kind else None)

@@ -19,10 +19,12 @@ member; the loop body holds all P members, so its figures are divided by P):
   machine's measured float32 matmul peak (the one timed thing; its bandwidth is not measured).
 
 On a GPU host the same code path reports the GPU compiler's counts (jax's default backend).
-On a CPU host the step is lowered with jax's GPU rule for the threefry hash
-(`training.lowering.threefry_as_on_gpu`: the same random bits, without the 5-trip while loop
-per draw that jax emits for XLA:CPU only, 1,023 of full.yaml's 1,369 launches per iteration at
-P = 32), so the counts are of the program a GPU gets; `--native-rng` counts XLA:CPU's own.
+On a CPU host the step is built in the form a GPU gets, so the counts are of that program:
+the threefry hash lowered with jax's GPU rule (`training.lowering.threefry_as_on_gpu`: the
+same random bits, without the 5-trip while loop per draw that jax emits for XLA:CPU only,
+1,023 of full.yaml's 1,369 launches per iteration at P = 32) and the critics' layers as one
+batched matmul each (`agent.networks.critic_form`: the same parameters and numbers to float
+rounding). `--native` counts the CPU's own program; `--critics` picks the critics' form.
 The step is built with train.devices=1: the figures are per device.
 
 Device table (dense peaks; NVIDIA quotes tensor-core figures "with sparsity", twice these):
@@ -65,9 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="list the N kernels that move the most bytes (default 10)")
     parser.add_argument("--no-peak", action="store_true",
                         help="skip the timed matmul peak of this machine")
-    parser.add_argument("--native-rng", action="store_true",
-                        help="on a CPU host, count XLA:CPU's own threefry loops (default: the "
-                             "random bits lowered as on GPUs, the same bits; see the doc)")
+    parser.add_argument("--native", action="store_true",
+                        help="on a CPU host, count the CPU's own program: XLA:CPU's threefry "
+                             "loops and per-critic matmuls (default: the GPU's form of both, "
+                             "the same numbers; see the doc)")
 
 
 def step_config(args: argparse.Namespace):
@@ -80,7 +83,7 @@ def step_config(args: argparse.Namespace):
                                      *pop])
 
 
-def compile_step(cfg, n_features: int, rows: int):
+def compile_step(cfg, n_features: int, rows: int, critics: str | None = None):
     """`train_chunk` of bench train's step, lowered and compiled on abstract state (nothing
     allocated but the synthetic market). Returns (compiled, trainer, host data)."""
     import jax
@@ -88,7 +91,8 @@ def compile_step(cfg, n_features: int, rows: int):
     from benches.train import build_step
     from cryptorl_jax.training.trainer import needs_obs_noise
 
-    trainer, data, key, enc_params, hyper, seeds = build_step(cfg, n_features, rows)
+    trainer, data, key, enc_params, hyper, seeds = build_step(cfg, n_features, rows,
+                                                              critics=critics)
     abstract = jax.eval_shape(lambda *x: x, data, hyper)
     state = jax.eval_shape(lambda k, d, e, h: trainer.init(k, d, e, hyper=h, seeds=seeds),
                            key, data, enc_params, hyper)
@@ -128,10 +132,11 @@ def measure(args: argparse.Namespace) -> dict:
     from cryptorl_jax.training.lowering import threefry_as_on_gpu
 
     cfg = step_config(args)
-    gpu_rng = jax.default_backend() == "cpu" and not args.native_rng
+    gpu_form = jax.default_backend() == "cpu" and not args.native
+    critics = args.critics or ("batched" if gpu_form else None)
     t0 = time.perf_counter()
-    with threefry_as_on_gpu() if gpu_rng else contextlib.nullcontext():
-        compiled, trainer, data = compile_step(cfg, args.n_features, args.rows)
+    with threefry_as_on_gpu() if gpu_form else contextlib.nullcontext():
+        compiled, trainer, data = compile_step(cfg, args.n_features, args.rows, critics)
     compile_s = time.perf_counter() - t0
     p, iters = trainer.population, cfg.train.steps_per_chunk
     loop = loop_cost(compiled.as_text(), trip_count=iters)
@@ -150,7 +155,8 @@ def measure(args: argparse.Namespace) -> dict:
         "chunk_iterations": iters, "backend": device.platform, "device": device.device_kind,
         "machine": platform.processor() or platform.machine(), "jax": jax.__version__,
         "compile_s": compile_s,
-        "rng_lowering": "gpu" if gpu_rng else "native",
+        "rng_lowering": "gpu" if gpu_form else "native",
+        "critic_form": trainer.critic_form,
         "flops_per_member_iteration": flops,
         "update_flops": _update_flops(trainer, data) * cfg.tqc.gradient_steps,
         "xla_bytes_per_member_iteration": totals["bytes_accessed"] / per,
@@ -176,10 +182,10 @@ def _print(res: dict, top: int) -> None:
           f"{res['batch']}, {res['chunk_iterations']} iterations a chunk; {res['backend']} "
           f"({res['device']}), jax {res['jax']}; compiled in {res['compile_s']:.1f} s")
     if res["backend"] == "cpu":
-        print("random bits: " + ("threefry lowered as on GPUs (straight-line; the same bits; "
-                                 "--native-rng: XLA:CPU's own loops)"
-                                 if res["rng_lowering"] == "gpu" else
-                                 "XLA:CPU's own threefry loops (--native-rng)"))
+        rng = ("threefry as GPUs lower it (straight-line)" if res["rng_lowering"] == "gpu"
+               else "XLA:CPU's threefry loops")
+        print(f"program counted: {rng}, critics {res['critic_form']} (the same numbers; "
+              "--native: the CPU's own program, --critics: the critics' form)")
     print(f"per member-iteration ({res['n_envs']} env steps + {res['updates_per_iteration']} "
           "update):")
     print(f"  FLOPs (XLA cost analysis)        {res['flops_per_member_iteration'] / 1e9:10.3f} "

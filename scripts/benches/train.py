@@ -50,6 +50,10 @@ def add_step_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", type=int, default=13_000,
                         help="rows of the synthetic market (default 13,000)")
     parser.add_argument("--chunk", type=int, default=250, help="iterations per train_chunk")
+    parser.add_argument("--critics", choices=("per-critic", "batched"), default=None,
+                        help="how the critics' layers multiply (default: the device's own, "
+                             "per-critic on a CPU, batched on a GPU; bench cost on a CPU host: "
+                             "the GPU's)")
 
 
 def base_settings(args: argparse.Namespace) -> list[str]:
@@ -162,11 +166,13 @@ def _synthetic(cfg, rows: int, n_features: int, embedding_dim: int | None, seed:
                      embeddings=emb)
 
 
-def build_step(cfg, n_features: int, rows: int, segments: int = 1):
+def build_step(cfg, n_features: int, rows: int, segments: int = 1,
+               critics: str | None = None):
     """The step `bench train` times and `bench cost` compiles: the config's trainer, its
     synthetic data (host arrays; K > 1 `segments`: K markets, same shapes, stacked), the init
     key, the fine-tuned encoders' parameters (pretrained-finetune only) and the members'
-    Hyper and seeds. Returns (trainer, data, key, enc_params, hyper, seeds)."""
+    Hyper and seeds; `critics` as `make_train`'s. Returns (trainer, data, key, enc_params,
+    hyper, seeds)."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -177,7 +183,7 @@ def build_step(cfg, n_features: int, rows: int, segments: int = 1):
 
     mode = cfg.encoder.mode
     emb_dim = cfg.encoder.d_model if mode in ("random", "pretrained-frozen") else None
-    trainer = trainer_for(cfg, n_features, emb_dim, segments=segments)
+    trainer = trainer_for(cfg, n_features, emb_dim, segments=segments, critics=critics)
     key = jax.random.key(0)
     if segments == 1:
         data = _synthetic(cfg, rows, n_features, emb_dim)
@@ -196,12 +202,13 @@ def build_step(cfg, n_features: int, rows: int, segments: int = 1):
 
 
 def measure(cfg, n_features: int, rows: int, chunks: int, flops: bool = True,
-            segments: int = 1) -> dict:
+            segments: int = 1, critics: str | None = None) -> dict:
     """Compile, then time `chunks` calls of train_chunk; learning is on from the first step.
     `segments` K > 1: K synthetic segments (other markets, same shapes) in one step."""
     import jax
 
-    trainer, data, key, enc_params, hyper, seeds = build_step(cfg, n_features, rows, segments)
+    trainer, data, key, enc_params, hyper, seeds = build_step(cfg, n_features, rows, segments,
+                                                              critics)
     data = trainer.put_data(data)
     state = trainer.init(key, data, enc_params, hyper=hyper, seeds=seeds)
     # fill the buffer past learning_starts with one untimed chunk, then compile-time the next
@@ -275,7 +282,8 @@ def population_main(args: argparse.Namespace, base: list[str]) -> None:
     rows = {}
     for p in sizes:
         cfg = load_config(args.config, [*base, *args.overrides, f"train.n_seeds={p}"])
-        res = measure(cfg, args.n_features, args.rows, args.chunks, flops=False)
+        res = measure(cfg, args.n_features, args.rows, args.chunks, flops=False,
+                      critics=args.critics)
         res["aggregate_env_steps_per_s"] = res["env_steps_per_s"] * p
         rows[p] = res
         print(f"P = {p:3d}: aggregate env steps/s {res['aggregate_env_steps_per_s']:12.1f}, "
@@ -306,8 +314,10 @@ def segments_main(args: argparse.Namespace, base: list[str]) -> None:
 
     k = int(args.segments)
     cfg = load_config(args.config, [*base, *args.overrides])
-    one = measure(cfg, args.n_features, args.rows, args.chunks, flops=False)
-    batch = measure(cfg, args.n_features, args.rows, args.chunks, flops=False, segments=k)
+    one = measure(cfg, args.n_features, args.rows, args.chunks, flops=False,
+                  critics=args.critics)
+    batch = measure(cfg, args.n_features, args.rows, args.chunks, flops=False, segments=k,
+                    critics=args.critics)
     ratio = batch["aggregate_env_steps_per_s"] / one["aggregate_env_steps_per_s"]
     for name, r in (("one segment", one), (f"{k} segments", batch)):
         print(f"{name:12s}: aggregate env steps/s {r['aggregate_env_steps_per_s']:12.1f}, per "
@@ -337,7 +347,8 @@ def main(args: argparse.Namespace) -> None:
         for mode in ("pretrained-frozen", "pretrained-finetune"):
             cfg = load_config(args.config, [*base, *common, f"encoder.mode={mode}",
                                             *args.overrides])
-            rows[mode] = measure(cfg, args.n_features, args.rows, args.chunks, flops=False)
+            rows[mode] = measure(cfg, args.n_features, args.rows, args.chunks, flops=False,
+                                 critics=args.critics)
             print(f"{mode:22s} env steps/s {rows[mode]['env_steps_per_s']:10.1f}  updates/s "
                   f"{rows[mode]['updates_per_s']:8.1f}  compile {rows[mode]['compile_s']:.1f} s")
         ratio = (rows["pretrained-frozen"]["env_steps_per_s"]
@@ -355,7 +366,7 @@ def main(args: argparse.Namespace) -> None:
     if cfg.tqc.learning_starts >= args.chunk * cfg.train.n_envs:
         print(f"note: learning_starts {cfg.tqc.learning_starts} is inside the first chunk of "
               f"{args.chunk * cfg.train.n_envs} env steps; the warm-up chunk absorbs it")
-    res = measure(cfg, args.n_features, args.rows, args.chunks)
+    res = measure(cfg, args.n_features, args.rows, args.chunks, critics=args.critics)
     gflops = res["flops_per_update"] * res["updates_per_s"] / 1e9
     res["update_gflop"] = res["flops_per_update"] / 1e9
     res["achieved_gflops"] = gflops

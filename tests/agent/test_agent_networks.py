@@ -246,3 +246,46 @@ def test_layer_norm_networks_match_numpy():
                                + _np(actor.mean.bias[...]), rtol=1e-4, atol=1e-4)
     plain_actor, plain_critic = networks.make_networks(CFG, jnp.zeros(4), 2, nnx.Rngs(5))
     assert not len(plain_critic.norms) and not len(plain_actor.trunk.norms)
+
+
+@pytest.mark.parametrize("net_arch,layer_norm", [((16, 8), False), ((16, 8), True), ((16,), False),
+                                                 ((), False)])
+def test_batched_critics_equal_the_per_critic_form(net_arch, layer_norm):
+    """`CriticEnsemble(batched=True)` (the GPU form: one batched matmul per layer) has the
+    per-critic form's parameters and, to float rounding, its quantiles, mean value and every
+    gradient (parameters and action)."""
+    cfg = dataclasses.replace(CFG, net_arch=net_arch, layer_norm=layer_norm)
+    _, per = networks.make_networks(cfg, jnp.zeros(4), 2, nnx.Rngs(4))
+    _, bat = networks.make_networks(cfg, jnp.zeros(4), 2, nnx.Rngs(4), batched_critics=True)
+    g_per, params, rest = nnx.split(per, nnx.Param, ...)
+    g_bat, params_b, _ = nnx.split(bat, nnx.Param, ...)
+    assert jax.tree.structure(params) == jax.tree.structure(params_b)
+    for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(params_b)):
+        np.testing.assert_array_equal(x, y)
+    obs = jax.random.normal(jax.random.key(0), (6, 4))
+    action = jax.random.uniform(jax.random.key(1), (6, 2), minval=-1, maxval=1)
+    weights = jax.random.normal(jax.random.key(2), (6, cfg.n_critics, cfg.n_quantiles))
+
+    def outputs(graphdef, p, a):
+        critic = nnx.merge(graphdef, p, rest)
+        return critic(obs, a), critic.mean_value(obs, a)
+
+    def loss(graphdef, p, a, which):
+        q, v = outputs(graphdef, p, a)
+        return jnp.sum(weights * q) if which == "quantiles" else jnp.sum(weights[:, 0, 0] * v)
+
+    for which in ("quantiles", "mean value"):
+        got = jax.value_and_grad(loss, argnums=(1, 2))(g_bat, params, action, which)
+        want = jax.value_and_grad(loss, argnums=(1, 2))(g_per, params, action, which)
+        for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_allclose(x, y, rtol=2e-5, atol=1e-6)
+    q_b, v_b = outputs(g_bat, params, action)
+    q_p, v_p = outputs(g_per, params, action)
+    assert q_b.shape == q_p.shape == (6, cfg.n_critics, cfg.n_quantiles)
+    np.testing.assert_allclose(q_b, q_p, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(v_b, v_p, rtol=1e-5, atol=1e-6)
+
+
+def test_the_critic_form_by_backend():
+    assert networks.critic_form("cpu") == "per-critic"
+    assert networks.critic_form("gpu") == networks.critic_form("cuda") == "batched"

@@ -386,3 +386,22 @@ def test_weight_decay_is_adamw_and_spares_the_encoder():
     want, _, _ = ref.adam_step(np.asarray(params["trunk"], np.float64),
                                np.asarray(grads["trunk"], np.float64), 0.0, 0.0, 1, lr)
     np.testing.assert_allclose(optax.apply_updates(params, updates)["trunk"], want, rtol=1e-6)
+
+
+def test_batched_critics_update_as_the_per_critic_form(small):
+    """The GPU form of the critics (`batched_critics`: one batched matmul per layer) starts
+    from the same parameters and makes the same updates to float rounding: 5 updates, every
+    parameter and metric within 1e-5 relative."""
+    tqc_b = T.make_tqc(SMALL, jnp.zeros(OBS_DIM), ACTION_DIM, batched_critics=True)
+    state = small.init(jax.random.key(0))
+    state_b = jax.jit(tqc_b.init)(jax.random.key(0))
+    assert _max_diff(state.critic_params, state_b.critic_params) == 0.0
+    run_b = jax.jit(lambda s, batch, key: tqc_b.update_many(s, lambda _: batch, key, 5))
+    batch = _batch(jax.random.key(1))
+    new, metrics = small.run_n(state, batch, jax.random.key(2), 5)
+    new_b, metrics_b = run_b(state_b, batch, jax.random.key(2))
+    for name in ("actor_params", "critic_params", "target_critic_params", "log_alpha"):
+        for x, y in zip(_leaves(getattr(new_b, name)), _leaves(getattr(new, name)), strict=True):
+            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    for name, value in metrics.items():
+        np.testing.assert_allclose(metrics_b[name], value, rtol=1e-5, atol=1e-6)

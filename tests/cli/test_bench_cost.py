@@ -88,11 +88,11 @@ def test_bad_input_names_the_key(capsys):
 
 def test_on_a_cpu_host_the_random_bits_are_lowered_as_on_gpus(cost, batch32):
     """The default counts the step with threefry lowered as jax lowers it for GPUs (no while
-    loop per draw); --native-rng counts XLA:CPU's own loops: more launches, the same FLOPs of
+    loop per draw); --native counts the CPU's own program: more launches, the same FLOPs of
     the update."""
     if batch32["backend"] != "cpu":
         pytest.skip("a CPU host's choice")
-    native = _measure(cost, "--set", "tqc.batch_size=32", "--native-rng")
+    native = _measure(cost, "--set", "tqc.batch_size=32", "--native")
     assert (batch32["rng_lowering"], native["rng_lowering"]) == ("gpu", "native")
     assert batch32["nested_loops"] == 0 < native["nested_loops"]
     assert native["kernels_per_iteration"] > batch32["kernels_per_iteration"]
