@@ -485,8 +485,11 @@ CRITIC_FORMS = ("per-critic", "batched")
 
 def critic_form(platform: str) -> str:
     """How the critic ensemble's layers multiply on a backend: "per-critic" on the CPU (one
-    plain matmul per critic, `StackedLinear.members`: XLA:CPU runs the critics' independent
-    dots side by side on the cores, measured faster on 2 cores, docs/benchmarks.md), "batched"
-    elsewhere (one batched matmul per layer for all critics: on a GPU a dot of this size fills
-    a fraction of the device, so the critics' kernels are better launched once)."""
+    plain matmul per critic, `StackedLinear.members`, so XLA:CPU can run the critics'
+    independent dots side by side on the cores: the form every CPU figure of the project was
+    made with, kept so they reproduce bit for bit; the batched form measured equal within
+    noise on 2 cores with jax 0.10.2, docs/benchmarks.md), "batched" elsewhere (one batched
+    matmul per layer for all critics: 45 fewer kernels per iteration of full.yaml's step, and a
+    dot of this size fills a fraction of a GPU, so one launch beats two). The GPU's choice is
+    not yet measured on a GPU (scripts/gpu_check.sh, stage `critics`)."""
     return "per-critic" if platform == "cpu" else "batched"
