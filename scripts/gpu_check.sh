@@ -9,8 +9,10 @@
 #            batch 2048, [256, 256], 25 quantiles x 2 critics) in ONE compiled step: aggregate
 #            and per-member env steps/s, compile time, peak GPU memory (3 chunks of 100
 #            vectorised steps per P; about 5 minutes);
-#   critics: the critics' per-critic form against the GPU's default batched form
-#            (networks.critic_form) at P = 1 and 16, the check that chose it (about 2 minutes);
+#   critics: the CPU's forms on the GPU, one at a time, against the GPU's defaults (the
+#            critics per critic, not batched: networks.critic_form; the parameters as trees,
+#            not flat: trainer.step_params_form) at P = 1 and 16, the check of those choices
+#            (about 3 minutes);
 #   wfo:     full.yaml end to end with 8 seeds and K = 4 segments in one batch
 #            (wfo.segments_per_batch=4: fits, MAE, training at the original 30M env steps per
 #            agent, backtests, report), its summary.md and metrics.csv kept under $OUT/full_k4;
@@ -41,12 +43,15 @@ if stage curve; then
         --set train.devices=1 --set output.progress=false 2>&1 | tee "$OUT/population.txt"
     echo "population curve: ${SECONDS} s"
 fi
-if stage critics; then
-    SECONDS=0
-    timeout 300 python scripts/bench.py train --config configs/full.yaml --population 16 \
-        --critics per-critic --chunk 100 --chunks 3 --rows 13000 --n-features 16 \
-        --set train.devices=1 --set output.progress=false 2>&1 | tee "$OUT/critics_per.txt"
-    echo "per-critic form, P = 1 and 16 (the curve's P = 1 and 16 are the batched form): ${SECONDS} s"
+if stage critics; then  # the CPU's forms on the GPU: per-critic matmuls, parameter trees
+    for form in "--critics per-critic" "--params tree"; do
+        SECONDS=0
+        timeout 200 python scripts/bench.py train --config configs/full.yaml --population 16 \
+            $form --chunk 100 --chunks 3 --rows 13000 --n-features 16 \
+            --set train.devices=1 --set output.progress=false 2>&1 \
+            | tee "$OUT/form_${form##* }.txt"
+        echo "$form, P = 1 and 16 (the curve's P = 1 and 16 are the GPU's default form): ${SECONDS} s"
+    done
 fi
 stage wfo || exit 0
 SECONDS=0

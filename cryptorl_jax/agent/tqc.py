@@ -26,6 +26,7 @@ should be deterministic (no dropout) in this mode.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -307,6 +308,39 @@ def make_optimizer(
 # --------------------------------------------------------------------------------------------
 
 
+class FlatParams:
+    """One parameter tree as one flat float vector and back (leaves in tree order)."""
+
+    def __init__(self, abstract: Any):
+        leaves, self.treedef = jax.tree.flatten(abstract)
+        self.shapes = [tuple(x.shape) for x in leaves]
+        self.sizes = [math.prod(s) for s in self.shapes]
+        self.size = sum(self.sizes)
+
+    def ravel(self, tree: Any) -> jax.Array:
+        return jnp.concatenate([x.reshape(-1) for x in jax.tree.leaves(tree)])
+
+    def unravel(self, flat: jax.Array) -> Any:
+        leaves, start = [], 0
+        for shape, n in zip(self.shapes, self.sizes):
+            leaves.append(flat[start:start + n].reshape(shape))
+            start += n
+        return jax.tree.unflatten(self.treedef, leaves)
+
+    def _is_tree(self, x: Any) -> bool:
+        return jax.tree.structure(x) == self.treedef
+
+    def ravel_like(self, tree: Any) -> Any:
+        """`tree` with every subtree shaped like the parameters (Adam's moments) raveled."""
+        return jax.tree.map(lambda sub: self.ravel(sub) if self._is_tree(sub) else sub, tree,
+                            is_leaf=self._is_tree)
+
+    def unravel_like(self, tree: Any) -> Any:
+        """`ravel_like`'s inverse: every [size] vector of `tree` unraveled."""
+        return jax.tree.map(lambda x: self.unravel(x) if getattr(x, "shape", None)
+                            == (self.size,) else x, tree)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class TQC:
     """Static container of TQC's pure functions (hashable by identity; safe as a jit static)."""
@@ -324,6 +358,8 @@ class TQC:
     update_many: Callable[..., tuple[TQCState, dict]]
     actor: Callable[[TQCState], nnx.Module]
     critic: Callable[[TQCState], nnx.Module]
+    flatten: Callable[[TQCState], TQCState]
+    unflatten: Callable[[TQCState], TQCState]
 
 
 def make_tqc(
@@ -370,13 +406,40 @@ def make_tqc(
     def pmean(tree):
         return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
 
+    abstract_actor_params = nnx.split(abstract_actor, nnx.Param, ...)[1]
+    abstract_critic_params = nnx.split(abstract_critic, nnx.Param, ...)[1]
+    actor_flat = FlatParams(abstract_actor_params)
+    critic_flat = FlatParams(abstract_critic_params)
+
     def actor_module(state: TQCState, params=None) -> nnx.Module:
         params = state.actor_params if params is None else params
+        if isinstance(params, jax.Array):  # the flat form (`flatten`)
+            params = actor_flat.unravel(params)
         return nnx.merge(actor_graphdef, params, state.actor_rest)
 
     def critic_module(state: TQCState, params=None) -> nnx.Module:
         params = state.critic_params if params is None else params
+        if isinstance(params, jax.Array):
+            params = critic_flat.unravel(params)
         return nnx.merge(critic_graphdef, params, state.critic_rest)
+
+    def flatten(state: TQCState) -> TQCState:
+        """The state with every parameter tree (and its Adam moments) as one flat vector."""
+        return state.replace(
+            actor_params=actor_flat.ravel(state.actor_params),
+            critic_params=critic_flat.ravel(state.critic_params),
+            target_critic_params=critic_flat.ravel(state.target_critic_params),
+            actor_opt_state=actor_flat.ravel_like(state.actor_opt_state),
+            critic_opt_state=critic_flat.ravel_like(state.critic_opt_state))
+
+    def unflatten(state: TQCState) -> TQCState:
+        """`flatten`'s inverse."""
+        return state.replace(
+            actor_params=actor_flat.unravel(state.actor_params),
+            critic_params=critic_flat.unravel(state.critic_params),
+            target_critic_params=critic_flat.unravel(state.target_critic_params),
+            actor_opt_state=actor_flat.unravel_like(state.actor_opt_state),
+            critic_opt_state=critic_flat.unravel_like(state.critic_opt_state))
 
     def init(key: jax.Array, hyper: TQCHyper | None = None) -> TQCState:
         h = default_hyper if hyper is None else hyper
@@ -553,6 +616,8 @@ def make_tqc(
         update_many=update_many,
         actor=actor_module,
         critic=critic_module,
+        flatten=flatten,
+        unflatten=unflatten,
     )
 
 

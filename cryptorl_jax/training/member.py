@@ -88,9 +88,10 @@ def _branch(learning, if_learning: Callable, if_not: Callable):
 
 
 def make_member_step(spec: TrainerSpec, placement: Placement, tqc: TQC, env_params: EnvParams,
-                     uses_embeddings: bool) -> MemberStep:
+                     uses_embeddings: bool, flat_params: bool = False) -> MemberStep:
     """The one-member step of a spec (see `MemberStep`); the member's envs, batch and buffer
-    are the placement's per-device shares."""
+    are the placement's per-device shares. `flat_params`: the chunk's loops carry the learner
+    with its parameters flat (`TQC.flatten`; the state in and out keeps its trees)."""
     q, window = spec.tqc, spec.env.window
     n_local, batch_local = placement.n_envs_local, placement.batch_local
     total_steps = float(spec.total_env_steps)
@@ -198,9 +199,13 @@ def make_member_step(spec: TrainerSpec, placement: Placement, tqc: TQC, env_para
         # only the chunk that straddles learning_starts decides in every iteration.
         steps, first = spec.steps_per_chunk, -(-q.learning_starts // spec.n_envs)
         phase = jnp.where(iteration >= first, 1, jnp.where(iteration + steps <= first, 0, 2))
+        # with flat_params the loops carry each parameter tree and its Adam moments as one
+        # vector (one optimiser kernel per network, not one per leaf), converted once a chunk
         agent, local, iteration, sums = jax.lax.switch(
             phase, [partial(run, False), partial(run, True), partial(run, None)],
-            (agent, local, iteration, StepMetrics.zeros()))
+            (tqc.flatten(agent) if flat_params else agent, local, iteration,
+             StepMetrics.zeros()))
+        agent = tqc.unflatten(agent) if flat_params else agent
         metrics = chunk_metrics(sums, spec.steps_per_chunk, local.env.nav, agent.log_alpha,
                                 coefficients(iteration, hyper), n_updates)
         return agent, local, iteration, metrics

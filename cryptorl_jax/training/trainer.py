@@ -80,6 +80,7 @@ class Trainer:
     # act_deterministic(state, obs), what the rollout and the agents' checkpoints read
     learner: Any = None
     critic_form: str = "per-critic"  # how the critics' layers multiply (networks.critic_form)
+    params_form: str = "tree"  # how the chunk's loops carry the parameters (step_params_form)
     steps_per_iteration: int = 1  # env steps of each env per chunk iteration (direct: horizon)
     chunk_iterations: int | None = None  # iterations per chunk; None: train.steps_per_chunk
 
@@ -131,14 +132,26 @@ class Trainer:
 
 def trainer_for(cfg: Config, n_features: int, embedding_dim: int | None = None, *,
                 population: int | None = None, devices: list | None = None,
-                segments: int = 1, critics: str | None = None) -> Trainer:
+                segments: int = 1, critics: str | None = None,
+                params: str | None = None) -> Trainer:
     """make_train of the config's spec (population per segment: default train.n_seeds; K
     `segments`), with the config's members (seeds 0..S-1 in each segment, its
-    hyperparameters) as the trainer's defaults; `critics` as make_train's."""
+    hyperparameters) as the trainer's defaults; `critics` and `params` as make_train's."""
     spec = TrainerSpec.from_config(cfg, n_features, embedding_dim, population, segments)
-    trainer = make_train(spec, devices=devices, critics=critics)
+    trainer = make_train(spec, devices=devices, critics=critics, params=params)
     per_segment = members_from_config(cfg, spec.population // spec.segments)
     return dataclasses.replace(trainer, default_members=tuple(per_segment * spec.segments))
+
+
+PARAMS_FORMS = ("tree", "flat")
+
+
+def step_params_form(platform: str) -> str:
+    """How the chunk's loops carry the TQC learner's parameters on a backend (`make_train`'s
+    `params`): "tree" on the CPU (the form every CPU figure of the project was made with, kept
+    so they reproduce bit for bit), "flat" elsewhere (53 fewer kernels per iteration of
+    full.yaml's step at P = 32, docs/benchmarks.md; not yet timed on a GPU)."""
+    return "tree" if platform == "cpu" else "flat"
 
 
 def needs_obs_noise(hyper: Hyper) -> bool:
@@ -151,7 +164,7 @@ def needs_obs_noise(hyper: Hyper) -> bool:
 
 
 def make_train(spec: TrainerSpec, *, devices: list | None = None,
-               critics: str | None = None) -> Trainer:
+               critics: str | None = None, params: str | None = None) -> Trainer:
     """Build the trainer of a spec: one compiled step for its population of members.
 
     The step of one member on one device (`training.member.make_member_step`: collect, learn
@@ -164,6 +177,13 @@ def make_train(spec: TrainerSpec, *, devices: list | None = None,
     `critics` ("per-critic" / "batched"; default: the devices' own, `networks.critic_form`)
     says how the critic ensemble's layers multiply: the same parameters either way, and the
     same numbers to float rounding (`bench cost` asks for the GPU's form on a CPU host).
+    `params` ("tree" / "flat"; default: `step_params_form` of the devices) says how the
+    chunk's loops carry the TQC learner's parameters: as their trees, or each network's (and
+    its Adam moments) as one vector, so the optimiser, the clipping and the target update are
+    one kernel per network, not one per parameter leaf. The same numbers but for the global
+    gradient norm's summation order (a float rounding, and only where clipping acts); the
+    state in and out of a chunk (checkpoints) keeps its trees. An encoder trained inside the
+    agent (pretrained-finetune, its own learning rate) keeps the tree form.
     """
     q, window, source = spec.tqc, spec.env.window, spec.source
     devices = devices if devices is not None else parallel.select_devices(spec.devices, source)
@@ -172,6 +192,9 @@ def make_train(spec: TrainerSpec, *, devices: list | None = None,
     critics = critic_form(devices[0].platform) if critics is None else critics
     if critics not in CRITIC_FORMS:
         raise ValueError(f"critics must be one of {CRITIC_FORMS}, got {critics!r}")
+    params = step_params_form(devices[0].platform) if params is None else params
+    if params not in PARAMS_FORMS:
+        raise ValueError(f"params must be one of {PARAMS_FORMS}, got {params!r}")
     mode = spec.encoder_mode
     uses_embeddings = mode in EMBEDDING_MODES
     if uses_embeddings and spec.embedding_dim is None:
@@ -203,7 +226,9 @@ def make_train(spec: TrainerSpec, *, devices: list | None = None,
         learner = tqc = make_tqc(q, obs_example, 1, encoder_factory=encoder_factory,
                                  encoder_lr=encoder_lr, axis_name=placement.axis_name,
                                  batched_critics=critics == "batched")
-        step = make_member_step(spec, placement, tqc, env_params, uses_embeddings)
+        params = "tree" if encoder_lr is not None else params  # labels need the tree
+        step = make_member_step(spec, placement, tqc, env_params, uses_embeddings,
+                                flat_params=params == "flat")
     trace_counts = {"train_chunk": 0, "init": 0}
     n_dev, by_member = placement.n_devices, placement.by_member
     segmented = placement.segments > 1
@@ -329,5 +354,6 @@ def make_train(spec: TrainerSpec, *, devices: list | None = None,
                    uses_embeddings=uses_embeddings, init=init, train_chunk=train_chunk,
                    observe=step.observe, rebuild=step.rebuild, trace_counts=trace_counts,
                    learner=learner, critic_form=critics,
+                   params_form="tree" if direct_kind else params,
                    steps_per_iteration=spec.agent.direct.horizon if direct_kind else 1,
                    chunk_iterations=chunk_updates(spec) if direct_kind else None)

@@ -22,9 +22,11 @@ On a GPU host the same code path reports the GPU compiler's counts (jax's defaul
 On a CPU host the step is built in the form a GPU gets, so the counts are of that program:
 the threefry hash lowered with jax's GPU rule (`training.lowering.threefry_as_on_gpu`: the
 same random bits, without the 5-trip while loop per draw that jax emits for XLA:CPU only,
-1,023 of full.yaml's 1,369 launches per iteration at P = 32) and the critics' layers as one
+1,023 of full.yaml's 1,369 launches per iteration at P = 32), the critics' layers as one
 batched matmul each (`agent.networks.critic_form`: the same parameters and numbers to float
-rounding). `--native` counts the CPU's own program; `--critics` picks the critics' form.
+rounding) and the parameters carried flat through the chunk's loops
+(`training.trainer.step_params_form`: one optimiser kernel per network). `--native` counts the
+CPU's own program; `--critics` and `--params` pick one choice.
 The step is built with train.devices=1: the figures are per device.
 
 Device table (dense peaks; NVIDIA quotes tensor-core figures "with sparsity", twice these):
@@ -83,7 +85,8 @@ def step_config(args: argparse.Namespace):
                                      *pop])
 
 
-def compile_step(cfg, n_features: int, rows: int, critics: str | None = None):
+def compile_step(cfg, n_features: int, rows: int, critics: str | None = None,
+                 params: str | None = None):
     """`train_chunk` of bench train's step, lowered and compiled on abstract state (nothing
     allocated but the synthetic market). Returns (compiled, trainer, host data)."""
     import jax
@@ -92,7 +95,7 @@ def compile_step(cfg, n_features: int, rows: int, critics: str | None = None):
     from cryptorl_jax.training.trainer import needs_obs_noise
 
     trainer, data, key, enc_params, hyper, seeds = build_step(cfg, n_features, rows,
-                                                              critics=critics)
+                                                              critics=critics, params=params)
     abstract = jax.eval_shape(lambda *x: x, data, hyper)
     state = jax.eval_shape(lambda k, d, e, h: trainer.init(k, d, e, hyper=h, seeds=seeds),
                            key, data, enc_params, hyper)
@@ -134,9 +137,11 @@ def measure(args: argparse.Namespace) -> dict:
     cfg = step_config(args)
     gpu_form = jax.default_backend() == "cpu" and not args.native
     critics = args.critics or ("batched" if gpu_form else None)
+    params = args.params or ("flat" if gpu_form else None)
     t0 = time.perf_counter()
     with threefry_as_on_gpu() if gpu_form else contextlib.nullcontext():
-        compiled, trainer, data = compile_step(cfg, args.n_features, args.rows, critics)
+        compiled, trainer, data = compile_step(cfg, args.n_features, args.rows, critics,
+                                               params)
     compile_s = time.perf_counter() - t0
     p, iters = trainer.population, cfg.train.steps_per_chunk
     loop = loop_cost(compiled.as_text(), trip_count=iters)
@@ -156,7 +161,7 @@ def measure(args: argparse.Namespace) -> dict:
         "machine": platform.processor() or platform.machine(), "jax": jax.__version__,
         "compile_s": compile_s,
         "rng_lowering": "gpu" if gpu_form else "native",
-        "critic_form": trainer.critic_form,
+        "critic_form": trainer.critic_form, "params_form": trainer.params_form,
         "flops_per_member_iteration": flops,
         "update_flops": _update_flops(trainer, data) * cfg.tqc.gradient_steps,
         "xla_bytes_per_member_iteration": totals["bytes_accessed"] / per,
@@ -184,8 +189,9 @@ def _print(res: dict, top: int) -> None:
     if res["backend"] == "cpu":
         rng = ("threefry as GPUs lower it (straight-line)" if res["rng_lowering"] == "gpu"
                else "XLA:CPU's threefry loops")
-        print(f"program counted: {rng}, critics {res['critic_form']} (the same numbers; "
-              "--native: the CPU's own program, --critics: the critics' form)")
+        print(f"program counted: {rng}, critics {res['critic_form']}, parameters "
+              f"{res['params_form']} (the same numbers; --native: the CPU's own program; "
+              "--critics, --params: one choice)")
     print(f"per member-iteration ({res['n_envs']} env steps + {res['updates_per_iteration']} "
           "update):")
     print(f"  FLOPs (XLA cost analysis)        {res['flops_per_member_iteration'] / 1e9:10.3f} "

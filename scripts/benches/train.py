@@ -54,6 +54,10 @@ def add_step_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how the critics' layers multiply (default: the device's own, "
                              "per-critic on a CPU, batched on a GPU; bench cost on a CPU host: "
                              "the GPU's)")
+    parser.add_argument("--params", choices=("tree", "flat"), default=None,
+                        help="how the chunk's loops carry the parameters (default: the "
+                             "device's own, tree on a CPU, flat on a GPU; bench cost on a CPU "
+                             "host: the GPU's)")
 
 
 def base_settings(args: argparse.Namespace) -> list[str]:
@@ -167,12 +171,12 @@ def _synthetic(cfg, rows: int, n_features: int, embedding_dim: int | None, seed:
 
 
 def build_step(cfg, n_features: int, rows: int, segments: int = 1,
-               critics: str | None = None):
+               critics: str | None = None, params: str | None = None):
     """The step `bench train` times and `bench cost` compiles: the config's trainer, its
     synthetic data (host arrays; K > 1 `segments`: K markets, same shapes, stacked), the init
     key, the fine-tuned encoders' parameters (pretrained-finetune only) and the members'
-    Hyper and seeds; `critics` as `make_train`'s. Returns (trainer, data, key, enc_params,
-    hyper, seeds)."""
+    Hyper and seeds; `critics` and `params` as `make_train`'s. Returns (trainer, data, key,
+    enc_params, hyper, seeds)."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -183,7 +187,8 @@ def build_step(cfg, n_features: int, rows: int, segments: int = 1,
 
     mode = cfg.encoder.mode
     emb_dim = cfg.encoder.d_model if mode in ("random", "pretrained-frozen") else None
-    trainer = trainer_for(cfg, n_features, emb_dim, segments=segments, critics=critics)
+    trainer = trainer_for(cfg, n_features, emb_dim, segments=segments, critics=critics,
+                          params=params)
     key = jax.random.key(0)
     if segments == 1:
         data = _synthetic(cfg, rows, n_features, emb_dim)
@@ -202,13 +207,13 @@ def build_step(cfg, n_features: int, rows: int, segments: int = 1,
 
 
 def measure(cfg, n_features: int, rows: int, chunks: int, flops: bool = True,
-            segments: int = 1, critics: str | None = None) -> dict:
+            segments: int = 1, critics: str | None = None, params: str | None = None) -> dict:
     """Compile, then time `chunks` calls of train_chunk; learning is on from the first step.
     `segments` K > 1: K synthetic segments (other markets, same shapes) in one step."""
     import jax
 
     trainer, data, key, enc_params, hyper, seeds = build_step(cfg, n_features, rows, segments,
-                                                              critics)
+                                                              critics, params)
     data = trainer.put_data(data)
     state = trainer.init(key, data, enc_params, hyper=hyper, seeds=seeds)
     # fill the buffer past learning_starts with one untimed chunk, then compile-time the next
@@ -283,7 +288,7 @@ def population_main(args: argparse.Namespace, base: list[str]) -> None:
     for p in sizes:
         cfg = load_config(args.config, [*base, *args.overrides, f"train.n_seeds={p}"])
         res = measure(cfg, args.n_features, args.rows, args.chunks, flops=False,
-                      critics=args.critics)
+                      critics=args.critics, params=args.params)
         res["aggregate_env_steps_per_s"] = res["env_steps_per_s"] * p
         rows[p] = res
         print(f"P = {p:3d}: aggregate env steps/s {res['aggregate_env_steps_per_s']:12.1f}, "
@@ -315,9 +320,9 @@ def segments_main(args: argparse.Namespace, base: list[str]) -> None:
     k = int(args.segments)
     cfg = load_config(args.config, [*base, *args.overrides])
     one = measure(cfg, args.n_features, args.rows, args.chunks, flops=False,
-                  critics=args.critics)
+                  critics=args.critics, params=args.params)
     batch = measure(cfg, args.n_features, args.rows, args.chunks, flops=False, segments=k,
-                    critics=args.critics)
+                    critics=args.critics, params=args.params)
     ratio = batch["aggregate_env_steps_per_s"] / one["aggregate_env_steps_per_s"]
     for name, r in (("one segment", one), (f"{k} segments", batch)):
         print(f"{name:12s}: aggregate env steps/s {r['aggregate_env_steps_per_s']:12.1f}, per "
@@ -348,7 +353,7 @@ def main(args: argparse.Namespace) -> None:
             cfg = load_config(args.config, [*base, *common, f"encoder.mode={mode}",
                                             *args.overrides])
             rows[mode] = measure(cfg, args.n_features, args.rows, args.chunks, flops=False,
-                                 critics=args.critics)
+                                 critics=args.critics, params=args.params)
             print(f"{mode:22s} env steps/s {rows[mode]['env_steps_per_s']:10.1f}  updates/s "
                   f"{rows[mode]['updates_per_s']:8.1f}  compile {rows[mode]['compile_s']:.1f} s")
         ratio = (rows["pretrained-frozen"]["env_steps_per_s"]
@@ -366,7 +371,8 @@ def main(args: argparse.Namespace) -> None:
     if cfg.tqc.learning_starts >= args.chunk * cfg.train.n_envs:
         print(f"note: learning_starts {cfg.tqc.learning_starts} is inside the first chunk of "
               f"{args.chunk * cfg.train.n_envs} env steps; the warm-up chunk absorbs it")
-    res = measure(cfg, args.n_features, args.rows, args.chunks, critics=args.critics)
+    res = measure(cfg, args.n_features, args.rows, args.chunks, critics=args.critics,
+                  params=args.params)
     gflops = res["flops_per_update"] * res["updates_per_s"] / 1e9
     res["update_gflop"] = res["flops_per_update"] / 1e9
     res["achieved_gflops"] = gflops

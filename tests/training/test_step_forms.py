@@ -1,0 +1,43 @@
+"""The step in the GPU's form (critics batched, parameters flat through the chunk's loops, the
+threefry hash straight-line), built on the CPU, trains as the CPU's own form to float rounding;
+the state in and out of a chunk keeps its trees (checkpoints are the same either way)."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from cryptorl_jax.training.lowering import threefry_as_on_gpu
+from cryptorl_jax.training.trainer import step_params_form, trainer_for
+from tests.training.helpers import synthetic_data, tiny_config
+
+
+def _train(trainer, data, chunks: int):
+    hyper = trainer.default_hyper
+    state = trainer.init(jax.random.key(3), data, hyper=hyper, seeds=[0, 1])
+    history = []
+    for _ in range(chunks):
+        state, metrics = trainer.train_chunk(state, data, hyper)
+        history.append(metrics)
+    return jax.device_get((state.agent, history))
+
+
+def test_the_gpu_form_trains_as_the_cpu_form():
+    cfg = tiny_config("train.n_seeds=2", "tqc.learning_starts=16", "train.steps_per_chunk=6")
+    cpu = trainer_for(cfg, 4)
+    assert (cpu.critic_form, cpu.params_form) == ("per-critic", "tree")  # the CPU's own
+    data = cpu.put_data(synthetic_data(cfg))
+    want = _train(cpu, data, 3)
+    with threefry_as_on_gpu():
+        gpu = trainer_for(cfg, 4, critics="batched", params="flat")
+        assert (gpu.critic_form, gpu.params_form) == ("batched", "flat")
+        got = _train(gpu, data, 3)
+    assert float(np.sum(got[1][-1]["updates"])) > 0  # the last chunk learned
+    assert jax.tree.structure(got[0]) == jax.tree.structure(want[0])  # trees in and out
+    for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
+
+
+def test_the_parameters_form_by_backend():
+    assert step_params_form("cpu") == "tree"
+    assert step_params_form("gpu") == step_params_form("cuda") == "flat"
