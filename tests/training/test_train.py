@@ -238,6 +238,19 @@ POPULATION_DEVICES_SCRIPT = textwrap.dedent("""
     for x, y in zip(jax.tree.leaves(runs["sharded"].state.agent),
                     jax.tree.leaves(runs["one_device"].state.agent), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
+    # data-parallel over the two devices (gradients pmean-ed) in the GPU's form (batched
+    # critics, flat parameters) trains as in the CPU's form
+    c = tiny_config("train.n_seeds=2", "train.checkpoint_every_chunks=100",
+                    "train.parallel=data", "train.devices=all")
+    forms = {}
+    for name, kw in (("cpu", {}), ("gpu", {"critics": "batched", "params": "flat"})):
+        trainer = trainer_for(c, 4, **kw)
+        assert trainer.n_devices == 2
+        forms[name] = train(c, data, f"{tmp}/data_{name}", trainer=trainer,
+                            members=members[:2], controls=TrainControls(resume=False))
+    for x, y in zip(jax.tree.leaves(forms["gpu"].state.agent),
+                    jax.tree.leaves(forms["cpu"].state.agent), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
     print("OK")
 """)
 
