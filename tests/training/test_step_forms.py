@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import pytest
 
 from cryptorl_jax.training.lowering import threefry_as_on_gpu
 from cryptorl_jax.training.trainer import step_params_form, trainer_for
@@ -41,3 +42,11 @@ def test_the_gpu_form_trains_as_the_cpu_form():
 def test_the_parameters_form_by_backend():
     assert step_params_form("cpu") == "tree"
     assert step_params_form("gpu") == step_params_form("cuda") == "flat"
+
+
+def test_a_form_outside_the_choices_is_refused_by_name():
+    cfg = tiny_config("train.n_seeds=1")
+    with pytest.raises(ValueError, match="per-critic"):
+        trainer_for(cfg, 4, critics="fused")
+    with pytest.raises(ValueError, match="'tree', 'flat'"):
+        trainer_for(cfg, 4, params="packed")
