@@ -54,27 +54,22 @@ def read_learner(label: str, out_dirs: list[Path]) -> pd.DataFrame:
     return rows.assign(learner=label, settings=_settings(rows), commits=_commits(rows))
 
 
-def _infos(rows: pd.DataFrame) -> list[dict]:
-    out = []
-    for run_dir in rows.get("run_dir", pd.Series(dtype=str)).dropna():
-        info = Path(run_dir) / "run_info.json"
-        if info.is_file():
-            out.append(json.loads(info.read_text()))
-    return out
+def _run_dirs(rows: pd.DataFrame) -> list[Path]:
+    """The learner's run directories that hold a run_info.json."""
+    dirs = [Path(d) for d in rows.get("run_dir", pd.Series(dtype=str)).dropna()]
+    return [d for d in dirs if (d / "run_info.json").is_file()]
 
 
 def _settings(rows: pd.DataFrame) -> str:
-    for run_dir in rows.get("run_dir", pd.Series(dtype=str)).dropna():
-        if (Path(run_dir) / "run_info.json").is_file():
-            return " ".join(power.run_sets(Path(run_dir)))
-    return ""
+    dirs = _run_dirs(rows)
+    return " ".join(power.run_sets(dirs[0])) if dirs else ""
 
 
 def _commits(rows: pd.DataFrame) -> str:
     """The commits the learner's runs were computed at (run_info.json), short, in order."""
     seen = {}
-    for info in _infos(rows):
-        git = info.get("git") or {}
+    for run_dir in _run_dirs(rows):
+        git = json.loads((run_dir / "run_info.json").read_text()).get("git") or {}
         if git.get("sha"):
             seen[git["sha"][:7] + (" dirty" if git.get("dirty") else "")] = None
     return ", ".join(seen) or "unknown"

@@ -423,23 +423,24 @@ def make_tqc(
             params = critic_flat.unravel(params)
         return nnx.merge(critic_graphdef, params, state.critic_rest)
 
+    # the state's fields that hold a network's parameters or their Adam moments
+    flat_fields = {"actor_params": (actor_flat, False), "critic_params": (critic_flat, False),
+                   "target_critic_params": (critic_flat, False),
+                   "actor_opt_state": (actor_flat, True), "critic_opt_state": (critic_flat, True)}
+
     def flatten(state: TQCState) -> TQCState:
         """The state with every parameter tree (and its Adam moments) as one flat vector."""
-        return state.replace(
-            actor_params=actor_flat.ravel(state.actor_params),
-            critic_params=critic_flat.ravel(state.critic_params),
-            target_critic_params=critic_flat.ravel(state.target_critic_params),
-            actor_opt_state=actor_flat.ravel_like(state.actor_opt_state),
-            critic_opt_state=critic_flat.ravel_like(state.critic_opt_state))
+        return state.replace(**{
+            name: flat.ravel_like(getattr(state, name)) if moments
+            else flat.ravel(getattr(state, name))
+            for name, (flat, moments) in flat_fields.items()})
 
     def unflatten(state: TQCState) -> TQCState:
         """`flatten`'s inverse."""
-        return state.replace(
-            actor_params=actor_flat.unravel(state.actor_params),
-            critic_params=critic_flat.unravel(state.critic_params),
-            target_critic_params=critic_flat.unravel(state.target_critic_params),
-            actor_opt_state=actor_flat.unravel_like(state.actor_opt_state),
-            critic_opt_state=critic_flat.unravel_like(state.critic_opt_state))
+        return state.replace(**{
+            name: flat.unravel_like(getattr(state, name)) if moments
+            else flat.unravel(getattr(state, name))
+            for name, (flat, moments) in flat_fields.items()})
 
     def init(key: jax.Array, hyper: TQCHyper | None = None) -> TQCState:
         h = default_hyper if hyper is None else hyper

@@ -71,8 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the timed matmul peak of this machine")
     parser.add_argument("--native", action="store_true",
                         help="on a CPU host, count the CPU's own program: XLA:CPU's threefry "
-                             "loops and per-critic matmuls (default: the GPU's form of both, "
-                             "the same numbers; see the doc)")
+                             "loops, per-critic matmuls and parameter trees (default: the "
+                             "GPU's form of all three, the same numbers; see the doc)")
 
 
 def step_config(args: argparse.Namespace):

@@ -52,3 +52,17 @@ def run_on_two_cpu_devices(script: str, repo_root) -> str:
     assert out.returncode == 0, out.stderr[-3000:]
     assert "OK" in out.stdout
     return out.stdout
+
+
+def train_chunks(trainer, data, chunks: int, seeds=(0, 1), key: int = 3):
+    """`chunks` chunks of a fresh population (seeds) with the trainer's default members, as
+    host arrays: (the final TrainState, each chunk's metrics)."""
+    import jax
+
+    hyper = trainer.default_hyper
+    state = trainer.init(jax.random.key(key), data, hyper=hyper, seeds=list(seeds))
+    history = []
+    for _ in range(chunks):
+        state, metrics = trainer.train_chunk(state, data, hyper)
+        history.append(metrics)
+    return jax.device_get((state, history))

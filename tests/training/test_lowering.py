@@ -10,7 +10,7 @@ import pytest
 
 from cryptorl_jax.training.lowering import threefry_as_on_gpu
 from cryptorl_jax.training.trainer import trainer_for
-from tests.training.helpers import synthetic_data, tiny_config
+from tests.training.helpers import synthetic_data, tiny_config, train_chunks
 
 pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU's lowering")
 
@@ -21,24 +21,14 @@ def _split_has_loop() -> bool:
     return " while(" in jax.jit(lambda k: jax.random.split(k, 3)).lower(key).compile().as_text()
 
 
-def _train(trainer, data, chunks: int):
-    hyper = trainer.default_hyper
-    state = trainer.init(jax.random.key(3), data, hyper=hyper, seeds=[0, 1])
-    history = []
-    for _ in range(chunks):
-        state, metrics = trainer.train_chunk(state, data, hyper)
-        history.append(metrics)
-    return jax.device_get((state, history))
-
-
 def test_training_gives_the_same_bits_under_both_lowerings():
     cfg = tiny_config("train.n_seeds=2", "tqc.learning_starts=16", "train.steps_per_chunk=6")
     trainer = trainer_for(cfg, 4)
     data = trainer.put_data(synthetic_data(cfg))
-    rolled = _train(trainer, data, 3)  # JAX's CPU rule: a loop per hash
+    rolled = train_chunks(trainer, data, 3)  # JAX's CPU rule: a loop per hash
     traced = trainer.trace_counts["train_chunk"]
     with threefry_as_on_gpu():
-        unrolled = _train(trainer, data, 3)
+        unrolled = train_chunks(trainer, data, 3)
         assert trainer.trace_counts["train_chunk"] > traced  # the step was built again
     assert float(np.sum(unrolled[1][-1]["updates"])) > 0  # the last chunk learned
     leaves_a, tree_a = jax.tree.flatten(rolled)

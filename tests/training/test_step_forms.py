@@ -10,17 +10,7 @@ import pytest
 
 from cryptorl_jax.training.lowering import threefry_as_on_gpu
 from cryptorl_jax.training.trainer import step_params_form, trainer_for
-from tests.training.helpers import synthetic_data, tiny_config
-
-
-def _train(trainer, data, chunks: int):
-    hyper = trainer.default_hyper
-    state = trainer.init(jax.random.key(3), data, hyper=hyper, seeds=[0, 1])
-    history = []
-    for _ in range(chunks):
-        state, metrics = trainer.train_chunk(state, data, hyper)
-        history.append(metrics)
-    return jax.device_get((state.agent, history))
+from tests.training.helpers import synthetic_data, tiny_config, train_chunks
 
 
 def test_the_gpu_form_trains_as_the_cpu_form():
@@ -28,11 +18,13 @@ def test_the_gpu_form_trains_as_the_cpu_form():
     cpu = trainer_for(cfg, 4)
     assert (cpu.critic_form, cpu.params_form) == ("per-critic", "tree")  # the CPU's own
     data = cpu.put_data(synthetic_data(cfg))
-    want = _train(cpu, data, 3)
+    state, history = train_chunks(cpu, data, 3)
+    want = (state.agent, history)
     with threefry_as_on_gpu():
         gpu = trainer_for(cfg, 4, critics="batched", params="flat")
         assert (gpu.critic_form, gpu.params_form) == ("batched", "flat")
-        got = _train(gpu, data, 3)
+        state, history = train_chunks(gpu, data, 3)
+        got = (state.agent, history)
     assert float(np.sum(got[1][-1]["updates"])) > 0  # the last chunk learned
     assert jax.tree.structure(got[0]) == jax.tree.structure(want[0])  # trees in and out
     for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
